@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` and `make test`. Both install what they need
+# (a virtualenv in .venv with mig and its test extras, the shim, Kafka's jars) first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install lint clean
+
+demo: install
+	$(BIN)/mig demo
+
+test: install
+	$(BIN)/ruff check mig tests bench setup.py
+	$(BIN)/pytest -q
+
+install: $(VENV)/.installed
+	$(BIN)/mig --log-format json broker classpath > /dev/null
+
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard shim/src/*) shim/Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+lint: install
+	$(BIN)/ruff check mig tests
+
+clean:
+	rm -rf $(VENV) shim/build build *.egg-info

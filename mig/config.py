@@ -1,0 +1,236 @@
+"""app.toml: the one place mig's application configuration is defined, parsed and validated.
+
+Every key is declared once in ``SECTIONS`` (type, default, doc). ``load_config`` turns a file
+into a typed ``AppConfig`` or raises ``ConfigError`` naming the file, the key and what was
+expected; ``reference_markdown`` renders the same table as docs/app-toml.md, so the docs
+cannot drift from the code. The ``[kafka]`` table passes any librdkafka property through.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mig.errors import ConfigError
+from mig.kafka import KafkaSettings
+
+__all__ = ["AppConfig", "Key", "SECTIONS", "load_config", "parse_config", "reference_markdown"]
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+BARRIER_MODES = ("sync", "output", "async")
+
+
+@dataclass(frozen=True)
+class Key:
+    type: str  # "str", "int", "bool", "argv", "strmap", "choice"
+    default: Any
+    doc: str
+    required: bool = False
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+
+
+SECTIONS: dict[str, dict[str, Key]] = {
+    "app": {
+        "name": Key("str", None, "Application name; used in topic names `mig.NAME.*`."
+                    " Lower-case letters, digits, `-` and `_`, at most 63.", required=True),
+        "command": Key("argv", None, "The program and its arguments, as a list of strings.",
+                       required=True),
+        "cwd": Key("str", ".", "Working directory of the program, relative to app.toml."),
+        "state_dir": Key("str", "state", "The app's own files (relative to cwd); a backup"
+                         " keeps its own copy and checkpoints carry it."),
+        "env": Key("strmap", {}, "Extra environment variables for the program."),
+        "barrier_mode": Key("choice", "output", "`sync`: a barrier after every call;"
+                            " `output`: before every externally visible output;"
+                            " `async`: no barriers (bounded loss window).",
+                            choices=BARRIER_MODES),
+    },
+    "kafka": {
+        "bootstrap_servers": Key("str", None, "Kafka brokers, `host:port,...`. Unset: the"
+                                 " embedded broker (`mig broker up`)."),
+    },
+    "topics": {
+        "partitions": Key("int", 1, "Partitions of `mig.NAME.calls`.", minimum=1),
+        "replication_factor": Key("int", 0, "Replication factor of the app's topics;"
+                                  " 0 = min(3, number of brokers).", minimum=0),
+        "checkpoint_segment_ms": Key("int", 60000, "`segment.ms` of the compacted"
+                                     " checkpoints topic (short, so compaction runs soon).",
+                                     minimum=1000),
+        "control_retention_ms": Key("int", 7 * 24 * 3600 * 1000,
+                                    "`retention.ms` of `mig.NAME.control`.", minimum=60000),
+        "max_message_bytes": Key("int", 1048576, "`max.message.bytes` of the app's topics;"
+                                 " checkpoint chunks are cut below it.", minimum=65536),
+    },
+    "replica": {
+        "heartbeat_ms": Key("int", 200, "Interval of the primary's heartbeats.", minimum=10),
+        "failover_timeout_ms": Key("int", 1000, "No heartbeat and no committed record for"
+                                   " this long: the primary is presumed dead.", minimum=50),
+    },
+}
+
+_OPEN_SECTIONS = {"kafka"}  # extra keys allowed: librdkafka properties
+_TYPE_WORDS = {"str": "a string", "int": "an integer", "bool": "true or false",
+               "argv": "a non-empty list of strings", "strmap": "a table of strings",
+               "choice": "one of"}
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    path: Path
+    name: str
+    command: list[str]
+    cwd: Path
+    state_dir: Path
+    env: dict[str, str]
+    barrier_mode: str
+    bootstrap_servers: str | None
+    kafka_properties: dict[str, Any]
+    topics: dict[str, int]
+    replica: dict[str, int]
+    raw: dict[str, dict[str, Any]] = field(repr=False, default_factory=dict)
+
+    def kafka_settings(self) -> KafkaSettings | None:
+        """Settings for the configured Kafka, or None: use the embedded broker."""
+        if self.bootstrap_servers is None:
+            return None
+        return KafkaSettings(self.bootstrap_servers, dict(self.kafka_properties))
+
+
+def load_config(path: str | Path) -> AppConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), None, "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), None, f"cannot read: {exc}") from exc
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> AppConfig:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), None, f"not valid TOML: {exc}") from exc
+    values = _validate(doc, str(path))
+    app = values["app"]
+    if not NAME_RE.match(app["name"]):
+        raise ConfigError(str(path), "app.name", f"'{app['name']}' is not a valid name:"
+                          " expected lower-case letters, digits, '-' or '_', at most 63")
+    base = path.parent.resolve()
+    cwd = (base / app["cwd"]).resolve()
+    kafka = dict(values["kafka"])
+    bootstrap = kafka.pop("bootstrap_servers")
+    return AppConfig(path=path, name=app["name"], command=list(app["command"]), cwd=cwd,
+                     state_dir=(cwd / app["state_dir"]).resolve(), env=dict(app["env"]),
+                     barrier_mode=app["barrier_mode"], bootstrap_servers=bootstrap,
+                     kafka_properties=kafka, topics=values["topics"],
+                     replica=values["replica"], raw=values)
+
+
+def _validate(doc: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    for section, body in doc.items():
+        if section not in SECTIONS:
+            raise ConfigError(where, section, "unknown section" + _suggest(section, SECTIONS))
+        if not isinstance(body, dict):
+            raise ConfigError(where, section, f"expected a table [{section}], got"
+                              f" {_describe(body)}")
+    out: dict[str, dict[str, Any]] = {}
+    for section, keys in SECTIONS.items():
+        body = doc.get(section, {})
+        values: dict[str, Any] = {}
+        for name, value in body.items():
+            dotted = f"{section}.{name}"
+            if name not in keys:
+                if section in _OPEN_SECTIONS:
+                    values[name] = _passthrough(value, where, dotted)
+                    continue
+                raise ConfigError(where, dotted, "unknown key" + _suggest(name, keys))
+            values[name] = _check(keys[name], value, where, dotted)
+        for name, key in keys.items():
+            if name not in values:
+                if key.required:
+                    raise ConfigError(where, f"{section}.{name}",
+                                      f"missing (required: {_TYPE_WORDS[key.type]})")
+                values[name] = key.default
+        out[section] = values
+    return out
+
+
+def _check(key: Key, value: Any, where: str, dotted: str) -> Any:
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(where, dotted, f"expected {expected}, got {_describe(value)}")
+
+    if key.type in ("str", "choice"):
+        if not isinstance(value, str):
+            raise bad(_TYPE_WORDS["str"])
+        if key.choices and value not in key.choices:
+            raise ConfigError(where, dotted, f"expected one of {', '.join(key.choices)};"
+                              f" got '{value}'")
+        return value
+    if key.type == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        if key.minimum is not None and value < key.minimum:
+            raise ConfigError(where, dotted, f"expected at least {key.minimum}, got {value}")
+        return value
+    if key.type == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if key.type == "argv":
+        if (not isinstance(value, list) or not value
+                or not all(isinstance(v, str) and v for v in value)):
+            raise bad("a non-empty list of non-empty strings")
+        return value
+    if key.type == "strmap":
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise bad("a table of strings")
+        return value
+    raise AssertionError(f"unknown key type {key.type}")
+
+
+def _passthrough(value: Any, where: str, dotted: str) -> Any:
+    if isinstance(value, (str, int, bool, float)):
+        return value
+    raise ConfigError(where, dotted, "expected a string, number or boolean (a librdkafka"
+                      f" property), got {_describe(value)}")
+
+
+def _describe(value: Any) -> str:
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "a list", dict: "a table"}
+    kind = kinds.get(type(value), type(value).__name__)
+    shown = repr(value)
+    return f"{kind} {shown if len(shown) <= 40 else shown[:37] + '...'}"
+
+
+def _suggest(name: str, known: dict[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
+
+
+def reference_markdown() -> str:
+    """docs/app-toml.md, generated from SECTIONS."""
+    lines = ["# app.toml reference", "",
+             "Generated from `mig/config.py` by `mig config reference`; do not edit by hand.",
+             ""]
+    for section, keys in SECTIONS.items():
+        lines += [f"## [{section}]", "", "| key | type | default | meaning |",
+                  "| --- | --- | --- | --- |"]
+        for name, key in keys.items():
+            kind = _TYPE_WORDS[key.type]
+            if key.choices:
+                kind += " " + ", ".join(f"`{c}`" for c in key.choices)
+            default = "required" if key.required else (
+                "unset" if key.default is None else f"`{key.default!r}`")
+            lines.append(f"| `{name}` | {kind} | {default} | {key.doc} |")
+        if section in _OPEN_SECTIONS:
+            lines += ["", "Any other key in `[kafka]` is passed to librdkafka as a property,"
+                      " e.g. `\"security.protocol\" = \"SASL_SSL\"`."]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""Writing mig records to an application's topics, optionally in Kafka transactions.
+
+``LogWriter`` encodes records with the codec (single-object encoding + schema header) and
+produces them to ``mig.NAME.<role>``. With a ``transactional_id`` every ``commit()`` is one
+Kafka transaction: readers using read_committed see all of it or none of it, and a newer
+writer with the same id fences this one (the basis of promotion in later issues).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mig.codec import Codec
+from mig.errors import MigError
+from mig.kafka import KafkaSettings, producer
+from mig.topics import topic_names
+
+__all__ = ["LogWriter"]
+
+
+class LogWriter:
+    def __init__(self, settings: KafkaSettings, app: str,
+                 transactional_id: str | None = None, timeout: float = 15.0) -> None:
+        from confluent_kafka import KafkaException
+
+        self.app = app
+        self.topics = topic_names(app)
+        self.codec = Codec.default()
+        self.timeout = timeout
+        self._errors: list[str] = []
+        self._offsets: list[tuple[str, int, int]] = []
+        extra: dict[str, Any] = {}
+        if transactional_id:
+            extra["transactional.id"] = transactional_id
+        self._producer = producer(settings, **extra)
+        self._transactional = bool(transactional_id)
+        self._open = False
+        if self._transactional:
+            try:
+                self._producer.init_transactions(timeout)
+            except KafkaException as exc:
+                raise MigError(f"cannot start transactions as '{transactional_id}' at"
+                               f" {settings.bootstrap_servers}: {exc.args[0].str()}") from exc
+
+    def send(self, role: str, full_name: str, record: dict[str, Any],
+             key: str | None = None, partition: int | None = None) -> None:
+        """Queue one record for ``mig.NAME.<role>``; it is durable after ``commit()``."""
+        value = self.codec.encode(full_name, record)
+        self.send_raw(role, value, key, self.codec.headers(full_name), partition)
+
+    def send_raw(self, role: str, value: bytes | None, key: str | None = None,
+                 headers: list[tuple[str, bytes]] | None = None,
+                 partition: int | None = None) -> None:
+        if self._transactional and not self._open:
+            self._producer.begin_transaction()
+            self._open = True
+        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers or [],
+                                  "on_delivery": self._delivered}
+        if partition is not None:
+            kwargs["partition"] = partition
+        self._producer.produce(self.topics[role], **kwargs)
+        self._producer.poll(0)
+
+    def commit(self) -> list[tuple[str, int, int]]:
+        """Make everything sent so far durable; returns (topic, partition, offset) of each."""
+        from confluent_kafka import KafkaException
+
+        try:
+            if self._transactional and self._open:
+                self._producer.commit_transaction(self.timeout)
+                self._open = False
+            remaining = self._producer.flush(self.timeout)
+        except KafkaException as exc:
+            raise MigError(f"commit to Kafka failed: {exc.args[0].str()}") from exc
+        if remaining:
+            raise MigError(f"{remaining} records not delivered within {self.timeout:g} s")
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise MigError(f"Kafka refused records: {'; '.join(errors[:3])}")
+        offsets, self._offsets = self._offsets, []
+        return offsets
+
+    def abort(self) -> None:
+        """Abandon the open transaction: nothing sent since the last commit becomes visible."""
+        from confluent_kafka import KafkaException
+
+        if not (self._transactional and self._open):
+            return
+        try:
+            self._producer.abort_transaction(self.timeout)
+        except KafkaException as exc:
+            raise MigError(f"aborting the transaction failed: {exc.args[0].str()}") from exc
+        self._producer.poll(0)  # deliver the purge reports of the aborted records
+        self._open = False
+        self._errors.clear()
+        self._offsets.clear()
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._errors.append(f"{msg.topic()}: {err.str()}")
+        else:
+            self._offsets.append((msg.topic(), msg.partition(), msg.offset()))

@@ -1,0 +1,44 @@
+"""Where mig finds its own files (schemas, the shim) and keeps its state (the mig home).
+
+The mig home (``MIG_HOME``, default ``~/.mig``) holds the embedded broker's data and logs.
+The jar cache (``MIG_CACHE``, default ``~/.cache/mig``) holds downloaded Kafka jars, shared by
+every mig home on the host. These two environment variables are read here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["mig_home", "cache_dir", "schema_dir", "shim_library", "source_root"]
+
+_PKG = Path(__file__).resolve().parent
+
+
+def source_root() -> Path:
+    """The checkout this package was installed from (editable installs and tests)."""
+    return _PKG.parent
+
+
+def mig_home() -> Path:
+    return Path(os.environ.get("MIG_HOME", Path.home() / ".mig")).expanduser()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MIG_CACHE", Path.home() / ".cache" / "mig")).expanduser()
+
+
+def schema_dir() -> Path:
+    """The folder of ``*.avsc`` files: packaged copy first, then the source checkout."""
+    packaged = _PKG / "_data" / "avro"
+    if packaged.is_dir():
+        return packaged
+    return source_root() / "avro"
+
+
+def shim_library() -> Path:
+    """Path of the built interposer library (``libmigshim.so``)."""
+    packaged = _PKG / "_data" / "libmigshim.so"
+    if packaged.is_file():
+        return packaged
+    return source_root() / "shim" / "build" / "libmigshim.so"

@@ -1,0 +1,114 @@
+"""mig/config.py: app.toml parsing and its one-line errors (file, key, what was expected)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mig.config import SECTIONS, load_config, parse_config, reference_markdown
+from mig.errors import ConfigError
+from tests.conftest import run_mig
+
+GOOD = """
+[app]
+name = "counter"
+command = ["python3", "app.py", "--port", "7000"]
+cwd = "srv"
+barrier_mode = "sync"
+env = { MODE = "test" }
+
+[kafka]
+bootstrap_servers = "10.0.0.1:9092,10.0.0.2:9092"
+"security.protocol" = "SASL_SSL"
+"linger.ms" = 5
+
+[topics]
+partitions = 2
+
+[replica]
+failover_timeout_ms = 1500
+"""
+
+
+def test_good_config_is_typed_and_resolved(tmp_path):
+    cfg = parse_config(GOOD, tmp_path / "app.toml")
+    assert cfg.name == "counter"
+    assert cfg.command == ["python3", "app.py", "--port", "7000"]
+    assert cfg.cwd == (tmp_path / "srv").resolve()
+    assert cfg.state_dir == (tmp_path / "srv" / "state").resolve()
+    assert cfg.barrier_mode == "sync"
+    assert cfg.topics["partitions"] == 2 and cfg.topics["max_message_bytes"] == 1048576
+    assert cfg.replica == {"heartbeat_ms": 200, "failover_timeout_ms": 1500}
+    settings = cfg.kafka_settings()
+    assert settings is not None
+    conf = settings.as_librdkafka_dict()
+    assert conf["bootstrap.servers"] == "10.0.0.1:9092,10.0.0.2:9092"
+    assert conf["security.protocol"] == "SASL_SSL" and conf["linger.ms"] == 5
+
+
+def test_defaults_and_embedded_kafka(tmp_path):
+    cfg = parse_config('[app]\nname = "a"\ncommand = ["true"]\n', tmp_path / "app.toml")
+    assert cfg.barrier_mode == "output"
+    assert cfg.kafka_settings() is None
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[app]\ncommand = ["x"]\n',
+     "app.toml: key 'app.name': missing (required: a string)"),
+    ('[app]\nname = "a"\ncommand = ["x"]\nbarier_mode = "sync"\n',
+     "app.toml: key 'app.barier_mode': unknown key (did you mean 'barrier_mode'?)"),
+    ('[app]\nname = "a"\ncommand = "x"\n',
+     "app.toml: key 'app.command': expected a non-empty list of non-empty strings,"
+     " got a string 'x'"),
+    ('[app]\nname = "a"\ncommand = ["x"]\n[topics]\npartitions = "2"\n',
+     "app.toml: key 'topics.partitions': expected an integer, got a string '2'"),
+    ('[app]\nname = "a"\ncommand = ["x"]\n[topics]\npartitions = 0\n',
+     "app.toml: key 'topics.partitions': expected at least 1, got 0"),
+    ('[app]\nname = "a"\ncommand = ["x"]\nbarrier_mode = "fast"\n',
+     "app.toml: key 'app.barrier_mode': expected one of sync, output, async; got 'fast'"),
+    ('[app]\nname = "A b"\ncommand = ["x"]\n',
+     "app.toml: key 'app.name': 'A b' is not a valid name: expected lower-case letters,"
+     " digits, '-' or '_', at most 63"),
+    ('[app]\nname = "a"\ncommand = ["x"]\n[replicas]\n',
+     "app.toml: key 'replicas': unknown section (did you mean 'replica'?)"),
+    ('[app]\nname = "a"\ncommand = ["x"]\n[kafka]\n"ssl.ca" = ["a"]\n',
+     "app.toml: key 'kafka.ssl.ca': expected a string, number or boolean (a librdkafka"
+     " property), got a list ['a']"),
+    ('[app]\nname = "a"\ncommand = ["x"]\n[replica]\nheartbeat_ms = true\n',
+     "app.toml: key 'replica.heartbeat_ms': expected an integer, got a boolean True"),
+])
+def test_bad_keys_name_file_key_and_expectation(text, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, Path("app.toml"))
+    assert str(info.value) == message
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"app.toml: not valid TOML: .*line 1"):
+        parse_config("[app\n", Path("app.toml"))
+    with pytest.raises(ConfigError, match="nope.toml: file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_cli_exit_2_one_line_no_traceback(tmp_path):
+    cfg = tmp_path / "app.toml"
+    cfg.write_text('[app]\nname = "a"\ncommand = ["x"]\nstate_dri = "s"\n')
+    proc = run_mig("config", "check", str(cfg))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"mig: error: {cfg}: key 'app.state_dri': unknown key"
+                                   " (did you mean 'state_dir'?)")
+    cfg.write_text('[app]\nname = "a"\ncommand = ["x"]\n')
+    ok = run_mig("config", "check", str(cfg))
+    assert ok.returncode == 0 and "ok (app a: x)" in ok.stdout
+
+
+def test_reference_lists_every_key_and_docs_match(tmp_path):
+    text = reference_markdown()
+    for section, keys in SECTIONS.items():
+        assert f"## [{section}]" in text
+        for key in keys:
+            assert f"| `{key}` |" in text
+    committed = Path(__file__).resolve().parent.parent / "docs" / "app-toml.md"
+    assert committed.read_text() == text, (
+        "regenerate: mig config reference --write docs/app-toml.md")

@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from mig.cli import app as app_cmds
 from mig.cli import broker, config, demo, log, topics
 from mig.cli.common import LogFormat, LogLevel
 from mig.errors import MigError
@@ -21,6 +22,8 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   add_completion=False,
                   help="mig: keep a hot standby of an unmodified Linux program, fed through"
                        " Kafka.")
+app.add_typer(app_cmds.primary, name="primary")
+app.add_typer(app_cmds.replica, name="replica")
 app.add_typer(broker.app, name="broker")
 app.add_typer(log.app, name="log")
 app.add_typer(topics.app, name="topics")

@@ -1,0 +1,208 @@
+"""The agent's side of the shared-memory rings (layout: shim/src/mig_ring.h).
+
+One ring per logical process of the app, ``RUN_DIR/<lpid>.ring``. In record mode the shim
+writes call records and ``Ring.drain`` reads them; ``Ring.commit`` then tells the waiting
+threads that everything up to a sequence number is in Kafka. In replay mode ``Ring.put``
+writes recorded calls for the shim to take. Offsets and sizes here must match the C header;
+tests/test_channel.py checks them against a real shim.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from mig.errors import MigError
+
+__all__ = ["RawCall", "Ring", "RingError", "REC", "HDR_SIZE"]
+
+MAGIC = 0x31474E4952474D4D
+VERSION = 1
+HDR_SIZE = 4096
+F_PAD, F_OUTPUT = 1, 2
+STATE_INIT, STATE_READY, STATE_EXITED, STATE_DIVERGED = 0, 1, 2, 3
+
+# struct mig_rec: len u32, kind u16, flags u16, tid u32, err i32, seq u64, result i64,
+# args 4*i64, wall_ns u64, out_len u64, out_hash u64, payload_len u32, reserved u32
+REC = struct.Struct("<IHHIiQq4qQQQII")
+assert REC.size == 96
+
+_OFF = {"magic": 0, "version": 8, "mode": 12, "capacity": 16, "pid": 24, "state": 28,
+        "lpid": 32, "head": 96, "tail": 104, "next_seq": 112, "committed_seq": 120,
+        "commit_futex": 128, "data_futex": 132, "lock": 136, "waiters": 140,
+        "barrier_seq": 144, "div_seq": 152, "div_text": 160, "parent_lpid": 416}
+
+_SYS_FUTEX = 202  # x86-64
+_FUTEX_WAKE = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class RingError(MigError):
+    """A ring file that is not (or no longer) a valid mig ring."""
+
+
+@dataclass
+class RawCall:
+    kind: int
+    flags: int
+    tid: int
+    err: int
+    seq: int
+    result: int
+    args: tuple[int, int, int, int]
+    wall_ns: int
+    out_len: int
+    out_hash: int
+    payload: bytes
+
+    def pack(self) -> bytes:
+        length = (REC.size + len(self.payload) + 7) & ~7
+        head = REC.pack(length, self.kind, self.flags, self.tid, self.err, self.seq,
+                        self.result, *self.args, self.wall_ns, self.out_len, self.out_hash,
+                        len(self.payload), 0)
+        return head + self.payload + b"\0" * (length - REC.size - len(self.payload))
+
+
+def parse_record(buf: bytes | memoryview, offset: int, limit: int) -> tuple[RawCall | None, int]:
+    """Parse one record at ``offset`` (at most ``limit`` bytes available). Returns the call
+    (None for padding) and its length. Raises RingError on a malformed record."""
+    if limit < REC.size:
+        raise RingError(f"record header cut short: {limit} bytes left")
+    (length, kind, flags, tid, err, seq, result, a0, a1, a2, a3, wall_ns, out_len, out_hash,
+     plen, _reserved) = REC.unpack_from(buf, offset)
+    if length < REC.size and not (flags & F_PAD and length >= 8):
+        raise RingError(f"record length {length} is below the header size")
+    if length > limit or length % 8:
+        raise RingError(f"record length {length} does not fit ({limit} bytes left)")
+    if flags & F_PAD:
+        return None, length
+    if REC.size + plen > length:
+        raise RingError(f"payload of {plen} bytes overruns the record ({length} bytes)")
+    payload = bytes(buf[offset + REC.size: offset + REC.size + plen])
+    return RawCall(kind, flags, tid, err, seq, result, (a0, a1, a2, a3), wall_ns, out_len,
+                   out_hash, payload), length
+
+
+class Ring:
+    """One mapped ring file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fd = os.open(path, os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            if size < HDR_SIZE + 65536:
+                raise RingError(f"{path}: {size} bytes is too small for a ring")
+            self.mm = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        if self._u64("magic") != MAGIC or self._u32("version") != VERSION:
+            self.mm.close()
+            raise RingError(f"{path}: not a mig ring (or another version)")
+        self.capacity = self._u64("capacity")
+        if self.capacity & (self.capacity - 1) or HDR_SIZE + self.capacity > size:
+            self.mm.close()
+            raise RingError(f"{path}: bad capacity {self.capacity}")
+        self.data = memoryview(self.mm)[HDR_SIZE:HDR_SIZE + self.capacity]
+        self.lpid = self._str("lpid", 64)
+        self.parent_lpid = self._str("parent_lpid", 64)
+        self.pid = struct.unpack_from("<i", self.mm, _OFF["pid"])[0]
+        self._futex_addr = {name: ctypes.addressof(ctypes.c_uint32.from_buffer(self.mm, _OFF[name]))
+                            for name in ("commit_futex", "data_futex")}
+
+    # -- header fields
+    def _u64(self, name: str) -> int:
+        return int(struct.unpack_from("<Q", self.mm, _OFF[name])[0])
+
+    def _u32(self, name: str) -> int:
+        return int(struct.unpack_from("<I", self.mm, _OFF[name])[0])
+
+    def _set_u64(self, name: str, value: int) -> None:
+        struct.pack_into("<Q", self.mm, _OFF[name], value)
+
+    def _str(self, name: str, size: int) -> str:
+        raw = bytes(self.mm[_OFF[name]:_OFF[name] + size])
+        return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+    @property
+    def state(self) -> int:
+        return self._u32("state")
+
+    @property
+    def barrier_seq(self) -> int:
+        return self._u64("barrier_seq")
+
+    @property
+    def committed_seq(self) -> int:
+        return self._u64("committed_seq")
+
+    def divergence(self) -> tuple[int, str] | None:
+        if self.state != STATE_DIVERGED:
+            return None
+        return self._u64("div_seq"), self._str("div_text", 256)
+
+    # -- record mode (agent consumes)
+    def drain(self, max_bytes: int = 1 << 22) -> list[RawCall]:
+        """Every complete record the shim has published, oldest first; frees their space."""
+        head = self._u64("head")
+        tail = self._u64("tail")
+        calls: list[RawCall] = []
+        while tail < head and max_bytes > 0:
+            pos = tail & (self.capacity - 1)
+            call, length = parse_record(self.data, pos, min(head - tail, self.capacity - pos))
+            if call is not None:
+                calls.append(call)
+            tail += length
+            max_bytes -= length
+        self._set_u64("tail", tail)
+        return calls
+
+    def commit(self, upto_seq: int) -> None:
+        """Every record with seq < upto_seq is in Kafka: release threads waiting for it."""
+        if upto_seq <= self._u64("committed_seq"):
+            return
+        self._set_u64("committed_seq", upto_seq)
+        self._bump_and_wake("commit_futex")
+
+    # -- replay mode (worker produces)
+    def space(self) -> int:
+        return self.capacity - (self._u64("head") - self._u64("tail"))
+
+    def put(self, call: RawCall) -> bool:
+        """Append one recorded call for the shim; False if there is no room yet."""
+        blob = call.pack()
+        head = self._u64("head")
+        room = self.capacity - (head & (self.capacity - 1))
+        need = len(blob) + (room if room < len(blob) else 0)
+        if need > self.space():
+            return False
+        if room < len(blob):
+            pos = head & (self.capacity - 1)
+            struct.pack_into("<IHH", self.data, pos, room, 0, F_PAD)
+            head += room
+        pos = head & (self.capacity - 1)
+        self.data[pos:pos + len(blob)] = blob
+        self._set_u64("head", head + len(blob))
+        return True
+
+    def wake_reader(self) -> None:
+        self._bump_and_wake("data_futex")
+
+    def _bump_and_wake(self, name: str) -> None:
+        off = _OFF[name]
+        value = (struct.unpack_from("<I", self.mm, off)[0] + 1) & 0xFFFFFFFF
+        struct.pack_into("<I", self.mm, off, value)
+        _libc.syscall(_SYS_FUTEX, ctypes.c_void_p(self._futex_addr[name]), _FUTEX_WAKE,
+                      0x7FFFFFFF, None, None, 0)
+
+    def close(self) -> None:
+        self.data.release()
+        self._futex_addr.clear()
+        try:
+            self.mm.close()
+        except BufferError:
+            pass  # a ctypes view still refers to it; the mapping goes with the process

@@ -1,0 +1,66 @@
+"""Starting the app the same way on every host: same argv, cwd, environment and address
+space layout (ADDR_NO_RANDOMIZE), with the shim preloaded.
+
+The environment an app sees is the app.toml ``env`` on top of a fixed base, plus mig's own
+variables. MIG_RUN_DIR differs between hosts, so it is padded with trailing slashes to a
+fixed length: the process's environment block then has the same size everywhere, and with
+ASLR off the stack and heap addresses a program can observe stay the same. MIG_MODE
+"record" and "replay" have the same length on purpose.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+from pathlib import Path
+
+from mig.config import AppConfig
+from mig.errors import MigError
+from mig.paths import shim_library
+
+__all__ = ["app_env", "launch", "BASE_ENV", "RUN_DIR_WIDTH"]
+
+BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+RUN_DIR_WIDTH = 200
+ADDR_NO_RANDOMIZE = 0x0040000
+
+
+def app_env(cfg: AppConfig) -> dict[str, str]:
+    """The environment the app sees, without mig's variables (what the identity digests)."""
+    env = dict(BASE_ENV)
+    env.update(cfg.env)
+    return env
+
+
+def _padded(run_dir: Path) -> str:
+    text = str(run_dir)
+    if len(text) > RUN_DIR_WIDTH:
+        raise MigError(f"run folder path {text} is longer than {RUN_DIR_WIDTH} characters")
+    return text + "/" * (RUN_DIR_WIDTH - len(text))
+
+
+def _no_aslr() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    current = libc.personality(0xFFFFFFFF)
+    libc.personality(current | ADDR_NO_RANDOMIZE)
+
+
+def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
+           log_file: Path) -> subprocess.Popen[bytes]:
+    """Start the app under the shim in ``mode`` (record or replay)."""
+    shim = shim_library()
+    if not shim.is_file():
+        raise MigError(f"the shim is not built ({shim}): run `make -C shim` or reinstall mig")
+    env = app_env(cfg)
+    env.update({"LD_PRELOAD": str(shim), "MIG_MODE": mode, "MIG_RUN_DIR": _padded(run_dir),
+                "MIG_LPID": "1", "MIG_BARRIER": cfg.barrier_mode})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        try:
+            return subprocess.Popen(cfg.command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=out, preexec_fn=_no_aslr,
+                                    start_new_session=True)
+        except OSError as exc:
+            raise MigError(f"cannot start {cfg.command[0]}: {exc.strerror}") from exc

@@ -1,0 +1,179 @@
+"""The recorder agent behind ``mig primary start``: runs the app under the shim in record
+mode, drains its rings into ``mig.NAME.calls`` and answers barriers.
+
+One loop: find new rings, drain every ring, send the calls as one CallBatch per logical
+process, and commit the Kafka transaction when a thread waits at a barrier (output/sync
+mode) or when ``flush_ms`` passed (async mode, and to bound the loss window). After each
+commit the rings' ``committed_seq`` is raised and waiting threads wake. Heartbeats go to
+``mig.NAME.control`` every ``heartbeat_ms``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from mig.calls import to_avro
+from mig.channel import Ring, RingError
+from mig.config import AppConfig
+from mig.identity import app_identity
+from mig.kafka import KafkaSettings
+from mig.launch import app_env, launch
+from mig.logwriter import LogWriter
+from mig.topics import ensure_topics
+
+__all__ = ["Recorder", "RecordStats"]
+
+log = structlog.get_logger("mig.recorder")
+
+
+@dataclass
+class RecordStats:
+    calls: int = 0
+    batches: int = 0
+    commits: int = 0
+    barrier_commits: int = 0
+    exit_code: int | None = None
+    per_lpid: dict[str, int] = field(default_factory=dict)
+
+
+class Recorder:
+    def __init__(self, cfg: AppConfig, settings: KafkaSettings, run_dir: Path,
+                 member: str | None = None, epoch: int = 1, flush_ms: int = 5) -> None:
+        self.cfg = cfg
+        self.settings = settings
+        self.run_dir = run_dir
+        self.member = member or f"{socket.gethostname()}-{os.getpid()}"
+        self.epoch = epoch
+        self.flush_ms = flush_ms
+        self.rings: dict[str, Ring] = {}
+        self.batch_seq: dict[str, int] = {}
+        self.sent_seq: dict[str, int] = {}  # lpid -> next seq after the last one sent
+        self.stats = RecordStats()
+        self._stop = False
+
+    def run(self) -> RecordStats:
+        """Record until the app exits (or SIGTERM/SIGINT stops it). Returns the figures."""
+        ensure_topics(self.settings, self.cfg.name, self.cfg.topics)
+        writer = LogWriter(self.settings, self.cfg.name,
+                           transactional_id=f"mig.{self.cfg.name}.primary")
+        identity = app_identity(self.cfg.name, self.cfg.command, self.cfg.cwd,
+                                app_env(self.cfg))
+        writer.send("calls", "mig.log.AppIdentity", identity, key="identity")
+        writer.commit()
+        for stale in self.run_dir.glob("*.ring"):
+            stale.unlink()
+        self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        proc = launch(self.cfg, "record", self.run_dir, self.cfg.cwd,
+                      self.cfg.state_dir / "mig-app.log")
+        log.info("mig.recorder.started", app=self.cfg.name, pid=proc.pid,
+                 barrier_mode=self.cfg.barrier_mode)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in
+                    (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self._loop(writer, proc)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+            self.stats.exit_code = proc.returncode
+            for ring in self.rings.values():
+                ring.close()
+        log.info("mig.recorder.stopped", calls=self.stats.calls, commits=self.stats.commits,
+                 exit_code=self.stats.exit_code)
+        return self.stats
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._stop = True
+
+    def _loop(self, writer: LogWriter, proc: object) -> None:
+        import subprocess
+
+        assert isinstance(proc, subprocess.Popen)
+        last_commit = time.monotonic()
+        last_scan = 0.0
+        last_beat = 0.0
+        idle = 0
+        while True:
+            now = time.monotonic()
+            if now - last_scan > 0.005:
+                self._discover()
+                last_scan = now
+            sent = self._drain(writer)
+            waiting = any(r.barrier_seq > r.committed_seq for r in self.rings.values())
+            due = (now - last_commit) * 1000 >= self.flush_ms
+            if (sent or self._unacked()) and (waiting or due):
+                self._commit(writer, barrier=waiting)
+                last_commit = now
+            if (now - last_beat) * 1000 >= self.cfg.replica["heartbeat_ms"]:
+                self._heartbeat(writer)
+                last_beat = now
+            exited = proc.poll() is not None
+            if exited or self._stop:
+                self._discover()
+                self._drain(writer)
+                self._commit(writer, barrier=False)
+                if exited or self._stop:
+                    return
+            if sent:
+                idle = 0
+            else:
+                idle = min(idle + 1, 10)
+                time.sleep(0.0001 * idle)
+
+    def _discover(self) -> None:
+        for path in self.run_dir.glob("*.ring"):
+            lpid = path.name[: -len(".ring")]
+            if lpid in self.rings:
+                continue
+            try:
+                ring = Ring(path)
+            except (RingError, OSError):
+                continue  # still being created: next scan
+            self.rings[lpid] = ring
+            self.batch_seq.setdefault(lpid, 0)
+            log.info("mig.recorder.process", lpid=lpid, pid=ring.pid)
+
+    def _drain(self, writer: LogWriter) -> int:
+        sent = 0
+        for lpid, ring in self.rings.items():
+            calls = ring.drain()
+            if not calls:
+                continue
+            batch = {"app": self.cfg.name, "epoch": self.epoch, "lpid": lpid,
+                     "batch_seq": self.batch_seq[lpid], "first_seq": calls[0].seq,
+                     "sent_ns": time.time_ns(), "calls": [to_avro(c) for c in calls]}
+            writer.send("calls", "mig.log.CallBatch", batch, key=lpid)
+            self.batch_seq[lpid] += 1
+            self.sent_seq[lpid] = calls[-1].seq + 1
+            self.stats.calls += len(calls)
+            self.stats.batches += 1
+            sent += len(calls)
+        return sent
+
+    def _unacked(self) -> bool:
+        return any(self.sent_seq.get(lpid, 0) > ring.committed_seq
+                   for lpid, ring in self.rings.items())
+
+    def _commit(self, writer: LogWriter, barrier: bool) -> None:
+        writer.commit()
+        self.stats.commits += 1
+        if barrier:
+            self.stats.barrier_commits += 1
+        for lpid, ring in self.rings.items():
+            if lpid in self.sent_seq:
+                ring.commit(self.sent_seq[lpid])
+
+    def _heartbeat(self, writer: LogWriter) -> None:
+        writer.send("control", "mig.log.Heartbeat", {
+            "app": self.cfg.name, "member": self.member, "role": "PRIMARY",
+            "epoch": self.epoch, "ts_ms": int(time.time() * 1000), "calls_offset": -1},
+            key=self.member)

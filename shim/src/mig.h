@@ -1,0 +1,150 @@
+/* mig.h -- table of contents of the shim's internals, included by every wrapper file.
+ *
+ * Rules of every file in shim/src:
+ *  - a wrapper calls MIG_ENTER first: it runs mig_init() (a call can arrive before the
+ *    constructor) and lets the shim's own calls and calls made while mig is off pass
+ *    straight to the real function;
+ *  - real functions are reached only through mig_real, resolved once in mig_init();
+ *  - nothing on the hot path allocates or uses stdio: records are written in place into
+ *    the shared ring, mapped at start. malloc and printf are poisoned below.
+ *  - every wrapper has the same shape: replay -> take the recorded result; record -> real
+ *    call, then mig_record(); off -> real call. */
+#ifndef MIG_H
+#define MIG_H
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <sys/utsname.h>
+#include <time.h>
+
+#include "mig_kinds.h"
+#include "mig_ring.h"
+
+#define MIG_EXPORT __attribute__((visibility("default")))
+#define MIG_TLS __thread __attribute__((tls_model("initial-exec")))
+
+enum mig_mode { MIG_OFF = 0, MIG_RECORD = 1, MIG_REPLAY = 2, MIG_LIVE = 3 };
+enum mig_barrier_mode { MIG_B_OUTPUT = 0, MIG_B_SYNC = 1, MIG_B_ASYNC = 2 };
+
+/* The real functions, resolved once (dlvsym for versioned ones). */
+struct mig_real {
+#define MIG_REAL_FIELDS(X)                                                                 \
+    X(time_t, time, (time_t *))                                                            \
+    X(int, gettimeofday, (struct timeval *, void *))                                       \
+    X(int, clock_gettime, (clockid_t, struct timespec *))                                  \
+    X(int, clock_getres, (clockid_t, struct timespec *))                                   \
+    X(ssize_t, getrandom, (void *, size_t, unsigned int))                                  \
+    X(int, getentropy, (void *, size_t))                                                   \
+    X(pid_t, getpid, (void))                                                               \
+    X(pid_t, getppid, (void))                                                              \
+    X(pid_t, gettid, (void))                                                               \
+    X(int, uname, (struct utsname *))                                                      \
+    X(int, gethostname, (char *, size_t))                                                  \
+    X(ssize_t, read, (int, void *, size_t))                                                \
+    X(ssize_t, readv, (int, const struct iovec *, int))                                    \
+    X(ssize_t, recv, (int, void *, size_t, int))                                           \
+    X(ssize_t, recvfrom, (int, void *, size_t, int, struct sockaddr *, socklen_t *))       \
+    X(ssize_t, recvmsg, (int, struct msghdr *, int))                                       \
+    X(ssize_t, write, (int, const void *, size_t))                                         \
+    X(ssize_t, writev, (int, const struct iovec *, int))                                   \
+    X(ssize_t, send, (int, const void *, size_t, int))                                     \
+    X(ssize_t, sendto, (int, const void *, size_t, int, const struct sockaddr *, socklen_t)) \
+    X(ssize_t, sendmsg, (int, const struct msghdr *, int))                                 \
+    X(int, socket, (int, int, int))                                                        \
+    X(int, socketpair, (int, int, int, int *))                                             \
+    X(int, pipe, (int *))                                                                  \
+    X(int, pipe2, (int *, int))                                                            \
+    X(int, bind, (int, const struct sockaddr *, socklen_t))                                \
+    X(int, listen, (int, int))                                                             \
+    X(int, accept, (int, struct sockaddr *, socklen_t *))                                  \
+    X(int, accept4, (int, struct sockaddr *, socklen_t *, int))                            \
+    X(int, connect, (int, const struct sockaddr *, socklen_t))                             \
+    X(int, getsockname, (int, struct sockaddr *, socklen_t *))                             \
+    X(int, getpeername, (int, struct sockaddr *, socklen_t *))                             \
+    X(int, getsockopt, (int, int, int, void *, socklen_t *))                               \
+    X(int, setsockopt, (int, int, int, const void *, socklen_t))                           \
+    X(int, shutdown, (int, int))                                                           \
+    X(int, close, (int))                                                                   \
+    X(int, poll, (struct pollfd *, nfds_t, int))                                           \
+    X(int, ppoll, (struct pollfd *, nfds_t, const struct timespec *, const sigset_t *))    \
+    X(int, select, (int, fd_set *, fd_set *, fd_set *, struct timeval *))                  \
+    X(int, epoll_wait, (int, struct epoll_event *, int, int))                              \
+    X(int, epoll_pwait, (int, struct epoll_event *, int, int, const sigset_t *))           \
+    X(int, nanosleep, (const struct timespec *, struct timespec *))                        \
+    X(int, clock_nanosleep, (clockid_t, int, const struct timespec *, struct timespec *))  \
+    X(int, usleep, (useconds_t))                                                           \
+    X(unsigned int, sleep, (unsigned int))
+#define MIG_REAL_FIELD(ret, name, args) ret(*name) args;
+    MIG_REAL_FIELDS(MIG_REAL_FIELD)
+#undef MIG_REAL_FIELD
+};
+
+extern struct mig_real mig_real;
+extern enum mig_mode mig_mode;
+extern MIG_TLS int mig_busy;
+
+void mig_init(void);
+
+/* A recorded call on its way in (record) or out (replay). */
+struct mig_call {
+    enum mig_kind kind;
+    int64_t args[4];
+    int64_t result;
+    int err;
+    const void *payload;  /* record: input bytes to log; replay: points into the ring */
+    uint32_t payload_len;
+    const void *out;      /* bytes the call writes (outputs), hashed ... */
+    const struct iovec *iov; /* ... or, when out is NULL, these iovcnt pieces */
+    int iovcnt;
+    uint64_t out_len;
+    int is_output;
+};
+
+/* Record mode: append the completed call. Returns its seq. */
+uint64_t mig_record(struct mig_call *call);
+/* Record mode: wait until every record of this process up to seq is committed. */
+void mig_barrier(uint64_t seq);
+/* Record mode: the barrier an output needs under the app's barrier mode. */
+void mig_output_barrier(void);
+/* Replay mode: the next record, which must be of `kind` with the same args[0..nargs).
+ * Fills call->result/err/payload; on a mismatch reports a divergence and stops. */
+void mig_replay(struct mig_call *call, int nargs);
+/* Replay mode: compare the output the app makes now with the recorded one. */
+void mig_replay_output(struct mig_call *call, int nargs);
+/* Replay mode: done with the payload of the last mig_replay(): release its ring space. */
+void mig_replay_done(void);
+
+uint64_t mig_hash(const void *buf, uint64_t len, uint64_t seed);
+/* Hash of the first `limit` bytes of an output (contiguous or iovec). */
+uint64_t mig_out_hash(const struct mig_call *call, uint64_t limit);
+
+/* Is fd one whose I/O is recorded (anything but a regular file)? Cached per fd. */
+int mig_fd_recorded(int fd);
+void mig_fd_forget(int fd);
+void mig_fd_mark(int fd, int recorded);
+
+/* The wrapper prologue. `call_real` is the expression returning the real result. */
+#define MIG_ENTER(call_real)                                                                \
+    do {                                                                                    \
+        mig_init();                                                                         \
+        if (mig_busy || mig_mode == MIG_OFF || mig_mode == MIG_LIVE)                        \
+            return call_real;                                                               \
+    } while (0)
+
+/* Poison what the hot path must not use (rr's habit): a wrapper file that calls malloc
+ * or printf fails to compile. mig_shim.c defines MIG_CORE to set up before this. */
+#ifndef MIG_CORE
+#pragma GCC poison malloc calloc realloc printf fprintf sprintf snprintf
+#endif
+
+#endif

@@ -1,0 +1,439 @@
+/* mig_core.c -- the shim's set-up and its channel to mig's agent.
+ *
+ * Owns: the mode (MIG_MODE), the real-function table, this process's ring (created in
+ * MIG_RUN_DIR as <lpid>.ring and mapped once), appending records (record mode), taking
+ * records (replay mode), barriers and divergence reports. Everything here is reached from
+ * wrappers with mig_busy set, so the libc calls it makes itself are never recorded.
+ * The ring's file descriptor is closed right after mmap: the app's fd numbers stay the
+ * same on the primary and on a replaying backup. */
+#define MIG_CORE
+#include "mig.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+struct mig_real mig_real;
+enum mig_mode mig_mode;
+MIG_TLS int mig_busy;
+
+static enum mig_barrier_mode barrier_mode;
+static struct mig_ring_hdr *ring;
+static unsigned char *ring_data;
+static int ready;            /* 0: not yet, 1: initialising, 2: done */
+static char run_dir[512];
+static uint64_t replay_pending; /* replay: length of the record handed out, not yet released */
+
+/* --------------------------------------------------------------- helpers (no libc I/O) */
+
+static void mig_die(const char *what)
+{
+    /* The shim cannot continue (no ring, broken channel): say why on stderr and stop. */
+    static const char prefix[] = "mig-shim: fatal: ";
+    syscall(SYS_write, 2, prefix, sizeof prefix - 1);
+    syscall(SYS_write, 2, what, strlen(what));
+    syscall(SYS_write, 2, "\n", 1);
+    syscall(SYS_exit_group, 86);
+    __builtin_unreachable();
+}
+
+static long futex(uint32_t *word, int op, uint32_t val, const struct timespec *timeout)
+{
+    return syscall(SYS_futex, word, op, val, timeout, NULL, 0);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    syscall(SYS_clock_gettime, CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void spin_lock(uint32_t *lock)
+{
+    while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(lock, __ATOMIC_RELAXED))
+            __builtin_ia32_pause();
+}
+
+static void spin_unlock(uint32_t *lock)
+{
+    __atomic_store_n(lock, 0, __ATOMIC_RELEASE);
+}
+
+uint64_t mig_hash(const void *buf, uint64_t len, uint64_t seed)
+{
+    const unsigned char *p = buf;
+    uint64_t h = seed ? seed : 0xcbf29ce484222325ull;
+    for (uint64_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+uint64_t mig_out_hash(const struct mig_call *call, uint64_t limit)
+{
+    if (call->out)
+        return mig_hash(call->out, limit, 0);
+    uint64_t h = 0, done = 0;
+    for (int i = 0; i < call->iovcnt && done < limit; i++) {
+        uint64_t n = call->iov[i].iov_len;
+        if (n > limit - done)
+            n = limit - done;
+        h = mig_hash(call->iov[i].iov_base, n, h);
+        done += n;
+    }
+    return done ? h : mig_hash("", 0, 0);
+}
+
+/* --------------------------------------------------------------- set-up */
+
+static void *resolve(const char *name, const char *version)
+{
+    void *fn = version ? dlvsym(RTLD_NEXT, name, version) : NULL;
+    return fn ? fn : dlsym(RTLD_NEXT, name);
+}
+
+static void resolve_all(void)
+{
+#define MIG_RESOLVE(ret, name, args) mig_real.name = (ret(*) args)resolve(#name, NULL);
+    MIG_REAL_FIELDS(MIG_RESOLVE)
+#undef MIG_RESOLVE
+    /* clock_gettime lived in librt before glibc 2.17; take libc's current version. */
+    mig_real.clock_gettime = (int (*)(clockid_t, struct timespec *))resolve(
+        "clock_gettime", "GLIBC_2.17");
+}
+
+static void open_ring(const char *lpid, const char *parent)
+{
+    char path[640];
+    size_t dlen = strlen(run_dir), llen = strlen(lpid);
+    if (dlen + llen + 7 >= sizeof path || llen >= sizeof ring->lpid)
+        mig_die("MIG_RUN_DIR or logical process id too long");
+    memcpy(path, run_dir, dlen);
+    path[dlen] = '/';
+    memcpy(path + dlen + 1, lpid, llen);
+    memcpy(path + dlen + 1 + llen, ".ring", 6);
+
+    uint64_t capacity = MIG_RING_DEFAULT_CAPACITY;
+    const char *cap = getenv("MIG_RING_BYTES");
+    if (cap && atoll(cap) >= 65536) {
+        capacity = 65536;
+        while (capacity < (uint64_t)atoll(cap))
+            capacity <<= 1;
+    }
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
+                          0600);
+    if (fd < 0)
+        mig_die("cannot create the ring file in MIG_RUN_DIR");
+    if (syscall(SYS_ftruncate, fd, (long)(MIG_RING_HDR + capacity)) != 0)
+        mig_die("cannot size the ring file");
+    void *map = mmap(NULL, MIG_RING_HDR + capacity, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    syscall(SYS_close, fd);
+    if (map == MAP_FAILED)
+        mig_die("cannot map the ring file");
+    ring = map;
+    ring_data = (unsigned char *)map + MIG_RING_HDR;
+    ring->magic = MIG_RING_MAGIC;
+    ring->version = MIG_RING_VERSION;
+    ring->mode = (uint32_t)mig_mode;
+    ring->capacity = capacity;
+    ring->pid = (int32_t)syscall(SYS_getpid);
+    memcpy(ring->lpid, lpid, llen + 1);
+    size_t plen = strlen(parent);
+    if (plen < sizeof ring->parent_lpid)
+        memcpy(ring->parent_lpid, parent, plen + 1);
+    __atomic_store_n(&ring->state, MIG_RS_READY, __ATOMIC_RELEASE);
+}
+
+void mig_init(void)
+{
+    if (__builtin_expect(ready == 2, 1))
+        return;
+    if (ready == 1)
+        return; /* a call made while initialising: mig_mode is still OFF, it passes */
+    ready = 1;
+    mig_busy++;
+    resolve_all();
+    const char *mode = getenv("MIG_MODE");
+    const char *dir = getenv("MIG_RUN_DIR");
+    enum mig_mode want = MIG_OFF;
+    if (mode && strcmp(mode, "record") == 0)
+        want = MIG_RECORD;
+    else if (mode && strcmp(mode, "replay") == 0)
+        want = MIG_REPLAY;
+    else if (mode && strcmp(mode, "live") == 0)
+        want = MIG_LIVE;
+    const char *bm = getenv("MIG_BARRIER");
+    barrier_mode = bm && strcmp(bm, "sync") == 0    ? MIG_B_SYNC
+                   : bm && strcmp(bm, "async") == 0 ? MIG_B_ASYNC
+                                                    : MIG_B_OUTPUT;
+    if (want == MIG_RECORD || want == MIG_REPLAY) {
+        if (!dir || strlen(dir) >= sizeof run_dir)
+            mig_die("MIG_MODE is set but MIG_RUN_DIR is not");
+        memcpy(run_dir, dir, strlen(dir) + 1);
+        const char *lpid = getenv("MIG_LPID");
+        mig_mode = want;
+        open_ring(lpid && *lpid ? lpid : "1", "");
+    } else {
+        mig_mode = want;
+    }
+    ready = 2;
+    mig_busy--;
+}
+
+__attribute__((constructor)) static void mig_constructor(void)
+{
+    mig_init();
+}
+
+__attribute__((destructor)) static void mig_destructor(void)
+{
+    if (ring)
+        __atomic_store_n(&ring->state, MIG_RS_EXITED, __ATOMIC_RELEASE);
+}
+
+/* "mig-shim <version> <mode>": a probe for tests and `mig doctor`. */
+MIG_EXPORT const char *mig_shim_version(void)
+{
+    static const char *names[] = {"mig-shim 0.2.0 off", "mig-shim 0.2.0 record",
+                                  "mig-shim 0.2.0 replay", "mig-shim 0.2.0 live"};
+    mig_init();
+    return names[mig_mode];
+}
+
+/* --------------------------------------------------------------- record mode */
+
+static void wait_space(uint64_t need)
+{
+    /* The agent drains the ring; when it falls behind the app waits (back-pressure). */
+    struct timespec pause = {0, 50000};
+    while (__atomic_load_n(&ring->head, __ATOMIC_RELAXED) + need -
+               __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE) > ring->capacity)
+        syscall(SYS_nanosleep, &pause, NULL);
+}
+
+uint64_t mig_record(struct mig_call *call)
+{
+    uint32_t len = (uint32_t)((sizeof(struct mig_rec) + call->payload_len + 7) & ~7u);
+    if (len > ring->capacity / 4)
+        mig_die("a single call record does not fit the ring (raise MIG_RING_BYTES)");
+    spin_lock(&ring->lock);
+    uint64_t head = ring->head;
+    uint64_t room = ring->capacity - (head & (ring->capacity - 1));
+    if (room < len) {
+        wait_space(room);
+        struct mig_rec *pad = (struct mig_rec *)(ring_data + (head & (ring->capacity - 1)));
+        pad->len = (uint32_t)room;
+        pad->flags = MIG_F_PAD;
+        head += room;
+        __atomic_store_n(&ring->head, head, __ATOMIC_RELEASE);
+    }
+    wait_space(len);
+    struct mig_rec *rec = (struct mig_rec *)(ring_data + (head & (ring->capacity - 1)));
+    uint64_t seq = ring->next_seq++;
+    rec->len = len;
+    rec->kind = (uint16_t)call->kind;
+    rec->flags = call->is_output ? MIG_F_OUTPUT : 0;
+    rec->tid = 0;
+    rec->err = call->err;
+    rec->seq = seq;
+    rec->result = call->result;
+    memcpy(rec->args, call->args, sizeof rec->args);
+    rec->wall_ns = now_ns();
+    rec->out_len = call->is_output ? call->out_len : 0;
+    rec->out_hash = call->is_output ? mig_out_hash(call, call->out_len) : 0;
+    rec->payload_len = call->payload_len;
+    rec->reserved = 0;
+    if (call->payload_len)
+        memcpy(rec + 1, call->payload, call->payload_len);
+    __atomic_store_n(&ring->head, head + len, __ATOMIC_RELEASE);
+    spin_unlock(&ring->lock);
+    if (barrier_mode == MIG_B_SYNC)
+        mig_barrier(seq);
+    return seq;
+}
+
+void mig_barrier(uint64_t seq)
+{
+    /* Ask for seq to be committed, then sleep on commit_futex until it is. */
+    uint64_t want = seq + 1;
+    uint64_t cur = __atomic_load_n(&ring->barrier_seq, __ATOMIC_RELAXED);
+    while (cur < want &&
+           !__atomic_compare_exchange_n(&ring->barrier_seq, &cur, want, 0, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED))
+        ;
+    struct timespec slice = {0, 20000000};
+    for (;;) {
+        uint32_t gen = __atomic_load_n(&ring->commit_futex, __ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&ring->committed_seq, __ATOMIC_ACQUIRE) >= want)
+            return;
+        __atomic_fetch_add(&ring->waiters, 1, __ATOMIC_RELAXED);
+        futex(&ring->commit_futex, FUTEX_WAIT, gen, &slice);
+        __atomic_fetch_sub(&ring->waiters, 1, __ATOMIC_RELAXED);
+    }
+}
+
+void mig_output_barrier(void)
+{
+    if (barrier_mode == MIG_B_ASYNC || mig_mode != MIG_RECORD)
+        return;
+    uint64_t next = __atomic_load_n(&ring->next_seq, __ATOMIC_ACQUIRE);
+    if (next > 0)
+        mig_barrier(next - 1);
+}
+
+/* --------------------------------------------------------------- replay mode */
+
+static struct mig_rec *next_record(void)
+{
+    struct timespec slice = {0, 20000000};
+    for (;;) {
+        uint32_t gen = __atomic_load_n(&ring->data_futex, __ATOMIC_ACQUIRE);
+        uint64_t tail = ring->tail;
+        if (__atomic_load_n(&ring->head, __ATOMIC_ACQUIRE) > tail) {
+            struct mig_rec *rec = (struct mig_rec *)(ring_data + (tail & (ring->capacity - 1)));
+            if (rec->flags & MIG_F_PAD) {
+                __atomic_store_n(&ring->tail, tail + rec->len, __ATOMIC_RELEASE);
+                continue;
+            }
+            return rec;
+        }
+        __atomic_fetch_add(&ring->waiters, 1, __ATOMIC_RELAXED);
+        futex(&ring->data_futex, FUTEX_WAIT, gen, &slice);
+        __atomic_fetch_sub(&ring->waiters, 1, __ATOMIC_RELAXED);
+    }
+}
+
+static char *put_str(char *p, char *end, const char *s)
+{
+    while (*s && p < end)
+        *p++ = *s++;
+    return p;
+}
+
+static char *put_int(char *p, char *end, int64_t v)
+{
+    char tmp[24];
+    int n = 0;
+    uint64_t u = v < 0 ? (uint64_t)(-(v + 1)) + 1 : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0 && p < end)
+        *p++ = '-';
+    while (n && p < end)
+        *p++ = tmp[--n];
+    return p;
+}
+
+static const char *kind_name(unsigned kind)
+{
+    switch (kind) {
+#define MIG_KIND_NAME(name, num)                                                            \
+    case num:                                                                               \
+        return #name;
+        MIG_KINDS(MIG_KIND_NAME)
+#undef MIG_KIND_NAME
+    }
+    return "?";
+}
+
+/* Report the first divergence in the ring header and stop the process: a backup that
+ * has diverged must not go on as if its state were the primary's. */
+static void diverge(const struct mig_rec *rec, const struct mig_call *call, const char *what,
+                    int64_t expected, int64_t actual)
+{
+    char *p = ring->div_text, *end = ring->div_text + sizeof ring->div_text - 1;
+    p = put_str(p, end, what);
+    p = put_str(p, end, ": recorded ");
+    p = put_str(p, end, kind_name(rec->kind));
+    p = put_str(p, end, " ");
+    p = put_int(p, end, expected);
+    p = put_str(p, end, ", replay made ");
+    p = put_str(p, end, kind_name((unsigned)call->kind));
+    p = put_str(p, end, " ");
+    p = put_int(p, end, actual);
+    *p = 0;
+    ring->div_seq = rec->seq;
+    __atomic_store_n(&ring->state, MIG_RS_DIVERGED, __ATOMIC_RELEASE);
+    syscall(SYS_exit_group, 87);
+    __builtin_unreachable();
+}
+
+static struct mig_rec *take(struct mig_call *call, int nargs)
+{
+    struct mig_rec *rec = next_record();
+    if (rec->kind != (uint16_t)call->kind)
+        diverge(rec, call, "call kind differs", rec->kind, call->kind);
+    for (int i = 0; i < nargs; i++)
+        if (rec->args[i] != call->args[i])
+            diverge(rec, call, "argument differs", rec->args[i], call->args[i]);
+    call->result = rec->result;
+    call->err = rec->err;
+    call->payload = rec + 1;
+    call->payload_len = rec->payload_len;
+    replay_pending = rec->len;
+    return rec;
+}
+
+void mig_replay(struct mig_call *call, int nargs)
+{
+    take(call, nargs);
+}
+
+void mig_replay_output(struct mig_call *call, int nargs)
+{
+    struct mig_rec *rec = take(call, nargs);
+    /* Compare exactly the bytes the primary's call wrote. */
+    uint64_t n = rec->out_len <= call->out_len ? rec->out_len : call->out_len;
+    uint64_t h = mig_out_hash(call, n);
+    if (n != rec->out_len)
+        diverge(rec, call, "output length differs", (int64_t)rec->out_len, (int64_t)n);
+    if (h != rec->out_hash)
+        diverge(rec, call, "output bytes differ (hash)", (int64_t)rec->out_hash, (int64_t)h);
+}
+
+void mig_replay_done(void)
+{
+    __atomic_store_n(&ring->tail, ring->tail + replay_pending, __ATOMIC_RELEASE);
+    replay_pending = 0;
+}
+
+/* --------------------------------------------------------------- fd classes */
+
+/* 0: unknown, 1: recorded (socket, pipe, device...), 2: regular file or directory. */
+static unsigned char fd_class[65536];
+
+int mig_fd_recorded(int fd)
+{
+    if (fd < 0 || fd >= (int)sizeof fd_class)
+        return 1;
+    if (fd_class[fd] == 0) {
+        struct stat st;
+        if (syscall(SYS_fstat, fd, &st) != 0)
+            return 1; /* a bad fd: record the EBADF like any other result */
+        fd_class[fd] = (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) ? 2 : 1;
+    }
+    return fd_class[fd] == 1;
+}
+
+void mig_fd_forget(int fd)
+{
+    if (fd >= 0 && fd < (int)sizeof fd_class)
+        fd_class[fd] = 0;
+}
+
+void mig_fd_mark(int fd, int recorded)
+{
+    if (fd >= 0 && fd < (int)sizeof fd_class)
+        fd_class[fd] = recorded ? 1 : 2;
+}

@@ -1,0 +1,71 @@
+/* mig_ring.h -- the shared-memory ring between one process of the app and mig's agent.
+ *
+ * One file per logical process, RUN_DIR/<lpid>.ring, created by the shim when the process
+ * starts and mapped by both sides. In record mode the shim produces call records and the
+ * recorder agent consumes them; in replay mode the replay worker produces the recorded
+ * records and the shim consumes them. Positions (head, tail) only grow; the byte at
+ * position p lives at data[p & (capacity - 1)]. A record never wraps: when it would, the
+ * producer writes a PAD record to the end of the data area.
+ *
+ * This layout is a contract with mig/shim/ring.py: change both, and bump MIG_RING_VERSION.
+ * All integers are little-endian (x86-64 and aarch64 native order). */
+#ifndef MIG_RING_H
+#define MIG_RING_H
+
+#include <stdint.h>
+
+#define MIG_RING_MAGIC 0x31474e4952474d4dULL /* "MMGRING1" */
+#define MIG_RING_VERSION 1
+#define MIG_RING_HDR 4096
+#define MIG_RING_DEFAULT_CAPACITY (4u << 20)
+
+enum mig_ring_state { MIG_RS_INIT = 0, MIG_RS_READY = 1, MIG_RS_EXITED = 2, MIG_RS_DIVERGED = 3 };
+
+/* Flags of a record. */
+#define MIG_F_PAD 1u      /* filler up to the end of the data area: skip */
+#define MIG_F_OUTPUT 2u   /* out_len/out_hash describe bytes the call wrote */
+#define MIG_F_BARRIER 4u  /* the thread waited after this record until it was committed */
+
+struct mig_ring_hdr {
+    uint64_t magic;            /*   0 */
+    uint32_t version;          /*   8 */
+    uint32_t mode;             /*  12: 1 record, 2 replay */
+    uint64_t capacity;         /*  16: bytes of the data area, a power of two */
+    int32_t pid;               /*  24: real pid of the process */
+    uint32_t state;            /*  28: enum mig_ring_state */
+    char lpid[64];             /*  32: logical process id, NUL-terminated */
+    uint64_t head;             /*  96: producer position */
+    uint64_t tail;             /* 104: consumer position */
+    uint64_t next_seq;         /* 112: record mode: the next call's sequence number */
+    uint64_t committed_seq;    /* 120: record mode: every seq below this is in Kafka */
+    uint32_t commit_futex;     /* 128: the agent bumps it (and wakes) after each commit */
+    uint32_t data_futex;       /* 132: replay: the worker bumps it (and wakes) after writing */
+    uint32_t lock;             /* 136: spinlock of producer threads (record mode) */
+    uint32_t waiters;          /* 140: threads sleeping on a futex of this ring */
+    uint64_t barrier_seq;      /* 144: highest seq a thread waits to see committed */
+    uint64_t div_seq;          /* 152: replay: seq of the first divergence */
+    char div_text[256];        /* 160: replay: what diverged, NUL-terminated */
+    char parent_lpid[64];      /* 416: the forking process's lpid, "" for the first */
+};
+
+/* One call record: this header, then payload_len bytes, padded to a multiple of 8. */
+struct mig_rec {
+    uint32_t len;         /*  0: whole record, padded */
+    uint16_t kind;        /*  4: enum mig_kind */
+    uint16_t flags;       /*  6: MIG_F_* */
+    uint32_t tid;         /*  8: logical thread id */
+    int32_t err;          /* 12: errno after the call (0 if none) */
+    uint64_t seq;         /* 16: per-process sequence number */
+    int64_t result;       /* 24 */
+    int64_t args[4];      /* 32: the arguments that matter, per kind */
+    uint64_t wall_ns;     /* 64: CLOCK_REALTIME when recorded */
+    uint64_t out_len;     /* 72: bytes written, with MIG_F_OUTPUT */
+    uint64_t out_hash;    /* 80: FNV-1a 64 of those bytes */
+    uint32_t payload_len; /* 88: bytes of input returned to the app */
+    uint32_t reserved;    /* 92 */
+};                        /* 96 bytes */
+
+_Static_assert(sizeof(struct mig_ring_hdr) <= MIG_RING_HDR, "ring header too large");
+_Static_assert(sizeof(struct mig_rec) == 96, "record header layout changed");
+
+#endif

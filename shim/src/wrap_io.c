@@ -1,0 +1,257 @@
+/* wrap_io.c -- input and output on anything that is not a regular file: read, readv, recv,
+ * recvfrom, recvmsg, write, writev, send, sendto, sendmsg, and close.
+ *
+ * Input: the primary records the bytes the call returned; a backup gets them from the log.
+ * Output: the primary waits at an output barrier (its causes must be in Kafka before a
+ * client can see the effect), writes, and records length + hash; a backup writes nothing
+ * and compares. Regular files are read and written for real on both hosts. */
+#include "mig.h"
+
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+/* Scatter `len` bytes into iov. */
+static void scatter(const struct iovec *iov, int cnt, const unsigned char *src, uint64_t len)
+{
+    for (int i = 0; i < cnt && len; i++) {
+        uint64_t n = iov[i].iov_len < len ? iov[i].iov_len : len;
+        memcpy(iov[i].iov_base, src, n);
+        src += n;
+        len -= n;
+    }
+}
+
+/* Input: replay copies the recorded bytes to buf (or iov), record logs what the real call
+ * returned. `real` performs the call. */
+static ssize_t input_call(enum mig_kind kind, int fd, int64_t a1, int64_t a2, void *buf,
+                          const struct iovec *iov, int iovcnt, ssize_t (*real)(void *), void *ctx)
+{
+    struct mig_call c = {.kind = kind, .args = {fd, a1, a2}};
+    mig_busy++;
+    if (mig_mode == MIG_REPLAY) {
+        mig_replay(&c, 3);
+        if (buf)
+            memcpy(buf, c.payload, c.payload_len);
+        else
+            scatter(iov, iovcnt, c.payload, c.payload_len);
+        mig_replay_done();
+    } else {
+        mig_busy--;
+        c.result = real(ctx);
+        c.err = c.result < 0 ? errno : 0;
+        mig_busy++;
+        uint64_t got = c.result > 0 ? (uint64_t)c.result : 0;
+        if (buf || got == 0) {
+            c.payload = buf;
+            c.payload_len = (uint32_t)got;
+            mig_record(&c);
+        } else {
+            /* gather the pieces into one record payload without allocating: record each
+             * iov piece's bytes by copying through a bounded stack buffer */
+            static MIG_TLS unsigned char gather[65536];
+            uint64_t n = got < sizeof gather ? got : sizeof gather;
+            uint64_t done = 0;
+            for (int i = 0; i < iovcnt && done < n; i++) {
+                uint64_t k = iov[i].iov_len < n - done ? iov[i].iov_len : n - done;
+                memcpy(gather + done, iov[i].iov_base, k);
+                done += k;
+            }
+            if (got > sizeof gather) { /* cannot happen for sane apps; keep the log honest */
+                c.result = (int64_t)sizeof gather;
+            }
+            c.payload = gather;
+            c.payload_len = (uint32_t)n;
+            mig_record(&c);
+        }
+    }
+    mig_busy--;
+    if (c.err)
+        errno = c.err;
+    return (ssize_t)c.result;
+}
+
+/* Output: barrier, real write, record length + hash; replay compares and returns. */
+static ssize_t output_call(enum mig_kind kind, int fd, int64_t a1, int64_t a2, const void *buf,
+                           const struct iovec *iov, int iovcnt, uint64_t len,
+                           ssize_t (*real)(void *), void *ctx)
+{
+    struct mig_call c = {.kind = kind, .args = {fd, a1, a2}, .out = buf, .iov = iov,
+                         .iovcnt = iovcnt, .out_len = len, .is_output = 1};
+    mig_busy++;
+    if (mig_mode == MIG_REPLAY) {
+        mig_replay_output(&c, 3);
+        mig_replay_done();
+    } else {
+        mig_output_barrier();
+        mig_busy--;
+        c.result = real(ctx);
+        c.err = c.result < 0 ? errno : 0;
+        mig_busy++;
+        c.out_len = c.result > 0 ? (uint64_t)c.result : 0;
+        mig_record(&c);
+    }
+    mig_busy--;
+    if (c.err)
+        errno = c.err;
+    return (ssize_t)c.result;
+}
+
+struct io_ctx {
+    int fd;
+    void *buf;
+    const void *cbuf;
+    size_t n;
+    int flags;
+    const struct iovec *iov;
+    int iovcnt;
+    struct sockaddr *addr;
+    const struct sockaddr *caddr;
+    socklen_t *alen;
+    socklen_t clen;
+    struct msghdr *msg;
+    const struct msghdr *cmsg;
+};
+
+static ssize_t r_read(void *p) { struct io_ctx *x = p; return mig_real.read(x->fd, x->buf, x->n); }
+static ssize_t r_readv(void *p) { struct io_ctx *x = p; return mig_real.readv(x->fd, x->iov, x->iovcnt); }
+static ssize_t r_recv(void *p) { struct io_ctx *x = p; return mig_real.recv(x->fd, x->buf, x->n, x->flags); }
+static ssize_t r_recvmsg(void *p) { struct io_ctx *x = p; return mig_real.recvmsg(x->fd, x->msg, x->flags); }
+static ssize_t r_write(void *p) { struct io_ctx *x = p; return mig_real.write(x->fd, x->cbuf, x->n); }
+static ssize_t r_writev(void *p) { struct io_ctx *x = p; return mig_real.writev(x->fd, x->iov, x->iovcnt); }
+static ssize_t r_send(void *p) { struct io_ctx *x = p; return mig_real.send(x->fd, x->cbuf, x->n, x->flags); }
+static ssize_t r_sendto(void *p)
+{
+    struct io_ctx *x = p;
+    return mig_real.sendto(x->fd, x->cbuf, x->n, x->flags, x->caddr, x->clen);
+}
+static ssize_t r_sendmsg(void *p) { struct io_ctx *x = p; return mig_real.sendmsg(x->fd, x->cmsg, x->flags); }
+
+static uint64_t iov_total(const struct iovec *iov, int cnt)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < cnt; i++)
+        total += iov[i].iov_len;
+    return total;
+}
+
+MIG_EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+    MIG_ENTER(mig_real.read(fd, buf, n));
+    if (!mig_fd_recorded(fd))
+        return mig_real.read(fd, buf, n);
+    struct io_ctx x = {.fd = fd, .buf = buf, .n = n};
+    return input_call(MIG_K_READ, fd, (int64_t)n, 0, buf, NULL, 0, r_read, &x);
+}
+
+MIG_EXPORT ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
+{
+    MIG_ENTER(mig_real.readv(fd, iov, iovcnt));
+    if (!mig_fd_recorded(fd))
+        return mig_real.readv(fd, iov, iovcnt);
+    struct io_ctx x = {.fd = fd, .iov = iov, .iovcnt = iovcnt};
+    return input_call(MIG_K_READ, fd, (int64_t)iov_total(iov, iovcnt), 1, NULL, iov, iovcnt,
+                      r_readv, &x);
+}
+
+MIG_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
+{
+    MIG_ENTER(mig_real.recv(fd, buf, n, flags));
+    struct io_ctx x = {.fd = fd, .buf = buf, .n = n, .flags = flags};
+    return input_call(MIG_K_RECV, fd, (int64_t)n, flags, buf, NULL, 0, r_recv, &x);
+}
+
+MIG_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
+                            socklen_t *alen)
+{
+    MIG_ENTER(mig_real.recvfrom(fd, buf, n, flags, addr, alen));
+    /* The peer address of a datagram is not recorded yet: stream sockets pass NULL. */
+    if (addr && alen)
+        *alen = 0;
+    struct io_ctx x = {.fd = fd, .buf = buf, .n = n, .flags = flags};
+    return input_call(MIG_K_RECV, fd, (int64_t)n, flags, buf, NULL, 0, r_recv, &x);
+}
+
+MIG_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    MIG_ENTER(mig_real.recvmsg(fd, msg, flags));
+    struct io_ctx x = {.fd = fd, .msg = msg, .flags = flags};
+    msg->msg_controllen = 0; /* ancillary data (SCM_RIGHTS...) cannot be replayed */
+    msg->msg_namelen = 0;
+    ssize_t r = input_call(MIG_K_RECV, fd, (int64_t)iov_total(msg->msg_iov, (int)msg->msg_iovlen),
+                           flags | 0x40000000, NULL, msg->msg_iov, (int)msg->msg_iovlen,
+                           r_recvmsg, &x);
+    msg->msg_flags = 0;
+    return r;
+}
+
+MIG_EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+    MIG_ENTER(mig_real.write(fd, buf, n));
+    if (!mig_fd_recorded(fd))
+        return mig_real.write(fd, buf, n);
+    struct io_ctx x = {.fd = fd, .cbuf = buf, .n = n};
+    return output_call(MIG_K_WRITE, fd, (int64_t)n, 0, buf, NULL, 0, n, r_write, &x);
+}
+
+MIG_EXPORT ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
+{
+    MIG_ENTER(mig_real.writev(fd, iov, iovcnt));
+    if (!mig_fd_recorded(fd))
+        return mig_real.writev(fd, iov, iovcnt);
+    struct io_ctx x = {.fd = fd, .iov = iov, .iovcnt = iovcnt};
+    uint64_t total = iov_total(iov, iovcnt);
+    return output_call(MIG_K_WRITE, fd, (int64_t)total, 1, NULL, iov, iovcnt, total, r_writev, &x);
+}
+
+MIG_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+    MIG_ENTER(mig_real.send(fd, buf, n, flags));
+    struct io_ctx x = {.fd = fd, .cbuf = buf, .n = n, .flags = flags};
+    return output_call(MIG_K_SEND, fd, (int64_t)n, flags, buf, NULL, 0, n, r_send, &x);
+}
+
+MIG_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
+                          const struct sockaddr *addr, socklen_t alen)
+{
+    MIG_ENTER(mig_real.sendto(fd, buf, n, flags, addr, alen));
+    struct io_ctx x = {.fd = fd, .cbuf = buf, .n = n, .flags = flags, .caddr = addr, .clen = alen};
+    return output_call(MIG_K_SEND, fd, (int64_t)n, flags, buf, NULL, 0, n, r_sendto, &x);
+}
+
+MIG_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    MIG_ENTER(mig_real.sendmsg(fd, msg, flags));
+    struct io_ctx x = {.fd = fd, .cmsg = msg, .flags = flags};
+    uint64_t total = iov_total(msg->msg_iov, (int)msg->msg_iovlen);
+    return output_call(MIG_K_SEND, fd, (int64_t)total, flags, NULL, msg->msg_iov,
+                       (int)msg->msg_iovlen, total, r_sendmsg, &x);
+}
+
+MIG_EXPORT int close(int fd)
+{
+    MIG_ENTER(mig_real.close(fd));
+    if (!mig_fd_recorded(fd)) {
+        mig_fd_forget(fd);
+        return mig_real.close(fd);
+    }
+    /* Recorded fds are closed for real on both hosts (a backup closes its placeholder), so
+     * the fd table evolves the same way; the result is the primary's. */
+    struct mig_call c = {.kind = MIG_K_CLOSE, .args = {fd}};
+    mig_busy++;
+    int r = mig_real.close(fd);
+    int e = errno;
+    mig_fd_forget(fd);
+    if (mig_mode == MIG_REPLAY) {
+        mig_replay(&c, 1);
+        mig_replay_done();
+    } else {
+        c.result = r;
+        c.err = r < 0 ? e : 0;
+        mig_record(&c);
+    }
+    mig_busy--;
+    if (c.err)
+        errno = c.err;
+    return (int)c.result;
+}

@@ -11,7 +11,6 @@ ASLR off the stack and heap addresses a program can observe stay the same. MIG_M
 from __future__ import annotations
 
 import ctypes
-import os
 import subprocess
 from pathlib import Path
 

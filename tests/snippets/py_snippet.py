@@ -1,0 +1,22 @@
+"""py_snippet.py -- a Python program's non-determinism: the hash seed, random, time, os,
+socket and select all go through intercepted libc calls."""
+
+import os
+import random
+import select
+import socket
+import sys
+import time
+
+with open(sys.argv[1] if len(sys.argv) > 1 else "out.txt", "w") as out:
+    out.write(f"hash {hash('mig')} set-order {list({'a', 'b', 'c', 'd', 'e'})}\n")
+    out.write(f"random {random.random()} {random.getrandbits(64)}\n")
+    out.write(f"urandom {os.urandom(8).hex()}\n")
+    out.write(f"time {time.time()} {time.monotonic()} {time.perf_counter_ns()}\n")
+    out.write(f"pid {os.getpid()} host {socket.gethostname()}\n")
+    a, b = socket.socketpair()
+    a.sendall(f"{time.time_ns()}".encode())
+    ready, _, _ = select.select([b], [], [], 1.0)
+    out.write(f"select {len(ready)} recv {b.recv(64).decode()}\n")
+    time.sleep(0.05)
+    out.write(f"after sleep {time.monotonic()}\n")

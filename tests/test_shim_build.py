@@ -7,20 +7,51 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from mig.channel import STATE_EXITED, Ring
+from mig.kinds import KIND_NUMBERS
 from mig.paths import shim_library
 
 PROBE = ("import ctypes; lib = ctypes.CDLL(None); f = lib.mig_shim_version;"
          " f.restype = ctypes.c_char_p; print(f().decode())")
 
 
-def test_shim_is_built_and_preloads_into_a_process():
+def _probe(mode: str, run_dir: str | None, barrier: str = "async",
+           timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, LD_PRELOAD=str(shim_library()), MIG_MODE=mode, MIG_BARRIER=barrier)
+    env.pop("MIG_RUN_DIR", None)
+    if run_dir:
+        env["MIG_RUN_DIR"] = run_dir
+    return subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_shim_is_built_and_preloads_into_a_process(tmp_path):
     lib = shim_library()
     assert lib.is_file(), f"{lib} missing: the install should have built it"
-    for mode, word in [("record", "record"), ("replay", "replay"), ("", "off")]:
-        env = dict(os.environ, LD_PRELOAD=str(lib), MIG_MODE=mode)
-        out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        assert out == f"mig-shim 0.2.0 {word}"
+    off = _probe("", None)
+    assert off.returncode == 0 and off.stdout.strip() == "mig-shim 0.2.0 off"
+    rec = _probe("record", str(tmp_path))
+    assert rec.returncode == 0 and rec.stdout.strip() == "mig-shim 0.2.0 record"
+    ring = Ring(tmp_path / "1.ring")  # the process made its ring, with its calls in it
+    assert ring.lpid == "1" and ring.state == STATE_EXITED
+    kinds = {call.kind for call in ring.drain()}
+    assert KIND_NUMBERS["GETRANDOM"] in kinds  # CPython seeds its hash from getrandom
+
+
+def test_output_waits_for_a_commit_that_never_comes(tmp_path):
+    # output mode with no agent: the print to the stdout pipe is an output whose causes
+    # are not committed, so it must not be released
+    with pytest.raises(subprocess.TimeoutExpired) as info:
+        _probe("record", str(tmp_path), barrier="output", timeout=3)
+    assert not info.value.stdout
+
+
+def test_record_mode_without_run_dir_is_a_clear_fatal_error():
+    proc = _probe("record", None)
+    assert proc.returncode == 86
+    assert proc.stderr.strip() == "mig-shim: fatal: MIG_MODE is set but MIG_RUN_DIR is not"
 
 
 def test_shim_exports_nothing_but_its_api():

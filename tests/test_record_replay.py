@@ -14,7 +14,7 @@ import pytest
 from tests.harness import record, replay, write_app
 
 SNIPPETS = Path(__file__).resolve().parent / "snippets"
-C_SNIPPETS = ["clocks", "random", "ident", "pipes", "sleeps", "tcp"]
+C_SNIPPETS = ["clocks", "random", "ident", "pipes", "sleeps", "tcp", "procs", "signals"]
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,11 @@
 #include <poll.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/time.h>
@@ -83,7 +85,19 @@ struct mig_real {
     X(int, nanosleep, (const struct timespec *, struct timespec *))                        \
     X(int, clock_nanosleep, (clockid_t, int, const struct timespec *, struct timespec *))  \
     X(int, usleep, (useconds_t))                                                           \
-    X(unsigned int, sleep, (unsigned int))
+    X(unsigned int, sleep, (unsigned int))                                                 \
+    X(pid_t, fork, (void))                                                                 \
+    X(int, execve, (const char *, char *const[], char *const[]))                           \
+    X(int, posix_spawn, (pid_t *, const char *, const void *, const void *, char *const[], \
+                         char *const[]))                                                   \
+    X(int, posix_spawnp, (pid_t *, const char *, const void *, const void *,               \
+                          char *const[], char *const[]))                                   \
+    X(pid_t, waitpid, (pid_t, int *, int))                                                 \
+    X(pid_t, wait4, (pid_t, int *, int, struct rusage *))                                  \
+    X(int, kill, (pid_t, int))                                                             \
+    X(int, sigaction, (int, const struct sigaction *, struct sigaction *))                 \
+    X(int, dup2, (int, int))                                                               \
+    X(int, dup3, (int, int, int))
 #define MIG_REAL_FIELD(ret, name, args) ret(*name) args;
     MIG_REAL_FIELDS(MIG_REAL_FIELD)
 #undef MIG_REAL_FIELD
@@ -133,12 +147,27 @@ int mig_fd_recorded(int fd);
 void mig_fd_forget(int fd);
 void mig_fd_mark(int fd, int recorded);
 
+/* Signals: the shim's handler defers an app handler's run to the next intercepted call
+ * (record mode), where it is recorded as a SIGNAL call; replay runs it where the log has it. */
+extern volatile int mig_signals_pending;
+void mig_deliver_signals(void);
+
+/* Processes. */
+const char *mig_lpid(void);
+void mig_child_after_fork(const char *child_lpid);
+/* The next child's logical id (parent lpid + "." + n), counted per process. */
+void mig_next_child_lpid(char *out, size_t size);
+/* An environment for exec/spawn that keeps mig loaded as `lpid` (static storage). */
+char *const *mig_exec_env(char *const envp[], const char *lpid, int same_process);
+
 /* The wrapper prologue. `call_real` is the expression returning the real result. */
 #define MIG_ENTER(call_real)                                                                \
     do {                                                                                    \
         mig_init();                                                                         \
         if (mig_busy || mig_mode == MIG_OFF || mig_mode == MIG_LIVE)                        \
             return call_real;                                                               \
+        if (__builtin_expect(mig_signals_pending, 0))                                       \
+            mig_deliver_signals();                                                          \
     } while (0)
 
 /* Poison what the hot path must not use (rr's habit): a wrapper file that calls malloc

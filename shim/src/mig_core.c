@@ -29,6 +29,11 @@ static unsigned char *ring_data;
 static int ready;            /* 0: not yet, 1: initialising, 2: done */
 static char run_dir[512];
 static uint64_t replay_pending; /* replay: length of the record handed out, not yet released */
+static char my_lpid[64] = "1";
+static unsigned children;    /* fork/spawn count of this process: names the next child */
+
+/* wrap_signal.c: run the app's handler for a signal taken from the log (replay). */
+void mig_run_app_handler(int sig, int code);
 
 /* --------------------------------------------------------------- helpers (no libc I/O) */
 
@@ -65,6 +70,19 @@ static void spin_lock(uint32_t *lock)
 static void spin_unlock(uint32_t *lock)
 {
     __atomic_store_n(lock, 0, __ATOMIC_RELEASE);
+}
+
+static char *put_uint(char *p, uint64_t u)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
 }
 
 uint64_t mig_hash(const void *buf, uint64_t len, uint64_t seed)
@@ -129,11 +147,19 @@ static void open_ring(const char *lpid, const char *parent)
         while (capacity < (uint64_t)atoll(cap))
             capacity <<= 1;
     }
-    int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
-                          0600);
+    /* After exec the process keeps its lpid and its ring: positions and seq carry on. */
+    const char *exec_env = getenv("MIG_EXEC");
+    int reuse = exec_env && strcmp(exec_env, "1") == 0 && strcmp(lpid, my_lpid) == 0;
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, path,
+                          O_RDWR | O_CREAT | O_CLOEXEC | (reuse ? 0 : O_TRUNC), 0600);
     if (fd < 0)
         mig_die("cannot create the ring file in MIG_RUN_DIR");
-    if (syscall(SYS_ftruncate, fd, (long)(MIG_RING_HDR + capacity)) != 0)
+    struct stat st;
+    if (reuse && syscall(SYS_fstat, fd, &st) == 0 && st.st_size > MIG_RING_HDR)
+        capacity = (uint64_t)st.st_size - MIG_RING_HDR;
+    else
+        reuse = 0;
+    if (!reuse && syscall(SYS_ftruncate, fd, (long)(MIG_RING_HDR + capacity)) != 0)
         mig_die("cannot size the ring file");
     void *map = mmap(NULL, MIG_RING_HDR + capacity, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     syscall(SYS_close, fd);
@@ -141,6 +167,11 @@ static void open_ring(const char *lpid, const char *parent)
         mig_die("cannot map the ring file");
     ring = map;
     ring_data = (unsigned char *)map + MIG_RING_HDR;
+    if (reuse && ring->magic == MIG_RING_MAGIC && ring->capacity == capacity) {
+        ring->pid = (int32_t)syscall(SYS_getpid);
+        __atomic_store_n(&ring->state, MIG_RS_READY, __ATOMIC_RELEASE);
+        return;
+    }
     ring->magic = MIG_RING_MAGIC;
     ring->version = MIG_RING_VERSION;
     ring->mode = (uint32_t)mig_mode;
@@ -180,8 +211,11 @@ void mig_init(void)
             mig_die("MIG_MODE is set but MIG_RUN_DIR is not");
         memcpy(run_dir, dir, strlen(dir) + 1);
         const char *lpid = getenv("MIG_LPID");
+        if (lpid && *lpid && strlen(lpid) < sizeof my_lpid)
+            memcpy(my_lpid, lpid, strlen(lpid) + 1);
         mig_mode = want;
-        open_ring(lpid && *lpid ? lpid : "1", "");
+        const char *parent = getenv("MIG_PARENT_LPID");
+        open_ring(my_lpid, parent ? parent : "");
     } else {
         mig_mode = want;
     }
@@ -207,6 +241,97 @@ MIG_EXPORT const char *mig_shim_version(void)
                                   "mig-shim 0.2.0 replay", "mig-shim 0.2.0 live"};
     mig_init();
     return names[mig_mode];
+}
+
+/* --------------------------------------------------------------- processes */
+
+const char *mig_lpid(void)
+{
+    return my_lpid;
+}
+
+void mig_next_child_lpid(char *out, size_t size)
+{
+    char num[16];
+    char *end = put_uint(num, ++children);
+    size_t l = strlen(my_lpid), n = (size_t)(end - num);
+    if (l + 1 + n + 1 > size)
+        mig_die("logical process id too long (fork depth)");
+    memcpy(out, my_lpid, l);
+    out[l] = '.';
+    memcpy(out + l + 1, num, n);
+    out[l + 1 + n] = 0;
+}
+
+void mig_child_after_fork(const char *child_lpid)
+{
+    /* The parent's ring stays the parent's: unmap it untouched, make our own. */
+    char parent[64];
+    memcpy(parent, my_lpid, sizeof parent);
+    munmap(ring, MIG_RING_HDR + ring->capacity);
+    ring = NULL;
+    children = 0;
+    replay_pending = 0;
+    memcpy(my_lpid, child_lpid, strlen(child_lpid) + 1);
+    open_ring(my_lpid, parent);
+}
+
+/* Environment for exec/spawn: the app's envp with mig's variables set (static storage:
+ * exec replaces the process; spawn copies it before returning). */
+static char *env_slots[4096];
+static char env_text[4][640];
+
+/* The variables that name a process: replaced, never inherited. */
+static int is_mig_var(const char *entry)
+{
+    static const char *const names[] = {"MIG_LPID=", "MIG_EXEC=", "MIG_PARENT_LPID=", NULL};
+    for (int i = 0; names[i]; i++)
+        if (strncmp(entry, names[i], strlen(names[i])) == 0)
+            return 1;
+    return 0;
+}
+
+static char *env_entry(int slot, const char *name, const char *value)
+{
+    size_t n = strlen(name), v = strlen(value);
+    if (n + v + 2 > sizeof env_text[slot])
+        mig_die("environment entry too long");
+    memcpy(env_text[slot], name, n);
+    env_text[slot][n] = '=';
+    memcpy(env_text[slot] + n + 1, value, v + 1);
+    return env_text[slot];
+}
+
+char *const *mig_exec_env(char *const envp[], const char *lpid, int same_process)
+{
+    size_t k = 0;
+    for (size_t i = 0; envp && envp[i] && k < 4096 - 16; i++)
+        if (!is_mig_var(envp[i]))
+            env_slots[k++] = envp[i];
+    /* the app may have dropped mig's variables: put the essential ones back */
+    static char preload[700], mode[32], dir[600], barrier[32];
+    const char *keep[][2] = {{"LD_PRELOAD", preload}, {"MIG_MODE", mode},
+                             {"MIG_RUN_DIR", dir}, {"MIG_BARRIER", barrier}};
+    for (int j = 0; j < 4; j++) {
+        size_t n = strlen(keep[j][0]);
+        int found = 0;
+        for (size_t i = 0; i < k; i++)
+            if (strncmp(env_slots[i], keep[j][0], n) == 0 && env_slots[i][n] == '=')
+                found = 1;
+        const char *value = getenv(keep[j][0]);
+        if (!found && value && strlen(value) + n + 2 < 600) {
+            char *dst = (char *)keep[j][1];
+            memcpy(dst, keep[j][0], n);
+            dst[n] = '=';
+            memcpy(dst + n + 1, value, strlen(value) + 1);
+            env_slots[k++] = dst;
+        }
+    }
+    env_slots[k++] = env_entry(0, "MIG_LPID", lpid);
+    env_slots[k++] = env_entry(1, "MIG_EXEC", same_process ? "1" : "0");
+    env_slots[k++] = env_entry(2, "MIG_PARENT_LPID", same_process ? "" : my_lpid);
+    env_slots[k] = NULL;
+    return env_slots;
 }
 
 /* --------------------------------------------------------------- record mode */
@@ -372,6 +497,16 @@ static void diverge(const struct mig_rec *rec, const struct mig_call *call, cons
 static struct mig_rec *take(struct mig_call *call, int nargs)
 {
     struct mig_rec *rec = next_record();
+    while (rec->kind == MIG_K_SIGNAL && call->kind != MIG_K_SIGNAL) {
+        /* the primary ran a handler here: run it now, its calls replay in turn */
+        int sig = (int)rec->args[0], code = (int)rec->args[1];
+        __atomic_store_n(&ring->tail, ring->tail + rec->len, __ATOMIC_RELEASE);
+        int busy = mig_busy;
+        mig_busy = 0;
+        mig_run_app_handler(sig, code);
+        mig_busy = busy;
+        rec = next_record();
+    }
     if (rec->kind != (uint16_t)call->kind)
         diverge(rec, call, "call kind differs", rec->kind, call->kind);
     for (int i = 0; i < nargs; i++)

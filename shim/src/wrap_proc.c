@@ -1,0 +1,347 @@
+/* wrap_proc.c -- processes: fork, vfork, posix_spawn(p), the exec family, waitpid, wait4,
+ * wait, kill, dup2, dup3.
+ *
+ * A child gets the logical id parent.N (N counts this process's children), its own ring,
+ * and the shim. On a backup children are forked for real (each replays its own log) but
+ * the app sees the primary's pids; waits reap the real child and return the recorded
+ * status. exec keeps the process's logical id and ring, so its log simply continues. */
+#include "mig.h"
+
+#include <spawn.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* Recorded pid -> real pid of this process's children on a backup. */
+static struct { pid_t recorded, real; } kids[1024];
+
+static void remember(pid_t recorded, pid_t real)
+{
+    for (int i = 0; i < 1024; i++)
+        if (kids[i].recorded == 0 || kids[i].recorded == recorded) {
+            kids[i].recorded = recorded;
+            kids[i].real = real;
+            return;
+        }
+}
+
+static pid_t real_pid_of(pid_t recorded)
+{
+    for (int i = 0; i < 1024; i++)
+        if (kids[i].recorded == recorded)
+            return kids[i].real;
+    return recorded;
+}
+
+MIG_EXPORT pid_t fork(void)
+{
+    MIG_ENTER(mig_real.fork());
+    char child[64];
+    struct mig_call c = {.kind = MIG_K_FORK};
+    mig_busy++;
+    mig_next_child_lpid(child, sizeof child);
+    if (mig_mode == MIG_REPLAY) {
+        mig_replay(&c, 0);
+        mig_replay_done();
+        if (c.result > 0) {
+            pid_t real = mig_real.fork();
+            if (real == 0) {
+                mig_child_after_fork(child);
+                mig_busy--;
+                return 0;
+            }
+            remember((pid_t)c.result, real);
+        }
+    } else {
+        pid_t r = mig_real.fork();
+        if (r == 0) {
+            mig_child_after_fork(child);
+            mig_busy--;
+            return 0;
+        }
+        c.result = r;
+        c.err = r < 0 ? errno : 0;
+        mig_record(&c);
+    }
+    mig_busy--;
+    if (c.err)
+        errno = c.err;
+    return (pid_t)c.result;
+}
+
+MIG_EXPORT pid_t vfork(void)
+{
+    return fork(); /* a fork is a valid vfork, and the child needs its own shim state */
+}
+
+static int spawn_call(int search, pid_t *pid, const char *file, const void *actions,
+                      const void *attr, char *const argv[], char *const envp[])
+{
+    int (*real)(pid_t *, const char *, const void *, const void *, char *const[],
+                char *const[]) = search ? mig_real.posix_spawnp : mig_real.posix_spawn;
+    char child[64];
+    struct mig_call c = {.kind = MIG_K_SPAWN};
+    mig_busy++;
+    mig_next_child_lpid(child, sizeof child);
+    char *const *env = mig_exec_env(envp, child, 0);
+    pid_t real_pid = 0;
+    if (mig_mode == MIG_REPLAY) {
+        mig_replay(&c, 0);
+        mig_replay_done();
+        if (c.result == 0 && c.payload_len == sizeof(pid_t)) {
+            pid_t recorded;
+            memcpy(&recorded, c.payload, sizeof recorded);
+            if (real(&real_pid, file, actions, attr, argv, env) == 0)
+                remember(recorded, real_pid);
+            if (pid)
+                *pid = recorded;
+        }
+    } else {
+        c.result = real(&real_pid, file, actions, attr, argv, env);
+        c.payload = &real_pid;
+        c.payload_len = c.result == 0 ? sizeof real_pid : 0;
+        mig_record(&c);
+        if (pid && c.result == 0)
+            *pid = real_pid;
+    }
+    mig_busy--;
+    return (int)c.result; /* posix_spawn returns an error number, errno untouched */
+}
+
+MIG_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                           const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    MIG_ENTER(mig_real.posix_spawn(pid, path, fa, attr, argv, envp));
+    return spawn_call(0, pid, path, fa, attr, argv, envp);
+}
+
+MIG_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+                            const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    MIG_ENTER(mig_real.posix_spawnp(pid, file, fa, attr, argv, envp));
+    return spawn_call(1, pid, file, fa, attr, argv, envp);
+}
+
+/* exec: record it (a backup compares the program's argv[0] hash), then exec for real on
+ * both hosts with mig kept in the environment. A failed exec returns as recorded. */
+static int exec_call(const char *path, char *const argv[], char *const envp[])
+{
+    struct mig_call c = {.kind = MIG_K_EXEC,
+                         .args = {(int64_t)mig_hash(path, strlen(path), 0)}};
+    mig_busy++;
+    char *const *env = mig_exec_env(envp, mig_lpid(), 1);
+    if (mig_mode == MIG_REPLAY) {
+        mig_replay(&c, 1);
+        mig_replay_done();
+        if (c.result == 0) {
+            mig_busy--;
+            mig_real.execve(path, argv, env);
+            return -1;
+        }
+    } else {
+        /* the record says "exec succeeded"; it is made before the exec replaces us */
+        c.result = 0;
+        mig_record(&c);
+        mig_output_barrier();
+        mig_busy--;
+        int r = mig_real.execve(path, argv, env);
+        int e = errno;
+        mig_busy++;
+        struct mig_call fail = {.kind = MIG_K_EXEC, .args = {c.args[0]}, .result = r, .err = e};
+        mig_record(&fail);
+        c = fail;
+    }
+    mig_busy--;
+    errno = c.err;
+    return -1;
+}
+
+MIG_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+    MIG_ENTER(mig_real.execve(path, argv, envp));
+    return exec_call(path, argv, envp);
+}
+
+MIG_EXPORT int execv(const char *path, char *const argv[])
+{
+    return execve(path, argv, environ);
+}
+
+/* Resolve `file` on PATH like execvp, then exec it with envp. */
+static int exec_search(const char *file, char *const argv[], char *const envp[])
+{
+    if (strchr(file, '/'))
+        return execve(file, argv, envp);
+    const char *path = getenv("PATH");
+    if (!path)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    char full[1024];
+    int saved = ENOENT;
+    while (*path) {
+        const char *end = strchr(path, ':');
+        size_t n = end ? (size_t)(end - path) : strlen(path);
+        size_t f = strlen(file);
+        if (n + 1 + f + 1 <= sizeof full) {
+            memcpy(full, path, n);
+            full[n] = '/';
+            memcpy(full + n + 1, file, f + 1);
+            if (access(full, X_OK) == 0) {
+                execve(full, argv, envp);
+                saved = errno;
+            }
+        }
+        path += n + (end ? 1 : 0);
+    }
+    errno = saved;
+    return -1;
+}
+
+MIG_EXPORT int execvp(const char *file, char *const argv[])
+{
+    return exec_search(file, argv, environ);
+}
+
+MIG_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+    return exec_search(file, argv, envp);
+}
+
+#define MIG_MAX_ARGS 1024
+static char *collect_args(const char *first, va_list ap, char **argv, char ***envp_out)
+{
+    int n = 0;
+    argv[n++] = (char *)first;
+    char *a;
+    while ((a = va_arg(ap, char *)) != NULL && n < MIG_MAX_ARGS - 1)
+        argv[n++] = a;
+    argv[n] = NULL;
+    if (envp_out)
+        *envp_out = va_arg(ap, char **);
+    return argv[0];
+}
+
+MIG_EXPORT int execl(const char *path, const char *arg, ...)
+{
+    static char *argv[MIG_MAX_ARGS];
+    va_list ap;
+    va_start(ap, arg);
+    collect_args(arg, ap, argv, NULL);
+    va_end(ap);
+    return execve(path, argv, environ);
+}
+
+MIG_EXPORT int execlp(const char *file, const char *arg, ...)
+{
+    static char *argv[MIG_MAX_ARGS];
+    va_list ap;
+    va_start(ap, arg);
+    collect_args(arg, ap, argv, NULL);
+    va_end(ap);
+    return exec_search(file, argv, environ);
+}
+
+MIG_EXPORT int execle(const char *path, const char *arg, ...)
+{
+    static char *argv[MIG_MAX_ARGS];
+    char **envp;
+    va_list ap;
+    va_start(ap, arg);
+    collect_args(arg, ap, argv, &envp);
+    va_end(ap);
+    return execve(path, argv, envp);
+}
+
+/* waits: payload = the status int. A backup reaps the real child, returns the record. */
+static pid_t wait_call(pid_t pid, int *status, int options, struct rusage *ru)
+{
+    struct mig_call c = {.kind = MIG_K_WAIT, .args = {pid, options}};
+    int st = 0;
+    mig_busy++;
+    if (mig_mode == MIG_REPLAY) {
+        mig_replay(&c, 2);
+        if (c.payload_len == sizeof st)
+            memcpy(&st, c.payload, sizeof st);
+        mig_replay_done();
+        if (c.result > 0) {
+            int real_st;
+            mig_real.waitpid(real_pid_of((pid_t)c.result), &real_st, 0);
+        }
+        if (ru)
+            memset(ru, 0, sizeof *ru);
+    } else {
+        mig_busy--;
+        c.result = ru ? mig_real.wait4(pid, &st, options, ru) : mig_real.waitpid(pid, &st, options);
+        c.err = c.result < 0 ? errno : 0;
+        mig_busy++;
+        c.payload = &st;
+        c.payload_len = c.result > 0 ? sizeof st : 0;
+        mig_record(&c);
+    }
+    mig_busy--;
+    if (status && c.result > 0)
+        *status = st;
+    if (c.err)
+        errno = c.err;
+    return (pid_t)c.result;
+}
+
+MIG_EXPORT pid_t waitpid(pid_t pid, int *status, int options)
+{
+    MIG_ENTER(mig_real.waitpid(pid, status, options));
+    return wait_call(pid, status, options, NULL);
+}
+
+MIG_EXPORT pid_t wait4(pid_t pid, int *status, int options, struct rusage *ru)
+{
+    MIG_ENTER(mig_real.wait4(pid, status, options, ru));
+    return wait_call(pid, status, options, ru);
+}
+
+MIG_EXPORT pid_t wait(int *status)
+{
+    return waitpid(-1, status, 0);
+}
+
+MIG_EXPORT int kill(pid_t pid, int sig)
+{
+    MIG_ENTER(mig_real.kill(pid, sig));
+    struct mig_call c = {.kind = MIG_K_KILL, .args = {pid, sig}};
+    mig_busy++;
+    if (mig_mode == MIG_REPLAY) {
+        mig_replay(&c, 2);
+        mig_replay_done();
+        /* deliver for real: handled signals are ignored by the target's shim (its log says
+         * when its handler runs), default actions (termination) happen as on the primary */
+        if (c.result == 0 && pid > 0)
+            mig_real.kill(real_pid_of(pid), sig);
+    } else {
+        c.result = mig_real.kill(pid, sig);
+        c.err = c.result < 0 ? errno : 0;
+        mig_record(&c);
+    }
+    mig_busy--;
+    if (c.err)
+        errno = c.err;
+    return (int)c.result;
+}
+
+MIG_EXPORT int dup2(int oldfd, int newfd)
+{
+    mig_init();
+    int r = mig_real.dup2(oldfd, newfd);
+    if (r >= 0)
+        mig_fd_forget(newfd); /* newfd may have been another kind of file */
+    return r;
+}
+
+MIG_EXPORT int dup3(int oldfd, int newfd, int flags)
+{
+    mig_init();
+    int r = mig_real.dup3(oldfd, newfd, flags);
+    if (r >= 0)
+        mig_fd_forget(newfd);
+    return r;
+}

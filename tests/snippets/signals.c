@@ -1,0 +1,54 @@
+/* signals.c -- SIGALRM from setitimer every 2 ms interrupting select(), and a SIGCHLD
+ * handler: when the handler ran (between which calls) is timing, so it is recorded and a
+ * backup runs it at the same points. */
+#include "common.h"
+#include <signal.h>
+#include <sys/select.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t ticks, chld;
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    ticks++;
+}
+
+static void on_chld(int sig)
+{
+    (void)sig;
+    chld++;
+}
+
+int main(int argc, char **argv)
+{
+    snippet_open(argc, argv);
+    signal(SIGALRM, on_alarm);
+    struct sigaction sa = {.sa_handler = on_chld};
+    sigaction(SIGCHLD, &sa, NULL);
+    struct itimerval it = {{0, 2000}, {0, 2000}};
+    setitimer(ITIMER_REAL, &it, NULL);
+    int loops = 0, eintr = 0;
+    pid_t kid = fork();
+    if (kid == 0)
+        _exit(5);
+    while (ticks < 25 && loops < 100000) {
+        struct timeval tv = {0, 500};
+        int r = select(0, NULL, NULL, NULL, &tv);
+        if (r < 0)
+            eintr++;
+        loops++;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if (loops % 7 == 0)
+            out("loop %d ticks %d chld %d ns %ld\n", loops, (int)ticks, (int)chld, ts.tv_nsec);
+    }
+    int st;
+    waitpid(kid, &st, 0);
+    out("done loops %d eintr %d ticks %d chld %d exit %d\n", loops, eintr, (int)ticks,
+        (int)chld, WEXITSTATUS(st));
+    return 0;
+}

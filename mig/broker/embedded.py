@@ -41,19 +41,21 @@ class BrokerStatus:
 
 class EmbeddedBroker:
     def __init__(self, home: Path | None = None, port: int | None = None,
-                 controller_port: int | None = None, heap: str = "512m") -> None:
+                 controller_port: int | None = None, heap: str = "512m",
+                 host: str = "127.0.0.1") -> None:
         self.directory = (home or mig_home()) / "broker"
         saved = self._saved()
         self._explicit_ports = port is not None or controller_port is not None
         self.port = port or saved.get("port", DEFAULT_PORT)
         self.controller_port = controller_port or saved.get(
             "controller_port", DEFAULT_CONTROLLER_PORT)
+        self.host = host
         self.node = KafkaNode(node_id=1, directory=self.directory, port=self.port,
-                              controller_port=self.controller_port, heap=heap)
+                              controller_port=self.controller_port, heap=heap, host=host)
 
     @property
     def settings(self) -> KafkaSettings:
-        return KafkaSettings(f"127.0.0.1:{self.port}", source="embedded")
+        return KafkaSettings(f"{self.host}:{self.port}", source="embedded")
 
     def up(self, timeout: float = 60.0) -> BrokerStatus:
         """Start the broker (fetching jars and formatting storage on first use) and wait

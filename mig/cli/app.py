@@ -49,12 +49,17 @@ def replica_follow(
                                               " without new records (default: follow forever)."),
 ) -> None:
     """Replay the app from the log; stop with a report at the first divergence (exit 3)."""
+    import signal
+
     from mig.config import load_config
     from mig.connect import resolve_kafka
     from mig.replayer import Replayer
 
     cfg = load_config(config)
     settings = resolve_kafka(bootstrap, config)
+    stopping: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stopping.append(signum))
     stats = Replayer(cfg, settings, _run_dir(cfg.name, run_dir, "replica"),
-                     workdir or cfg.cwd, idle_exit_s=idle_exit).run()
+                     workdir or cfg.cwd, idle_exit_s=idle_exit).run(stop=lambda: bool(stopping))
     typer.echo(f"replayed {stats.calls} calls from {stats.batches} batches")

@@ -1,0 +1,105 @@
+"""The four test applications (tests/apps) recorded on a primary and replayed by a replica
+on another test host (a network namespace): after a few thousand random client operations
+the replica's state equals the primary's. Each app writes its state to a regular file when
+the client asks (DUMP); the replica performs the same write while replaying, in its own
+folder, and the two files must be identical."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from mig.broker import EmbeddedBroker
+from mig.broker.cluster import free_ports
+from tests.apps.client import dump, run_ops, wait_port
+from tests.harness import write_app
+from tests.testnet import HostNet
+
+APPS = Path(__file__).resolve().parent / "apps"
+
+
+@pytest.fixture(scope="module")
+def net_broker(tmp_path_factory):
+    """A test host (netns) and a broker the root namespace and the host both reach."""
+    subprocess.run(["make", "-s", "-C", str(APPS)], check=True)
+    net = HostNet(hosts=1)
+    port, cport = free_ports(2)
+    broker = EmbeddedBroker(home=tmp_path_factory.mktemp("netbroker"), port=port,
+                            controller_port=cport, host=net.root_ips[0])
+    try:
+        broker.up(timeout=120)
+        yield net, broker
+    finally:
+        broker.down()
+        net.close()
+
+
+def _mig(args: list[str], home: Path, wrap=None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "mig", "--log-format", "json", *args]
+    env = dict(os.environ, MIG_HOME=str(home))
+    log = open(home.parent / f"{home.name}.log", "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(wrap(cmd) if wrap else cmd, env=env, stdout=log, stderr=log)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _wait_same(primary: list[Path], replica: list[Path], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(r.exists() and r.read_bytes() == p.read_bytes() for p, r in zip(primary, replica)):
+            return
+        time.sleep(0.2)
+    for p, r in zip(primary, replica):
+        assert r.exists(), f"the replica never wrote {r.name}"
+        assert r.read_text() == p.read_text()
+
+
+CASES = {
+    "kvserver": (lambda port: [str(APPS / "build" / "kvserver"), str(port)], ["dump.txt"]),
+    "kv-asyncio": (lambda port: [sys.executable, str(APPS / "kv_asyncio.py"), str(port)],
+                   ["dump.txt"]),
+    "workers": (lambda port: [str(APPS / "build" / "workers"), str(port), "3"],
+                ["dump.txt.0", "dump.txt.1", "dump.txt.2"]),
+    "sigselect": (lambda port: [str(APPS / "build" / "sigselect"), str(port)], ["dump.txt"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_replica_on_another_host_reaches_the_primarys_state(case, net_broker, tmp_path,
+                                                           app_name):
+    net, broker = net_broker
+    command, files = CASES[case]
+    (port,) = free_ports(1)
+    app = write_app(tmp_path / "primary", app_name, command(port),
+                    broker.settings.bootstrap_servers)
+    primary = _mig(["primary", "start", str(app)], tmp_path / "home-p")
+    replica = None
+    try:
+        wait_port("127.0.0.1", port, 30)
+        replica = _mig(["replica", "follow", str(app), "--workdir", str(tmp_path / "backup")],
+                       tmp_path / "home-r", wrap=lambda cmd: net.wrap(0, cmd))
+        log = run_ops("127.0.0.1", port, 2000, seed=zlib.crc32(case.encode()) % 1000)
+        assert len(log) == 2000
+        assert dump("127.0.0.1", port, "dump.txt") > 0
+        _wait_same([tmp_path / "primary" / f for f in files],
+                   [tmp_path / "backup" / f for f in files])
+        assert replica.poll() is None, "the replica stopped (divergence?)"
+    finally:
+        _stop(primary)
+        if replica is not None:
+            _stop(replica)

@@ -61,10 +61,11 @@ def _stop(proc: subprocess.Popen) -> None:
 def _wait_same(primary: list[Path], replica: list[Path], timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if all(r.exists() and r.read_bytes() == p.read_bytes() for p, r in zip(primary, replica)):
+        pairs = zip(primary, replica, strict=True)
+        if all(r.exists() and r.read_bytes() == p.read_bytes() for p, r in pairs):
             return
         time.sleep(0.2)
-    for p, r in zip(primary, replica):
+    for p, r in zip(primary, replica, strict=True):
         assert r.exists(), f"the replica never wrote {r.name}"
         assert r.read_text() == p.read_text()
 

@@ -1,0 +1,135 @@
+"""The guarantees of DESIGN.md that the interceptor provides, each with a test that fails
+if the guarantee is broken: output commit, identity checks and divergence detection."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mig.broker.cluster import free_ports
+from tests.apps.client import Connection, wait_port
+from tests.conftest import run_mig
+from tests.harness import record, replay, write_app
+
+ROOT = Path(__file__).resolve().parent
+KVSERVER = ROOT / "apps" / "build" / "kvserver"
+SNIPPETS = ROOT / "snippets" / "build"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built():
+    subprocess.run(["make", "-s", "-C", str(ROOT / "apps")], check=True)
+    subprocess.run(["make", "-s", "-C", str(ROOT / "snippets")], check=True)
+
+
+def _start_primary(tmp_path: Path, app: Path) -> subprocess.Popen:
+    env = dict(os.environ, MIG_HOME=str(tmp_path / "home-p"))
+    log = open(tmp_path / "primary.log", "ab")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen([sys.executable, "-m", "mig", "--log-format", "json", "primary",
+                             "start", str(app)], env=env, stdout=log, stderr=log)
+
+
+def _reply_while_broker_paused(broker, tmp_path, app_name, mode) -> tuple[float | None, float]:
+    """Send a request while the broker is stopped (SIGSTOP) for 3 s. Returns the seconds
+    until the reply arrived while paused (None: it did not) and after the resume."""
+    (port,) = free_ports(1)
+    app = write_app(tmp_path, app_name, [str(KVSERVER), str(port)],
+                    broker.settings.bootstrap_servers, barrier_mode=mode)
+    primary = _start_primary(tmp_path, app)
+    try:
+        wait_port("127.0.0.1", port, 30)
+        conn = Connection("127.0.0.1", port, timeout=30)
+        assert conn.request("SET warm up").startswith("OK ")
+        broker.node.pause()
+        try:
+            started = time.monotonic()
+            conn.send("SET during pause")
+            conn._sock.settimeout(3.0)  # noqa: SLF001 - the test bounds its own wait
+            try:
+                reply = conn.recv_line()
+                while_paused: float | None = time.monotonic() - started
+            except (TimeoutError, socket.timeout):
+                reply, while_paused = None, None
+        finally:
+            broker.node.resume()
+        if reply is None:
+            conn._sock.settimeout(30.0)  # noqa: SLF001
+            reply = conn.recv_line()
+        assert reply.startswith("OK "), reply
+        return while_paused, time.monotonic() - started
+    finally:
+        primary.send_signal(signal.SIGTERM)
+        primary.wait(30)
+
+
+def test_output_mode_holds_replies_while_the_broker_is_paused(broker, tmp_path, app_name):
+    while_paused, total = _reply_while_broker_paused(broker, tmp_path, app_name, "output")
+    assert while_paused is None, "a reply left the primary before its input was committed"
+    assert total < 30
+
+
+def test_async_mode_does_not_wait_for_the_broker(broker, tmp_path, app_name):
+    # the contrast that shows the output-mode test can fail: no barrier, no wait
+    while_paused, _ = _reply_while_broker_paused(broker, tmp_path, app_name, "async")
+    assert while_paused is not None and while_paused < 3
+
+
+def test_replica_refuses_a_different_environment(settings, tmp_path, app_name):
+    prim = write_app(tmp_path / "p", app_name, [str(SNIPPETS / "clocks"), "out.txt"],
+                     settings.bootstrap_servers, env={"MODE": "a"})
+    record(prim, tmp_path / "hp")
+    other = write_app(tmp_path / "r", app_name, [str(SNIPPETS / "clocks"), "out.txt"],
+                      settings.bootstrap_servers, env={"MODE": "b"})
+    out = replay(other, tmp_path / "rw", tmp_path / "hr")
+    assert out.returncode == 1
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("mig: error: this host cannot replay the recorded app: env_digest:")
+    assert not (tmp_path / "rw" / "out.txt").exists()
+
+
+def test_replica_refuses_a_different_binary(settings, tmp_path, app_name):
+    prim = write_app(tmp_path / "p", app_name, [str(SNIPPETS / "clocks"), "out.txt"],
+                     settings.bootstrap_servers)
+    record(prim, tmp_path / "hp")
+    other = write_app(tmp_path / "r", app_name, [str(SNIPPETS / "random"), "out.txt"],
+                      settings.bootstrap_servers)
+    out = replay(other, tmp_path / "rw", tmp_path / "hr")
+    assert out.returncode == 1
+    assert "binary_sha256: recorded" in out.stderr and "argv: recorded" in out.stderr
+
+
+def test_divergence_is_reported_and_shown_by_mig_log(settings, tmp_path, app_name):
+    prim, back = tmp_path / "p", tmp_path / "b"
+    app = write_app(prim, app_name, [str(SNIPPETS / "local_file"), "out.txt"],
+                    settings.bootstrap_servers)
+    (prim / "local.txt").write_text("primary's file\n")
+    back.mkdir()
+    (back / "local.txt").write_text("backup's file!\n")
+    record(app, tmp_path / "hp")
+    out = replay(app, back, tmp_path / "hr")
+    assert out.returncode == 3, out.stdout + out.stderr
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("mig: error: divergence at lpid 1 seq ")
+    assert "output bytes differ (hash): recorded WRITE" in line
+    offset = int(line.split("calls offset ")[1].split(")")[0])
+    seq = int(line.split(" seq ")[1].split(" ")[0])
+    shown = run_mig("log", "tail", app_name, "-t", "calls", "--from", str(offset), "--json",
+                    "-b", settings.bootstrap_servers, check=True)
+    first = json.loads(shown.stdout.splitlines()[0])
+    assert first["offset"] == offset
+    call = next(c for c in first["record"]["calls"] if c["seq"] == seq)
+    assert call["kind"] == "WRITE" and call["out_len"] > 0
+    # the same app with the same file replays cleanly: the detection is not a false alarm
+    (back / "local.txt").write_text("primary's file\n")
+    (back / "out.txt").unlink(missing_ok=True)
+    clean = replay(app, back, tmp_path / "hr2")
+    assert clean.returncode == 0, clean.stderr
+    assert (back / "out.txt").read_text() == (prim / "out.txt").read_text()

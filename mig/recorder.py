@@ -22,6 +22,7 @@ import structlog
 from mig.calls import to_avro
 from mig.channel import Ring, RingError
 from mig.config import AppConfig
+from mig.elfcheck import check_program
 from mig.identity import app_identity
 from mig.kafka import KafkaSettings
 from mig.launch import app_env, launch
@@ -60,6 +61,7 @@ class Recorder:
 
     def run(self) -> RecordStats:
         """Record until the app exits (or SIGTERM/SIGINT stops it). Returns the figures."""
+        check_program(self.cfg.command[0], app_env(self.cfg)["PATH"])
         ensure_topics(self.settings, self.cfg.name, self.cfg.topics)
         writer = LogWriter(self.settings, self.cfg.name,
                            transactional_id=f"mig.{self.cfg.name}.primary")

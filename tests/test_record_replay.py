@@ -14,7 +14,8 @@ import pytest
 from tests.harness import record, replay, write_app
 
 SNIPPETS = Path(__file__).resolve().parent / "snippets"
-C_SNIPPETS = ["clocks", "random", "ident", "pipes", "sleeps", "tcp", "procs", "signals"]
+C_SNIPPETS = ["clocks", "random", "ident", "pipes", "sleeps", "tcp", "procs", "signals",
+              "procfs"]
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +56,10 @@ def test_python_program_replays_identically(tmp_path, settings, app_name):
     _, _, primary, backup = _record_replay(tmp_path, app_name, command,
                                            settings.bootstrap_servers)
     assert backup == primary
+
+
+def test_shared_file_mapping_is_warned_about_by_name(built, tmp_path, settings, app_name):
+    _record_replay(tmp_path, app_name, [str(built / "procfs")], settings.bootstrap_servers)
+    log = (tmp_path / "primary" / "state" / "mig-app.log").read_text()
+    shared = (tmp_path / "primary" / "shared.dat").resolve()
+    assert f"mig-shim: warning: MAP_SHARED mapping of {shared}" in log

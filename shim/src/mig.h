@@ -97,7 +97,15 @@ struct mig_real {
     X(int, kill, (pid_t, int))                                                             \
     X(int, sigaction, (int, const struct sigaction *, struct sigaction *))                 \
     X(int, dup2, (int, int))                                                               \
-    X(int, dup3, (int, int, int))
+    X(int, dup3, (int, int, int))                                                          \
+    X(int, open, (const char *, int, ...))                                                 \
+    X(int, open64, (const char *, int, ...))                                               \
+    X(int, openat, (int, const char *, int, ...))                                          \
+    X(int, openat64, (int, const char *, int, ...))                                        \
+    X(void *, mmap, (void *, size_t, int, int, int, off_t))                                \
+    X(void *, mmap64, (void *, size_t, int, int, int, off_t))                              \
+    X(int, shmget, (key_t, size_t, int))                                                   \
+    X(int, shm_open, (const char *, int, mode_t))
 #define MIG_REAL_FIELD(ret, name, args) ret(*name) args;
     MIG_REAL_FIELDS(MIG_REAL_FIELD)
 #undef MIG_REAL_FIELD
@@ -146,6 +154,10 @@ uint64_t mig_out_hash(const struct mig_call *call, uint64_t limit);
 int mig_fd_recorded(int fd);
 void mig_fd_forget(int fd);
 void mig_fd_mark(int fd, int recorded);
+/* Replay: an eventfd standing at fd's number for a file the primary had open there. */
+void mig_placeholder_at(int64_t fd, int sock_flags);
+/* One line on stderr, written directly (no stdio): "mig-shim: warning: <a><b>". */
+void mig_warn(const char *a, const char *b);
 
 /* Signals: the shim's handler defers an app handler's run to the next intercepted call
  * (record mode), where it is recorded as a SIGNAL call; replay runs it where the log has it. */

@@ -48,6 +48,16 @@ static void mig_die(const char *what)
     __builtin_unreachable();
 }
 
+void mig_warn(const char *a, const char *b)
+{
+    static const char prefix[] = "mig-shim: warning: ";
+    syscall(SYS_write, 2, prefix, sizeof prefix - 1);
+    syscall(SYS_write, 2, a, strlen(a));
+    if (b)
+        syscall(SYS_write, 2, b, strlen(b));
+    syscall(SYS_write, 2, "\n", 1);
+}
+
 static long futex(uint32_t *word, int op, uint32_t val, const struct timespec *timeout)
 {
     return syscall(SYS_futex, word, op, val, timeout, NULL, 0);

@@ -13,7 +13,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static void placeholder_at(int64_t fd, int sock_flags)
+void mig_placeholder_at(int64_t fd, int sock_flags)
 {
     if (fd < 0)
         return;
@@ -131,7 +131,7 @@ MIG_EXPORT int socket(int domain, int type, int protocol)
     int fd = simple_call(MIG_K_SOCKET, domain, type, protocol, 3, r_socket, &x);
     mig_busy++;
     if (mig_mode == MIG_REPLAY)
-        placeholder_at(fd, type);
+        mig_placeholder_at(fd, type);
     else
         mig_fd_mark(fd, 1);
     mig_busy--;
@@ -148,8 +148,8 @@ static int pair_call(enum mig_kind kind, int64_t a0, int64_t a1, int64_t a2, int
         mig_replay(&c, 3);
         if (c.result == 0 && c.payload_len == 2 * sizeof(int)) {
             memcpy(sv, c.payload, 2 * sizeof(int));
-            placeholder_at(sv[0], sock_flags);
-            placeholder_at(sv[1], sock_flags);
+            mig_placeholder_at(sv[0], sock_flags);
+            mig_placeholder_at(sv[1], sock_flags);
         }
         mig_replay_done();
     } else {
@@ -240,7 +240,7 @@ MIG_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     int got = addr_call(MIG_K_ACCEPT, fd, flags, 0, addr, len, r_accept4, &x);
     mig_busy++;
     if (mig_mode == MIG_REPLAY)
-        placeholder_at(got, flags);
+        mig_placeholder_at(got, flags);
     else
         mig_fd_mark(got, 1);
     mig_busy--;

@@ -1,62 +1,123 @@
 """The README's demo: everything built so far, end to end, on the embedded broker.
 
-It starts the embedded broker, creates a demo app's topics, writes the app's real identity
-record in a Kafka transaction, publishes a heartbeat and a member status, then reads the
-topics back with the same decoder ``mig log tail`` uses and verifies them. Recording and
-replaying the program itself arrive with the interceptor (README, "Status").
+It starts the embedded broker, runs the example counter server (examples/counter) as a
+recorded primary, sends it client requests, starts a replica that replays the log in
+another folder, asks the primary to dump its counters to a file (the replica performs the
+same write while replaying), compares the two files, and verifies the log.
 """
 
 from __future__ import annotations
 
+import os
+import random
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from mig.broker import EmbeddedBroker
-from mig.identity import app_identity
-from mig.logtool import read_rows, render_text, verify
-from mig.logwriter import LogWriter
-from mig.topics import ensure_topics
+from mig.broker.cluster import free_ports
+from mig.logtool import verify
+from mig.paths import source_root
 
 __all__ = ["run_demo"]
 
 
+def _request(sock: socket.socket, line: str) -> str:
+    sock.sendall(line.encode() + b"\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        data += chunk
+    return data.decode().strip()
+
+
+def _connect(port: int, timeout: float = 30.0) -> socket.socket:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=10)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _mig(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "mig", "--log-format", "json", *args],
+                                stdout=out, stderr=out, env=dict(os.environ))
+
+
+def _wait_file(path: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size > 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def run_demo(say: Callable[[str], None], app: str = "demo") -> bool:
     started = time.monotonic()
-    say("1. starting the embedded Kafka broker (first run fetches its jars) ...")
+    say("1. starting the embedded Kafka broker (the first run fetches its jars) ...")
     broker = EmbeddedBroker()
     status = broker.up()
     say(f"   broker live at {status.bootstrap} after {time.monotonic() - started:.1f} s")
-    settings = broker.settings
 
-    say(f"2. creating the topics of app '{app}' ...")
-    for topic, what in ensure_topics(settings, app).items():
-        say(f"   {topic}: {what}")
-
-    say("3. writing the app's identity record and a heartbeat, in one transaction ...")
-    argv = [sys.executable, "-c", "print('hello from the demo app')"]
-    identity = app_identity(app, argv, Path.cwd(), {"PATH": "/usr/bin:/bin"})
-    now = int(time.time() * 1000)
-    writer = LogWriter(settings, app, transactional_id=f"mig.{app}.demo")
-    writer.send("calls", "mig.log.AppIdentity", identity, key="identity")
-    writer.send("control", "mig.log.Heartbeat", {
-        "app": app, "member": "demo-primary", "role": "PRIMARY", "epoch": 1,
-        "ts_ms": now, "calls_offset": -1}, key="demo-primary")
-    writer.send("control", "mig.log.MemberStatus", {
-        "app": app, "member": "demo-primary", "role": "PRIMARY", "epoch": 1,
-        "lag_records": 0, "lag_ms": 0, "health": "ok", "ts_ms": now}, key="demo-primary")
-    for topic, partition, offset in writer.commit():
-        say(f"   committed {topic}[{partition}]@{offset}")
-
-    say(f"4. reading it back (what `mig log tail {app}` prints):")
-    for row in read_rows(settings, app):
-        say("   " + render_text(row))
-
-    report = verify(settings, app)
+    work = Path(tempfile.mkdtemp(prefix="mig-demo-"))
+    (port,) = free_ports(1)
+    server = source_root() / "examples" / "counter" / "server.py"
+    primary_dir, replica_dir = work / "primary", work / "replica"
+    primary_dir.mkdir()
+    replica_dir.mkdir()
+    toml = primary_dir / "app.toml"
+    toml.write_text(f'[app]\nname = "{app}"\ncommand = ["{sys.executable}", "{server}",'
+                    f' "{port}"]\nbarrier_mode = "output"\n[kafka]\nbootstrap_servers ='
+                    f' "{status.bootstrap}"\n')
+    say(f"2. recording the counter server (examples/counter) as app '{app}' on port {port}")
+    primary = _mig(["primary", "start", str(toml)], work / "primary.log")
+    replica = None
+    try:
+        sock = _connect(port)
+        rng = random.Random(7)
+        names = ["apples", "pears", "plums"]
+        for _ in range(30):
+            _request(sock, f"incr {rng.choice(names)}")
+        say("   30 increments sent; the primary answers: "
+            + ", ".join(f"{n}={_request(sock, f'get {n}')}" for n in names))
+        say("3. starting a replica that replays the log in another folder ...")
+        replica = _mig(["replica", "follow", str(toml), "--workdir", str(replica_dir)],
+                       work / "replica.log")
+        for _ in range(10):
+            _request(sock, f"incr {rng.choice(names)}")
+        say("   10 more increments while the replica follows")
+        say("4. asking the primary to dump its counters to counters.txt ...")
+        say(f"   primary: {_request(sock, 'dump counters.txt')}")
+        sock.close()
+        same = _wait_file(replica_dir / "counters.txt", 30) and (
+            (replica_dir / "counters.txt").read_text()
+            == (primary_dir / "counters.txt").read_text())
+        say("   primary's counters.txt: "
+            + (primary_dir / "counters.txt").read_text().strip().replace("\n", ", "))
+        if same:
+            say("   replica's counters.txt: identical: the replica holds the same state")
+        else:
+            say(f"   the replica's file differs or is missing (see {work}/replica.log)")
+    finally:
+        for proc in (primary, replica):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+    report = verify(broker.settings, app)
     say(f"5. `mig log verify {app}`: {report.records} records, "
         + ("ok" if report.ok else f"{len(report.problems)} problems"))
-    for problem in report.problems:
-        say("   " + problem)
+    say(f"   look at the log yourself: mig log tail {app} -t calls | less")
     say(f"done in {time.monotonic() - started:.1f} s; stop the broker with `mig broker down`")
-    return report.ok
+    return bool(same and report.ok)

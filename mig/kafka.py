@@ -14,7 +14,8 @@ from typing import Any
 
 from mig.errors import KafkaUnavailable
 
-__all__ = ["KafkaSettings", "admin_client", "producer", "consumer", "wait_reachable"]
+__all__ = ["KafkaSettings", "admin_client", "producer", "consumer", "wait_reachable",
+           "end_offsets"]
 
 _rdkafka_log = logging.getLogger("mig.rdkafka")
 _rdkafka_log.addHandler(logging.NullHandler())
@@ -84,3 +85,22 @@ def wait_reachable(settings: KafkaSettings, timeout: float = 10.0) -> int:
                 f"no Kafka broker answered at {settings.bootstrap_servers} within"
                 f" {timeout:g} s ({last}); is it running? (embedded: mig broker up)")
         time.sleep(0.1)
+
+
+def end_offsets(cons: Any, topic: str, timeout: float = 15.0) -> dict[int, int]:
+    """The high watermark of every partition of ``topic``. Retries while a new topic's
+    partitions have no leader yet (for at most ``timeout`` seconds)."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            meta = cons.list_topics(topic, timeout=max(1.0, deadline - time.monotonic()))
+            return {p: cons.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+                    for p in meta.topics[topic].partitions}
+        except KafkaException as exc:
+            err = exc.args[0]
+            if time.monotonic() >= deadline:  # leaderless right after creation: wait it out
+                raise KafkaUnavailable(f"cannot read the end offsets of {topic}:"
+                                       f" {err.str()}") from exc
+            time.sleep(0.2)

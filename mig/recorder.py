@@ -24,10 +24,11 @@ from mig.channel import Ring, RingError
 from mig.config import AppConfig
 from mig.elfcheck import check_program
 from mig.identity import app_identity
-from mig.kafka import KafkaSettings
+from mig.errors import MigError
+from mig.kafka import KafkaSettings, consumer, end_offsets
 from mig.launch import app_env, launch
 from mig.logwriter import LogWriter
-from mig.topics import ensure_topics
+from mig.topics import ensure_topics, topic_names
 
 __all__ = ["Recorder", "RecordStats"]
 
@@ -63,6 +64,7 @@ class Recorder:
         """Record until the app exits (or SIGTERM/SIGINT stops it). Returns the figures."""
         check_program(self.cfg.command[0], app_env(self.cfg)["PATH"])
         ensure_topics(self.settings, self.cfg.name, self.cfg.topics)
+        self._refuse_existing_recording()
         writer = LogWriter(self.settings, self.cfg.name,
                            transactional_id=f"mig.{self.cfg.name}.primary")
         identity = app_identity(self.cfg.name, self.cfg.command, self.cfg.cwd,
@@ -92,6 +94,20 @@ class Recorder:
         log.info("mig.recorder.stopped", calls=self.stats.calls, commits=self.stats.commits,
                  exit_code=self.stats.exit_code)
         return self.stats
+
+    def _refuse_existing_recording(self) -> None:
+        """A second primary on a log that holds a recording would interleave two runs under
+        one epoch; continuing a log is promotion's job (epochs), not a fresh start's."""
+        topic = topic_names(self.cfg.name)["calls"]
+        cons = consumer(self.settings, **{"group.id": f"mig-recorder-{self.cfg.name}"})
+        try:
+            held = sum(end_offsets(cons, topic).values())
+        finally:
+            cons.close()
+        if held:
+            raise MigError(f"{topic} already holds a recording ({held} records): a primary"
+                           " starts on an empty log; use a new app name, or delete the app's"
+                           " topics to start over")
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stop = True

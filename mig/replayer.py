@@ -10,6 +10,8 @@ process, sequence number, Kafka offset and both sides of the mismatch.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from mig.errors import DecodeError, MigError
 from mig.identity import app_identity
 from mig.kafka import KafkaSettings, consumer
 from mig.launch import app_env, launch
+from mig.logwriter import LogWriter
 from mig.topics import topic_names
 
 __all__ = ["Replayer", "Divergence", "ReplayStats", "compare_identity"]
@@ -74,6 +77,9 @@ class Replayer:
         self.recorded: dict[tuple[str, int], tuple[dict[str, Any], int]] = {}
         self.stats = ReplayStats()
         self.proc: Any = None
+        self.epoch = 0
+        self.member = f"{socket.gethostname()}-replica-{os.getpid()}"
+        self.status: LogWriter
 
     def run(self, stop: Any = None) -> ReplayStats:
         """Replay until the app exits, ``stop()`` is true, or the log stays idle for
@@ -89,9 +95,14 @@ class Replayer:
         cons.assign([TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions])
         for stale in self.run_dir.glob("*.ring"):
             stale.unlink()
+        self.status = LogWriter(self.settings, self.cfg.name)
         last_input = time.monotonic()
+        last_status = 0.0
         try:
             while True:
+                if (time.monotonic() - last_status) * 1000 >= self.cfg.replica["heartbeat_ms"]:
+                    self._publish_status()
+                    last_status = time.monotonic()
                 if stop is not None and stop():
                     return self.stats
                 msg = cons.poll(0.001 if self._backlog() else 0.05)
@@ -112,9 +123,33 @@ class Replayer:
                     return self.stats
         finally:
             cons.close()
+            self._publish_status(final=True)
             if self.proc is not None and self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait(10)
+
+    # -- status
+    def lag(self) -> tuple[int, int]:
+        """(calls received but not yet replayed, ms since the oldest of them was recorded)."""
+        queued = [q for q in self.pending.values() if q]
+        calls = sum(len(q) for q in queued)
+        if not calls:
+            return 0, 0
+        oldest = min(q[0][0].wall_ns for q in queued)
+        return calls, max(0, (time.time_ns() - oldest) // 1_000_000)
+
+    def _publish_status(self, final: bool = False) -> None:
+        calls, lag_ms = self.lag()
+        health = "diverged" if self.stats.divergence else ("stopped" if final else "replaying")
+        self.status.send("control", "mig.log.MemberStatus", {
+            "app": self.cfg.name, "member": self.member, "role": "REPLICA",
+            "epoch": self.epoch, "lag_records": calls, "lag_ms": lag_ms, "health": health,
+            "ts_ms": int(time.time() * 1000)}, key=self.member)
+        try:
+            self.status.commit()
+        except MigError as exc:  # status is best effort: replay goes on without it
+            log.warning("mig.replayer.status_failed", error=str(exc))
+        log.debug("mig.replayer.lag", calls=calls, lag_ms=lag_ms, replayed=self.stats.calls)
 
     # -- input
     def _on_message(self, msg: Any) -> None:
@@ -130,6 +165,7 @@ class Replayer:
             if self.proc is None:
                 raise MigError(f"offset {msg.offset()}: calls before the app identity record")
             lpid = rec["lpid"]
+            self.epoch = max(self.epoch, rec["epoch"])
             queue = self.pending.setdefault(lpid, deque())
             for call in rec["calls"]:
                 queue.append((from_avro(call), msg.offset()))

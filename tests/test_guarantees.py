@@ -132,3 +132,13 @@ def test_divergence_is_reported_and_shown_by_mig_log(settings, tmp_path, app_nam
     clean = replay(app, back, tmp_path / "hr2")
     assert clean.returncode == 0, clean.stderr
     assert (back / "out.txt").read_text() == (prim / "out.txt").read_text()
+
+
+def test_second_primary_on_a_recorded_log_is_refused(settings, tmp_path, app_name):
+    app = write_app(tmp_path / "p", app_name, [str(SNIPPETS / "clocks"), "out.txt"],
+                    settings.bootstrap_servers)
+    record(app, tmp_path / "hp")
+    again = run_mig("primary", "start", str(app), env={"MIG_HOME": str(tmp_path / "hp")})
+    assert again.returncode == 1
+    assert again.stderr.strip().splitlines()[-1].startswith(
+        f"mig: error: mig.{app_name}.calls already holds a recording (")

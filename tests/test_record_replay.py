@@ -5,12 +5,14 @@ results really were replayed."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_mig
 from tests.harness import record, replay, write_app
 
 SNIPPETS = Path(__file__).resolve().parent / "snippets"
@@ -36,6 +38,11 @@ def _record_replay(tmp_path: Path, name: str, command: list[str], bootstrap: str
     rec = record(app, tmp_path / "home-p")
     out = replay(app, rep, tmp_path / "home-r")
     assert out.returncode == 0, out.stdout + out.stderr
+    status = [json.loads(line)["record"] for line in run_mig(
+        "log", "tail", name, "-t", "control", "--json", "-b", bootstrap, check=True
+    ).stdout.splitlines() if '"mig.log.MemberStatus"' in line]
+    assert status and status[-1]["role"] == "REPLICA" and status[-1]["health"] == "stopped"
+    assert status[-1]["lag_records"] == 0 and status[-1]["epoch"] == 1
     return rec, out, (prim / "out.txt").read_text(), (rep / "out.txt").read_text()
 
 

@@ -1,7 +1,8 @@
 """A tiny TCP counter server: the example app mig keeps a hot standby of.
 
 Each line a client sends (``incr NAME`` or ``get NAME``) is answered with the counter's
-value. Its state lives only in memory, so only a replaying backup can preserve it.
+value; ``dump PATH`` writes every counter to the file PATH (relative to the server's
+folder). Its state lives only in memory, so only a replaying backup can preserve it.
 """
 
 import selectors
@@ -18,7 +19,12 @@ def handle(line: str) -> str:
         return str(counters[parts[1]])
     if len(parts) == 2 and parts[0] == "get":
         return str(counters.get(parts[1], 0))
-    return "error: expected 'incr NAME' or 'get NAME'"
+    if len(parts) == 2 and parts[0] == "dump":
+        with open(parts[1], "w") as out:
+            for name in sorted(counters):
+                out.write(f"{name} {counters[name]}\n")
+        return f"dumped {len(counters)}"
+    return "error: expected 'incr NAME', 'get NAME' or 'dump PATH'"
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 /* wrap_proc.c -- processes: fork, vfork, posix_spawn(p), the exec family, waitpid, wait4,
- * wait, kill, dup2, dup3.
+ * wait, kill, dup2, dup3. On a backup kill() sends nothing: the target's log says when
+ * its handler ran, and a child a signal killed is killed when its parent's wait replays.
  *
  * A child gets the logical id parent.N (N counts this process's children), its own ring,
  * and the shim. On a backup children are forked for real (each replays its own log) but
@@ -266,8 +267,13 @@ static pid_t wait_call(pid_t pid, int *status, int options, struct rusage *ru)
             memcpy(&st, c.payload, sizeof st);
         mig_replay_done();
         if (c.result > 0) {
+            /* the child replays its own log to its end; if the primary's child was killed
+             * by a signal, its log just stops: end the replaying child the same way */
+            pid_t real = real_pid_of((pid_t)c.result);
             int real_st;
-            mig_real.waitpid(real_pid_of((pid_t)c.result), &real_st, 0);
+            if (WIFSIGNALED(st))
+                mig_real.kill(real, SIGKILL);
+            mig_real.waitpid(real, &real_st, 0);
         }
         if (ru)
             memset(ru, 0, sizeof *ru);
@@ -311,12 +317,10 @@ MIG_EXPORT int kill(pid_t pid, int sig)
     struct mig_call c = {.kind = MIG_K_KILL, .args = {pid, sig}};
     mig_busy++;
     if (mig_mode == MIG_REPLAY) {
+        /* nothing is sent for real: a replaying target runs its handler where its own log
+         * says, and a target the signal killed is ended when its parent's wait replays */
         mig_replay(&c, 2);
         mig_replay_done();
-        /* deliver for real: handled signals are ignored by the target's shim (its log says
-         * when its handler runs), default actions (termination) happen as on the primary */
-        if (c.result == 0 && pid > 0)
-            mig_real.kill(real_pid_of(pid), sig);
     } else {
         c.result = mig_real.kill(pid, sig);
         c.err = c.result < 0 ? errno : 0;

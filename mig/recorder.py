@@ -23,8 +23,8 @@ from mig.calls import to_avro
 from mig.channel import Ring, RingError
 from mig.config import AppConfig
 from mig.elfcheck import check_program
-from mig.identity import app_identity
 from mig.errors import MigError
+from mig.identity import app_identity
 from mig.kafka import KafkaSettings, consumer, end_offsets
 from mig.launch import app_env, launch
 from mig.logwriter import LogWriter

@@ -20,7 +20,7 @@ from pathlib import Path
 import structlog
 
 from mig.calls import to_avro
-from mig.channel import Ring, RingError
+from mig.channel import RawCall, Ring, RingError
 from mig.config import AppConfig
 from mig.elfcheck import check_program
 from mig.errors import MigError
@@ -30,7 +30,7 @@ from mig.launch import app_env, launch
 from mig.logwriter import LogWriter
 from mig.topics import ensure_topics, topic_names
 
-__all__ = ["Recorder", "RecordStats"]
+__all__ = ["Recorder", "RecordStats", "split_batches"]
 
 log = structlog.get_logger("mig.recorder")
 
@@ -43,6 +43,21 @@ class RecordStats:
     barrier_commits: int = 0
     exit_code: int | None = None
     per_lpid: dict[str, int] = field(default_factory=dict)
+
+
+def split_batches(calls: list[RawCall], limit: int) -> list[list[RawCall]]:
+    """Cut a run of calls into batches of at most ``limit`` bytes (one call per batch at
+    least; a single call larger than the topic allows fails the commit with Kafka's error)."""
+    parts: list[list[RawCall]] = []
+    size = 0
+    for call in calls:
+        cost = 96 + len(call.payload)
+        if not parts or size + cost > limit:
+            parts.append([])
+            size = 0
+        parts[-1].append(call)
+        size += cost
+    return parts
 
 
 class Recorder:
@@ -59,6 +74,8 @@ class Recorder:
         self.sent_seq: dict[str, int] = {}  # lpid -> next seq after the last one sent
         self.stats = RecordStats()
         self._stop = False
+        # a batch stays well under the topic's max.message.bytes (Avro adds little)
+        self.batch_bytes = cfg.topics["max_message_bytes"] // 2
 
     def run(self) -> RecordStats:
         """Record until the app exits (or SIGTERM/SIGINT stops it). Returns the figures."""
@@ -164,17 +181,17 @@ class Recorder:
         sent = 0
         for lpid, ring in self.rings.items():
             calls = ring.drain()
-            if not calls:
-                continue
-            batch = {"app": self.cfg.name, "epoch": self.epoch, "lpid": lpid,
-                     "batch_seq": self.batch_seq[lpid], "first_seq": calls[0].seq,
-                     "sent_ns": time.time_ns(), "calls": [to_avro(c) for c in calls]}
-            writer.send("calls", "mig.log.CallBatch", batch, key=lpid)
-            self.batch_seq[lpid] += 1
-            self.sent_seq[lpid] = calls[-1].seq + 1
-            self.stats.calls += len(calls)
-            self.stats.batches += 1
-            sent += len(calls)
+            for part in split_batches(calls, self.batch_bytes):
+                batch = {"app": self.cfg.name, "epoch": self.epoch, "lpid": lpid,
+                         "batch_seq": self.batch_seq[lpid], "first_seq": part[0].seq,
+                         "sent_ns": time.time_ns(), "calls": [to_avro(c) for c in part]}
+                writer.send("calls", "mig.log.CallBatch", batch, key=lpid)
+                self.batch_seq[lpid] += 1
+                self.stats.batches += 1
+            if calls:
+                self.sent_seq[lpid] = calls[-1].seq + 1
+                self.stats.calls += len(calls)
+                sent += len(calls)
         return sent
 
     def _unacked(self) -> bool:

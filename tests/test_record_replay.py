@@ -17,7 +17,7 @@ from tests.harness import record, replay, write_app
 
 SNIPPETS = Path(__file__).resolve().parent / "snippets"
 C_SNIPPETS = ["clocks", "random", "ident", "pipes", "sleeps", "tcp", "procs", "signals",
-              "procfs"]
+              "procfs", "bigio"]
 
 
 @pytest.fixture(scope="module")

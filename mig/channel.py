@@ -29,6 +29,7 @@ STATE_INIT, STATE_READY, STATE_EXITED, STATE_DIVERGED = 0, 1, 2, 3
 # struct mig_rec: len u32, kind u16, flags u16, tid u32, err i32, seq u64, result i64,
 # args 4*i64, wall_ns u64, out_len u64, out_hash u64, payload_len u32, reserved u32
 REC = struct.Struct("<IHHIiQq4qQQQII")
+_PAD = struct.Struct("<IHH")  # the first 8 bytes: len, kind, flags
 assert REC.size == 96
 
 _OFF = {"magic": 0, "version": 8, "mode": 12, "capacity": 16, "pid": 24, "state": 28,
@@ -70,16 +71,17 @@ class RawCall:
 def parse_record(buf: bytes | memoryview, offset: int, limit: int) -> tuple[RawCall | None, int]:
     """Parse one record at ``offset`` (at most ``limit`` bytes available). Returns the call
     (None for padding) and its length. Raises RingError on a malformed record."""
-    if limit < REC.size:
-        raise RingError(f"record header cut short: {limit} bytes left")
+    if limit < 8:
+        raise RingError(f"record cut short: {limit} bytes left")
+    length, _kind, flags = _PAD.unpack_from(buf, offset)
+    if length > limit or length % 8 or length < 8:
+        raise RingError(f"record length {length} does not fit ({limit} bytes left)")
+    if flags & F_PAD:  # filler to the end of the data area: may be shorter than a header
+        return None, length
+    if length < REC.size:
+        raise RingError(f"record length {length} is below the header size")
     (length, kind, flags, tid, err, seq, result, a0, a1, a2, a3, wall_ns, out_len, out_hash,
      plen, _reserved) = REC.unpack_from(buf, offset)
-    if length < REC.size and not (flags & F_PAD and length >= 8):
-        raise RingError(f"record length {length} is below the header size")
-    if length > limit or length % 8:
-        raise RingError(f"record length {length} does not fit ({limit} bytes left)")
-    if flags & F_PAD:
-        return None, length
     if REC.size + plen > length:
         raise RingError(f"payload of {plen} bytes overruns the record ({length} bytes)")
     payload = bytes(buf[offset + REC.size: offset + REC.size + plen])

@@ -43,9 +43,11 @@ class LogWriter:
                                f" {settings.bootstrap_servers}: {exc.args[0].str()}") from exc
 
     def send(self, role: str, full_name: str, record: dict[str, Any],
-             key: str | None = None, partition: int | None = None) -> None:
-        """Queue one record for ``mig.NAME.<role>``; it is durable after ``commit()``."""
-        value = self.codec.encode(full_name, record)
+             key: str | None = None, partition: int | None = None,
+             validate: bool = True) -> None:
+        """Queue one record for ``mig.NAME.<role>``; it is durable after ``commit()``.
+        ``validate=False`` skips the full type check (for records mig builds itself)."""
+        value = self.codec.encode(full_name, record, validate=validate)
         self.send_raw(role, value, key, self.codec.headers(full_name), partition)
 
     def send_raw(self, role: str, value: bytes | None, key: str | None = None,

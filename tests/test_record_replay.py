@@ -70,3 +70,15 @@ def test_shared_file_mapping_is_warned_about_by_name(built, tmp_path, settings, 
     log = (tmp_path / "primary" / "state" / "mig-app.log").read_text()
     shared = (tmp_path / "primary" / "shared.dat").resolve()
     assert f"mig-shim: warning: MAP_SHARED mapping of {shared}" in log
+
+
+def test_small_ring_wraps_many_times(built, tmp_path, settings, app_name):
+    prim, rep = tmp_path / "primary", tmp_path / "backup"
+    app = write_app(prim, app_name, [str(built / "manycalls"), "out.txt"],
+                    settings.bootstrap_servers, barrier_mode="async",
+                    env={"MIG_RING_BYTES": "65536"})
+    rec = record(app, tmp_path / "home-p")
+    assert "recorded 40000 calls" in rec.stdout  # every call, none lost at exit
+    out = replay(app, rep, tmp_path / "home-r")
+    assert out.returncode == 0, out.stderr
+    assert (rep / "out.txt").read_text() == (prim / "out.txt").read_text()

@@ -21,7 +21,8 @@ class BuildWithShim(build_py):
         (data / "avro").mkdir(parents=True, exist_ok=True)
         for schema in (ROOT / "avro").glob("*.avsc"):
             shutil.copy2(schema, data / "avro" / schema.name)
-        shutil.copy2(ROOT / "shim" / "build" / "libmigshim.so", data / "libmigshim.so")
+        for lib in ("libmigshim.so", "libmigenc.so"):
+            shutil.copy2(ROOT / "shim" / "build" / lib, data / lib)
 
 
 setup(cmdclass={"build_py": BuildWithShim})

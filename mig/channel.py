@@ -92,6 +92,22 @@ def parse_record(buf: bytes | memoryview, offset: int, limit: int) -> tuple[RawC
 class Ring:
     """One mapped ring file."""
 
+    @classmethod
+    def create(cls, path: Path, capacity: int = 1 << 16, lpid: str = "1") -> Ring:
+        """A new empty ring file, as the shim would make it (for tests and tools)."""
+        header = bytearray(HDR_SIZE)
+        struct.pack_into("<QIIQiI", header, 0, MAGIC, VERSION, 1, capacity, os.getpid(),
+                         STATE_READY)
+        header[_OFF["lpid"]:_OFF["lpid"] + len(lpid)] = lpid.encode()
+        with open(path, "wb") as fh:
+            fh.write(bytes(header) + bytes(capacity))
+        return cls(path)
+
+    def seek(self, position: int) -> None:
+        """Start an empty ring at ``position`` (tests use it to make records wrap)."""
+        self._set_u64("head", position)
+        self._set_u64("tail", position)
+
     def __init__(self, path: Path) -> None:
         self.path = path
         fd = os.open(path, os.O_RDWR)
@@ -115,6 +131,7 @@ class Ring:
         self.pid = struct.unpack_from("<i", self.mm, _OFF["pid"])[0]
         self._futex_addr = {name: ctypes.addressof(ctypes.c_uint32.from_buffer(self.mm, _OFF[name]))
                             for name in ("commit_futex", "data_futex")}
+        self.data_addr = ctypes.addressof(ctypes.c_char.from_buffer(self.mm, HDR_SIZE))
 
     # -- header fields
     def _u64(self, name: str) -> int:
@@ -148,6 +165,18 @@ class Ring:
         return self._u64("div_seq"), self._str("div_text", 256)
 
     # -- record mode (agent consumes)
+    @property
+    def head(self) -> int:
+        return self._u64("head")
+
+    @property
+    def tail(self) -> int:
+        return self._u64("tail")
+
+    def release(self, position: int) -> None:
+        """Everything before ``position`` is consumed: the shim may reuse the space."""
+        self._set_u64("tail", position)
+
     def drain(self, max_bytes: int = 1 << 22) -> list[RawCall]:
         """Every complete record the shim has published, oldest first; frees their space."""
         head = self._u64("head")

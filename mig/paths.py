@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["mig_home", "cache_dir", "schema_dir", "shim_library", "source_root"]
+__all__ = ["mig_home", "cache_dir", "schema_dir", "shim_library", "encoder_library",
+           "source_root"]
 
 _PKG = Path(__file__).resolve().parent
 
@@ -42,3 +43,11 @@ def shim_library() -> Path:
     if packaged.is_file():
         return packaged
     return source_root() / "shim" / "build" / "libmigshim.so"
+
+
+def encoder_library() -> Path:
+    """Path of the recorder's batch encoder (``libmigenc.so``), loaded with ctypes."""
+    packaged = _PKG / "_data" / "libmigenc.so"
+    if packaged.is_file():
+        return packaged
+    return source_root() / "shim" / "build" / "libmigenc.so"

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import structlog
 
-from mig.calls import to_avro
-from mig.channel import RawCall, Ring, RingError
+from mig.codec import Codec
+from mig.fastbatch import BatchEncoder
+from mig.channel import Ring, RingError
 from mig.config import AppConfig
 from mig.elfcheck import check_program
 from mig.errors import MigError
@@ -30,7 +31,7 @@ from mig.launch import app_env, launch
 from mig.logwriter import LogWriter
 from mig.topics import ensure_topics, topic_names
 
-__all__ = ["Recorder", "RecordStats", "split_batches"]
+__all__ = ["Recorder", "RecordStats"]
 
 log = structlog.get_logger("mig.recorder")
 
@@ -43,21 +44,6 @@ class RecordStats:
     barrier_commits: int = 0
     exit_code: int | None = None
     per_lpid: dict[str, int] = field(default_factory=dict)
-
-
-def split_batches(calls: list[RawCall], limit: int) -> list[list[RawCall]]:
-    """Cut a run of calls into batches of at most ``limit`` bytes (one call per batch at
-    least; a single call larger than the topic allows fails the commit with Kafka's error)."""
-    parts: list[list[RawCall]] = []
-    size = 0
-    for call in calls:
-        cost = 96 + len(call.payload)
-        if not parts or size + cost > limit:
-            parts.append([])
-            size = 0
-        parts[-1].append(call)
-        size += cost
-    return parts
 
 
 class Recorder:
@@ -76,6 +62,8 @@ class Recorder:
         self._stop = False
         # a batch stays well under the topic's max.message.bytes (Avro adds little)
         self.batch_bytes = cfg.topics["max_message_bytes"] // 2
+        self.encoder = BatchEncoder(self.batch_bytes)
+        self.headers = Codec.default().headers("mig.log.CallBatch")
         # bounded work per loop turn, so commits (and barrier answers) stay regular
         self.drain_bytes = 256 * 1024
 
@@ -180,21 +168,26 @@ class Recorder:
             log.info("mig.recorder.process", lpid=lpid, pid=ring.pid)
 
     def _drain(self, writer: LogWriter) -> int:
+        """Move what the rings hold into CallBatch records (at most ``drain_bytes`` of ring
+        per process per turn). Returns the number of calls sent."""
         sent = 0
         for lpid, ring in self.rings.items():
-            calls = ring.drain(self.drain_bytes)
-            for part in split_batches(calls, self.batch_bytes):
-                batch = {"app": self.cfg.name, "epoch": self.epoch, "lpid": lpid,
-                         "batch_seq": self.batch_seq[lpid], "first_seq": part[0].seq,
-                         "sent_ns": time.time_ns(), "calls": [to_avro(c) for c in part]}
-                # built from the shim's fixed record layout: skip the per-field type check
-                writer.send("calls", "mig.log.CallBatch", batch, key=lpid, validate=False)
+            start = pos = ring.tail
+            end = min(ring.head, start + self.drain_bytes)
+            while pos < end:
+                batch, pos = self.encoder.encode(
+                    ring, pos, end, self.cfg.name, self.epoch, lpid, self.batch_seq[lpid],
+                    time.time_ns())
+                if batch is None:
+                    continue
+                writer.send_raw("calls", batch.value, key=lpid, headers=self.headers)
                 self.batch_seq[lpid] += 1
+                self.sent_seq[lpid] = batch.last_seq + 1
                 self.stats.batches += 1
-            if calls:
-                self.sent_seq[lpid] = calls[-1].seq + 1
-                self.stats.calls += len(calls)
-                sent += len(calls)
+                self.stats.calls += batch.count
+                sent += batch.count
+            if pos != start:
+                ring.release(pos)
         return sent
 
     def _unacked(self) -> bool:

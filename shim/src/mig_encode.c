@@ -1,0 +1,101 @@
+/* mig_encode.c -- Avro encoding of call records, for the recorder agent (not the app).
+ *
+ * Built alone as libmigenc.so (the shim itself uses initial-exec TLS, which a running
+ * Python cannot dlopen); the agent loads it with ctypes and calls mig_encode_calls() on a
+ * ring it has mapped: the records between two positions
+ * become the Avro binary encoding of mig.log.Call items (the body of CallBatch.calls), with
+ * no Python object per call. The field order below is the schema's
+ * (avro/mig.log.CallBatch.avsc); tests/test_encode.py checks the bytes against fastavro. */
+#include <stdint.h>
+#include <string.h>
+
+#include "mig_ring.h"
+
+#define MIG_EXPORT __attribute__((visibility("default")))
+
+static unsigned char *put_long(unsigned char *p, int64_t v)
+{
+    uint64_t n = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); /* zig-zag */
+    while (n & ~0x7Full) {
+        *p++ = (unsigned char)((n & 0x7F) | 0x80);
+        n >>= 7;
+    }
+    *p++ = (unsigned char)n;
+    return p;
+}
+
+static unsigned char *put_bytes(unsigned char *p, const void *src, uint64_t len)
+{
+    p = put_long(p, (int64_t)len);
+    memcpy(p, src, len);
+    return p + len;
+}
+
+/* Worst-case encoded size of one record (varints take at most 10 bytes). */
+static uint64_t worst_case(const struct mig_rec *rec)
+{
+    return 16 * 10 + 8 + rec->payload_len + 16;
+}
+
+/* Encode the records of `data` (a ring's data area of `capacity` bytes) from position
+ * `from` up to `to`, into `out` (at most `out_cap` bytes), as Avro Call items. `kind_index`
+ * maps a ring kind number to the CallKind enum's symbol index. Stops early when `out` is
+ * full (at least one record is always taken when it fits). Returns the bytes written;
+ * *next is the position after the last record taken, *count the records encoded,
+ * *first_seq and *last_seq their sequence numbers. */
+MIG_EXPORT uint64_t mig_encode_calls(const unsigned char *data, uint64_t capacity, uint64_t from,
+                                     uint64_t to, const unsigned char *kind_index,
+                                     unsigned char *out, uint64_t out_cap, uint64_t *next,
+                                     uint64_t *count, uint64_t *first_seq, uint64_t *last_seq)
+{
+    unsigned char *p = out;
+    uint64_t pos = from, n = 0;
+    while (pos < to) {
+        const struct mig_rec *rec = (const struct mig_rec *)(data + (pos & (capacity - 1)));
+        if (rec->len < 8 || rec->len % 8 || pos + rec->len > to)
+            break; /* malformed: the agent's Python reader reports it */
+        if (rec->flags & MIG_F_PAD) {
+            pos += rec->len;
+            continue;
+        }
+        if (rec->len < sizeof *rec || sizeof *rec + rec->payload_len > rec->len)
+            break;
+        if ((uint64_t)(p - out) + worst_case(rec) > out_cap && n > 0)
+            break;
+        if ((uint64_t)(p - out) + worst_case(rec) > out_cap)
+            break; /* out is too small even for one record */
+        p = put_long(p, rec->tid);
+        p = put_long(p, (int64_t)rec->seq);
+        p = put_long(p, kind_index[rec->kind < 256 ? rec->kind : 0]);
+        p = put_long(p, 4); /* args: one block of 4 longs */
+        for (int i = 0; i < 4; i++)
+            p = put_long(p, rec->args[i]);
+        p = put_long(p, 0);
+        p = put_long(p, rec->result);
+        p = put_long(p, rec->err);
+        if (rec->payload_len) { /* union [null, bytes] */
+            p = put_long(p, 1);
+            p = put_bytes(p, rec + 1, rec->payload_len);
+        } else {
+            p = put_long(p, 0);
+        }
+        if (rec->flags & MIG_F_OUTPUT) { /* out_len [null, long], out_hash [null, bytes] */
+            p = put_long(p, 1);
+            p = put_long(p, (int64_t)rec->out_len);
+            p = put_long(p, 1);
+            p = put_bytes(p, &rec->out_hash, 8);
+        } else {
+            p = put_long(p, 0);
+            p = put_long(p, 0);
+        }
+        p = put_long(p, (int64_t)rec->wall_ns);
+        if (n == 0)
+            *first_seq = rec->seq;
+        *last_seq = rec->seq;
+        n++;
+        pos += rec->len;
+    }
+    *next = pos;
+    *count = n;
+    return (uint64_t)(p - out);
+}

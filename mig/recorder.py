@@ -19,12 +19,12 @@ from pathlib import Path
 
 import structlog
 
-from mig.codec import Codec
-from mig.fastbatch import BatchEncoder
 from mig.channel import Ring, RingError
+from mig.codec import Codec
 from mig.config import AppConfig
 from mig.elfcheck import check_program
 from mig.errors import MigError
+from mig.fastbatch import BatchEncoder
 from mig.identity import app_identity
 from mig.kafka import KafkaSettings, consumer, end_offsets
 from mig.launch import app_env, launch

@@ -173,10 +173,11 @@ class Recorder:
         sent = 0
         for lpid, ring in self.rings.items():
             start = pos = ring.tail
-            end = min(ring.head, start + self.drain_bytes)
-            while pos < end:
+            head = ring.head
+            # the budget bounds how much is taken per turn, never where a record may end
+            while pos < head and pos - start < self.drain_bytes:
                 batch, pos = self.encoder.encode(
-                    ring, pos, end, self.cfg.name, self.epoch, lpid, self.batch_seq[lpid],
+                    ring, pos, head, self.cfg.name, self.epoch, lpid, self.batch_seq[lpid],
                     time.time_ns())
                 if batch is None:
                     continue

@@ -73,3 +73,32 @@ def test_batches_are_cut_under_the_limit(tmp_path):
     assert all(len(b.value) + 4096 > 40_000 - 200 for b in seen[:-1])
     assert [b.first_seq for b in seen] == sorted(b.first_seq for b in seen)
     ring.close()
+
+
+def test_recorder_drain_budget_never_splits_a_record(tmp_path):
+    # records of 112 bytes never end exactly on a 256 KiB budget: the drain must take the
+    # record that straddles it (this crashed the recorder once)
+    from mig.recorder import Recorder
+
+    ring = Ring.create(tmp_path / "1.ring", capacity=1 << 20)
+    calls = [RawCall(3, 0, 0, 0, i, 0, (1, 0, 0, 0), 7, 0, 0, b"x" * 16) for i in range(5000)]
+    for call in calls:
+        assert ring.put(call)
+
+    class Writer:
+        sent: list[bytes] = []
+
+        def send_raw(self, role, value, key=None, headers=None):
+            self.sent.append(value)
+
+    rec = Recorder.__new__(Recorder)
+    rec.cfg = type("Cfg", (), {"name": "fast"})()
+    rec.epoch, rec.rings, rec.batch_seq, rec.sent_seq = 1, {"1": ring}, {"1": 0}, {}
+    rec.stats = type("Stats", (), {"batches": 0, "calls": 0})()
+    rec.encoder, rec.headers, rec.drain_bytes = BatchEncoder(1 << 19), [], 256 * 1024
+    writer = Writer()
+    total = 0
+    while (sent := rec._drain(writer)):
+        total += sent
+    assert total == 5000 and rec.sent_seq["1"] == 5000 and ring.tail == ring.head
+    ring.close()

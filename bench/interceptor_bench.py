@@ -205,8 +205,9 @@ class Bench:
                        timeout=120, check=False)
 
     def run_dir(self, name: str, big: bool) -> Path:
-        """Where the shim's rings go; a 1 GiB ring lives in /dev/shm (tmpfs), not on disk."""
-        if big and Path("/dev/shm").is_dir():
+        """Where the shim's rings go: /dev/shm (tmpfs), as mig's own default since the ring
+        files on disk made the kernel write ring pages back to the disk."""
+        if Path("/dev/shm").is_dir():
             path = Path(tempfile.mkdtemp(prefix=f"mig-bench-{name}-", dir="/dev/shm"))
             self.shm_dirs.append(path)
             return path

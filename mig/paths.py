@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 __all__ = ["mig_home", "cache_dir", "schema_dir", "shim_library", "encoder_library",
-           "source_root"]
+           "source_root", "run_root"]
 
 _PKG = Path(__file__).resolve().parent
 
@@ -51,3 +51,12 @@ def encoder_library() -> Path:
     if packaged.is_file():
         return packaged
     return source_root() / "shim" / "build" / "libmigenc.so"
+
+
+def run_root() -> Path:
+    """Where the shared-memory rings live: tmpfs (``/dev/shm``) when the host has it, so
+    the kernel never writes ring pages back to a disk; else under the mig home."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return shm / f"mig-{os.getuid()}"
+    return mig_home() / "run"

@@ -105,7 +105,9 @@ struct mig_real {
     X(void *, mmap, (void *, size_t, int, int, int, off_t))                                \
     X(void *, mmap64, (void *, size_t, int, int, int, off_t))                              \
     X(int, shmget, (key_t, size_t, int))                                                   \
-    X(int, shm_open, (const char *, int, mode_t))
+    X(int, shm_open, (const char *, int, mode_t))                                          \
+    X(int, epoll_ctl, (int, int, int, struct epoll_event *))                               \
+    X(void, _exit, (int))
 #define MIG_REAL_FIELD(ret, name, args) ret(*name) args;
     MIG_REAL_FIELDS(MIG_REAL_FIELD)
 #undef MIG_REAL_FIELD
@@ -158,6 +160,16 @@ void mig_fd_mark(int fd, int recorded);
 void mig_placeholder_at(int64_t fd, int sock_flags);
 /* One line on stderr, written directly (no stdio): "mig-shim: warning: <a><b>". */
 void mig_warn(const char *a, const char *b);
+
+/* Held outputs (mig_hold.c): in output mode an output is recorded as done and released
+ * by this process's release thread once committed. Each returns 0 when it cannot hold. */
+int mig_holding(void);
+int mig_hold_output(struct mig_call *call, int op, int arg);
+int mig_hold_shutdown(struct mig_call *call);
+void mig_hold_close(int fd);
+void mig_hold_epoll(int epfd, int op, int fd);
+void mig_hold_flush(void);
+void mig_hold_after_fork(void);
 
 /* Signals: the shim's handler defers an app handler's run to the next intercepted call
  * (record mode), where it is recorded as a SIGNAL call; replay runs it where the log has it. */

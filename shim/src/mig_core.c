@@ -284,6 +284,7 @@ void mig_child_after_fork(const char *child_lpid)
     children = 0;
     replay_pending = 0;
     memcpy(my_lpid, child_lpid, strlen(child_lpid) + 1);
+    mig_hold_after_fork();
     open_ring(my_lpid, parent);
 }
 
@@ -415,6 +416,11 @@ void mig_barrier(uint64_t seq)
         futex(&ring->commit_futex, FUTEX_WAIT, gen, &slice);
         __atomic_fetch_sub(&ring->waiters, 1, __ATOMIC_RELAXED);
     }
+}
+
+int mig_holding(void)
+{
+    return mig_mode == MIG_RECORD && barrier_mode == MIG_B_OUTPUT;
 }
 
 void mig_output_barrier(void)

@@ -74,7 +74,7 @@ static ssize_t input_call(enum mig_kind kind, int fd, int64_t a1, int64_t a2, vo
 /* Output: barrier, real write, record length + hash; replay compares and returns. */
 static ssize_t output_call(enum mig_kind kind, int fd, int64_t a1, int64_t a2, const void *buf,
                            const struct iovec *iov, int iovcnt, uint64_t len,
-                           ssize_t (*real)(void *), void *ctx)
+                           ssize_t (*real)(void *), void *ctx, int hold_op)
 {
     struct mig_call c = {.kind = kind, .args = {fd, a1, a2}, .out = buf, .iov = iov,
                          .iovcnt = iovcnt, .out_len = len, .is_output = 1};
@@ -82,6 +82,8 @@ static ssize_t output_call(enum mig_kind kind, int fd, int64_t a1, int64_t a2, c
     if (mig_mode == MIG_REPLAY) {
         mig_replay_output(&c, 3);
         mig_replay_done();
+    } else if (hold_op >= 0 && mig_holding() && mig_hold_output(&c, hold_op, (int)a2)) {
+        /* held: recorded as written, released once committed (mig_hold.c) */
     } else {
         mig_output_barrier();
         mig_busy--;
@@ -191,7 +193,7 @@ MIG_EXPORT ssize_t write(int fd, const void *buf, size_t n)
     if (!mig_fd_recorded(fd))
         return mig_real.write(fd, buf, n);
     struct io_ctx x = {.fd = fd, .cbuf = buf, .n = n};
-    return output_call(MIG_K_WRITE, fd, (int64_t)n, 0, buf, NULL, 0, n, r_write, &x);
+    return output_call(MIG_K_WRITE, fd, (int64_t)n, 0, buf, NULL, 0, n, r_write, &x, 0);
 }
 
 MIG_EXPORT ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
@@ -201,14 +203,15 @@ MIG_EXPORT ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
         return mig_real.writev(fd, iov, iovcnt);
     struct io_ctx x = {.fd = fd, .iov = iov, .iovcnt = iovcnt};
     uint64_t total = iov_total(iov, iovcnt);
-    return output_call(MIG_K_WRITE, fd, (int64_t)total, 1, NULL, iov, iovcnt, total, r_writev, &x);
+    return output_call(MIG_K_WRITE, fd, (int64_t)total, 1, NULL, iov, iovcnt, total, r_writev, &x,
+                       0);
 }
 
 MIG_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
     MIG_ENTER(mig_real.send(fd, buf, n, flags));
     struct io_ctx x = {.fd = fd, .cbuf = buf, .n = n, .flags = flags};
-    return output_call(MIG_K_SEND, fd, (int64_t)n, flags, buf, NULL, 0, n, r_send, &x);
+    return output_call(MIG_K_SEND, fd, (int64_t)n, flags, buf, NULL, 0, n, r_send, &x, 1);
 }
 
 MIG_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
@@ -216,7 +219,8 @@ MIG_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
 {
     MIG_ENTER(mig_real.sendto(fd, buf, n, flags, addr, alen));
     struct io_ctx x = {.fd = fd, .cbuf = buf, .n = n, .flags = flags, .caddr = addr, .clen = alen};
-    return output_call(MIG_K_SEND, fd, (int64_t)n, flags, buf, NULL, 0, n, r_sendto, &x);
+    return output_call(MIG_K_SEND, fd, (int64_t)n, flags, buf, NULL, 0, n, r_sendto, &x,
+                       addr ? -1 : 1);
 }
 
 MIG_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
@@ -224,8 +228,9 @@ MIG_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     MIG_ENTER(mig_real.sendmsg(fd, msg, flags));
     struct io_ctx x = {.fd = fd, .cmsg = msg, .flags = flags};
     uint64_t total = iov_total(msg->msg_iov, (int)msg->msg_iovlen);
+    int holdable = msg->msg_name == NULL && msg->msg_controllen == 0;
     return output_call(MIG_K_SEND, fd, (int64_t)total, flags, NULL, msg->msg_iov,
-                       (int)msg->msg_iovlen, total, r_sendmsg, &x);
+                       (int)msg->msg_iovlen, total, r_sendmsg, &x, holdable ? 1 : -1);
 }
 
 MIG_EXPORT int close(int fd)
@@ -239,6 +244,7 @@ MIG_EXPORT int close(int fd)
      * the fd table evolves the same way; the result is the primary's. */
     struct mig_call c = {.kind = MIG_K_CLOSE, .args = {fd}};
     mig_busy++;
+    mig_hold_close(fd); /* held bytes still leave, through the duplicate */
     int r = mig_real.close(fd);
     int e = errno;
     mig_fd_forget(fd);

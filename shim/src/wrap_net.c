@@ -222,6 +222,14 @@ MIG_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 MIG_EXPORT int shutdown(int fd, int how)
 {
     MIG_ENTER(mig_real.shutdown(fd, how));
+    if (mig_holding()) {
+        struct mig_call c = {.kind = MIG_K_SHUTDOWN, .args = {fd, how}};
+        mig_busy++;
+        int queued = mig_hold_shutdown(&c); /* behind held bytes of this fd */
+        mig_busy--;
+        if (queued)
+            return 0;
+    }
     struct net_ctx x = {.fd = fd, .a = how};
     return simple_call(MIG_K_SHUTDOWN, fd, how, 0, 2, r_shutdown, &x);
 }

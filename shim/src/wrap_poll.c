@@ -152,3 +152,14 @@ MIG_EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval 
     }
     return res;
 }
+
+/* epoll_ctl acts for real on both hosts; the shim only notes which epoll sets an fd is in
+ * (mig_hold.c needs it when the app closes an fd whose held bytes keep it open). */
+MIG_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    mig_init();
+    int r = mig_real.epoll_ctl(epfd, op, fd, ev);
+    if (r == 0 && (op == EPOLL_CTL_ADD || op == EPOLL_CTL_DEL))
+        mig_hold_epoll(epfd, op, fd);
+    return r;
+}

@@ -146,6 +146,7 @@ static int exec_call(const char *path, char *const argv[], char *const envp[])
         /* the record says "exec succeeded"; it is made before the exec replaces us */
         c.result = 0;
         mig_record(&c);
+        mig_hold_flush();
         mig_output_barrier();
         mig_busy--;
         int r = mig_real.execve(path, argv, env);
@@ -348,4 +349,19 @@ MIG_EXPORT int dup3(int oldfd, int newfd, int flags)
     if (r >= 0)
         mig_fd_forget(newfd);
     return r;
+}
+
+/* _exit skips destructors: release held outputs first (the app's last replies). */
+MIG_EXPORT void _exit(int status)
+{
+    mig_init();
+    if (mig_mode == MIG_RECORD)
+        mig_hold_flush();
+    mig_real._exit(status);
+    __builtin_unreachable();
+}
+
+MIG_EXPORT void _Exit(int status)
+{
+    _exit(status);
 }

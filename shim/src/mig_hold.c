@@ -1,0 +1,323 @@
+/* mig_hold.c -- output commit without stopping the app: held outputs.
+ *
+ * In output mode an output may reach a client only once its causes are committed. Instead
+ * of stopping the writing thread until then, the shim records the write as complete, keeps
+ * the bytes here, and a release thread of this process writes them to the socket once the
+ * commit covering them is done (as COLO and Remus buffer a VM's packets). One commit then
+ * releases every output of a few milliseconds, and the app keeps serving meanwhile.
+ *
+ * The bytes go out through a duplicate of the app's fd (placed high in the fd space, so the
+ * app's own fd numbers stay the same as on a backup), in the order they were written; a
+ * shutdown the app makes after held bytes is queued behind them, and the app's close of
+ * such an fd closes the duplicate after its last bytes (the fd is also taken out of the
+ * app's epoll sets, as the app's close would have done). Before exec and exit the queue is
+ * flushed; a forked child drops its parent's queue. Outputs that cannot be held (datagrams
+ * with an address, ancillary data, more than a quarter of the buffer) take the blocking
+ * barrier instead. */
+#include "mig.h"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define HOLD_BYTES (64ull << 20)
+#define HOLD_ITEMS 16384
+#define MAX_FD 65536
+#define EP_SLOTS 4
+
+enum hold_op { OP_WRITE = 0, OP_SEND = 1, OP_SHUTDOWN = 2, OP_CLOSE = 3 };
+
+struct hold_item {
+    uint64_t seq;
+    uint64_t off;
+    uint64_t len;
+    int fd; /* the duplicate */
+    int op;
+    int arg; /* send flags or shutdown how */
+};
+
+static struct hold_item items[HOLD_ITEMS];
+static unsigned char *bytes;
+static uint64_t q_head, q_tail, b_head, b_tail;
+static uint32_t q_lock, q_futex;
+static int dup_of[MAX_FD];
+static int ep_of[MAX_FD][EP_SLOTS];
+static int min_dup = -1;
+static int started;
+
+static void lock(void)
+{
+    while (__atomic_exchange_n(&q_lock, 1, __ATOMIC_ACQUIRE))
+        syscall(SYS_sched_yield);
+}
+
+static void unlock(void)
+{
+    __atomic_store_n(&q_lock, 0, __ATOMIC_RELEASE);
+}
+
+static void wake(void)
+{
+    __atomic_fetch_add(&q_futex, 1, __ATOMIC_RELEASE);
+    syscall(SYS_futex, &q_futex, FUTEX_WAKE, 0x7fffffff, NULL, NULL, 0);
+}
+
+static void wait_change(uint32_t seen)
+{
+    struct timespec slice = {0, 20000000};
+    syscall(SYS_futex, &q_futex, FUTEX_WAIT, seen, &slice, NULL, 0);
+}
+
+/* -------------------------------------------------------------- the release thread */
+
+static void write_all(const struct hold_item *it)
+{
+    const unsigned char *p = bytes + (it->off % HOLD_BYTES);
+    uint64_t left = it->len;
+    while (left) {
+        ssize_t n = it->op == OP_SEND ? mig_real.send(it->fd, p, left, it->arg & ~MSG_DONTWAIT)
+                                      : mig_real.write(it->fd, p, left);
+        if (n > 0) {
+            p += n;
+            left -= (uint64_t)n;
+        } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            struct pollfd pfd = {it->fd, POLLOUT, 0};
+            mig_real.poll(&pfd, 1, 100);
+        } else {
+            return; /* the peer is gone: the app learns it from its next read */
+        }
+    }
+}
+
+static void *release_main(void *unused)
+{
+    (void)unused;
+    mig_busy = 1; /* this thread's own calls are never recorded */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    for (;;) {
+        uint32_t seen = __atomic_load_n(&q_futex, __ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&q_tail, __ATOMIC_ACQUIRE) ==
+            __atomic_load_n(&q_head, __ATOMIC_ACQUIRE)) {
+            wait_change(seen);
+            continue;
+        }
+        struct hold_item it = items[q_tail % HOLD_ITEMS];
+        if (it.op != OP_CLOSE)
+            mig_barrier(it.seq); /* returns at once when a commit already covers it */
+        if (it.op == OP_WRITE || it.op == OP_SEND)
+            write_all(&it);
+        else if (it.op == OP_SHUTDOWN)
+            mig_real.shutdown(it.fd, it.arg);
+        else
+            syscall(SYS_close, it.fd);
+        lock();
+        q_tail++;
+        if (it.len)
+            b_tail = it.off + it.len;
+        unlock();
+        wake();
+    }
+    return NULL;
+}
+
+/* -------------------------------------------------------------- the app's side */
+
+static int ready_to_hold(void)
+{
+    if (min_dup < 0) {
+        struct rlimit rl;
+        /* duplicates live at the top of the fd space, far from the app's own numbers */
+        min_dup = (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= 512 &&
+                   rl.rlim_cur <= MAX_FD) ? (int)rl.rlim_cur - 128 : 0;
+    }
+    if (min_dup == 0)
+        return 0;
+    if (!bytes) {
+        void *m = (void *)syscall(SYS_mmap, NULL, HOLD_BYTES, PROT_READ | PROT_WRITE,
+                                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED)
+            return 0;
+        bytes = m;
+    }
+    if (!started) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, 256 * 1024); /* room for the static TLS too */
+        if (pthread_create(&t, &attr, release_main, NULL) != 0)
+            return 0;
+        started = 1;
+    }
+    return 1;
+}
+
+/* Room for `len` more bytes and one item; the caller holds the lock, which this may drop
+ * while the release thread makes room (back-pressure on an app that outruns commits). */
+static uint64_t reserve(uint64_t len)
+{
+    for (;;) {
+        uint64_t start = b_head;
+        if (start % HOLD_BYTES + len > HOLD_BYTES) /* keep each item contiguous */
+            start += HOLD_BYTES - start % HOLD_BYTES;
+        if (q_head - q_tail < HOLD_ITEMS && start + len - b_tail <= HOLD_BYTES)
+            return start;
+        uint32_t seen = __atomic_load_n(&q_futex, __ATOMIC_ACQUIRE);
+        unlock();
+        wait_change(seen);
+        lock();
+    }
+}
+
+static int dup_for(int fd)
+{
+    if (dup_of[fd] == 0) {
+        int d = (int)syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, min_dup);
+        if (d < 0)
+            return -1;
+        dup_of[fd] = d;
+    }
+    return dup_of[fd];
+}
+
+int mig_hold_output(struct mig_call *c, int op, int arg)
+{
+    int fd = (int)c->args[0];
+    if (fd < 0 || fd >= MAX_FD || c->out_len > HOLD_BYTES / 4 || !ready_to_hold())
+        return 0;
+    lock();
+    int d = dup_for(fd);
+    if (d < 0) {
+        unlock();
+        return 0;
+    }
+    uint64_t start = reserve(c->out_len);
+    unsigned char *dst = bytes + start % HOLD_BYTES;
+    if (c->out) {
+        memcpy(dst, c->out, c->out_len);
+    } else {
+        uint64_t done = 0;
+        for (int i = 0; i < c->iovcnt && done < c->out_len; i++) {
+            uint64_t n = c->iov[i].iov_len;
+            if (n > c->out_len - done)
+                n = c->out_len - done;
+            memcpy(dst + done, c->iov[i].iov_base, n);
+            done += n;
+        }
+    }
+    c->result = (int64_t)c->out_len; /* the app is told everything was written */
+    c->err = 0;
+    c->out = dst; /* hash what is kept, exactly the bytes that will be sent */
+    c->iov = NULL;
+    uint64_t seq = mig_record(c);
+    items[q_head % HOLD_ITEMS] = (struct hold_item){seq, start, c->out_len, d, op, arg};
+    b_head = start + c->out_len;
+    __atomic_store_n(&q_head, q_head + 1, __ATOMIC_RELEASE);
+    unlock();
+    wake();
+    return 1;
+}
+
+static int pending_for(int d)
+{
+    for (uint64_t i = q_tail; i < q_head; i++)
+        if (items[i % HOLD_ITEMS].fd == d)
+            return 1;
+    return 0;
+}
+
+int mig_hold_shutdown(struct mig_call *c)
+{
+    int fd = (int)c->args[0];
+    if (fd < 0 || fd >= MAX_FD || !dup_of[fd])
+        return 0;
+    lock();
+    int queued = pending_for(dup_of[fd]);
+    if (queued) {
+        reserve(0);
+        c->result = 0; /* the FIN leaves after the held bytes, like they do */
+        c->err = 0;
+        uint64_t seq = mig_record(c);
+        items[q_head % HOLD_ITEMS] = (struct hold_item){seq, b_head, 0, dup_of[fd],
+                                                        OP_SHUTDOWN, (int)c->args[1]};
+        __atomic_store_n(&q_head, q_head + 1, __ATOMIC_RELEASE);
+    }
+    unlock();
+    if (queued)
+        wake();
+    return queued;
+}
+
+void mig_hold_close(int fd)
+{
+    if (fd < 0 || fd >= MAX_FD)
+        return;
+    for (int i = 0; i < EP_SLOTS; i++) /* the app's close would drop fd from its epolls */
+        if (ep_of[fd][i]) {
+            if (dup_of[fd])
+                syscall(SYS_epoll_ctl, ep_of[fd][i] - 1, EPOLL_CTL_DEL, fd, NULL);
+            ep_of[fd][i] = 0;
+        }
+    if (!dup_of[fd])
+        return;
+    lock();
+    reserve(0);
+    items[q_head % HOLD_ITEMS] = (struct hold_item){0, b_head, 0, dup_of[fd], OP_CLOSE, 0};
+    __atomic_store_n(&q_head, q_head + 1, __ATOMIC_RELEASE);
+    dup_of[fd] = 0;
+    unlock();
+    wake();
+}
+
+void mig_hold_epoll(int epfd, int op, int fd)
+{
+    if (fd < 0 || fd >= MAX_FD || epfd < 0)
+        return;
+    for (int i = 0; i < EP_SLOTS; i++) {
+        if (op == EPOLL_CTL_DEL && ep_of[fd][i] == epfd + 1)
+            ep_of[fd][i] = 0;
+        if (op == EPOLL_CTL_ADD && ep_of[fd][i] == 0) {
+            ep_of[fd][i] = epfd + 1;
+            return;
+        }
+    }
+}
+
+void mig_hold_flush(void)
+{
+    while (__atomic_load_n(&q_tail, __ATOMIC_ACQUIRE) != __atomic_load_n(&q_head, __ATOMIC_ACQUIRE)) {
+        uint32_t seen = __atomic_load_n(&q_futex, __ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&q_tail, __ATOMIC_ACQUIRE) == __atomic_load_n(&q_head, __ATOMIC_ACQUIRE))
+            break;
+        wait_change(seen);
+    }
+}
+
+void mig_hold_after_fork(void)
+{
+    /* the parent's thread releases the parent's bytes; this child only drops its copies */
+    for (int fd = 0; fd < MAX_FD; fd++)
+        if (dup_of[fd]) {
+            syscall(SYS_close, dup_of[fd]);
+            dup_of[fd] = 0;
+        }
+    for (uint64_t i = q_tail; i < q_head; i++) /* duplicates already closed by the app */
+        if (items[i % HOLD_ITEMS].op == OP_CLOSE)
+            syscall(SYS_close, items[i % HOLD_ITEMS].fd);
+    q_head = q_tail = b_head = b_tail = 0;
+    q_lock = 0;
+    started = 0;
+}
+
+__attribute__((destructor)) static void flush_at_exit(void)
+{
+    if (mig_mode == MIG_RECORD)
+        mig_hold_flush();
+}

@@ -82,6 +82,20 @@ class LogWriter:
         offsets, self._offsets = self._offsets, []
         return offsets
 
+    def flush(self) -> None:
+        """Wait until every record sent so far is acknowledged by all in-sync replicas
+        (acks=all), without committing the open transaction."""
+        remaining = self._producer.flush(self.timeout)
+        if remaining:
+            raise MigError(f"{remaining} records not acknowledged within {self.timeout:g} s")
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise MigError(f"Kafka refused records: {'; '.join(errors[:3])}")
+
+    @property
+    def open_transaction(self) -> bool:
+        return self._open
+
     def abort(self) -> None:
         """Abandon the open transaction: nothing sent since the last commit becomes visible."""
         from confluent_kafka import KafkaException

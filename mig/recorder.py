@@ -1,10 +1,11 @@
 """The recorder agent behind ``mig primary start``: runs the app under the shim in record
 mode, drains its rings into ``mig.NAME.calls`` and answers barriers.
 
-One loop: find new rings, drain every ring, send the calls as one CallBatch per logical
-process, and commit the Kafka transaction when a thread waits at a barrier (output/sync
-mode) or when ``flush_ms`` passed (async mode, and to bound the loss window). After each
-commit the rings' ``committed_seq`` is raised and waiting threads wake. Heartbeats go to
+One loop: find new rings, drain every ring and send the calls as CallBatch records (one
+Kafka transaction every ``flush_ms``, for fencing). When a thread or a held output waits
+at a barrier, the agent waits for Kafka's acknowledgement (acks=all) of everything sent,
+raises the rings' ``committed_seq`` and wakes the waiters. docs/interceptor.md ("When is a
+record committed") says why an acknowledged record is enough. Heartbeats go to
 ``mig.NAME.control`` every ``heartbeat_ms``.
 """
 
@@ -134,9 +135,10 @@ class Recorder:
                 last_scan = now
             sent = self._drain(writer)
             waiting = any(r.barrier_seq > r.committed_seq for r in self.rings.values())
-            due = (now - last_commit) * 1000 >= self.flush_ms
-            if (sent or self._unacked()) and (waiting or due):
-                self._commit(writer, barrier=waiting)
+            if waiting and (sent or self._unacked()):
+                self._acknowledge(writer)
+            if writer.open_transaction and (now - last_commit) * 1000 >= self.flush_ms:
+                self._commit(writer)
                 last_commit = now
             if (now - last_beat) * 1000 >= self.cfg.replica["heartbeat_ms"]:
                 self._heartbeat(writer)
@@ -146,7 +148,7 @@ class Recorder:
                 self._discover()
                 while self._drain(writer):  # everything the app wrote before it ended
                     pass
-                self._commit(writer, barrier=False)
+                self._commit(writer)
                 return
             if sent:
                 idle = 0
@@ -195,11 +197,21 @@ class Recorder:
         return any(self.sent_seq.get(lpid, 0) > ring.committed_seq
                    for lpid, ring in self.rings.items())
 
-    def _commit(self, writer: LogWriter, barrier: bool) -> None:
+    def _acknowledge(self, writer: LogWriter) -> None:
+        """Answer barriers: once every record sent is acknowledged by all in-sync replicas
+        it is in the log for good (a promoting replica fences, then reads the log to its
+        end read_uncommitted: docs/interceptor.md), so waiting outputs may go."""
+        writer.flush()
+        self.stats.barrier_commits += 1
+        self._release_rings()
+
+    def _commit(self, writer: LogWriter) -> None:
+        """Commit the open transaction: replicas reading read_committed see the records."""
         writer.commit()
         self.stats.commits += 1
-        if barrier:
-            self.stats.barrier_commits += 1
+        self._release_rings()
+
+    def _release_rings(self) -> None:
         for lpid, ring in self.rings.items():
             if lpid in self.sent_seq:
                 ring.commit(self.sent_seq[lpid])

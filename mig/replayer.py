@@ -1,9 +1,9 @@
 """The replay worker behind ``mig replica follow``: runs the app under the shim in replay
 mode and feeds each logical process the calls the primary recorded, in order.
 
-It reads ``mig.NAME.calls`` with read_committed from the start, checks the app identity
-record against this host (a different binary, argv or libc is refused, naming the
-difference), launches the app, and writes each CallBatch's calls into the ring of its
+It reads ``mig.NAME.calls`` from the start (read_uncommitted: see docs/interceptor.md),
+checks the app identity record against this host (a different binary, argv or libc is
+refused, naming the difference), launches the app, and writes each CallBatch's calls into the ring of its
 logical process. A ring that reports a divergence stops the replica with the logical
 process, sequence number, Kafka offset and both sides of the mismatch.
 """
@@ -87,8 +87,11 @@ class Replayer:
         from confluent_kafka import KafkaError, TopicPartition
 
         topic = topic_names(self.cfg.name)["calls"]
+        # read_uncommitted: every record acknowledged by the in-sync replicas, as soon as it
+        # is (docs/interceptor.md, "When is a record committed")
         cons = consumer(self.settings, **{"group.id": f"mig-replica-{self.cfg.name}",
-                                          "enable.partition.eof": False})
+                                          "enable.partition.eof": False,
+                                          "isolation.level": "read_uncommitted"})
         meta = cons.list_topics(topic, timeout=10)
         if topic not in meta.topics or meta.topics[topic].error is not None:
             raise MigError(f"topic {topic} does not exist: has the primary started?")

@@ -3,8 +3,8 @@ mode and feeds each logical process the calls the primary recorded, in order.
 
 It reads ``mig.NAME.calls`` from the start (read_uncommitted: see docs/interceptor.md),
 checks the app identity record against this host (a different binary, argv or libc is
-refused, naming the difference), launches the app, and writes each CallBatch's calls into the ring of its
-logical process. A ring that reports a divergence stops the replica with the logical
+refused, naming the difference), launches the app, and writes each CallBatch's calls into
+the ring of its logical process. A ring that reports a divergence stops the replica with the logical
 process, sequence number, Kafka offset and both sides of the mismatch.
 """
 

@@ -82,3 +82,14 @@ def test_small_ring_wraps_many_times(built, tmp_path, settings, app_name):
     out = replay(app, rep, tmp_path / "home-r")
     assert out.returncode == 0, out.stderr
     assert (rep / "out.txt").read_text() == (prim / "out.txt").read_text()
+
+
+def test_held_outputs_arrive_in_order_across_close_shutdown_and_exit(built, tmp_path, settings,
+                                                                     app_name):
+    _, _, primary, backup = _record_replay(tmp_path, app_name, [str(built / "held")],
+                                           settings.bootstrap_servers)
+    assert primary == ("after close: 'first second' then EOF\n"
+                       "after shutdown: 'before shutdown' then EOF\n"
+                       "from child: 'from the child' then EOF\n"
+                       "child exit 0\n")
+    assert backup == primary

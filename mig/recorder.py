@@ -61,6 +61,7 @@ class Recorder:
         self.sent_seq: dict[str, int] = {}  # lpid -> next seq after the last one sent
         self.stats = RecordStats()
         self._stop = False
+        self.stop_timeout_s = 10.0  # SIGTERM to SIGKILL when the app does not end
         # a batch stays well under the topic's max.message.bytes (Avro adds little)
         self.batch_bytes = cfg.topics["max_message_bytes"] // 2
         self.encoder = BatchEncoder(self.batch_bytes)
@@ -93,8 +94,8 @@ class Recorder:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            if proc.poll() is None:
-                proc.terminate()
+            if proc.poll() is None:  # the loop failed: nobody serves the app's barriers now
+                proc.kill()
                 proc.wait(10)
             self.stats.exit_code = proc.returncode
             for ring in self.rings.values():
@@ -125,6 +126,7 @@ class Recorder:
 
         assert isinstance(proc, subprocess.Popen)
         last_commit = time.monotonic()
+        stop_sent: float | None = None
         last_scan = 0.0
         last_beat = 0.0
         idle = 0
@@ -143,8 +145,15 @@ class Recorder:
             if (now - last_beat) * 1000 >= self.cfg.replica["heartbeat_ms"]:
                 self._heartbeat(writer)
                 last_beat = now
-            exited = proc.poll() is not None
-            if exited or self._stop:
+            if self._stop and stop_sent is None:
+                # ask the app to end, and keep answering its barriers while it does: its
+                # last outputs (held until acknowledged) are part of ending
+                proc.terminate()
+                stop_sent = now
+            if stop_sent is not None and now - stop_sent > self.stop_timeout_s:
+                proc.kill()
+                stop_sent = now + 3600  # once
+            if proc.poll() is not None:
                 self._discover()
                 while self._drain(writer):  # everything the app wrote before it ended
                     pass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -142,3 +143,20 @@ def test_second_primary_on_a_recorded_log_is_refused(settings, tmp_path, app_nam
     assert again.returncode == 1
     assert again.stderr.strip().splitlines()[-1].startswith(
         f"mig: error: mig.{app_name}.calls already holds a recording (")
+
+
+def test_stopping_the_primary_ends_the_app_after_its_last_outputs(settings, tmp_path, app_name):
+    # the app's exit waits for its held outputs; the recorder must keep serving them
+    (port,) = free_ports(1)
+    app = write_app(tmp_path, app_name, [sys.executable, str(ROOT / "apps" / "kv_asyncio.py"),
+                                         str(port)], settings.bootstrap_servers)
+    primary = _start_primary(tmp_path, app)
+    wait_port("127.0.0.1", port, 30)
+    with Connection("127.0.0.1", port) as conn:
+        assert conn.request("SET a 1").startswith("OK ")
+    started = time.monotonic()
+    primary.send_signal(signal.SIGTERM)
+    assert primary.wait(30) == 0
+    assert time.monotonic() - started < 10  # ended by SIGTERM, not by the SIGKILL fallback
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)

@@ -9,6 +9,7 @@ collide with the next one."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import uuid
 
@@ -21,9 +22,10 @@ class HostNet:
     def __init__(self, hosts: int = 1, subnet: int = 0) -> None:
         tag = uuid.uuid4().hex[:6]
         self.names: list[str] = []
+        self.veths: list[str] = []
         self.root_ips: list[str] = []
         self.host_ips: list[str] = []
-        second = 100 + (os.getpid() + subnet) % 100
+        second = _free_second_octet(subnet)
         try:
             for i in range(hosts):
                 ns, veth = f"migt{tag}{i}", f"mv{tag}{i}"
@@ -31,6 +33,7 @@ class HostNet:
                 _ip("netns", "add", ns)
                 self.names.append(ns)
                 _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+                self.veths.append(veth)
                 _ip("addr", "add", f"{root_ip}/30", "dev", veth)
                 _ip("link", "set", veth, "up")
                 _ip("-n", ns, "addr", "add", f"{host_ip}/30", "dev", "eth0")
@@ -47,6 +50,27 @@ class HostNet:
         return ["ip", "netns", "exec", self.names[host], *command]
 
     def close(self) -> None:
+        """Kill what still runs inside the hosts, then remove them and their veths (a
+        namespace with a process left in it would outlive `ip netns del`, veth and all)."""
         for ns in self.names:
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+            for pid in pids.stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        for veth in self.veths:
+            subprocess.run(["ip", "link", "del", veth], capture_output=True)
         self.names.clear()
+        self.veths.clear()
+
+
+def _free_second_octet(start: int) -> int:
+    """A 10.N.0.0/16 no interface on this host uses yet (another run may be going on)."""
+    used = subprocess.run(["ip", "-br", "addr"], capture_output=True, text=True).stdout
+    for i in range(100):
+        second = 100 + (os.getpid() + start + i) % 100
+        if f" 10.{second}." not in used:
+            return second
+    raise RuntimeError("no free 10.N.0.0/16 network for a test host")

@@ -127,12 +127,19 @@ struct mig_call {
     int err;
     const void *payload;  /* record: input bytes to log; replay: points into the ring */
     uint32_t payload_len;
+    const struct iovec *in_iov; /* record: when payload is NULL, the input is these pieces */
+    int in_iovcnt;
     const void *out;      /* bytes the call writes (outputs), hashed ... */
     const struct iovec *iov; /* ... or, when out is NULL, these iovcnt pieces */
     int iovcnt;
     uint64_t out_len;
     int is_output;
 };
+
+/* The most input one recorded call may return (read, recv, getrandom...): callers asking
+ * for more get a short read, which sockets, pipes and getrandom allow. It keeps every
+ * record well inside the ring and a Kafka batch. */
+#define MIG_MAX_INPUT (256u * 1024u)
 
 /* Record mode: append the completed call. Returns its seq. */
 uint64_t mig_record(struct mig_call *call);

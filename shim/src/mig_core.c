@@ -389,8 +389,18 @@ uint64_t mig_record(struct mig_call *call)
     rec->out_hash = call->is_output ? mig_out_hash(call, call->out_len) : 0;
     rec->payload_len = call->payload_len;
     rec->reserved = 0;
-    if (call->payload_len)
+    if (call->payload_len && call->payload) {
         memcpy(rec + 1, call->payload, call->payload_len);
+    } else if (call->payload_len) { /* gather an input iovec straight into the ring */
+        unsigned char *dst = (unsigned char *)(rec + 1);
+        uint32_t done = 0;
+        for (int i = 0; i < call->in_iovcnt && done < call->payload_len; i++) {
+            uint32_t n = call->in_iov[i].iov_len < call->payload_len - done
+                             ? (uint32_t)call->in_iov[i].iov_len : call->payload_len - done;
+            memcpy(dst + done, call->in_iov[i].iov_base, n);
+            done += n;
+        }
+    }
     __atomic_store_n(&ring->head, head + len, __ATOMIC_RELEASE);
     spin_unlock(&ring->lock);
     if (barrier_mode == MIG_B_SYNC)

@@ -42,28 +42,11 @@ static ssize_t input_call(enum mig_kind kind, int fd, int64_t a1, int64_t a2, vo
         c.err = c.result < 0 ? errno : 0;
         mig_busy++;
         uint64_t got = c.result > 0 ? (uint64_t)c.result : 0;
-        if (buf || got == 0) {
-            c.payload = buf;
-            c.payload_len = (uint32_t)got;
-            mig_record(&c);
-        } else {
-            /* gather the pieces into one record payload without allocating: record each
-             * iov piece's bytes by copying through a bounded stack buffer */
-            static MIG_TLS unsigned char gather[65536];
-            uint64_t n = got < sizeof gather ? got : sizeof gather;
-            uint64_t done = 0;
-            for (int i = 0; i < iovcnt && done < n; i++) {
-                uint64_t k = iov[i].iov_len < n - done ? iov[i].iov_len : n - done;
-                memcpy(gather + done, iov[i].iov_base, k);
-                done += k;
-            }
-            if (got > sizeof gather) { /* cannot happen for sane apps; keep the log honest */
-                c.result = (int64_t)sizeof gather;
-            }
-            c.payload = gather;
-            c.payload_len = (uint32_t)n;
-            mig_record(&c);
-        }
+        c.payload = buf; /* NULL for readv/recvmsg: mig_record gathers the iovec */
+        c.in_iov = iov;
+        c.in_iovcnt = iovcnt;
+        c.payload_len = (uint32_t)got;
+        mig_record(&c);
     }
     mig_busy--;
     if (c.err)
@@ -137,12 +120,32 @@ static uint64_t iov_total(const struct iovec *iov, int cnt)
     return total;
 }
 
+/* At most MIG_MAX_INPUT bytes per recorded input call (a short read). */
+static size_t cap(size_t n)
+{
+    return n < MIG_MAX_INPUT ? n : MIG_MAX_INPUT;
+}
+
+/* The first iovcnt (at most 64) pieces of iov, cut at MIG_MAX_INPUT bytes, into out. */
+static int cap_iov(const struct iovec *iov, int iovcnt, struct iovec out[64])
+{
+    size_t total = 0;
+    int n = 0;
+    for (; n < iovcnt && n < 64 && total < MIG_MAX_INPUT; n++) {
+        out[n] = iov[n];
+        if (out[n].iov_len > MIG_MAX_INPUT - total)
+            out[n].iov_len = MIG_MAX_INPUT - total;
+        total += out[n].iov_len;
+    }
+    return n;
+}
+
 MIG_EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
     MIG_ENTER(mig_real.read(fd, buf, n));
     if (!mig_fd_recorded(fd))
         return mig_real.read(fd, buf, n);
-    struct io_ctx x = {.fd = fd, .buf = buf, .n = n};
+    struct io_ctx x = {.fd = fd, .buf = buf, .n = cap(n)};
     return input_call(MIG_K_READ, fd, (int64_t)n, 0, buf, NULL, 0, r_read, &x);
 }
 
@@ -151,15 +154,17 @@ MIG_EXPORT ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
     MIG_ENTER(mig_real.readv(fd, iov, iovcnt));
     if (!mig_fd_recorded(fd))
         return mig_real.readv(fd, iov, iovcnt);
-    struct io_ctx x = {.fd = fd, .iov = iov, .iovcnt = iovcnt};
-    return input_call(MIG_K_READ, fd, (int64_t)iov_total(iov, iovcnt), 1, NULL, iov, iovcnt,
+    struct iovec capped[64];
+    int cnt = cap_iov(iov, iovcnt, capped);
+    struct io_ctx x = {.fd = fd, .iov = capped, .iovcnt = cnt};
+    return input_call(MIG_K_READ, fd, (int64_t)iov_total(iov, iovcnt), 1, NULL, capped, cnt,
                       r_readv, &x);
 }
 
 MIG_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
     MIG_ENTER(mig_real.recv(fd, buf, n, flags));
-    struct io_ctx x = {.fd = fd, .buf = buf, .n = n, .flags = flags};
+    struct io_ctx x = {.fd = fd, .buf = buf, .n = cap(n), .flags = flags};
     return input_call(MIG_K_RECV, fd, (int64_t)n, flags, buf, NULL, 0, r_recv, &x);
 }
 
@@ -170,19 +175,26 @@ MIG_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct socka
     /* The peer address of a datagram is not recorded yet: stream sockets pass NULL. */
     if (addr && alen)
         *alen = 0;
-    struct io_ctx x = {.fd = fd, .buf = buf, .n = n, .flags = flags};
+    struct io_ctx x = {.fd = fd, .buf = buf, .n = cap(n), .flags = flags};
     return input_call(MIG_K_RECV, fd, (int64_t)n, flags, buf, NULL, 0, r_recv, &x);
 }
 
 MIG_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
     MIG_ENTER(mig_real.recvmsg(fd, msg, flags));
-    struct io_ctx x = {.fd = fd, .msg = msg, .flags = flags};
-    msg->msg_controllen = 0; /* ancillary data (SCM_RIGHTS...) cannot be replayed */
-    msg->msg_namelen = 0;
+    struct iovec capped[64];
+    struct msghdr m = *msg;
+    m.msg_iovlen = (size_t)cap_iov(msg->msg_iov, (int)msg->msg_iovlen, capped);
+    m.msg_iov = capped;
+    m.msg_control = NULL; /* ancillary data (SCM_RIGHTS...) cannot be replayed */
+    m.msg_controllen = 0;
+    m.msg_name = NULL;
+    m.msg_namelen = 0;
+    struct io_ctx x = {.fd = fd, .msg = &m, .flags = flags};
     ssize_t r = input_call(MIG_K_RECV, fd, (int64_t)iov_total(msg->msg_iov, (int)msg->msg_iovlen),
-                           flags | 0x40000000, NULL, msg->msg_iov, (int)msg->msg_iovlen,
-                           r_recvmsg, &x);
+                           flags | 0x40000000, NULL, capped, (int)m.msg_iovlen, r_recvmsg, &x);
+    msg->msg_controllen = 0;
+    msg->msg_namelen = 0;
     msg->msg_flags = 0;
     return r;
 }

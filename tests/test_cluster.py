@@ -3,6 +3,8 @@ that means when brokers die (the basis of the fault tests in later issues)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
@@ -40,9 +42,15 @@ def test_three_brokers_survive_one_loss_and_refuse_at_two(tmp_path, app_name):
     with LocalCluster(tmp_path, size=3) as cluster:
         settings = cluster.settings
         ensure_topics(settings, app_name)
-        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-        meta = admin.list_topics(timeout=10)
         calls = f"mig.{app_name}.calls"
+        cluster.wait_leader(calls)  # every broker's metadata knows the new topic
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        deadline = time.monotonic() + 30
+        meta = admin.list_topics(calls, timeout=10)
+        while calls not in meta.topics or meta.topics[calls].error is not None:
+            assert time.monotonic() < deadline, f"{calls} never appeared in the metadata"
+            time.sleep(0.2)
+            meta = admin.list_topics(calls, timeout=10)
         assert len(meta.brokers) == 3
         assert len(meta.topics[calls].partitions[0].replicas) == 3
 

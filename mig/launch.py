@@ -55,6 +55,8 @@ def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
     env.update({"LD_PRELOAD": str(shim), "MIG_MODE": mode, "MIG_RUN_DIR": _padded(run_dir),
                 "MIG_LPID": "1", "MIG_BARRIER": cfg.barrier_mode})
     run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.glob("*.ring"):  # a previous run's rings would be taken for ours
+        stale.unlink()
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
         try:

@@ -71,14 +71,9 @@ class LogWriter:
             if self._transactional and self._open:
                 self._producer.commit_transaction(self.timeout)
                 self._open = False
-            remaining = self._producer.flush(self.timeout)
         except KafkaException as exc:
             raise MigError(f"commit to Kafka failed: {exc.args[0].str()}") from exc
-        if remaining:
-            raise MigError(f"{remaining} records not delivered within {self.timeout:g} s")
-        if self._errors:
-            errors, self._errors = self._errors, []
-            raise MigError(f"Kafka refused records: {'; '.join(errors[:3])}")
+        self.flush()
         offsets, self._offsets = self._offsets, []
         return offsets
 

@@ -37,20 +37,22 @@ def schema_dir() -> Path:
     return source_root() / "avro"
 
 
-def shim_library() -> Path:
-    """Path of the built interposer library (``libmigshim.so``)."""
-    packaged = _PKG / "_data" / "libmigshim.so"
+def _built(name: str) -> Path:
+    """A library shim/Makefile builds: the packaged copy first, then the source checkout."""
+    packaged = _PKG / "_data" / name
     if packaged.is_file():
         return packaged
-    return source_root() / "shim" / "build" / "libmigshim.so"
+    return source_root() / "shim" / "build" / name
+
+
+def shim_library() -> Path:
+    """Path of the built interposer library (``libmigshim.so``)."""
+    return _built("libmigshim.so")
 
 
 def encoder_library() -> Path:
     """Path of the recorder's batch encoder (``libmigenc.so``), loaded with ctypes."""
-    packaged = _PKG / "_data" / "libmigenc.so"
-    if packaged.is_file():
-        return packaged
-    return source_root() / "shim" / "build" / "libmigenc.so"
+    return _built("libmigenc.so")
 
 
 def run_root() -> Path:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
-from mig.channel import Ring, RingError
+from mig.channel import Ring, new_rings
 from mig.codec import Codec
 from mig.config import AppConfig
 from mig.elfcheck import check_program
@@ -80,8 +81,6 @@ class Recorder:
                                 app_env(self.cfg))
         writer.send("calls", "mig.log.AppIdentity", identity, key="identity")
         writer.commit()
-        for stale in self.run_dir.glob("*.ring"):
-            stale.unlink()
         self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
         proc = launch(self.cfg, "record", self.run_dir, self.cfg.cwd,
                       self.cfg.state_dir / "mig-app.log")
@@ -121,10 +120,7 @@ class Recorder:
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stop = True
 
-    def _loop(self, writer: LogWriter, proc: object) -> None:
-        import subprocess
-
-        assert isinstance(proc, subprocess.Popen)
+    def _loop(self, writer: LogWriter, proc: subprocess.Popen[bytes]) -> None:
         last_commit = time.monotonic()
         stop_sent: float | None = None
         last_scan = 0.0
@@ -166,14 +162,7 @@ class Recorder:
                 time.sleep(0.0001 * idle)
 
     def _discover(self) -> None:
-        for path in self.run_dir.glob("*.ring"):
-            lpid = path.name[: -len(".ring")]
-            if lpid in self.rings:
-                continue
-            try:
-                ring = Ring(path)
-            except (RingError, OSError):
-                continue  # still being created: next scan
+        for lpid, ring in new_rings(self.run_dir, self.rings).items():
             self.rings[lpid] = ring
             self.batch_seq.setdefault(lpid, 0)
             log.info("mig.recorder.process", lpid=lpid, pid=ring.pid)

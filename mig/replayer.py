@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from mig.calls import describe, from_avro
-from mig.channel import RawCall, Ring, RingError
+from mig.channel import RawCall, Ring, new_rings
 from mig.codec import Codec
 from mig.config import AppConfig
 from mig.errors import DecodeError, MigError
@@ -96,8 +96,6 @@ class Replayer:
         if topic not in meta.topics or meta.topics[topic].error is not None:
             raise MigError(f"topic {topic} does not exist: has the primary started?")
         cons.assign([TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions])
-        for stale in self.run_dir.glob("*.ring"):
-            stale.unlink()
         self.status = LogWriter(self.settings, self.cfg.name)
         last_input = time.monotonic()
         last_status = 0.0
@@ -190,13 +188,8 @@ class Replayer:
 
     # -- feeding the shim
     def _discover(self) -> None:
-        for path in self.run_dir.glob("*.ring"):
-            lpid = path.name[: -len(".ring")]
-            if lpid not in self.rings:
-                try:
-                    self.rings[lpid] = Ring(path)
-                except (RingError, OSError):
-                    continue
+        if self.proc is not None:  # rings before the launch are a previous run's
+            self.rings.update(new_rings(self.run_dir, self.rings))
 
     def _backlog(self) -> bool:
         return any(self.pending.get(lpid) for lpid in self.rings)

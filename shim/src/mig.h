@@ -98,10 +98,7 @@ struct mig_real {
     X(int, sigaction, (int, const struct sigaction *, struct sigaction *))                 \
     X(int, dup2, (int, int))                                                               \
     X(int, dup3, (int, int, int))                                                          \
-    X(int, open, (const char *, int, ...))                                                 \
-    X(int, open64, (const char *, int, ...))                                               \
     X(int, openat, (int, const char *, int, ...))                                          \
-    X(int, openat64, (int, const char *, int, ...))                                        \
     X(void *, mmap, (void *, size_t, int, int, int, off_t))                                \
     X(void *, mmap64, (void *, size_t, int, int, int, off_t))                              \
     X(int, shmget, (key_t, size_t, int))                                                   \

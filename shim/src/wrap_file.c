@@ -62,44 +62,42 @@ static int after_open(int fd)
         }                                                                                   \
     } while (0)
 
-MIG_EXPORT int open(const char *path, int flags, ...)
+/* open, open64, openat and openat64 all end here: on 64-bit Linux they are the same
+ * system call, so the real openat serves the four. */
+static int open_call(int dirfd, const char *path, int flags, mode_t mode)
 {
-    mode_t mode = 0;
-    MIG_OPEN_MODE(flags, mode);
-    MIG_ENTER(after_open(mig_real.open(path, flags, mode)));
-    if (host_path(path))
-        return host_open(AT_FDCWD, path, flags, mode);
-    return after_open(mig_real.open(path, flags, mode));
-}
-
-MIG_EXPORT int open64(const char *path, int flags, ...)
-{
-    mode_t mode = 0;
-    MIG_OPEN_MODE(flags, mode);
-    MIG_ENTER(after_open(mig_real.open64(path, flags, mode)));
-    if (host_path(path))
-        return host_open(AT_FDCWD, path, flags, mode);
-    return after_open(mig_real.open64(path, flags, mode));
-}
-
-MIG_EXPORT int openat(int dirfd, const char *path, int flags, ...)
-{
-    mode_t mode = 0;
-    MIG_OPEN_MODE(flags, mode);
     MIG_ENTER(after_open(mig_real.openat(dirfd, path, flags, mode)));
     if (host_path(path))
         return host_open(dirfd, path, flags, mode);
     return after_open(mig_real.openat(dirfd, path, flags, mode));
 }
 
+MIG_EXPORT int open(const char *path, int flags, ...)
+{
+    mode_t mode = 0;
+    MIG_OPEN_MODE(flags, mode);
+    return open_call(AT_FDCWD, path, flags, mode);
+}
+
+MIG_EXPORT int open64(const char *path, int flags, ...)
+{
+    mode_t mode = 0;
+    MIG_OPEN_MODE(flags, mode);
+    return open_call(AT_FDCWD, path, flags, mode);
+}
+
+MIG_EXPORT int openat(int dirfd, const char *path, int flags, ...)
+{
+    mode_t mode = 0;
+    MIG_OPEN_MODE(flags, mode);
+    return open_call(dirfd, path, flags, mode);
+}
+
 MIG_EXPORT int openat64(int dirfd, const char *path, int flags, ...)
 {
     mode_t mode = 0;
     MIG_OPEN_MODE(flags, mode);
-    MIG_ENTER(after_open(mig_real.openat64(dirfd, path, flags, mode)));
-    if (host_path(path))
-        return host_open(dirfd, path, flags, mode);
-    return after_open(mig_real.openat64(dirfd, path, flags, mode));
+    return open_call(dirfd, path, flags, mode);
 }
 
 static void warn_shared_file(int fd)

@@ -14,6 +14,7 @@ import ctypes
 import mmap
 import os
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,9 @@ assert REC.size == 96
 _OFF = {"magic": 0, "version": 8, "mode": 12, "capacity": 16, "pid": 24, "state": 28,
         "lpid": 32, "head": 96, "tail": 104, "next_seq": 112, "committed_seq": 120,
         "commit_futex": 128, "data_futex": 132, "lock": 136, "waiters": 140,
-        "barrier_seq": 144, "div_seq": 152, "div_text": 160, "parent_lpid": 416}
+        "barrier_seq": 144, "div_seq": 152, "div_text": 160, "parent_lpid": 416,
+        "golive": 480, "frozen": 484, "writers": 488}
+MODE_RECORD, MODE_REPLAY = 1, 2
 
 _SYS_FUTEX = 202  # x86-64
 _FUTEX_WAKE = 1
@@ -131,7 +134,7 @@ class Ring:
         self.parent_lpid = self._str("parent_lpid", 64)
         self.pid = struct.unpack_from("<i", self.mm, _OFF["pid"])[0]
         self._futex_addr = {name: ctypes.addressof(ctypes.c_uint32.from_buffer(self.mm, _OFF[name]))
-                            for name in ("commit_futex", "data_futex")}
+                            for name in ("commit_futex", "data_futex", "frozen")}
         self.data_addr = ctypes.addressof(ctypes.c_char.from_buffer(self.mm, HDR_SIZE))
 
     # -- header fields
@@ -159,6 +162,38 @@ class Ring:
     @property
     def committed_seq(self) -> int:
         return self._u64("committed_seq")
+
+    @property
+    def mode(self) -> int:
+        """MODE_RECORD or MODE_REPLAY; a replaying process that went live turns it to
+        MODE_RECORD itself."""
+        return self._u32("mode")
+
+    @property
+    def next_seq(self) -> int:
+        return self._u64("next_seq")
+
+    def go_live(self) -> None:
+        """Replay: the record just put is the log's last; once the shim has taken it the
+        process goes live (shim/src/mig_live.c)."""
+        struct.pack_into("<I", self.mm, _OFF["golive"], 1)
+        self._bump_and_wake("data_futex")
+
+    def freeze(self, timeout: float = 5.0) -> bool:
+        """Record: stop the app's threads before they append another record, and wait
+        until none is between its check and publishing. True when the ring is still."""
+        struct.pack_into("<I", self.mm, _OFF["frozen"], 1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.0005)  # a syscall: our store is visible before we read `writers`
+            if self._u32("writers") == 0:
+                return True
+        return False
+
+    def thaw(self) -> None:
+        struct.pack_into("<I", self.mm, _OFF["frozen"], 0)
+        _libc.syscall(_SYS_FUTEX, ctypes.c_void_p(self._futex_addr["frozen"]), _FUTEX_WAKE,
+                      0x7FFFFFFF, None, None, 0)
 
     def divergence(self) -> tuple[int, str] | None:
         if self.state != STATE_DIVERGED:

@@ -69,6 +69,26 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "heartbeat_ms": Key("int", 200, "Interval of the primary's heartbeats.", minimum=10),
         "failover_timeout_ms": Key("int", 1000, "No heartbeat and no committed record for"
                                    " this long: the primary is presumed dead.", minimum=50),
+        "max_lag_records": Key("int", 1_000_000, "A replica with more records than this"
+                               " still to replay never claims the primary role.", minimum=0),
+    },
+    "failover": {
+        "on_promote": Key("str", "", "Shell command run (in the background, from app.cwd)"
+                          " when this member becomes primary, e.g. to move a service"
+                          " address. It gets MIG_APP, MIG_MEMBER and MIG_EPOCH in its"
+                          " environment. Empty: none."),
+        "migrate_on_stop": Key("bool", True, "SIGTERM to `mig primary` hands the app to a"
+                               " hot replica (a planned migration) when there is one,"
+                               " instead of stopping it."),
+        "maintenance_file": Key("str", "", "When this file (relative to app.cwd) appears,"
+                                " the primary migrates the app to a hot replica. Empty:"
+                                " no such trigger."),
+        "load_threshold": Key("int", 0, "When the 1-minute load average of the primary's"
+                              " host stays above this for 10 s, the primary migrates the"
+                              " app to a hot replica. 0: no such trigger.", minimum=0),
+        "handoff_timeout_ms": Key("int", 10000, "How long a planned migration may take"
+                                  " before the primary calls it off and resumes.",
+                                  minimum=100),
     },
 }
 
@@ -91,6 +111,7 @@ class AppConfig:
     kafka_properties: dict[str, Any]
     topics: dict[str, int]
     replica: dict[str, int]
+    failover: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, dict[str, Any]] = field(repr=False, default_factory=dict)
 
     def kafka_settings(self) -> KafkaSettings | None:
@@ -129,7 +150,7 @@ def parse_config(text: str, path: Path) -> AppConfig:
                      state_dir=(cwd / app["state_dir"]).resolve(), env=dict(app["env"]),
                      barrier_mode=app["barrier_mode"], bootstrap_servers=bootstrap,
                      kafka_properties=kafka, topics=values["topics"],
-                     replica=values["replica"], raw=values)
+                     replica=values["replica"], failover=values["failover"], raw=values)
 
 
 def _validate(doc: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "MigError",
+    "Fenced",
     "ConfigError",
     "BrokerError",
     "KafkaUnavailable",
@@ -73,3 +74,10 @@ class DecodeError(MigError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class Fenced(MigError):
+    """A newer primary initialised the app's transactional producer: this one must stop its
+    app at once and never release another output."""
+
+    exit_code = 4

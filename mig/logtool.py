@@ -27,7 +27,8 @@ EXPECTED = {
     "calls": {"mig.log.CallBatch", "mig.log.Barrier", "mig.log.AppIdentity"},
     "checkpoints": {"mig.log.CheckpointManifest", "mig.log.CheckpointChunk"},
     "control": {"mig.log.Heartbeat", "mig.log.MemberStatus", "mig.log.Migrate",
-                "mig.log.CheckpointRequest", "mig.log.Promotion"},
+                "mig.log.CheckpointRequest", "mig.log.Promotion",
+                "mig.log.Claim", "mig.log.Handoff"},
 }
 
 

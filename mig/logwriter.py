@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from mig.codec import Codec
-from mig.errors import MigError
+from mig.errors import Fenced, MigError
 from mig.kafka import KafkaSettings, producer
 from mig.topics import topic_names
 
@@ -35,6 +35,7 @@ class LogWriter:
         self._producer = producer(settings, **extra)
         self._transactional = bool(transactional_id)
         self._open = False
+        self.fenced = ""  # why, once a newer writer with the same transactional id fenced us
         if self._transactional:
             try:
                 self._producer.init_transactions(timeout)
@@ -54,13 +55,25 @@ class LogWriter:
                  headers: list[tuple[str, bytes]] | None = None,
                  partition: int | None = None) -> None:
         if self._transactional and not self._open:
-            self._producer.begin_transaction()
+            from confluent_kafka import KafkaException
+
+            try:
+                self._producer.begin_transaction()
+            except KafkaException as exc:
+                self._raise_if_fenced(exc.args[0])
+                raise MigError(f"cannot begin a transaction: {exc.args[0].str()}") from exc
             self._open = True
         kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers or [],
                                   "on_delivery": self._delivered}
         if partition is not None:
             kwargs["partition"] = partition
-        self._producer.produce(self.topics[role], **kwargs)
+        from confluent_kafka import KafkaException
+
+        try:
+            self._producer.produce(self.topics[role], **kwargs)
+        except KafkaException as exc:
+            self._raise_if_fenced(exc.args[0])
+            raise MigError(f"cannot send to {self.topics[role]}: {exc.args[0].str()}") from exc
         self._producer.poll(0)
 
     def commit(self) -> list[tuple[str, int, int]]:
@@ -72,6 +85,7 @@ class LogWriter:
                 self._producer.commit_transaction(self.timeout)
                 self._open = False
         except KafkaException as exc:
+            self._raise_if_fenced(exc.args[0])
             raise MigError(f"commit to Kafka failed: {exc.args[0].str()}") from exc
         self.flush()
         offsets, self._offsets = self._offsets, []
@@ -83,6 +97,8 @@ class LogWriter:
         remaining = self._producer.flush(self.timeout)
         if remaining:
             raise MigError(f"{remaining} records not acknowledged within {self.timeout:g} s")
+        if self.fenced:
+            raise Fenced(f"fenced: a newer primary of {self.app} took over ({self.fenced})")
         if self._errors:
             errors, self._errors = self._errors, []
             raise MigError(f"Kafka refused records: {'; '.join(errors[:3])}")
@@ -106,8 +122,27 @@ class LogWriter:
         self._errors.clear()
         self._offsets.clear()
 
+    def _raise_if_fenced(self, err: Any) -> None:
+        if _is_fencing(err):
+            self.fenced = err.str()
+            raise Fenced(f"fenced: a newer primary of {self.app} took over ({err.str()})")
+
     def _delivered(self, err: Any, msg: Any) -> None:
         if err is not None:
+            if _is_fencing(err):
+                self.fenced = err.str()
             self._errors.append(f"{msg.topic()}: {err.str()}")
         else:
             self._offsets.append((msg.topic(), msg.partition(), msg.offset()))
+
+
+def _is_fencing(err: Any) -> bool:
+    """A newer producer with our transactional id exists (librdkafka reports it as a fatal
+    error, with one of these codes)."""
+    from confluent_kafka import KafkaError
+
+    codes = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+    try:
+        return err.code() in codes or (err.fatal() and "fenc" in err.str().lower())
+    except AttributeError:
+        return False

@@ -7,6 +7,13 @@ at a barrier, the agent waits for Kafka's acknowledgement (acks=all) of everythi
 raises the rings' ``committed_seq`` and wakes the waiters. docs/interceptor.md ("When is a
 record committed") says why an acknowledged record is enough. Heartbeats go to
 ``mig.NAME.control`` every ``heartbeat_ms``.
+
+The same loop runs on a replica that was promoted (``adopt``): the app is already running
+and its rings turn from replay to record as each process goes live. It also reads the
+control topic: a newer epoch's promotion, or Kafka refusing our transactional producer,
+means another member is primary, and the app is killed at once without releasing another
+output (``Fenced``). A ``Migrate`` request, SIGTERM with a hot replica, the maintenance file
+or the load trigger start a planned handoff (docs/failover.md).
 """
 
 from __future__ import annotations
@@ -18,14 +25,16 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from mig.channel import Ring, new_rings
+from mig.channel import MODE_RECORD, Ring, new_rings
 from mig.codec import Codec
 from mig.config import AppConfig
+from mig.control import ControlView
 from mig.elfcheck import check_program
-from mig.errors import MigError
+from mig.errors import DecodeError, Fenced, MigError
 from mig.fastbatch import BatchEncoder
 from mig.identity import app_identity
 from mig.kafka import KafkaSettings, consumer, end_offsets
@@ -46,6 +55,7 @@ class RecordStats:
     barrier_commits: int = 0
     exit_code: int | None = None
     per_lpid: dict[str, int] = field(default_factory=dict)
+    migrated_to: str | None = None  # a planned handoff ended this primary's run
 
 
 class Recorder:
@@ -55,6 +65,7 @@ class Recorder:
         self.settings = settings
         self.run_dir = run_dir
         self.member = member or f"{socket.gethostname()}-{os.getpid()}"
+        self.host = socket.gethostname()
         self.epoch = epoch
         self.flush_ms = flush_ms
         self.rings: dict[str, Ring] = {}
@@ -62,6 +73,10 @@ class Recorder:
         self.sent_seq: dict[str, int] = {}  # lpid -> next seq after the last one sent
         self.stats = RecordStats()
         self._stop = False
+        self._stop_handoff_tried = False
+        self._migrate_to: str | None = None
+        self._migrate_reason = ""
+        self._started_ms = int(time.time() * 1000)
         self.stop_timeout_s = 10.0  # SIGTERM to SIGKILL when the app does not end
         # a batch stays well under the topic's max.message.bytes (Avro adds little)
         self.batch_bytes = cfg.topics["max_message_bytes"] // 2
@@ -69,6 +84,12 @@ class Recorder:
         self.headers = Codec.default().headers("mig.log.CallBatch")
         # bounded work per loop turn, so commits (and barrier answers) stay regular
         self.drain_bytes = 256 * 1024
+        self.control = ControlView(cfg.name, epoch=epoch)
+        self.on_turn: Any = None  # adopt(): feeds processes still replaying
+        self.last_calls_offset: dict[int, int] = {}
+        self._migrate_asked: str | None = None  # why a handoff was asked for, not yet tried
+        self._next_trigger_check = 0.0
+        self._load_high_since: float | None = None
 
     def run(self) -> RecordStats:
         """Record until the app exits (or SIGTERM/SIGINT stops it). Returns the figures."""
@@ -86,22 +107,76 @@ class Recorder:
                       self.cfg.state_dir / "mig-app.log")
         log.info("mig.recorder.started", app=self.cfg.name, pid=proc.pid,
                  barrier_mode=self.cfg.barrier_mode)
+        return self._serve(writer, proc)
+
+    def adopt(self, writer: LogWriter, proc: subprocess.Popen[bytes], rings: dict[str, Ring],
+              batch_seq: dict[str, int], on_turn: Any = None) -> RecordStats:
+        """Go on as the primary of an app a promoted replica was replaying: its processes
+        turn their rings around one by one; ``on_turn`` feeds those still replaying."""
+        self.rings = rings
+        self.batch_seq = dict(batch_seq)
+        self.on_turn = on_turn
+        return self._serve(writer, proc)
+
+    def _serve(self, writer: LogWriter, proc: subprocess.Popen[bytes]) -> RecordStats:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in
                     (signal.SIGTERM, signal.SIGINT)}
+        control = consumer(self.settings, **{"group.id": f"mig-primary-{self.cfg.name}",
+                                             "isolation.level": "read_uncommitted",
+                                             "enable.partition.eof": True})
         try:
-            self._loop(writer, proc)
+            self._follow_control(control)
+            self._loop(writer, proc, control)
+        except Fenced as exc:
+            # another member is primary: not one more output from this app
+            _kill_group(proc)
+            log.error("mig.recorder.fenced", app=self.cfg.name, epoch=self.epoch,
+                      reason=str(exc))
+            raise
         finally:
+            control.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             if proc.poll() is None:  # the loop failed: nobody serves the app's barriers now
-                proc.kill()
-                proc.wait(10)
+                _kill_group(proc)
             self.stats.exit_code = proc.returncode
             for ring in self.rings.values():
                 ring.close()
         log.info("mig.recorder.stopped", calls=self.stats.calls, commits=self.stats.commits,
-                 exit_code=self.stats.exit_code)
+                 exit_code=self.stats.exit_code, migrated_to=self.stats.migrated_to)
         return self.stats
+
+    def _follow_control(self, control: Any) -> None:
+        """Read the control topic from its start (bounded), then keep up with it."""
+        from confluent_kafka import KafkaError, TopicPartition
+
+        topic = topic_names(self.cfg.name)["control"]
+        control.assign([TopicPartition(topic, 0, 0)])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # to the end: transaction markers have offsets
+            msgs = control.consume(500, 0.2)  # no record has, so wait for the EOF event
+            for msg in msgs:
+                if msg.error() is None:
+                    self._on_control(msg)
+            if any(m.error() is not None and m.error().code() == KafkaError._PARTITION_EOF
+                   for m in msgs):
+                return
+
+    def _on_control(self, msg: Any) -> None:
+        try:
+            name, rec = Codec.default().decode_message(msg.value(), msg.headers())
+        except DecodeError as exc:
+            log.warning("mig.recorder.control_undecodable", offset=msg.offset(),
+                        reason=exc.reason)
+            return
+        self.control.on_record(name, rec)
+        if name == "mig.log.Promotion" and rec["new_epoch"] > self.epoch:
+            raise Fenced(f"{rec['member']} became primary of {self.cfg.name} at epoch"
+                         f" {rec['new_epoch']} (this primary had epoch {self.epoch})")
+        if name == "mig.log.Migrate" and rec["ts_ms"] >= self._started_ms:
+            self._migrate_asked = rec["event_id"]
+            self._migrate_to = rec["to_member"]
+            self._migrate_reason = rec["reason"]
 
     def _refuse_existing_recording(self) -> None:
         """A second primary on a log that holds a recording would interleave two runs under
@@ -120,17 +195,29 @@ class Recorder:
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stop = True
 
-    def _loop(self, writer: LogWriter, proc: subprocess.Popen[bytes]) -> None:
+    def _loop(self, writer: LogWriter, proc: subprocess.Popen[bytes], control: Any) -> None:
         last_commit = time.monotonic()
         stop_sent: float | None = None
         last_scan = 0.0
         last_beat = 0.0
+        last_control = 0.0
         idle = 0
         while True:
             now = time.monotonic()
             if now - last_scan > 0.005:
                 self._discover()
+                if self.on_turn is not None:
+                    self.on_turn()
                 last_scan = now
+            if now - last_control > 0.01:
+                for msg in control.consume(100, 0):
+                    if msg.error() is None:
+                        self._on_control(msg)
+                last_control = now
+                self._check_triggers(now)
+                if self._migrate_asked is not None and stop_sent is None:
+                    if self._handoff(writer, proc, control):
+                        return
             sent = self._drain(writer)
             waiting = any(r.barrier_seq > r.committed_seq for r in self.rings.values())
             if waiting and (sent or self._unacked()):
@@ -142,6 +229,11 @@ class Recorder:
                 self._heartbeat(writer)
                 last_beat = now
             if self._stop and stop_sent is None:
+                if (self.cfg.failover.get("migrate_on_stop", True) and self._hot(now)
+                        and self._migrate_asked is None and not self._stop_handoff_tried):
+                    self._stop_handoff_tried = True
+                    self._ask_migrate("SIGTERM to mig primary")
+                    continue
                 # ask the app to end, and keep answering its barriers while it does: its
                 # last outputs (held until acknowledged) are part of ending
                 proc.terminate()
@@ -161,6 +253,90 @@ class Recorder:
                 idle = min(idle + 1, 10)
                 time.sleep(0.0001 * idle)
 
+    # -- planned handoff
+    def _hot(self, now: float) -> list[dict[str, Any]]:
+        fresh = max(1.0, 5 * self.cfg.replica["heartbeat_ms"] / 1000)
+        return self.control.hot_replicas(now, fresh)
+
+    def _ask_migrate(self, reason: str, to: str | None = None) -> None:
+        self._migrate_asked = f"{self.member}-{int(time.time() * 1000)}"
+        self._migrate_to = to
+        self._migrate_reason = reason
+
+    def _check_triggers(self, now: float) -> None:
+        """The maintenance file and the load threshold (app.toml [failover])."""
+        if now < self._next_trigger_check or self._migrate_asked is not None:
+            return
+        self._next_trigger_check = now + 0.5
+        fo = self.cfg.failover
+        if fo.get("maintenance_file"):
+            path = self.cfg.cwd / fo["maintenance_file"]
+            if path.exists() and self._hot(now):
+                self._ask_migrate(f"maintenance file {path}")
+                self._next_trigger_check = now + 10  # if it fails, not again at once
+                return
+        if fo.get("load_threshold"):
+            try:
+                load = float(Path("/proc/loadavg").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                return
+            if load <= fo["load_threshold"]:
+                self._load_high_since = None
+            elif self._load_high_since is None:
+                self._load_high_since = now
+            elif now - self._load_high_since >= 10 and self._hot(now):
+                self._ask_migrate(f"load average {load:.1f} above {fo['load_threshold']}")
+                self._load_high_since = None
+                self._next_trigger_check = now + 30
+
+    def _handoff(self, writer: LogWriter, proc: subprocess.Popen[bytes], control: Any) -> bool:
+        """Planned migration: stop taking input at a barrier, commit everything, name the
+        successor in a Handoff record with the log's end, and wait for its promotion.
+        True when the app was handed over (this primary is done)."""
+        event, self._migrate_asked = self._migrate_asked, None
+        assert event is not None
+        now = time.monotonic()
+        hot = self._hot(now)
+        to = self._migrate_to or (hot[0]["member"] if hot else None)
+        if to is None or to not in {r["member"] for r in hot}:
+            log.warning("mig.recorder.migrate_refused", event_id=event, to=to,
+                        reason="no hot replica" if not hot else f"{to} is not a hot replica",
+                        hot=[r["member"] for r in hot])
+            return False
+        frozen_ms = int(time.time() * 1000)
+        log.info("mig.recorder.handoff_start", event_id=event, to=to,
+                 reason=self._migrate_reason)
+        for ring in self.rings.values():
+            if not ring.freeze():
+                log.warning("mig.recorder.freeze_slow", lpid=ring.lpid)
+        while self._drain(writer):
+            pass
+        self._commit(writer)
+        ends = {p: o for p, o in end_offsets(control, topic_names(self.cfg.name)["calls"]).items()}
+        writer.send("control", "mig.log.Handoff", {
+            "app": self.cfg.name, "event_id": event, "from_member": self.member,
+            "to_member": to, "epoch": self.epoch,
+            "calls_offsets": [{"partition": p, "offset": o} for p, o in sorted(ends.items())],
+            "frozen_ts_ms": frozen_ms, "ts_ms": int(time.time() * 1000)}, key=self.member)
+        writer.commit()
+        deadline = now + self.cfg.failover.get("handoff_timeout_ms", 10000) / 1000
+        while time.monotonic() < deadline:
+            try:
+                for msg in control.consume(100, 0.05):
+                    if msg.error() is None:
+                        self._on_control(msg)
+            except Fenced as exc:
+                # the successor is primary: our held outputs were all released (everything
+                # was acknowledged before the handoff); the app must not run on
+                _kill_group(proc)
+                self.stats.migrated_to = to
+                log.info("mig.recorder.handed_over", to=to, reason=str(exc))
+                return True
+        log.warning("mig.recorder.handoff_timeout", event_id=event, to=to)
+        for ring in self.rings.values():
+            ring.thaw()
+        return False
+
     def _discover(self) -> None:
         for lpid, ring in new_rings(self.run_dir, self.rings).items():
             self.rings[lpid] = ring
@@ -172,6 +348,8 @@ class Recorder:
         per process per turn). Returns the number of calls sent."""
         sent = 0
         for lpid, ring in self.rings.items():
+            if ring.mode != MODE_RECORD:
+                continue  # adopt(): this process is still replaying
             start = pos = ring.tail
             head = ring.head
             # the budget bounds how much is taken per turn, never where a record may end
@@ -205,7 +383,10 @@ class Recorder:
 
     def _commit(self, writer: LogWriter) -> None:
         """Commit the open transaction: replicas reading read_committed see the records."""
-        writer.commit()
+        for topic, partition, offset in writer.commit():
+            if topic.endswith(".calls"):
+                self.last_calls_offset[partition] = max(
+                    offset, self.last_calls_offset.get(partition, -1))
         self.stats.commits += 1
         self._release_rings()
 
@@ -217,5 +398,19 @@ class Recorder:
     def _heartbeat(self, writer: LogWriter) -> None:
         writer.send("control", "mig.log.Heartbeat", {
             "app": self.cfg.name, "member": self.member, "role": "PRIMARY",
-            "epoch": self.epoch, "ts_ms": int(time.time() * 1000), "calls_offset": -1},
-            key=self.member)
+            "epoch": self.epoch, "ts_ms": int(time.time() * 1000),
+            "calls_offset": max(self.last_calls_offset.values(), default=-1),
+            "host": self.host}, key=self.member)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the app and every process it started (launch() made it a session leader)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.kill()
+        proc.wait(10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass

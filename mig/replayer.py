@@ -6,12 +6,22 @@ checks the app identity record against this host (a different binary, argv or li
 refused, naming the difference), launches the app, and writes each CallBatch's calls into
 the ring of its logical process. A ring that reports a divergence stops the replica with the logical
 process, sequence number, Kafka offset and both sides of the mismatch.
+
+It also reads ``mig.NAME.control`` (mig/control.py) and takes over when the primary is gone:
+no heartbeat and no new call record for ``failover_timeout_ms`` -> claim the next epoch
+(the least-lagged healthy replica first) -> the first claim in the topic wins -> the
+winner fences the old primary (initialising the app's transactional producer), reads the
+calls topic to its end, lets every process go live (shim/src/mig_live.c) and goes on as
+the primary (``Recorder.adopt``). A ``Handoff`` naming this member does the same for a
+planned migration. docs/failover.md tells the protocol and what is measured.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import socket
+import subprocess
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,6 +34,7 @@ from mig.calls import describe, from_avro
 from mig.channel import RawCall, Ring, new_rings
 from mig.codec import Codec
 from mig.config import AppConfig
+from mig.control import ControlView
 from mig.errors import DecodeError, MigError
 from mig.identity import app_identity
 from mig.kafka import KafkaSettings, consumer
@@ -51,6 +62,9 @@ class ReplayStats:
     last_offset: int = -1
     divergence: str | None = None
     per_lpid: dict[str, int] = field(default_factory=dict)
+    promoted_epoch: int | None = None  # this replica became the primary at this epoch
+    detection_ms: int | None = None
+    promotion_ms: int | None = None
 
 
 def compare_identity(recorded: dict[str, Any], local: dict[str, Any]) -> list[str]:
@@ -64,7 +78,8 @@ def compare_identity(recorded: dict[str, Any], local: dict[str, Any]) -> list[st
 
 class Replayer:
     def __init__(self, cfg: AppConfig, settings: KafkaSettings, run_dir: Path, workdir: Path,
-                 idle_exit_s: float | None = None) -> None:
+                 idle_exit_s: float | None = None, member: str | None = None,
+                 can_promote: bool = True) -> None:
         self.cfg = cfg
         self.settings = settings
         self.run_dir = run_dir
@@ -78,24 +93,44 @@ class Replayer:
         self.stats = ReplayStats()
         self.proc: Any = None
         self.epoch = 0
-        self.member = f"{socket.gethostname()}-replica-{os.getpid()}"
+        self.host = socket.gethostname()
+        self.member = member or f"{self.host}-replica-{os.getpid()}"
         self.status: LogWriter
+        self.can_promote = can_promote
+        self.control = ControlView(cfg.name)
+        self.next_offset: dict[int, int] = {}  # calls partition -> next offset to read
+        self.eof_at: dict[int, int] = {}       # calls partition -> offset of the last EOF
+        self.batch_next: dict[str, int] = {}   # lpid -> batch_seq after the last one read
+        self.last_calls_at = time.monotonic()
+        self.started_at = time.monotonic()
+        self.detected_at: float | None = None
+        self.last_alive = 0.0
+        self.claimed: set[int] = set()
+        self.writer: LogWriter | None = None  # the app's transactional writer, once promoted
+        self.health = "replaying"
+        self._cons: Any = None
+        self._live_marked: set[str] = set()
 
     def run(self, stop: Any = None) -> ReplayStats:
         """Replay until the app exits, ``stop()`` is true, or the log stays idle for
         ``idle_exit_s`` after the app's last call. Raises Divergence on a mismatch."""
         from confluent_kafka import KafkaError, TopicPartition
 
-        topic = topic_names(self.cfg.name)["calls"]
+        names = topic_names(self.cfg.name)
+        topic = names["calls"]
         # read_uncommitted: every record acknowledged by the in-sync replicas, as soon as it
         # is (docs/interceptor.md, "When is a record committed")
         cons = consumer(self.settings, **{"group.id": f"mig-replica-{self.cfg.name}",
-                                          "enable.partition.eof": False,
+                                          "enable.partition.eof": True,
                                           "isolation.level": "read_uncommitted"})
+        self._cons = cons
         meta = cons.list_topics(topic, timeout=10)
         if topic not in meta.topics or meta.topics[topic].error is not None:
             raise MigError(f"topic {topic} does not exist: has the primary started?")
-        cons.assign([TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions])
+        parts = list(meta.topics[topic].partitions)
+        self.next_offset = {p: 0 for p in parts}
+        cons.assign([TopicPartition(topic, p, 0) for p in parts]
+                    + [TopicPartition(names["control"], 0, 0)])
         self.status = LogWriter(self.settings, self.cfg.name)
         last_input = time.monotonic()
         last_status = 0.0
@@ -106,17 +141,24 @@ class Replayer:
                     last_status = time.monotonic()
                 if stop is not None and stop():
                     return self.stats
-                msg = cons.poll(0.001 if self._backlog() else 0.05)
-                if msg is not None:
+                for msg in cons.consume(500, 0.001 if self._backlog() else 0.02):
                     err = msg.error()
-                    if err is not None and err.code() != KafkaError._PARTITION_EOF:
-                        raise MigError(f"reading {topic}: {err.str()}")
-                    if err is None:
+                    if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                        if msg.topic() == topic:
+                            self.eof_at[msg.partition()] = msg.offset()
+                        continue
+                    if err is not None:
+                        raise MigError(f"reading {msg.topic()}: {err.str()}")
+                    if msg.topic() == topic:
                         self._on_message(msg)
                         last_input = time.monotonic()
+                    else:
+                        self._on_control(msg)
                 self._discover()
                 self._feed()
                 self._check()
+                if self.can_promote and self._failover_step():
+                    return self.stats  # promoted: the caller goes on as the primary
                 if self.proc is not None and self.proc.poll() is not None and not self._backlog():
                     return self.stats
                 if (self.idle_exit_s is not None and not self._backlog()
@@ -124,10 +166,11 @@ class Replayer:
                     return self.stats
         finally:
             cons.close()
-            self._publish_status(final=True)
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(10)
+            if self.stats.promoted_epoch is None:
+                self._publish_status(final=True)
+                if self.proc is not None and self.proc.poll() is None:
+                    self.proc.kill()
+                    self.proc.wait(10)
 
     # -- status
     def lag(self) -> tuple[int, int]:
@@ -141,11 +184,14 @@ class Replayer:
 
     def _publish_status(self, final: bool = False) -> None:
         calls, lag_ms = self.lag()
-        health = "diverged" if self.stats.divergence else ("stopped" if final else "replaying")
+        health = "diverged" if self.stats.divergence else ("stopped" if final else self.health)
+        if self.proc is None and health == "replaying":
+            health = "starting"
         self.status.send("control", "mig.log.MemberStatus", {
             "app": self.cfg.name, "member": self.member, "role": "REPLICA",
-            "epoch": self.epoch, "lag_records": calls, "lag_ms": lag_ms, "health": health,
-            "ts_ms": int(time.time() * 1000)}, key=self.member)
+            "epoch": self.control.epoch, "lag_records": calls, "lag_ms": lag_ms,
+            "health": health, "ts_ms": int(time.time() * 1000), "host": self.host,
+            "calls_offset": max(self.next_offset.values(), default=-1)}, key=self.member)
         try:
             self.status.commit()
         except MigError as exc:  # status is best effort: replay goes on without it
@@ -160,6 +206,8 @@ class Replayer:
             raise MigError(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: cannot replay an"
                            f" undecodable record: {exc.reason}") from exc
         self.stats.last_offset = msg.offset()
+        self.next_offset[msg.partition()] = msg.offset() + 1
+        self.last_calls_at = time.monotonic()
         if name == "mig.log.AppIdentity":
             self._start_app(rec)
         elif name == "mig.log.CallBatch":
@@ -167,6 +215,7 @@ class Replayer:
                 raise MigError(f"offset {msg.offset()}: calls before the app identity record")
             lpid = rec["lpid"]
             self.epoch = max(self.epoch, rec["epoch"])
+            self.batch_next[lpid] = rec["batch_seq"] + 1
             queue = self.pending.setdefault(lpid, deque())
             for call in rec["calls"]:
                 queue.append((from_avro(call), msg.offset()))
@@ -218,3 +267,168 @@ class Replayer:
             self.stats.divergence = (f"divergence at {where} (calls offset {offset}): {text};"
                                      f" the log has {recorded}")
             raise Divergence(self.stats.divergence)
+
+    # -- control and failover
+    def _on_control(self, msg: Any) -> None:
+        try:
+            name, rec = self.codec.decode_message(msg.value(), msg.headers())
+        except DecodeError as exc:
+            log.warning("mig.replayer.control_undecodable", offset=msg.offset(),
+                        reason=exc.reason)
+            return
+        self.control.on_record(name, rec)
+
+    def _failover_step(self) -> bool:
+        """Watch the primary; claim, and promote when this member wins. True once promoted."""
+        if self.proc is None or self.stats.divergence:
+            return False
+        now = time.monotonic()
+        ctl = self.control
+        timeout = self.cfg.replica["failover_timeout_ms"] / 1000
+        handoff = ctl.pending_handoff()
+        if handoff is not None:
+            if handoff.record["to_member"] == self.member:
+                return self._promote("handoff", handoff.at, None, ctl.epoch + 1,
+                                     handoff.record)
+            # a planned migration to another member: not a failure, unless it never ends
+            if now - handoff.at < self.cfg.failover.get("handoff_timeout_ms", 10000) / 1000:
+                return False
+        last_alive = max(ctl.last_primary_seen, self.last_calls_at, self.started_at)
+        if now - last_alive < timeout:
+            self.detected_at = None
+            return False
+        if self.detected_at is None or last_alive > self.last_alive:
+            self.detected_at = now
+            self.last_alive = last_alive
+            log.warning("mig.replayer.primary_lost", primary=ctl.primary, epoch=ctl.epoch,
+                        silent_ms=int((now - last_alive) * 1000))
+        epoch = ctl.claim_epoch(now, stale_after_s=max(5.0, 5 * timeout))
+        winner = ctl.winner(epoch)
+        if winner == self.member:
+            return self._promote("failover", self.detected_at, last_alive, epoch, None)
+        if winner is not None or epoch in self.claimed:
+            return False  # someone claimed (or our claim is on its way): wait for it
+        calls, _ = self.lag()
+        if calls > self.cfg.replica["max_lag_records"]:
+            return False
+        # the least-lagged healthy replica claims first; the others give it a head start
+        fresh = max(1.0, 5 * self.cfg.replica["heartbeat_ms"] / 1000)
+        better = [r for r in ctl.hot_replicas(now, fresh) if r["member"] != self.member
+                  and (r["lag_records"], r["member"]) < (calls, self.member)]
+        if now < self.detected_at + 0.2 * len(better):
+            return False
+        self.status.send("control", "mig.log.Claim", {
+            "app": self.cfg.name, "member": self.member, "epoch": epoch,
+            "reason": "failover", "lag_records": calls, "ts_ms": int(time.time() * 1000)},
+            key=self.member)
+        self.status.commit()
+        self.claimed.add(epoch)
+        log.info("mig.replayer.claimed", epoch=epoch, lag_records=calls, ahead=len(better))
+        return False
+
+    def _promote(self, reason: str, decided_at: float, last_alive: float | None, epoch: int,
+                 handoff: dict[str, Any] | None) -> bool:
+        """Fence, read the log to its end, let every process go live, announce it."""
+        from confluent_kafka import TopicPartition
+
+        self.health = "promoting"
+        self._publish_status()
+        topic = topic_names(self.cfg.name)["calls"]
+        started = time.monotonic()
+        # initialising the app's transactional producer fences the old primary: from here
+        # Kafka refuses its records, and its open transaction is aborted
+        writer = LogWriter(self.settings, self.cfg.name,
+                           transactional_id=f"mig.{self.cfg.name}.primary")
+        fenced_at = time.monotonic()
+        ends = {}
+        for p in self.next_offset:
+            _low, high = self._cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            ends[p] = high
+        if handoff is not None:
+            planned = {po["partition"]: po["offset"] for po in handoff["calls_offsets"]}
+            if planned != ends:
+                log.warning("mig.replayer.handoff_offsets_differ", planned=planned, ends=ends)
+        self._read_to(ends)
+        self._settle(deadline=time.monotonic() + 30)
+        new_epoch = max(epoch, self.control.epoch + 1)
+        now_ms = int(time.time() * 1000)
+        detection_ms = (int((decided_at - last_alive) * 1000) if last_alive is not None
+                        else None)
+        promotion_ms = int((time.monotonic() - decided_at) * 1000)
+        writer.send("control", "mig.log.Promotion", {
+            "app": self.cfg.name, "member": self.member, "new_epoch": new_epoch,
+            "previous_epoch": self.control.epoch,
+            "calls_offsets": [{"partition": p, "offset": o} for p, o in sorted(ends.items())],
+            "ts_ms": now_ms, "detection_ms": detection_ms, "promotion_ms": promotion_ms,
+            "reason": reason}, key=self.member)
+        writer.send("control", "mig.log.Heartbeat", {
+            "app": self.cfg.name, "member": self.member, "role": "PRIMARY",
+            "epoch": new_epoch, "ts_ms": now_ms, "calls_offset": -1, "host": self.host},
+            key=self.member)
+        writer.commit()
+        self.writer = writer
+        self.stats.promoted_epoch = new_epoch
+        self.stats.detection_ms = detection_ms
+        self.stats.promotion_ms = promotion_ms
+        log.info("mig.replayer.promoted", epoch=new_epoch, reason=reason,
+                 detection_ms=detection_ms, promotion_ms=promotion_ms,
+                 fence_ms=int((fenced_at - started) * 1000), calls_end=ends)
+        self._on_promote(new_epoch)
+        return True
+
+    def _read_to(self, ends: dict[int, int]) -> None:
+        """Read the calls topic until every partition reached ``ends`` (an end-of-partition
+        event at or past it: transaction markers take offsets no record has)."""
+        topic = topic_names(self.cfg.name)["calls"]
+        from confluent_kafka import KafkaError
+
+        deadline = time.monotonic() + 60
+        while any(self.eof_at.get(p, -1) < end and self.next_offset.get(p, 0) < end
+                  for p, end in ends.items()):
+            if time.monotonic() > deadline:
+                raise MigError(f"promotion: could not read {topic} to its end {ends}")
+            for msg in self._cons.consume(500, 0.05):
+                err = msg.error()
+                if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                    if msg.topic() == topic:
+                        self.eof_at[msg.partition()] = msg.offset()
+                elif err is None and msg.topic() == topic:
+                    self._on_message(msg)
+                elif err is None:
+                    self._on_control(msg)
+            self._discover()
+            self._feed()
+            self._check()
+
+    def _settle(self, deadline: float) -> None:
+        """Feed every process what is left, then tell each ring the log ends there."""
+        while any(self.pending.get(lpid) for lpid in self.rings) and time.monotonic() < deadline:
+            self._discover()
+            self._feed()
+            self._check()
+            time.sleep(0.0005)
+        self.settle_step()
+
+    def settle_step(self) -> None:
+        """Once per turn after promotion: processes forked while catching up appear late;
+        feed them and mark their ends too."""
+        self._discover()
+        self._feed()
+        self._check()
+        for lpid, ring in self.rings.items():
+            if not self.pending.get(lpid) and lpid not in self._live_marked:
+                ring.go_live()
+                self._live_marked.add(lpid)
+
+    def _on_promote(self, epoch: int) -> None:
+        command = self.cfg.failover.get("on_promote", "")
+        if not command:
+            return
+        env = dict(os.environ, MIG_APP=self.cfg.name, MIG_MEMBER=self.member,
+                   MIG_EPOCH=str(epoch))
+        try:
+            subprocess.Popen(["/bin/sh", "-c", command], cwd=self.cfg.cwd, env=env,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+            log.info("mig.replayer.on_promote", command=shlex.quote(command))
+        except OSError as exc:
+            log.error("mig.replayer.on_promote_failed", command=command, error=str(exc))

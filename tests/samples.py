@@ -79,11 +79,12 @@ _SAMPLES: dict[str, dict[str, Any]] = {
     },
     "mig.log.Heartbeat": {
         "app": _APP, "member": "shop-b", "role": "REPLICA", "epoch": 3,
-        "ts_ms": _T_MS + 250, "calls_offset": 1_204,
+        "ts_ms": _T_MS + 250, "calls_offset": 1_204, "host": "shop-b.example",
     },
     "mig.log.MemberStatus": {
         "app": _APP, "member": "shop-b", "role": "REPLICA", "epoch": 3,
         "lag_records": 12, "lag_ms": 40, "health": "ok", "ts_ms": _T_MS + 300,
+        "host": "shop-b.example", "calls_offset": 1_192,
     },
     "mig.log.Migrate": {
         "app": _APP, "event_id": "mig-7f3a2c", "to_member": "shop-b",
@@ -96,7 +97,18 @@ _SAMPLES: dict[str, dict[str, Any]] = {
     "mig.log.Promotion": {
         "app": _APP, "member": "shop-b", "new_epoch": 4, "previous_epoch": 3,
         "calls_offsets": [{"partition": 0, "offset": 1_205}, {"partition": 1, "offset": 877}],
-        "ts_ms": _T_MS + 1_100,
+        "ts_ms": _T_MS + 1_100, "detection_ms": 1_004, "promotion_ms": 612,
+        "reason": "failover",
+    },
+    "mig.log.Claim": {
+        "app": _APP, "member": "shop-b", "epoch": 4, "reason": "failover",
+        "lag_records": 3, "ts_ms": _T_MS + 1_010,
+    },
+    "mig.log.Handoff": {
+        "app": _APP, "event_id": "mig-7f3a2c", "from_member": "shop-a",
+        "to_member": "shop-b", "epoch": 3,
+        "calls_offsets": [{"partition": 0, "offset": 1_205}, {"partition": 1, "offset": 877}],
+        "frozen_ts_ms": _T_MS + 20, "ts_ms": _T_MS + 35,
     },
     "mig.log.CheckpointManifest": {
         "app": _APP, "checkpoint_id": "ckpt-0003-0007", "epoch": 3, "created_ms": _T_MS,

@@ -12,7 +12,7 @@ from tests.conftest import run_mig
 COMMANDS = [[], ["broker"], ["broker", "up"], ["broker", "down"], ["broker", "status"],
             ["broker", "classpath"], ["topics"], ["topics", "ensure"], ["config"],
             ["config", "check"], ["config", "reference"], ["log"], ["log", "tail"],
-            ["log", "verify"], ["demo"]]
+            ["log", "verify"], ["demo"], ["status"]]
 ROOT = Path(__file__).resolve().parent.parent
 
 

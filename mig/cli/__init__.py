@@ -12,7 +12,7 @@ import sys
 import typer
 
 from mig.cli import app as app_cmds
-from mig.cli import broker, config, demo, log, topics
+from mig.cli import broker, config, demo, log, migrate, status, topics
 from mig.cli.common import LogFormat, LogLevel
 from mig.errors import MigError
 
@@ -29,6 +29,8 @@ app.add_typer(log.app, name="log")
 app.add_typer(topics.app, name="topics")
 app.add_typer(config.app, name="config")
 app.command("demo")(demo.demo)
+app.command("status")(status.status)
+app.command("migrate")(migrate.migrate)
 
 
 @app.callback()

@@ -37,8 +37,11 @@ def primary_start(
     bootstrap: Optional[str] = BOOTSTRAP,
     run_dir: Optional[Path] = typer.Option(None, help="Folder of the shim's rings (default:"
                                            " a new folder on /dev/shm, removed at exit)."),
+    member: Optional[str] = typer.Option(None, help="This member's id in mig status and"
+                                         " mig migrate --to (default: HOST-PID)."),
 ) -> None:
-    """Start the app under the shim and record it into Kafka until it exits."""
+    """Start the app under the shim and record it into Kafka until it exits (or until it
+    is handed to a replica: mig migrate, SIGTERM with a hot replica)."""
     from mig.config import load_config
     from mig.connect import resolve_kafka
     from mig.recorder import Recorder
@@ -47,11 +50,18 @@ def primary_start(
     settings = resolve_kafka(bootstrap, config, start_embedded=True)
     folder = _run_dir(cfg.name, run_dir, "primary")
     try:
-        stats = Recorder(cfg, settings, folder).run()
+        stats = Recorder(cfg, settings, folder, member=member).run()
     finally:
         _cleanup(folder, run_dir)
+    _report_recording(stats)
+
+
+def _report_recording(stats) -> None:  # type: ignore[no-untyped-def]
     typer.echo(f"recorded {stats.calls} calls in {stats.batches} batches,"
                f" {stats.commits} commits; app exit code {stats.exit_code}")
+    if stats.migrated_to:
+        typer.echo(f"handed the app over to {stats.migrated_to}")
+        raise typer.Exit(0)
     raise typer.Exit(stats.exit_code if stats.exit_code and stats.exit_code > 0 else 0)
 
 
@@ -64,23 +74,41 @@ def replica_follow(
     run_dir: Optional[Path] = typer.Option(None, help="Folder of the shim's rings."),
     idle_exit: Optional[float] = typer.Option(None, help="Stop after this many seconds"
                                               " without new records (default: follow forever)."),
+    member: Optional[str] = typer.Option(None, help="This member's id in mig status and"
+                                         " mig migrate --to (default: HOST-replica-PID)."),
+    promote: bool = typer.Option(True, help="Take over when the primary is lost or hands"
+                                 " the app to this member (--no-promote: only follow)."),
 ) -> None:
-    """Replay the app from the log; stop with a report at the first divergence (exit 3)."""
+    """Replay the app from the log and keep it hot; take over as the primary when the
+    primary is lost (or hands over); stop with a report at the first divergence (exit 3)."""
     import signal
 
     from mig.config import load_config
     from mig.connect import resolve_kafka
+    from mig.recorder import Recorder
     from mig.replayer import Replayer
 
     cfg = load_config(config)
     settings = resolve_kafka(bootstrap, config)
     stopping: list[int] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: stopping.append(signum))
+    previous = {sig: signal.signal(sig, lambda signum, frame: stopping.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
     folder = _run_dir(cfg.name, run_dir, "replica")
     try:
-        stats = Replayer(cfg, settings, folder, workdir or cfg.cwd,
-                         idle_exit_s=idle_exit).run(stop=lambda: bool(stopping))
+        replayer = Replayer(cfg, settings, folder, workdir or cfg.cwd, idle_exit_s=idle_exit,
+                            member=member, can_promote=promote)
+        stats = replayer.run(stop=lambda: bool(stopping))
+        typer.echo(f"replayed {stats.calls} calls from {stats.batches} batches")
+        if stats.promoted_epoch is None or replayer.writer is None:
+            return
+        typer.echo(f"promoted to primary of {cfg.name} at epoch {stats.promoted_epoch}"
+                   f" (detection {stats.detection_ms} ms, promotion {stats.promotion_ms} ms)")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        recorder = Recorder(cfg, settings, folder, member=replayer.member,
+                            epoch=stats.promoted_epoch)
+        rec_stats = recorder.adopt(replayer.writer, replayer.proc, replayer.rings,
+                                   replayer.batch_next, on_turn=replayer.settle_step)
     finally:
         _cleanup(folder, run_dir)
-    typer.echo(f"replayed {stats.calls} calls from {stats.batches} batches")
+    _report_recording(rec_stats)

@@ -145,10 +145,13 @@ void mig_barrier(uint64_t seq);
 /* Record mode: the barrier an output needs under the app's barrier mode. */
 void mig_output_barrier(void);
 /* Replay mode: the next record, which must be of `kind` with the same args[0..nargs).
- * Fills call->result/err/payload; on a mismatch reports a divergence and stops. */
-void mig_replay(struct mig_call *call, int nargs);
-/* Replay mode: compare the output the app makes now with the recorded one. */
-void mig_replay_output(struct mig_call *call, int nargs);
+ * Fills call->result/err/payload and returns 1; on a mismatch reports a divergence and
+ * stops. Returns 0 when the log has ended and the process went live instead (mig_live.c):
+ * mig_mode is now MIG_RECORD and the caller performs and records the call for real. */
+int mig_replay(struct mig_call *call, int nargs);
+/* Replay mode: compare the output the app makes now with the recorded one (1), or 0 as
+ * mig_replay when the process went live. */
+int mig_replay_output(struct mig_call *call, int nargs);
 /* Replay mode: done with the payload of the last mig_replay(): release its ring space. */
 void mig_replay_done(void);
 
@@ -175,6 +178,19 @@ void mig_hold_epoll(int epfd, int op, int fd);
 void mig_hold_flush(void);
 void mig_hold_after_fork(void);
 
+/* Going live (mig_live.c): what replay notes about fds, and the switch itself. */
+void mig_track_socket(int fd, int domain, int type, int protocol);
+void mig_track_connected(int fd);
+void mig_track_bind(int fd, const struct sockaddr *addr, socklen_t len);
+void mig_track_listen(int fd, int backlog);
+void mig_track_sockopt(int fd, int level, int name, const void *val, socklen_t len);
+void mig_track_pair(const int sv[2], int is_pipe, int domain, int type, int protocol);
+void mig_track_close(int fd);
+void mig_track_dup(int oldfd, int newfd);
+void mig_track_epoll(int epfd, int op, int fd, const struct epoll_event *ev);
+void mig_go_live(void);
+int mig_went_live(void);
+
 /* Signals: the shim's handler defers an app handler's run to the next intercepted call
  * (record mode), where it is recorded as a SIGNAL call; replay runs it where the log has it. */
 extern volatile int mig_signals_pending;
@@ -183,6 +199,8 @@ void mig_deliver_signals(void);
 /* Processes. */
 const char *mig_lpid(void);
 void mig_child_after_fork(const char *child_lpid);
+/* Replay: a forked child's ids as the primary's child had them (wrap_ident.c). */
+void mig_child_identity(pid_t recorded_pid);
 /* The next child's logical id (parent lpid + "." + n), counted per process. */
 void mig_next_child_lpid(char *out, size_t size);
 /* An environment for exec/spawn that keeps mig loaded as `lpid` (static storage). */

@@ -29,6 +29,7 @@ static unsigned char *ring_data;
 static int ready;            /* 0: not yet, 1: initialising, 2: done */
 static char run_dir[512];
 static uint64_t replay_pending; /* replay: length of the record handed out, not yet released */
+static uint64_t replay_next_seq; /* replay: seq after the last record handed out */
 static char my_lpid[64] = "1";
 static unsigned children;    /* fork/spawn count of this process: names the next child */
 
@@ -291,12 +292,13 @@ void mig_child_after_fork(const char *child_lpid)
 /* Environment for exec/spawn: the app's envp with mig's variables set (static storage:
  * exec replaces the process; spawn copies it before returning). */
 static char *env_slots[4096];
-static char env_text[4][640];
+static char env_text[5][640];
 
 /* The variables that name a process: replaced, never inherited. */
 static int is_mig_var(const char *entry)
 {
-    static const char *const names[] = {"MIG_LPID=", "MIG_EXEC=", "MIG_PARENT_LPID=", NULL};
+    static const char *const names[] = {"MIG_LPID=", "MIG_EXEC=", "MIG_PARENT_LPID=",
+                                        "MIG_MODE=", NULL};
     for (int i = 0; names[i]; i++)
         if (strncmp(entry, names[i], strlen(names[i])) == 0)
             return 1;
@@ -321,10 +323,10 @@ char *const *mig_exec_env(char *const envp[], const char *lpid, int same_process
         if (!is_mig_var(envp[i]))
             env_slots[k++] = envp[i];
     /* the app may have dropped mig's variables: put the essential ones back */
-    static char preload[700], mode[32], dir[600], barrier[32];
-    const char *keep[][2] = {{"LD_PRELOAD", preload}, {"MIG_MODE", mode},
-                             {"MIG_RUN_DIR", dir}, {"MIG_BARRIER", barrier}};
-    for (int j = 0; j < 4; j++) {
+    static char preload[700], dir[600], barrier[32];
+    const char *keep[][2] = {{"LD_PRELOAD", preload}, {"MIG_RUN_DIR", dir},
+                             {"MIG_BARRIER", barrier}};
+    for (int j = 0; j < 3; j++) {
         size_t n = strlen(keep[j][0]);
         int found = 0;
         for (size_t i = 0; i < k; i++)
@@ -339,6 +341,9 @@ char *const *mig_exec_env(char *const envp[], const char *lpid, int same_process
             env_slots[k++] = dst;
         }
     }
+    /* a process that went live records: what it execs or spawns records too */
+    static const char *const modes[] = {"off", "record", "replay", "live"};
+    env_slots[k++] = env_entry(3, "MIG_MODE", modes[mig_mode]);
     env_slots[k++] = env_entry(0, "MIG_LPID", lpid);
     env_slots[k++] = env_entry(1, "MIG_EXEC", same_process ? "1" : "0");
     env_slots[k++] = env_entry(2, "MIG_PARENT_LPID", same_process ? "" : my_lpid);
@@ -357,11 +362,29 @@ static void wait_space(uint64_t need)
         syscall(SYS_nanosleep, &pause, NULL);
 }
 
+/* A planned handoff freezes the ring: the agent sets `frozen`, then waits until no thread
+ * is between this check and publishing its record (`writers`), so every record appended
+ * is in the log it hands over and nothing comes after. A frozen thread sleeps here until
+ * the agent ends the process (or thaws the ring if the handoff is called off). */
+static void enter_writer(void)
+{
+    for (;;) {
+        __atomic_fetch_add(&ring->writers, 1, __ATOMIC_SEQ_CST);
+        if (!__atomic_load_n(&ring->frozen, __ATOMIC_SEQ_CST))
+            return;
+        __atomic_fetch_sub(&ring->writers, 1, __ATOMIC_SEQ_CST);
+        struct timespec slice = {0, 50000000};
+        while (__atomic_load_n(&ring->frozen, __ATOMIC_ACQUIRE))
+            futex(&ring->frozen, FUTEX_WAIT, 1, &slice);
+    }
+}
+
 uint64_t mig_record(struct mig_call *call)
 {
     uint32_t len = (uint32_t)((sizeof(struct mig_rec) + call->payload_len + 7) & ~7u);
     if (len > ring->capacity / 4)
         mig_die("a single call record does not fit the ring (raise MIG_RING_BYTES)");
+    enter_writer();
     spin_lock(&ring->lock);
     uint64_t head = ring->head;
     uint64_t room = ring->capacity - (head & (ring->capacity - 1));
@@ -403,6 +426,7 @@ uint64_t mig_record(struct mig_call *call)
     }
     __atomic_store_n(&ring->head, head + len, __ATOMIC_RELEASE);
     spin_unlock(&ring->lock);
+    __atomic_fetch_sub(&ring->writers, 1, __ATOMIC_RELEASE);
     if (barrier_mode == MIG_B_SYNC)
         mig_barrier(seq);
     return seq;
@@ -444,11 +468,26 @@ void mig_output_barrier(void)
 
 /* --------------------------------------------------------------- replay mode */
 
+/* The log has ended here: become the primary's process (mig_live.c), turn the ring
+ * around and go on recording with the next sequence number. */
+static void go_live(void)
+{
+    mig_go_live();
+    uint64_t next = replay_next_seq;
+    ring->next_seq = next;
+    ring->committed_seq = next;
+    ring->barrier_seq = next;
+    mig_mode = MIG_RECORD;
+    __atomic_store_n(&ring->mode, (uint32_t)MIG_RECORD, __ATOMIC_RELEASE);
+}
+
+/* The next record to replay, or NULL when the process has just gone live. */
 static struct mig_rec *next_record(void)
 {
     struct timespec slice = {0, 20000000};
     for (;;) {
         uint32_t gen = __atomic_load_n(&ring->data_futex, __ATOMIC_ACQUIRE);
+        uint32_t live = __atomic_load_n(&ring->golive, __ATOMIC_ACQUIRE);
         uint64_t tail = ring->tail;
         if (__atomic_load_n(&ring->head, __ATOMIC_ACQUIRE) > tail) {
             struct mig_rec *rec = (struct mig_rec *)(ring_data + (tail & (ring->capacity - 1)));
@@ -456,7 +495,12 @@ static struct mig_rec *next_record(void)
                 __atomic_store_n(&ring->tail, tail + rec->len, __ATOMIC_RELEASE);
                 continue;
             }
+            replay_next_seq = rec->seq + 1;
             return rec;
+        }
+        if (live) { /* set after the worker's last record: the ring is empty for good */
+            go_live();
+            return NULL;
         }
         __atomic_fetch_add(&ring->waiters, 1, __ATOMIC_RELAXED);
         futex(&ring->data_futex, FUTEX_WAIT, gen, &slice);
@@ -524,7 +568,7 @@ static void diverge(const struct mig_rec *rec, const struct mig_call *call, cons
 static struct mig_rec *take(struct mig_call *call, int nargs)
 {
     struct mig_rec *rec = next_record();
-    while (rec->kind == MIG_K_SIGNAL && call->kind != MIG_K_SIGNAL) {
+    while (rec && rec->kind == MIG_K_SIGNAL && call->kind != MIG_K_SIGNAL) {
         /* the primary ran a handler here: run it now, its calls replay in turn */
         int sig = (int)rec->args[0], code = (int)rec->args[1];
         __atomic_store_n(&ring->tail, ring->tail + rec->len, __ATOMIC_RELEASE);
@@ -534,6 +578,8 @@ static struct mig_rec *take(struct mig_call *call, int nargs)
         mig_busy = busy;
         rec = next_record();
     }
+    if (!rec)
+        return NULL;
     if (rec->kind != (uint16_t)call->kind)
         diverge(rec, call, "call kind differs", rec->kind, call->kind);
     for (int i = 0; i < nargs; i++)
@@ -547,14 +593,16 @@ static struct mig_rec *take(struct mig_call *call, int nargs)
     return rec;
 }
 
-void mig_replay(struct mig_call *call, int nargs)
+int mig_replay(struct mig_call *call, int nargs)
 {
-    take(call, nargs);
+    return take(call, nargs) != NULL;
 }
 
-void mig_replay_output(struct mig_call *call, int nargs)
+int mig_replay_output(struct mig_call *call, int nargs)
 {
     struct mig_rec *rec = take(call, nargs);
+    if (!rec)
+        return 0;
     /* Compare exactly the bytes the primary's call wrote. */
     uint64_t n = rec->out_len <= call->out_len ? rec->out_len : call->out_len;
     uint64_t h = mig_out_hash(call, n);
@@ -562,6 +610,7 @@ void mig_replay_output(struct mig_call *call, int nargs)
         diverge(rec, call, "output length differs", (int64_t)rec->out_len, (int64_t)n);
     if (h != rec->out_hash)
         diverge(rec, call, "output bytes differ (hash)", (int64_t)rec->out_hash, (int64_t)h);
+    return 1;
 }
 
 void mig_replay_done(void)

@@ -46,6 +46,12 @@ struct mig_ring_hdr {
     uint64_t div_seq;          /* 152: replay: seq of the first divergence */
     char div_text[256];        /* 160: replay: what diverged, NUL-terminated */
     char parent_lpid[64];      /* 416: the forking process's lpid, "" for the first */
+    uint32_t golive;           /* 480: replay: the worker wrote the log's last record; once
+                                *      the shim has taken it, the process goes live and the
+                                *      ring turns around (mode becomes 1) */
+    uint32_t frozen;           /* 484: record: a planned handoff; appending threads stop */
+    uint32_t writers;          /* 488: record: threads between the frozen check and publish */
+    uint32_t reserved2;        /* 492 */
 };
 
 /* One call record: this header, then payload_len bytes, padded to a multiple of 8. */

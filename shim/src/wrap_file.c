@@ -25,8 +25,7 @@ static int host_open(int dirfd, const char *path, int flags, mode_t mode)
     struct mig_call c = {.kind = MIG_K_PROC_READ,
                          .args = {(int64_t)mig_hash(path, strlen(path), 0), flags}};
     mig_busy++;
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, 2);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
         mig_replay_done();
         if (c.result >= 0)
             mig_placeholder_at(c.result, (flags & O_CLOEXEC) ? SOCK_CLOEXEC : 0);

@@ -15,8 +15,7 @@ static int64_t bytes_call(enum mig_kind kind, int64_t a0, int64_t a1, void *buf,
 {
     struct mig_call c = {.kind = kind, .args = {a0, a1}};
     mig_busy++;
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, 2);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
         if (buf && c.payload_len <= cap)
             memcpy(buf, c.payload, c.payload_len);
         mig_replay_done();
@@ -85,15 +84,27 @@ MIG_EXPORT int gethostname(char *name, size_t len)
     return (int)bytes_call(MIG_K_GETHOSTNAME, (int64_t)len, 0, name, len, real_gethostname, 0);
 }
 
+/* The ids the app saw while replaying (the primary's): after going live it keeps seeing
+ * them, so pids it stored stay true. Index: 0 getpid, 1 getppid, 2 gettid. */
+static pid_t seen_id[3];
+
+void mig_child_identity(pid_t recorded_pid)
+{
+    seen_id[1] = seen_id[0];
+    seen_id[0] = recorded_pid;
+    seen_id[2] = recorded_pid;
+}
+
 static pid_t id_call(enum mig_kind kind, pid_t (*real)(void))
 {
     struct mig_call c = {.kind = kind};
+    int slot = kind == MIG_K_GETPID ? 0 : kind == MIG_K_GETPPID ? 1 : 2;
     mig_busy++;
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, 0);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 0)) {
         mig_replay_done();
+        seen_id[slot] = (pid_t)c.result;
     } else {
-        c.result = real();
+        c.result = mig_went_live() && seen_id[slot] ? seen_id[slot] : real();
         mig_record(&c);
     }
     mig_busy--;

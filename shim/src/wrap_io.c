@@ -29,8 +29,7 @@ static ssize_t input_call(enum mig_kind kind, int fd, int64_t a1, int64_t a2, vo
 {
     struct mig_call c = {.kind = kind, .args = {fd, a1, a2}};
     mig_busy++;
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, 3);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 3)) {
         if (buf)
             memcpy(buf, c.payload, c.payload_len);
         else
@@ -62,8 +61,7 @@ static ssize_t output_call(enum mig_kind kind, int fd, int64_t a1, int64_t a2, c
     struct mig_call c = {.kind = kind, .args = {fd, a1, a2}, .out = buf, .iov = iov,
                          .iovcnt = iovcnt, .out_len = len, .is_output = 1};
     mig_busy++;
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay_output(&c, 3);
+    if (mig_mode == MIG_REPLAY && mig_replay_output(&c, 3)) {
         mig_replay_done();
     } else if (hold_op >= 0 && mig_holding() && mig_hold_output(&c, hold_op, (int)a2)) {
         /* held: recorded as written, released once committed (mig_hold.c) */
@@ -257,11 +255,11 @@ MIG_EXPORT int close(int fd)
     struct mig_call c = {.kind = MIG_K_CLOSE, .args = {fd}};
     mig_busy++;
     mig_hold_close(fd); /* held bytes still leave, through the duplicate */
+    mig_track_close(fd);
     int r = mig_real.close(fd);
     int e = errno;
     mig_fd_forget(fd);
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, 1);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 1)) {
         mig_replay_done();
     } else {
         c.result = r;

@@ -34,8 +34,7 @@ static int simple_call(enum mig_kind kind, int64_t a0, int64_t a1, int64_t a2, i
 {
     struct mig_call c = {.kind = kind, .args = {a0, a1, a2}};
     mig_busy++;
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, nargs);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, nargs)) {
         mig_replay_done();
     } else {
         mig_busy--;
@@ -57,8 +56,7 @@ static int addr_call(enum mig_kind kind, int64_t a0, int64_t a1, int64_t a2, voi
     struct mig_call c = {.kind = kind, .args = {a0, a1, a2}};
     unsigned char payload[4 + 512];
     mig_busy++;
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, 3);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 3)) {
         if (buf && len && c.payload_len >= 4) {
             uint32_t n;
             memcpy(&n, c.payload, 4);
@@ -130,9 +128,10 @@ MIG_EXPORT int socket(int domain, int type, int protocol)
     struct net_ctx x = {.a = domain, .b = type, .c = protocol};
     int fd = simple_call(MIG_K_SOCKET, domain, type, protocol, 3, r_socket, &x);
     mig_busy++;
-    if (mig_mode == MIG_REPLAY)
+    if (mig_mode == MIG_REPLAY) {
         mig_placeholder_at(fd, type);
-    else
+        mig_track_socket(fd, domain, type, protocol);
+    } else
         mig_fd_mark(fd, 1);
     mig_busy--;
     return fd;
@@ -144,12 +143,12 @@ static int pair_call(enum mig_kind kind, int64_t a0, int64_t a1, int64_t a2, int
 {
     struct mig_call c = {.kind = kind, .args = {a0, a1, a2}};
     mig_busy++;
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, 3);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 3)) {
         if (c.result == 0 && c.payload_len == 2 * sizeof(int)) {
             memcpy(sv, c.payload, 2 * sizeof(int));
             mig_placeholder_at(sv[0], sock_flags);
             mig_placeholder_at(sv[1], sock_flags);
+            mig_track_pair(sv, kind == MIG_K_PIPE, (int)a0, (int)a1, (int)a2);
         }
         mig_replay_done();
     } else {
@@ -202,21 +201,30 @@ MIG_EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
     MIG_ENTER(mig_real.bind(fd, addr, len));
     struct net_ctx x = {.fd = fd, .caddr = addr, .clen = len};
-    return simple_call(MIG_K_BIND, fd, len, 0, 2, r_bind, &x);
+    int r = simple_call(MIG_K_BIND, fd, len, 0, 2, r_bind, &x);
+    if (r == 0)
+        mig_track_bind(fd, addr, len);
+    return r;
 }
 
 MIG_EXPORT int listen(int fd, int backlog)
 {
     MIG_ENTER(mig_real.listen(fd, backlog));
     struct net_ctx x = {.fd = fd, .a = backlog};
-    return simple_call(MIG_K_LISTEN, fd, backlog, 0, 1, r_listen, &x);
+    int r = simple_call(MIG_K_LISTEN, fd, backlog, 0, 1, r_listen, &x);
+    if (r == 0)
+        mig_track_listen(fd, backlog);
+    return r;
 }
 
 MIG_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
     MIG_ENTER(mig_real.connect(fd, addr, len));
     struct net_ctx x = {.fd = fd, .caddr = addr, .clen = len};
-    return simple_call(MIG_K_CONNECT, fd, len, 0, 2, r_connect, &x);
+    int r = simple_call(MIG_K_CONNECT, fd, len, 0, 2, r_connect, &x);
+    if (r == 0 || errno == EINPROGRESS)
+        mig_track_connected(fd);
+    return r;
 }
 
 MIG_EXPORT int shutdown(int fd, int how)
@@ -238,7 +246,10 @@ MIG_EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen_
 {
     MIG_ENTER(mig_real.setsockopt(fd, level, name, val, len));
     struct net_ctx x = {.fd = fd, .a = level, .b = name, .cval = val, .clen = len};
-    return simple_call(MIG_K_SETSOCKOPT, fd, level, name, 3, r_setsockopt, &x);
+    int r = simple_call(MIG_K_SETSOCKOPT, fd, level, name, 3, r_setsockopt, &x);
+    if (r == 0)
+        mig_track_sockopt(fd, level, name, val, len);
+    return r;
 }
 
 MIG_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
@@ -247,9 +258,10 @@ MIG_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     struct net_ctx x = {.fd = fd, .addr = addr, .alen = len, .a = flags};
     int got = addr_call(MIG_K_ACCEPT, fd, flags, 0, addr, len, r_accept4, &x);
     mig_busy++;
-    if (mig_mode == MIG_REPLAY)
+    if (mig_mode == MIG_REPLAY) {
         mig_placeholder_at(got, flags);
-    else
+        mig_track_connected(got);
+    } else
         mig_fd_mark(got, 1);
     mig_busy--;
     return got;

@@ -47,8 +47,7 @@ static int ready_call(enum mig_kind kind, int64_t a0, int64_t a1, void *buf,
 {
     struct mig_call c = {.kind = kind, .args = {a0, a1}};
     mig_busy++;
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, 2);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
         if (c.payload_len)
             memcpy(scratch ? (void *)scratch : buf, c.payload, c.payload_len);
         mig_replay_done();
@@ -154,12 +153,15 @@ MIG_EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval 
 }
 
 /* epoll_ctl acts for real on both hosts; the shim only notes which epoll sets an fd is in
- * (mig_hold.c needs it when the app closes an fd whose held bytes keep it open). */
+ * (mig_hold.c needs it when the app closes an fd whose held bytes keep it open; mig_live.c
+ * when a placeholder is replaced by a real socket). */
 MIG_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
     mig_init();
     int r = mig_real.epoll_ctl(epfd, op, fd, ev);
     if (r == 0 && (op == EPOLL_CTL_ADD || op == EPOLL_CTL_DEL))
         mig_hold_epoll(epfd, op, fd);
+    if (r == 0 && mig_mode == MIG_REPLAY)
+        mig_track_epoll(epfd, op, fd, ev); /* to add a replaced fd back when going live */
     return r;
 }

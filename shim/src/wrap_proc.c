@@ -37,6 +37,14 @@ static pid_t real_pid_of(pid_t recorded)
     return recorded;
 }
 
+static pid_t recorded_pid_of(pid_t real)
+{
+    for (int i = 0; i < 1024 && kids[i].recorded; i++)
+        if (kids[i].real == real)
+            return kids[i].recorded;
+    return real;
+}
+
 MIG_EXPORT pid_t fork(void)
 {
     MIG_ENTER(mig_real.fork());
@@ -44,12 +52,12 @@ MIG_EXPORT pid_t fork(void)
     struct mig_call c = {.kind = MIG_K_FORK};
     mig_busy++;
     mig_next_child_lpid(child, sizeof child);
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, 0);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 0)) {
         mig_replay_done();
         if (c.result > 0) {
             pid_t real = mig_real.fork();
             if (real == 0) {
+                mig_child_identity((pid_t)c.result);
                 mig_child_after_fork(child);
                 mig_busy--;
                 return 0;
@@ -89,8 +97,7 @@ static int spawn_call(int search, pid_t *pid, const char *file, const void *acti
     mig_next_child_lpid(child, sizeof child);
     char *const *env = mig_exec_env(envp, child, 0);
     pid_t real_pid = 0;
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, 0);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 0)) {
         mig_replay_done();
         if (c.result == 0 && c.payload_len == sizeof(pid_t)) {
             pid_t recorded;
@@ -134,8 +141,7 @@ static int exec_call(const char *path, char *const argv[], char *const envp[])
                          .args = {(int64_t)mig_hash(path, strlen(path), 0)}};
     mig_busy++;
     char *const *env = mig_exec_env(envp, mig_lpid(), 1);
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, 1);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 1)) {
         mig_replay_done();
         if (c.result == 0) {
             mig_busy--;
@@ -262,8 +268,7 @@ static pid_t wait_call(pid_t pid, int *status, int options, struct rusage *ru)
     struct mig_call c = {.kind = MIG_K_WAIT, .args = {pid, options}};
     int st = 0;
     mig_busy++;
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, 2);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
         if (c.payload_len == sizeof st)
             memcpy(&st, c.payload, sizeof st);
         mig_replay_done();
@@ -280,8 +285,11 @@ static pid_t wait_call(pid_t pid, int *status, int options, struct rusage *ru)
             memset(ru, 0, sizeof *ru);
     } else {
         mig_busy--;
-        c.result = ru ? mig_real.wait4(pid, &st, options, ru) : mig_real.waitpid(pid, &st, options);
+        pid_t want = pid > 0 ? real_pid_of(pid) : pid; /* see kill() */
+        c.result = ru ? mig_real.wait4(want, &st, options, ru) : mig_real.waitpid(want, &st, options);
         c.err = c.result < 0 ? errno : 0;
+        if (c.result > 0)
+            c.result = recorded_pid_of((pid_t)c.result);
         mig_busy++;
         c.payload = &st;
         c.payload_len = c.result > 0 ? sizeof st : 0;
@@ -317,13 +325,13 @@ MIG_EXPORT int kill(pid_t pid, int sig)
     MIG_ENTER(mig_real.kill(pid, sig));
     struct mig_call c = {.kind = MIG_K_KILL, .args = {pid, sig}};
     mig_busy++;
-    if (mig_mode == MIG_REPLAY) {
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
         /* nothing is sent for real: a replaying target runs its handler where its own log
          * says, and a target the signal killed is ended when its parent's wait replays */
-        mig_replay(&c, 2);
         mig_replay_done();
     } else {
-        c.result = mig_real.kill(pid, sig);
+        /* after going live the app still names its children by the primary's pids */
+        c.result = mig_real.kill(pid > 0 ? real_pid_of(pid) : pid, sig);
         c.err = c.result < 0 ? errno : 0;
         mig_record(&c);
     }
@@ -337,8 +345,10 @@ MIG_EXPORT int dup2(int oldfd, int newfd)
 {
     mig_init();
     int r = mig_real.dup2(oldfd, newfd);
-    if (r >= 0)
-        mig_fd_forget(newfd); /* newfd may have been another kind of file */
+    if (r >= 0) {
+        mig_fd_forget(newfd);
+        mig_track_dup(oldfd, newfd);
+    } /* newfd may have been another kind of file */
     return r;
 }
 
@@ -346,8 +356,10 @@ MIG_EXPORT int dup3(int oldfd, int newfd, int flags)
 {
     mig_init();
     int r = mig_real.dup3(oldfd, newfd, flags);
-    if (r >= 0)
+    if (r >= 0) {
         mig_fd_forget(newfd);
+        mig_track_dup(oldfd, newfd);
+    }
     return r;
 }
 

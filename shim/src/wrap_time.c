@@ -21,8 +21,7 @@ MIG_EXPORT int clock_gettime(clockid_t clk, struct timespec *ts)
     MIG_ENTER(mig_real.clock_gettime(clk, ts));
     struct mig_call c = {.kind = MIG_K_CLOCK_GETTIME, .args = {clk}};
     mig_busy++;
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, 1);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 1)) {
         copy_out(ts, &c, sizeof *ts);
         mig_replay_done();
     } else {
@@ -42,8 +41,7 @@ MIG_EXPORT int clock_getres(clockid_t clk, struct timespec *res)
     MIG_ENTER(mig_real.clock_getres(clk, res));
     struct mig_call c = {.kind = MIG_K_CLOCK_GETRES, .args = {clk}};
     mig_busy++;
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, 1);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 1)) {
         copy_out(res, &c, sizeof *res);
         mig_replay_done();
     } else {
@@ -71,8 +69,7 @@ MIG_EXPORT int gettimeofday(struct timeval *tv, void *tz)
     MIG_ENTER(mig_real.gettimeofday(tv, tz));
     struct mig_call c = {.kind = MIG_K_GETTIMEOFDAY};
     mig_busy++;
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, 0);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 0)) {
         if (is_set(tv))
             copy_out(tv, &c, sizeof(struct timeval));
         mig_replay_done();
@@ -96,8 +93,7 @@ MIG_EXPORT time_t time(time_t *out)
     MIG_ENTER(mig_real.time(out));
     struct mig_call c = {.kind = MIG_K_TIME};
     mig_busy++;
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, 0);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 0)) {
         mig_replay_done();
     } else {
         c.result = mig_real.time(NULL);
@@ -115,8 +111,7 @@ static int wait_call(int which, int64_t a, int64_t b, struct timespec *rem, int 
 {
     struct mig_call c = {.kind = MIG_K_SLEEP, .args = {which, a, b}};
     mig_busy++;
-    if (mig_mode == MIG_REPLAY) {
-        mig_replay(&c, 3);
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 3)) {
         copy_out(rem, &c, sizeof *rem);
         mig_replay_done();
     } else {

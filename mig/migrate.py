@@ -1,0 +1,73 @@
+"""``mig migrate``: ask the primary of an app to hand it to a replica, and wait for it.
+
+The request is a ``Migrate`` record in ``mig.NAME.control``. The primary answers with a
+``Handoff`` naming the successor once it has stopped taking input and every record is
+acknowledged; the successor answers with a ``Promotion``. The client-visible gap of the
+switchover is from the primary's freeze (``Handoff.frozen_ts_ms``) to the promotion.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import time
+import uuid
+from typing import Any
+
+from mig.codec import Codec
+from mig.errors import DecodeError, MigError
+from mig.kafka import KafkaSettings, consumer, end_offsets
+from mig.logwriter import LogWriter
+from mig.topics import topic_names
+
+__all__ = ["request_migration"]
+
+
+def request_migration(settings: KafkaSettings, app: str, to: str | None = None,
+                      reason: str = "mig migrate", timeout: float = 30.0) -> dict[str, Any]:
+    """Write the request and wait for its handoff and promotion. Returns what happened:
+    event_id, from_member, to_member, epoch, gap_ms."""
+    from confluent_kafka import TopicPartition
+
+    topic = topic_names(app)["control"]
+    cons = consumer(settings, **{"group.id": f"mig-migrate-{app}",
+                                 "isolation.level": "read_uncommitted"})
+    try:
+        meta = cons.list_topics(topic, timeout=10)
+        if topic not in meta.topics or meta.topics[topic].error is not None:
+            raise MigError(f"no app named {app!r}: topic {topic} does not exist")
+        start = end_offsets(cons, topic).get(0, 0)
+        cons.assign([TopicPartition(topic, 0, start)])
+        event = str(uuid.uuid4())
+        writer = LogWriter(settings, app)
+        writer.send("control", "mig.log.Migrate", {
+            "app": app, "event_id": event, "to_member": to, "reason": reason,
+            "requested_by": f"{getpass.getuser()}@{socket.gethostname()}",
+            "ts_ms": int(time.time() * 1000)}, key=event)
+        writer.commit()
+        codec = Codec.default()
+        handoff: dict[str, Any] | None = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for msg in cons.consume(100, 0.1):
+                if msg.error() is not None:
+                    continue
+                try:
+                    name, rec = codec.decode_message(msg.value(), msg.headers())
+                except DecodeError:
+                    continue
+                if name == "mig.log.Handoff" and rec["event_id"] == event:
+                    handoff = rec
+                elif (name == "mig.log.Promotion" and handoff is not None
+                      and rec["new_epoch"] > handoff["epoch"]):
+                    return {"event_id": event, "from_member": handoff["from_member"],
+                            "to_member": rec["member"], "epoch": rec["new_epoch"],
+                            "gap_ms": rec["ts_ms"] - handoff["frozen_ts_ms"]}
+        if handoff is None:
+            raise MigError(f"the primary of {app} did not hand over within {timeout:g} s:"
+                           " is it running, and is there a hot replica (see mig status)?"
+                           + (f" Is {to!r} a replica of {app}?" if to else ""))
+        raise MigError(f"{handoff['to_member']} did not become primary within {timeout:g} s"
+                       f" of the handoff (event {event})")
+    finally:
+        cons.close()

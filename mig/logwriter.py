@@ -20,7 +20,8 @@ __all__ = ["LogWriter"]
 
 class LogWriter:
     def __init__(self, settings: KafkaSettings, app: str,
-                 transactional_id: str | None = None, timeout: float = 15.0) -> None:
+                 transactional_id: str | None = None, timeout: float = 15.0,
+                 fence_now: bool = True) -> None:
         from confluent_kafka import KafkaException
 
         self.app = app
@@ -36,12 +37,29 @@ class LogWriter:
         self._transactional = bool(transactional_id)
         self._open = False
         self.fenced = ""  # why, once a newer writer with the same transactional id fenced us
-        if self._transactional:
+        self._transactional_id = transactional_id
+        self._bootstrap = settings.bootstrap_servers
+        if self._transactional and fence_now:
+            self.fence()
+        elif self._transactional:
+            # connected and with metadata now, so that fence() later takes milliseconds
+            # (a cold producer waits for its coordinator lookup to be retried)
             try:
-                self._producer.init_transactions(timeout)
+                self._producer.list_topics(timeout=timeout)
             except KafkaException as exc:
-                raise MigError(f"cannot start transactions as '{transactional_id}' at"
-                               f" {settings.bootstrap_servers}: {exc.args[0].str()}") from exc
+                raise MigError(f"cannot reach Kafka at {self._bootstrap}:"
+                               f" {exc.args[0].str()}") from exc
+
+    def fence(self) -> None:
+        """Initialise transactions under our transactional id: Kafka fences every older
+        producer with the same id and aborts its open transaction."""
+        from confluent_kafka import KafkaException
+
+        try:
+            self._producer.init_transactions(self.timeout)
+        except KafkaException as exc:
+            raise MigError(f"cannot start transactions as '{self._transactional_id}' at"
+                           f" {self._bootstrap}: {exc.args[0].str()}") from exc
 
     def send(self, role: str, full_name: str, record: dict[str, Any],
              key: str | None = None, partition: int | None = None,

@@ -31,7 +31,8 @@ def request_migration(settings: KafkaSettings, app: str, to: str | None = None,
 
     topic = topic_names(app)["control"]
     cons = consumer(settings, **{"group.id": f"mig-migrate-{app}",
-                                 "isolation.level": "read_uncommitted"})
+                                 "isolation.level": "read_uncommitted",
+                                 "fetch.wait.max.ms": 20})
     try:
         meta = cons.list_topics(topic, timeout=10)
         if topic not in meta.topics or meta.topics[topic].error is not None:

@@ -123,7 +123,8 @@ class Recorder:
                     (signal.SIGTERM, signal.SIGINT)}
         control = consumer(self.settings, **{"group.id": f"mig-primary-{self.cfg.name}",
                                              "isolation.level": "read_uncommitted",
-                                             "enable.partition.eof": True})
+                                             "enable.partition.eof": True,
+                                             "fetch.wait.max.ms": 20})
         try:
             self._follow_control(control)
             self._loop(writer, proc, control)
@@ -319,6 +320,8 @@ class Recorder:
             "calls_offsets": [{"partition": p, "offset": o} for p, o in sorted(ends.items())],
             "frozen_ts_ms": frozen_ms, "ts_ms": int(time.time() * 1000)}, key=self.member)
         writer.commit()
+        log.info("mig.recorder.handoff_written", to=to,
+                 freeze_to_handoff_ms=int(time.time() * 1000) - frozen_ms, calls_end=ends)
         deadline = now + self.cfg.failover.get("handoff_timeout_ms", 10000) / 1000
         while time.monotonic() < deadline:
             try:

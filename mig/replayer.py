@@ -110,6 +110,7 @@ class Replayer:
         self.health = "replaying"
         self._cons: Any = None
         self._live_marked: set[str] = set()
+        self._standby: LogWriter | None = None
 
     def run(self, stop: Any = None) -> ReplayStats:
         """Replay until the app exits, ``stop()`` is true, or the log stays idle for
@@ -122,7 +123,11 @@ class Replayer:
         # is (docs/interceptor.md, "When is a record committed")
         cons = consumer(self.settings, **{"group.id": f"mig-replica-{self.cfg.name}",
                                           "enable.partition.eof": True,
-                                          "isolation.level": "read_uncommitted"})
+                                          "isolation.level": "read_uncommitted",
+                                          # an idle fetch returns after this long: it
+                                          # bounds the replica's lag and how soon it sees
+                                          # a handoff or the log's end when promoting
+                                          "fetch.wait.max.ms": 20})
         self._cons = cons
         meta = cons.list_topics(topic, timeout=10)
         if topic not in meta.topics or meta.topics[topic].error is not None:
@@ -233,6 +238,8 @@ class Replayer:
             raise MigError("this host cannot replay the recorded app: " + "; ".join(problems))
         self.proc = launch(self.cfg, "replay", self.run_dir, self.workdir,
                            self.workdir / "mig-app.log")
+        if self.can_promote:
+            self._standby_writer()
         log.info("mig.replayer.started", app=self.cfg.name, pid=self.proc.pid)
 
     # -- feeding the shim
@@ -337,8 +344,9 @@ class Replayer:
         started = time.monotonic()
         # initialising the app's transactional producer fences the old primary: from here
         # Kafka refuses its records, and its open transaction is aborted
-        writer = LogWriter(self.settings, self.cfg.name,
-                           transactional_id=f"mig.{self.cfg.name}.primary")
+        writer = self._standby_writer()
+        self._standby = None
+        writer.fence()
         fenced_at = time.monotonic()
         ends = {}
         for p in self.next_offset:
@@ -349,7 +357,9 @@ class Replayer:
             if planned != ends:
                 log.warning("mig.replayer.handoff_offsets_differ", planned=planned, ends=ends)
         self._read_to(ends)
+        read_at = time.monotonic()
         self._settle(deadline=time.monotonic() + 30)
+        settled_at = time.monotonic()
         new_epoch = max(epoch, self.control.epoch + 1)
         now_ms = int(time.time() * 1000)
         detection_ms = (int((decided_at - last_alive) * 1000) if last_alive is not None
@@ -372,9 +382,22 @@ class Replayer:
         self.stats.promotion_ms = promotion_ms
         log.info("mig.replayer.promoted", epoch=new_epoch, reason=reason,
                  detection_ms=detection_ms, promotion_ms=promotion_ms,
-                 fence_ms=int((fenced_at - started) * 1000), calls_end=ends)
+                 decide_ms=int((started - decided_at) * 1000),
+                 fence_ms=int((fenced_at - started) * 1000),
+                 read_ms=int((read_at - fenced_at) * 1000),
+                 settle_ms=int((settled_at - read_at) * 1000),
+                 announce_ms=int((time.monotonic() - settled_at) * 1000), calls_end=ends)
         self._on_promote(new_epoch)
         return True
+
+    def _standby_writer(self) -> LogWriter:
+        """The app's transactional writer, connected but not yet fencing anyone: made once
+        the replica runs, so promotion does not wait for a cold producer."""
+        if self._standby is None:
+            self._standby = LogWriter(self.settings, self.cfg.name,
+                                      transactional_id=f"mig.{self.cfg.name}.primary",
+                                      fence_now=False)
+        return self._standby
 
     def _read_to(self, ends: dict[int, int]) -> None:
         """Read the calls topic until every partition reached ``ends`` (an end-of-partition

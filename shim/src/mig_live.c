@@ -270,6 +270,20 @@ static int dead_socket(struct track *t, int floor)
     return sp[0];
 }
 
+/* The old primary may still hold the address on this host (a planned migration between
+ * two members of one machine): it lets go once it sees the promotion. Up to 10 s. */
+static int bind_retrying(int s, const struct sockaddr *addr, socklen_t len)
+{
+    for (int tries = 0;; tries++) {
+        if (mig_real.bind(s, addr, len) == 0)
+            return 0;
+        if (errno != EADDRINUSE || tries >= 1000)
+            return -1;
+        struct timespec pause = {0, 10000000};
+        syscall(SYS_nanosleep, &pause, NULL);
+    }
+}
+
 static int live_socket(struct track *t)
 {
     int s = mig_real.socket(t->domain, (t->type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) | SOCK_CLOEXEC,
@@ -279,23 +293,20 @@ static int live_socket(struct track *t)
     for (int i = 0; i < t->nopts; i++)
         mig_real.setsockopt(s, t->opts[i].level, t->opts[i].name, t->opts[i].val,
                             t->opts[i].len);
-    if (t->bound) {
-        if (mig_real.bind(s, (struct sockaddr *)&t->addr, t->addrlen) != 0) {
-            /* this host lacks the primary's address: same port on every address */
-            struct sockaddr_storage any = t->addr;
-            if (any.ss_family == AF_INET)
-                memset(&((struct sockaddr_in *)&any)->sin_addr, 0, sizeof(struct in_addr));
-            else if (any.ss_family == AF_INET6)
-                memset(&((struct sockaddr_in6 *)&any)->sin6_addr, 0, sizeof(struct in6_addr));
-            if (errno != EADDRNOTAVAIL ||
-                mig_real.bind(s, (struct sockaddr *)&any, t->addrlen) != 0) {
-                mig_warn("going live: cannot bind a socket at the primary's address", NULL);
-                syscall(SYS_close, s);
-                return -1;
-            }
-            mig_warn("going live: this host lacks the bound address; listening on every"
-                     " address, same port", NULL);
+    if (t->bound && bind_retrying(s, (struct sockaddr *)&t->addr, t->addrlen) != 0) {
+        /* this host lacks the primary's address: same port on every address */
+        struct sockaddr_storage any = t->addr;
+        if (any.ss_family == AF_INET)
+            memset(&((struct sockaddr_in *)&any)->sin_addr, 0, sizeof(struct in_addr));
+        else if (any.ss_family == AF_INET6)
+            memset(&((struct sockaddr_in6 *)&any)->sin6_addr, 0, sizeof(struct in6_addr));
+        if (errno != EADDRNOTAVAIL || bind_retrying(s, (struct sockaddr *)&any, t->addrlen) != 0) {
+            mig_warn("going live: cannot bind a socket at the primary's address", NULL);
+            syscall(SYS_close, s);
+            return -1;
         }
+        mig_warn("going live: this host lacks the bound address; listening on every"
+                 " address, same port", NULL);
     }
     if (t->listening && mig_real.listen(s, t->backlog) != 0) {
         mig_warn("going live: listen failed", NULL);

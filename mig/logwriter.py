@@ -112,7 +112,13 @@ class LogWriter:
     def flush(self) -> None:
         """Wait until every record sent so far is acknowledged by all in-sync replicas
         (acks=all), without committing the open transaction."""
-        remaining = self._producer.flush(self.timeout)
+        from confluent_kafka import KafkaException
+
+        try:
+            remaining = self._producer.flush(self.timeout)
+        except KafkaException as exc:  # librdkafka's fatal errors surface here too
+            self._raise_if_fenced(exc.args[0])
+            raise MigError(f"the Kafka producer failed: {exc.args[0].str()}") from exc
         if remaining:
             raise MigError(f"{remaining} records not acknowledged within {self.timeout:g} s")
         if self.fenced:

@@ -39,6 +39,8 @@ class HostNet:
                 _ip("-n", ns, "addr", "add", f"{host_ip}/30", "dev", "eth0")
                 _ip("-n", ns, "link", "set", "eth0", "up")
                 _ip("-n", ns, "link", "set", "lo", "up")
+                # every host reaches the root side of every other host (a broker there)
+                _ip("-n", ns, "route", "add", "default", "via", root_ip)
                 self.root_ips.append(root_ip)
                 self.host_ips.append(host_ip)
         except BaseException:
@@ -48,6 +50,26 @@ class HostNet:
     def wrap(self, host: int, command: list[str]) -> list[str]:
         """``command`` run inside test host ``host``."""
         return ["ip", "netns", "exec", self.names[host], *command]
+
+    def pids(self, host: int) -> list[int]:
+        out = subprocess.run(["ip", "netns", "pids", self.names[host]], capture_output=True,
+                             text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def signal(self, host: int, sig: int) -> None:
+        """Send ``sig`` to every process of test host ``host`` (a host-wide crash or pause)."""
+        for pid in self.pids(host):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def link(self, host: int, up: bool) -> None:
+        """Cut test host ``host`` off from everything (or reconnect it)."""
+        _ip("-n", self.names[host], "link", "set", "eth0", "up" if up else "down")
+        if up:
+            subprocess.run(["ip", "-n", self.names[host], "route", "replace", "default", "via",
+                            self.root_ips[host]], capture_output=True)
 
     def close(self) -> None:
         """Kill what still runs inside the hosts, then remove them and their veths (a

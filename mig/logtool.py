@@ -77,8 +77,13 @@ def latest_manifest(settings: KafkaSettings, app: str,
 
 def read_rows(settings: KafkaSettings, app: str, roles: list[str] | None = None,
               start: str | int = "beginning", follow: bool = False,
-              timeout: float = 10.0, stop: Callable[[], bool] | None = None) -> Iterator[Row]:
+              timeout: float = 10.0, stop: Callable[[], bool] | None = None,
+              committed_only: bool = False) -> Iterator[Row]:
     """Yield the rows of ``app``'s topics (``roles`` of calls/checkpoints/control).
+
+    Records are read as replicas read them (read_uncommitted): a record of a transaction
+    that fencing aborted was acknowledged and replayed, so it is part of the app's history.
+    ``committed_only`` shows what a read_committed consumer sees instead.
 
     ``start`` is "beginning", "checkpoint" (calls from the newest manifest's barrier
     offsets) or an offset applied to every partition. Without ``follow`` the walk ends when
@@ -99,7 +104,9 @@ def read_rows(settings: KafkaSettings, app: str, roles: list[str] | None = None,
                   for po in manifest["barrier_offsets"]}
     wait_reachable(settings, timeout)
     codec = Codec.default()
-    cons = consumer(settings, **{"group.id": f"mig-inspect-{app}"})
+    cons = consumer(settings, **{"group.id": f"mig-inspect-{app}",
+                                 "isolation.level": "read_committed" if committed_only
+                                 else "read_uncommitted"})
     try:
         meta = cons.list_topics(timeout=timeout)
     except KafkaException as exc:

@@ -29,6 +29,11 @@ def tail(
     name: str = typer.Argument(..., help="The app's name (app.name in app.toml)."),
     start: str = typer.Option("beginning", "--from", help="beginning, checkpoint or OFFSET."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    committed_only: bool = typer.Option(False, "--committed-only",
+                                        help="Only records of committed transactions (what a"
+                                             " read_committed consumer sees); by default"
+                                             " every acknowledged record, as replicas read"
+                                             " them."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep waiting for new records."),
     topic: list[str] = typer.Option([], "--topic", "-t",
                                     help="calls, checkpoints or control (repeatable)."),
@@ -45,7 +50,7 @@ def tail(
     settings = resolve_kafka(bootstrap, config)
     render = render_json if as_json else render_text
     for row in read_rows(settings, name, roles=list(topic) or None, start=_start(start),
-                         follow=follow):
+                         follow=follow, committed_only=committed_only):
         typer.echo(render(row))
 
 

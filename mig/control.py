@@ -4,7 +4,8 @@ The control topic has one partition, so every member reads the same records in t
 order. That order is the only coordination mig uses:
 
 - the current epoch is the newest ``Promotion``'s (1 before any promotion);
-- the primary is the member whose heartbeats carry the current epoch;
+- the primary is the member whose heartbeats carry the current epoch; a primary whose app
+  ended (its ``MemberStatus`` says ``stopped``) is not taken over;
 - the successor for epoch E is the member of the *first* ``Claim`` for E in the topic; a
   claim for E that was not followed by a promotion within ``stale_after_s`` lets the next
   claimer try E + 1 (the winner died while promoting);
@@ -35,6 +36,7 @@ class ControlView:
     epoch: int = 1
     primary: str | None = None
     last_primary_seen: float = 0.0
+    primary_stopped: bool = False  # the primary ended its app on purpose: nothing to take over
     promotions: list[dict[str, Any]] = field(default_factory=list)
     statuses: dict[str, Seen] = field(default_factory=dict)
     claims: dict[int, Seen] = field(default_factory=dict)  # first claim per epoch
@@ -50,6 +52,9 @@ class ControlView:
                 self.last_primary_seen = now
         elif name == "mig.log.MemberStatus":
             self.statuses[rec["member"]] = Seen(rec, now)
+            if (rec["role"] == "PRIMARY" and rec["health"] == "stopped"
+                    and rec["epoch"] >= self.epoch):
+                self.primary_stopped = True
         elif name == "mig.log.Claim":
             self.claims.setdefault(rec["epoch"], Seen(rec, now))
         elif name == "mig.log.Promotion":
@@ -58,6 +63,7 @@ class ControlView:
                 self.epoch = rec["new_epoch"]
                 self.primary = rec["member"]
                 self.last_primary_seen = now
+                self.primary_stopped = False
         elif name == "mig.log.Handoff":
             self.handoffs.append(Seen(rec, now))
         elif name == "mig.log.Migrate":

@@ -230,15 +230,17 @@ class Recorder:
                 self._heartbeat(writer)
                 last_beat = now
             if self._stop and stop_sent is None:
-                if (self.cfg.failover.get("migrate_on_stop", True) and self._hot(now)
-                        and self._migrate_asked is None and not self._stop_handoff_tried):
+                if (not self._stop_handoff_tried and self._migrate_asked is None
+                        and self.cfg.failover.get("migrate_on_stop", True) and self._hot(now)):
+                    # hand the app to a hot replica instead (the handoff runs at the next
+                    # control turn; if it fails, the app is stopped after all)
                     self._stop_handoff_tried = True
                     self._ask_migrate("SIGTERM to mig primary")
-                    continue
-                # ask the app to end, and keep answering its barriers while it does: its
-                # last outputs (held until acknowledged) are part of ending
-                proc.terminate()
-                stop_sent = now
+                elif self._migrate_asked is None:
+                    # ask the app to end, and keep answering its barriers while it does:
+                    # its last outputs (held until acknowledged) are part of ending
+                    proc.terminate()
+                    stop_sent = now
             if stop_sent is not None and now - stop_sent > self.stop_timeout_s:
                 proc.kill()
                 stop_sent = now + 3600  # once
@@ -246,6 +248,12 @@ class Recorder:
                 self._discover()
                 while self._drain(writer):  # everything the app wrote before it ended
                     pass
+                # the app ended here: replicas must not take it over as if we had died
+                writer.send("control", "mig.log.MemberStatus", {
+                    "app": self.cfg.name, "member": self.member, "role": "PRIMARY",
+                    "epoch": self.epoch, "lag_records": 0, "lag_ms": 0, "health": "stopped",
+                    "ts_ms": int(time.time() * 1000), "host": self.host,
+                    "calls_offset": -1}, key=self.member)
                 self._commit(writer)
                 return
             if sent:

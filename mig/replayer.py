@@ -287,10 +287,10 @@ class Replayer:
 
     def _failover_step(self) -> bool:
         """Watch the primary; claim, and promote when this member wins. True once promoted."""
-        if self.proc is None or self.stats.divergence:
-            return False
-        now = time.monotonic()
         ctl = self.control
+        if self.proc is None or self.stats.divergence or ctl.primary_stopped:
+            return False  # nothing running, or the recording simply ended
+        now = time.monotonic()
         timeout = self.cfg.replica["failover_timeout_ms"] / 1000
         handoff = ctl.pending_handoff()
         if handoff is not None:

@@ -101,6 +101,6 @@ def test_replica_on_another_host_reaches_the_primarys_state(case, net_broker, tm
                    [tmp_path / "backup" / f for f in files])
         assert replica.poll() is None, "the replica stopped (divergence?)"
     finally:
-        _stop(primary)
-        if replica is not None:
+        if replica is not None:  # first: with a hot replica, SIGTERM would hand over
             _stop(replica)
+        _stop(primary)

@@ -72,7 +72,10 @@ class Deployment:
             f'command = ["{APPS / "build" / "kvserver"}", "{self.port}", "0.0.0.0"]\n'
             "[kafka]\n"
             f'bootstrap_servers = "{broker.settings.bootstrap_servers}"\n'
-            "[replica]\nheartbeat_ms = 200\nfailover_timeout_ms = 1000\n")
+            "[replica]\nheartbeat_ms = 200\nfailover_timeout_ms = 1000\n"
+            "[failover]\n"
+            'on_promote = "echo $MIG_EPOCH $MIG_MEMBER > promoted-by-hook.txt"\n'
+            'maintenance_file = "maintenance"\n')
 
     def addresses(self) -> list[tuple[str, int]]:
         return [(self.net.host_ips[h], self.port) for h in (0, *self.replica_hosts)]
@@ -189,6 +192,9 @@ def test_kill_9_of_the_primary_host_under_load(hosts, tmp_path):
         report, acks, _ = _under_load(dep, lambda: net.signal(0, signal.SIGKILL))
         promo = _check_outcome(dep, report, acks, 1200, {"host1"})
         assert promo["reason"] == "failover" and promo["detection_ms"] >= 1000
+        hook = dep.app_toml.parent / "promoted-by-hook.txt"  # on_promote ran, from app.cwd
+        _wait_for(hook.exists, 10, "the on_promote command")
+        assert hook.read_text().split() == ["2", "host1"]
     finally:
         dep.stop()
 
@@ -281,5 +287,32 @@ def test_two_backups_one_promotes_the_other_follows(hosts, tmp_path):
                   "the other backup to replay the new primary's dump")
         assert dep.procs[other].poll() is None, "the other backup stopped"
         assert not _answers(net.host_ips[other], dep.port)  # it did not go live
+    finally:
+        dep.stop()
+
+
+@pytest.mark.parametrize("trigger", ["sigterm", "maintenance-file"])
+def test_planned_handoff_triggers(hosts, tmp_path, trigger):
+    """SIGTERM to mig primary with a hot replica, and the maintenance file, migrate the app
+    instead of stopping it."""
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path)
+    try:
+        dep.start()
+
+        def fire() -> None:
+            if trigger == "sigterm":
+                dep.procs[0].send_signal(signal.SIGTERM)
+            else:
+                (dep.app_toml.parent / "maintenance").write_text("kernel upgrade\n")
+
+        report, acks, _ = _under_load(dep, fire)
+        promo = _check_outcome(dep, report, acks, 1200, {"host1"})
+        assert promo["reason"] == "handoff"
+        dep.procs[0].wait(30)
+        assert dep.procs[0].returncode == 0
+        assert "handed the app over to host1" in dep.log_text(0)
+        reason = "SIGTERM to mig primary" if trigger == "sigterm" else "maintenance file"
+        assert reason in dep.log_text(0)
     finally:
         dep.stop()

@@ -25,8 +25,11 @@ class UnsupportedProgram(MigError):
     exit_code = 2
 
 
-def check_program(argv0: str, path_env: str | None = None) -> Path:
-    """The resolved binary that will run for ``argv0``; raises UnsupportedProgram."""
+def check_program(argv0: str, path_env: str | None = None, cwd: Path | None = None) -> Path:
+    """The resolved binary that will run for ``argv0`` (a relative path is the app's
+    ``cwd``'s, as when it is started there); raises UnsupportedProgram."""
+    if "/" in argv0 and not argv0.startswith("/") and cwd is not None:
+        argv0 = str(Path(cwd) / argv0)
     found = shutil.which(argv0, path=path_env) if "/" not in argv0 else argv0
     if not found or not Path(found).is_file():
         raise UnsupportedProgram(f"program '{argv0}' not found")

@@ -8,6 +8,7 @@ writer with the same id fences this one (the basis of promotion in later issues)
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from mig.codec import Codec
@@ -33,6 +34,9 @@ class LogWriter:
         extra: dict[str, Any] = {}
         if transactional_id:
             extra["transactional.id"] = transactional_id
+        # librdkafka's global errors come here, not as exceptions raised from inside a
+        # flush() (its fatal "fenced" error was raised there as a bare KafkaError object)
+        extra["error_cb"] = self._on_error
         self._producer = producer(settings, **extra)
         self._transactional = bool(transactional_id)
         self._open = False
@@ -119,6 +123,13 @@ class LogWriter:
         except KafkaException as exc:  # librdkafka's fatal errors surface here too
             self._raise_if_fenced(exc.args[0])
             raise MigError(f"the Kafka producer failed: {exc.args[0].str()}") from exc
+        except:  # noqa: E722 - a bare KafkaError object is not an exception class (error_cb)
+            exc = sys.exc_info()[1]
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            if hasattr(exc, "code"):
+                self._raise_if_fenced(exc)
+            raise MigError(f"the Kafka producer failed: {exc}") from None
         if remaining:
             raise MigError(f"{remaining} records not acknowledged within {self.timeout:g} s")
         if self.fenced:
@@ -145,6 +156,10 @@ class LogWriter:
         self._open = False
         self._errors.clear()
         self._offsets.clear()
+
+    def _on_error(self, err: Any) -> None:
+        if _is_fencing(err):
+            self.fenced = err.str()
 
     def _raise_if_fenced(self, err: Any) -> None:
         if _is_fencing(err):

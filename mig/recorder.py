@@ -93,7 +93,7 @@ class Recorder:
 
     def run(self) -> RecordStats:
         """Record until the app exits (or SIGTERM/SIGINT stops it). Returns the figures."""
-        check_program(self.cfg.command[0], app_env(self.cfg)["PATH"])
+        check_program(self.cfg.command[0], app_env(self.cfg)["PATH"], self.cfg.cwd)
         ensure_topics(self.settings, self.cfg.name, self.cfg.topics)
         self._refuse_existing_recording()
         writer = LogWriter(self.settings, self.cfg.name,

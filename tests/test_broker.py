@@ -81,3 +81,12 @@ def test_read_commands_do_not_start_the_embedded_broker(tmp_path):
     assert proc.stderr.strip().endswith(
         "the embedded broker is not running: start it with `mig broker up`,"
         " or pass --bootstrap HOST:PORT")
+
+
+def test_cluster_ids_never_look_like_an_option():
+    """The storage tool parses `-t ID`: an id starting with '-' failed formatting."""
+    from mig.broker.node import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(5000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 for i in ids) and len(set(ids)) == len(ids)

@@ -1,0 +1,300 @@
+"""``mig doctor``: is this host (and an app.toml) ready for mig? One ``Check`` per question.
+
+Every check returns what it found and, unless all is well, what to do about it; none of them
+changes anything (no broker is started, no topic is created). The host checks cover what
+recording, replay and checkpoints rely on: the kernel, glibc, CRIU, ptrace, namespaces and
+the shim. With an app.toml, the app's program, its Kafka and its topics are checked too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mig.errors import MigError
+
+if TYPE_CHECKING:
+    from mig.config import AppConfig
+    from mig.kafka import KafkaSettings
+
+__all__ = ["Check", "run_checks", "host_checks", "app_checks", "exit_code", "render_text",
+           "to_json", "STATUSES"]
+
+STATUSES = ("ok", "warn", "fail")
+MIN_KERNEL = (5, 4)  # the oldest kernel line mig is meant for; CRIU itself needs 3.11
+MIN_GLIBC = (2, 31)
+_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Check:
+    check: str  # short stable name: "kernel", "criu", "topic.calls", ...
+    status: str  # "ok", "warn" or "fail"
+    detail: str  # what was found
+    advice: str = ""  # what to do; "" when ok
+
+
+def run_checks(app_toml: Path | None = None, kafka_timeout: float = 3.0) -> list[Check]:
+    """The host checks, then (with ``app_toml``) the app's."""
+    checks = host_checks()
+    if app_toml is not None:
+        checks += app_checks(app_toml, kafka_timeout)
+    return checks
+
+
+def host_checks() -> list[Check]:
+    steps: list[Callable[[], Check]] = [
+        check_kernel, check_glibc, check_criu, check_ptrace, check_namespaces, check_shim,
+        check_threads]
+    return [step() for step in steps]
+
+
+def exit_code(checks: list[Check]) -> int:
+    return 1 if any(c.status == "fail" for c in checks) else 0
+
+
+def render_text(checks: list[Check]) -> str:
+    width = max((len(c.check) for c in checks), default=0)
+    lines = []
+    for c in checks:
+        lines.append(f"{c.status:<4}  {c.check:<{width}}  {c.detail}")
+        if c.advice:
+            lines.append(f"{'':<4}  {'':<{width}}  -> {c.advice}")
+    return "\n".join(lines)
+
+
+def to_json(checks: list[Check]) -> str:
+    return json.dumps([asdict(c) for c in checks], indent=2)
+
+
+# --- host ---------------------------------------------------------------------------------
+
+def _numbers(text: str) -> tuple[int, ...]:
+    m = re.match(r"(\d+(?:\.\d+)*)", text)
+    return tuple(int(p) for p in m.group(1).split(".")) if m else ()
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
+def check_kernel() -> Check:
+    release, machine = platform.release(), platform.machine()
+    found = f"Linux {release} ({machine})"
+    if platform.system() != "Linux":
+        return Check("kernel", "fail", f"{platform.system()} {release}",
+                     "mig runs on Linux only")
+    if machine != "x86_64":
+        return Check("kernel", "warn", found, "mig is built and tested on x86_64 only")
+    if _numbers(release) < MIN_KERNEL:
+        return Check("kernel", "warn", found,
+                     f"kernels older than {_dotted(MIN_KERNEL)} are untested; CRIU may"
+                     " refuse features (see the criu line)")
+    return Check("kernel", "ok", found)
+
+
+def check_glibc() -> Check:
+    try:
+        text = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError):
+        text = ""
+    if not text.startswith("glibc "):
+        return Check("glibc", "fail", "the C library is not glibc",
+                     "the shim interposes glibc's functions: use a glibc-based distribution")
+    version = text.split()[1]
+    if _numbers(version) < MIN_GLIBC:
+        return Check("glibc", "warn", f"glibc {version}",
+                     f"glibc older than {_dotted(MIN_GLIBC)} is untested")
+    return Check("glibc", "ok", f"glibc {version}")
+
+
+def check_criu() -> Check:
+    from mig.criu import MIN_VERSION, find_criu, install_hint
+
+    try:
+        info = find_criu()
+    except MigError as exc:
+        return Check("criu", "fail", str(exc).split(";")[0], install_hint())
+    found = f"CRIU {info.version or '(unknown version)'} ({info.source}, {info.path})"
+    last = info.check_output.splitlines()[-1] if info.check_output else "no output"
+    if not info.check_ok:
+        advice = ("`criu check` needs root: run mig as root" if os.geteuid() != 0
+                  else f"this CRIU does not work on this kernel; {install_hint()}")
+        return Check("criu", "fail", f"{found}: `criu check` fails: {last}", advice)
+    if not info.good:
+        return Check("criu", "fail", f"{found} is older than {_dotted(MIN_VERSION)}",
+                     install_hint())
+    return Check("criu", "ok", f"{found}: `criu check`: {last}")
+
+
+def check_ptrace() -> Check:
+    scope_file = Path("/proc/sys/kernel/yama/ptrace_scope")
+    root = os.geteuid() == 0
+    try:
+        scope = int(scope_file.read_text().strip())
+    except FileNotFoundError:
+        return Check("ptrace", "ok", "no Yama LSM: ptrace is not restricted")
+    except (OSError, ValueError) as exc:
+        return Check("ptrace", "warn", f"cannot read {scope_file}: {exc}",
+                     "CRIU needs to ptrace the app")
+    found = f"kernel.yama.ptrace_scope = {scope}"
+    if scope == 0 or (scope in (1, 2) and root):
+        return Check("ptrace", "ok", found + (" (root may ptrace)" if scope else ""))
+    if scope in (1, 2):
+        return Check("ptrace", "warn", found + " and not root",
+                     "CRIU must ptrace the app: run mig as root")
+    return Check("ptrace", "fail", found + ": ptrace is disabled until reboot",
+                 "set kernel.yama.ptrace_scope to 1 or less (sysctl.d) and reboot")
+
+
+def check_namespaces() -> Check:
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return Check("namespaces", "fail", "no `unshare` on PATH",
+                     "install util-linux")
+    failed = []
+    for what, args in (("pid", ["--pid", "--fork"]), ("network", ["--net"])):
+        ok, out = _run([unshare, *args, "true"])
+        if not ok:
+            failed.append(f"{what} ({out.splitlines()[-1] if out else 'failed'})")
+    if failed:
+        return Check("namespaces", "fail", "cannot create a namespace: " + ", ".join(failed),
+                     "run mig as root (CAP_SYS_ADMIN); in a container, allow unshare"
+                     " (e.g. a privileged container)")
+    return Check("namespaces", "ok", "can create pid and network namespaces")
+
+
+def check_shim() -> Check:
+    from mig.paths import shim_library
+
+    shim = shim_library()
+    if not shim.is_file():
+        return Check("shim", "fail", f"not built: {shim}",
+                     "run `make -C shim` (or reinstall mig)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIG_")}
+    env["LD_PRELOAD"] = str(shim)
+    ok, out = _run(["/bin/cat", "/proc/self/maps"], env=env)
+    if not ok or str(shim) not in out:
+        reason = next((line for line in out.splitlines() if "ld.so" in line or "mig" in line),
+                      out.strip().splitlines()[-1] if out.strip() else "not loaded")
+        return Check("shim", "fail", f"{shim} does not load: {reason}",
+                     "rebuild it on this host: `make -C shim`")
+    return Check("shim", "ok", f"{shim} loads (LD_PRELOAD into /bin/cat)")
+
+
+def check_threads() -> Check:
+    return Check("threads", "warn", "multi-threaded programs are not yet supported: calls"
+                 " are not ordered between threads, so a replica can diverge (threads issue"
+                 " open)", "run single-threaded programs (forked worker processes are fine);"
+                 " see docs/interceptor.md")
+
+
+# --- the app ------------------------------------------------------------------------------
+
+def app_checks(app_toml: Path, kafka_timeout: float = 3.0) -> list[Check]:
+    """The app.toml itself, its program, its Kafka and its topics (read-only)."""
+    from mig.config import load_config
+    from mig.elfcheck import check_program
+    from mig.launch import app_env
+
+    try:
+        cfg = load_config(app_toml)
+    except MigError as exc:
+        return [Check("config", "fail", str(exc), "fix the app.toml (`mig config check`)")]
+    checks = [Check("config", "ok", f"{app_toml}: app {cfg.name}")]
+    try:
+        binary = check_program(cfg.command[0], app_env(cfg)["PATH"], cfg.cwd)
+        checks.append(Check("program", "ok", f"{binary} is dynamically linked against libc"))
+    except MigError as exc:
+        checks.append(Check("program", "fail", str(exc),
+                            "mig records programs that call libc dynamically: rebuild or"
+                            " pick another binary"))
+    kafka, settings = _check_kafka(cfg, app_toml, kafka_timeout)
+    checks.append(kafka)
+    if settings is not None:
+        checks += _check_topics(settings, cfg.name, cfg.topics, kafka_timeout)
+    return checks
+
+
+def _check_kafka(cfg: AppConfig, app_toml: Path,
+                 timeout: float) -> tuple[Check, KafkaSettings | None]:
+    from mig.connect import resolve_kafka
+    from mig.kafka import wait_reachable
+
+    try:
+        settings = resolve_kafka(None, app_toml)
+    except MigError as exc:
+        if cfg.bootstrap_servers is None:
+            return Check("kafka", "warn", "no [kafka] bootstrap_servers and the embedded"
+                         " broker is not running", "`mig primary start` starts the embedded"
+                         " broker; for production set [kafka] bootstrap_servers"), None
+        return Check("kafka", "fail", str(exc), "check [kafka] of the app.toml"), None
+    try:
+        brokers = wait_reachable(settings, timeout=timeout)
+    except MigError as exc:
+        return Check("kafka", "fail", str(exc),
+                     "start the broker or fix [kafka] bootstrap_servers"), None
+    return Check("kafka", "ok", f"{brokers} broker(s) answer at {settings.bootstrap_servers}"
+                 f" ({settings.source})"), settings
+
+
+def _check_topics(settings: KafkaSettings, app: str, topics: dict[str, int],
+                  timeout: float) -> list[Check]:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import ConfigResource
+
+    from mig.kafka import admin_client
+    from mig.topics import STRICT_KEYS, topic_specs
+
+    admin = admin_client(settings)
+    try:
+        meta = admin.list_topics(timeout=timeout)
+        specs = topic_specs(app, topics, brokers=len(meta.brokers))
+        existing = [s for s in specs if s.name in meta.topics]
+        futures = admin.describe_configs(
+            [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in existing]
+        ) if existing else {}
+        actual = {res.name: {k: e.value for k, e in fut.result(timeout=timeout).items()}
+                  for res, fut in futures.items()}
+    except KafkaException as exc:
+        return [Check("topics", "fail", f"cannot read the app's topics: {exc}",
+                      "check the broker and the client's permissions (describe configs)")]
+    checks = []
+    for spec in specs:
+        name = f"topic.{spec.role}"
+        if spec.name not in actual:
+            checks.append(Check(name, "warn", f"{spec.name} does not exist: created at first"
+                                " start", "nothing to do (`mig topics ensure` creates it now)"))
+            continue
+        have = actual[spec.name]
+        wrong = [k for k in STRICT_KEYS if have.get(k) != spec.config[k]]
+        if wrong:
+            checks.append(Check(name, "fail", f"{spec.name}: " + ", ".join(
+                f"{k} is '{have.get(k)}', mig needs '{spec.config[k]}'" for k in wrong),
+                "delete the topic (mig recreates it) or fix its config"))
+            continue
+        differ = [f"{k}={have.get(k)} (expected {v})" for k, v in spec.config.items()
+                  if k not in STRICT_KEYS and str(have.get(k)) != v]
+        if differ:
+            checks.append(Check(name, "warn", f"{spec.name}: " + ", ".join(differ),
+                                "mig works, but set these with kafka-configs to match"))
+        else:
+            checks.append(Check(name, "ok", f"{spec.name} exists with mig's config"))
+    return checks
+
+
+def _run(argv: list[str], env: dict[str, str] | None = None) -> tuple[bool, str]:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT,
+                              env=env, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, str(exc)
+    return proc.returncode == 0, proc.stdout + proc.stderr

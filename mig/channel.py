@@ -164,6 +164,11 @@ class Ring:
         return self._u64("committed_seq")
 
     @property
+    def waiters(self) -> int:
+        """Threads of the app sleeping on a futex of this ring (replay: waiting for data)."""
+        return self._u32("waiters")
+
+    @property
     def mode(self) -> int:
         """MODE_RECORD or MODE_REPLAY; a replaying process that went live turns it to
         MODE_RECORD itself."""

@@ -72,6 +72,17 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "max_lag_records": Key("int", 1_000_000, "A replica with more records than this"
                                " still to replay never claims the primary role.", minimum=0),
     },
+    "checkpoints": {
+        "enabled": Key("bool", True, "Replicas take checkpoints (CRIU images of the app) into"
+                       " `mig.NAME.checkpoints`, and a replica that starts late restores"
+                       " the newest one instead of replaying the whole log."),
+        "every_records": Key("int", 0, "A replica checkpoints after this many replayed"
+                             " calls. 0: no such trigger.", minimum=0),
+        "every_seconds": Key("int", 600, "A replica checkpoints this often. 0: no such"
+                             " trigger.", minimum=0),
+        "keep": Key("int", 2, "Checkpoints kept; older ones are tombstoned, and calls"
+                    " records before the oldest kept one are deleted.", minimum=1),
+    },
     "failover": {
         "on_promote": Key("str", "", "Shell command run (in the background, from app.cwd)"
                           " when this member becomes primary, e.g. to move a service"
@@ -112,6 +123,7 @@ class AppConfig:
     topics: dict[str, int]
     replica: dict[str, int]
     failover: dict[str, Any] = field(default_factory=dict)
+    checkpoints: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, dict[str, Any]] = field(repr=False, default_factory=dict)
 
     def kafka_settings(self) -> KafkaSettings | None:
@@ -150,7 +162,8 @@ def parse_config(text: str, path: Path) -> AppConfig:
                      state_dir=(cwd / app["state_dir"]).resolve(), env=dict(app["env"]),
                      barrier_mode=app["barrier_mode"], bootstrap_servers=bootstrap,
                      kafka_properties=kafka, topics=values["topics"],
-                     replica=values["replica"], failover=values["failover"], raw=values)
+                     replica=values["replica"], failover=values["failover"],
+                     checkpoints=values["checkpoints"], raw=values)
 
 
 def _validate(doc: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:

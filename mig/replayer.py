@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import time
@@ -79,7 +80,7 @@ def compare_identity(recorded: dict[str, Any], local: dict[str, Any]) -> list[st
 class Replayer:
     def __init__(self, cfg: AppConfig, settings: KafkaSettings, run_dir: Path, workdir: Path,
                  idle_exit_s: float | None = None, member: str | None = None,
-                 can_promote: bool = True) -> None:
+                 can_promote: bool = True, use_checkpoints: bool = True) -> None:
         self.cfg = cfg
         self.settings = settings
         self.run_dir = run_dir
@@ -109,8 +110,20 @@ class Replayer:
         self.writer: LogWriter | None = None  # the app's transactional writer, once promoted
         self.health = "replaying"
         self._cons: Any = None
+        self.control_read = False  # the control topic was read to its end once
         self._live_marked: set[str] = set()
         self._standby: LogWriter | None = None
+        # checkpoints (mig/checkpoint.py)
+        self.use_checkpoints = use_checkpoints and cfg.checkpoints.get("enabled", True)
+        self.identity_rec: dict[str, Any] | None = None  # the recorded AppIdentity
+        self.last_seq: dict[str, int] = {}  # lpid -> seq of the last call fed
+        self.launched = False  # this worker started the app (a restored one is not dumped)
+        self.restored_from: str | None = None
+        self._ckpt_calls = 0
+        self._ckpt_at = time.monotonic()
+        self._ckpt_asked: str | None = None
+        self._started_ms = int(time.time() * 1000)
+        self._ckpt_retry_at = 0.0
 
     def run(self, stop: Any = None) -> ReplayStats:
         """Replay until the app exits, ``stop()`` is true, or the log stays idle for
@@ -133,12 +146,13 @@ class Replayer:
         if topic not in meta.topics or meta.topics[topic].error is not None:
             raise MigError(f"topic {topic} does not exist: has the primary started?")
         parts = list(meta.topics[topic].partitions)
-        self.next_offset = {p: 0 for p in parts}
-        cons.assign([TopicPartition(topic, p, 0) for p in parts]
-                    + [TopicPartition(names["control"], 0, 0)])
         self.status = LogWriter(self.settings, self.cfg.name)
+        self.next_offset = self._maybe_restore(cons, topic, parts)
+        cons.assign([TopicPartition(topic, p, o) for p, o in self.next_offset.items()]
+                    + [TopicPartition(names["control"], 0, 0)])
         last_input = time.monotonic()
         last_status = 0.0
+        self.started_at = time.monotonic()  # after a restore: the silence starts now
         try:
             while True:
                 if (time.monotonic() - last_status) * 1000 >= self.cfg.replica["heartbeat_ms"]:
@@ -151,6 +165,8 @@ class Replayer:
                     if err is not None and err.code() == KafkaError._PARTITION_EOF:
                         if msg.topic() == topic:
                             self.eof_at[msg.partition()] = msg.offset()
+                        else:
+                            self.control_read = True
                         continue
                     if err is not None:
                         raise MigError(f"reading {msg.topic()}: {err.str()}")
@@ -164,6 +180,7 @@ class Replayer:
                 self._check()
                 if self.can_promote and self._failover_step():
                     return self.stats  # promoted: the caller goes on as the primary
+                self._checkpoint_step()
                 if self.proc is not None and self.proc.poll() is not None and not self._backlog():
                     return self.stats
                 if (self.idle_exit_s is not None and not self._backlog()
@@ -236,8 +253,10 @@ class Replayer:
         problems = compare_identity(recorded, local)
         if problems:
             raise MigError("this host cannot replay the recorded app: " + "; ".join(problems))
+        self.identity_rec = recorded
         self.proc = launch(self.cfg, "replay", self.run_dir, self.workdir,
                            self.workdir / "mig-app.log")
+        self.launched = True
         if self.can_promote:
             self._standby_writer()
         log.info("mig.replayer.started", app=self.cfg.name, pid=self.proc.pid)
@@ -255,7 +274,7 @@ class Replayer:
             queue = self.pending.get(lpid)
             fed = 0
             while queue and ring.put(queue[0][0]):
-                queue.popleft()
+                self.last_seq[lpid] = queue.popleft()[0].seq
                 fed += 1
             if fed:
                 self.stats.calls += fed
@@ -284,12 +303,20 @@ class Replayer:
                         reason=exc.reason)
             return
         self.control.on_record(name, rec)
+        if name == "mig.log.CheckpointRequest" and rec["ts_ms"] >= self._started_ms:
+            # one replica answers: the least-lagged hot one (all read the same statuses)
+            fresh = max(1.0, 5 * self.cfg.replica["heartbeat_ms"] / 1000)
+            hot = self.control.hot_replicas(time.monotonic(), fresh)
+            if not hot or hot[0]["member"] == self.member:
+                self._ckpt_asked = rec["event_id"]
 
     def _failover_step(self) -> bool:
         """Watch the primary; claim, and promote when this member wins. True once promoted."""
         ctl = self.control
-        if self.proc is None or self.stats.divergence or ctl.primary_stopped:
-            return False  # nothing running, or the recording simply ended
+        if (self.proc is None or self.stats.divergence or ctl.primary_stopped
+                or not self.control_read):
+            return False  # nothing running, the recording simply ended, or we do not
+            # know the primary's latest yet (the control topic is not read to its end)
         now = time.monotonic()
         timeout = self.cfg.replica["failover_timeout_ms"] / 1000
         handoff = ctl.pending_handoff()
@@ -455,3 +482,161 @@ class Replayer:
             log.info("mig.replayer.on_promote", command=shlex.quote(command))
         except OSError as exc:
             log.error("mig.replayer.on_promote_failed", command=command, error=str(exc))
+
+    # -- checkpoints
+    def _maybe_restore(self, cons: Any, topic: str, parts: list[int]) -> dict[int, int]:
+        """Start from the newest checkpoint this host can restore (its calls offsets), or
+        from the log's start. A checkpoint is refused, with the reason logged, when its CRIU
+        or kernel is not this host's kind, its app identity differs, or it is corrupt."""
+        from confluent_kafka import TopicPartition
+
+        from mig.checkpoint import (
+            CheckpointError,
+            compatible,
+            fetch_checkpoint,
+            list_manifests,
+            restore_app,
+            unpack,
+        )
+
+        start = {p: 0 for p in parts}
+        if not self.use_checkpoints:
+            return start
+        manifests = list_manifests(self.settings, self.cfg.name)
+        if manifests:
+            from mig.criu import CriuMissing, find_criu
+
+            try:
+                criu = find_criu()
+            except CriuMissing as exc:
+                log.warning("mig.replayer.no_criu", reason=str(exc))
+                manifests = []
+        local = app_identity(self.cfg.name, self.cfg.command, self.cfg.cwd, app_env(self.cfg))
+        for manifest in reversed(manifests):
+            cid = manifest["checkpoint_id"]
+            why = compatible(manifest, criu.version, os.uname().release)
+            problems = compare_identity(manifest["identity"], local)
+            if why or problems:
+                log.warning("mig.replayer.checkpoint_refused", checkpoint_id=cid,
+                            reason=why or "; ".join(problems))
+                continue
+            try:
+                data = fetch_checkpoint(self.settings, self.cfg.name, manifest,
+                                        progress=_progress_printer(f"checkpoint {cid}"))
+                images = self.run_dir / "criu-images"
+                shutil.rmtree(images, ignore_errors=True)
+                self.workdir.mkdir(parents=True, exist_ok=True)
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                unpack(data, images, self.workdir, self.run_dir)
+                binds = [(self.workdir.resolve(), Path(manifest["workdir"])),
+                         (self.run_dir.resolve(), Path(manifest["run_dir"]))]
+                started = time.monotonic()
+                self.proc = restore_app(images, manifest["root_pid"],
+                                        [(a, b) for a, b in binds if a != b],
+                                        self.workdir / "mig-restore.log")
+            except CheckpointError as exc:
+                log.warning("mig.replayer.checkpoint_refused", checkpoint_id=cid,
+                            reason=str(exc))
+                continue
+            self.identity_rec = manifest["identity"]
+            self.batch_next = dict(manifest["batch_seqs"])
+            self.last_seq = dict(manifest["lpid_seqs"])
+            self.restored_from = cid
+            offsets = {po["partition"]: po["offset"] for po in manifest["barrier_offsets"]}
+            log.info("mig.replayer.restored", checkpoint_id=cid, size=manifest["total_size"],
+                     offsets=offsets, restore_ms=int((time.monotonic() - started) * 1000))
+            if self.can_promote:
+                self._standby_writer()
+            return {p: offsets.get(p, 0) for p in parts}
+        low = {p: cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]
+               for p in parts}
+        trimmed = {p: o for p, o in low.items() if o > 0}
+        if trimmed:
+            raise MigError(f"{topic} no longer holds its start (records before {trimmed} were"
+                           " deleted after a checkpoint) and no checkpoint could be restored"
+                           " here (see the mig.replayer.checkpoint_refused lines)")
+        return start
+
+    def _checkpoint_step(self) -> None:
+        """Take a checkpoint when a trigger says so (records, seconds, mig checkpoint)."""
+        if not self.use_checkpoints or not self.launched or self.stats.divergence:
+            return
+        now = time.monotonic()
+        ck = self.cfg.checkpoints
+        due = (self._ckpt_asked is not None
+               or (ck.get("every_records") and self.stats.calls - self._ckpt_calls
+                   >= ck["every_records"])
+               or (ck.get("every_seconds") and now - self._ckpt_at >= ck["every_seconds"]))
+        if not due or now < self._ckpt_retry_at:
+            return
+        reason = ("request " + self._ckpt_asked) if self._ckpt_asked else "schedule"
+        try:
+            self._checkpoint(reason)
+            self._ckpt_asked = None
+        except MigError as exc:
+            log.warning("mig.replayer.checkpoint_failed", reason=str(exc))
+            self._ckpt_retry_at = now + 30
+            self._ckpt_asked = None
+        self._ckpt_calls = self.stats.calls
+        self._ckpt_at = time.monotonic()
+
+    def _quiet(self) -> bool:
+        """Every record read is in a ring and taken, and every process sleeps in the shim
+        waiting for its next one (or has ended)."""
+        from mig.channel import STATE_EXITED
+
+        if any(self.pending.values()):
+            return False
+        return all(r.state == STATE_EXITED or (r.head == r.tail and r.waiters > 0)
+                   for r in self.rings.values())
+
+    def _checkpoint(self, reason: str) -> dict[str, Any]:
+        from mig.checkpoint import Archive, CheckpointError, dump_app, pack, store_checkpoint
+
+        started = time.monotonic()
+        deadline = started + 10
+        while not self._quiet():  # the cut: feed what was read, then let the app take it
+            if time.monotonic() > deadline:
+                raise CheckpointError("the app did not come to rest in the shim within 10 s"
+                                      " (a process waits outside it, e.g. for a child)")
+            self._discover()
+            self._feed()
+            self._check()
+            time.sleep(0.001)
+        held = time.monotonic()
+        images = self.run_dir / "criu-dump"
+        shutil.rmtree(images, ignore_errors=True)
+        dump_app(self.proc.pid, images)
+        data = pack(images, self.workdir, self.run_dir)
+        shutil.rmtree(images, ignore_errors=True)
+        dump_ms = int((time.monotonic() - held) * 1000)
+        meta = {"epoch": self.control.epoch,
+                "barrier_offsets": [{"partition": p, "offset": o}
+                                    for p, o in sorted(self.next_offset.items())],
+                "lpid_seqs": dict(self.last_seq), "identity": self.identity_rec,
+                "workdir": str(self.workdir.resolve()), "run_dir": str(self.run_dir.resolve()),
+                "root_pid": self.proc.pid, "batch_seqs": dict(self.batch_next)}
+        manifest = store_checkpoint(self.settings, self.cfg.name, self.member,
+                                    Archive(data, dump_ms), meta, self.cfg.checkpoints["keep"])
+        log.info("mig.replayer.checkpoint", checkpoint_id=manifest["checkpoint_id"],
+                 reason=reason, size=len(data), held_ms=dump_ms,
+                 total_ms=int((time.monotonic() - started) * 1000),
+                 offsets=dict(self.next_offset))
+        return manifest
+
+
+def _progress_printer(what: str) -> Any:
+    """A progress line on a TTY (stderr); nothing otherwise (the log line says the end)."""
+    import sys
+
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        pct = 100 * done // max(total, 1)
+        sys.stderr.write(f"\r{what}: {done / 1e6:.1f} of {total / 1e6:.1f} MB ({pct}%)")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show

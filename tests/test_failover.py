@@ -16,25 +16,21 @@ and prints the detection time, promotion time and the client-visible gap.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from mig.broker.cluster import free_ports
 from mig.broker.embedded import EmbeddedBroker
-from mig.status import read_control
 from tests.apps.ackclient import check_acked, run_writes
 from tests.apps.client import dump, read_dump, request
+from tests.deploy import APPS, Deployment, _answers, _wait_for
 from tests.testnet import HostNet
-
-APPS = Path(__file__).resolve().parent / "apps"
 
 
 @pytest.fixture(scope="module")
@@ -51,89 +47,6 @@ def hosts(tmp_path_factory):
     finally:
         broker.down()
         net.close()
-
-
-class Deployment:
-    """One app: a primary on host 0 and replicas on the given hosts."""
-
-    def __init__(self, net: HostNet, broker: EmbeddedBroker, tmp: Path,
-                 replicas: tuple[int, ...] = (1,)) -> None:
-        self.net, self.broker, self.tmp = net, broker, tmp
-        self.name = "fo" + uuid.uuid4().hex[:8]
-        (self.port,) = free_ports(1)
-        self.replica_hosts = replicas
-        self.procs: dict[int, subprocess.Popen] = {}
-        folder = tmp / "host0"
-        folder.mkdir(parents=True)
-        self.app_toml = folder / "app.toml"
-        self.app_toml.write_text(
-            "[app]\n"
-            f'name = "{self.name}"\n'
-            f'command = ["{APPS / "build" / "kvserver"}", "{self.port}", "0.0.0.0"]\n'
-            "[kafka]\n"
-            f'bootstrap_servers = "{broker.settings.bootstrap_servers}"\n'
-            "[replica]\nheartbeat_ms = 200\nfailover_timeout_ms = 1000\n"
-            "[failover]\n"
-            'on_promote = "echo $MIG_EPOCH $MIG_MEMBER > promoted-by-hook.txt"\n'
-            'maintenance_file = "maintenance"\n')
-
-    def addresses(self) -> list[tuple[str, int]]:
-        return [(self.net.host_ips[h], self.port) for h in (0, *self.replica_hosts)]
-
-    def _mig(self, host: int, args: list[str]) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "mig", "--log-format", "json", *args]
-        env = dict(os.environ, MIG_HOME=str(self.tmp / f"home{host}"))
-        log = open(self.tmp / f"host{host}.log", "ab")  # noqa: SIM115 - lives with the process
-        return subprocess.Popen(self.net.wrap(host, cmd), env=env, stdout=log, stderr=log)
-
-    def start(self) -> None:
-        self.procs[0] = self._mig(0, ["primary", "start", str(self.app_toml),
-                                      "--member", "host0"])
-        _wait_for(lambda: _answers(self.net.host_ips[0], self.port), 30, "the primary app")
-        for h in self.replica_hosts:
-            self.procs[h] = self._mig(h, ["replica", "follow", str(self.app_toml),
-                                          "--workdir", str(self.tmp / f"host{h}"),
-                                          "--member", f"host{h}"])
-        _wait_for(lambda: self.hot() >= {f"host{h}" for h in self.replica_hosts}, 60,
-                  "the replicas to be hot")
-
-    def control(self) -> list[tuple[str, dict]]:
-        return read_control(self.broker.settings, self.name)
-
-    def hot(self) -> set[str]:
-        latest: dict[str, dict] = {}
-        for name, rec in self.control():
-            if name == "mig.log.MemberStatus":
-                latest[rec["member"]] = rec
-        return {m for m, r in latest.items() if r["health"] == "replaying"}
-
-    def promotions(self) -> list[dict]:
-        return [rec for name, rec in self.control() if name == "mig.log.Promotion"]
-
-    def log_text(self, host: int) -> str:
-        return (self.tmp / f"host{host}.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(10)
-
-
-def _answers(host: str, port: int) -> bool:
-    try:
-        return request(host, port, "GET probe", timeout=1.0).startswith(("NONE", "VALUE"))
-    except OSError:
-        return False
-
-
-def _wait_for(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _acks(path: Path) -> list[dict]:

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from mig.cli import app as app_cmds
-from mig.cli import broker, config, demo, doctor, log, migrate, status, topics
+from mig.cli import broker, checkpoint, config, demo, doctor, log, migrate, status, topics
 from mig.cli.common import LogFormat, LogLevel
 from mig.errors import MigError
 
@@ -32,6 +32,7 @@ app.command("demo")(demo.demo)
 app.command("status")(status.status)
 app.command("doctor")(doctor.doctor)
 app.command("migrate")(migrate.migrate)
+app.command("checkpoint")(checkpoint.checkpoint)
 
 
 @app.callback()

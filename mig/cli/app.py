@@ -76,6 +76,10 @@ def replica_follow(
                                               " without new records (default: follow forever)."),
     member: Optional[str] = typer.Option(None, help="This member's id in mig status and"
                                          " mig migrate --to (default: HOST-replica-PID)."),
+    from_checkpoint: bool = typer.Option(True, "--from-checkpoint/--from-start",
+                                         help="Start from the newest checkpoint this host"
+                                              " can restore (default), or replay the whole"
+                                              " log."),
     promote: bool = typer.Option(True, help="Take over when the primary is lost or hands"
                                  " the app to this member (--no-promote: only follow)."),
 ) -> None:
@@ -96,7 +100,8 @@ def replica_follow(
     folder = _run_dir(cfg.name, run_dir, "replica")
     try:
         replayer = Replayer(cfg, settings, folder, workdir or cfg.cwd, idle_exit_s=idle_exit,
-                            member=member, can_promote=promote)
+                            member=member, can_promote=promote,
+                            use_checkpoints=from_checkpoint)
         stats = replayer.run(stop=lambda: bool(stopping))
         typer.echo(f"replayed {stats.calls} calls from {stats.batches} batches")
         if stats.promoted_epoch is None or replayer.writer is None:

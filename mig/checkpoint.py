@@ -1,0 +1,355 @@
+"""Checkpoints: CRIU images of a replica's app, stored in ``mig.NAME.checkpoints``.
+
+Taking one (on a hot replica, so the primary never stalls; ``Replayer._checkpoint``):
+
+1. the replay worker stops feeding at a cut: every record it has read is in the rings and
+   every process has taken its last one and sleeps in the shim waiting for the next (its
+   ring is empty and it counts as a waiter). Nothing the app does then changes its state;
+2. ``criu dump --leave-running`` of the app's process tree (the shim's channel is a mapped
+   file, which CRIU keeps as a file mapping: nothing to close);
+3. the images, the ring files and the app's working folder (its ``state_dir`` lives there)
+   go into one gzip'd tar; then feeding resumes;
+4. the archive is cut into chunks well under the topic's message size and written with a
+   ``CheckpointManifest`` (the calls offsets of the cut, the last sequence number and batch
+   number per process, sizes and SHA-256 of every chunk and of the whole, CRIU and kernel
+   versions, the app identity, the paths) in one Kafka transaction;
+5. checkpoints beyond the newest ``keep`` are tombstoned (manifest and chunks, so
+   compaction reclaims them) and the calls records before the oldest kept checkpoint's
+   offsets are deleted (AdminClient ``delete_records``).
+
+Restoring one (a replica that starts late, ``restore``): pick the newest manifest this host
+can restore (CRIU not older than the image's, same major; same kernel release series),
+fetch and verify its chunks, unpack, and run ``criu restore`` inside a new pid and mount
+namespace (``python -m mig.checkpoint holder``), where this member's folders are mounted
+at the paths the image names, so it can run beside other members on one machine. The
+worker then attaches to the rings and replays from the manifest's offsets.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from mig.errors import MigError
+from mig.kafka import KafkaSettings, consumer
+from mig.logwriter import LogWriter
+from mig.topics import topic_names
+
+__all__ = ["Archive", "CheckpointError", "compatible", "dump_app", "fetch_checkpoint",
+           "list_manifests", "pack", "restore_app", "store_checkpoint", "unpack"]
+
+log = structlog.get_logger("mig.checkpoint")
+
+CHUNK_BYTES = 256 * 1024
+
+
+class CheckpointError(MigError):
+    """A checkpoint cannot be taken, stored, fetched or restored."""
+
+
+@dataclass
+class Archive:
+    data: bytes
+    dump_ms: int
+
+
+def dump_app(pid: int, images: Path) -> None:
+    """``criu dump --leave-running`` of the process tree rooted at ``pid``."""
+    from mig.criu import find_criu
+
+    criu = find_criu()
+    images.mkdir(parents=True, exist_ok=True)
+    cmd = criu.argv("dump", "-t", str(pid), "-D", str(images), "--leave-running",
+                    "-o", "dump.log", "-v2")
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if run.returncode != 0:
+        tail = _log_tail(images / "dump.log")
+        raise CheckpointError(f"criu dump of pid {pid} failed (exit {run.returncode}): {tail}")
+
+
+def pack(images: Path, workdir: Path, run_dir: Path) -> bytes:
+    """One gzip'd tar: ``images/``, ``work/`` (the app's folder), ``run/`` (the rings)."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=3, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
+        tar.add(images, arcname="images")
+        tar.add(workdir, arcname="work")
+        for ring in sorted(run_dir.glob("*.ring")):
+            tar.add(ring, arcname=f"run/{ring.name}")
+    return buf.getvalue()
+
+
+def unpack(data: bytes, images: Path, workdir: Path, run_dir: Path) -> None:
+    for folder in (images, workdir, run_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data)), mode="r") as tar:
+        for member in tar.getmembers():
+            top, _, rest = member.name.partition("/")
+            dest = {"images": images, "work": workdir, "run": run_dir}.get(top)
+            if dest is None or ".." in Path(rest).parts:
+                raise CheckpointError(f"unexpected entry in the checkpoint: {member.name}")
+            if not rest:
+                continue
+            member.name = rest
+            tar.extract(member, dest, filter="tar")
+
+
+def _kernel() -> str:
+    return platform.release()
+
+
+def compatible(manifest: dict[str, Any], criu_version: str, kernel: str) -> str | None:
+    """Why this host cannot restore ``manifest`` (None: it can). CRIU must be the same major
+    version and not older than the one that dumped; the kernel the same release series."""
+    def nums(text: str) -> tuple[int, ...]:
+        out = []
+        for part in text.split("."):
+            digits = "".join(ch for ch in part if ch.isdigit())
+            if not digits:
+                break
+            out.append(int(digits))
+        return tuple(out)
+
+    theirs, ours = nums(manifest["criu_version"]), nums(criu_version)
+    if not theirs or not ours or theirs[0] != ours[0] or ours < theirs:
+        return (f"the image was dumped by CRIU {manifest['criu_version']}, this host has CRIU"
+                f" {criu_version or 'unknown'}")
+    if nums(manifest["kernel"])[:2] != nums(kernel)[:2]:
+        return f"the image was dumped on kernel {manifest['kernel']}, this host runs {kernel}"
+    return None
+
+
+def store_checkpoint(settings: KafkaSettings, app: str, member: str, archive: Archive,
+                     meta: dict[str, Any], keep: int, max_chunk: int = CHUNK_BYTES
+                     ) -> dict[str, Any]:
+    """Write the chunks and the manifest in one transaction; drop checkpoints beyond
+    ``keep`` and the calls records before the oldest kept one. Returns the manifest."""
+    from mig.criu import find_criu
+
+    checkpoint_id = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:8]}"
+    data = archive.data
+    pieces = [data[i:i + max_chunk] for i in range(0, len(data), max_chunk)] or [b""]
+    manifest = {
+        "app": app, "checkpoint_id": checkpoint_id, "epoch": meta["epoch"],
+        "created_ms": int(time.time() * 1000), "barrier_offsets": meta["barrier_offsets"],
+        "lpid_seqs": meta["lpid_seqs"], "chunk_count": len(pieces), "total_size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "chunks": [{"index": i, "size": len(p), "sha256": hashlib.sha256(p).hexdigest()}
+                   for i, p in enumerate(pieces)],
+        "criu_version": find_criu().version, "kernel": _kernel(),
+        "identity": meta["identity"], "workdir": meta["workdir"], "run_dir": meta["run_dir"],
+        "root_pid": meta["root_pid"], "batch_seqs": meta["batch_seqs"], "member": member,
+        "dump_ms": archive.dump_ms,
+    }
+    old = list_manifests(settings, app)
+    writer = LogWriter(settings, app, transactional_id=f"mig.{app}.checkpointer.{member}")
+    for i, piece in enumerate(pieces):
+        writer.send("checkpoints", "mig.log.CheckpointChunk", {
+            "app": app, "checkpoint_id": checkpoint_id, "index": i, "count": len(pieces),
+            "data": piece, "sha256": manifest["chunks"][i]["sha256"]},
+            key=f"{checkpoint_id}/{i:06d}", validate=False)
+    writer.send("checkpoints", "mig.log.CheckpointManifest", manifest,
+                key=f"manifest/{checkpoint_id}")
+    # superseded checkpoints: tombstones, so compaction reclaims their chunks
+    kept = [manifest] + sorted(old, key=lambda m: m["created_ms"], reverse=True)
+    for gone in kept[max(1, keep):]:
+        writer.send_raw("checkpoints", None, key=f"manifest/{gone['checkpoint_id']}")
+        for i in range(gone["chunk_count"]):
+            writer.send_raw("checkpoints", None, key=f"{gone['checkpoint_id']}/{i:06d}")
+    writer.commit()
+    oldest = kept[: max(1, keep)][-1]
+    _trim_calls(settings, app, oldest["barrier_offsets"])
+    log.info("mig.checkpoint.stored", checkpoint_id=checkpoint_id, size=len(data),
+             chunks=len(pieces), offsets=meta["barrier_offsets"],
+             dropped=[m["checkpoint_id"] for m in kept[max(1, keep):]])
+    return manifest
+
+
+def _trim_calls(settings: KafkaSettings, app: str, offsets: list[dict[str, int]]) -> None:
+    """Delete the calls records no kept checkpoint needs (best effort: logged on failure)."""
+    from confluent_kafka import TopicPartition
+
+    from mig.kafka import admin_client
+
+    topic = topic_names(app)["calls"]
+    parts = [TopicPartition(topic, po["partition"], po["offset"]) for po in offsets
+             if po["offset"] > 0]
+    if not parts:
+        return
+    admin = admin_client(settings)  # kept referenced until the futures are done
+    try:
+        futures = admin.delete_records(parts, request_timeout=10)
+        for fut in futures.values():
+            fut.result(timeout=10)
+    except Exception as exc:  # noqa: BLE001 - the log keeps growing, nothing breaks
+        log.warning("mig.checkpoint.trim_failed", topic=topic, error=repr(exc))
+
+
+def _read_checkpoints(settings: KafkaSettings, app: str, want: str | None = None,
+                      timeout: float = 30.0) -> tuple[list[dict[str, Any]],
+                                                      dict[int, dict[str, Any]]]:
+    """(live manifests, chunks of checkpoint ``want`` by index), read from the compacted
+    topic to its end; a tombstone removes what its key named."""
+    from confluent_kafka import KafkaError, TopicPartition
+
+    from mig.codec import Codec
+    from mig.errors import DecodeError
+
+    topic = topic_names(app)["checkpoints"]
+    codec = Codec.default()
+    cons = consumer(settings, **{"group.id": f"mig-checkpoints-{app}",
+                                 "isolation.level": "read_committed",
+                                 "fetch.message.max.bytes": 4 << 20})
+    manifests: dict[str, dict[str, Any]] = {}
+    chunks: dict[int, dict[str, Any]] = {}
+    try:
+        meta = cons.list_topics(topic, timeout=10)
+        if topic not in meta.topics or meta.topics[topic].error is not None:
+            return [], {}
+        parts = list(meta.topics[topic].partitions)
+        cons.assign([TopicPartition(topic, p, 0) for p in parts])
+        done: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(done) < len(parts):
+            if time.monotonic() > deadline:
+                raise CheckpointError(f"reading {topic} took over {timeout:g} s")
+            for msg in cons.consume(500, 0.2):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        done.add(msg.partition())
+                    continue
+                key = (msg.key() or b"").decode(errors="replace")
+                if msg.value() is None:  # tombstone
+                    if key.startswith("manifest/"):
+                        manifests.pop(key.split("/", 1)[1], None)
+                    continue
+                try:
+                    name, rec = codec.decode_message(msg.value(), msg.headers())
+                except DecodeError as exc:
+                    log.warning("mig.checkpoint.undecodable", offset=msg.offset(),
+                                reason=exc.reason)
+                    continue
+                if name == "mig.log.CheckpointManifest":
+                    manifests[rec["checkpoint_id"]] = rec
+                elif name == "mig.log.CheckpointChunk" and rec["checkpoint_id"] == want:
+                    chunks[rec["index"]] = rec
+    finally:
+        cons.close()
+    return sorted(manifests.values(), key=lambda m: m["created_ms"]), chunks
+
+
+def list_manifests(settings: KafkaSettings, app: str) -> list[dict[str, Any]]:
+    """The live checkpoints of ``app``, oldest first."""
+    return _read_checkpoints(settings, app)[0]
+
+
+def fetch_checkpoint(settings: KafkaSettings, app: str, manifest: dict[str, Any],
+                     progress: Any = None) -> bytes:
+    """The archive of ``manifest``, every chunk and the whole checked against its SHA-256."""
+    _, chunks = _read_checkpoints(settings, app, want=manifest["checkpoint_id"])
+    cid = manifest["checkpoint_id"]
+    out = bytearray()
+    for i, expect in enumerate(manifest["chunks"]):
+        chunk = chunks.get(i)
+        if chunk is None:
+            raise CheckpointError(f"checkpoint {cid}: chunk {i} of {manifest['chunk_count']}"
+                                  " is missing from the topic")
+        got = hashlib.sha256(chunk["data"]).hexdigest()
+        if got != expect["sha256"] or len(chunk["data"]) != expect["size"]:
+            raise CheckpointError(f"checkpoint {cid}: chunk {i} is corrupt (sha256 {got},"
+                                  f" manifest says {expect['sha256']})")
+        out += chunk["data"]
+        if progress is not None:
+            progress(len(out), manifest["total_size"])
+    if hashlib.sha256(out).hexdigest() != manifest["sha256"]:
+        raise CheckpointError(f"checkpoint {cid}: the whole image does not match its sha256")
+    return bytes(out)
+
+
+def restore_app(images: Path, root_pid: int, binds: list[tuple[Path, Path]],
+                log_file: Path) -> subprocess.Popen[bytes]:
+    """Start the holder: in a new pid and mount namespace, bind ``binds`` (here -> image's
+    path), restore the image, and stay as the namespace's init until the app's first
+    process ends. Returns the holder (its exit is the app's)."""
+    from mig.criu import find_criu
+
+    args = [sys.executable, "-m", "mig.checkpoint", "holder", str(images), str(root_pid),
+            " ".join(find_criu().argv())]
+    for here, there in binds:
+        args += [str(here), str(there)]
+    with open(log_file, "ab") as out:
+        holder = subprocess.Popen(["unshare", "--mount", "--pid", "--fork",
+                                   "--propagation", "private", *args],
+                                  stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                  start_new_session=True)
+    ready = images / "restored"
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if holder.poll() is not None or time.monotonic() > deadline:
+            if holder.poll() is None:
+                holder.kill()
+            raise CheckpointError(f"criu restore failed: {_log_tail(images / 'restore.log')}"
+                                  f" (see {log_file})")
+        time.sleep(0.05)
+    return holder
+
+
+def _holder(argv: list[str]) -> int:
+    """``python -m mig.checkpoint holder IMAGES ROOT_PID CRIU [HERE THERE]...``: run as pid 1
+    of a new pid namespace (``unshare --pid --fork``)."""
+    images, root_pid, criu = Path(argv[0]), int(argv[1]), argv[2].split(" ")
+    pairs = argv[3:]
+    for here, there in zip(pairs[::2], pairs[1::2], strict=True):
+        Path(there).mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "--bind", here, there], check=True)
+    subprocess.run(["mount", "-t", "proc", "proc", "/proc"], check=True)
+    run = subprocess.run([*criu, "restore", "-D", str(images), "-d", "-o", "restore.log",
+                          "-v2"])
+    if run.returncode != 0:
+        return run.returncode
+    (images / "restored").write_text(str(root_pid))
+    status = 0
+    while True:  # reap everything orphaned into this namespace; end with the app
+        try:
+            pid, st = os.waitpid(-1, 0)
+        except ChildProcessError:
+            time.sleep(0.2)
+            try:
+                os.kill(root_pid, 0)
+                continue
+            except ProcessLookupError:
+                return status
+        if pid == root_pid:
+            return os.waitstatus_to_exitcode(st) & 0xFF
+
+
+def _log_tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    errors = [line for line in text if "Error" in line or "error" in line]
+    return " | ".join((errors or text)[-lines:])
+
+
+def clean(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "holder":
+    sys.exit(_holder(sys.argv[2:]))

@@ -1,0 +1,65 @@
+"""``mig checkpoint NAME``: ask a replica for a checkpoint now; ``--list`` shows them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mig.cli.common import BOOTSTRAP, CONFIG
+
+
+def checkpoint(
+    name: str = typer.Argument(..., help="The app (NAME in mig.NAME.*)."),
+    list_only: bool = typer.Option(False, "--list", help="Only list the kept checkpoints."),
+    timeout: float = typer.Option(60.0, help="Seconds to wait for the new checkpoint."),
+    bootstrap: Optional[str] = BOOTSTRAP,
+    config: Optional[Path] = CONFIG,
+) -> None:
+    """Have the least-lagged hot replica of NAME take a checkpoint (CRIU image of the app
+    at a replay barrier, stored in mig.NAME.checkpoints) and wait for it."""
+    import getpass
+    import socket
+    import uuid
+
+    from mig.checkpoint import list_manifests
+    from mig.connect import resolve_kafka
+    from mig.errors import MigError
+    from mig.logwriter import LogWriter
+
+    settings = resolve_kafka(bootstrap, config)
+    if list_only:
+        manifests = list_manifests(settings, name)
+        if not manifests:
+            typer.echo(f"no checkpoints of {name}")
+        for m in manifests:
+            typer.echo(describe_manifest(m))
+        return
+    asked = int(time.time() * 1000)
+    writer = LogWriter(settings, name)
+    event = str(uuid.uuid4())
+    writer.send("control", "mig.log.CheckpointRequest", {
+        "app": name, "event_id": event, "reason": "mig checkpoint",
+        "requested_by": f"{getpass.getuser()}@{socket.gethostname()}", "ts_ms": asked},
+        key=event)
+    writer.commit()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fresh = [m for m in list_manifests(settings, name) if m["created_ms"] >= asked]
+        if fresh:
+            typer.echo(describe_manifest(fresh[-1]))
+            return
+        time.sleep(0.5)
+    raise MigError(f"no checkpoint of {name} within {timeout:g} s: is a replica following"
+                   " it with [checkpoints] enabled (see mig status)?")
+
+
+def describe_manifest(m: dict) -> str:  # type: ignore[type-arg]
+    offsets = ",".join(f"{po['partition']}:{po['offset']}" for po in m["barrier_offsets"])
+    age = max(0, int(time.time() * 1000) - m["created_ms"]) / 1000
+    return (f"checkpoint {m['checkpoint_id']}: calls offsets {offsets}, {m['total_size']}"
+            f" bytes in {m['chunk_count']} chunks, epoch {m['epoch']}, by {m['member'] or '?'},"
+            f" app held {m['dump_ms']} ms, CRIU {m['criu_version']}, kernel {m['kernel']},"
+            f" {age:.0f} s old")

@@ -1,0 +1,190 @@
+"""Checkpoints: a hot replica dumps the app with CRIU into mig.NAME.checkpoints; a replica
+that starts late on another test host restores it (in its own pid and mount namespace,
+beside the other members on this machine) and replays from the checkpoint's offsets to the
+primary's state; the calls topic is trimmed; bad checkpoints are refused with a reason.
+
+Test hosts and the broker as in tests/test_failover.py: the primary on host 0, the
+checkpointing replica on host 1, the late replica on host 2.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mig.broker.cluster import free_ports
+from mig.broker.embedded import EmbeddedBroker
+from mig.checkpoint import list_manifests
+from mig.kafka import consumer
+from mig.logwriter import LogWriter
+from tests.apps.client import dump, request
+from tests.deploy import APPS, Deployment, _answers, _wait_for
+from tests.testnet import HostNet
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    subprocess.run(["make", "-s", "-C", str(APPS)], check=True)
+    net = HostNet(hosts=3)
+    port, cport = free_ports(2)
+    broker = EmbeddedBroker(home=tmp_path_factory.mktemp("ckbroker"), port=port,
+                            controller_port=cport, host=net.root_ips[0])
+    try:
+        broker.up(timeout=120)
+        yield net, broker
+    finally:
+        broker.down()
+        net.close()
+
+
+def _writes(dep: Deployment, start: int, count: int) -> None:
+    for i in range(start, start + count):
+        assert request(dep.net.host_ips[0], dep.port, f"SET k{i:05d} v{i}").startswith("OK")
+
+
+def _checkpoint(dep: Deployment) -> str:
+    run = subprocess.run([sys.executable, "-m", "mig", "checkpoint", dep.name, "--bootstrap",
+                          dep.broker.settings.bootstrap_servers, "--timeout", "60"],
+                         capture_output=True, text=True, timeout=90)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("checkpoint "), run.stdout
+    return run.stdout.split()[1].rstrip(":")
+
+
+def _log_events(dep: Deployment, host: int, event: str) -> list[dict]:
+    out = []
+    for line in dep.log_text(host).splitlines():
+        if line.startswith("{") and f'"{event}"' in line:
+            out.append(json.loads(line))
+    return out
+
+
+def _same_dump(dep: Deployment, host: int, name: str) -> None:
+    assert dump(dep.net.host_ips[0], dep.port, name) > 0
+    primary = dep.tmp / "host0" / name
+    mine = dep.tmp / f"host{host}" / name
+    _wait_for(lambda: mine.exists() and mine.read_bytes() == primary.read_bytes(), 60,
+              f"host {host} to replay the dump")
+
+
+def _low_watermark(dep: Deployment) -> int:
+    from confluent_kafka import TopicPartition
+
+    cons = consumer(dep.broker.settings)
+    try:
+        return cons.get_watermark_offsets(TopicPartition(f"mig.{dep.name}.calls", 0),
+                                          timeout=10)[0]
+    finally:
+        cons.close()
+
+
+def test_a_late_replica_restores_the_checkpoint_and_catches_up(hosts, tmp_path):
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, extra_toml="[checkpoints]\nkeep = 2\n")
+    try:
+        dep.start()
+        _writes(dep, 0, 300)
+        first = _checkpoint(dep)
+        manifests = list_manifests(broker.settings, dep.name)
+        assert [m["checkpoint_id"] for m in manifests] == [first]
+        m = manifests[0]
+        assert m["member"] == "host1" and m["chunk_count"] >= 1 and m["total_size"] > 0
+        assert m["barrier_offsets"][0]["offset"] > 0 and m["lpid_seqs"]["1"] > 0
+        print(f"\ncheckpoint {first}: {m['total_size']} bytes, app held {m['dump_ms']} ms")
+        _wait_for(lambda: _low_watermark(dep) == m["barrier_offsets"][0]["offset"], 20,
+                  "the calls before the checkpoint to be deleted")
+        _writes(dep, 300, 200)
+        # a late replica on host 2: from the checkpoint, not the (trimmed) log start
+        started = time.monotonic()
+        dep.start_replica(2)
+        _wait_for(lambda: "host2" in dep.hot(), 60, "the late replica to be hot")
+        restored = _log_events(dep, 2, "mig.replayer.restored")
+        assert restored and restored[0]["checkpoint_id"] == first, dep.log_text(2)[-2000:]
+        print(f"late replica hot {time.monotonic() - started:.1f} s after its start,"
+              f" restore {restored[0]['restore_ms']} ms")
+        _writes(dep, 500, 100)
+        _same_dump(dep, 2, "state-a.txt")
+        _same_dump(dep, 1, "state-a.txt")
+        # the restored replica is a failover target too: kill the primary and host 1
+        net.signal(0, signal.SIGKILL)
+        net.signal(1, signal.SIGKILL)
+        _wait_for(lambda: _answers(net.host_ips[2], dep.port), 30, "host 2 to take over")
+        assert request(net.host_ips[2], dep.port, "GET k00042").startswith("VALUE v42")
+        assert request(net.host_ips[2], dep.port, "GET k00599").startswith("VALUE v599")
+    finally:
+        dep.stop()
+
+
+def test_bad_checkpoints_are_refused_with_a_reason(hosts, tmp_path):
+    """keep = 2: the newest checkpoint is corrupted, a forged newer one claims another
+    kernel; the late replica refuses both, saying why, and restores the older good one."""
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, extra_toml="[checkpoints]\nkeep = 3\n")
+    try:
+        dep.start()
+        _writes(dep, 0, 100)
+        good = _checkpoint(dep)
+        _writes(dep, 100, 100)
+        bad = _checkpoint(dep)
+        manifests = {m["checkpoint_id"]: m for m in list_manifests(broker.settings, dep.name)}
+        writer = LogWriter(broker.settings, dep.name)
+        # corrupt chunk 0 of `bad` (a later record with the same key wins)
+        writer.send("checkpoints", "mig.log.CheckpointChunk", {
+            "app": dep.name, "checkpoint_id": bad, "index": 0,
+            "count": manifests[bad]["chunk_count"], "data": b"not a checkpoint",
+            "sha256": "0" * 64}, key=f"{bad}/000000")
+        # a forged newest checkpoint from another kernel
+        forged = dict(manifests[good], checkpoint_id="9999999999999-forged",
+                      kernel="2.6.32-old", created_ms=manifests[bad]["created_ms"] + 1)
+        writer.send("checkpoints", "mig.log.CheckpointManifest", forged,
+                    key="manifest/9999999999999-forged")
+        writer.commit()
+        _writes(dep, 200, 50)
+        dep.start_replica(2)
+        _wait_for(lambda: "host2" in dep.hot(), 60, "the late replica to be hot")
+        refused = {e["checkpoint_id"]: e["reason"]
+                   for e in _log_events(dep, 2, "mig.replayer.checkpoint_refused")}
+        assert "kernel 2.6.32-old" in refused["9999999999999-forged"]
+        assert "corrupt" in refused[bad]
+        restored = _log_events(dep, 2, "mig.replayer.restored")
+        assert restored and restored[0]["checkpoint_id"] == good
+        _same_dump(dep, 2, "state-b.txt")
+    finally:
+        dep.stop()
+
+
+def test_mig_checkpoint_list_and_log(hosts, tmp_path):
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path)
+    try:
+        dep.start()
+        _writes(dep, 0, 20)
+        cid = _checkpoint(dep)
+        run = subprocess.run([sys.executable, "-m", "mig", "checkpoint", dep.name, "--list",
+                              "--bootstrap", broker.settings.bootstrap_servers],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0 and f"checkpoint {cid}: calls offsets 0:" in run.stdout
+        assert "CRIU 4." in run.stdout
+    finally:
+        dep.stop()
+
+
+def test_checkpoint_of_an_app_nobody_follows_fails_clearly(hosts, tmp_path):
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, replicas=())
+    try:
+        dep.start()
+        run = subprocess.run([sys.executable, "-m", "mig", "checkpoint", dep.name,
+                              "--timeout", "3", "--bootstrap",
+                              broker.settings.bootstrap_servers],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 1
+        assert run.stderr.startswith("mig: error: no checkpoint of")
+        assert len(run.stderr.strip().splitlines()) == 1
+    finally:
+        dep.stop()

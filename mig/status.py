@@ -17,7 +17,7 @@ import json
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import structlog
@@ -58,7 +58,7 @@ class MemberView:
     state: str
     calls_offset: int | None
     source: str  # short schema name of the record the row comes from
-    checkpoint: str | None = None  # not tracked per member yet
+    checkpoint: str | None = None  # the newest kept checkpoint this member took: "ID, age"
 
 
 @dataclass
@@ -73,6 +73,7 @@ class AppStatus:
     stale_after_ms: int
     now_ms: int
     records: int = 0
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)  # kept, oldest first
 
 
 # ---------------------------------------------------------------- aggregation
@@ -294,7 +295,34 @@ def collect(settings: KafkaSettings, app: str | None = None, heartbeat_ms: int |
     apps = [app] if app else list_apps(settings, timeout)
     logs = read_controls(settings, apps, timeout) if apps else {}
     now_ms = int(time.time() * 1000)
-    return [summarize(logs[a], now_ms, heartbeat_ms, app=a) for a in apps]
+    out = [summarize(logs[a], now_ms, heartbeat_ms, app=a) for a in apps]
+    for st in out:
+        add_checkpoints(st, _manifests(settings, st.app))
+    return out
+
+
+def _manifests(settings: KafkaSettings, app: str) -> list[dict[str, Any]]:
+    from mig.checkpoint import list_manifests
+
+    try:
+        return list_manifests(settings, app)
+    except MigError as exc:
+        log.warning("mig.status.checkpoints_unread", app=app, error=str(exc))
+        return []
+
+
+def add_checkpoints(st: AppStatus, manifests: list[dict[str, Any]]) -> None:
+    """The kept checkpoints (id, calls offsets, size, age, who took it), and per member the
+    newest one it took."""
+    st.checkpoints = [{
+        "checkpoint_id": m["checkpoint_id"], "member": m["member"], "epoch": m["epoch"],
+        "offsets": {str(po["partition"]): po["offset"] for po in m["barrier_offsets"]},
+        "size": m["total_size"], "chunks": m["chunk_count"], "held_ms": m["dump_ms"],
+        "age_ms": _age(st.now_ms, m["created_ms"])} for m in manifests]
+    for view in st.members:
+        mine = [c for c in st.checkpoints if c["member"] == view.member]
+        if mine:
+            view.checkpoint = f"{mine[-1]['checkpoint_id']}, {_ago(mine[-1]['age_ms'])} ago"
 
 
 # ---------------------------------------------------------------- showing
@@ -341,6 +369,12 @@ def _header(st: AppStatus) -> list[str]:
         lines.append(f"  migration requested: to {m['to_member'] or 'any replica'}"
                      f" by {m['requested_by']} ({m['reason']}), {_ago(m['age_ms'])} ago,"
                      " no handoff yet")
+    if st.checkpoints:
+        k = st.checkpoints[-1]
+        offsets = ",".join(f"{p}:{o}" for p, o in sorted(k["offsets"].items()))
+        lines.append(f"  last checkpoint: {k['checkpoint_id']} by {k['member']}, calls offsets"
+                     f" {offsets}, {k['size']} bytes, {_ago(k['age_ms'])} ago"
+                     f" ({len(st.checkpoints)} kept)")
     c = st.pending_claim
     if c is not None:
         lines.append(f"  claim in progress: {c['member']} for epoch {c['epoch']}"

@@ -170,6 +170,17 @@ def test_mig_checkpoint_list_and_log(hosts, tmp_path):
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 0 and f"checkpoint {cid}: calls offsets 0:" in run.stdout
         assert "CRIU 4." in run.stdout
+        status = subprocess.run([sys.executable, "-m", "mig", "status", dep.name, "--json",
+                                 "--bootstrap", broker.settings.bootstrap_servers],
+                                capture_output=True, text=True, timeout=60)
+        app = json.loads(status.stdout)["apps"][0]
+        assert [c["checkpoint_id"] for c in app["checkpoints"]] == [cid]
+        row = next(m for m in app["members"] if m["member"] == "host1")
+        assert row["checkpoint"].startswith(cid)
+        text = subprocess.run([sys.executable, "-m", "mig", "status", dep.name,
+                               "--bootstrap", broker.settings.bootstrap_servers],
+                              capture_output=True, text=True, timeout=60).stdout
+        assert f"last checkpoint: {cid} by host1, calls offsets 0:" in text
     finally:
         dep.stop()
 

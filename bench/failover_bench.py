@@ -28,7 +28,9 @@ around the fault: last ack before it to first ack after it), the ``detection_ms`
 ``promotion_ms`` of crash promotions (``mig.log.Promotion`` records), the "switchover gap"
 ``mig migrate`` prints, the replicas' ``lag_ms`` (``mig.log.MemberStatus`` records
 published while the client wrote: the age of the oldest record received but not yet
-replayed) and the acknowledged writes lost. Percentiles are nearest-rank: with 20 samples
+replayed), how far behind the primary the replica replays (a DUMP sent to the primary
+during the steady load, timed from its reply until the replica's replay of it writes the
+same file) and the acknowledged writes lost. Percentiles are nearest-rank: with 20 samples
 p99 is the largest. Nothing asserts on timing: the table at the end says which target
 each figure met or missed. A round that goes wrong (no promotion, a replica that does not
 get hot, an acknowledged write missing) ends the run with what the logs said.
@@ -257,6 +259,7 @@ class Bench:
         self.all_acks = tmp / "acks-all.jsonl"
         self.results: list[Round] = []
         self.base_lags: list[tuple[int, int]] = []
+        self.probe_ms: list[float] = []
         self.failure = ""
 
     @staticmethod
@@ -358,6 +361,7 @@ class Bench:
         ack_log = self.tmp / "acks-steady.jsonl"
         start_ms = int(time.time() * 1000)
         thread, out = self.writer("steady", self.lag_writes, ack_log)
+        self.probe_replication(thread)
         thread.join(120)
         end_ms = int(time.time() * 1000)
         if thread.is_alive() or out["report"].acked != self.lag_writes:
@@ -368,7 +372,32 @@ class Bench:
         lag_ms = [lag for lag, _ in self.base_lags]
         print(f"steady load: {self.lag_writes} writes in {out['report'].elapsed_s:.1f} s,"
               f" {len(lag_ms)} lag samples, lag_ms p50 {percentile(lag_ms, 50)}"
-              f" p99 {percentile(lag_ms, 99)}", flush=True)
+              f" p99 {percentile(lag_ms, 99)}; DUMP probe: replica behind by"
+              f" {percentile(self.probe_ms, 50):.1f} ms p50,"
+              f" {percentile(self.probe_ms, 99):.1f} ms p99 ({len(self.probe_ms)} probes)",
+              flush=True)
+
+    def probe_replication(self, writer: threading.Thread) -> None:
+        """While the writer runs: DUMP to a fresh file on the primary; once its reply is
+        read, time until the replica's replay of that DUMP creates the same file in the
+        replica's folder. The replica's delay behind the primary, end to end, as a client
+        of the primary would see it (lag_ms counts only records not yet handed to the
+        replaying app)."""
+        assert self.net is not None and self.primary is not None and self.replica is not None
+        host = self.net.host_ips[self.primary.host]
+        for i in range(200):
+            if not writer.is_alive():
+                break
+            name = f"probe-{i:03d}.txt"
+            dump(host, self.port, name, timeout=10)
+            acked = time.monotonic()
+            target = self.replica.workdir / name
+            while not target.exists() and time.monotonic() - acked < 10:
+                time.sleep(0.0005)
+            if not target.exists():
+                raise RoundFailed(f"the replica never replayed DUMP {name}")
+            self.probe_ms.append((time.monotonic() - acked) * 1000)
+            time.sleep(0.2)
 
     def _append_acks(self, ack_log: Path) -> None:
         with open(self.all_acks, "ab") as out:
@@ -580,6 +609,10 @@ class Bench:
              " left to replay)", ms(l50), "", ""),
             ("replica lag_ms under load p99", ms(l99), "<= 100 ms",
              verdict(l99, TARGETS["lag_p99"])),
+            (f"replica behind the primary under load (DUMP probe, {len(self.probe_ms)}"
+             " probes) p50 / p99",
+             f"{ms(percentile(self.probe_ms, 50))} / {ms(percentile(self.probe_ms, 99))}",
+             "", ""),
             (f"acknowledged writes lost ({acked:,} acknowledged, checked after every round)",
              str(lost), "0", "met" if lost == 0 and self.results else "MISSED"),
             ("writes acknowledged by a replaced primary after the promotion", str(late), "0",

@@ -38,6 +38,7 @@ import sys
 import tarfile
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ from mig.logwriter import LogWriter
 from mig.topics import topic_names
 
 __all__ = ["Archive", "CheckpointError", "compatible", "dump_app", "fetch_checkpoint",
-           "list_manifests", "pack", "restore_app", "store_checkpoint", "unpack"]
+           "list_manifests", "pack", "restore_app", "stage", "store_checkpoint", "unpack"]
 
 log = structlog.get_logger("mig.checkpoint")
 
@@ -93,10 +94,25 @@ def pack(images: Path, workdir: Path, run_dir: Path) -> bytes:
     return buf.getvalue()
 
 
+def stage(workdir: Path, run_dir: Path, dest: Path) -> None:
+    """Copy the app's folder and the rings as they are at the dump (``dest/work``,
+    ``dest/run``), so compressing them can wait until the app runs again."""
+    shutil.copytree(workdir, dest / "work", symlinks=True)
+    (dest / "run").mkdir(parents=True)
+    for ring in run_dir.glob("*.ring"):
+        shutil.copy2(ring, dest / "run" / ring.name)
+
+
 def unpack(data: bytes, images: Path, workdir: Path, run_dir: Path) -> None:
     for folder in (images, workdir, run_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data)), mode="r") as tar:
+    try:
+        raw = gzip.decompress(data)
+        tar = tarfile.open(fileobj=io.BytesIO(raw), mode="r")
+    except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"the archive is truncated or not a checkpoint ({first})") from exc
+    with tar:
         for member in tar.getmembers():
             top, _, rest = member.name.partition("/")
             dest = {"images": images, "work": workdir, "run": run_dir}.get(top)
@@ -105,7 +121,11 @@ def unpack(data: bytes, images: Path, workdir: Path, run_dir: Path) -> None:
             if not rest:
                 continue
             member.name = rest
-            tar.extract(member, dest, filter="tar")
+            try:
+                tar.extract(member, dest, filter="tar")
+            except (OSError, EOFError, tarfile.TarError) as exc:
+                raise CheckpointError(f"the archive is truncated or damaged at {rest}"
+                                      f" ({exc})") from exc
 
 
 def _kernel() -> str:
@@ -237,6 +257,8 @@ def _read_checkpoints(settings: KafkaSettings, app: str, want: str | None = None
                 if msg.value() is None:  # tombstone
                     if key.startswith("manifest/"):
                         manifests.pop(key.split("/", 1)[1], None)
+                    elif want is not None and key.startswith(f"{want}/"):
+                        chunks.pop(int(key.rsplit("/", 1)[1]), None)
                     continue
                 try:
                     name, rec = codec.decode_message(msg.value(), msg.headers())

@@ -155,7 +155,8 @@ class Recorder:
         control.assign([TopicPartition(topic, 0, 0)])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # to the end: transaction markers have offsets
-            msgs = control.consume(500, 0.2)  # no record has, so wait for the EOF event
+            msgs = control.consume(500, 0.01)  # no record has, so wait for the EOF event
+            # (short polls: a promoted replica serves its app only after this read)
             for msg in msgs:
                 if msg.error() is None:
                     self._on_control(msg)

@@ -23,6 +23,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -89,6 +90,8 @@ class Replayer:
         self.codec = Codec.default()
         self.rings: dict[str, Ring] = {}
         self.pending: dict[str, deque[tuple[RawCall, int]]] = {}
+        # lpid -> (ring position after the record, its wall_ns) of calls fed, not yet taken
+        self.in_ring: dict[str, deque[tuple[int, int]]] = {}
         # (lpid, seq) -> (recorded call, Kafka offset), for divergence reports
         self.recorded: dict[tuple[str, int], tuple[dict[str, Any], int]] = {}
         self.stats = ReplayStats()
@@ -124,6 +127,7 @@ class Replayer:
         self._ckpt_asked: str | None = None
         self._started_ms = int(time.time() * 1000)
         self._ckpt_retry_at = 0.0
+        self._ckpt_thread: threading.Thread | None = None
 
     def run(self, stop: Any = None) -> ReplayStats:
         """Replay until the app exits, ``stop()`` is true, or the log stays idle for
@@ -196,12 +200,24 @@ class Replayer:
 
     # -- status
     def lag(self) -> tuple[int, int]:
-        """(calls received but not yet replayed, ms since the oldest of them was recorded)."""
-        queued = [q for q in self.pending.values() if q]
-        calls = sum(len(q) for q in queued)
-        if not calls:
-            return 0, 0
-        oldest = min(q[0][0].wall_ns for q in queued)
+        """(calls received but not yet replayed, ms since the oldest of them was recorded):
+        those still queued here and those in a ring the app has not taken yet."""
+        calls, oldest = 0, None
+        for lpid, flight in self.in_ring.items():
+            ring = self.rings.get(lpid)
+            tail = ring.tail if ring is not None else 0
+            while flight and flight[0][0] <= tail:
+                flight.popleft()
+            calls += len(flight)
+            if flight:
+                oldest = flight[0][1] if oldest is None else min(oldest, flight[0][1])
+        for queue in self.pending.values():
+            calls += len(queue)
+            if queue:
+                wall = queue[0][0].wall_ns
+                oldest = wall if oldest is None else min(oldest, wall)
+        if not calls or oldest is None:
+            return calls, 0
         return calls, max(0, (time.time_ns() - oldest) // 1_000_000)
 
     def _publish_status(self, final: bool = False) -> None:
@@ -273,8 +289,11 @@ class Replayer:
         for lpid, ring in self.rings.items():
             queue = self.pending.get(lpid)
             fed = 0
+            flight = self.in_ring.setdefault(lpid, deque())
             while queue and ring.put(queue[0][0]):
-                self.last_seq[lpid] = queue.popleft()[0].seq
+                call = queue.popleft()[0]
+                self.last_seq[lpid] = call.seq
+                flight.append((ring.head, call.wall_ns))  # taken once the tail passes it
                 fed += 1
             if fed:
                 self.stats.calls += fed
@@ -500,7 +519,13 @@ class Replayer:
         )
 
         start = {p: 0 for p in parts}
+        low = {p: cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]
+               for p in parts}
         if not self.use_checkpoints:
+            if any(o > 0 for o in low.values()):
+                raise MigError(f"{topic} no longer holds its start (records before"
+                               f" {low} were deleted after a checkpoint): replay from a"
+                               " checkpoint (--from-checkpoint)")
             return start
         manifests = list_manifests(self.settings, self.cfg.name)
         if manifests:
@@ -516,6 +541,12 @@ class Replayer:
             cid = manifest["checkpoint_id"]
             why = compatible(manifest, criu.version, os.uname().release)
             problems = compare_identity(manifest["identity"], local)
+            gone = [f"{po['partition']}:{po['offset']} < {low.get(po['partition'], 0)}"
+                    for po in manifest["barrier_offsets"]
+                    if po["offset"] < low.get(po["partition"], 0)]
+            if gone:
+                why = (f"the calls it continues from were deleted ({', '.join(gone)}: the"
+                       " log now starts later)")
             if why or problems:
                 log.warning("mig.replayer.checkpoint_refused", checkpoint_id=cid,
                             reason=why or "; ".join(problems))
@@ -548,8 +579,6 @@ class Replayer:
             if self.can_promote:
                 self._standby_writer()
             return {p: offsets.get(p, 0) for p in parts}
-        low = {p: cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]
-               for p in parts}
         trimmed = {p: o for p, o in low.items() if o > 0}
         if trimmed:
             raise MigError(f"{topic} no longer holds its start (records before {trimmed} were"
@@ -569,6 +598,8 @@ class Replayer:
                or (ck.get("every_seconds") and now - self._ckpt_at >= ck["every_seconds"]))
         if not due or now < self._ckpt_retry_at:
             return
+        if self._ckpt_thread is not None and self._ckpt_thread.is_alive():
+            return  # the previous one is still being stored
         reason = ("request " + self._ckpt_asked) if self._ckpt_asked else "schedule"
         try:
             self._checkpoint(reason)
@@ -590,8 +621,17 @@ class Replayer:
         return all(r.state == STATE_EXITED or (r.head == r.tail and r.waiters > 0)
                    for r in self.rings.values())
 
-    def _checkpoint(self, reason: str) -> dict[str, Any]:
-        from mig.checkpoint import Archive, CheckpointError, dump_app, pack, store_checkpoint
+    def _checkpoint(self, reason: str) -> None:
+        """Dump at a cut (the app held only for the dump and a copy of its files), then
+        compress and store in a background thread."""
+        from mig.checkpoint import (
+            Archive,
+            CheckpointError,
+            dump_app,
+            pack,
+            stage,
+            store_checkpoint,
+        )
 
         started = time.monotonic()
         deadline = started + 10
@@ -604,25 +644,35 @@ class Replayer:
             self._check()
             time.sleep(0.001)
         held = time.monotonic()
-        images = self.run_dir / "criu-dump"
-        shutil.rmtree(images, ignore_errors=True)
+        folder = self.run_dir / f"criu-dump-{int(time.time() * 1000)}"
+        images, staged = folder / "images", folder / "staged"
         dump_app(self.proc.pid, images)
-        data = pack(images, self.workdir, self.run_dir)
-        shutil.rmtree(images, ignore_errors=True)
-        dump_ms = int((time.monotonic() - held) * 1000)
+        stage(self.workdir, self.run_dir, staged)  # the files as they are with the image
+        dump_ms = int((time.monotonic() - held) * 1000)  # from here the app runs on
         meta = {"epoch": self.control.epoch,
                 "barrier_offsets": [{"partition": p, "offset": o}
                                     for p, o in sorted(self.next_offset.items())],
                 "lpid_seqs": dict(self.last_seq), "identity": self.identity_rec,
                 "workdir": str(self.workdir.resolve()), "run_dir": str(self.run_dir.resolve()),
                 "root_pid": self.proc.pid, "batch_seqs": dict(self.batch_next)}
-        manifest = store_checkpoint(self.settings, self.cfg.name, self.member,
-                                    Archive(data, dump_ms), meta, self.cfg.checkpoints["keep"])
-        log.info("mig.replayer.checkpoint", checkpoint_id=manifest["checkpoint_id"],
-                 reason=reason, size=len(data), held_ms=dump_ms,
-                 total_ms=int((time.monotonic() - started) * 1000),
-                 offsets=dict(self.next_offset))
-        return manifest
+
+        def finish() -> None:  # compress and upload while the replay goes on
+            try:
+                data = pack(images, staged / "work", staged / "run")
+                manifest = store_checkpoint(self.settings, self.cfg.name, self.member,
+                                            Archive(data, dump_ms), meta,
+                                            self.cfg.checkpoints["keep"])
+                log.info("mig.replayer.checkpoint", checkpoint_id=manifest["checkpoint_id"],
+                         reason=reason, size=len(data), held_ms=dump_ms,
+                         total_ms=int((time.monotonic() - started) * 1000),
+                         offsets=meta["barrier_offsets"])
+            except MigError as exc:
+                log.warning("mig.replayer.checkpoint_failed", reason=str(exc))
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+
+        self._ckpt_thread = threading.Thread(target=finish, name="mig-checkpoint", daemon=True)
+        self._ckpt_thread.start()
 
 
 def _progress_printer(what: str) -> Any:

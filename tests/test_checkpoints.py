@@ -199,3 +199,114 @@ def test_checkpoint_of_an_app_nobody_follows_fails_clearly(hosts, tmp_path):
         assert len(run.stderr.strip().splitlines()) == 1
     finally:
         dep.stop()
+
+
+def _end_offsets(dep: Deployment, role: str) -> dict[int, int]:
+    from mig.kafka import end_offsets
+
+    cons = consumer(dep.broker.settings)
+    try:
+        return end_offsets(cons, f"mig.{dep.name}.{role}")
+    finally:
+        cons.close()
+
+
+def test_missing_chunk_deleted_offsets_and_truncated_archive_are_refused(hosts, tmp_path):
+    """Three bad checkpoints newer than a good one: a chunk tombstoned away, a manifest whose
+    calls offsets were deleted, and a truncated archive whose hashes are right. The late
+    replica refuses each with its reason, restores the good one, and writes nothing to the
+    checkpoints topic."""
+    import gzip
+    import hashlib
+    import os
+
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, extra_toml="[checkpoints]\nkeep = 5\n")
+    try:
+        dep.start()
+        _writes(dep, 0, 60)
+        good = _checkpoint(dep)
+        _writes(dep, 60, 60)
+        missing = _checkpoint(dep)
+        manifests = {m["checkpoint_id"]: m for m in list_manifests(broker.settings, dep.name)}
+        writer = LogWriter(broker.settings, dep.name)
+        writer.send_raw("checkpoints", None, key=f"{missing}/000000")  # chunk gone
+        # a manifest pointing before the log's start (offset 0 was deleted by trimming)
+        stale = dict(manifests[good], checkpoint_id="9999999999990-stale",
+                     created_ms=manifests[missing]["created_ms"] + 1,
+                     barrier_offsets=[{"partition": 0, "offset": 0}])
+        writer.send("checkpoints", "mig.log.CheckpointManifest", stale,
+                    key="manifest/9999999999990-stale")
+        # a truncated archive, with hashes that match the truncated bytes
+        whole = gzip.compress(os.urandom(100_000))[:3000]
+        digest = hashlib.sha256(whole).hexdigest()
+        trunc = dict(manifests[good], checkpoint_id="9999999999991-trunc",
+                     created_ms=manifests[missing]["created_ms"] + 2, chunk_count=1,
+                     total_size=len(whole), sha256=digest,
+                     chunks=[{"index": 0, "size": len(whole), "sha256": digest}])
+        writer.send("checkpoints", "mig.log.CheckpointChunk", {
+            "app": dep.name, "checkpoint_id": trunc["checkpoint_id"], "index": 0, "count": 1,
+            "data": whole, "sha256": digest}, key=f"{trunc['checkpoint_id']}/000000")
+        writer.send("checkpoints", "mig.log.CheckpointManifest", trunc,
+                    key=f"manifest/{trunc['checkpoint_id']}")
+        writer.commit()
+        _wait_for(lambda: _low_watermark(dep) > 0, 20, "the calls topic to be trimmed")
+        before = _end_offsets(dep, "checkpoints")
+        dep.start_replica(2)
+        _wait_for(lambda: "host2" in dep.hot(), 60, "the late replica to be hot")
+        refused = {e["checkpoint_id"]: e["reason"]
+                   for e in _log_events(dep, 2, "mig.replayer.checkpoint_refused")}
+        assert "missing" in refused[missing], refused
+        assert "were deleted" in refused["9999999999990-stale"], refused
+        assert "truncated" in refused["9999999999991-trunc"], refused
+        restored = _log_events(dep, 2, "mig.replayer.restored")
+        assert restored and restored[0]["checkpoint_id"] == good
+        assert _end_offsets(dep, "checkpoints") == before  # the reader wrote nothing
+        _same_dump(dep, 2, "state-c.txt")
+    finally:
+        dep.stop()
+
+
+def test_few_hundred_mb_of_state_checkpointed_restored_and_promoted(hosts, tmp_path):
+    """The issue's end-to-end case: 300 MB of state under load, a checkpoint on the replica,
+    a late third host restores it, catches up, matches the primary, the calls topic's start
+    moved past the checkpoint, and the late replica takes over serving every acknowledged
+    write."""
+    from tests.apps.ackclient import check_acked, run_writes
+    from tests.apps.client import read_dump
+
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path)
+    try:
+        dep.start()
+        reply = request(net.host_ips[0], dep.port, "BALLAST 300", timeout=60)
+        assert reply.startswith("BALLAST 300 ")
+        ack_log = tmp_path / "acks.jsonl"
+        report = run_writes([(net.host_ips[0], dep.port)], 300, ack_log, prefix="a",
+                            deadline_s=60)
+        assert report.acked == 300
+        started = time.monotonic()
+        cid = _checkpoint(dep)
+        took = time.monotonic() - started
+        m = next(x for x in list_manifests(broker.settings, dep.name)
+                 if x["checkpoint_id"] == cid)
+        print(f"\n300 MB app: checkpoint {m['total_size'] / 1e6:.1f} MB in"
+              f" {m['chunk_count']} chunks, app held {m['dump_ms']} ms, request to stored"
+              f" {took:.1f} s")
+        _wait_for(lambda: _low_watermark(dep) >= m["barrier_offsets"][0]["offset"], 20,
+                  "the calls before the checkpoint to be deleted")
+        report = run_writes([(net.host_ips[0], dep.port)], 300, ack_log, prefix="b",
+                            deadline_s=60)
+        joined = time.monotonic()
+        dep.start_replica(2)
+        _wait_for(lambda: "host2" in dep.hot(), 120, "the late replica to be hot")
+        print(f"late replica hot {time.monotonic() - joined:.1f} s after its start")
+        _same_dump(dep, 2, "big.txt")
+        assert "ballast=300:" in (tmp_path / "host2" / "big.txt").read_text().splitlines()[0]
+        net.signal(0, signal.SIGKILL)
+        net.signal(1, signal.SIGKILL)
+        _wait_for(lambda: _answers(net.host_ips[2], dep.port), 30, "host 2 to take over")
+        assert dump(net.host_ips[2], dep.port, "after.txt") == 600
+        assert check_acked(ack_log, read_dump(tmp_path / "host2" / "after.txt")) == []
+    finally:
+        dep.stop()

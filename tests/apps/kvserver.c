@@ -14,6 +14,10 @@
  * Protocol: SET/GET/DEL as in kvstore.h, plus
  *   DUMP path -> DUMPED <n>   writes "kvserver entries=<n>" and the sorted entries to path
  *   QUIT      -> BYE          then closes the connection
+ *   BALLAST MB -> BALLAST <MB> <sum>   holds MB MiB of state made from 8 bytes of getrandom()
+ *                                      (a xorshift stream): big memory from a small log;
+ *                                      DUMP's header then says ballast=<MB>:<sum>, the sum
+ *                                      read back from memory
  */
 #define _GNU_SOURCE
 #include "kvstore.h"
@@ -25,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -92,6 +97,37 @@ static void conn_add(int fd, long long now)
     conns[fd] = c;
 }
 
+static uint64_t *ballast;
+static size_t ballast_words;
+
+static uint64_t ballast_sum(void)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < ballast_words; i++)
+        h = (h ^ ballast[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static int ballast_fill(size_t mb)
+{
+    uint64_t x;
+    if (getrandom(&x, sizeof x, 0) != (ssize_t)sizeof x)
+        return -1;
+    x |= 1;
+    uint64_t *p = realloc(ballast, mb ? mb << 20 : 8);
+    if (!p)
+        return -1;
+    ballast = p;
+    ballast_words = (mb << 20) / sizeof *p;
+    for (size_t i = 0; i < ballast_words; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ballast[i] = x;
+    }
+    return 0;
+}
+
 static void handle(struct conn *c, char *line)
 {
     char *argv[KV_MAX_ARGS];
@@ -105,10 +141,15 @@ static void handle(struct conn *c, char *line)
     } else if (kv_command(&store, argc, argv, reply, sizeof reply)) {
         /* SET, GET or DEL */
     } else if (strcmp(argv[0], "DUMP") == 0) {
-        char header[64];
+        char header[128];
         long n = -1;
         if (argc == 2) {
-            snprintf(header, sizeof header, "kvserver entries=%zu", store.count);
+            if (ballast_words)
+                snprintf(header, sizeof header, "kvserver entries=%zu ballast=%zu:%016llx",
+                         store.count, ballast_words * 8 >> 20,
+                         (unsigned long long)ballast_sum());
+            else
+                snprintf(header, sizeof header, "kvserver entries=%zu", store.count);
             n = kv_dump(&store, argv[1], header);
         }
         if (argc != 2)
@@ -117,6 +158,13 @@ static void handle(struct conn *c, char *line)
             snprintf(reply, sizeof reply, "ERR dump: %s", strerror(errno));
         else
             snprintf(reply, sizeof reply, "DUMPED %ld", n);
+    } else if (strcmp(argv[0], "BALLAST") == 0 && argc == 2) {
+        size_t mb = strtoul(argv[1], NULL, 10);
+        if (mb > 4096 || ballast_fill(mb) < 0)
+            snprintf(reply, sizeof reply, "ERR ballast: %s", strerror(errno ? errno : EINVAL));
+        else
+            snprintf(reply, sizeof reply, "BALLAST %zu %016llx", mb,
+                     (unsigned long long)ballast_sum());
     } else if (strcmp(argv[0], "QUIT") == 0) {
         snprintf(reply, sizeof reply, "BYE");
         c->quit = 1;

@@ -54,6 +54,29 @@ class LogWriter:
                 raise MigError(f"cannot reach Kafka at {self._bootstrap}:"
                                f" {exc.args[0].str()}") from exc
 
+    def try_fence(self, timeout: float) -> bool:
+        """``fence()`` bounded by ``timeout``: False when it did not complete in time (the
+        old primary left a transaction open: the coordinator aborts it and librdkafka only
+        asks again after a fixed 500 ms). The producer is then spent: ``discard()`` it and
+        fence with another, which finds the abort done."""
+        from confluent_kafka import KafkaException
+
+        try:
+            self._producer.init_transactions(timeout)
+            return True
+        except KafkaException as exc:
+            if exc.args[0].fatal():
+                raise MigError(f"cannot start transactions as '{self._transactional_id}':"
+                               f" {exc.args[0].str()}") from exc
+            return False
+
+    def discard(self) -> None:
+        """Destroy the producer now (its pending requests and timers go with it)."""
+        import gc
+
+        self._producer = None
+        gc.collect()
+
     def fence(self) -> None:
         """Initialise transactions under our transactional id: Kafka fences every older
         producer with the same id and aborts its open transaction."""

@@ -115,7 +115,7 @@ class Replayer:
         self._cons: Any = None
         self.control_read = False  # the control topic was read to its end once
         self._live_marked: set[str] = set()
-        self._standby: LogWriter | None = None
+        self._standby: list[LogWriter] = []
         # checkpoints (mig/checkpoint.py)
         self.use_checkpoints = use_checkpoints and cfg.checkpoints.get("enabled", True)
         self.identity_rec: dict[str, Any] | None = None  # the recorded AppIdentity
@@ -390,9 +390,7 @@ class Replayer:
         started = time.monotonic()
         # initialising the app's transactional producer fences the old primary: from here
         # Kafka refuses its records, and its open transaction is aborted
-        writer = self._standby_writer()
-        self._standby = None
-        writer.fence()
+        writer = self._fence()
         fenced_at = time.monotonic()
         ends = {}
         for p in self.next_offset:
@@ -436,14 +434,27 @@ class Replayer:
         self._on_promote(new_epoch)
         return True
 
-    def _standby_writer(self) -> LogWriter:
-        """The app's transactional writer, connected but not yet fencing anyone: made once
-        the replica runs, so promotion does not wait for a cold producer."""
-        if self._standby is None:
-            self._standby = LogWriter(self.settings, self.cfg.name,
-                                      transactional_id=f"mig.{self.cfg.name}.primary",
-                                      fence_now=False)
-        return self._standby
+    def _standby_writer(self) -> None:
+        """Two of the app's transactional writers, connected but not yet fencing anyone:
+        made once the replica runs, so promotion does not wait for a cold producer."""
+        while len(self._standby) < 2:
+            self._standby.append(LogWriter(self.settings, self.cfg.name,
+                                           transactional_id=f"mig.{self.cfg.name}.primary",
+                                           fence_now=False))
+
+    def _fence(self) -> LogWriter:
+        """Fence the old primary. When it left a transaction open, the first request only
+        starts the coordinator's abort and librdkafka would ask again 500 ms later; the
+        second writer asks as soon as the first gives up (50 ms), and finds it done."""
+        self._standby_writer()
+        first, second = self._standby
+        self._standby = []
+        if first.try_fence(0.05):
+            second.discard()
+            return first
+        first.discard()
+        second.fence()
+        return second
 
     def _read_to(self, ends: dict[int, int]) -> None:
         """Read the calls topic until every partition reached ``ends`` (an end-of-partition

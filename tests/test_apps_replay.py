@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from mig.broker import EmbeddedBroker
 from mig.broker.cluster import free_ports
 from tests.apps.client import dump, run_ops, wait_port
 from tests.harness import write_app
-from tests.testnet import HostNet
+from tests.testnet import hosts_and_broker
 
 APPS = Path(__file__).resolve().parent / "apps"
 
@@ -28,17 +27,8 @@ APPS = Path(__file__).resolve().parent / "apps"
 @pytest.fixture(scope="module")
 def net_broker(tmp_path_factory):
     """A test host (netns) and a broker the root namespace and the host both reach."""
-    subprocess.run(["make", "-s", "-C", str(APPS)], check=True)
-    net = HostNet(hosts=1)
-    port, cport = free_ports(2)
-    broker = EmbeddedBroker(home=tmp_path_factory.mktemp("netbroker"), port=port,
-                            controller_port=cport, host=net.root_ips[0])
-    try:
-        broker.up(timeout=120)
-        yield net, broker
-    finally:
-        broker.down()
-        net.close()
+    with hosts_and_broker(tmp_path_factory.mktemp("netbroker"), hosts=1) as pair:
+        yield pair
 
 
 def _mig(args: list[str], home: Path, wrap=None) -> subprocess.Popen:

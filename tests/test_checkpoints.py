@@ -17,29 +17,19 @@ import time
 
 import pytest
 
-from mig.broker.cluster import free_ports
-from mig.broker.embedded import EmbeddedBroker
 from mig.checkpoint import list_manifests
 from mig.kafka import consumer
 from mig.logwriter import LogWriter
 from tests.apps.client import dump, request
-from tests.deploy import APPS, Deployment, _answers, _wait_for
-from tests.testnet import HostNet
+from tests.deploy import Deployment, _answers, _wait_for
+from tests.testnet import hosts_and_broker
 
 
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory):
-    subprocess.run(["make", "-s", "-C", str(APPS)], check=True)
-    net = HostNet(hosts=3)
-    port, cport = free_ports(2)
-    broker = EmbeddedBroker(home=tmp_path_factory.mktemp("ckbroker"), port=port,
-                            controller_port=cport, host=net.root_ips[0])
-    try:
-        broker.up(timeout=120)
-        yield net, broker
-    finally:
-        broker.down()
-        net.close()
+    """Three test hosts and a broker all of them reach."""
+    with hosts_and_broker(tmp_path_factory.mktemp("ckbroker"), hosts=3) as pair:
+        yield pair
 
 
 def _writes(dep: Deployment, start: int, count: int) -> None:

@@ -25,28 +25,17 @@ from pathlib import Path
 
 import pytest
 
-from mig.broker.cluster import free_ports
-from mig.broker.embedded import EmbeddedBroker
 from tests.apps.ackclient import check_acked, run_writes
 from tests.apps.client import dump, read_dump, request
-from tests.deploy import APPS, Deployment, _answers, _wait_for
-from tests.testnet import HostNet
+from tests.deploy import Deployment, _answers, _wait_for
+from tests.testnet import hosts_and_broker
 
 
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory):
     """Three test hosts and a broker all of them reach."""
-    subprocess.run(["make", "-s", "-C", str(APPS)], check=True)
-    net = HostNet(hosts=3)
-    port, cport = free_ports(2)
-    broker = EmbeddedBroker(home=tmp_path_factory.mktemp("fobroker"), port=port,
-                            controller_port=cport, host=net.root_ips[0])
-    try:
-        broker.up(timeout=120)
-        yield net, broker
-    finally:
-        broker.down()
-        net.close()
+    with hosts_and_broker(tmp_path_factory.mktemp("fobroker"), hosts=3) as pair:
+        yield pair
 
 
 def _acks(path: Path) -> list[dict]:

@@ -12,6 +12,9 @@ import os
 import signal
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 
 def _ip(*args: str) -> None:
@@ -96,3 +99,26 @@ def _free_second_octet(start: int) -> int:
         if f" 10.{second}." not in used:
             return second
     raise RuntimeError("no free 10.N.0.0/16 network for a test host")
+
+
+@contextmanager
+def hosts_and_broker(home: Path, hosts: int) -> Iterator[tuple[HostNet, object]]:
+    """``hosts`` test hosts and an embedded broker on the root side that all of them reach
+    (the test apps built first). Everything is stopped and removed at the end."""
+    from mig.broker.cluster import free_ports
+    from mig.broker.embedded import EmbeddedBroker
+
+    apps = Path(__file__).resolve().parent / "apps"
+    subprocess.run(["make", "-s", "-C", str(apps)], check=True)
+    net = HostNet(hosts=hosts)
+    try:
+        port, cport = free_ports(2)
+        broker = EmbeddedBroker(home=home, port=port, controller_port=cport,
+                                host=net.root_ips[0])
+        try:
+            broker.up(timeout=120)
+            yield net, broker
+        finally:
+            broker.down()
+    finally:
+        net.close()

@@ -49,6 +49,7 @@ __all__ = ["Replayer", "Divergence", "ReplayStats", "compare_identity"]
 log = structlog.get_logger("mig.replayer")
 
 RECENT_CALLS = 200_000
+CATCHING_UP_BATCHES = 50  # a replica further behind than this says "catching-up"
 
 
 class Divergence(MigError):
@@ -216,15 +217,38 @@ class Replayer:
             if queue:
                 wall = queue[0][0].wall_ns
                 oldest = wall if oldest is None else min(oldest, wall)
+        calls += self.unfetched()
         if not calls or oldest is None:
             return calls, 0
         return calls, max(0, (time.time_ns() - oldest) // 1_000_000)
+
+    def unfetched(self) -> int:
+        """Batches of the calls topic not yet fetched from Kafka (each holds one call or
+        more), from the consumer's cached high watermarks: a replica still reading an old
+        log is not hot, however quickly it replays what it has."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        if self._cons is None:
+            return 0
+        topic = topic_names(self.cfg.name)["calls"]
+        behind = 0
+        for p, nxt in self.next_offset.items():
+            try:
+                _low, high = self._cons.get_watermark_offsets(TopicPartition(topic, p),
+                                                              cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                behind += max(0, high - nxt - 1)  # -1: a commit marker may end the log
+        return behind
 
     def _publish_status(self, final: bool = False) -> None:
         calls, lag_ms = self.lag()
         health = "diverged" if self.stats.divergence else ("stopped" if final else self.health)
         if self.proc is None and health == "replaying":
             health = "starting"
+        elif health == "replaying" and self.unfetched() > CATCHING_UP_BATCHES:
+            health = "catching-up"  # not hot yet: not a migration target
         self.status.send("control", "mig.log.MemberStatus", {
             "app": self.cfg.name, "member": self.member, "role": "REPLICA",
             "epoch": self.control.epoch, "lag_records": calls, "lag_ms": lag_ms,

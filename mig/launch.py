@@ -11,6 +11,7 @@ ASLR off the stack and heap addresses a program can observe stay the same. MIG_M
 from __future__ import annotations
 
 import ctypes
+import signal
 import subprocess
 from pathlib import Path
 
@@ -39,10 +40,28 @@ def _padded(run_dir: Path) -> str:
     return text + "/" * (RUN_DIR_WIDTH - len(text))
 
 
-def _no_aslr() -> None:
+PR_SET_PDEATHSIG = 1
+
+
+def _prepare_child() -> None:
+    """In the app's process before exec: no address randomisation, death with the agent,
+    and every signal at its default disposition and unblocked. A shell starts background
+    jobs with SIGINT ignored, and the agent's own handlers differ by role: what the app
+    inherits would differ between hosts, and so would what it does (Python's asyncio, for
+    one, takes another path when SIGINT is ignored, and the replica diverged at start)."""
     libc = ctypes.CDLL(None, use_errno=True)
     current = libc.personality(0xFFFFFFFF)
     libc.personality(current | ADDR_NO_RANDOMIZE)
+    # the app dies with its agent: a primary app whose agent is gone would accept clients
+    # and hold their replies forever (nobody commits its records any more)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
@@ -61,7 +80,7 @@ def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
     with open(log_file, "ab") as out:
         try:
             return subprocess.Popen(cfg.command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=out, preexec_fn=_no_aslr,
+                                    stdout=out, stderr=out, preexec_fn=_prepare_child,
                                     start_new_session=True)
         except OSError as exc:
             raise MigError(f"cannot start {cfg.command[0]}: {exc.strerror}") from exc

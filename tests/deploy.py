@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,11 +21,22 @@ from tests.testnet import HostNet
 APPS = Path(__file__).resolve().parent / "apps"
 
 
+def _command(app: str, port: int) -> list[str]:
+    if app == "kv-asyncio":
+        return [sys.executable, str(APPS / "kv_asyncio.py"), str(port), "0.0.0.0"]
+    return [str(APPS / "build" / "kvserver"), str(port), "0.0.0.0"]
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Deployment:
     """One app: a primary on host 0 and replicas on the given hosts."""
 
     def __init__(self, net: HostNet, broker: EmbeddedBroker, tmp: Path,
-                 replicas: tuple[int, ...] = (1,), extra_toml: str = "") -> None:
+                 replicas: tuple[int, ...] = (1,), extra_toml: str = "",
+                 app: str = "kvserver") -> None:
         self.net, self.broker, self.tmp = net, broker, tmp
         self.name = "fo" + uuid.uuid4().hex[:8]
         (self.port,) = free_ports(1)
@@ -36,7 +48,7 @@ class Deployment:
         self.app_toml.write_text(
             "[app]\n"
             f'name = "{self.name}"\n'
-            f'command = ["{APPS / "build" / "kvserver"}", "{self.port}", "0.0.0.0"]\n'
+            f"command = {json.dumps(_command(app, self.port))}\n"
             "[kafka]\n"
             f'bootstrap_servers = "{broker.settings.bootstrap_servers}"\n'
             "[replica]\nheartbeat_ms = 200\nfailover_timeout_ms = 1000\n"
@@ -51,7 +63,10 @@ class Deployment:
         cmd = [sys.executable, "-m", "mig", "--log-format", "json", *args]
         env = dict(os.environ, MIG_HOME=str(self.tmp / f"home{host}"))
         log = open(self.tmp / f"host{host}.log", "ab")  # noqa: SIM115 - lives with the process
-        return subprocess.Popen(self.net.wrap(host, cmd), env=env, stdout=log, stderr=log)
+        # members start as a shell starts background jobs: SIGINT ignored (mig must give
+        # the app the same signal dispositions on every host whatever it inherited)
+        return subprocess.Popen(self.net.wrap(host, cmd), env=env, stdout=log, stderr=log,
+                                preexec_fn=_ignore_sigint)
 
     def start(self) -> None:
         # rings under the test's folder: a killed member leaves them behind

@@ -45,7 +45,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -61,6 +60,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/ (the test hosts, the test apps' clients)
+
+from benchlib import machine, percentile  # noqa: E402 - a sibling of this script
 
 from mig.broker.cluster import free_ports  # noqa: E402
 from mig.broker.embedded import EmbeddedBroker  # noqa: E402
@@ -89,26 +90,8 @@ class RoundFailed(Exception):
     """A round could not be completed: what was expected and what was seen."""
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100); None without values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n * q / 100)
-    return ordered[int(rank) - 1]
 
 
-def machine() -> str:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{os.cpu_count()} CPUs, {cpu}, Linux {platform.release()},"
-            f" Python {platform.python_version()}")
 
 
 # ------------------------------------------------------------------------ control topic

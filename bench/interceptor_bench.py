@@ -29,7 +29,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -47,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROGS = ROOT / "bench" / "progs"
 APPS = ROOT / "tests" / "apps"
 sys.path.insert(0, str(APPS))
+from benchlib import machine  # noqa: E402 - a sibling of this script
 from client import wait_port  # noqa: E402  (tests/apps is not a package on the path)
 
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
@@ -146,23 +146,6 @@ def kill_quietly(pid: int | None, marker: str) -> None:
         pass
 
 
-def machine() -> str:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kib = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kib / (1 << 20):.0f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}){mem}, {cpu},"
-            f" Linux {platform.release()}, Python {platform.python_version()}")
 
 
 # ------------------------------------------------------------------------------ the bench

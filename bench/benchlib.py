@@ -1,0 +1,39 @@
+"""Pieces the benchmark scripts share (imported as a sibling module: the scripts run as
+``python bench/NAME.py``)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+__all__ = ["machine", "percentile"]
+
+
+def machine() -> str:
+    """One line on the machine the figures come from."""
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kib / (1 << 20):.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}){mem}, {cpu},"
+            f" Linux {platform.release()}, Python {platform.python_version()}")
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (with 20 samples, p99 is the largest); None if empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n * q / 100)
+    return ordered[int(rank) - 1]

@@ -11,6 +11,7 @@ ASLR off the stack and heap addresses a program can observe stay the same. MIG_M
 from __future__ import annotations
 
 import ctypes
+import functools
 import signal
 import subprocess
 from pathlib import Path
@@ -43,7 +44,7 @@ def _padded(run_dir: Path) -> str:
 PR_SET_PDEATHSIG = 1
 
 
-def _prepare_child() -> None:
+def _prepare_child(die_with_agent: bool) -> None:
     """In the app's process before exec: no address randomisation, death with the agent,
     and every signal at its default disposition and unblocked. A shell starts background
     jobs with SIGINT ignored, and the agent's own handlers differ by role: what the app
@@ -52,9 +53,12 @@ def _prepare_child() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     current = libc.personality(0xFFFFFFFF)
     libc.personality(current | ADDR_NO_RANDOMIZE)
-    # the app dies with its agent: a primary app whose agent is gone would accept clients
-    # and hold their replies forever (nobody commits its records any more)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # a primary's app dies with its agent: without it the app would accept clients and
+    # hold their replies forever (nobody commits its records any more). Not a replaying
+    # app: CRIU images are taken of those, and a restored image would carry the setting
+    # and die as soon as criu, its first parent, exits; it is set when it goes live.
+    if die_with_agent:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     for sig in signal.valid_signals():
         if sig not in (signal.SIGKILL, signal.SIGSTOP):
             try:
@@ -79,8 +83,9 @@ def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
         try:
+            prepare = functools.partial(_prepare_child, mode == "record")
             return subprocess.Popen(cfg.command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=out, preexec_fn=_prepare_child,
+                                    stdout=out, stderr=out, preexec_fn=prepare,
                                     start_new_session=True)
         except OSError as exc:
             raise MigError(f"cannot start {cfg.command[0]}: {exc.strerror}") from exc

@@ -193,8 +193,12 @@ class Replayer:
                     return self.stats
         finally:
             cons.close()
+            self._cons = None
             if self.stats.promoted_epoch is None:
-                self._publish_status(final=True)
+                try:  # never hide the error that ended the loop
+                    self._publish_status(final=True)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("mig.replayer.final_status_failed", error=repr(exc))
                 if self.proc is not None and self.proc.poll() is None:
                     self.proc.kill()
                     self.proc.wait(10)
@@ -234,12 +238,14 @@ class Replayer:
         behind = 0
         for p, nxt in self.next_offset.items():
             try:
-                _low, high = self._cons.get_watermark_offsets(TopicPartition(topic, p),
-                                                              cached=True)
-            except KafkaException:
+                marks = self._cons.get_watermark_offsets(TopicPartition(topic, p),
+                                                         cached=True)
+            except (KafkaException, RuntimeError):  # nothing cached yet; consumer closed
                 continue
-            if high >= 0:
-                behind += max(0, high - nxt - 1)  # -1: a commit marker may end the log
+            if marks is None:  # no fetch has told the high watermark yet
+                continue
+            if marks[1] >= 0:
+                behind += max(0, marks[1] - nxt - 1)  # -1: a commit marker may end the log
         return behind
 
     def _publish_status(self, final: bool = False) -> None:

@@ -31,6 +31,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -368,6 +369,9 @@ void mig_go_live(void)
         t->what = T_NONE;
     }
     went_live = 1;
+    /* from now on a primary's process: it dies with its agent (mig/launch.py sets this for
+     * a recorded app; a replaying one gets it here, as a CRIU image must not carry it) */
+    syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 }
 
 int mig_went_live(void)

@@ -369,9 +369,5 @@ def _log_tail(path: Path, lines: int = 3) -> str:
     return " | ".join((errors or text)[-lines:])
 
 
-def clean(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "holder":
     sys.exit(_holder(sys.argv[2:]))

@@ -115,6 +115,7 @@ class Replayer:
         self.health = "replaying"
         self._cons: Any = None
         self.control_read = False  # the control topic was read to its end once
+        self._calls_topic = topic_names(cfg.name)["calls"]
         self._live_marked: set[str] = set()
         self._standby: list[LogWriter] = []
         # checkpoints (mig/checkpoint.py)
@@ -133,7 +134,7 @@ class Replayer:
     def run(self, stop: Any = None) -> ReplayStats:
         """Replay until the app exits, ``stop()`` is true, or the log stays idle for
         ``idle_exit_s`` after the app's last call. Raises Divergence on a mismatch."""
-        from confluent_kafka import KafkaError, TopicPartition
+        from confluent_kafka import TopicPartition
 
         names = topic_names(self.cfg.name)
         topic = names["calls"]
@@ -166,20 +167,11 @@ class Replayer:
                 if stop is not None and stop():
                     return self.stats
                 for msg in cons.consume(500, 0.001 if self._backlog() else 0.02):
-                    err = msg.error()
-                    if err is not None and err.code() == KafkaError._PARTITION_EOF:
-                        if msg.topic() == topic:
-                            self.eof_at[msg.partition()] = msg.offset()
-                        else:
-                            self.control_read = True
-                        continue
-                    if err is not None:
-                        raise MigError(f"reading {msg.topic()}: {err.str()}")
-                    if msg.topic() == topic:
-                        self._on_message(msg)
+                    taken = self._take(msg)
+                    if isinstance(taken, str):
+                        raise MigError(taken)
+                    if taken:
                         last_input = time.monotonic()
-                    else:
-                        self._on_control(msg)
                 self._discover()
                 self._feed()
                 self._check()
@@ -343,6 +335,28 @@ class Replayer:
                                      f" the log has {recorded}")
             raise Divergence(self.stats.divergence)
 
+    def _take(self, msg: Any) -> bool | str:
+        """One message of the consumer (calls or control): True for a calls record, False
+        for anything else taken, the error text for a consumer error. End-of-partition
+        events note how far each topic was read."""
+        from confluent_kafka import KafkaError
+
+        calls = msg.topic() == self._calls_topic
+        err = msg.error()
+        if err is not None and err.code() == KafkaError._PARTITION_EOF:
+            if calls:
+                self.eof_at[msg.partition()] = msg.offset()
+            else:
+                self.control_read = True
+            return False
+        if err is not None:
+            return f"reading {msg.topic()}: {err.str()}"
+        if calls:
+            self._on_message(msg)
+            return True
+        self._on_control(msg)
+        return False
+
     # -- control and failover
     def _on_control(self, msg: Any) -> None:
         try:
@@ -490,22 +504,13 @@ class Replayer:
         """Read the calls topic until every partition reached ``ends`` (an end-of-partition
         event at or past it: transaction markers take offsets no record has)."""
         topic = topic_names(self.cfg.name)["calls"]
-        from confluent_kafka import KafkaError
-
         deadline = time.monotonic() + 60
         while any(self.eof_at.get(p, -1) < end and self.next_offset.get(p, 0) < end
                   for p, end in ends.items()):
             if time.monotonic() > deadline:
                 raise MigError(f"promotion: could not read {topic} to its end {ends}")
             for msg in self._cons.consume(500, 0.05):
-                err = msg.error()
-                if err is not None and err.code() == KafkaError._PARTITION_EOF:
-                    if msg.topic() == topic:
-                        self.eof_at[msg.partition()] = msg.offset()
-                elif err is None and msg.topic() == topic:
-                    self._on_message(msg)
-                elif err is None:
-                    self._on_control(msg)
+                self._take(msg)  # a consumer error here is retried until the deadline
             self._discover()
             self._feed()
             self._check()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import platform
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["machine", "percentile"]
+__all__ = ["machine", "percentile", "wait_for"]
 
 
 def machine() -> str:
@@ -37,3 +39,14 @@ def percentile(values: list[float], q: float) -> float | None:
     ordered = sorted(values)
     rank = max(1, -(-len(ordered) * q // 100))  # ceil(n * q / 100)
     return ordered[int(rank) - 1]
+
+
+def wait_for(cond: Callable[[], object], timeout: float, what: str, step: float = 0.05,
+             error: type[Exception] = RuntimeError) -> None:
+    """Poll ``cond`` every ``step`` s until it is true; ``error`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(step)
+    raise error(f"timed out after {timeout:g} s waiting for {what}")

@@ -86,7 +86,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/ (the test hosts, the test apps' clients)
 
-from benchlib import machine, percentile  # noqa: E402 - a sibling of this script
+import benchlib  # noqa: E402 - a sibling of this script
+from benchlib import machine, percentile  # noqa: E402
 
 from mig.broker.cluster import free_ports  # noqa: E402
 from mig.checkpoint import list_manifests  # noqa: E402
@@ -176,13 +177,17 @@ class Results:
 # ------------------------------------------------------------------------ helpers
 
 
+def _copy_images(images: Path, moved: Path, r: NativeRound) -> Path:
+    """The cold migration's copy step: the images to another folder, timed and sized."""
+    t = time.monotonic()
+    shutil.copytree(images, moved)
+    r.copy_s = time.monotonic() - t
+    r.image_bytes = sum(f.stat().st_size for f in moved.iterdir())
+    return moved
+
+
 def wait_for(cond, timeout: float, what: str, step: float = 0.05) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(step)
-    raise BenchFailed(f"timed out after {timeout:g} s waiting for {what}")
+    benchlib.wait_for(cond, timeout, what, step, error=BenchFailed)
 
 
 def rss_mib(pid: int | None) -> float | None:
@@ -487,11 +492,7 @@ class Bench:
                 self.clear_hosts()
                 break
             r = NativeRound("kvserver", dump_s=dump_s)
-            moved = base / f"moved-{rnd}"
-            t = time.monotonic()
-            shutil.copytree(images, moved)
-            r.copy_s = time.monotonic() - t
-            r.image_bytes = sum(f.stat().st_size for f in moved.iterdir())
+            moved = _copy_images(images, base / f"moved-{rnd}", r)
             t = time.monotonic()
             holder, _ = self.criu_restore(2, moved)
             wait_for(lambda port=port, holder=holder: self._answers(self.ips[2], port)
@@ -530,11 +531,7 @@ class Bench:
             if error:
                 raise BenchFailed(f"memory-only process: {error}")
             r = NativeRound("memory only", dump_s=dump_s)
-            moved = base / f"mem-moved-{rnd}"
-            t = time.monotonic()
-            shutil.copytree(images, moved)
-            r.copy_s = time.monotonic() - t
-            r.image_bytes = sum(f.stat().st_size for f in moved.iterdir())
+            moved = _copy_images(images, base / f"mem-moved-{rnd}", r)
             t = time.monotonic()
             holder, marker = self.criu_restore(2, moved)
             wait_for(lambda marker=marker, holder=holder: marker.exists()

@@ -61,7 +61,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/ (the test hosts, the test apps' clients)
 
-from benchlib import machine, percentile  # noqa: E402 - a sibling of this script
+import benchlib  # noqa: E402 - a sibling of this script
+from benchlib import machine, percentile  # noqa: E402
 
 from mig.broker.cluster import free_ports  # noqa: E402
 from mig.broker.embedded import EmbeddedBroker  # noqa: E402
@@ -200,12 +201,7 @@ class Round:
 
 
 def wait_for(cond, timeout: float, what: str, step: float = 0.05) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(step)
-    raise RoundFailed(f"timed out after {timeout:g} s waiting for {what}")
+    benchlib.wait_for(cond, timeout, what, step, error=RoundFailed)
 
 
 def answers(host: str, port: int) -> bool:

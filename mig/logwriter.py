@@ -131,6 +131,9 @@ class LogWriter:
         except KafkaException as exc:
             self._raise_if_fenced(exc.args[0])
             raise MigError(f"commit to Kafka failed: {exc.args[0].str()}") from exc
+        except SystemError as exc:  # the client's "returned NULL" on a fatal state
+            self._probe_fatal()
+            raise MigError(f"commit to Kafka failed: {exc}") from None
         self.flush()
         offsets, self._offsets = self._offsets, []
         return offsets
@@ -151,6 +154,10 @@ class LogWriter:
                 raise
             if hasattr(exc, "code"):
                 self._raise_if_fenced(exc)
+            # the client can also fail a flush with a SystemError ("returned NULL without
+            # setting an exception") when librdkafka has just entered its fatal state: ask
+            # librdkafka why before calling it a generic failure
+            self._probe_fatal()
             raise MigError(f"the Kafka producer failed: {exc}") from None
         if remaining:
             raise MigError(f"{remaining} records not acknowledged within {self.timeout:g} s")
@@ -178,6 +185,28 @@ class LogWriter:
         self._open = False
         self._errors.clear()
         self._offsets.clear()
+
+    def _probe_fatal(self) -> None:
+        """Raise Fenced if librdkafka's producer is in its fatal state because a newer
+        producer with our transactional id fenced it. Serves the pending error callbacks
+        first; then, for a transactional producer, asks init_transactions, which answers
+        with the fatal error in that state (and only with a state error otherwise)."""
+        from confluent_kafka import KafkaException
+
+        try:
+            self._producer.poll(0)
+        except Exception:  # noqa: BLE001 - only probing; the caller raises its own error
+            pass
+        if self.fenced:
+            raise Fenced(f"fenced: a newer primary of {self.app} took over ({self.fenced})")
+        if not self._transactional:
+            return
+        try:
+            self._producer.init_transactions(0.01)
+        except KafkaException as exc:
+            self._raise_if_fenced(exc.args[0])
+        except Exception:  # noqa: BLE001
+            pass
 
     def _on_error(self, err: Any) -> None:
         if _is_fencing(err):

@@ -68,14 +68,22 @@ class Archive:
     dump_ms: int
 
 
-def dump_app(pid: int, images: Path) -> None:
-    """``criu dump --leave-running`` of the process tree rooted at ``pid``."""
+def dump_app(pid: int, images: Path, holder: int | None = None) -> None:
+    """``criu dump --leave-running`` of the process tree rooted at ``pid``.
+
+    An app restored from a checkpoint runs in the holder's pid and mount namespaces
+    (``restore_app``) under the pids it had when it was dumped; CRIU dumps a subtree only from
+    inside its pid namespace, so with ``holder`` (the host pid of the namespace's init) CRIU
+    runs there (``nsenter``) and ``pid`` is the app's pid in that namespace. The image then
+    names the same pids and paths as the one it was restored from."""
     from mig.criu import find_criu
 
     criu = find_criu()
     images.mkdir(parents=True, exist_ok=True)
     cmd = criu.argv("dump", "-t", str(pid), "-D", str(images), "--leave-running",
                     "-o", "dump.log", "-v2")
+    if holder is not None:
+        cmd = ["nsenter", "-t", str(holder), "--pid", "--mount", *cmd]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if run.returncode != 0:
         tail = _log_tail(images / "dump.log")
@@ -329,6 +337,18 @@ def restore_app(images: Path, root_pid: int, binds: list[tuple[Path, Path]],
                                   f" (see {log_file})")
         time.sleep(0.05)
     return holder
+
+
+def holder_pid(unshare_pid: int) -> int:
+    """The host pid of the namespace's init that ``restore_app`` started (the child of
+    ``unshare --fork``)."""
+    try:
+        children = Path(f"/proc/{unshare_pid}/task/{unshare_pid}/children").read_text().split()
+    except OSError as exc:
+        raise CheckpointError(f"the restored app's holder {unshare_pid} is gone") from exc
+    if not children:
+        raise CheckpointError(f"the restored app's holder {unshare_pid} has no namespace init")
+    return int(children[0])
 
 
 def _holder(argv: list[str]) -> int:

@@ -122,8 +122,9 @@ class Replayer:
         self.use_checkpoints = use_checkpoints and cfg.checkpoints.get("enabled", True)
         self.identity_rec: dict[str, Any] | None = None  # the recorded AppIdentity
         self.last_seq: dict[str, int] = {}  # lpid -> seq of the last call fed
-        self.launched = False  # this worker started the app (a restored one is not dumped)
+        self.launched = False  # this worker started the app, or restored it (below)
         self.restored_from: str | None = None
+        self._restored: dict[str, Any] | None = None  # the manifest restored from
         self._ckpt_calls = 0
         self._ckpt_at = time.monotonic()
         self._ckpt_asked: str | None = None
@@ -619,6 +620,8 @@ class Replayer:
             self.batch_next = dict(manifest["batch_seqs"])
             self.last_seq = dict(manifest["lpid_seqs"])
             self.restored_from = cid
+            self._restored = manifest
+            self.launched = True
             offsets = {po["partition"]: po["offset"] for po in manifest["barrier_offsets"]}
             log.info("mig.replayer.restored", checkpoint_id=cid, size=manifest["total_size"],
                      offsets=offsets, restore_ms=int((time.monotonic() - started) * 1000))
@@ -674,6 +677,7 @@ class Replayer:
             Archive,
             CheckpointError,
             dump_app,
+            holder_pid,
             pack,
             stage,
             store_checkpoint,
@@ -692,15 +696,22 @@ class Replayer:
         held = time.monotonic()
         folder = self.run_dir / f"criu-dump-{int(time.time() * 1000)}"
         images, staged = folder / "images", folder / "staged"
-        dump_app(self.proc.pid, images)
+        # a restored app is dumped from inside its namespaces, under the pids and paths of
+        # the image it came from (dump_app)
+        where = {"workdir": str(self.workdir.resolve()), "run_dir": str(self.run_dir.resolve()),
+                 "root_pid": self.proc.pid}
+        if self._restored is not None:
+            where = {k: self._restored[k] for k in where}
+            dump_app(where["root_pid"], images, holder=holder_pid(self.proc.pid))
+        else:
+            dump_app(self.proc.pid, images)
         stage(self.workdir, self.run_dir, staged)  # the files as they are with the image
         dump_ms = int((time.monotonic() - held) * 1000)  # from here the app runs on
         meta = {"epoch": self.control.epoch,
                 "barrier_offsets": [{"partition": p, "offset": o}
                                     for p, o in sorted(self.next_offset.items())],
                 "lpid_seqs": dict(self.last_seq), "identity": self.identity_rec,
-                "workdir": str(self.workdir.resolve()), "run_dir": str(self.run_dir.resolve()),
-                "root_pid": self.proc.pid, "batch_seqs": dict(self.batch_next)}
+                "batch_seqs": dict(self.batch_next), **where}
 
         def finish() -> None:  # compress and upload while the replay goes on
             try:

@@ -100,12 +100,31 @@ def test_a_late_replica_restores_the_checkpoint_and_catches_up(hosts, tmp_path):
         _writes(dep, 500, 100)
         _same_dump(dep, 2, "state-a.txt")
         _same_dump(dep, 1, "state-a.txt")
-        # the restored replica is a failover target too: kill the primary and host 1
-        net.signal(0, signal.SIGKILL)
+        # the restored replica takes checkpoints too (CRIU runs in its namespaces): with
+        # host 1 gone, it is the one hot replica that answers
         net.signal(1, signal.SIGKILL)
-        _wait_for(lambda: _answers(net.host_ips[2], dep.port), 30, "host 2 to take over")
-        assert request(net.host_ips[2], dep.port, "GET k00042").startswith("VALUE v42")
-        assert request(net.host_ips[2], dep.port, "GET k00599").startswith("VALUE v599")
+        time.sleep(2)  # host 1's last status is no longer fresh
+        second = _checkpoint(dep)
+        m2 = [m for m in list_manifests(broker.settings, dep.name)
+              if m["checkpoint_id"] == second][0]
+        assert m2["member"] == "host2", m2
+        assert m2["barrier_offsets"][0]["offset"] > m["barrier_offsets"][0]["offset"]
+        # and its checkpoint restores: a new replica on host 1, from scratch
+        for folder in ("host1", "run1", "home1"):
+            subprocess.run(["rm", "-rf", str(tmp_path / folder)], check=True)
+        (tmp_path / "host1.log").write_text("")
+        dep.start_replica(1)
+        _wait_for(lambda: _log_events(dep, 1, "mig.replayer.restored"), 60,
+                  "host 1 to restore")
+        assert _log_events(dep, 1, "mig.replayer.restored")[0]["checkpoint_id"] == second
+        _writes(dep, 600, 100)
+        _same_dump(dep, 1, "state-b.txt")
+        # the restored replicas are failover targets too: kill the primary and host 2
+        net.signal(0, signal.SIGKILL)
+        net.signal(2, signal.SIGKILL)
+        _wait_for(lambda: _answers(net.host_ips[1], dep.port), 30, "host 1 to take over")
+        assert request(net.host_ips[1], dep.port, "GET k00042").startswith("VALUE v42")
+        assert request(net.host_ips[1], dep.port, "GET k00699").startswith("VALUE v699")
     finally:
         dep.stop()
 

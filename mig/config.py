@@ -77,9 +77,14 @@ SECTIONS: dict[str, dict[str, Key]] = {
                        " `mig.NAME.checkpoints`, and a replica that starts late restores"
                        " the newest one instead of replaying the whole log."),
         "every_records": Key("int", 0, "A replica checkpoints after this many replayed"
-                             " calls. 0: no such trigger.", minimum=0),
-        "every_seconds": Key("int", 600, "A replica checkpoints this often. 0: no such"
+                             " calls (the primary alone: recorded calls). 0: no such"
                              " trigger.", minimum=0),
+        "every_seconds": Key("int", 600, "A replica (or the primary alone) checkpoints this"
+                             " often. 0: no such"
+                             " trigger.", minimum=0),
+        "when_alone": Key("bool", True, "With no hot replica, the primary's host takes the"
+                          " checkpoints: a short-lived local replay of the app, niced, that"
+                          " dumps it and exits (the live app is not stopped)."),
         "keep": Key("int", 2, "Checkpoints kept; older ones are tombstoned, and calls"
                     " records before the oldest kept one are deleted.", minimum=1),
     },

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -20,7 +21,7 @@ from mig.config import AppConfig
 from mig.errors import MigError
 from mig.paths import shim_library
 
-__all__ = ["app_env", "launch", "BASE_ENV", "RUN_DIR_WIDTH"]
+__all__ = ["app_env", "launch", "kill_group", "BASE_ENV", "RUN_DIR_WIDTH"]
 
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 RUN_DIR_WIDTH = 200
@@ -89,3 +90,17 @@ def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
                                     start_new_session=True)
         except OSError as exc:
             raise MigError(f"cannot start {cfg.command[0]}: {exc.strerror}") from exc
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the app and every process it started (launch() made it a
+    session leader; a restored app's holder is one too, and its pid namespace ends with it)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.kill()
+        proc.wait(10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass

@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 
 from mig.channel import MODE_RECORD, Ring, new_rings
+from mig.checkpointer import PrimaryCheckpointer
 from mig.codec import Codec
 from mig.config import AppConfig
 from mig.control import ControlView
@@ -38,7 +39,7 @@ from mig.errors import DecodeError, Fenced, MigError
 from mig.fastbatch import BatchEncoder
 from mig.identity import app_identity
 from mig.kafka import KafkaSettings, consumer, end_offsets
-from mig.launch import app_env, launch
+from mig.launch import app_env, kill_group, launch
 from mig.logwriter import LogWriter
 from mig.topics import ensure_topics, topic_names
 
@@ -90,6 +91,8 @@ class Recorder:
         self._migrate_asked: str | None = None  # why a handoff was asked for, not yet tried
         self._next_trigger_check = 0.0
         self._load_high_since: float | None = None
+        # checkpoints when no hot replica takes them (mig/checkpointer.py)
+        self.checkpointer = PrimaryCheckpointer(cfg, settings, run_dir, self.member)
 
     def run(self) -> RecordStats:
         """Record until the app exits (or SIGTERM/SIGINT stops it). Returns the figures."""
@@ -130,16 +133,17 @@ class Recorder:
             self._loop(writer, proc, control)
         except Fenced as exc:
             # another member is primary: not one more output from this app
-            _kill_group(proc)
+            kill_group(proc)
             log.error("mig.recorder.fenced", app=self.cfg.name, epoch=self.epoch,
                       reason=str(exc))
             raise
         finally:
             control.close()
+            self.checkpointer.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             if proc.poll() is None:  # the loop failed: nobody serves the app's barriers now
-                _kill_group(proc)
+                kill_group(proc)
             self.stats.exit_code = proc.returncode
             for ring in self.rings.values():
                 ring.close()
@@ -175,6 +179,8 @@ class Recorder:
         if name == "mig.log.Promotion" and rec["new_epoch"] > self.epoch:
             raise Fenced(f"{rec['member']} became primary of {self.cfg.name} at epoch"
                          f" {rec['new_epoch']} (this primary had epoch {self.epoch})")
+        if name == "mig.log.CheckpointRequest" and rec["ts_ms"] >= self._started_ms:
+            self.checkpointer.ask(rec["event_id"])  # taken here if no hot replica answers
         if name == "mig.log.Migrate" and rec["ts_ms"] >= self._started_ms:
             self._migrate_asked = rec["event_id"]
             self._migrate_to = rec["to_member"]
@@ -217,6 +223,7 @@ class Recorder:
                         self._on_control(msg)
                 last_control = now
                 self._check_triggers(now)
+                self.checkpointer.step(now, self.stats.calls, bool(self._hot(now)))
                 if self._migrate_asked is not None and stop_sent is None:
                     if self._handoff(writer, proc, control):
                         return
@@ -340,7 +347,7 @@ class Recorder:
             except Fenced as exc:
                 # the successor is primary: our held outputs were all released (everything
                 # was acknowledged before the handoff); the app must not run on
-                _kill_group(proc)
+                kill_group(proc)
                 self.stats.migrated_to = to
                 log.info("mig.recorder.handed_over", to=to, reason=str(exc))
                 return True
@@ -413,16 +420,3 @@ class Recorder:
             "epoch": self.epoch, "ts_ms": int(time.time() * 1000),
             "calls_offset": max(self.last_calls_offset.values(), default=-1),
             "host": self.host}, key=self.member)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the app and every process it started (launch() made it a session leader)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.kill()
-        proc.wait(10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass

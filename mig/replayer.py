@@ -40,7 +40,7 @@ from mig.control import ControlView
 from mig.errors import DecodeError, MigError
 from mig.identity import app_identity
 from mig.kafka import KafkaSettings, consumer
-from mig.launch import app_env, launch
+from mig.launch import app_env, kill_group, launch
 from mig.logwriter import LogWriter
 from mig.topics import topic_names
 
@@ -82,7 +82,8 @@ def compare_identity(recorded: dict[str, Any], local: dict[str, Any]) -> list[st
 class Replayer:
     def __init__(self, cfg: AppConfig, settings: KafkaSettings, run_dir: Path, workdir: Path,
                  idle_exit_s: float | None = None, member: str | None = None,
-                 can_promote: bool = True, use_checkpoints: bool = True) -> None:
+                 can_promote: bool = True, use_checkpoints: bool = True,
+                 checkpoint_once: bool = False) -> None:
         self.cfg = cfg
         self.settings = settings
         self.run_dir = run_dir
@@ -105,6 +106,7 @@ class Replayer:
         self.control = ControlView(cfg.name)
         self.next_offset: dict[int, int] = {}  # calls partition -> next offset to read
         self.eof_at: dict[int, int] = {}       # calls partition -> offset of the last EOF
+        self._at_end: set[int] = set()  # calls partitions read to their end (no record since)
         self.batch_next: dict[str, int] = {}   # lpid -> batch_seq after the last one read
         self.last_calls_at = time.monotonic()
         self.started_at = time.monotonic()
@@ -131,6 +133,14 @@ class Replayer:
         self._started_ms = int(time.time() * 1000)
         self._ckpt_retry_at = 0.0
         self._ckpt_thread: threading.Thread | None = None
+        self._ckpt_error: str | None = None  # why the last checkpoint failed
+        self.stored: str | None = None  # the id of the last checkpoint stored
+        # --checkpoint-once (the primary's own checkpoints, mig/checkpointer.py): replay to
+        # the end of the log as it is at the start, store one checkpoint, stop
+        self.checkpoint_once = checkpoint_once
+        if checkpoint_once:
+            self.can_promote = False
+            self.health = "checkpointing"  # never hot: not a failover or migration target
 
     def run(self, stop: Any = None) -> ReplayStats:
         """Replay until the app exits, ``stop()`` is true, or the log stays idle for
@@ -178,6 +188,8 @@ class Replayer:
                 self._check()
                 if self.can_promote and self._failover_step():
                     return self.stats  # promoted: the caller goes on as the primary
+                if self.checkpoint_once and self._once_step():
+                    return self.stats
                 self._checkpoint_step()
                 if self.proc is not None and self.proc.poll() is not None and not self._backlog():
                     return self.stats
@@ -193,8 +205,7 @@ class Replayer:
                 except Exception as exc:  # noqa: BLE001
                     log.warning("mig.replayer.final_status_failed", error=repr(exc))
                 if self.proc is not None and self.proc.poll() is None:
-                    self.proc.kill()
-                    self.proc.wait(10)
+                    kill_group(self.proc)
 
     # -- status
     def lag(self) -> tuple[int, int]:
@@ -347,12 +358,14 @@ class Replayer:
         if err is not None and err.code() == KafkaError._PARTITION_EOF:
             if calls:
                 self.eof_at[msg.partition()] = msg.offset()
+                self._at_end.add(msg.partition())
             else:
                 self.control_read = True
             return False
         if err is not None:
             return f"reading {msg.topic()}: {err.str()}"
         if calls:
+            self._at_end.discard(msg.partition())
             self._on_message(msg)
             return True
         self._on_control(msg)
@@ -367,7 +380,8 @@ class Replayer:
                         reason=exc.reason)
             return
         self.control.on_record(name, rec)
-        if name == "mig.log.CheckpointRequest" and rec["ts_ms"] >= self._started_ms:
+        if (name == "mig.log.CheckpointRequest" and rec["ts_ms"] >= self._started_ms
+                and not self.checkpoint_once):
             # one replica answers: the least-lagged hot one (all read the same statuses)
             fresh = max(1.0, 5 * self.cfg.replica["heartbeat_ms"] / 1000)
             hot = self.control.hot_replicas(time.monotonic(), fresh)
@@ -635,10 +649,29 @@ class Replayer:
                            " here (see the mig.replayer.checkpoint_refused lines)")
         return start
 
+    def _once_step(self) -> bool:
+        """--checkpoint-once: ask for the checkpoint once every calls partition was read to
+        the end it had at the start; True when it is stored. Raises MigError if it failed."""
+        if self._ckpt_error is not None:
+            raise MigError(f"the checkpoint failed: {self._ckpt_error}")
+        if self._ckpt_thread is None:
+            # (an end offset counts transaction markers: compare events, not offsets)
+            at_end = set(self.next_offset) <= self._at_end
+            if at_end and self.launched and not self._backlog() and self._ckpt_asked is None:
+                self._ckpt_asked = "--checkpoint-once"
+            return False
+        if self._ckpt_thread.is_alive():
+            return False
+        if self.stored is None:
+            raise MigError("the checkpoint was not stored (see mig.replayer.checkpoint_failed)")
+        return True
+
     def _checkpoint_step(self) -> None:
         """Take a checkpoint when a trigger says so (records, seconds, mig checkpoint)."""
         if not self.use_checkpoints or not self.launched or self.stats.divergence:
             return
+        if self.checkpoint_once and self._ckpt_asked is None:
+            return  # only the one _once_step asks for
         now = time.monotonic()
         ck = self.cfg.checkpoints
         due = (self._ckpt_asked is not None
@@ -655,6 +688,7 @@ class Replayer:
             self._ckpt_asked = None
         except MigError as exc:
             log.warning("mig.replayer.checkpoint_failed", reason=str(exc))
+            self._ckpt_error = str(exc)
             self._ckpt_retry_at = now + 30
             self._ckpt_asked = None
         self._ckpt_calls = self.stats.calls
@@ -719,12 +753,15 @@ class Replayer:
                 manifest = store_checkpoint(self.settings, self.cfg.name, self.member,
                                             Archive(data, dump_ms), meta,
                                             self.cfg.checkpoints["keep"])
+                self.stored = manifest["checkpoint_id"]
+                self._ckpt_error = None
                 log.info("mig.replayer.checkpoint", checkpoint_id=manifest["checkpoint_id"],
                          reason=reason, size=len(data), held_ms=dump_ms,
                          total_ms=int((time.monotonic() - started) * 1000),
                          offsets=meta["barrier_offsets"])
             except MigError as exc:
                 log.warning("mig.replayer.checkpoint_failed", reason=str(exc))
+                self._ckpt_error = str(exc)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
 

@@ -194,9 +194,39 @@ def test_mig_checkpoint_list_and_log(hosts, tmp_path):
         dep.stop()
 
 
-def test_checkpoint_of_an_app_nobody_follows_fails_clearly(hosts, tmp_path):
+def test_a_primary_alone_checkpoints_by_a_local_replay(hosts, tmp_path):
+    """No replica: mig checkpoint is answered by the primary's host, which replays the app
+    locally (mig replica follow --checkpoint-once) and dumps that; the second time it starts
+    from the first checkpoint. A late replica restores the second one."""
     net, broker = hosts
     dep = Deployment(net, broker, tmp_path, replicas=())
+    try:
+        dep.start()
+        _writes(dep, 0, 200)
+        first = _checkpoint(dep)
+        _writes(dep, 200, 200)
+        second = _checkpoint(dep)
+        manifests = {m["checkpoint_id"]: m for m in list_manifests(broker.settings, dep.name)}
+        assert manifests[first]["member"] == manifests[second]["member"] == "host0-checkpointer"
+        assert (manifests[second]["barrier_offsets"][0]["offset"]
+                > manifests[first]["barrier_offsets"][0]["offset"])
+        _wait_for(lambda: len(_log_events(dep, 0, "mig.recorder.checkpoint")) == 2, 30,
+                  "the primary to reap its checkpointer")
+        assert not (tmp_path / "run0" / "checkpointer").exists()  # nothing left behind
+        dep.start_replica(1)
+        _wait_for(lambda: "host1" in dep.hot(), 60, "the late replica to be hot")
+        restored = _log_events(dep, 1, "mig.replayer.restored")
+        assert restored and restored[0]["checkpoint_id"] == second, dep.log_text(1)[-2000:]
+        _writes(dep, 400, 50)
+        _same_dump(dep, 1, "state-alone.txt")
+    finally:
+        dep.stop()
+
+
+def test_checkpoint_of_an_app_nobody_follows_fails_clearly(hosts, tmp_path):
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, replicas=(),
+                     extra_toml="[checkpoints]\nwhen_alone = false\n")
     try:
         dep.start()
         run = subprocess.run([sys.executable, "-m", "mig", "checkpoint", dep.name,

@@ -82,6 +82,10 @@ def replica_follow(
                                               " log."),
     promote: bool = typer.Option(True, help="Take over when the primary is lost or hands"
                                  " the app to this member (--no-promote: only follow)."),
+    checkpoint_once: bool = typer.Option(False, "--checkpoint-once",
+                                         help="Replay to the end of the log, store one"
+                                              " checkpoint, and stop (what mig primary runs"
+                                              " when no hot replica takes checkpoints)."),
 ) -> None:
     """Replay the app from the log and keep it hot; take over as the primary when the
     primary is lost (or hands over); stop with a report at the first divergence (exit 3)."""
@@ -89,6 +93,7 @@ def replica_follow(
 
     from mig.config import load_config
     from mig.connect import resolve_kafka
+    from mig.errors import MigError
     from mig.recorder import Recorder
     from mig.replayer import Replayer
 
@@ -101,9 +106,14 @@ def replica_follow(
     try:
         replayer = Replayer(cfg, settings, folder, workdir or cfg.cwd, idle_exit_s=idle_exit,
                             member=member, can_promote=promote,
-                            use_checkpoints=from_checkpoint)
+                            use_checkpoints=from_checkpoint, checkpoint_once=checkpoint_once)
         stats = replayer.run(stop=lambda: bool(stopping))
         typer.echo(f"replayed {stats.calls} calls from {stats.batches} batches")
+        if checkpoint_once:
+            if replayer.stored is None:
+                raise MigError("stopped before the checkpoint was stored")
+            typer.echo(f"checkpoint {replayer.stored} stored")
+            return
         if stats.promoted_epoch is None or replayer.writer is None:
             return
         typer.echo(f"promoted to primary of {cfg.name} at epoch {stats.promoted_epoch}"

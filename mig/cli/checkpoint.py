@@ -19,7 +19,8 @@ def checkpoint(
     config: Optional[Path] = CONFIG,
 ) -> None:
     """Have the least-lagged hot replica of NAME take a checkpoint (CRIU image of the app
-    at a replay barrier, stored in mig.NAME.checkpoints) and wait for it."""
+    at a replay barrier, stored in mig.NAME.checkpoints) and wait for it. With no hot
+    replica, the primary's host takes it by a local replay."""
     import getpass
     import socket
     import uuid
@@ -52,8 +53,9 @@ def checkpoint(
             typer.echo(describe_manifest(fresh[-1]))
             return
         time.sleep(0.5)
-    raise MigError(f"no checkpoint of {name} within {timeout:g} s: is a replica following"
-                   " it with [checkpoints] enabled (see mig status)?")
+    raise MigError(f"no checkpoint of {name} within {timeout:g} s: does a replica follow it,"
+                   " or its primary run, with [checkpoints] enabled (and when_alone) and CRIU"
+                   " (see mig status and mig doctor)?")
 
 
 def describe_manifest(m: dict) -> str:  # type: ignore[type-arg]

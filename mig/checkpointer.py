@@ -1,0 +1,165 @@
+"""The primary's own checkpoints, for an app that no hot replica follows.
+
+Checkpoints are taken by replaying, never by stopping the live app: CRIU's dump of the
+primary itself would stall it for the dump, and CRIU 4.1 cannot dump the established TCP
+connections of a live server on recent kernels at all (docs/checkpoints.md). So when a
+checkpoint is due and no hot replica would take it, ``mig primary`` runs a short-lived local
+replica (``mig replica follow --checkpoint-once``, niced, in a folder under its run folder):
+it restores the newest checkpoint (or replays from the log's start), replays to the end of
+the log as it was when it started, dumps and stores one checkpoint, and exits. The app goes
+on; what it pays is CPU (docs/benchmarks.md measures its clients' latency meanwhile).
+
+Triggers (app.toml ``[checkpoints]``, with ``when_alone = true``): ``mig checkpoint NAME``
+(a CheckpointRequest) when no hot replica is there to answer it, ``every_seconds`` since the
+primary started or since its last checkpoint, ``every_records`` recorded calls.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import structlog
+
+from mig.config import AppConfig
+from mig.kafka import KafkaSettings
+
+log = structlog.get_logger()
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup() -> None:
+    # below the app in CPU priority, and gone with the primary
+    import os
+
+    os.nice(10)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+class PrimaryCheckpointer:
+    """Starts and watches the local checkpointing replica of one primary."""
+
+    def __init__(self, cfg: AppConfig, settings: KafkaSettings, run_dir: Path,
+                 member: str) -> None:
+        self.cfg = cfg
+        self.settings = settings
+        self.folder = run_dir / "checkpointer"
+        self.member = f"{member}-checkpointer"
+        ck = cfg.checkpoints
+        self.enabled = bool(ck.get("enabled", True) and ck.get("when_alone", True))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.last_at = time.monotonic()  # the schedule counts from the primary's start
+        self.last_calls = 0
+        self.asked: str | None = None  # a CheckpointRequest nobody else answers
+        self.taken = 0
+        self.failed = 0
+        self._criu_checked = False
+
+    def ask(self, event_id: str) -> None:
+        self.asked = event_id
+
+    def step(self, now: float, calls: int, replica_hot: bool) -> None:
+        """Once per control turn: start the checkpointer when one is due, reap it when it
+        ended."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                return
+            self._reaped(now)
+        if not self.enabled:
+            self.asked = None
+            return
+        ck = self.cfg.checkpoints
+        due = (self.asked is not None
+               or (ck.get("every_seconds") and now - self.last_at >= ck["every_seconds"])
+               or (ck.get("every_records") and calls - self.last_calls >= ck["every_records"]))
+        if not due:
+            return
+        if replica_hot:  # a hot replica checkpoints on its own schedule and answers requests
+            self.asked = None
+            self.last_at, self.last_calls = now, calls
+            return
+        if not self._criu_ok():
+            return
+        self.last_at, self.last_calls = now, calls
+        self._start(self.asked or "schedule")
+        self.asked = None
+
+    def _criu_ok(self) -> bool:
+        from mig.criu import CriuMissing, find_criu
+
+        if self._criu_checked:
+            return self.enabled
+        self._criu_checked = True
+        try:
+            find_criu()
+        except CriuMissing as exc:
+            log.warning("mig.recorder.checkpoints_off", reason=str(exc))
+            self.enabled = False
+        return self.enabled
+
+    def _start(self, reason: str) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        (self.folder / "work").mkdir(parents=True)
+        cmd = [sys.executable, "-m", "mig", "replica", "follow", str(self.cfg.path),
+               "--checkpoint-once", "--member", self.member,
+               "--bootstrap", self.settings.bootstrap_servers,
+               "--workdir", str(self.folder / "work"), "--run-dir", str(self.folder / "run")]
+        out = open(self.folder / "checkpointer.log", "wb")  # noqa: SIM115 - the child's
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, preexec_fn=_child_setup,
+                                         start_new_session=True)
+        finally:
+            out.close()
+        self.started_at = time.monotonic()
+        log.info("mig.recorder.checkpointer_started", reason=reason, pid=self.proc.pid,
+                 log=str(self.folder / "checkpointer.log"))
+
+    def _reaped(self, now: float) -> None:
+        assert self.proc is not None
+        code = self.proc.returncode
+        self.proc = None
+        took = int((now - self.started_at) * 1000)
+        text = self._log_lines()
+        if code == 0:
+            self.taken += 1
+            stored = [line for line in text if line.startswith("checkpoint ")]
+            log.info("mig.recorder.checkpoint", took_ms=took,
+                     result=stored[-1] if stored else "stored")
+            shutil.rmtree(self.folder, ignore_errors=True)
+        else:
+            # the folder stays for a look at its log; the next attempt waits a schedule
+            self.failed += 1
+            log.warning("mig.recorder.checkpoint_failed", exit_code=code, took_ms=took,
+                        reason=(text[-1] if text else "(no output)"),
+                        log=str(self.folder / "checkpointer.log"))
+
+    def _log_lines(self) -> list[str]:
+        try:
+            raw = (self.folder / "checkpointer.log").read_text(errors="replace")
+        except OSError:
+            return []
+        return [line for line in raw.splitlines() if line.strip()]
+
+    def stop(self) -> None:
+        """The primary stops: so does its checkpointer (its replica kills its app)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        log.info("mig.recorder.checkpointer_stopped")
+
+
+__all__ = ["PrimaryCheckpointer"]

@@ -141,6 +141,20 @@ class CkptFigures:
 
 
 @dataclass
+class AloneFigures:
+    """A checkpoint of a primary that no replica follows (its local checkpointer)."""
+    what: str
+    size: int = 0
+    took_ms: int = 0  # checkpointer started -> exited (mig.recorder.checkpoint)
+    held_ms: int = 0  # the checkpointer's own app held (not the primary's)
+    request_s: float = 0.0
+    base_worst_ms: float = 0.0
+    during_worst_ms: float = 0.0
+    during_p99_ms: float = 0.0
+    during_acks: int = 0
+
+
+@dataclass
 class NativeRound:
     what: str  # "kvserver" or "memory only"
     dump_s: float = 0.0
@@ -153,6 +167,7 @@ class NativeRound:
 @dataclass
 class Results:
     ckpts: list[CkptFigures] = field(default_factory=list)
+    alone: list[AloneFigures] = field(default_factory=list)
     native: list[NativeRound] = field(default_factory=list)
     native_error: str = ""
     native_rss_mib: float | None = None
@@ -363,6 +378,7 @@ class Bench:
         self.res = Results()
         self.deps: list[Deployment] = []
         self.criu = find_criu()
+        self.only = ""  # --only: run the phases whose name holds this
 
     # -- common
     @property
@@ -613,6 +629,50 @@ class Bench:
                   " stage: " + ", ".join(f"{k} {v:.0f} ms" for k, v in f.stages.items()),
                   flush=True)
 
+    # -- phase 2b: a primary alone checkpoints by a local replay; its stall
+    def phase_alone(self) -> None:
+        mb = self.sizes.late_mb
+        dep = Deployment(self.net, self.broker, self.tmp / "alone", replicas=(),
+                         extra_toml="[checkpoints]\nkeep = 2\nevery_seconds = 0\n")
+        self.deps.append(dep)
+        dep.start()
+        reply = request(self.ips[0], dep.port, f"BALLAST {mb}", timeout=120)
+        if not reply.startswith(f"BALLAST {mb} "):
+            raise BenchFailed(f"BALLAST {mb}: {reply}")
+        load_sets(self.ips[0], dep.port, 0, self.sizes.records // 5)
+        for what in ("first (replays the log from its start)",
+                     "second (restores the first, replays the rest)"):
+            f = AloneFigures(what)
+            load_sets(self.ips[0], dep.port, 0, self.sizes.records // 10)
+            k = len(self.res.alone)
+            writer = Writer([(self.ips[0], dep.port)], dep.tmp / f"acks-alone-{k}.jsonl", f"a{k}")
+            time.sleep(self.sizes.baseline_s)
+            t_req = time.time()
+            cid, f.request_s = self.checkpoint(dep)
+            t_done = time.time()
+            time.sleep(0.3)
+            times = writer.stop()
+            base = gaps_within(times, writer.started + 0.3, t_req)
+            during = gaps_within(times, t_req, t_done)
+            f.base_worst_ms = max(base, default=0) * 1000
+            f.during_worst_ms = max(during, default=0) * 1000
+            f.during_p99_ms = (percentile(during, 99) or 0) * 1000
+            f.during_acks = len(during)
+            m = self.manifest(dep, cid)
+            f.size, f.held_ms = m["total_size"], m["dump_ms"]
+            n = len(self.res.alone) + 1
+            wait_for(lambda n=n: len(log_events(dep.tmp / "host0.log",
+                                                "mig.recorder.checkpoint")) >= n,
+                     60, "the primary to reap its checkpointer")
+            f.took_ms = log_events(dep.tmp / "host0.log", "mig.recorder.checkpoint")[n - 1][
+                "took_ms"]
+            self.res.alone.append(f)
+            print(f"primary alone, {mb} MiB ballast, {f.what}: archive {f.size / 1e6:.1f} MB,"
+                  f" checkpointer ran {f.took_ms / 1000:.1f} s (its app held {f.held_ms} ms),"
+                  f" request -> printed {f.request_s:.1f} s; the primary's client: worst gap"
+                  f" {f.during_worst_ms:.0f} ms during it ({f.during_acks} acks, p99"
+                  f" {f.during_p99_ms:.1f} ms) vs {f.base_worst_ms:.0f} ms before", flush=True)
+
     # -- phase 3: late join replaying the whole log
     def phase_from_start(self) -> None:
         s = self.sizes
@@ -813,6 +873,8 @@ class Bench:
 
     # -- the run
     def phase(self, name: str, fn, *args: Any) -> Any:  # noqa: ANN001
+        if self.only not in name:
+            return None
         print(f"\n-- {name}", flush=True)
         try:
             return fn(*args)
@@ -835,6 +897,8 @@ class Bench:
                            self.phase_native)
                 self.phase("checkpoint size and duration against RSS; the primary's stall",
                            self.phase_sizes)
+                self.phase("a primary alone checkpoints by a local replay; its stall",
+                           self.phase_alone)
                 self.phase("late join replaying the whole log (--from-start)",
                            self.phase_from_start)
                 dep = Deployment(net, broker, self.tmp / "b",
@@ -871,6 +935,17 @@ class Bench:
                          "met" if stall <= TARGETS["stall_ms"] else "MISSED"))
             rows.append(("  worst gap by stage: " + " / ".join(f.stages),
                          " / ".join(f"{v:,.0f}" for v in f.stages.values()) + " ms", "", ""))
+        for a in r.alone:
+            stall = a.during_worst_ms - a.base_worst_ms
+            ratio = a.during_worst_ms / a.base_worst_ms if a.base_worst_ms else float("nan")
+            rows.append((f"primary alone, {self.sizes.late_mb} MiB app, {a.what}: its client's"
+                         " worst gap between acks, during vs before",
+                         f"{a.during_worst_ms:,.0f} vs {a.base_worst_ms:,.0f} ms ({ratio:.2f}x)",
+                         f"no stall (<= before + {TARGETS['stall_ms']:.0f} ms)",
+                         "met" if stall <= TARGETS["stall_ms"] else "MISSED"))
+            rows.append(("  archive / checkpointer start -> exit / request -> printed",
+                         f"{a.size / 1e6:,.1f} MB / {a.took_ms / 1000:.1f} s /"
+                         f" {a.request_s:.1f} s", "", ""))
         s = self.sizes
         what = f"{s.late_mb} MiB + {s.records:,} SETs"
         if r.late_s is not None:
@@ -930,6 +1005,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true",
                         help="20 and 100 MiB apps, 20 MiB + 20,000 SETs for the late joins")
+    parser.add_argument("--only", default="", metavar="WORDS",
+                        help="run only the phases whose name holds WORDS (e.g. 'alone')")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary folder (logs, ack logs, dumps, images)")
     args = parser.parse_args()
@@ -947,6 +1024,7 @@ def main() -> int:
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="mig-ckbench-"))
     bench = Bench(tmp, sizes)
+    bench.only = args.only
     try:
         bench.run()
     except (BenchFailed, subprocess.SubprocessError, OSError) as exc:

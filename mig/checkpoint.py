@@ -161,6 +161,27 @@ def compatible(manifest: dict[str, Any], criu_version: str, kernel: str) -> str 
     return None
 
 
+# mig.NAME.checkpoints has two partitions: the manifests (small) in one, the chunks in the
+# other, so listing the checkpoints reads only manifests and fetching one reads from its
+# first chunk on (the manifest says where: ``chunks_from``). A topic made with one partition
+# (before this layout) holds both; readers then read it whole.
+MANIFESTS, CHUNKS = 0, 1
+
+
+def checkpoint_partition(key: str, partitions: int) -> int:
+    """The partition of a checkpoints-topic record (and of its tombstone) by its key."""
+    if partitions < 2:
+        return 0
+    return MANIFESTS if key.startswith("manifest/") else CHUNKS
+
+
+def _partitions(cons: Any, topic: str) -> list[int]:
+    meta = cons.list_topics(topic, timeout=10)
+    if topic not in meta.topics or meta.topics[topic].error is not None:
+        return []
+    return sorted(meta.topics[topic].partitions)
+
+
 def store_checkpoint(settings: KafkaSettings, app: str, member: str, archive: Archive,
                      meta: dict[str, Any], keep: int, max_chunk: int = CHUNK_BYTES
                      ) -> dict[str, Any]:
@@ -181,23 +202,31 @@ def store_checkpoint(settings: KafkaSettings, app: str, member: str, archive: Ar
         "criu_version": find_criu().version, "kernel": _kernel(),
         "identity": meta["identity"], "workdir": meta["workdir"], "run_dir": meta["run_dir"],
         "root_pid": meta["root_pid"], "batch_seqs": meta["batch_seqs"], "member": member,
-        "dump_ms": archive.dump_ms,
+        "dump_ms": archive.dump_ms, "chunks_from": None,
     }
-    old = list_manifests(settings, app)
+    old, parts = _read_manifests(settings, app)
+    n = len(parts)
     writer = LogWriter(settings, app, transactional_id=f"mig.{app}.checkpointer.{member}")
     for i, piece in enumerate(pieces):
+        key = f"{checkpoint_id}/{i:06d}"
         writer.send("checkpoints", "mig.log.CheckpointChunk", {
             "app": app, "checkpoint_id": checkpoint_id, "index": i, "count": len(pieces),
             "data": piece, "sha256": manifest["chunks"][i]["sha256"]},
-            key=f"{checkpoint_id}/{i:06d}", validate=False)
-    writer.send("checkpoints", "mig.log.CheckpointManifest", manifest,
-                key=f"manifest/{checkpoint_id}")
+            key=key, partition=checkpoint_partition(key, n), validate=False)
+    if n >= 2:  # the chunks are written (not yet committed): the manifest says where
+        writer.flush()
+        first = min(o for t, p, o in writer.delivered() if p == CHUNKS)
+        manifest["chunks_from"] = {"partition": CHUNKS, "offset": first}
+    key = f"manifest/{checkpoint_id}"
+    writer.send("checkpoints", "mig.log.CheckpointManifest", manifest, key=key,
+                partition=checkpoint_partition(key, n))
     # superseded checkpoints: tombstones, so compaction reclaims their chunks
     kept = [manifest] + sorted(old, key=lambda m: m["created_ms"], reverse=True)
     for gone in kept[max(1, keep):]:
-        writer.send_raw("checkpoints", None, key=f"manifest/{gone['checkpoint_id']}")
-        for i in range(gone["chunk_count"]):
-            writer.send_raw("checkpoints", None, key=f"{gone['checkpoint_id']}/{i:06d}")
+        keys = [f"manifest/{gone['checkpoint_id']}"] + [
+            f"{gone['checkpoint_id']}/{i:06d}" for i in range(gone["chunk_count"])]
+        for key in keys:
+            writer.send_raw("checkpoints", None, key=key, partition=checkpoint_partition(key, n))
     writer.commit()
     oldest = kept[: max(1, keep)][-1]
     _trim_calls(settings, app, oldest["barrier_offsets"])
@@ -227,32 +256,26 @@ def _trim_calls(settings: KafkaSettings, app: str, offsets: list[dict[str, int]]
         log.warning("mig.checkpoint.trim_failed", topic=topic, error=repr(exc))
 
 
-def _read_checkpoints(settings: KafkaSettings, app: str, want: str | None = None,
-                      timeout: float = 30.0) -> tuple[list[dict[str, Any]],
-                                                      dict[int, dict[str, Any]]]:
-    """(live manifests, chunks of checkpoint ``want`` by index), read from the compacted
-    topic to its end; a tombstone removes what its key named."""
+def _scan(settings: KafkaSettings, app: str, start: Any, on_record: Any,
+          timeout: float = 30.0) -> list[int]:
+    """Read ``mig.NAME.checkpoints`` (committed records) to the end of the partitions that
+    ``start(partitions)`` returns as {partition: offset}; ``on_record(msg)`` for each record,
+    tombstones included. Returns the topic's partitions ([] when it does not exist)."""
     from confluent_kafka import KafkaError, TopicPartition
 
-    from mig.codec import Codec
-    from mig.errors import DecodeError
-
     topic = topic_names(app)["checkpoints"]
-    codec = Codec.default()
     cons = consumer(settings, **{"group.id": f"mig-checkpoints-{app}",
                                  "isolation.level": "read_committed",
                                  "fetch.message.max.bytes": 4 << 20})
-    manifests: dict[str, dict[str, Any]] = {}
-    chunks: dict[int, dict[str, Any]] = {}
     try:
-        meta = cons.list_topics(topic, timeout=10)
-        if topic not in meta.topics or meta.topics[topic].error is not None:
-            return [], {}
-        parts = list(meta.topics[topic].partitions)
-        cons.assign([TopicPartition(topic, p, 0) for p in parts])
+        parts = _partitions(cons, topic)
+        if not parts:
+            return []
+        begin = start(parts)
+        cons.assign([TopicPartition(topic, p, o) for p, o in begin.items()])
         done: set[int] = set()
         deadline = time.monotonic() + timeout
-        while len(done) < len(parts):
+        while len(done) < len(begin):
             if time.monotonic() > deadline:
                 raise CheckpointError(f"reading {topic} took over {timeout:g} s")
             for msg in cons.consume(500, 0.2):
@@ -261,37 +284,87 @@ def _read_checkpoints(settings: KafkaSettings, app: str, want: str | None = None
                     if err.code() == KafkaError._PARTITION_EOF:
                         done.add(msg.partition())
                     continue
-                key = (msg.key() or b"").decode(errors="replace")
-                if msg.value() is None:  # tombstone
-                    if key.startswith("manifest/"):
-                        manifests.pop(key.split("/", 1)[1], None)
-                    elif want is not None and key.startswith(f"{want}/"):
-                        chunks.pop(int(key.rsplit("/", 1)[1]), None)
-                    continue
-                try:
-                    name, rec = codec.decode_message(msg.value(), msg.headers())
-                except DecodeError as exc:
-                    log.warning("mig.checkpoint.undecodable", offset=msg.offset(),
-                                reason=exc.reason)
-                    continue
-                if name == "mig.log.CheckpointManifest":
-                    manifests[rec["checkpoint_id"]] = rec
-                elif name == "mig.log.CheckpointChunk" and rec["checkpoint_id"] == want:
-                    chunks[rec["index"]] = rec
+                on_record(msg)
     finally:
         cons.close()
-    return sorted(manifests.values(), key=lambda m: m["created_ms"]), chunks
+    return parts
+
+
+def _read_manifests(settings: KafkaSettings, app: str) -> tuple[list[dict[str, Any]], list[int]]:
+    """(live manifests oldest first, the topic's partitions): only the manifests' partition
+    is read (the whole topic in the one-partition layout)."""
+    from mig.codec import Codec
+    from mig.errors import DecodeError
+
+    codec = Codec.default()
+    manifests: dict[str, dict[str, Any]] = {}
+
+    def on_record(msg: Any) -> None:
+        key = (msg.key() or b"").decode(errors="replace")
+        if not key.startswith("manifest/"):
+            return  # a chunk (one-partition layout): not even decoded
+        if msg.value() is None:  # tombstone
+            manifests.pop(key.split("/", 1)[1], None)
+            return
+        try:
+            name, rec = codec.decode_message(msg.value(), msg.headers())
+        except DecodeError as exc:
+            log.warning("mig.checkpoint.undecodable", offset=msg.offset(), reason=exc.reason)
+            return
+        if name == "mig.log.CheckpointManifest":
+            manifests[rec["checkpoint_id"]] = rec
+
+    parts = _scan(settings, app, lambda ps: {p: 0 for p in ps if p == MANIFESTS
+                                             or len(ps) < 2}, on_record)
+    return sorted(manifests.values(), key=lambda m: m["created_ms"]), parts
+
+
+def _read_chunks(settings: KafkaSettings, app: str, manifest: dict[str, Any]
+                 ) -> dict[int, dict[str, Any]]:
+    """The chunks of ``manifest`` by index, read from where the manifest says they start
+    (or, without that, from the start of the chunks' partition) to its end."""
+    from mig.codec import Codec
+    from mig.errors import DecodeError
+
+    codec = Codec.default()
+    want = manifest["checkpoint_id"]
+    prefix = f"{want}/"
+    chunks: dict[int, dict[str, Any]] = {}
+    at = manifest.get("chunks_from")
+
+    def start(parts: list[int]) -> dict[int, int]:
+        if at is not None and at["partition"] in parts:
+            return {at["partition"]: at["offset"]}
+        return {p: 0 for p in parts if p == CHUNKS or len(parts) < 2}
+
+    def on_record(msg: Any) -> None:
+        key = (msg.key() or b"").decode(errors="replace")
+        if not key.startswith(prefix):
+            return
+        if msg.value() is None:  # tombstone
+            chunks.pop(int(key.rsplit("/", 1)[1]), None)
+            return
+        try:
+            name, rec = codec.decode_message(msg.value(), msg.headers())
+        except DecodeError as exc:
+            log.warning("mig.checkpoint.undecodable", offset=msg.offset(), reason=exc.reason)
+            return
+        if name == "mig.log.CheckpointChunk" and rec["checkpoint_id"] == want:
+            chunks[rec["index"]] = rec
+
+    _scan(settings, app, start, on_record)
+    return chunks
 
 
 def list_manifests(settings: KafkaSettings, app: str) -> list[dict[str, Any]]:
     """The live checkpoints of ``app``, oldest first."""
-    return _read_checkpoints(settings, app)[0]
+    return _read_manifests(settings, app)[0]
 
 
 def fetch_checkpoint(settings: KafkaSettings, app: str, manifest: dict[str, Any],
                      progress: Any = None) -> bytes:
     """The archive of ``manifest``, every chunk and the whole checked against its SHA-256."""
-    _, chunks = _read_checkpoints(settings, app, want=manifest["checkpoint_id"])
+    chunks = _read_chunks(settings, app, manifest)
     cid = manifest["checkpoint_id"]
     out = bytearray()
     for i, expect in enumerate(manifest["chunks"]):

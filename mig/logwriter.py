@@ -167,6 +167,11 @@ class LogWriter:
             errors, self._errors = self._errors, []
             raise MigError(f"Kafka refused records: {'; '.join(errors[:3])}")
 
+    def delivered(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, offset) of every record acknowledged since the last commit
+        (after ``flush()``: all sent so far), in the open transaction if there is one."""
+        return list(self._offsets)
+
     @property
     def open_transaction(self) -> bool:
         return self._open

@@ -50,7 +50,8 @@ def topic_specs(app: str, topics: dict[str, int] | None = None,
         TopicSpec(names["calls"], "calls", t["partitions"], {
             **common, "cleanup.policy": "delete", "retention.ms": "-1",
             "retention.bytes": "-1"}),
-        TopicSpec(names["checkpoints"], "checkpoints", 1, {
+        # two partitions: manifests and chunks (mig/checkpoint.py, MANIFESTS and CHUNKS)
+        TopicSpec(names["checkpoints"], "checkpoints", 2, {
             **common, "cleanup.policy": "compact",
             "segment.ms": str(t["checkpoint_segment_ms"]),
             "min.cleanable.dirty.ratio": "0.1", "delete.retention.ms": "60000"}),

@@ -122,6 +122,7 @@ _SAMPLES: dict[str, dict[str, Any]] = {
         "criu_version": "3.17.1", "kernel": "6.1.0-18-amd64", "identity": _IDENTITY,
         "workdir": "/srv/shop", "run_dir": "/dev/shm/mig-0/shop-replica-4242", "root_pid": 4243,
         "batch_seqs": {"1": 90, "1.1": 7, "1.2": 9}, "member": "shop-b", "dump_ms": 38,
+        "chunks_from": {"partition": 1, "offset": 5_120},
     },
     "mig.log.CheckpointChunk": {
         "app": _APP, "checkpoint_id": "ckpt-0003-0007", "index": 1, "count": 2,

@@ -10,6 +10,7 @@ checkpointing replica on host 1, the late replica on host 2.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import time
 
 import pytest
 
-from mig.checkpoint import list_manifests
+from mig.checkpoint import CHUNKS, MANIFESTS, list_manifests
 from mig.kafka import consumer
 from mig.logwriter import LogWriter
 from tests.apps.client import dump, request
@@ -146,12 +147,12 @@ def test_bad_checkpoints_are_refused_with_a_reason(hosts, tmp_path):
         writer.send("checkpoints", "mig.log.CheckpointChunk", {
             "app": dep.name, "checkpoint_id": bad, "index": 0,
             "count": manifests[bad]["chunk_count"], "data": b"not a checkpoint",
-            "sha256": "0" * 64}, key=f"{bad}/000000")
+            "sha256": "0" * 64}, key=f"{bad}/000000", partition=CHUNKS)
         # a forged newest checkpoint from another kernel
         forged = dict(manifests[good], checkpoint_id="9999999999999-forged",
                       kernel="2.6.32-old", created_ms=manifests[bad]["created_ms"] + 1)
         writer.send("checkpoints", "mig.log.CheckpointManifest", forged,
-                    key="manifest/9999999999999-forged")
+                    key="manifest/9999999999999-forged", partition=MANIFESTS)
         writer.commit()
         _writes(dep, 200, 50)
         dep.start_replica(2)
@@ -257,7 +258,6 @@ def test_missing_chunk_deleted_offsets_and_truncated_archive_are_refused(hosts, 
     checkpoints topic."""
     import gzip
     import hashlib
-    import os
 
     net, broker = hosts
     dep = Deployment(net, broker, tmp_path, extra_toml="[checkpoints]\nkeep = 5\n")
@@ -269,13 +269,14 @@ def test_missing_chunk_deleted_offsets_and_truncated_archive_are_refused(hosts, 
         missing = _checkpoint(dep)
         manifests = {m["checkpoint_id"]: m for m in list_manifests(broker.settings, dep.name)}
         writer = LogWriter(broker.settings, dep.name)
-        writer.send_raw("checkpoints", None, key=f"{missing}/000000")  # chunk gone
+        # chunk gone
+        writer.send_raw("checkpoints", None, key=f"{missing}/000000", partition=CHUNKS)
         # a manifest pointing before the log's start (offset 0 was deleted by trimming)
         stale = dict(manifests[good], checkpoint_id="9999999999990-stale",
                      created_ms=manifests[missing]["created_ms"] + 1,
                      barrier_offsets=[{"partition": 0, "offset": 0}])
         writer.send("checkpoints", "mig.log.CheckpointManifest", stale,
-                    key="manifest/9999999999990-stale")
+                    key="manifest/9999999999990-stale", partition=MANIFESTS)
         # a truncated archive, with hashes that match the truncated bytes
         whole = gzip.compress(os.urandom(100_000))[:3000]
         digest = hashlib.sha256(whole).hexdigest()
@@ -285,9 +286,10 @@ def test_missing_chunk_deleted_offsets_and_truncated_archive_are_refused(hosts, 
                      chunks=[{"index": 0, "size": len(whole), "sha256": digest}])
         writer.send("checkpoints", "mig.log.CheckpointChunk", {
             "app": dep.name, "checkpoint_id": trunc["checkpoint_id"], "index": 0, "count": 1,
-            "data": whole, "sha256": digest}, key=f"{trunc['checkpoint_id']}/000000")
+            "data": whole, "sha256": digest}, key=f"{trunc['checkpoint_id']}/000000",
+            partition=CHUNKS)
         writer.send("checkpoints", "mig.log.CheckpointManifest", trunc,
-                    key=f"manifest/{trunc['checkpoint_id']}")
+                    key=f"manifest/{trunc['checkpoint_id']}", partition=MANIFESTS)
         writer.commit()
         _wait_for(lambda: _low_watermark(dep) > 0, 20, "the calls topic to be trimmed")
         before = _end_offsets(dep, "checkpoints")
@@ -349,3 +351,39 @@ def test_few_hundred_mb_of_state_checkpointed_restored_and_promoted(hosts, tmp_p
         assert check_acked(ack_log, read_dump(tmp_path / "host2" / "after.txt")) == []
     finally:
         dep.stop()
+
+
+@pytest.mark.parametrize("partitions", [2, 1])
+def test_storage_layouts(hosts, partitions):
+    """Two partitions (manifests, chunks): a manifest says where its chunks start. A topic
+    made with one partition (the earlier layout) still stores and serves checkpoints."""
+    from confluent_kafka.admin import NewTopic
+
+    from mig.checkpoint import Archive, fetch_checkpoint, store_checkpoint
+    from mig.kafka import admin_client
+    from mig.topics import ensure_topics, topic_specs
+    from tests.samples import sample
+
+    _, broker = hosts
+    app = f"layout{partitions}x{int(time.time() * 1000) % 100000}"
+    if partitions == 1:
+        spec = next(s for s in topic_specs(app) if s.role == "checkpoints")
+        admin = admin_client(broker.settings)
+        admin.create_topics([NewTopic(spec.name, num_partitions=1, replication_factor=1,
+                                      config=spec.config)])[spec.name].result(timeout=15)
+    ensure_topics(broker.settings, app)
+    meta = {"epoch": 1, "barrier_offsets": [{"partition": 0, "offset": 0}],
+            "lpid_seqs": {"1": 1}, "identity": sample("mig.log.AppIdentity"),
+            "workdir": "/w", "run_dir": "/r",
+            "root_pid": 1, "batch_seqs": {"1": 1}}
+    blobs = [os.urandom(700_000), os.urandom(300_000), os.urandom(500_000)]
+    stored = [store_checkpoint(broker.settings, app, "m", Archive(b, 1), meta, keep=2)
+              for b in blobs]
+    listed = list_manifests(broker.settings, app)
+    assert [m["checkpoint_id"] for m in listed] == [m["checkpoint_id"] for m in stored[1:]]
+    for m, blob in zip(listed, blobs[1:], strict=True):
+        if partitions == 2:
+            assert m["chunks_from"]["partition"] == CHUNKS and m["chunks_from"]["offset"] > 0
+        else:
+            assert m["chunks_from"] is None
+        assert fetch_checkpoint(broker.settings, app, m) == blob

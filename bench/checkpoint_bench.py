@@ -318,18 +318,20 @@ def load_sets(host: str, port: int, start: int, count: int, conns: int = 4,
 
 
 def topic_disk(data_dir: Path, topic: str) -> tuple[int, int]:
-    """(bytes of the live ``.log`` segment files, their number) of partition 0 of
+    """(bytes of the live ``.log`` segment files, their number) of every partition of
     ``topic`` on the broker's disk; segments already marked for deletion are not counted
     (Kafka removes them ``file.delete.delay.ms``, 60 s, after compaction replaced them)."""
-    folder = data_dir / f"{topic}-0"
     total = segments = 0
-    try:
-        for f in folder.iterdir():
-            if f.name.endswith(".log"):
-                total += f.stat().st_size
-                segments += 1
-    except OSError:
-        pass
+    for folder in data_dir.glob(f"{topic}-*"):
+        if not folder.name[len(topic) + 1:].isdigit():
+            continue
+        try:
+            for f in folder.iterdir():
+                if f.name.endswith(".log"):
+                    total += f.stat().st_size
+                    segments += 1
+        except OSError:
+            pass
     return total, segments
 
 

@@ -17,6 +17,7 @@ KIND_NUMBERS: dict[str, int] = {
     "RECV": 29, "WRITE": 30, "SEND": 31, "POLL": 32, "SELECT": 33, "EPOLL_CREATE": 34,
     "EPOLL_CTL": 35, "EPOLL_WAIT": 36, "EVENTFD": 37, "TIMERFD_CREATE": 38,
     "TIMERFD_SETTIME": 39, "SIGNALFD": 40, "SLEEP": 41, "FORK": 42, "SPAWN": 43, "EXEC": 44,
-    "WAIT": 45, "KILL": 46, "SIGNAL": 47, "PROC_READ": 48,
+    "WAIT": 45, "KILL": 46, "SIGNAL": 47, "PROC_READ": 48, "THREAD_CREATE": 49,
+    "THREAD_JOIN": 50, "MUTEX_LOCK": 51, "RWLOCK": 52, "COND_WAIT": 53, "SEM_WAIT": 54,
 }
 KIND_NAMES: dict[int, str] = {num: name for name, num in KIND_NUMBERS.items()}

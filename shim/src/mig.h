@@ -15,6 +15,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -104,7 +106,25 @@ struct mig_real {
     X(int, shmget, (key_t, size_t, int))                                                   \
     X(int, shm_open, (const char *, int, mode_t))                                          \
     X(int, epoll_ctl, (int, int, int, struct epoll_event *))                               \
-    X(void, _exit, (int))
+    X(void, _exit, (int))                                                                  \
+    X(int, pthread_create, (pthread_t *, const pthread_attr_t *, void *(*)(void *), void *)) \
+    X(int, pthread_join, (pthread_t, void **))                                             \
+    X(int, pthread_mutex_lock, (pthread_mutex_t *))                                        \
+    X(int, pthread_mutex_trylock, (pthread_mutex_t *))                                     \
+    X(int, pthread_mutex_timedlock, (pthread_mutex_t *, const struct timespec *))          \
+    X(int, pthread_mutex_unlock, (pthread_mutex_t *))                                      \
+    X(int, pthread_rwlock_rdlock, (pthread_rwlock_t *))                                    \
+    X(int, pthread_rwlock_wrlock, (pthread_rwlock_t *))                                    \
+    X(int, pthread_rwlock_tryrdlock, (pthread_rwlock_t *))                                 \
+    X(int, pthread_rwlock_trywrlock, (pthread_rwlock_t *))                                 \
+    X(int, pthread_rwlock_timedrdlock, (pthread_rwlock_t *, const struct timespec *))      \
+    X(int, pthread_rwlock_timedwrlock, (pthread_rwlock_t *, const struct timespec *))      \
+    X(int, pthread_cond_wait, (pthread_cond_t *, pthread_mutex_t *))                       \
+    X(int, pthread_cond_timedwait, (pthread_cond_t *, pthread_mutex_t *,                   \
+                                    const struct timespec *))                              \
+    X(int, sem_wait, (sem_t *))                                                            \
+    X(int, sem_trywait, (sem_t *))                                                         \
+    X(int, sem_timedwait, (sem_t *, const struct timespec *))
 #define MIG_REAL_FIELD(ret, name, args) ret(*name) args;
     MIG_REAL_FIELDS(MIG_REAL_FIELD)
 #undef MIG_REAL_FIELD
@@ -113,6 +133,10 @@ struct mig_real {
 extern struct mig_real mig_real;
 extern enum mig_mode mig_mode;
 extern MIG_TLS int mig_busy;
+/* This thread's logical id (creation order in its process, 0 first) and how many threads
+ * the process created: synchronisation is recorded once there is more than one. */
+extern MIG_TLS uint32_t mig_tid;
+extern unsigned mig_threads;
 
 void mig_init(void);
 

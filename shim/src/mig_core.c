@@ -22,13 +22,16 @@
 struct mig_real mig_real;
 enum mig_mode mig_mode;
 MIG_TLS int mig_busy;
+MIG_TLS uint32_t mig_tid;  /* this thread's logical id: 0 for a process's first thread */
+unsigned mig_threads;       /* threads this process created (wrap_thread.c) */
 
 static enum mig_barrier_mode barrier_mode;
 static struct mig_ring_hdr *ring;
 static unsigned char *ring_data;
 static int ready;            /* 0: not yet, 1: initialising, 2: done */
 static char run_dir[512];
-static uint64_t replay_pending; /* replay: length of the record handed out, not yet released */
+static MIG_TLS uint64_t replay_pending; /* replay: length of this thread's record handed out,
+                                         * not yet released */
 static uint64_t replay_next_seq; /* replay: seq after the last record handed out */
 static char my_lpid[64] = "1";
 static unsigned children;    /* fork/spawn count of this process: names the next child */
@@ -284,6 +287,8 @@ void mig_child_after_fork(const char *child_lpid)
     ring = NULL;
     children = 0;
     replay_pending = 0;
+    mig_tid = 0;     /* the forking thread is the child's first thread */
+    mig_threads = 0;
     memcpy(my_lpid, child_lpid, strlen(child_lpid) + 1);
     mig_hold_after_fork();
     open_ring(my_lpid, parent);
@@ -402,7 +407,7 @@ uint64_t mig_record(struct mig_call *call)
     rec->len = len;
     rec->kind = (uint16_t)call->kind;
     rec->flags = call->is_output ? MIG_F_OUTPUT : 0;
-    rec->tid = 0;
+    rec->tid = mig_tid;
     rec->err = call->err;
     rec->seq = seq;
     rec->result = call->result;
@@ -469,34 +474,80 @@ void mig_output_barrier(void)
 /* --------------------------------------------------------------- replay mode */
 
 /* The log has ended here: become the primary's process (mig_live.c), turn the ring
- * around and go on recording with the next sequence number. */
+ * around and go on recording with the next sequence number. The first thread to find the
+ * log's end does it; the others find the mode changed. */
+static uint32_t golive_lock;
+
 static void go_live(void)
 {
-    mig_go_live();
-    uint64_t next = replay_next_seq;
-    ring->next_seq = next;
-    ring->committed_seq = next;
-    ring->barrier_seq = next;
-    mig_mode = MIG_RECORD;
-    __atomic_store_n(&ring->mode, (uint32_t)MIG_RECORD, __ATOMIC_RELEASE);
+    spin_lock(&golive_lock);
+    if (mig_mode == MIG_REPLAY) {
+        mig_go_live();
+        uint64_t next = replay_next_seq;
+        ring->next_seq = next;
+        ring->committed_seq = next;
+        ring->barrier_seq = next;
+        mig_mode = MIG_RECORD;
+        __atomic_store_n(&ring->mode, (uint32_t)MIG_RECORD, __ATOMIC_RELEASE);
+    }
+    spin_unlock(&golive_lock);
 }
 
-/* The next record to replay, or NULL when the process has just gone live. */
+/* Replay: move the tail past the record at it (`tail` is where it starts) and let the
+ * threads waiting for their turn look at the next one. */
+static void advance_tail(uint64_t tail, uint64_t len)
+{
+    __atomic_store_n(&ring->tail, tail + len, __ATOMIC_RELEASE);
+    if (mig_threads) {
+        __atomic_fetch_add(&ring->turn_futex, 1, __ATOMIC_RELEASE);
+        futex(&ring->turn_futex, FUTEX_WAKE, 0x7fffffff, NULL);
+    }
+}
+
+/* How long a thread waits for its turn while the record at the tail, another thread's,
+ * is not taken, before the replay is called diverged (threads out of step). */
+#define MIG_TURN_TIMEOUT_NS (30ull * 1000000000ull)
+
+static void out_of_step(const struct mig_rec *rec);
+
+/* The next record for this thread, or NULL when the process has just gone live. Records
+ * are taken in log order: a thread whose record is not at the tail waits for its turn. */
 static struct mig_rec *next_record(void)
 {
     struct timespec slice = {0, 20000000};
+    uint64_t stuck_at = ~0ull, stuck_since = 0;
     for (;;) {
         uint32_t gen = __atomic_load_n(&ring->data_futex, __ATOMIC_ACQUIRE);
+        uint32_t turn = __atomic_load_n(&ring->turn_futex, __ATOMIC_ACQUIRE);
         uint32_t live = __atomic_load_n(&ring->golive, __ATOMIC_ACQUIRE);
-        uint64_t tail = ring->tail;
+        if (mig_mode != MIG_REPLAY)
+            return NULL; /* another thread took the process live */
+        uint64_t tail = __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
         if (__atomic_load_n(&ring->head, __ATOMIC_ACQUIRE) > tail) {
             struct mig_rec *rec = (struct mig_rec *)(ring_data + (tail & (ring->capacity - 1)));
             if (rec->flags & MIG_F_PAD) {
-                __atomic_store_n(&ring->tail, tail + rec->len, __ATOMIC_RELEASE);
+                uint64_t want = tail;
+                if (__atomic_compare_exchange_n(&ring->tail, &want, tail + rec->len, 0,
+                                                __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                    advance_tail(tail + rec->len, 0);
                 continue;
             }
-            replay_next_seq = rec->seq + 1;
-            return rec;
+            if (rec->tid == mig_tid) {
+                replay_next_seq = rec->seq + 1;
+                return rec;
+            }
+            /* another thread's turn: wait until the tail moves */
+            uint64_t now = now_ns();
+            if (tail != stuck_at) {
+                stuck_at = tail;
+                stuck_since = now;
+            } else if (now - stuck_since > MIG_TURN_TIMEOUT_NS) {
+                out_of_step(rec);
+            }
+            __atomic_fetch_add(&ring->waiters, 1, __ATOMIC_RELAXED);
+            futex(&ring->turn_futex, FUTEX_WAIT, turn, &slice);
+            __atomic_fetch_sub(&ring->waiters, 1, __ATOMIC_RELAXED);
+            continue;
         }
         if (live) { /* set after the worker's last record: the ring is empty for good */
             go_live();
@@ -565,13 +616,33 @@ static void diverge(const struct mig_rec *rec, const struct mig_call *call, cons
     __builtin_unreachable();
 }
 
+/* A thread waited MIG_TURN_TIMEOUT_NS for the thread whose record is at the tail: that
+ * thread does not exist here or is blocked outside the shim (a data race, or a
+ * synchronisation the shim does not see, took the replay elsewhere). */
+static void out_of_step(const struct mig_rec *rec)
+{
+    char *p = ring->div_text, *end = ring->div_text + sizeof ring->div_text - 1;
+    p = put_str(p, end, "threads out of step: the log's next call (");
+    p = put_str(p, end, kind_name(rec->kind));
+    p = put_str(p, end, ") is thread ");
+    p = put_int(p, end, rec->tid);
+    p = put_str(p, end, "'s, which has not made it for 30 s; thread ");
+    p = put_int(p, end, mig_tid);
+    p = put_str(p, end, " waits for its own");
+    *p = 0;
+    ring->div_seq = rec->seq;
+    __atomic_store_n(&ring->state, MIG_RS_DIVERGED, __ATOMIC_RELEASE);
+    syscall(SYS_exit_group, 87);
+    __builtin_unreachable();
+}
+
 static struct mig_rec *take(struct mig_call *call, int nargs)
 {
     struct mig_rec *rec = next_record();
     while (rec && rec->kind == MIG_K_SIGNAL && call->kind != MIG_K_SIGNAL) {
         /* the primary ran a handler here: run it now, its calls replay in turn */
         int sig = (int)rec->args[0], code = (int)rec->args[1];
-        __atomic_store_n(&ring->tail, ring->tail + rec->len, __ATOMIC_RELEASE);
+        advance_tail(ring->tail, rec->len);
         int busy = mig_busy;
         mig_busy = 0;
         mig_run_app_handler(sig, code);
@@ -615,7 +686,7 @@ int mig_replay_output(struct mig_call *call, int nargs)
 
 void mig_replay_done(void)
 {
-    __atomic_store_n(&ring->tail, ring->tail + replay_pending, __ATOMIC_RELEASE);
+    advance_tail(ring->tail, replay_pending);
     replay_pending = 0;
 }
 

@@ -152,7 +152,7 @@ static int ready_to_hold(void)
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         pthread_attr_setstacksize(&attr, 256 * 1024); /* room for the static TLS too */
-        if (pthread_create(&t, &attr, release_main, NULL) != 0)
+        if (mig_real.pthread_create(&t, &attr, release_main, NULL) != 0)
             return 0;
         started = 1;
     }

@@ -18,7 +18,9 @@
     X(POLL, 32) X(SELECT, 33) X(EPOLL_CREATE, 34) X(EPOLL_CTL, 35) X(EPOLL_WAIT, 36)        \
     X(EVENTFD, 37) X(TIMERFD_CREATE, 38) X(TIMERFD_SETTIME, 39) X(SIGNALFD, 40)             \
     X(SLEEP, 41) X(FORK, 42) X(SPAWN, 43) X(EXEC, 44) X(WAIT, 45) X(KILL, 46)               \
-    X(SIGNAL, 47) X(PROC_READ, 48)
+    X(SIGNAL, 47) X(PROC_READ, 48)                                                          \
+    X(THREAD_CREATE, 49) X(THREAD_JOIN, 50) X(MUTEX_LOCK, 51) X(RWLOCK, 52)                 \
+    X(COND_WAIT, 53) X(SEM_WAIT, 54)
 
 enum mig_kind {
 #define MIG_KIND_ENUM(name, num) MIG_K_##name = num,

@@ -7,6 +7,10 @@
  * position p lives at data[p & (capacity - 1)]. A record never wraps: when it would, the
  * producer writes a PAD record to the end of the data area.
  *
+ * Records carry the logical thread id (tid) of the thread that made the call: in replay a
+ * thread takes only a record with its own tid at the tail, so the threads of a process make
+ * their calls in the recorded order (mig_core.c, next_record).
+ *
  * This layout is a contract with mig/shim/ring.py: change both, and bump MIG_RING_VERSION.
  * All integers are little-endian (x86-64 and aarch64 native order). */
 #ifndef MIG_RING_H
@@ -51,7 +55,8 @@ struct mig_ring_hdr {
                                 *      ring turns around (mode becomes 1) */
     uint32_t frozen;           /* 484: record: a planned handoff; appending threads stop */
     uint32_t writers;          /* 488: record: threads between the frozen check and publish */
-    uint32_t reserved2;        /* 492 */
+    uint32_t turn_futex;       /* 492: replay: a thread bumps it (and wakes) after moving
+                                *      the tail: the next record may be another's turn */
 };
 
 /* One call record: this header, then payload_len bytes, padded to a multiple of 8. */

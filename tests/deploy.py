@@ -24,6 +24,8 @@ APPS = Path(__file__).resolve().parent / "apps"
 def _command(app: str, port: int) -> list[str]:
     if app == "kv-asyncio":
         return [sys.executable, str(APPS / "kv_asyncio.py"), str(port), "0.0.0.0"]
+    if app == "poolserver":  # threads: an accept thread and 4 workers (tests/test_threads.py)
+        return [str(APPS / "build" / "poolserver"), str(port), "4", "0.0.0.0"]
     return [str(APPS / "build" / "kvserver"), str(port), "0.0.0.0"]
 
 

@@ -86,10 +86,11 @@ def _check_outcome(dep: Deployment, report, ack_log: Path, count: int,
     return promo
 
 
-@pytest.mark.parametrize("app", ["kvserver", "kv-asyncio"])
+@pytest.mark.parametrize("app", ["kvserver", "kv-asyncio", "poolserver"])
 def test_kill_9_of_the_primary_host_under_load(hosts, tmp_path, app):
     """Also for Python's asyncio (an event loop with a self-pipe socketpair and signal
-    handlers; it diverged at start when the primary had inherited SIGINT ignored)."""
+    handlers; it diverged at start when the primary had inherited SIGINT ignored), and for
+    a thread-pool server (its worker threads go live one by one, where each waited)."""
     net, broker = hosts
     dep = Deployment(net, broker, tmp_path, app=app)
     try:
@@ -149,9 +150,10 @@ def test_paused_primary_never_serves_after_the_promotion(hosts, tmp_path):
         dep.stop()
 
 
-def test_migrate_under_load(hosts, tmp_path):
+@pytest.mark.parametrize("app", ["kvserver", "poolserver"])
+def test_migrate_under_load(hosts, tmp_path, app):
     net, broker = hosts
-    dep = Deployment(net, broker, tmp_path)
+    dep = Deployment(net, broker, tmp_path, app=app)
     try:
         dep.start()
         out: dict = {}

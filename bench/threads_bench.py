@@ -1,0 +1,290 @@
+"""Threads under mig, measured side by side in one run against one embedded broker.
+
+1. **Lock cost.** bench/progs/locks.c: ns per mutex lock/unlock pair, natively and under
+   ``mig primary start`` (recording), in three loops: a process with one thread (mig
+   records no synchronisation then), uncontended in a process that has a second thread,
+   and contended by two threads. Then the recorded run replayed by ``mig replica follow``
+   (its wall time).
+2. **Thread-pool server throughput.** tests/apps' poolserver with 4 worker threads, loaded
+   by bench/progs/loadgen.c (4 connections, synchronous SET loops, one per worker):
+   natively on both CPUs, natively pinned to one CPU (``taskset -c 0``: what a recorder
+   that runs one thread at a time, as rr does, could at best reach), and under
+   ``mig primary start`` in output mode (the default: a reply leaves once the records
+   before it are committed) and in async mode. Target: mig >= 0.6x native.
+3. **Repeated replays.** RUNS times: a fresh poolserver under ``mig primary start``, a
+   replica (``mig replica follow``, another folder, same machine), 2,000 random
+   SET/GET/DEL on 4 connections, a DUMP; the replica's dump must equal the primary's
+   (its header counts the requests each worker served, so it depends on the recorded
+   interleaving). Counts identical runs and divergences.
+
+Nothing asserts on timing: the table says which target each figure met or missed.
+Run: .venv/bin/python bench/threads_bench.py [--quick]   (about 3 minutes; --quick: 5 runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchlib import machine  # noqa: E402 - a sibling of this script
+
+from mig.broker.cluster import free_ports  # noqa: E402
+from tests.apps.client import dump, run_ops, wait_port  # noqa: E402
+
+PROGS = ROOT / "bench" / "progs"
+APPS = ROOT / "tests" / "apps"
+CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-pthread"]
+TARGET_RATIO = 0.6
+
+
+class Bench:
+    def __init__(self, tmp: Path, quick: bool) -> None:
+        self.tmp = tmp
+        self.quick = quick
+        self.bin = tmp / "bin"
+        self.home = tmp / "home"
+        self.env = dict(os.environ, MIG_HOME=str(self.home))
+        exe = Path(sys.executable).parent / "mig"
+        self.mig = [str(exe)] if exe.is_file() else [sys.executable, "-m", "mig"]
+        self.port = 0
+        self.rows: list[tuple[str, str, str, str]] = []
+        self.apps = 0
+
+    def build(self) -> None:
+        self.bin.mkdir()
+        for name in ("locks", "loadgen"):
+            subprocess.run(["gcc", *CFLAGS, "-o", str(self.bin / name), str(PROGS / f"{name}.c")],
+                           check=True, timeout=120)
+        subprocess.run(["gcc", *CFLAGS, "-o", str(self.bin / "poolserver"),
+                        str(APPS / "poolserver.c"), str(APPS / "kvstore.c")],
+                       check=True, timeout=120)
+
+    def broker_up(self) -> None:
+        self.port, cport = free_ports(2)
+        out = subprocess.run([*self.mig, "broker", "up", "--port", str(self.port),
+                              "--controller-port", str(cport)], env=self.env,
+                             capture_output=True, text=True, timeout=300, check=True)
+        print(out.stdout.strip(), flush=True)
+
+    def broker_down(self) -> None:
+        subprocess.run([*self.mig, "broker", "down"], env=self.env, capture_output=True,
+                       timeout=120, check=False)
+
+    def app(self, name: str, command: list[str], mode: str = "output") -> Path:
+        self.apps += 1
+        name = f"{name}{self.apps}x{os.getpid()}"
+        folder = self.tmp / "apps" / name
+        folder.mkdir(parents=True)
+        path = folder / "app.toml"
+        path.write_text("\n".join([
+            "[app]", f'name = "{name}"', f"command = {json.dumps(command)}",
+            f'barrier_mode = "{mode}"', "[kafka]",
+            f'bootstrap_servers = "127.0.0.1:{self.port}"']) + "\n")
+        return path
+
+    def start(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+        out = open(log, "ab")  # noqa: SIM115 - lives with the process
+        return subprocess.Popen([*self.mig, "--log-format", "json", *args], env=self.env,
+                                stdout=out, stderr=out)
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+    # -- 1. lock cost
+    def locks(self) -> None:
+        iters = 200_000 if self.quick else 1_000_000
+        print(f"\n== 1. mutex lock/unlock pairs, {iters:,} per loop ==", flush=True)
+        native_out = self.tmp / "locks-native.txt"
+        subprocess.run([str(self.bin / "locks"), str(native_out), str(iters)], check=True,
+                       timeout=300)
+        native = _figures(native_out.read_text())
+        app = self.app("locks", [str(self.bin / "locks"), "out.txt", str(iters)])
+        t0 = time.monotonic()
+        rec = self.start(["primary", "start", str(app)], app.parent / "primary.log")
+        rec.wait(900)
+        rec_s = time.monotonic() - t0
+        mig = _figures((app.parent / "out.txt").read_text())
+        t0 = time.monotonic()
+        rep = subprocess.run([*self.mig, "--log-format", "json", "replica", "follow", str(app),
+                              "--workdir", str(app.parent / "backup"), "--idle-exit", "2"],
+                             env=self.env, capture_output=True, text=True, timeout=900)
+        rep_s = time.monotonic() - t0 - 2  # less the idle wait before it stops
+        same = (app.parent / "backup" / "out.txt").exists()
+        print(f"native: {native}\nunder mig primary: {mig} (mig primary start ran"
+              f" {rec_s:.1f} s)\nreplay: exit {rep.returncode}, {rep_s:.1f} s, wrote its"
+              f" out.txt: {same}", flush=True)
+        for key, label in (("single", "one thread (not recorded)"),
+                           ("uncontended", "uncontended, the process has threads"),
+                           ("contended", "contended by 2 threads")):
+            n, m = native[f"{key}_ns"], mig[f"{key}_ns"]
+            self.rows.append((f"lock/unlock pair, {label}: native vs under mig", f"{n:,.1f} vs"
+                              f" {m:,.1f} ns ({m / n:,.1f}x)", "", ""))
+        self.rows.append((f"replay of the recorded locks run ({3 * iters:,} lock records and"
+                          " more)", f"{rep_s:.1f} s, exit {rep.returncode}", "", ""))
+
+    # -- 2. thread-pool throughput
+    def throughput(self) -> None:
+        seconds = 2.0 if self.quick else 5.0
+        print(f"\n== 2. poolserver, 4 workers, 4 connections, {seconds:g} s each ==",
+              flush=True)
+        res: dict[str, dict[str, float]] = {}
+        res["native"] = self.plain(None, seconds)
+        res["native, one CPU"] = self.plain(["taskset", "-c", "0"], seconds)
+        for mode in ("output", "async"):
+            port = free_ports(1)[0]
+            app = self.app("pool", [str(self.bin / "poolserver"), str(port), "4"], mode)
+            proc = self.start(["primary", "start", str(app)], app.parent / "primary.log")
+            try:
+                wait_port("127.0.0.1", port, 60)
+                res[f"under mig primary ({mode} mode)"] = self.loadgen(port, seconds)
+            finally:
+                self.stop(proc)
+        base = res["native"]["rps"]
+        for name, r in res.items():
+            print(f"{name}: {r['rps']:,.0f} req/s, p50 {r['p50_us']:,.0f} us, p99"
+                  f" {r['p99_us']:,.0f} us, errors {r['errors']:.0f}", flush=True)
+        for name, r in res.items():
+            if name == "native":
+                continue
+            ratio = r["rps"] / base
+            target = f">= {TARGET_RATIO}x native" if "mig" in name else ""
+            verdict = ("met" if ratio >= TARGET_RATIO else "MISSED") if target else ""
+            self.rows.append((f"poolserver req/s, {name} vs native (p50 latency)",
+                              f"{r['rps']:,.0f} vs {base:,.0f} ({ratio:.2f}x;"
+                              f" {r['p50_us']:,.0f} vs {res['native']['p50_us']:,.0f} us)",
+                              target, verdict))
+        one = res["native, one CPU"]["rps"]
+        for mode in ("output", "async"):
+            under = res[f"under mig primary ({mode} mode)"]["rps"]
+            self.rows.append((f"poolserver under mig ({mode}) vs native on one CPU (rr's"
+                              " ceiling)", f"{under / one:.2f}x", "", ""))
+
+    def loadgen(self, port: int, seconds: float) -> dict[str, float]:
+        out = subprocess.run([str(self.bin / "loadgen"), "127.0.0.1", str(port), "4",
+                              str(seconds), "0.5"], capture_output=True, text=True,
+                             timeout=seconds + 60, check=True)
+        return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.-]+)", out.stdout)}
+
+    def plain(self, prefix: list[str] | None, seconds: float) -> dict[str, float]:
+        port = free_ports(1)[0]
+        server = subprocess.Popen([*(prefix or []), str(self.bin / "poolserver"), str(port),
+                                   "4"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port("127.0.0.1", port, 10)
+            return self.loadgen(port, seconds)
+        finally:
+            server.kill()
+            server.wait(10)
+
+    # -- 3. repeated replays
+    def repeated(self, runs: int) -> None:
+        print(f"\n== 3. {runs} record + replay runs of poolserver ==", flush=True)
+        same = diverged = other = 0
+        took: list[float] = []
+        for run in range(runs):
+            port = free_ports(1)[0]
+            app = self.app("rep", [str(self.bin / "poolserver"), str(port), "4"])
+            folder = app.parent
+            primary = self.start(["primary", "start", str(app)], folder / "primary.log")
+            replica = None
+            t0 = time.monotonic()
+            try:
+                wait_port("127.0.0.1", port, 60)
+                replica = self.start(["replica", "follow", str(app), "--workdir",
+                                      str(folder / "backup")], folder / "replica.log")
+                run_ops("127.0.0.1", port, 2000, seed=run, conns=4)
+                dump("127.0.0.1", port, "dump.txt")
+                mine, theirs = folder / "backup" / "dump.txt", folder / "dump.txt"
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    if mine.exists() and mine.read_bytes() == theirs.read_bytes():
+                        break
+                    if replica.poll() is not None:
+                        break
+                    time.sleep(0.05)
+                if mine.exists() and mine.read_bytes() == theirs.read_bytes():
+                    same += 1
+                elif replica.poll() == 3:
+                    diverged += 1
+                    print(f"run {run}: DIVERGED:"
+                          f" {(folder / 'replica.log').read_text()[-600:]}", flush=True)
+                else:
+                    other += 1
+                    print(f"run {run}: no matching dump (replica exit {replica.poll()})",
+                          flush=True)
+                took.append(time.monotonic() - t0)
+            finally:
+                if replica is not None:
+                    self.stop(replica)
+                self.stop(primary)
+        print(f"{runs} runs: {same} identical dumps, {diverged} divergences, {other} other;"
+              f" {sum(took) / max(1, len(took)):.1f} s per run", flush=True)
+        self.rows.append((f"poolserver record + replay, {runs} runs of 2,000 operations:"
+                          " identical dumps / divergences / other",
+                          f"{same} / {diverged} / {other}", f"{runs} / 0 / 0",
+                          "met" if same == runs else "MISSED"))
+
+
+def _figures(text: str) -> dict[str, float]:
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", text)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="smaller loops, 5 runs")
+    parser.add_argument("--runs", type=int, default=None, help="repeated runs (default 20)")
+    args = parser.parse_args()
+    runs = args.runs or (5 if args.quick else 20)
+    print(f"mig threads benchmark{' (--quick)' if args.quick else ''},"
+          f" {dt.datetime.now().isoformat(timespec='seconds')}")
+    print(f"machine: {machine()}", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="mig-thrbench-"))
+    bench = Bench(tmp, args.quick)
+    failures: list[str] = []
+    started = time.monotonic()
+    try:
+        bench.build()
+        bench.broker_up()
+        for step in (bench.locks, bench.throughput, lambda: bench.repeated(runs)):
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - reported, the run goes on
+                failures.append(f"{type(exc).__name__}: {exc}")
+                print(f"STEP FAILED: {failures[-1]}", flush=True)
+    finally:
+        bench.broker_down()
+    print(f"\n== summary ({time.monotonic() - started:.0f} s) ==")
+    head = ("figure", "measured", "target", "")
+    widths = [max(len(r[i]) for r in [head, *bench.rows]) for i in range(4)]
+    for row in [head, *bench.rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    for f in failures:
+        print(f"FAILED: {f}")
+    if failures:
+        print(f"logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -119,3 +119,21 @@ def test_a_data_race_is_reported_as_a_divergence(net_broker, tmp_path, app_name)
     # counted differently must stop with a divergence report
     assert run.returncode == 3, (recorded, replayed, run.stdout, run.stderr[-2000:])
     assert "diverge" in run.stderr and "output" in run.stderr, run.stderr[-2000:]
+
+
+def test_python_threads_replay(net_broker, tmp_path, app_name):
+    """CPython's threads are pthreads and its GIL a mutex and a condition variable: a
+    threaded Python program replays to the same interleaving."""
+    _, broker = net_broker
+    app = write_app(tmp_path / "primary", app_name,
+                    [sys.executable, str(APPS / "py_threads.py"), "out.txt"],
+                    broker.settings.bootstrap_servers)
+    record(app, tmp_path / "home-p")
+    run = replay(app, tmp_path / "backup", tmp_path / "home-r", idle_exit=5)
+    assert run.returncode == 0, run.stderr[-3000:]
+    theirs = (tmp_path / "primary" / "out.txt").read_text()
+    assert theirs.startswith("py_threads count=1200\n")
+    firsts = [line.split()[0] for line in theirs.splitlines()[1:]]
+    switches = sum(a != b for a, b in zip(firsts, firsts[1:], strict=False))
+    assert switches > 4, switches  # the threads took turns, not one after the other
+    assert (tmp_path / "backup" / "out.txt").read_text() == theirs

@@ -190,11 +190,38 @@ def check_shim() -> Check:
     return Check("shim", "ok", f"{shim} loads (LD_PRELOAD into /bin/cat)")
 
 
+THREADS_LIMIT = ("data races and lock-free atomics are not ordered: a program that shares"
+                 " memory without locks can take another path in replay, which stops the"
+                 " replica with a divergence report (docs/threads.md)")
+
+
 def check_threads() -> Check:
-    return Check("threads", "warn", "multi-threaded programs are not yet supported: calls"
-                 " are not ordered between threads, so a replica can diverge (threads issue"
-                 " open)", "run single-threaded programs (forked worker processes are fine);"
-                 " see docs/interceptor.md")
+    return Check("threads", "ok", "multi-threaded programs: pthread locks, condition"
+                 " variables, semaphores and joins are recorded and replayed in their"
+                 " recorded order; " + THREADS_LIMIT)
+
+
+def check_program_threads(binary: Path) -> Check:
+    """What the program's dynamic imports say about its threads (names in .dynstr)."""
+    try:
+        with open(binary, "rb") as f:
+            data = f.read(256 << 20)
+    except OSError as exc:
+        return Check("program.threads", "warn", f"cannot read {binary}: {exc.strerror}",
+                     "check the program's permissions")
+    imports = {name for name in ("pthread_create", "syscall", "clone", "__clone", "clone3")
+               if b"\0" + name.encode() + b"\0" in data}
+    if imports & {"clone", "__clone", "clone3"}:
+        return Check("program.threads", "warn", f"{binary.name} imports clone(): threads"
+                     " started that way are not told apart from their creator, and replay"
+                     " can diverge", "start threads with pthread_create; see docs/threads.md")
+    if "pthread_create" not in imports:
+        return Check("program.threads", "ok", f"{binary.name} does not start threads with"
+                     " pthread_create (forked processes are each replayed in order)")
+    extra = (" It imports syscall(): futex calls made that way are not ordered either."
+             if "syscall" in imports else "")
+    return Check("program.threads", "ok", f"{binary.name} can start threads: their"
+                 f" synchronisation is recorded and replayed in order; {THREADS_LIMIT}.{extra}")
 
 
 # --- the app ------------------------------------------------------------------------------
@@ -213,6 +240,7 @@ def app_checks(app_toml: Path, kafka_timeout: float = 3.0) -> list[Check]:
     try:
         binary = check_program(cfg.command[0], app_env(cfg)["PATH"], cfg.cwd)
         checks.append(Check("program", "ok", f"{binary} is dynamically linked against libc"))
+        checks.append(check_program_threads(binary))
     except MigError as exc:
         checks.append(Check("program", "fail", str(exc),
                             "mig records programs that call libc dynamically: rebuild or"

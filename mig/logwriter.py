@@ -9,7 +9,10 @@ writer with the same id fences this one (the basis of promotion in later issues)
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
+
+import structlog
 
 from mig.codec import Codec
 from mig.errors import Fenced, MigError
@@ -17,6 +20,11 @@ from mig.kafka import KafkaSettings, producer
 from mig.topics import topic_names
 
 __all__ = ["LogWriter"]
+
+log = structlog.get_logger()
+
+# how long a commit that fails with a retriable error (the broker stalled) is tried again
+COMMIT_RETRY_S = 60.0
 
 
 class LogWriter:
@@ -124,16 +132,25 @@ class LogWriter:
         """Make everything sent so far durable; returns (topic, partition, offset) of each."""
         from confluent_kafka import KafkaException
 
-        try:
-            if self._transactional and self._open:
-                self._producer.commit_transaction(self.timeout)
-                self._open = False
-        except KafkaException as exc:
-            self._raise_if_fenced(exc.args[0])
-            raise MigError(f"commit to Kafka failed: {exc.args[0].str()}") from exc
-        except SystemError as exc:  # the client's "returned NULL" on a fatal state
-            self._probe_fatal()
-            raise MigError(f"commit to Kafka failed: {exc}") from None
+        deadline = time.monotonic() + max(self.timeout, COMMIT_RETRY_S)
+        while True:
+            try:
+                if self._transactional and self._open:
+                    self._producer.commit_transaction(self.timeout)
+                    self._open = False
+                break
+            except KafkaException as exc:
+                err = exc.args[0]
+                self._raise_if_fenced(err)
+                # a broker that stalls (a slow controller, a leader moving) times the commit
+                # out with a retriable error: calling commit again resumes it
+                if err.retriable() and time.monotonic() < deadline:
+                    log.warning("mig.logwriter.commit_retry", error=err.str())
+                    continue
+                raise MigError(f"commit to Kafka failed: {err.str()}") from exc
+            except SystemError as exc:  # the client's "returned NULL" on a fatal state
+                self._probe_fatal()
+                raise MigError(f"commit to Kafka failed: {exc}") from None
         self.flush()
         offsets, self._offsets = self._offsets, []
         return offsets

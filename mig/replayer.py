@@ -441,8 +441,6 @@ class Replayer:
     def _promote(self, reason: str, decided_at: float, last_alive: float | None, epoch: int,
                  handoff: dict[str, Any] | None) -> bool:
         """Fence, read the log to its end, let every process go live, announce it."""
-        from confluent_kafka import TopicPartition
-
         self.health = "promoting"
         self._publish_status()
         topic = topic_names(self.cfg.name)["calls"]
@@ -451,10 +449,7 @@ class Replayer:
         # Kafka refuses its records, and its open transaction is aborted
         writer = self._fence()
         fenced_at = time.monotonic()
-        ends = {}
-        for p in self.next_offset:
-            _low, high = self._cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            ends[p] = high
+        ends = self._high_watermarks(topic, deadline=time.monotonic() + 30)
         if handoff is not None:
             planned = {po["partition"]: po["offset"] for po in handoff["calls_offsets"]}
             if planned != ends:
@@ -492,6 +487,27 @@ class Replayer:
                  announce_ms=int((time.monotonic() - settled_at) * 1000), calls_end=ends)
         self._on_promote(new_epoch)
         return True
+
+    def _high_watermarks(self, topic: str, deadline: float) -> dict[int, int]:
+        """The calls partitions' ends, asked of the broker; a broker that stalls or is
+        still updating its metadata is asked again until ``deadline``."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        ends: dict[int, int] = {}
+        for p in self.next_offset:
+            while True:
+                try:
+                    ends[p] = self._cons.get_watermark_offsets(TopicPartition(topic, p),
+                                                               timeout=10)[1]
+                    break
+                except KafkaException as exc:
+                    if time.monotonic() > deadline:
+                        raise MigError(f"cannot read the end of {topic} [{p}] to promote:"
+                                       f" {exc.args[0].str()}") from exc
+                    log.warning("mig.replayer.watermark_retry", partition=p,
+                                error=exc.args[0].str())
+                    time.sleep(0.2)
+        return ends
 
     def _standby_writer(self) -> None:
         """Two of the app's transactional writers, connected but not yet fencing anyone:

@@ -16,6 +16,7 @@ and prints the detection time, promotion time and the client-visible gap.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -221,5 +222,29 @@ def test_planned_handoff_triggers(hosts, tmp_path, trigger):
         assert "handed the app over to host1" in dep.log_text(0)
         reason = "SIGTERM to mig primary" if trigger == "sigterm" else "maintenance file"
         assert reason in dep.log_text(0)
+    finally:
+        dep.stop()
+
+
+def test_a_broker_that_stalls_20_s_is_waited_for(hosts, tmp_path):
+    """The broker stops answering for 20 s (SIGSTOP), longer than a commit's timeout: the
+    primary tries its commit again instead of dying, and goes on serving afterwards. (No
+    replica: with one, a stall this long is a failover, as it should be.)"""
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, replicas=())
+    try:
+        dep.start()
+        ip = net.host_ips[0]
+        assert request(ip, dep.port, "SET before 1").startswith("OK")
+        pid = broker.node.pid()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(20)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert request(ip, dep.port, "SET after 2", timeout=60).startswith("OK")
+        assert request(ip, dep.port, "GET before").startswith("VALUE 1")
+        assert dep.procs[0].poll() is None, dep.log_text(0)[-2000:]
+        assert "mig.logwriter.commit_retry" in dep.log_text(0)
     finally:
         dep.stop()

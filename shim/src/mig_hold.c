@@ -129,14 +129,17 @@ static void *release_main(void *unused)
 
 /* -------------------------------------------------------------- the app's side */
 
-static int ready_to_hold(void)
+/* Set up once per process: the buffer and the release thread. Threads of the app may get
+ * here together with their first outputs: one sets up, the others wait for it. */
+static uint32_t init_lock;
+static int usable = -1; /* -1: not set up yet, 0: cannot hold here, 1: ready */
+
+static int set_up(void)
 {
-    if (min_dup < 0) {
-        struct rlimit rl;
-        /* duplicates live at the top of the fd space, far from the app's own numbers */
-        min_dup = (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= 512 &&
-                   rl.rlim_cur <= MAX_FD) ? (int)rl.rlim_cur - 128 : 0;
-    }
+    struct rlimit rl;
+    /* duplicates live at the top of the fd space, far from the app's own numbers */
+    min_dup = (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= 512 &&
+               rl.rlim_cur <= MAX_FD) ? (int)rl.rlim_cur - 128 : 0;
     if (min_dup == 0)
         return 0;
     if (!bytes) {
@@ -157,6 +160,19 @@ static int ready_to_hold(void)
         started = 1;
     }
     return 1;
+}
+
+static int ready_to_hold(void)
+{
+    int state = __atomic_load_n(&usable, __ATOMIC_ACQUIRE);
+    if (state >= 0)
+        return state;
+    while (__atomic_exchange_n(&init_lock, 1, __ATOMIC_ACQUIRE))
+        syscall(SYS_sched_yield);
+    if (__atomic_load_n(&usable, __ATOMIC_ACQUIRE) < 0)
+        __atomic_store_n(&usable, set_up(), __ATOMIC_RELEASE);
+    __atomic_store_n(&init_lock, 0, __ATOMIC_RELEASE);
+    return __atomic_load_n(&usable, __ATOMIC_ACQUIRE);
 }
 
 /* Room for `len` more bytes and one item; the caller holds the lock, which this may drop
@@ -314,6 +330,8 @@ void mig_hold_after_fork(void)
     q_head = q_tail = b_head = b_tail = 0;
     q_lock = 0;
     started = 0;
+    init_lock = 0;
+    usable = -1; /* the child sets up its own release thread at its first output */
 }
 
 __attribute__((destructor)) static void flush_at_exit(void)

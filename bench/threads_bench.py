@@ -1,7 +1,8 @@
 """Threads under mig, measured side by side in one run against one embedded broker.
 
-1. **Lock cost.** bench/progs/locks.c: ns per mutex lock/unlock pair, natively and under
-   ``mig primary start`` (recording), in three loops: a process with one thread (mig
+1. **Lock cost.** bench/progs/locks.c: ns per mutex lock/unlock pair, natively, under the
+   shim alone (no agent, a ring big enough for every record: the hot path's share) and
+   under ``mig primary start`` (recording), in three loops: a process with one thread (mig
    records no synchronisation then), uncontended in a process that has a second thread,
    and contended by two threads. Then the recorded run replayed by ``mig replica follow``
    (its wall time).
@@ -117,6 +118,15 @@ class Bench:
         subprocess.run([str(self.bin / "locks"), str(native_out), str(iters)], check=True,
                        timeout=300)
         native = _figures(native_out.read_text())
+        # the shim with no agent (a ring big enough for every record): the hot path's share
+        alone_out = self.tmp / "locks-shim.txt"
+        run_dir = Path(tempfile.mkdtemp(prefix="mig-thrbench-ring-", dir=_shm()))
+        try:
+            subprocess.run([str(self.bin / "locks"), str(alone_out), str(iters)], check=True,
+                           timeout=300, env=_shim_env(run_dir))
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        alone = _figures(alone_out.read_text())
         app = self.app("locks", [str(self.bin / "locks"), "out.txt", str(iters)])
         t0 = time.monotonic()
         rec = self.start(["primary", "start", str(app)], app.parent / "primary.log")
@@ -132,12 +142,14 @@ class Bench:
         print(f"native: {native}\nunder mig primary: {mig} (mig primary start ran"
               f" {rec_s:.1f} s)\nreplay: exit {rep.returncode}, {rep_s:.1f} s, wrote its"
               f" out.txt: {same}", flush=True)
+        print(f"shim alone (no agent): {alone}", flush=True)
         for key, label in (("single", "one thread (not recorded)"),
                            ("uncontended", "uncontended, the process has threads"),
                            ("contended", "contended by 2 threads")):
-            n, m = native[f"{key}_ns"], mig[f"{key}_ns"]
-            self.rows.append((f"lock/unlock pair, {label}: native vs under mig", f"{n:,.1f} vs"
-                              f" {m:,.1f} ns ({m / n:,.1f}x)", "", ""))
+            n, a, m = native[f"{key}_ns"], alone[f"{key}_ns"], mig[f"{key}_ns"]
+            self.rows.append((f"lock/unlock pair, {label}: native / shim alone / under mig",
+                              f"{n:,.1f} / {a:,.1f} / {m:,.1f} ns ({a / n:,.1f}x /"
+                              f" {m / n:,.1f}x)", "", ""))
         self.rows.append((f"replay of the recorded locks run ({3 * iters:,} lock records and"
                           " more)", f"{rep_s:.1f} s, exit {rep.returncode}", "", ""))
 
@@ -242,6 +254,21 @@ class Bench:
                           " identical dumps / divergences / other",
                           f"{same} / {diverged} / {other}", f"{runs} / 0 / 0",
                           "met" if same == runs else "MISSED"))
+
+
+def _shm() -> str | None:
+    return "/dev/shm" if Path("/dev/shm").is_dir() else None
+
+
+def _shim_env(run_dir: Path) -> dict[str, str]:
+    """What mig's launcher gives a recorded app (mig/launch.py), with a 1 GiB ring and no
+    agent reading it: the program runs under the shim alone."""
+    from mig.paths import shim_library
+
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+            "LD_PRELOAD": str(shim_library()), "MIG_MODE": "record",
+            "MIG_RUN_DIR": str(run_dir), "MIG_LPID": "1", "MIG_BARRIER": "async",
+            "MIG_RING_BYTES": str(1 << 30)}
 
 
 def _figures(text: str) -> dict[str, float]:

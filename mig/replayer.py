@@ -25,7 +25,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,9 @@ __all__ = ["Replayer", "Divergence", "ReplayStats", "compare_identity"]
 log = structlog.get_logger("mig.replayer")
 
 RECENT_CALLS = 200_000
+# calls read but not yet fed to the app above which the replica stops fetching (and below
+# half of which it fetches again): a replica far behind holds a bounded backlog in memory
+MAX_PENDING = 100_000
 CATCHING_UP_BATCHES = 50  # a replica further behind than this says "catching-up"
 
 
@@ -95,7 +98,10 @@ class Replayer:
         # lpid -> (ring position after the record, its wall_ns) of calls fed, not yet taken
         self.in_ring: dict[str, deque[tuple[int, int]]] = {}
         # (lpid, seq) -> (recorded call, Kafka offset), for divergence reports
-        self.recorded: dict[tuple[str, int], tuple[dict[str, Any], int]] = {}
+        # (an OrderedDict: dropping the oldest of a plain dict scans its deleted slots)
+        self.recorded: OrderedDict[tuple[str, int], tuple[dict[str, Any], int]] = OrderedDict()
+        self._pending_n = 0  # calls in self.pending
+        self._paused = False  # fetching calls paused (MAX_PENDING)
         self.stats = ReplayStats()
         self.proc: Any = None
         self.epoch = 0
@@ -186,6 +192,7 @@ class Replayer:
                 self._discover()
                 self._feed()
                 self._check()
+                self._flow()
                 if self.can_promote and self._failover_step():
                     return self.stats  # promoted: the caller goes on as the primary
                 if self.checkpoint_once and self._once_step():
@@ -292,8 +299,9 @@ class Replayer:
             for call in rec["calls"]:
                 queue.append((from_avro(call), msg.offset()))
                 self.recorded[(lpid, call["seq"])] = (call, msg.offset())
+            self._pending_n += len(rec["calls"])
             while len(self.recorded) > RECENT_CALLS:  # divergences concern recent calls
-                self.recorded.pop(next(iter(self.recorded)))
+                self.recorded.popitem(last=False)
             self.stats.batches += 1
 
     def _start_app(self, recorded: dict[str, Any]) -> None:
@@ -330,6 +338,7 @@ class Replayer:
                 flight.append((ring.head, call.wall_ns))  # taken once the tail passes it
                 fed += 1
             if fed:
+                self._pending_n -= fed
                 self.stats.calls += fed
                 self.stats.per_lpid[lpid] = self.stats.per_lpid.get(lpid, 0) + fed
                 ring.wake_reader()
@@ -531,9 +540,24 @@ class Replayer:
         second.fence()
         return second
 
+    def _flow(self, resume: bool = False) -> None:
+        """Pause fetching calls while MAX_PENDING of them wait to be fed (the control topic
+        goes on: heartbeats and promotions are read whatever the backlog)."""
+        from confluent_kafka import TopicPartition
+
+        n = self._pending_n
+        tps = [TopicPartition(self._calls_topic, p) for p in self.next_offset]
+        if not self._paused and n > MAX_PENDING and not resume:
+            self._cons.pause(tps)
+            self._paused = True
+        elif self._paused and (resume or n < MAX_PENDING // 2):
+            self._cons.resume(tps)
+            self._paused = False
+
     def _read_to(self, ends: dict[int, int]) -> None:
         """Read the calls topic until every partition reached ``ends`` (an end-of-partition
         event at or past it: transaction markers take offsets no record has)."""
+        self._flow(resume=True)
         topic = topic_names(self.cfg.name)["calls"]
         deadline = time.monotonic() + 60
         while any(self.eof_at.get(p, -1) < end and self.next_offset.get(p, 0) < end

@@ -88,6 +88,11 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "keep": Key("int", 2, "Checkpoints kept; older ones are tombstoned, and calls"
                     " records before the oldest kept one are deleted.", minimum=1),
     },
+    "metrics": {
+        "address": Key("str", "", "host:port where this member serves Prometheus metrics"
+                       " (/metrics), e.g. 0.0.0.0:9464; every member of the app uses it on"
+                       " its own host. `--metrics` overrides it. Empty: none."),
+    },
     "failover": {
         "on_promote": Key("str", "", "Shell command run (in the background, from app.cwd)"
                           " when this member becomes primary, e.g. to move a service"
@@ -129,6 +134,7 @@ class AppConfig:
     replica: dict[str, int]
     failover: dict[str, Any] = field(default_factory=dict)
     checkpoints: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, dict[str, Any]] = field(repr=False, default_factory=dict)
 
     def kafka_settings(self) -> KafkaSettings | None:
@@ -163,12 +169,20 @@ def parse_config(text: str, path: Path) -> AppConfig:
     cwd = (base / app["cwd"]).resolve()
     kafka = dict(values["kafka"])
     bootstrap = kafka.pop("bootstrap_servers")
+    if values["metrics"]["address"]:
+        from mig.metrics import parse_address
+
+        try:
+            parse_address(values["metrics"]["address"])
+        except ValueError as exc:
+            raise ConfigError(str(path), "metrics.address", str(exc)) from None
     return AppConfig(path=path, name=app["name"], command=list(app["command"]), cwd=cwd,
                      state_dir=(cwd / app["state_dir"]).resolve(), env=dict(app["env"]),
                      barrier_mode=app["barrier_mode"], bootstrap_servers=bootstrap,
                      kafka_properties=kafka, topics=values["topics"],
                      replica=values["replica"], failover=values["failover"],
-                     checkpoints=values["checkpoints"], raw=values)
+                     checkpoints=values["checkpoints"], metrics=values["metrics"],
+                     raw=values)
 
 
 def _validate(doc: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:

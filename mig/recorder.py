@@ -41,6 +41,7 @@ from mig.identity import app_identity
 from mig.kafka import KafkaSettings, consumer, end_offsets
 from mig.launch import app_env, kill_group, launch
 from mig.logwriter import LogWriter
+from mig.metrics import Metrics
 from mig.topics import ensure_topics, topic_names
 
 __all__ = ["Recorder", "RecordStats"]
@@ -61,7 +62,8 @@ class RecordStats:
 
 class Recorder:
     def __init__(self, cfg: AppConfig, settings: KafkaSettings, run_dir: Path,
-                 member: str | None = None, epoch: int = 1, flush_ms: int = 5) -> None:
+                 member: str | None = None, epoch: int = 1, flush_ms: int = 5,
+                 metrics: Metrics | None = None) -> None:
         self.cfg = cfg
         self.settings = settings
         self.run_dir = run_dir
@@ -91,6 +93,7 @@ class Recorder:
         self._migrate_asked: str | None = None  # why a handoff was asked for, not yet tried
         self._next_trigger_check = 0.0
         self._load_high_since: float | None = None
+        self.metrics = metrics  # mig/metrics.py, when this member serves them
         # checkpoints when no hot replica takes them (mig/checkpointer.py)
         self.checkpointer = PrimaryCheckpointer(cfg, settings, run_dir, self.member)
 
@@ -122,6 +125,8 @@ class Recorder:
         return self._serve(writer, proc)
 
     def _serve(self, writer: LogWriter, proc: subprocess.Popen[bytes]) -> RecordStats:
+        if self.metrics is not None:
+            self.metrics.role("primary", self.epoch)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in
                     (signal.SIGTERM, signal.SIGINT)}
         control = consumer(self.settings, **{"group.id": f"mig-primary-{self.cfg.name}",
@@ -379,6 +384,8 @@ class Recorder:
                 if batch is None:
                     continue
                 writer.send_raw("calls", batch.value, key=lpid, headers=self.headers)
+                if self.metrics is not None:
+                    self.metrics.calls("recorded", batch.count, len(batch.value))
                 self.batch_seq[lpid] += 1
                 self.sent_seq[lpid] = batch.last_seq + 1
                 self.stats.batches += 1
@@ -396,13 +403,20 @@ class Recorder:
         """Answer barriers: once every record sent is acknowledged by all in-sync replicas
         it is in the log for good (a promoting replica fences, then reads the log to its
         end read_uncommitted: docs/interceptor.md), so waiting outputs may go."""
+        started = time.monotonic()
         writer.flush()
+        if self.metrics is not None:
+            self.metrics.commit(time.monotonic() - started)
         self.stats.barrier_commits += 1
         self._release_rings()
 
     def _commit(self, writer: LogWriter) -> None:
         """Commit the open transaction: replicas reading read_committed see the records."""
-        for topic, partition, offset in writer.commit():
+        started = time.monotonic()
+        committed = writer.commit()
+        if self.metrics is not None:
+            self.metrics.commit(time.monotonic() - started)
+        for topic, partition, offset in committed:
             if topic.endswith(".calls"):
                 self.last_calls_offset[partition] = max(
                     offset, self.last_calls_offset.get(partition, -1))

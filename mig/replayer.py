@@ -42,6 +42,7 @@ from mig.identity import app_identity
 from mig.kafka import KafkaSettings, consumer
 from mig.launch import app_env, kill_group, launch
 from mig.logwriter import LogWriter
+from mig.metrics import Metrics
 from mig.topics import topic_names
 
 __all__ = ["Replayer", "Divergence", "ReplayStats", "compare_identity"]
@@ -86,7 +87,7 @@ class Replayer:
     def __init__(self, cfg: AppConfig, settings: KafkaSettings, run_dir: Path, workdir: Path,
                  idle_exit_s: float | None = None, member: str | None = None,
                  can_promote: bool = True, use_checkpoints: bool = True,
-                 checkpoint_once: bool = False) -> None:
+                 checkpoint_once: bool = False, metrics: Metrics | None = None) -> None:
         self.cfg = cfg
         self.settings = settings
         self.run_dir = run_dir
@@ -143,6 +144,7 @@ class Replayer:
         self.stored: str | None = None  # the id of the last checkpoint stored
         # --checkpoint-once (the primary's own checkpoints, mig/checkpointer.py): replay to
         # the end of the log as it is at the start, store one checkpoint, stop
+        self.metrics = metrics  # mig/metrics.py, when this member serves them
         self.checkpoint_once = checkpoint_once
         if checkpoint_once:
             self.can_promote = False
@@ -261,6 +263,9 @@ class Replayer:
 
     def _publish_status(self, final: bool = False) -> None:
         calls, lag_ms = self.lag()
+        if self.metrics is not None:
+            self.metrics.lag(calls, lag_ms / 1000)
+            self.metrics.role("replica", self.control.epoch)
         health = "diverged" if self.stats.divergence else ("stopped" if final else self.health)
         if self.proc is None and health == "replaying":
             health = "starting"
@@ -290,6 +295,8 @@ class Replayer:
         if name == "mig.log.AppIdentity":
             self._start_app(rec)
         elif name == "mig.log.CallBatch":
+            if self.metrics is not None:
+                self.metrics.calls("replayed", 0, len(msg.value()))
             if self.proc is None:
                 raise MigError(f"offset {msg.offset()}: calls before the app identity record")
             lpid = rec["lpid"]
@@ -340,6 +347,8 @@ class Replayer:
             if fed:
                 self._pending_n -= fed
                 self.stats.calls += fed
+                if self.metrics is not None:
+                    self.metrics.calls("replayed", fed)
                 self.stats.per_lpid[lpid] = self.stats.per_lpid.get(lpid, 0) + fed
                 ring.wake_reader()
 
@@ -354,6 +363,8 @@ class Replayer:
             recorded = describe(rec) if rec else "?"
             self.stats.divergence = (f"divergence at {where} (calls offset {offset}): {text};"
                                      f" the log has {recorded}")
+            if self.metrics is not None:
+                self.metrics.diverged()
             raise Divergence(self.stats.divergence)
 
     def _take(self, msg: Any) -> bool | str:
@@ -487,6 +498,9 @@ class Replayer:
         self.stats.promoted_epoch = new_epoch
         self.stats.detection_ms = detection_ms
         self.stats.promotion_ms = promotion_ms
+        if self.metrics is not None:
+            self.metrics.promoted(None if detection_ms is None else detection_ms / 1000,
+                                  promotion_ms / 1000, new_epoch)
         log.info("mig.replayer.promoted", epoch=new_epoch, reason=reason,
                  detection_ms=detection_ms, promotion_ms=promotion_ms,
                  decide_ms=int((started - decided_at) * 1000),
@@ -794,6 +808,8 @@ class Replayer:
                                             Archive(data, dump_ms), meta,
                                             self.cfg.checkpoints["keep"])
                 self.stored = manifest["checkpoint_id"]
+                if self.metrics is not None:
+                    self.metrics.checkpoint(time.monotonic() - started)
                 self._ckpt_error = None
                 log.info("mig.replayer.checkpoint", checkpoint_id=manifest["checkpoint_id"],
                          reason=reason, size=len(data), held_ms=dump_ms,

@@ -79,6 +79,8 @@ def test_defaults_and_embedded_kafka(tmp_path):
      " property), got a list ['a']"),
     ('[app]\nname = "a"\ncommand = ["x"]\n[replica]\nheartbeat_ms = true\n',
      "app.toml: key 'replica.heartbeat_ms': expected an integer, got a boolean True"),
+    ('[app]\nname = "a"\ncommand = ["x"]\n[metrics]\naddress = "9464"\n',
+     "app.toml: key 'metrics.address': '9464' is not host:port"),
 ])
 def test_bad_keys_name_file_key_and_expectation(text, message):
     with pytest.raises(ConfigError) as info:

@@ -248,3 +248,54 @@ def test_a_broker_that_stalls_20_s_is_waited_for(hosts, tmp_path):
         assert "mig.logwriter.commit_retry" in dep.log_text(0)
     finally:
         dep.stop()
+
+
+def _scrape(ip: str, port: int) -> dict[str, float]:
+    """The mig_ series of a member's /metrics, by name and labels (those of app and member
+    left out)."""
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://{ip}:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"(mig_\w+)(?:\{(.*)\})? (\S+)$", line)
+        if m:
+            labels = ",".join(kv for kv in (m.group(2) or "").split(",")
+                              if kv and not kv.startswith(("app=", "member=")))
+            out[f"{m.group(1)}{{{labels}}}" if labels else m.group(1)] = float(m.group(3))
+    return out
+
+
+def test_metrics_are_served_through_a_failover(hosts, tmp_path):
+    """[metrics] address on every member: the primary counts recorded calls and commits, the
+    replica its replayed calls and lag; after kill -9 of the primary the replica says it is
+    primary in epoch 2, with its detection and promotion times."""
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, extra_toml='[metrics]\naddress = "0.0.0.0:9464"\n')
+    try:
+        dep.start()
+        for i in range(50):
+            assert request(net.host_ips[0], dep.port, f"SET m{i} {i}").startswith("OK")
+        p = _scrape(net.host_ips[0], 9464)
+        assert p['mig_role{role="primary"}'] == 1 and p["mig_epoch"] == 1
+        assert p['mig_calls_total{direction="recorded"}'] > 100
+        assert p["mig_commit_seconds_count"] > 0
+        _wait_for(lambda: _scrape(net.host_ips[1], 9464).get(
+            'mig_calls_total{direction="replayed"}', 0) > 100, 30, "the replica's metrics")
+        r = _scrape(net.host_ips[1], 9464)
+        assert r['mig_role{role="replica"}'] == 1 and "mig_replica_lag_records" in r
+        net.signal(0, signal.SIGKILL)
+        _wait_for(lambda: _scrape(net.host_ips[1], 9464).get(
+            'mig_role{role="primary"}') == 1, 30, "the promoted replica's metrics")
+        r = _scrape(net.host_ips[1], 9464)
+        assert r["mig_epoch"] == 2
+        assert 0.5 < r["mig_failover_detection_seconds"] < 10
+        assert 0 < r["mig_promotion_seconds"] < 10
+        before = r['mig_calls_total{direction="recorded"}'] if (
+            'mig_calls_total{direction="recorded"}' in r) else 0
+        assert request(net.host_ips[1], dep.port, "SET after 1").startswith("OK")
+        _wait_for(lambda: _scrape(net.host_ips[1], 9464).get(
+            'mig_calls_total{direction="recorded"}', 0) > before, 10, "recorded calls")
+    finally:
+        dep.stop()

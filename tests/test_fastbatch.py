@@ -96,6 +96,7 @@ def test_recorder_drain_budget_never_splits_a_record(tmp_path):
     rec.epoch, rec.rings, rec.batch_seq, rec.sent_seq = 1, {"1": ring}, {"1": 0}, {}
     rec.stats = type("Stats", (), {"batches": 0, "calls": 0})()
     rec.encoder, rec.headers, rec.drain_bytes = BatchEncoder(1 << 19), [], 256 * 1024
+    rec.metrics = None
     writer = Writer()
     total = 0
     while (sent := rec._drain(writer)):

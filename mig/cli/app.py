@@ -31,6 +31,31 @@ def _cleanup(folder: Path, given: Optional[Path]) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+METRICS = typer.Option(None, "--metrics", metavar="HOST:PORT",
+                       help="Serve Prometheus metrics at http://HOST:PORT/metrics (default:"
+                            " [metrics] address of the app.toml; none if empty).")
+
+
+def _metrics(cfg, member: str, given: Optional[str]):  # type: ignore[no-untyped-def]
+    """The member's Metrics, served at --metrics or [metrics] address; None when neither."""
+    address = given if given is not None else cfg.metrics.get("address", "")
+    if not address:
+        return None
+    import structlog
+
+    from mig.errors import MigError
+    from mig.metrics import Metrics, parse_address
+
+    try:
+        parse_address(address)
+    except ValueError as exc:
+        raise MigError(f"--metrics: {exc}") from None
+    served = Metrics(cfg.name, member)
+    port = served.serve(address)
+    structlog.get_logger().info("mig.metrics.serving", address=address, port=port)
+    return served
+
+
 @primary.command("start")
 def primary_start(
     config: Path = typer.Argument(..., metavar="APP.TOML"),
@@ -39,21 +64,31 @@ def primary_start(
                                            " a new folder on /dev/shm, removed at exit)."),
     member: Optional[str] = typer.Option(None, help="This member's id in mig status and"
                                          " mig migrate --to (default: HOST-PID)."),
+    metrics: Optional[str] = METRICS,
 ) -> None:
     """Start the app under the shim and record it into Kafka until it exits (or until it
     is handed to a replica: mig migrate, SIGTERM with a hot replica)."""
+    import os
+    import socket
+
     from mig.config import load_config
     from mig.connect import resolve_kafka
     from mig.recorder import Recorder
 
     cfg = load_config(config)
     settings = resolve_kafka(bootstrap, config, start_embedded=True)
+    member = member or f"{socket.gethostname()}-{os.getpid()}"
+    served = _metrics(cfg, member, metrics)
     folder = _run_dir(cfg.name, run_dir, "primary")
     try:
-        stats = Recorder(cfg, settings, folder, member=member).run()
+        stats = Recorder(cfg, settings, folder, member=member, metrics=served).run()
     finally:
         _cleanup(folder, run_dir)
+        if served is not None:
+            served.close()
     _report_recording(stats)
+
+
 
 
 def _report_recording(stats) -> None:  # type: ignore[no-untyped-def]
@@ -86,6 +121,7 @@ def replica_follow(
                                          help="Replay to the end of the log, store one"
                                               " checkpoint, and stop (what mig primary runs"
                                               " when no hot replica takes checkpoints)."),
+    metrics: Optional[str] = METRICS,
 ) -> None:
     """Replay the app from the log and keep it hot; take over as the primary when the
     primary is lost (or hands over); stop with a report at the first divergence (exit 3)."""
@@ -103,10 +139,17 @@ def replica_follow(
     previous = {sig: signal.signal(sig, lambda signum, frame: stopping.append(signum))
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     folder = _run_dir(cfg.name, run_dir, "replica")
+    import os
+    import socket
+
+    member = member or f"{socket.gethostname()}-replica-{os.getpid()}"
+    # the checkpointer of a primary serves none: its primary's address is taken
+    served = None if checkpoint_once else _metrics(cfg, member, metrics)
     try:
         replayer = Replayer(cfg, settings, folder, workdir or cfg.cwd, idle_exit_s=idle_exit,
                             member=member, can_promote=promote,
-                            use_checkpoints=from_checkpoint, checkpoint_once=checkpoint_once)
+                            use_checkpoints=from_checkpoint, checkpoint_once=checkpoint_once,
+                            metrics=served)
         stats = replayer.run(stop=lambda: bool(stopping))
         typer.echo(f"replayed {stats.calls} calls from {stats.batches} batches")
         if checkpoint_once:
@@ -121,9 +164,11 @@ def replica_follow(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         recorder = Recorder(cfg, settings, folder, member=replayer.member,
-                            epoch=stats.promoted_epoch)
+                            epoch=stats.promoted_epoch, metrics=served)
         rec_stats = recorder.adopt(replayer.writer, replayer.proc, replayer.rings,
                                    replayer.batch_next, on_turn=replayer.settle_step)
     finally:
         _cleanup(folder, run_dir)
+        if served is not None:
+            served.close()
     _report_recording(rec_stats)

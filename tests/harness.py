@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import run_mig
@@ -34,3 +37,23 @@ def replay(app_toml: Path, workdir: Path, home: Path, idle_exit: float = 10,
     return run_mig("replica", "follow", str(app_toml), "--workdir", str(workdir),
                    "--idle-exit", str(idle_exit), env={"MIG_HOME": str(home)},
                    timeout=timeout)
+
+
+def start_mig(args: list[str], home: Path, wrap=None) -> subprocess.Popen:  # noqa: ANN001
+    """A long-running mig command (JSON logs to HOME.log beside ``home``); ``wrap`` turns
+    the command line into one run on a test host (HostNet.wrap)."""
+    cmd = [sys.executable, "-m", "mig", "--log-format", "json", *args]
+    env = dict(os.environ, MIG_HOME=str(home))
+    log = open(home.parent / f"{home.name}.log", "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(wrap(cmd) if wrap else cmd, env=env, stdout=log, stderr=log)
+
+
+def stop_mig(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within 20 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -6,9 +6,6 @@ folder, and the two files must be identical."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import time
 import zlib
@@ -18,7 +15,7 @@ import pytest
 
 from mig.broker.cluster import free_ports
 from tests.apps.client import dump, run_ops, wait_port
-from tests.harness import write_app
+from tests.harness import start_mig, stop_mig, write_app
 from tests.testnet import hosts_and_broker
 
 APPS = Path(__file__).resolve().parent / "apps"
@@ -29,23 +26,6 @@ def net_broker(tmp_path_factory):
     """A test host (netns) and a broker the root namespace and the host both reach."""
     with hosts_and_broker(tmp_path_factory.mktemp("netbroker"), hosts=1) as pair:
         yield pair
-
-
-def _mig(args: list[str], home: Path, wrap=None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "mig", "--log-format", "json", *args]
-    env = dict(os.environ, MIG_HOME=str(home))
-    log = open(home.parent / f"{home.name}.log", "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(wrap(cmd) if wrap else cmd, env=env, stdout=log, stderr=log)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def _wait_same(primary: list[Path], replica: list[Path], timeout: float = 90) -> None:
@@ -78,11 +58,11 @@ def test_replica_on_another_host_reaches_the_primarys_state(case, net_broker, tm
     (port,) = free_ports(1)
     app = write_app(tmp_path / "primary", app_name, command(port),
                     broker.settings.bootstrap_servers)
-    primary = _mig(["primary", "start", str(app)], tmp_path / "home-p")
+    primary = start_mig(["primary", "start", str(app)], tmp_path / "home-p")
     replica = None
     try:
         wait_port("127.0.0.1", port, 30)
-        replica = _mig(["replica", "follow", str(app), "--workdir", str(tmp_path / "backup")],
+        replica = start_mig(["replica", "follow", str(app), "--workdir", str(tmp_path / "backup")],
                        tmp_path / "home-r", wrap=lambda cmd: net.wrap(0, cmd))
         log = run_ops("127.0.0.1", port, 2000, seed=zlib.crc32(case.encode()) % 1000)
         assert len(log) == 2000
@@ -92,5 +72,5 @@ def test_replica_on_another_host_reaches_the_primarys_state(case, net_broker, tm
         assert replica.poll() is None, "the replica stopped (divergence?)"
     finally:
         if replica is not None:  # first: with a hot replica, SIGTERM would hand over
-            _stop(replica)
-        _stop(primary)
+            stop_mig(replica)
+        stop_mig(primary)

@@ -256,13 +256,19 @@ def _trim_calls(settings: KafkaSettings, app: str, offsets: list[dict[str, int]]
         log.warning("mig.checkpoint.trim_failed", topic=topic, error=repr(exc))
 
 
-def _scan(settings: KafkaSettings, app: str, start: Any, on_record: Any,
+def _scan(settings: KafkaSettings, app: str, start: Any, accept: Any, on_record: Any,
           timeout: float = 30.0) -> list[int]:
     """Read ``mig.NAME.checkpoints`` (committed records) to the end of the partitions that
-    ``start(partitions)`` returns as {partition: offset}; ``on_record(msg)`` for each record,
-    tombstones included. Returns the topic's partitions ([] when it does not exist)."""
+    ``start(partitions)`` returns as {partition: offset}. Records whose key ``accept(key)``
+    takes, and that are signed when the app's records are (mig/auth.py), are decoded and
+    given to ``on_record(key, name, record)``; a tombstone comes as ``(key, None, None)``.
+    Returns the topic's partitions ([] when it does not exist)."""
     from confluent_kafka import KafkaError, TopicPartition
 
+    from mig.codec import Codec
+    from mig.errors import DecodeError
+
+    codec = Codec.default()
     topic = topic_names(app)["checkpoints"]
     cons = consumer(settings, **{"group.id": f"mig-checkpoints-{app}",
                                  "isolation.level": "read_committed",
@@ -284,7 +290,19 @@ def _scan(settings: KafkaSettings, app: str, start: Any, on_record: Any,
                     if err.code() == KafkaError._PARTITION_EOF:
                         done.add(msg.partition())
                     continue
-                on_record(msg)
+                key = (msg.key() or b"").decode(errors="replace")
+                if not accept(key) or not _authentic(settings, msg):
+                    continue  # (a chunk when listing manifests is not even decoded)
+                if msg.value() is None:
+                    on_record(key, None, None)
+                    continue
+                try:
+                    name, rec = codec.decode_message(msg.value(), msg.headers())
+                except DecodeError as exc:
+                    log.warning("mig.checkpoint.undecodable", offset=msg.offset(),
+                                reason=exc.reason)
+                    continue
+                on_record(key, name, rec)
     finally:
         cons.close()
     return parts
@@ -293,29 +311,17 @@ def _scan(settings: KafkaSettings, app: str, start: Any, on_record: Any,
 def _read_manifests(settings: KafkaSettings, app: str) -> tuple[list[dict[str, Any]], list[int]]:
     """(live manifests oldest first, the topic's partitions): only the manifests' partition
     is read (the whole topic in the one-partition layout)."""
-    from mig.codec import Codec
-    from mig.errors import DecodeError
-
-    codec = Codec.default()
     manifests: dict[str, dict[str, Any]] = {}
 
-    def on_record(msg: Any) -> None:
-        key = (msg.key() or b"").decode(errors="replace")
-        if not key.startswith("manifest/"):
-            return  # a chunk (one-partition layout): not even decoded
-        if msg.value() is None:  # tombstone
+    def on_record(key: str, name: str | None, rec: dict[str, Any] | None) -> None:
+        if name is None:  # tombstone
             manifests.pop(key.split("/", 1)[1], None)
-            return
-        try:
-            name, rec = codec.decode_message(msg.value(), msg.headers())
-        except DecodeError as exc:
-            log.warning("mig.checkpoint.undecodable", offset=msg.offset(), reason=exc.reason)
-            return
-        if name == "mig.log.CheckpointManifest":
+        elif name == "mig.log.CheckpointManifest" and rec is not None:
             manifests[rec["checkpoint_id"]] = rec
 
     parts = _scan(settings, app, lambda ps: {p: 0 for p in ps if p == MANIFESTS
-                                             or len(ps) < 2}, on_record)
+                                             or len(ps) < 2},
+                  lambda key: key.startswith("manifest/"), on_record)
     return sorted(manifests.values(), key=lambda m: m["created_ms"]), parts
 
 
@@ -323,12 +329,7 @@ def _read_chunks(settings: KafkaSettings, app: str, manifest: dict[str, Any]
                  ) -> dict[int, dict[str, Any]]:
     """The chunks of ``manifest`` by index, read from where the manifest says they start
     (or, without that, from the start of the chunks' partition) to its end."""
-    from mig.codec import Codec
-    from mig.errors import DecodeError
-
-    codec = Codec.default()
     want = manifest["checkpoint_id"]
-    prefix = f"{want}/"
     chunks: dict[int, dict[str, Any]] = {}
     at = manifest.get("chunks_from")
 
@@ -337,23 +338,27 @@ def _read_chunks(settings: KafkaSettings, app: str, manifest: dict[str, Any]
             return {at["partition"]: at["offset"]}
         return {p: 0 for p in parts if p == CHUNKS or len(parts) < 2}
 
-    def on_record(msg: Any) -> None:
-        key = (msg.key() or b"").decode(errors="replace")
-        if not key.startswith(prefix):
-            return
-        if msg.value() is None:  # tombstone
+    def on_record(key: str, name: str | None, rec: dict[str, Any] | None) -> None:
+        if name is None:  # tombstone
             chunks.pop(int(key.rsplit("/", 1)[1]), None)
-            return
-        try:
-            name, rec = codec.decode_message(msg.value(), msg.headers())
-        except DecodeError as exc:
-            log.warning("mig.checkpoint.undecodable", offset=msg.offset(), reason=exc.reason)
-            return
-        if name == "mig.log.CheckpointChunk" and rec["checkpoint_id"] == want:
+        elif name == "mig.log.CheckpointChunk" and rec is not None \
+                and rec["checkpoint_id"] == want:
             chunks[rec["index"]] = rec
 
-    _scan(settings, app, start, on_record)
+    _scan(settings, app, start, lambda key: key.startswith(f"{want}/"), on_record)
     return chunks
+
+
+def _authentic(settings: KafkaSettings, msg: Any) -> bool:
+    """A checkpoints record signed with the app's keys (always, when they are not set); one
+    that is not is left out, with an error line (mig/auth.py)."""
+    if settings.auth is None:
+        return True
+    why = settings.auth.check("checkpoints", msg.key(), msg.value(), msg.headers())
+    if why is not None:
+        log.error("mig.checkpoint.unauthenticated", topic=msg.topic(),
+                  partition=msg.partition(), offset=msg.offset(), reason=why)
+    return why is None
 
 
 def list_manifests(settings: KafkaSettings, app: str) -> list[dict[str, Any]]:

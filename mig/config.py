@@ -88,6 +88,15 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "keep": Key("int", 2, "Checkpoints kept; older ones are tombstoned, and calls"
                     " records before the oldest kept one are deleted.", minimum=1),
     },
+    "security": {
+        "hmac_keys_file": Key("str", "", "File of record keys (`KEY_ID HEX` per line, the"
+                              " first signs; relative to app.toml; not readable by other"
+                              " users): every record mig writes is signed and every member"
+                              " refuses unsigned or tampered ones (docs/security.md). Empty:"
+                              " records are not signed."),
+        "hmac_keys_env": Key("str", "", "Name of an environment variable holding the keys"
+                             " instead (lines separated by newlines or ';')."),
+    },
     "metrics": {
         "address": Key("str", "", "host:port where this member serves Prometheus metrics"
                        " (/metrics), e.g. 0.0.0.0:9464; every member of the app uses it on"
@@ -135,13 +144,23 @@ class AppConfig:
     failover: dict[str, Any] = field(default_factory=dict)
     checkpoints: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    security: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, dict[str, Any]] = field(repr=False, default_factory=dict)
 
     def kafka_settings(self) -> KafkaSettings | None:
         """Settings for the configured Kafka, or None: use the embedded broker."""
         if self.bootstrap_servers is None:
             return None
-        return KafkaSettings(self.bootstrap_servers, dict(self.kafka_properties))
+        return KafkaSettings(self.bootstrap_servers, dict(self.kafka_properties),
+                             auth=self.auth())
+
+    def auth(self) -> Any:
+        """The record keys of ``[security]`` (mig/auth.py), or None."""
+        from mig.auth import auth_from_config
+
+        sec = self.security or {}
+        return auth_from_config(self.path.parent, sec.get("hmac_keys_file", ""),
+                                sec.get("hmac_keys_env", ""), str(self.path))
 
 
 def load_config(path: str | Path) -> AppConfig:
@@ -182,7 +201,7 @@ def parse_config(text: str, path: Path) -> AppConfig:
                      kafka_properties=kafka, topics=values["topics"],
                      replica=values["replica"], failover=values["failover"],
                      checkpoints=values["checkpoints"], metrics=values["metrics"],
-                     raw=values)
+                     security=values["security"], raw=values)
 
 
 def _validate(doc: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:

@@ -18,14 +18,22 @@ def resolve_kafka(bootstrap: str | None = None, config: Path | None = None,
     Read-only commands pass ``start_embedded=False``: if the embedded broker is down they
     fail with an instruction instead of starting an empty broker to read nothing from.
     """
-    if bootstrap:
-        return KafkaSettings(bootstrap, source="option")
+    from dataclasses import replace
+
+    cfg = None
     if config is not None:
         from mig.config import load_config
 
-        settings = load_config(config).kafka_settings()
+        cfg = load_config(config)
+    # the app.toml's record keys and librdkafka properties go with any bootstrap
+    auth = cfg.auth() if cfg is not None else None
+    if bootstrap:
+        props = dict(cfg.kafka_properties) if cfg is not None else {}
+        return KafkaSettings(bootstrap, props, source="option", auth=auth)
+    if cfg is not None:
+        settings = cfg.kafka_settings()
         if settings is not None:
-            return settings
+            return replace(settings, auth=auth)
     from mig.broker.embedded import EmbeddedBroker
 
     broker = EmbeddedBroker()
@@ -34,4 +42,4 @@ def resolve_kafka(bootstrap: str | None = None, config: Path | None = None,
     elif broker.node.pid() is None:
         raise MigError("no Kafka configured and the embedded broker is not running:"
                        " start it with `mig broker up`, or pass --bootstrap HOST:PORT")
-    return broker.settings
+    return replace(broker.settings, auth=auth)

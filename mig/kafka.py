@@ -29,6 +29,8 @@ class KafkaSettings:
     bootstrap_servers: str
     properties: dict[str, Any] = field(default_factory=dict)
     source: str = "config"  # "config", "option" or "embedded": said in errors
+    # mig/auth.py: the app's record keys ([security] of app.toml); None: records unsigned
+    auth: Any = field(default=None, compare=False, repr=False)
 
     def as_librdkafka_dict(self, **overrides: Any) -> dict[str, Any]:
         conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}

@@ -51,6 +51,7 @@ class LogWriter:
         self.fenced = ""  # why, once a newer writer with the same transactional id fenced us
         self._transactional_id = transactional_id
         self._bootstrap = settings.bootstrap_servers
+        self._auth = settings.auth  # mig/auth.py: every record signed when set
         if self._transactional and fence_now:
             self.fence()
         elif self._transactional:
@@ -115,7 +116,12 @@ class LogWriter:
                 self._raise_if_fenced(exc.args[0])
                 raise MigError(f"cannot begin a transaction: {exc.args[0].str()}") from exc
             self._open = True
-        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers or [],
+        headers = list(headers or [])
+        if self._auth is not None:
+            from mig.auth import HEADER
+
+            headers.append((HEADER, self._auth.sign(role, key, value)))
+        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers,
                                   "on_delivery": self._delivered}
         if partition is not None:
             kwargs["partition"] = partition

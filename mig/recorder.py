@@ -174,6 +174,13 @@ class Recorder:
                 return
 
     def _on_control(self, msg: Any) -> None:
+        auth = self.settings.auth
+        if auth is not None:  # a record not signed with the app's keys is not acted on
+            why = auth.check("control", msg.key(), msg.value(), msg.headers())
+            if why is not None:
+                log.error("mig.recorder.unauthenticated", topic=msg.topic(),
+                          partition=msg.partition(), offset=msg.offset(), reason=why)
+                return
         try:
             name, rec = Codec.default().decode_message(msg.value(), msg.headers())
         except DecodeError as exc:

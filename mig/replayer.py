@@ -72,6 +72,7 @@ class ReplayStats:
     promoted_epoch: int | None = None  # this replica became the primary at this epoch
     detection_ms: int | None = None
     promotion_ms: int | None = None
+    refused: int = 0  # records without a valid signature (mig/auth.py), skipped
 
 
 def compare_identity(recorded: dict[str, Any], local: dict[str, Any]) -> list[str]:
@@ -384,12 +385,28 @@ class Replayer:
             return False
         if err is not None:
             return f"reading {msg.topic()}: {err.str()}"
+        if self._refused(msg, "calls" if calls else "control"):
+            return False
         if calls:
             self._at_end.discard(msg.partition())
             self._on_message(msg)
             return True
         self._on_control(msg)
         return False
+
+    def _refused(self, msg: Any, role: str) -> bool:
+        """True (and said in an error line) for a record without a valid signature when the
+        app's records are signed: it is skipped, the replay goes on (mig/auth.py)."""
+        auth = self.settings.auth
+        if auth is None:
+            return False
+        why = auth.check(role, msg.key(), msg.value(), msg.headers())
+        if why is None:
+            return False
+        self.stats.refused += 1
+        log.error("mig.replayer.unauthenticated", topic=msg.topic(), partition=msg.partition(),
+                  offset=msg.offset(), reason=why)
+        return True
 
     # -- control and failover
     def _on_control(self, msg: Any) -> None:

@@ -28,4 +28,6 @@ BOOTSTRAP: Optional[str] = typer.Option(
     None, "--bootstrap", "-b", metavar="HOST:PORT",
     help="Kafka to use; default: [kafka] of --config, else the embedded broker.")
 CONFIG: Optional[Path] = typer.Option(
-    None, "--config", "-c", metavar="APP.TOML", help="Take the Kafka address from this app.toml.")
+    None, "--config", "-c", metavar="APP.TOML",
+    help="Take the Kafka address, its settings and the record keys ([security]) from this"
+         " app.toml.")

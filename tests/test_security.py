@@ -1,0 +1,92 @@
+"""Signed records (mig/auth.py): with [security] hmac_keys_file, every record mig writes is
+signed, and a record a foreign producer writes into the app's topics is refused by every
+member, with its offset said, while the app goes on.
+
+Test hosts and a broker as in tests/test_failover.py: the primary on host 0, a replica on
+host 1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from mig.auth import load_keys
+from mig.errors import ConfigError
+from mig.kafka import KafkaSettings
+from mig.logwriter import LogWriter
+from tests.apps.client import dump, request
+from tests.deploy import Deployment, _answers, _wait_for
+from tests.testnet import hosts_and_broker
+
+KEY = "k2026 " + "5a" * 32 + "\n"
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    with hosts_and_broker(tmp_path_factory.mktemp("secbroker"), hosts=2) as pair:
+        yield pair
+
+
+def _signed(dep: Deployment) -> Deployment:
+    keys = dep.tmp / "host0" / "keys.txt"
+    keys.write_text("# rotated 2026-11\n" + KEY)
+    os.chmod(keys, 0o600)
+    return dep
+
+
+def test_forged_records_are_refused_and_the_app_goes_on(hosts, tmp_path):
+    net, broker = hosts
+    dep = _signed(Deployment(net, broker, tmp_path,
+                             extra_toml='[security]\nhmac_keys_file = "keys.txt"\n'))
+    try:
+        dep.start()
+        ip0 = net.host_ips[0]
+        for i in range(50):
+            assert request(ip0, dep.port, f"SET s{i} {i}").startswith("OK")
+        # a producer without the keys: a promotion of "evil" (which, acted on, would make
+        # the primary stop its app) and a batch of calls for the replica to replay
+        foreign = LogWriter(KafkaSettings(broker.settings.bootstrap_servers), dep.name)
+        foreign.send("control", "mig.log.Promotion", {
+            "app": dep.name, "member": "evil", "new_epoch": 9, "previous_epoch": 1,
+            "calls_offsets": [], "ts_ms": int(time.time() * 1000), "detection_ms": None,
+            "promotion_ms": 0, "reason": "failover"}, key="evil")
+        foreign.send_raw("calls", b"\xc3\x01not a batch", key="1")
+        foreign.commit()
+        _wait_for(lambda: "mig.replayer.unauthenticated" in dep.log_text(1)
+                  and "mig.recorder.unauthenticated" in dep.log_text(0), 20,
+                  "both members to refuse the forged records")
+        assert '"reason": "no mig.auth signature"' in dep.log_text(1)
+        assert dep.procs[0].poll() is None and dep.procs[1].poll() is None
+        for i in range(50, 80):  # the primary serves on, the replica replays on
+            assert request(ip0, dep.port, f"SET s{i} {i}").startswith("OK")
+        assert dump(ip0, dep.port, "after.txt") >= 80
+        mine, theirs = dep.tmp / "host1" / "after.txt", dep.tmp / "host0" / "after.txt"
+        _wait_for(lambda: mine.exists() and mine.read_bytes() == theirs.read_bytes(), 30,
+                  "the replica to replay the dump")
+        # signed records work end to end: a failover to the replica
+        net.signal(0, signal.SIGKILL)
+        _wait_for(lambda: _answers(net.host_ips[1], dep.port), 30, "host 1 to take over")
+        assert request(net.host_ips[1], dep.port, "GET s79").startswith("VALUE 79")
+    finally:
+        dep.stop()
+
+
+def test_keys_file_errors_never_show_a_key(tmp_path):
+    with pytest.raises(ConfigError, match="line 1: expected 'KEY_ID HEX'") as info:
+        load_keys("k1 abcd\n", "keys.txt")
+    assert "abcd" not in str(info.value)
+    auth = load_keys(KEY + "old " + "11" * 16 + "\n", "keys.txt")
+    assert "5a5a" not in repr(auth)
+    sig = auth.sign("calls", "1", b"x")
+    assert sig.startswith(b"k2026:")
+    assert auth.check("calls", b"1", b"x", [("mig.auth", sig)]) is None
+    assert "does not match" in auth.check("control", b"1", b"x", [("mig.auth", sig)])
+    assert "does not match" in auth.check("calls", b"1", b"y", [("mig.auth", sig)])
+    older = load_keys("old " + "11" * 16 + "\n", "k").sign("calls", "1", b"x")
+    assert auth.check("calls", b"1", b"x", [("mig.auth", older)]) is None  # rotation
+    assert "unknown key id" in load_keys(KEY, "k").check("calls", b"1", b"x",
+                                                         [("mig.auth", older)])

@@ -137,6 +137,8 @@ extern MIG_TLS int mig_busy;
  * the process created: synchronisation is recorded once there is more than one. */
 extern MIG_TLS uint32_t mig_tid;
 extern unsigned mig_threads;
+/* A forked child gives out thread ids from 1 again (wrap_thread.c). */
+void mig_thread_ids_after_fork(void);
 
 void mig_init(void);
 

@@ -289,6 +289,7 @@ void mig_child_after_fork(const char *child_lpid)
     replay_pending = 0;
     mig_tid = 0;     /* the forking thread is the child's first thread */
     mig_threads = 0;
+    mig_thread_ids_after_fork();
     memcpy(my_lpid, child_lpid, strlen(child_lpid) + 1);
     mig_hold_after_fork();
     open_ring(my_lpid, parent);

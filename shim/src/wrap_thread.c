@@ -41,6 +41,11 @@ static struct slot {
 
 static uint32_t next_tid; /* record: the last logical tid given out in this process */
 
+void mig_thread_ids_after_fork(void)
+{
+    next_tid = 0;
+}
+
 static struct slot *claim(void)
 {
     for (;;) {
@@ -99,8 +104,10 @@ MIG_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr,
         mig_replay_done();
     } else {
         s->tid = __atomic_add_fetch(&next_tid, 1, __ATOMIC_ACQ_REL);
-        __atomic_add_fetch(&mig_threads, 1, __ATOMIC_ACQ_REL);
+        __atomic_add_fetch(&mig_threads, 1, __ATOMIC_ACQ_REL); /* before the thread runs */
         rc = mig_real.pthread_create(thread, attr, start, s);
+        if (rc != 0) /* as in replay, where a recorded failure counts no thread */
+            __atomic_sub_fetch(&mig_threads, 1, __ATOMIC_ACQ_REL);
         c.result = rc == 0 ? (int64_t)s->tid : -1;
         c.err = rc;
         mig_record(&c);

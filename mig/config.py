@@ -148,11 +148,11 @@ class AppConfig:
     raw: dict[str, dict[str, Any]] = field(repr=False, default_factory=dict)
 
     def kafka_settings(self) -> KafkaSettings | None:
-        """Settings for the configured Kafka, or None: use the embedded broker."""
+        """Settings for the configured Kafka, or None: use the embedded broker. (The record
+        keys, ``auth()``, are added by mig.connect.resolve_kafka, which reads them once.)"""
         if self.bootstrap_servers is None:
             return None
-        return KafkaSettings(self.bootstrap_servers, dict(self.kafka_properties),
-                             auth=self.auth())
+        return KafkaSettings(self.bootstrap_servers, dict(self.kafka_properties))
 
     def auth(self) -> Any:
         """The record keys of ``[security]`` (mig/auth.py), or None."""

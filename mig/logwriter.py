@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from mig.auth import HEADER as AUTH_HEADER
 from mig.codec import Codec
 from mig.errors import Fenced, MigError
 from mig.kafka import KafkaSettings, producer
@@ -118,9 +119,7 @@ class LogWriter:
             self._open = True
         headers = list(headers or [])
         if self._auth is not None:
-            from mig.auth import HEADER
-
-            headers.append((HEADER, self._auth.sign(role, key, value)))
+            headers.append((AUTH_HEADER, self._auth.sign(role, key, value)))
         kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers,
                                   "on_delivery": self._delivered}
         if partition is not None:

@@ -574,16 +574,18 @@ class Replayer:
     def _flow(self, resume: bool = False) -> None:
         """Pause fetching calls while MAX_PENDING of them wait to be fed (the control topic
         goes on: heartbeats and promotions are read whatever the backlog)."""
-        from confluent_kafka import TopicPartition
-
         n = self._pending_n
-        tps = [TopicPartition(self._calls_topic, p) for p in self.next_offset]
         if not self._paused and n > MAX_PENDING and not resume:
-            self._cons.pause(tps)
+            self._cons.pause(self._calls_partitions())
             self._paused = True
         elif self._paused and (resume or n < MAX_PENDING // 2):
-            self._cons.resume(tps)
+            self._cons.resume(self._calls_partitions())
             self._paused = False
+
+    def _calls_partitions(self) -> list[Any]:
+        from confluent_kafka import TopicPartition
+
+        return [TopicPartition(self._calls_topic, p) for p in self.next_offset]
 
     def _read_to(self, ends: dict[int, int]) -> None:
         """Read the calls topic until every partition reached ``ends`` (an end-of-partition

@@ -50,3 +50,41 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str, step: float 
             return
         time.sleep(step)
     raise error(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def count_lines(path: Path) -> int:
+    """Lines in ``path`` (an ack log), 0 while it does not exist."""
+    try:
+        with open(path, "rb") as fh:
+            return sum(1 for _ in fh)
+    except FileNotFoundError:
+        return 0
+
+
+def print_table(rows: list[tuple[str, str, str, str]],
+                head: tuple[str, str, str, str] = ("figure", "measured", "target", "")) -> None:
+    """The summary table every benchmark ends with: columns padded to their widest cell."""
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    for row in [head, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def broker_up(mig: list[str], env: dict[str, str]) -> int:
+    """``mig broker up`` on free ports (the mig home in ``env``); returns the Kafka port."""
+    import subprocess
+
+    from mig.broker.cluster import free_ports
+
+    port, cport = free_ports(2)
+    out = subprocess.run([*mig, "broker", "up", "--port", str(port), "--controller-port",
+                          str(cport)], env=env, capture_output=True, text=True, timeout=300,
+                         check=True)
+    print(out.stdout.strip(), flush=True)
+    return port
+
+
+def broker_down(mig: list[str], env: dict[str, str]) -> None:
+    import subprocess
+
+    subprocess.run([*mig, "broker", "down"], env=env, capture_output=True, timeout=120,
+                   check=False)

@@ -87,7 +87,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/ (the test hosts, the test apps' clients)
 
 import benchlib  # noqa: E402 - a sibling of this script
-from benchlib import machine, percentile  # noqa: E402
+from benchlib import count_lines, machine, percentile, print_table  # noqa: E402
 
 from mig.broker.cluster import free_ports  # noqa: E402
 from mig.checkpoint import list_manifests  # noqa: E402
@@ -262,14 +262,6 @@ def gaps_within(times: list[float], start: float, end: float) -> list[float]:
     return [b - a for a, b in zip(times, times[1:], strict=False) if b >= start and a <= end]
 
 
-def count_lines(path: Path) -> int:
-    try:
-        with open(path, "rb") as fh:
-            return sum(1 for _ in fh)
-    except FileNotFoundError:
-        return 0
-
-
 def same_file(a: Path, b: Path) -> bool:
     try:
         return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
@@ -413,6 +405,29 @@ class Bench:
             raise BenchFailed(f"mig checkpoint exited with {run.returncode}:"
                               f" {(run.stdout + run.stderr).strip()[-600:]}")
         return run.stdout.split()[1].rstrip(":"), took
+
+    def ballast(self, dep: Deployment, mb: int) -> None:
+        """``BALLAST MB`` on the primary (MB MiB of state from 8 random bytes)."""
+        reply = request(self.ips[0], dep.port, f"BALLAST {mb}", timeout=120)
+        if not reply.startswith(f"BALLAST {mb} "):
+            raise BenchFailed(f"BALLAST {mb}: {reply}")
+
+    def checkpoint_under_client(self, dep: Deployment, ack_log: str, prefix: str
+                                ) -> tuple[str, float, list[float], float, float, list[float],
+                                           list[float]]:
+        """``mig checkpoint`` while a client writes to the primary every 2 ms, started
+        ``baseline_s`` before: (checkpoint id, request -> printed s, ack times, request and
+        printed wall times, gaps between acks before the request, gaps during it)."""
+        writer = Writer([(self.ips[0], dep.port)], dep.tmp / ack_log, prefix)
+        time.sleep(self.sizes.baseline_s)
+        t_req = time.time()
+        cid, took = self.checkpoint(dep)
+        t_done = time.time()
+        time.sleep(0.3)
+        times = writer.stop()
+        base = gaps_within(times, writer.started + 0.3, t_req)
+        during = gaps_within(times, t_req, t_done)
+        return cid, took, times, t_req, t_done, base, during
 
     def manifest(self, dep: Deployment, cid: str) -> dict[str, Any]:
         for m in list_manifests(self.broker.settings, dep.name):
@@ -582,20 +597,11 @@ class Bench:
         dep.start()
         for mb in self.sizes.ballasts:
             f = CkptFigures(mb)
-            reply = request(self.ips[0], dep.port, f"BALLAST {mb}", timeout=120)
-            if not reply.startswith(f"BALLAST {mb} "):
-                raise BenchFailed(f"BALLAST {mb}: {reply}")
+            self.ballast(dep, mb)
             self.same_dump(dep, 1, f"ballast-{mb}.txt")
             f.rss_mib = rss_mib(program_pid(self.net.pids(1), "kvserver"))
-            writer = Writer([(self.ips[0], dep.port)], dep.tmp / f"acks-{mb}.jsonl", f"s{mb}")
-            time.sleep(self.sizes.baseline_s)
-            t_req = time.time()
-            cid, f.request_s = self.checkpoint(dep)
-            t_done = time.time()
-            time.sleep(0.3)
-            times = writer.stop()
-            base = gaps_within(times, writer.started + 0.3, t_req)
-            during = gaps_within(times, t_req, t_done)
+            cid, f.request_s, times, t_req, t_done, base, during = self.checkpoint_under_client(
+                dep, f"acks-{mb}.jsonl", f"s{mb}")
             f.base_worst_ms = max(base, default=0) * 1000
             f.base_p99_ms = (percentile(base, 99) or 0) * 1000
             f.base_acks = len(base)
@@ -638,24 +644,15 @@ class Bench:
                          extra_toml="[checkpoints]\nkeep = 2\nevery_seconds = 0\n")
         self.deps.append(dep)
         dep.start()
-        reply = request(self.ips[0], dep.port, f"BALLAST {mb}", timeout=120)
-        if not reply.startswith(f"BALLAST {mb} "):
-            raise BenchFailed(f"BALLAST {mb}: {reply}")
+        self.ballast(dep, mb)
         load_sets(self.ips[0], dep.port, 0, self.sizes.records // 5)
         for what in ("first (replays the log from its start)",
                      "second (restores the first, replays the rest)"):
             f = AloneFigures(what)
             load_sets(self.ips[0], dep.port, 0, self.sizes.records // 10)
             k = len(self.res.alone)
-            writer = Writer([(self.ips[0], dep.port)], dep.tmp / f"acks-alone-{k}.jsonl", f"a{k}")
-            time.sleep(self.sizes.baseline_s)
-            t_req = time.time()
-            cid, f.request_s = self.checkpoint(dep)
-            t_done = time.time()
-            time.sleep(0.3)
-            times = writer.stop()
-            base = gaps_within(times, writer.started + 0.3, t_req)
-            during = gaps_within(times, t_req, t_done)
+            cid, f.request_s, _, _, _, base, during = self.checkpoint_under_client(
+                dep, f"acks-alone-{k}.jsonl", f"a{k}")
             f.base_worst_ms = max(base, default=0) * 1000
             f.during_worst_ms = max(during, default=0) * 1000
             f.during_p99_ms = (percentile(during, 99) or 0) * 1000
@@ -1034,10 +1031,7 @@ def main() -> int:
         print(f"\nRUN STOPPED: {exc}", flush=True)
     rows = bench.table()
     print(f"\n== summary ({time.monotonic() - started:.0f} s) ==")
-    widths = [max(len(row[i]) for row in [("figure", "measured", "target", ""), *rows])
-              for i in range(4)]
-    for row in [("figure", "measured", "target", ""), *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
     if bench.res.native_error:
         print(f"native kvserver dump: {bench.res.native_error}")
     for failure in bench.res.failures:

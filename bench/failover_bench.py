@@ -62,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/ (the test hosts, the test apps' clients)
 
 import benchlib  # noqa: E402 - a sibling of this script
-from benchlib import machine, percentile  # noqa: E402
+from benchlib import count_lines, machine, percentile, print_table  # noqa: E402
 
 from mig.broker.cluster import free_ports  # noqa: E402
 from mig.broker.embedded import EmbeddedBroker  # noqa: E402
@@ -209,14 +209,6 @@ def answers(host: str, port: int) -> bool:
         return request(host, port, "GET probe", timeout=1.0).startswith(("NONE", "VALUE"))
     except OSError:
         return False
-
-
-def count_lines(path: Path) -> int:
-    try:
-        with open(path, "rb") as fh:
-            return sum(1 for _ in fh)
-    except FileNotFoundError:
-        return 0
 
 
 class Bench:
@@ -631,11 +623,7 @@ def main() -> int:
         bench.close()
     rows = bench.table()
     print(f"\n== summary ({len(bench.results)} rounds in {time.monotonic() - started:.0f} s) ==")
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    header = ("figure", "measured", "target", "")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    print_table(rows)
     for kind, fault in (("crash", "kill"), ("migrate", "freeze")):
         splits = [r.split for r in bench.results if r.kind == kind and r.split is not None]
         if splits:

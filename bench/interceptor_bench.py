@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROGS = ROOT / "bench" / "progs"
 APPS = ROOT / "tests" / "apps"
 sys.path.insert(0, str(APPS))
-from benchlib import machine  # noqa: E402 - a sibling of this script
+from benchlib import broker_down, broker_up, machine  # noqa: E402 - a sibling
 from client import wait_port  # noqa: E402  (tests/apps is not a package on the path)
 
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
@@ -177,15 +177,10 @@ class Bench:
                        check=True, timeout=120)
 
     def broker_up(self) -> None:
-        self.port, cport = free_ports(2)
-        out = subprocess.run([*self.mig, "broker", "up", "--port", str(self.port),
-                              "--controller-port", str(cport)], env=self.env,
-                             capture_output=True, text=True, timeout=300, check=True)
-        print(out.stdout.strip())
+        self.port = broker_up(self.mig, self.env)
 
     def broker_down(self) -> None:
-        subprocess.run([*self.mig, "broker", "down"], env=self.env, capture_output=True,
-                       timeout=120, check=False)
+        broker_down(self.mig, self.env)
 
     def run_dir(self, name: str, big: bool) -> Path:
         """Where the shim's rings go: /dev/shm (tmpfs), as mig's own default since the ring

@@ -39,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchlib import machine  # noqa: E402 - a sibling of this script
+from benchlib import broker_down, broker_up, machine, print_table  # noqa: E402 - a sibling
 
 from mig.broker.cluster import free_ports  # noqa: E402
 from tests.apps.client import dump, run_ops, wait_port  # noqa: E402
@@ -73,15 +73,10 @@ class Bench:
                        check=True, timeout=120)
 
     def broker_up(self) -> None:
-        self.port, cport = free_ports(2)
-        out = subprocess.run([*self.mig, "broker", "up", "--port", str(self.port),
-                              "--controller-port", str(cport)], env=self.env,
-                             capture_output=True, text=True, timeout=300, check=True)
-        print(out.stdout.strip(), flush=True)
+        self.port = broker_up(self.mig, self.env)
 
     def broker_down(self) -> None:
-        subprocess.run([*self.mig, "broker", "down"], env=self.env, capture_output=True,
-                       timeout=120, check=False)
+        broker_down(self.mig, self.env)
 
     def app(self, name: str, command: list[str], mode: str = "output") -> Path:
         self.apps += 1
@@ -301,10 +296,7 @@ def main() -> int:
     finally:
         bench.broker_down()
     print(f"\n== summary ({time.monotonic() - started:.0f} s) ==")
-    head = ("figure", "measured", "target", "")
-    widths = [max(len(r[i]) for r in [head, *bench.rows]) for i in range(4)]
-    for row in [head, *bench.rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print_table(bench.rows)
     for f in failures:
         print(f"FAILED: {f}")
     if failures:

@@ -80,7 +80,10 @@ class Metrics:
         """Start the HTTP endpoint; returns the port (``host:0`` picks one)."""
         from prometheus_client import start_http_server
 
-        host, port = parse_address(address)
+        try:
+            host, port = parse_address(address)
+        except ValueError as exc:
+            raise MigError(f"metrics address: {exc}") from None
         try:
             self.server, _thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
@@ -100,10 +103,11 @@ class Metrics:
             self._role.labels(**self.labels, role=r).set(1 if r == role else 0)
         self._epoch.labels(**self.labels).set(epoch)
 
-    def calls(self, direction: str, n: int, nbytes: int = 0) -> None:
+    def calls(self, direction: str, n: int) -> None:
         self._calls.labels(**self.labels, direction=direction).inc(n)
-        if nbytes:
-            self._bytes.labels(**self.labels, direction=direction).inc(nbytes)
+
+    def log_bytes(self, direction: str, n: int) -> None:
+        self._bytes.labels(**self.labels, direction=direction).inc(n)
 
     def commit(self, seconds: float) -> None:
         self._commit.labels(**self.labels).observe(seconds)

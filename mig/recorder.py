@@ -392,7 +392,8 @@ class Recorder:
                     continue
                 writer.send_raw("calls", batch.value, key=lpid, headers=self.headers)
                 if self.metrics is not None:
-                    self.metrics.calls("recorded", batch.count, len(batch.value))
+                    self.metrics.calls("recorded", batch.count)
+                    self.metrics.log_bytes("recorded", len(batch.value))
                 self.batch_seq[lpid] += 1
                 self.sent_seq[lpid] = batch.last_seq + 1
                 self.stats.batches += 1

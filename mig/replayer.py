@@ -297,7 +297,7 @@ class Replayer:
             self._start_app(rec)
         elif name == "mig.log.CallBatch":
             if self.metrics is not None:
-                self.metrics.calls("replayed", 0, len(msg.value()))
+                self.metrics.log_bytes("replayed", len(msg.value()))
             if self.proc is None:
                 raise MigError(f"offset {msg.offset()}: calls before the app identity record")
             lpid = rec["lpid"]

@@ -43,13 +43,8 @@ def _metrics(cfg, member: str, given: Optional[str]):  # type: ignore[no-untyped
         return None
     import structlog
 
-    from mig.errors import MigError
-    from mig.metrics import Metrics, parse_address
+    from mig.metrics import Metrics
 
-    try:
-        parse_address(address)
-    except ValueError as exc:
-        raise MigError(f"--metrics: {exc}") from None
     served = Metrics(cfg.name, member)
     port = served.serve(address)
     structlog.get_logger().info("mig.metrics.serving", address=address, port=port)

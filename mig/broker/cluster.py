@@ -35,7 +35,8 @@ def free_ports(count: int) -> list[int]:
 class LocalCluster:
     """``size`` Kafka nodes under ``root``; use as a context manager (stops on exit)."""
 
-    def __init__(self, root: Path, size: int = 3, heap: str = "384m") -> None:
+    def __init__(self, root: Path, size: int = 3, heap: str = "384m",
+                 host: str = "127.0.0.1") -> None:
         ports = free_ports(2 * size)
         voters = {i + 1: ports[size + i] for i in range(size)}
         # fault tests want a dead broker fenced (and its partitions' leadership moved) in
@@ -43,7 +44,8 @@ class LocalCluster:
         fast = {"broker.session.timeout.ms": "2000", "broker.heartbeat.interval.ms": "250"}
         self.nodes = [
             KafkaNode(node_id=i + 1, directory=root / f"node{i + 1}", port=ports[i],
-                      controller_port=ports[size + i], heap=heap, voters=voters, extra=fast)
+                      controller_port=ports[size + i], host=host, heap=heap, voters=voters,
+                      extra=fast)
             for i in range(size)
         ]
 

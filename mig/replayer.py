@@ -125,6 +125,12 @@ class Replayer:
         self.health = "replaying"
         self._cons: Any = None
         self.control_read = False  # the control topic was read to its end once
+        # Our own statuses read back from the control topic tell whether the log flows for
+        # us: while it stalls (a broker lost, its partitions moving) the primary's silence
+        # proves nothing, so detection waits for a whole timeout of flowing log afterwards.
+        self._status_sent: dict[int, float] = {}  # ts_ms of our status -> monotonic sent
+        self.log_resumed = 0.0  # when our statuses came back after a stall
+        self.own_read_at = 0.0  # when we last read one of our statuses back
         self._calls_topic = topic_names(cfg.name)["calls"]
         self._live_marked: set[str] = set()
         self._standby: list[LogWriter] = []
@@ -272,10 +278,14 @@ class Replayer:
             health = "starting"
         elif health == "replaying" and self.unfetched() > CATCHING_UP_BATCHES:
             health = "catching-up"  # not hot yet: not a migration target
+        ts_ms = int(time.time() * 1000)
+        now = time.monotonic()
+        self._status_sent = {t: at for t, at in self._status_sent.items() if now - at < 300}
+        self._status_sent[ts_ms] = now
         self.status.send("control", "mig.log.MemberStatus", {
             "app": self.cfg.name, "member": self.member, "role": "REPLICA",
             "epoch": self.control.epoch, "lag_records": calls, "lag_ms": lag_ms,
-            "health": health, "ts_ms": int(time.time() * 1000), "host": self.host,
+            "health": health, "ts_ms": ts_ms, "host": self.host,
             "calls_offset": max(self.next_offset.values(), default=-1)}, key=self.member)
         try:
             self.status.commit()
@@ -417,6 +427,8 @@ class Replayer:
                         reason=exc.reason)
             return
         self.control.on_record(name, rec)
+        if name == "mig.log.MemberStatus" and rec["member"] == self.member:
+            self._own_status_back(rec["ts_ms"])
         if (name == "mig.log.CheckpointRequest" and rec["ts_ms"] >= self._started_ms
                 and not self.checkpoint_once):
             # one replica answers: the least-lagged hot one (all read the same statuses)
@@ -424,6 +436,17 @@ class Replayer:
             hot = self.control.hot_replicas(time.monotonic(), fresh)
             if not hot or hot[0]["member"] == self.member:
                 self._ckpt_asked = rec["event_id"]
+
+    def _own_status_back(self, ts_ms: int) -> None:
+        sent = self._status_sent.pop(ts_ms, None)
+        if sent is None:
+            return  # an earlier run's, or sent before we started reading
+        now = time.monotonic()
+        self.own_read_at = now
+        stalled = now - sent
+        if stalled > self.cfg.replica["failover_timeout_ms"] / 2000:
+            self.log_resumed = now
+            log.warning("mig.replayer.control_stalled", stalled_ms=int(stalled * 1000))
 
     def _failover_step(self) -> bool:
         """Watch the primary; claim, and promote when this member wins. True once promoted."""
@@ -442,8 +465,13 @@ class Replayer:
             # a planned migration to another member: not a failure, unless it never ends
             if now - handoff.at < self.cfg.failover.get("handoff_timeout_ms", 10000) / 1000:
                 return False
-        last_alive = max(ctl.last_primary_seen, self.last_calls_at, self.started_at)
-        if now - last_alive < timeout:
+        last_alive = max(ctl.last_primary_seen, self.last_calls_at, self.started_at,
+                         self.log_resumed)
+        # the primary's silence counts only while the log flows for us too: one of our
+        # statuses (sent every heartbeat_ms) came back recently
+        flowing = now - self.own_read_at < max(timeout / 2,
+                                               3 * self.cfg.replica["heartbeat_ms"] / 1000)
+        if now - last_alive < timeout or not flowing:
             self.detected_at = None
             return False
         if self.detected_at is None or last_alive > self.last_alive:
@@ -643,33 +671,54 @@ class Replayer:
         or kernel is not this host's kind, its app identity differs, or it is corrupt."""
         from confluent_kafka import TopicPartition
 
+        from mig.checkpoint import list_manifests
+
+        start = {p: 0 for p in parts}
+        tried: set[str] = set()
+        # A checkpoint listed here can be superseded (its chunks tombstoned) and the calls
+        # before it deleted while this member fetches it: list again, a few times, while
+        # new checkpoints keep appearing.
+        for _ in range(3):
+            low = {p: cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]
+                   for p in parts}
+            if not self.use_checkpoints:
+                if any(o > 0 for o in low.values()):
+                    raise MigError(f"{topic} no longer holds its start (records before"
+                                   f" {low} were deleted after a checkpoint): replay from a"
+                                   " checkpoint (--from-checkpoint)")
+                return start
+            manifests = [m for m in list_manifests(self.settings, self.cfg.name)
+                         if m["checkpoint_id"] not in tried]
+            if not manifests:
+                break
+            tried.update(m["checkpoint_id"] for m in manifests)
+            offsets = self._restore_newest(manifests, low)
+            if offsets is not None:
+                return {p: offsets.get(p, 0) for p in parts}
+        trimmed = {p: o for p, o in low.items() if o > 0}
+        if trimmed:
+            raise MigError(f"{topic} no longer holds its start (records before {trimmed} were"
+                           " deleted after a checkpoint) and no checkpoint could be restored"
+                           " here (see the mig.replayer.checkpoint_refused lines)")
+        return start
+
+    def _restore_newest(self, manifests: list[dict[str, Any]], low: dict[int, int]
+                        ) -> dict[int, int] | None:
+        """Restore the newest of ``manifests`` this host can; its calls offsets, or None."""
         from mig.checkpoint import (
             CheckpointError,
             compatible,
             fetch_checkpoint,
-            list_manifests,
             restore_app,
             unpack,
         )
+        from mig.criu import CriuMissing, find_criu
 
-        start = {p: 0 for p in parts}
-        low = {p: cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]
-               for p in parts}
-        if not self.use_checkpoints:
-            if any(o > 0 for o in low.values()):
-                raise MigError(f"{topic} no longer holds its start (records before"
-                               f" {low} were deleted after a checkpoint): replay from a"
-                               " checkpoint (--from-checkpoint)")
-            return start
-        manifests = list_manifests(self.settings, self.cfg.name)
-        if manifests:
-            from mig.criu import CriuMissing, find_criu
-
-            try:
-                criu = find_criu()
-            except CriuMissing as exc:
-                log.warning("mig.replayer.no_criu", reason=str(exc))
-                manifests = []
+        try:
+            criu = find_criu()
+        except CriuMissing as exc:
+            log.warning("mig.replayer.no_criu", reason=str(exc))
+            return None
         local = app_identity(self.cfg.name, self.cfg.command, self.cfg.cwd, app_env(self.cfg))
         for manifest in reversed(manifests):
             cid = manifest["checkpoint_id"]
@@ -714,13 +763,8 @@ class Replayer:
                      offsets=offsets, restore_ms=int((time.monotonic() - started) * 1000))
             if self.can_promote:
                 self._standby_writer()
-            return {p: offsets.get(p, 0) for p in parts}
-        trimmed = {p: o for p, o in low.items() if o > 0}
-        if trimmed:
-            raise MigError(f"{topic} no longer holds its start (records before {trimmed} were"
-                           " deleted after a checkpoint) and no checkpoint could be restored"
-                           " here (see the mig.replayer.checkpoint_refused lines)")
-        return start
+            return offsets
+        return None
 
     def _once_step(self) -> bool:
         """--checkpoint-once: ask for the checkpoint once every calls partition was read to

@@ -59,6 +59,14 @@ def request_migration(settings: KafkaSettings, app: str, to: str | None = None,
                     continue
                 if name == "mig.log.Handoff" and rec["event_id"] == event:
                     handoff = rec
+                elif name == "mig.log.Promotion" and handoff is None:
+                    # a failover, or another migration, changed the primary first: the
+                    # primary that would have handed over for this request is gone
+                    target = " (the member asked for)" if rec["member"] == to else ""
+                    raise MigError(f"{rec['member']}{target} became primary of {app} at epoch"
+                                   f" {rec['new_epoch']} by {rec['reason']} before this request"
+                                   " was handed over; nothing was migrated for it (see mig"
+                                   " status, and run mig migrate again if the app should move)")
                 elif (name == "mig.log.Promotion" and handoff is not None
                       and rec["new_epoch"] > handoff["epoch"]):
                     return {"event_id": event, "from_member": handoff["from_member"],

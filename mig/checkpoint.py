@@ -458,12 +458,14 @@ def _holder(argv: list[str]) -> int:
             return os.waitstatus_to_exitcode(st) & 0xFF
 
 
-def _log_tail(path: Path, lines: int = 3) -> str:
+def _log_tail(path: Path, lines: int = 4) -> str:
     try:
         text = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return "(no log)"
-    errors = [line for line in text if "Error" in line or "error" in line]
+    # (CRIU's complaint about RLIMIT_NOFILE is harmless and would hide the cause)
+    errors = [line.strip() for line in text if ("Error" in line or "error" in line)
+              and "RLIMIT_NOFILE" not in line]
     return " | ".join((errors or text)[-lines:])
 
 

@@ -72,7 +72,7 @@ class ReplayStats:
     promoted_epoch: int | None = None  # this replica became the primary at this epoch
     detection_ms: int | None = None
     promotion_ms: int | None = None
-    refused: int = 0  # records without a valid signature (mig/auth.py), skipped
+    refused: int = 0  # records without a valid signature (mig/auth.py) or copies, skipped
 
 
 def compare_identity(recorded: dict[str, Any], local: dict[str, Any]) -> list[str]:
@@ -311,6 +311,20 @@ class Replayer:
             if self.proc is None:
                 raise MigError(f"offset {msg.offset()}: calls before the app identity record")
             lpid = rec["lpid"]
+            expected = self.batch_next.get(lpid)
+            if expected is not None and rec["batch_seq"] != expected:
+                if rec["batch_seq"] < expected:
+                    # a copy of a batch already replayed (written again into the topic):
+                    # replaying it twice would drift the app silently
+                    self.stats.refused += 1
+                    log.error("mig.replayer.duplicate_batch", topic=msg.topic(),
+                              partition=msg.partition(), offset=msg.offset(), lpid=lpid,
+                              batch_seq=rec["batch_seq"], expected=expected)
+                    return
+                raise MigError(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: batch"
+                               f" {rec['batch_seq']} of process {lpid}, expected {expected}:"
+                               " batches are missing from the log; replaying on would diverge"
+                               " (mig log verify shows the gap)")
             self.epoch = max(self.epoch, rec["epoch"])
             self.batch_next[lpid] = rec["batch_seq"] + 1
             queue = self.pending.setdefault(lpid, deque())

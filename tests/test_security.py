@@ -75,6 +75,49 @@ def test_forged_records_are_refused_and_the_app_goes_on(hosts, tmp_path):
         dep.stop()
 
 
+def test_a_signed_batch_written_again_is_refused(hosts, tmp_path):
+    """A copy of a correctly signed CallBatch produced again (a replay attack, or a
+    misbehaving mirror) would make the replica run those calls twice: it is refused by its
+    batch number, with the offset named, and the replica stays equal to the primary."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    net, broker = hosts
+    dep = _signed(Deployment(net, broker, tmp_path,
+                             extra_toml='[security]\nhmac_keys_file = "keys.txt"\n'))
+    try:
+        dep.start()
+        ip0 = net.host_ips[0]
+        for i in range(30):
+            assert request(ip0, dep.port, f"SET r{i} {i}").startswith("OK")
+        conf = {"bootstrap.servers": broker.settings.bootstrap_servers}
+        cons = Consumer({**conf, "group.id": "copier", "enable.auto.commit": False})
+        topic = f"mig.{dep.name}.calls"
+        cons.assign([TopicPartition(topic, 0, 0)])
+        batches = []
+        while len(batches) < 5:
+            msg = cons.poll(5)
+            assert msg is not None, "no calls records to copy"
+            if msg.error() is None and msg.value()[:2] == b"\xc3\x01":
+                batches.append(msg)
+        cons.close()
+        copier = Producer(conf)
+        for msg in batches[2:5]:  # signed, so the signature check lets them through
+            copier.produce(topic, value=msg.value(), key=msg.key(), headers=msg.headers(),
+                           partition=0)
+        copier.flush(10)
+        _wait_for(lambda: "mig.replayer.duplicate_batch" in dep.log_text(1), 20,
+                  "the replica to refuse the copies")
+        assert dep.procs[1].poll() is None
+        for i in range(30, 40):
+            assert request(ip0, dep.port, f"SET r{i} {i}").startswith("OK")
+        assert dump(ip0, dep.port, "after.txt") >= 40
+        mine, theirs = dep.tmp / "host1" / "after.txt", dep.tmp / "host0" / "after.txt"
+        _wait_for(lambda: mine.exists() and mine.read_bytes() == theirs.read_bytes(), 30,
+                  "the replica to replay the dump, equal to the primary's")
+    finally:
+        dep.stop()
+
+
 def test_keys_file_errors_never_show_a_key(tmp_path):
     with pytest.raises(ConfigError, match="line 1: expected 'KEY_ID HEX'") as info:
         load_keys("k1 abcd\n", "keys.txt")

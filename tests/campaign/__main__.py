@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from mig.logs import configure_logging
 from tests.campaign.faults import FAULTS
 from tests.campaign.runner import Campaign, summary, table, write_results
 from tests.campaign.world import World
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, default=60.0)
     parser.add_argument("--out", type=Path, default=None, help="folder for logs and results")
     args = parser.parse_args(argv)
+    configure_logging(level="error")  # the members log to their own files
     faults = [f.strip() for f in args.faults.split(",") if f.strip()]
     unknown = [f for f in faults if f not in FAULTS]
     if unknown:

@@ -278,14 +278,21 @@ def _topic_records(app: App, role: str, limit: int = 50) -> list:
         consumer.close()
 
 
+def _newest_checkpoint(app: App) -> str:
+    ids = [m.key().decode().split("/", 1)[1] for m in _topic_records(app, "checkpoints")
+           if (m.key() or b"").startswith(b"manifest/") and m.value() is not None]
+    return max(ids, default="0000000000000-00000000")
+
+
 def hostile(app: App, rng: random.Random) -> dict:
     """A foreign producer (no keys) writes into one of the app's topics: garbage, a record
     that starts like Avro, an oversized record, or a signed record copied from the log
     (a replayed batch, an old epoch's control record). Members must refuse or ignore it,
     say so, and go on."""
     assert app.world.cluster is not None
-    role = rng.choice(["calls", "control", "checkpoints"])
-    kind = rng.choice(["garbage", "avro-like", "oversized", "replayed"])
+    # every (topic, kind) pair in turn, so a dozen rounds cover them all
+    role, kind = _HOSTILE[hostile.rounds % len(_HOSTILE)]  # type: ignore[attr-defined]
+    hostile.rounds += 1  # type: ignore[attr-defined]
     topic = f"mig.{app.name}.{role}"
     producer = Producer(app.world.cluster.settings.as_librdkafka_dict())
     sent = 0
@@ -301,14 +308,23 @@ def hostile(app: App, rng: random.Random) -> dict:
             body = os.urandom(size)
             if kind == "avro-like":
                 body = _AVRO_MAGIC + os.urandom(8) + body
-            producer.produce(topic, value=body, key=os.urandom(rng.randint(0, 16)),
-                             partition=0)
+            key = os.urandom(rng.randint(0, 16))
+            if role == "checkpoints":  # keys of real checkpoints: a forged manifest, or a
+                # chunk of the newest checkpoint written again with other bytes
+                key = rng.choice([f"manifest/9999999999999-{os.urandom(4).hex()}",
+                                  f"{_newest_checkpoint(app)}/000000"]).encode()
+            producer.produce(topic, value=body, key=key,
+                             partition=1 if key.startswith(b"1") else 0)
             sent += 1
     left = producer.flush(30)
     time.sleep(rng.uniform(1.0, 3.0))
     alive = {m.name: m.alive() for m in app.members.values()}
     return {"topic": role, "kind": kind, "sent": sent - left, "alive_after": alive}
 
+
+_HOSTILE = [(role, kind) for kind in ("replayed", "garbage", "avro-like", "oversized")
+            for role in ("calls", "control", "checkpoints")]
+hostile.rounds = 0  # type: ignore[attr-defined]
 
 FAULTS = {
     "kill-primary": kill_primary,

@@ -47,6 +47,7 @@ class Row:
     gap_s: float = 0.0
     seconds: float = 0.0
     facts: dict = field(default_factory=dict)
+    exits: list[str] = field(default_factory=list)  # members that stopped by themselves
     problems: list[str] = field(default_factory=list)
 
 
@@ -94,6 +95,8 @@ def heal(app: App, old_primary: Member, row: Row, ledger: Ledger) -> None:
             ledger.diverged.add(m.name)
             row.divergences += 1
             row.problems.append(f"{m.name} reported a divergence")
+        if not m.alive():
+            _note_exit(m, m.name == old_primary.name, row)
         if not m.alive() or health == "diverged":
             app.kill_host(host)
             try:
@@ -102,6 +105,19 @@ def heal(app: App, old_primary: Member, row: Row, ledger: Ledger) -> None:
                 m.proc.kill()
             app.start_replica(host)
     app.wait_hot(180)
+
+
+def _note_exit(m: Member, was_primary: bool, row: Row) -> None:
+    """A member that ended: killed by a fault (SIGKILL), a primary that was fenced (4) or
+    handed over (0), or else an exit worth a line; a Python traceback is a problem."""
+    code = m.proc.returncode
+    if code in (-9, 137) or (was_primary and code in (0, 4)):
+        return
+    text = m.log.read_text(errors="replace")
+    last = [line for line in text.splitlines() if line.strip()][-1:] or [""]
+    row.exits.append(f"{m.name} exit {code}: {last[0][:200]}")
+    if "Traceback (most recent call last)" in text:
+        row.problems.append(f"{m.name} crashed (a traceback in {m.log.name})")
 
 
 def check(app: App, row: Row, ledger: Ledger) -> None:
@@ -215,7 +231,7 @@ class Campaign:
                          f" failovers={row.failovers} acked={row.acked} lost={row.lost}"
                          f" double={row.double} unequal={row.unequal} gap={row.gap_s}s"
                          f" ({row.seconds}s) {json.dumps(row.facts)}"
-                         + "".join(f"\n  {p}" for p in row.problems[:5]))
+                         + "".join(f"\n  {p}" for p in row.exits + row.problems[:5]))
                 if any(p.startswith("round failed") for p in row.problems):
                     app.stop()
                     app = ledger = None
@@ -230,20 +246,22 @@ def summary(rows: list[Row]) -> list[dict]:
     for r in rows:
         s = by.setdefault(r.fault, {"fault": r.fault, "rounds": 0, "failed": 0, "failovers": 0,
                                     "acked": 0, "lost": 0, "double": 0, "unequal": 0,
-                                    "divergences": 0, "worst_gap_s": 0.0})
+                                    "divergences": 0, "exits": 0, "worst_gap_s": 0.0})
         s["rounds"] += 1
         s["failed"] += 0 if r.ok else 1
         for k in ("failovers", "acked", "lost", "double", "unequal", "divergences"):
             s[k] += getattr(r, k)
+        s["exits"] += len(r.exits)
         s["worst_gap_s"] = max(s["worst_gap_s"], r.gap_s)
     return [by[f] for f in FAULTS if f in by]
 
 
 def table(rows: list[Row]) -> str:
     cols = ["fault", "rounds", "failed", "failovers", "acked", "lost", "double", "unequal",
-            "divergences", "worst_gap_s"]
+            "divergences", "exits", "worst_gap_s"]
     heads = ["fault", "rounds", "rounds with a problem", "failovers", "acked writes", "lost",
-             "double-acked", "unequal replicas", "divergences", "worst gap (s)"]
+             "double-acked", "unequal replicas", "divergences", "members that stopped",
+             "worst gap (s)"]
     lines = ["| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)]
     entries = summary(rows)
     total = {c: sum(e[c] for e in entries) for c in cols[1:-1]}

@@ -231,22 +231,25 @@ def _rss_kb(pid: int) -> tuple[str, int]:
 
 def overload(app: App, rng: random.Random) -> dict:
     """A flood of writers beyond what the primary commits: barriers slow the clients down,
-    memory stays bounded (peak RSS of mig and of the app on the primary's host), and every
-    acknowledged write is kept (the runner checks the flood's acks like the others)."""
+    memory stays bounded (peak RSS of mig and of the app, on the primary's host and on the
+    replicas'), and every acknowledged write is kept (the runner checks the flood's acks
+    like the others)."""
     primary = app.primary()
     writers = rng.randint(6, 12)
     seconds = rng.uniform(6, 10)
     base = len(app.writers)
     for i in range(writers):
         app.start_writer(f"f{base}x{i}", interval_s=0.0, deadline_s=seconds)
-    peak = {"mig": 0, "app": 0}
+    peak = {"primary_mig": 0, "primary_app": 0, "replica_mig": 0, "replica_app": 0}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        for pid in app.world.net.pids(primary.host):
-            cmd, rss = _rss_kb(pid)
-            kind = "mig" if " -m mig " in cmd else "app" if "kvserver" in cmd else ""
-            if kind:
-                peak[kind] = max(peak[kind], rss)
+        for m in app.members.values():
+            side = "primary" if m is primary else "replica"
+            for pid in app.world.net.pids(m.host):
+                cmd, rss = _rss_kb(pid)
+                kind = "mig" if " -m mig " in cmd else "app" if "kvserver" in cmd else ""
+                if kind:
+                    peak[f"{side}_{kind}"] = max(peak[f"{side}_{kind}"], rss)
         time.sleep(0.2)
     for thread, _, _ in app.writers[base:]:
         thread.join(30)

@@ -4,6 +4,7 @@ server, and ``pip install .`` from a source checkout ships a working shim."""
 
 from __future__ import annotations
 
+import importlib.util
 import shlex
 import shutil
 import subprocess
@@ -127,11 +128,12 @@ def test_compose_services_run_real_commands() -> None:
     assert services["primary"]["restart"] == "no"
     client = services["client"]
     assert client["entrypoint"] == ["python3", "-u", "client.py"]
-    sys.path.insert(0, str(ROOT / "examples" / "counter"))
-    try:
-        import client as counter_client
-    finally:
-        sys.path.pop(0)
+    # by its path: tests/apps has a client module of its own
+    spec = importlib.util.spec_from_file_location("counter_client",
+                                                  ROOT / "examples" / "counter" / "client.py")
+    assert spec is not None and spec.loader is not None
+    counter_client = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(counter_client)
     args = counter_client.build_parser().parse_args(client["command"])
     assert args.addresses == [("primary", 7000), ("replica", 7000)]
 

@@ -240,3 +240,33 @@ def test_clocks_without_members(settings: KafkaSettings, app_name: str) -> None:
     wait_listed(settings, app_name)
     check = check_clocks(settings, app_name, window_s=0.5)
     assert check.status == "warn" and "had no member record in 0.5 s" in check.detail
+
+
+def test_clocks_with_log_append_time_include_the_brokers(settings: KafkaSettings,
+                                                         app_name: str) -> None:
+    """A control topic that stamps LogAppendTime: the records' ts_ms are the members'
+    clocks, and the Kafka timestamps the broker's, which joins the comparison."""
+    from confluent_kafka.admin import NewTopic
+
+    from mig.doctor import check_clocks
+
+    control = topic_names(app_name)["control"]
+    admin = admin_client(settings)  # kept: a collected client cancels its futures
+    admin.create_topics([NewTopic(control, 1, 1, config={
+        "cleanup.policy": "delete", "message.timestamp.type": "LogAppendTime"})])[
+        control].result(timeout=30)
+    ensure_topics(settings, app_name)
+    wait_listed(settings, app_name)
+    stop = threading.Event()
+    writer = threading.Thread(target=_beats, args=(settings, app_name,
+                                                   {"host-a": 0, "host-b": 3000}, stop))
+    writer.start()
+    try:
+        time.sleep(0.5)
+        check = check_clocks(settings, app_name, window_s=1.5)
+    finally:
+        stop.set()
+        writer.join()
+    assert check.status == "fail", check
+    assert check.detail.startswith("host-b (m-host-b) is "), check.detail
+    assert "broker " in check.detail.split("(clocks: ")[1], check.detail

@@ -54,7 +54,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -533,6 +533,24 @@ class Bench:
             self.broker.down()
         shutil.rmtree(self.rings, ignore_errors=True)
 
+    def write_json(self, path: Path, started: str) -> None:
+        """Every round's figures, the replicas' lag over the run (their ``MemberStatus``
+        records) and the promotions, for bench/plots.py."""
+        records = list(self.watch.records) if self.watch is not None else []
+        doc = {
+            "bench": "failover", "started": started, "machine": machine(),
+            "failure": self.failure, "rounds": [asdict(r) for r in self.results],
+            "steady_lags": [list(x) for x in self.base_lags], "probe_ms": self.probe_ms,
+            "statuses": [{k: rec[k] for k in ("ts_ms", "member", "health", "lag_ms",
+                                              "lag_records")}
+                         for name, rec in records if name == "mig.log.MemberStatus"],
+            "promotions": [{k: rec[k] for k in ("ts_ms", "member", "reason", "new_epoch",
+                                                "detection_ms", "promotion_ms")}
+                           for name, rec in records if name == "mig.log.Promotion"],
+        }
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"figures written to {path}")
+
     # -- the table
     def table(self) -> list[tuple[str, str, str, str]]:
         crash = [r for r in self.results if r.kind == "crash"]
@@ -599,14 +617,17 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="3 rounds of each")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary folder (logs, ack logs, dumps)")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write every round's figures and the replicas' lag over"
+                             " time to FILE, for bench/plots.py")
     args = parser.parse_args()
     rounds = 3 if args.quick else args.rounds
     if rounds < 1:
         parser.error("--rounds must be at least 1")
     if os.geteuid() != 0:
         parser.error("needs root: the test hosts are network namespaces")
-    print(f"mig failover benchmark, {rounds} crash + {rounds} migrate rounds,"
-          f" {dt.datetime.now().isoformat(timespec='seconds')}")
+    started_at = dt.datetime.now().isoformat(timespec="seconds")
+    print(f"mig failover benchmark, {rounds} crash + {rounds} migrate rounds, {started_at}")
     print(f"machine: {machine()}", flush=True)
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="mig-fbench-"))
@@ -622,6 +643,8 @@ def main() -> int:
     finally:
         bench.close()
     rows = bench.table()
+    if args.json is not None:
+        bench.write_json(args.json, started_at)
     print(f"\n== summary ({len(bench.results)} rounds in {time.monotonic() - started:.0f} s) ==")
     print_table(rows)
     for kind, fault in (("crash", "kill"), ("migrate", "freeze")):

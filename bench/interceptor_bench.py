@@ -164,6 +164,7 @@ class Bench:
         self.port = 0
         self.shm_dirs: list[Path] = []
         self.summary: list[str] = []
+        self.figures: dict[str, object] = {}  # what --json writes, for bench/plots.py
 
     # -- set-up
     def build(self) -> None:
@@ -376,6 +377,8 @@ class Bench:
         if loop:
             print(f"  the app's own loop time under mig: {int(loop.group(1)) / 1e9:.2f} s"
                   " (the shim waits for ring space: the recorder sets the pace)")
+        self.figures["recorder"] = {"calls": n, "native_s": native["tiled"],
+                                    "mig_s": tiled.wall, "calls_per_s": rate}
         print(f"  mig / native (tiled): {rate / (n / native['tiled']):.4f}x throughput,"
               f" {tiled.wall / native['tiled']:,.0f}x the wall time")
         default_note = "" if not run.failed else "; default config fails: " + run.error
@@ -465,6 +468,9 @@ class Bench:
         best = max(("native (before)", "native (after)"), key=lambda k: results[k]["rps"])
         base = results[best]
         notes[best] = "the better native run: the base of every ratio"
+        self.figures["kvserver"] = {"base": best, "runs": {
+            label: {**res, "ratio": res["rps"] / base["rps"]} for label, res in results.items()
+            if res is not None}}
         print(f"{'run':38} {'req/s':>9} {'x native':>9} {'p50 us':>8} {'p99 us':>8}"
               f" {'errors':>7} {'closed':>7}")
         for label in (["native (before)", "native (after)", alone]
@@ -555,6 +561,8 @@ class Bench:
         print(f"  the replayed program printed the same as the recorded one: {same}"
               f" ({replayed_out or 'nothing'})")
         ratio = rep.wall / rec.wall if rec.wall else float("nan")
+        self.figures["replay"] = {"native_s": native, "record_s": rec.wall,
+                                  "replay_s": rep.wall, "same_output": same}
         print(f"  replay / record wall time: {ratio:.2f}")
         self.summary.append(
             f"replay speed: record {rec.wall:.2f} s, replay {rep.wall:.2f} s, replay/record"
@@ -569,9 +577,11 @@ class Bench:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="smaller N, 2 s load runs")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write the figures to FILE, for bench/plots.py")
     args = parser.parse_args()
-    print(f"mig interceptor benchmark{' (--quick)' if args.quick else ''},"
-          f" {dt.datetime.now().isoformat(timespec='seconds')}")
+    started_at = dt.datetime.now().isoformat(timespec="seconds")
+    print(f"mig interceptor benchmark{' (--quick)' if args.quick else ''}, {started_at}")
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="mig-ibench-") as tmp:
         bench = Bench(Path(tmp), args.quick)
@@ -587,6 +597,11 @@ def main() -> int:
     print("\n== summary ==")
     for line in bench.summary:
         print(line)
+    if args.json is not None:
+        doc = {"bench": "interceptor", "started": started_at, "machine": machine(),
+               "quick": args.quick, **bench.figures}
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"figures written to {args.json}")
     return 0
 
 

@@ -3,7 +3,8 @@
 Every check returns what it found and, unless all is well, what to do about it; none of them
 changes anything (no broker is started, no topic is created). The host checks cover what
 recording, replay and checkpoints rely on: the kernel, glibc, CRIU, ptrace, namespaces and
-the shim. With an app.toml, the app's program, its Kafka and its topics are checked too.
+the shim. With an app.toml, the app's program, its Kafka and its topics are checked too,
+and whether the clocks of its running members agree (mig/clocksync.py).
 """
 
 from __future__ import annotations
@@ -249,7 +250,52 @@ def app_checks(app_toml: Path, kafka_timeout: float = 3.0) -> list[Check]:
     checks.append(kafka)
     if settings is not None:
         checks += _check_topics(settings, cfg.name, cfg.topics, kafka_timeout)
+        window = min(5.0, max(1.0, 3 * cfg.replica["heartbeat_ms"] / 1000))
+        checks.append(check_clocks(settings, cfg.name, window, kafka_timeout))
     return checks
+
+
+def check_clocks(settings: KafkaSettings, app: str, window_s: float,
+                 timeout: float = 3.0) -> Check:
+    """Whether the wall clocks of the app's members (and this host's) agree, from the
+    records arriving on its control topic for ``window_s`` seconds (mig/clocksync.py)."""
+    from mig.clocksync import FAIL_MS, WARN_MS, estimate, observe, spread
+
+    advice = ("synchronise the hosts' clocks with chrony or NTP (docs/operations.md,"
+              " \"Clocks\")")
+    try:
+        samples = observe(settings, app, window_s, timeout)
+    except MigError as exc:
+        return Check("clocks", "warn", f"cannot compare clocks: {exc}",
+                     "check the client's permission to read the control topic")
+    if not samples:
+        why = ("does not exist" if samples is None
+               else f"had no member record in {window_s:g} s")
+        return Check("clocks", "warn", f"clocks not compared: mig.{app}.control {why}",
+                     "run `mig doctor APP.TOML` again while the app's members run")
+    clocks = estimate(samples)
+    gap = spread(clocks)
+    behind, ahead = clocks[0], clocks[-1]
+    names = ", ".join(_clock_name(c.clock, c.members) for c in clocks)
+    if gap <= WARN_MS:
+        if len(clocks) == 1:
+            return Check("clocks", "ok", f"one clock, nothing to compare: {names}")
+        return Check("clocks", "ok", f"{len(clocks)} clocks agree within {gap} ms: {names}")
+    found = (f"{_clock_name(ahead.clock, ahead.members)} is {gap} ms ahead of"
+             f" {_clock_name(behind.clock, behind.members)} (clocks: " + ", ".join(
+                 f"{_clock_name(c.clock, c.members)} {c.offset_ms:+d} ms" for c in clocks)
+             + " from this host's)")
+    if gap <= FAIL_MS:
+        return Check("clocks", "warn", found + f"; more than {WARN_MS} ms", advice)
+    return Check("clocks", "fail", found + f"; more than {FAIL_MS} ms", advice)
+
+
+def _clock_name(clock: str, members: tuple[str, ...]) -> str:
+    import socket
+
+    if not members:
+        return "this host" if clock == socket.gethostname() else clock
+    return f"{clock} ({'/'.join(members)})"
 
 
 def _check_kafka(cfg: AppConfig, app_toml: Path,

@@ -11,13 +11,15 @@ import typer
 def doctor(
     app_toml: Optional[Path] = typer.Argument(None, metavar="APP.TOML",
                                               help="Also check this app: its program, its"
-                                                   " Kafka and its topics."),
+                                                   " Kafka, its topics and its members'"
+                                                   " clocks."),
     as_json: bool = typer.Option(False, "--json", help="A JSON list of {check, status,"
                                                        " detail, advice}, for scripts."),
 ) -> None:
     """Check the host before use: kernel, glibc, CRIU, ptrace, namespaces, the shim; with
-    APP.TOML also the app's program, Kafka and topics. One line per check: ok, warn or
-    fail, what was found and what to do. Changes nothing. Exit 1 if any check fails."""
+    APP.TOML also the app's program, Kafka, topics and whether its running members' clocks
+    agree. One line per check: ok, warn or fail, what was found and what to do. Changes
+    nothing. Exit 1 if any check fails."""
     from mig.doctor import exit_code, render_text, run_checks, to_json
 
     checks = run_checks(app_toml)

@@ -8,6 +8,7 @@ so a user sees mig's one-line errors, not a stream of connection-refused message
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,22 +16,51 @@ from typing import Any
 from mig.errors import KafkaUnavailable
 
 __all__ = ["KafkaSettings", "admin_client", "producer", "consumer", "wait_reachable",
-           "end_offsets"]
+           "end_offsets", "is_sensitive", "REDACTED"]
 
 _rdkafka_log = logging.getLogger("mig.rdkafka")
 _rdkafka_log.addHandler(logging.NullHandler())
 _rdkafka_log.propagate = False
 
 
+REDACTED = "[redacted]"
+# librdkafka properties whose values are secrets: passwords, passphrases, client secrets,
+# inline PEM keys, JAAS and OAUTHBEARER configs, tokens. Properties that name a file
+# (ssl.key.location, sasl.kerberos.keytab, ...) are shown: the file's permissions guard it.
+_SENSITIVE = re.compile(r"password|passphrase|secret|token|jaas|oauthbearer\.config|key",
+                        re.IGNORECASE)
+_PATH_LIKE = re.compile(r"(\.location|\.file|keytab)$", re.IGNORECASE)
+
+
+def is_sensitive(name: str) -> bool:
+    """True for a librdkafka property whose value must never be shown."""
+    return bool(_SENSITIVE.search(name)) and not _PATH_LIKE.search(name)
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
-    """Where Kafka is and how to talk to it (any librdkafka property in ``properties``)."""
+    """Where Kafka is and how to talk to it (any librdkafka property in ``properties``).
+
+    ``secrets`` names the properties whose values came from a file or an environment
+    variable (app.toml's ``{ file = ... }`` / ``{ env = ... }``); those and every property
+    ``is_sensitive`` calls secret are shown as ``[redacted]`` by ``redacted()`` and repr.
+    """
 
     bootstrap_servers: str
     properties: dict[str, Any] = field(default_factory=dict)
     source: str = "config"  # "config", "option" or "embedded": said in errors
     # mig/auth.py: the app's record keys ([security] of app.toml); None: records unsigned
     auth: Any = field(default=None, compare=False, repr=False)
+    secrets: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+    def redacted(self) -> dict[str, Any]:
+        """``properties`` safe to show: secret values replaced by ``[redacted]``."""
+        return {k: REDACTED if k in self.secrets or is_sensitive(k) else v
+                for k, v in self.properties.items()}
+
+    def __repr__(self) -> str:  # never a secret
+        return (f"KafkaSettings(bootstrap_servers={self.bootstrap_servers!r},"
+                f" properties={self.redacted()!r}, source={self.source!r})")
 
     def as_librdkafka_dict(self, **overrides: Any) -> dict[str, Any]:
         conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}

@@ -2,7 +2,10 @@
 
 No other module builds a librdkafka configuration by hand. librdkafka's own log lines are
 routed to the ``mig.rdkafka`` stdlib logger (silent unless debugging) instead of stderr,
-so a user sees mig's one-line errors, not a stream of connection-refused messages.
+so a user sees mig's one-line errors, not a stream of connection-refused messages. A broker
+that refuses the client's credentials or certificate is the exception: ``wait_reachable``
+fails at once with librdkafka's reason, and long-lived clients log it once
+(``mig.kafka.refused``), instead of retrying in silence.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from mig.errors import KafkaUnavailable
+from mig.errors import KafkaRefused, KafkaUnavailable
 
 __all__ = ["KafkaSettings", "admin_client", "producer", "consumer", "wait_reachable",
            "end_offsets", "is_sensitive", "REDACTED"]
@@ -63,11 +66,40 @@ class KafkaSettings:
                 f" properties={self.redacted()!r}, source={self.source!r})")
 
     def as_librdkafka_dict(self, **overrides: Any) -> dict[str, Any]:
-        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers,
+                                "error_cb": _Refusals(self.bootstrap_servers)}
         conf.update(self.properties)
         conf.update(overrides)
         conf["logger"] = _rdkafka_log
         return conf
+
+
+class _Refusals:
+    """A client's error callback: remembers the first time the broker refused its
+    credentials (SASL) or the TLS handshake failed, and logs each such reason once.
+    librdkafka only reports these through this callback; its calls merely time out."""
+
+    def __init__(self, bootstrap: str, quiet: bool = False) -> None:
+        self.bootstrap = bootstrap
+        self.quiet = quiet  # the caller raises the reason itself
+        self.first: str | None = None
+        self._said: set[int] = set()
+
+    def __call__(self, err: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        if err.code() not in (KafkaError._AUTHENTICATION, KafkaError._SSL,
+                              KafkaError.SASL_AUTHENTICATION_FAILED):
+            return
+        if self.first is None:
+            self.first = err.str()
+        if not self.quiet and err.code() not in self._said:
+            self._said.add(err.code())
+            import structlog
+
+            structlog.get_logger("mig.kafka").error("mig.kafka.refused",
+                                                    bootstrap=self.bootstrap,
+                                                    reason=err.str())
 
 
 def admin_client(settings: KafkaSettings) -> Any:
@@ -100,8 +132,10 @@ def wait_reachable(settings: KafkaSettings, timeout: float = 10.0) -> int:
     Raises KafkaUnavailable after ``timeout`` seconds with one line naming the address.
     """
     from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
 
-    client = admin_client(settings)
+    refusals = _Refusals(settings.bootstrap_servers, quiet=True)
+    client = AdminClient(settings.as_librdkafka_dict(error_cb=refusals))
     deadline = time.monotonic() + timeout
     last = "no answer"
     while True:
@@ -112,11 +146,20 @@ def wait_reachable(settings: KafkaSettings, timeout: float = 10.0) -> int:
                 return len(meta.brokers)
         except KafkaException as exc:
             last = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+        client.poll(0)  # serves the error callback
+        if refusals.first is not None:
+            raise KafkaRefused(f"Kafka at {settings.bootstrap_servers} refused the"
+                                   f" connection: {_reason(refusals.first)}")
         if time.monotonic() >= deadline:
             raise KafkaUnavailable(
                 f"no Kafka broker answered at {settings.bootstrap_servers} within"
                 f" {timeout:g} s ({last}); is it running? (embedded: mig broker up)")
         time.sleep(0.1)
+
+
+def _reason(text: str) -> str:
+    """librdkafka's error text without its ``proto://host:port/id: `` prefix."""
+    return re.sub(r"^\S+://\S+?: ", "", text)
 
 
 def end_offsets(cons: Any, topic: str, timeout: float = 15.0) -> dict[int, int]:

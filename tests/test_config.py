@@ -188,3 +188,17 @@ def test_kafka_secret_errors_name_file_or_variable_never_the_value(tmp_path, mon
         parse_config(SECRET_TOML, app)
     assert str(info.value) == (f"{app}: key 'kafka.ssl.key.password': the environment"
                                " variable T_MIG_KEY_PASS is not set (or empty)")
+
+
+@pytest.mark.parametrize(("name", "secret"), [
+    ("sasl.password", True), ("ssl.key.password", True), ("ssl.keystore.password", True),
+    ("ssl.key.pem", True), ("sasl.oauthbearer.client.secret", True),
+    ("sasl.oauthbearer.config", True), ("sasl.jaas.config", True),
+    ("ssl.key.location", False), ("ssl.keystore.location", False),
+    ("sasl.kerberos.keytab", False), ("ssl.ca.location", False), ("sasl.username", False),
+    ("security.protocol", False), ("linger.ms", False),
+])
+def test_which_kafka_properties_are_secret(name, secret):
+    from mig.kafka import is_sensitive
+
+    assert is_sensitive(name) is secret

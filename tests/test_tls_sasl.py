@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import signal
 import subprocess
 from pathlib import Path
 
@@ -23,26 +24,55 @@ from mig.broker.secure import SaslListener
 from mig.errors import KafkaRefused, KafkaUnavailable, MigError
 from mig.kafka import KafkaSettings, consumer, end_offsets, wait_reachable
 from mig.logwriter import LogWriter
+from tests.apps.client import request
 from tests.conftest import run_mig
+from tests.deploy import Deployment, _answers, _wait_for
+from tests.testnet import HostNet
 
 SNIPPETS = Path(__file__).resolve().parent / "snippets"
+APPS = Path(__file__).resolve().parent / "apps"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 USERS = ("admin", "member", "operator", "inspector", "nobody")
 
 
 @pytest.fixture(scope="module")
-def sasl_broker(tmp_path_factory):
+def hosts_and_sasl_broker(tmp_path_factory):
+    """Two test hosts (tests/testnet.py) and the broker on the root side, reachable from
+    them: (net, broker, users with their passwords)."""
     subprocess.run(["make", "-s", "-C", str(SNIPPETS)], check=True)
+    subprocess.run(["make", "-s", "-C", str(APPS)], check=True)
     home = tmp_path_factory.mktemp("saslbroker")
-    port, cport, sport = free_ports(3)
-    users = {name: f"pw{name}{secrets.token_hex(12)}" for name in USERS}
-    listener = SaslListener(port=sport, folder=home / "tls", users=users, acls=True)
-    broker = EmbeddedBroker(home=home, port=port, controller_port=cport, sasl=listener)
-    broker.up(timeout=120)
+    net = HostNet(hosts=2)
     try:
-        yield broker, users
+        port, cport, sport = free_ports(3)
+        users = {name: f"pw{name}{secrets.token_hex(12)}" for name in USERS}
+        listener = SaslListener(port=sport, folder=home / "tls", users=users, acls=True)
+        broker = EmbeddedBroker(home=home, port=port, controller_port=cport,
+                                host=net.root_ips[0], sasl=listener)
+        try:
+            broker.up(timeout=120)
+            yield net, broker, users
+        finally:
+            broker.down()
     finally:
-        broker.down()
+        net.close()
+
+
+@pytest.fixture(scope="module")
+def sasl_broker(hosts_and_sasl_broker):
+    _, broker, users = hosts_and_sasl_broker
+    return broker, users
+
+
+def _kafka_toml(broker: EmbeddedBroker, user: str, secret: str) -> str:
+    """The [kafka] keys (without the header) for ``user`` on the SASL_SSL listener."""
+    assert broker.node.sasl is not None
+    return (f'bootstrap_servers = "{broker.node.sasl_bootstrap}"\n'
+            '"security.protocol" = "SASL_SSL"\n'
+            f'"ssl.ca.location" = "{broker.node.sasl.ca_pem}"\n'
+            '"sasl.mechanism" = "SCRAM-SHA-512"\n'
+            f'"sasl.username" = "{user}"\n'
+            f'"sasl.password" = {secret}\n')
 
 
 def _app_toml(folder: Path, name: str, broker: EmbeddedBroker, user: str,
@@ -55,19 +85,12 @@ def _app_toml(folder: Path, name: str, broker: EmbeddedBroker, user: str,
         (folder / "kafka.pass").write_text(f"{password}\n")
         (folder / "kafka.pass").chmod(0o600)
         secret = '{ file = "kafka.pass" }'
-    assert broker.node.sasl is not None
     path = folder / "app.toml"
     path.write_text(
         "[app]\n"
         f'name = "{name}"\n'
         f'command = ["{SNIPPETS / "build" / "random"}", "out.txt"]\n'
-        "[kafka]\n"
-        f'bootstrap_servers = "{broker.node.sasl_bootstrap}"\n'
-        '"security.protocol" = "SASL_SSL"\n'
-        f'"ssl.ca.location" = "{broker.node.sasl.ca_pem}"\n'
-        '"sasl.mechanism" = "SCRAM-SHA-512"\n'
-        f'"sasl.username" = "{user}"\n'
-        f'"sasl.password" = {secret}\n' + extra)
+        "[kafka]\n" + _kafka_toml(broker, user, secret) + extra)
     return path
 
 
@@ -238,3 +261,33 @@ def test_documented_acls_let_each_role_do_its_part_and_no_more(sasl_broker, tmp_
     proc = run_mig("log", "tail", app_name, "--config", str(nobody), timeout=60)
     assert proc.returncode == 1
     assert "not authorized" in proc.stderr.lower(), proc.stderr
+
+
+def test_failover_as_the_member_user_under_the_documented_acls(hosts_and_sasl_broker,
+                                                               tmp_path):
+    """A replica on another host takes over from a killed primary with only the
+    member's ACLs: it fences the old primary under the transactional id mig.APP.primary,
+    claims the epoch and goes live."""
+    net, broker, users = hosts_and_sasl_broker
+    dep = Deployment(net, broker, tmp_path, kafka_toml=_kafka_toml(
+        broker, "member", '{ file = "kafka.pass" }'))
+    secret = dep.tmp / "host0" / "kafka.pass"
+    secret.write_text(users["member"] + "\n")
+    secret.chmod(0o600)
+    _apply_doc_acls(broker, dep.name)
+    try:
+        dep.start()
+        ip0, ip1 = net.host_ips
+        for i in range(30):
+            assert request(ip0, dep.port, f"SET a{i} {i}").startswith("OK")
+        net.signal(0, signal.SIGKILL)
+        _wait_for(lambda: _answers(ip1, dep.port), 30, "host 1 to take over")
+        assert request(ip1, dep.port, "GET a29").startswith("VALUE 29")
+        promotions = dep.promotions()
+        assert promotions and promotions[-1]["member"] == "host1"
+        assert promotions[-1]["new_epoch"] == 2
+        logs = dep.log_text(0) + dep.log_text(1)
+        assert "mig.kafka.refused" not in logs and "authoriz" not in logs.lower()
+        assert users["member"] not in logs
+    finally:
+        dep.stop()

@@ -70,7 +70,8 @@ class KafkaSettings:
                                 "error_cb": _Refusals(self.bootstrap_servers)}
         conf.update(self.properties)
         conf.update(overrides)
-        conf["logger"] = _rdkafka_log
+        if not callable(getattr(conf.get("logger"), "log", None)):
+            conf["logger"] = _rdkafka_log
         return conf
 
 
@@ -135,7 +136,8 @@ def wait_reachable(settings: KafkaSettings, timeout: float = 10.0) -> int:
     from confluent_kafka.admin import AdminClient
 
     refusals = _Refusals(settings.bootstrap_servers, quiet=True)
-    client = AdminClient(settings.as_librdkafka_dict(error_cb=refusals))
+    failures = _Failures()
+    client = AdminClient(settings.as_librdkafka_dict(error_cb=refusals, logger=failures))
     deadline = time.monotonic() + timeout
     last = "no answer"
     while True:
@@ -146,20 +148,38 @@ def wait_reachable(settings: KafkaSettings, timeout: float = 10.0) -> int:
                 return len(meta.brokers)
         except KafkaException as exc:
             last = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
-        client.poll(0)  # serves the error callback
+        client.poll(0)  # serves the error and log callbacks
         if refusals.first is not None:
             raise KafkaRefused(f"Kafka at {settings.bootstrap_servers} refused the"
-                                   f" connection: {_reason(refusals.first)}")
+                               f" connection: {_reason(refusals.first)}")
         if time.monotonic() >= deadline:
+            if failures.last is not None:  # why the last connection failed says more
+                last = _reason(failures.last)
+            if "state APIVERSION_QUERY" in last:
+                last += ("; the broker closed the connection at the first request: does"
+                         " security.protocol match this listener's?")
             raise KafkaUnavailable(
                 f"no Kafka broker answered at {settings.bootstrap_servers} within"
                 f" {timeout:g} s ({last}); is it running? (embedded: mig broker up)")
         time.sleep(0.1)
 
 
+class _Failures:
+    """A librdkafka logger (anything with ``log``) that keeps the last connection failure
+    (a ``FAIL`` line) and passes every line on to ``mig.rdkafka``."""
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        _rdkafka_log.log(level, fmt, *args)
+        if args and args[0] == "FAIL":
+            self.last = re.sub(r"^\[thrd:[^\]]*\]: ", "", str(args[-1]))
+
+
 def _reason(text: str) -> str:
-    """librdkafka's error text without its ``proto://host:port/id: `` prefix."""
-    return re.sub(r"^\S+://\S+?: ", "", text)
+    """librdkafka's error text without its ``[proto://]host:port/id: `` prefix."""
+    return re.sub(r"^(?:\w+://)?[^\s/]+/[^\s:]+: ", "", text)
 
 
 def end_offsets(cons: Any, topic: str, timeout: float = 15.0) -> dict[int, int]:

@@ -171,6 +171,7 @@ def test_wrong_password_plaintext_and_untrusted_broker_are_refused(sasl_broker, 
     with pytest.raises(KafkaUnavailable) as info:
         wait_reachable(KafkaSettings(broker.node.sasl_bootstrap), timeout=4)
     assert not isinstance(info.value, KafkaRefused)
+    assert "does security.protocol match this listener's?" in str(info.value)
     # a client that does not trust the broker's CA refuses it
     untrusted = dict(good.properties)
     del untrusted["ssl.ca.location"]

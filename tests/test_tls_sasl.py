@@ -151,9 +151,10 @@ def test_wrong_password_plaintext_and_untrusted_broker_are_refused(sasl_broker, 
     wrong = "pwwrong" + secrets.token_hex(8)
     app = _app_toml(tmp_path / "p", app_name, broker, "admin", wrong)
     for args in (["topics", "ensure", str(app)],
+                 ["primary", "start", str(app)],
                  ["log", "tail", app_name, "--config", str(app)],
                  ["replica", "follow", str(app), "--workdir", str(tmp_path / "r")]):
-        proc = run_mig(*args, timeout=60)
+        proc = run_mig(*args, timeout=60, env={"MIG_HOME": str(tmp_path / "home")})
         assert proc.returncode == 1, proc.stdout + proc.stderr
         line = proc.stderr.strip().splitlines()[-1]
         assert line.startswith(f"mig: error: Kafka at {broker.node.sasl_bootstrap} refused"

@@ -109,7 +109,7 @@ class KafkaNode:
             props["listeners"] += listener
             props["advertised.listeners"] += listener
             props["listener.security.protocol.map"] += ",SASL_SSL:SASL_SSL"
-            props.update(self.sasl.properties(self.host))
+            props.update(self.sasl.properties())
         if self.voters:
             props["controller.quorum.voters"] = ",".join(
                 f"{nid}@{self.host}:{cport}" for nid, cport in sorted(self.voters.items()))

@@ -94,7 +94,7 @@ class SaslListener:
         else:
             self.keystore_password = (self.folder / "keystore.pass").read_text().strip()
 
-    def properties(self, host: str) -> dict[str, str]:
+    def properties(self) -> dict[str, str]:
         """The broker properties of this listener (added to the node's own)."""
         prefix = "listener.name.sasl_ssl."
         plain_users = " ".join(f'user_{name}="{pw}"' for name, pw in self.users.items())

@@ -3,12 +3,16 @@
 Every key is declared once in ``SECTIONS`` (type, default, doc). ``load_config`` turns a file
 into a typed ``AppConfig`` or raises ``ConfigError`` naming the file, the key and what was
 expected; ``reference_markdown`` renders the same table as docs/app-toml.md, so the docs
-cannot drift from the code. The ``[kafka]`` table passes any librdkafka property through.
+cannot drift from the code. The ``[kafka]`` table passes any librdkafka property through;
+a property's value may instead be read from a file (``{ file = "path" }``, relative to
+app.toml, not readable by other users) or an environment variable (``{ env = "NAME" }``),
+so secrets such as ``sasl.password`` stay out of app.toml. Such values are never shown.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -16,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mig.errors import ConfigError
-from mig.kafka import KafkaSettings
+from mig.kafka import KafkaSettings, is_sensitive
 
 __all__ = ["AppConfig", "Key", "SECTIONS", "load_config", "parse_config", "reference_markdown"]
 
@@ -138,7 +142,7 @@ class AppConfig:
     env: dict[str, str]
     barrier_mode: str
     bootstrap_servers: str | None
-    kafka_properties: dict[str, Any]
+    kafka_properties: dict[str, Any] = field(repr=False)  # may hold secrets
     topics: dict[str, int]
     replica: dict[str, int]
     failover: dict[str, Any] = field(default_factory=dict)
@@ -146,13 +150,16 @@ class AppConfig:
     metrics: dict[str, Any] = field(default_factory=dict)
     security: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, dict[str, Any]] = field(repr=False, default_factory=dict)
+    # the [kafka] properties read from a file or an environment variable: never shown
+    kafka_secrets: frozenset[str] = field(repr=False, default=frozenset())
 
     def kafka_settings(self) -> KafkaSettings | None:
         """Settings for the configured Kafka, or None: use the embedded broker. (The record
         keys, ``auth()``, are added by mig.connect.resolve_kafka, which reads them once.)"""
         if self.bootstrap_servers is None:
             return None
-        return KafkaSettings(self.bootstrap_servers, dict(self.kafka_properties))
+        return KafkaSettings(self.bootstrap_servers, dict(self.kafka_properties),
+                             secrets=self.kafka_secrets)
 
     def auth(self) -> Any:
         """The record keys of ``[security]`` (mig/auth.py), or None."""
@@ -188,6 +195,9 @@ def parse_config(text: str, path: Path) -> AppConfig:
     cwd = (base / app["cwd"]).resolve()
     kafka = dict(values["kafka"])
     bootstrap = kafka.pop("bootstrap_servers")
+    secrets = frozenset(k for k, v in kafka.items() if isinstance(v, dict))
+    for name in secrets:
+        kafka[name] = _read_secret(kafka[name], base, str(path), f"kafka.{name}")
     if values["metrics"]["address"]:
         from mig.metrics import parse_address
 
@@ -201,7 +211,7 @@ def parse_config(text: str, path: Path) -> AppConfig:
                      kafka_properties=kafka, topics=values["topics"],
                      replica=values["replica"], failover=values["failover"],
                      checkpoints=values["checkpoints"], metrics=values["metrics"],
-                     security=values["security"], raw=values)
+                     security=values["security"], raw=values, kafka_secrets=secrets)
 
 
 def _validate(doc: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
@@ -269,14 +279,49 @@ def _check(key: Key, value: Any, where: str, dotted: str) -> Any:
 def _passthrough(value: Any, where: str, dotted: str) -> Any:
     if isinstance(value, (str, int, bool, float)):
         return value
+    if (isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("file", "env")
+            and isinstance(next(iter(value.values())), str) and next(iter(value.values()))):
+        return dict(value)  # read by _read_secret once the app.toml's folder is known
+    if isinstance(value, dict):  # never _describe it: it may be a mistyped secret
+        raise ConfigError(where, dotted, "expected a string, number or boolean, or a table"
+                          " { file = \"PATH\" } or { env = \"NAME\" }, got a table with"
+                          f" keys {', '.join(map(repr, value)) or 'none'}")
     raise ConfigError(where, dotted, "expected a string, number or boolean (a librdkafka"
-                      f" property), got {_describe(value)}")
+                      " property), or a table { file = \"PATH\" } or { env = \"NAME\" },"
+                      f" got {_describe(value, show=not is_sensitive(dotted))}")
 
 
-def _describe(value: Any) -> str:
+def _read_secret(ref: dict[str, str], base: Path, where: str, dotted: str) -> str:
+    """The value of ``{ file = PATH }`` (trailing newlines dropped) or ``{ env = NAME }``.
+    Errors name the file or variable, never the value."""
+    if "env" in ref:
+        value = os.environ.get(ref["env"], "")
+        if not value:
+            raise ConfigError(where, dotted, f"the environment variable {ref['env']} is not"
+                              " set (or empty)")
+        return value
+    path = (base / ref["file"]).resolve()
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(where, dotted, f"cannot read {path}: {reason}") from None
+    if mode & 0o007:
+        raise ConfigError(where, dotted, f"{path} can be read by every user: chmod 600"
+                          " (or 640) it")
+    value = text.rstrip("\r\n")
+    if not value:
+        raise ConfigError(where, dotted, f"{path} is empty")
+    return value
+
+
+def _describe(value: Any, show: bool = True) -> str:
     kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
              list: "a list", dict: "a table"}
     kind = kinds.get(type(value), type(value).__name__)
+    if not show:  # a secret's value is never shown, not even a mistyped one
+        return kind
     shown = repr(value)
     return f"{kind} {shown if len(shown) <= 40 else shown[:37] + '...'}"
 
@@ -303,6 +348,14 @@ def reference_markdown() -> str:
             lines.append(f"| `{name}` | {kind} | {default} | {key.doc} |")
         if section in _OPEN_SECTIONS:
             lines += ["", "Any other key in `[kafka]` is passed to librdkafka as a property,"
-                      " e.g. `\"security.protocol\" = \"SASL_SSL\"`."]
+                      " e.g. `\"security.protocol\" = \"SASL_SSL\"`. A value may instead"
+                      " come from a file, `\"sasl.password\" = { file = \"kafka.pass\" }`"
+                      " (relative to app.toml, trailing newlines dropped; refused when other"
+                      " users can read it), or from an environment variable,"
+                      " `\"sasl.password\" = { env = \"KAFKA_PASSWORD\" }`; a missing file"
+                      " or variable is an error naming it. Such values, and those of"
+                      " properties named like a secret (`password`, `secret`, `key`, `token`,"
+                      " ... but not `*.location` paths), are never shown in logs, errors or"
+                      " status (docs/security.md)."]
         lines.append("")
     return "\n".join(lines)

@@ -29,7 +29,8 @@ def resolve_kafka(bootstrap: str | None = None, config: Path | None = None,
     auth = cfg.auth() if cfg is not None else None
     if bootstrap:
         props = dict(cfg.kafka_properties) if cfg is not None else {}
-        return KafkaSettings(bootstrap, props, source="option", auth=auth)
+        secrets = cfg.kafka_secrets if cfg is not None else frozenset()
+        return KafkaSettings(bootstrap, props, source="option", auth=auth, secrets=secrets)
     if cfg is not None:
         settings = cfg.kafka_settings()
         if settings is not None:

@@ -301,6 +301,7 @@ def _clock_name(clock: str, members: tuple[str, ...]) -> str:
 def _check_kafka(cfg: AppConfig, app_toml: Path,
                  timeout: float) -> tuple[Check, KafkaSettings | None]:
     from mig.connect import resolve_kafka
+    from mig.errors import KafkaRefused
     from mig.kafka import wait_reachable
 
     try:
@@ -313,6 +314,9 @@ def _check_kafka(cfg: AppConfig, app_toml: Path,
         return Check("kafka", "fail", str(exc), "check [kafka] of the app.toml"), None
     try:
         brokers = wait_reachable(settings, timeout=timeout)
+    except KafkaRefused as exc:
+        return Check("kafka", "fail", str(exc), "fix the credentials or TLS settings"
+                     " (sasl.*, ssl.*) in [kafka] of the app.toml"), None
     except MigError as exc:
         return Check("kafka", "fail", str(exc),
                      "start the broker or fix [kafka] bootstrap_servers"), None

@@ -14,6 +14,7 @@ __all__ = [
     "ConfigError",
     "BrokerError",
     "KafkaUnavailable",
+    "KafkaRefused",
     "TopicConfigError",
     "DecodeError",
     "SchemaError",
@@ -48,6 +49,10 @@ class BrokerError(MigError):
 
 class KafkaUnavailable(MigError):
     """No Kafka broker answered within the bounded wait."""
+
+
+class KafkaRefused(KafkaUnavailable):
+    """A broker answered but refused the client's credentials (SASL) or TLS handshake."""
 
 
 class TopicConfigError(MigError):

@@ -2,42 +2,105 @@
 
 No other module builds a librdkafka configuration by hand. librdkafka's own log lines are
 routed to the ``mig.rdkafka`` stdlib logger (silent unless debugging) instead of stderr,
-so a user sees mig's one-line errors, not a stream of connection-refused messages.
+so a user sees mig's one-line errors, not a stream of connection-refused messages. A broker
+that refuses the client's credentials or certificate is the exception: ``wait_reachable``
+fails at once with librdkafka's reason, and long-lived clients log it once
+(``mig.kafka.refused``), instead of retrying in silence.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from mig.errors import KafkaUnavailable
+from mig.errors import KafkaRefused, KafkaUnavailable
 
 __all__ = ["KafkaSettings", "admin_client", "producer", "consumer", "wait_reachable",
-           "end_offsets"]
+           "end_offsets", "is_sensitive", "REDACTED"]
 
 _rdkafka_log = logging.getLogger("mig.rdkafka")
 _rdkafka_log.addHandler(logging.NullHandler())
 _rdkafka_log.propagate = False
 
 
+REDACTED = "[redacted]"
+# librdkafka properties whose values are secrets: passwords, passphrases, client secrets,
+# inline PEM keys, JAAS and OAUTHBEARER configs, tokens. Properties that name a file
+# (ssl.key.location, sasl.kerberos.keytab, ...) are shown: the file's permissions guard it.
+_SENSITIVE = re.compile(r"password|passphrase|secret|token|jaas|oauthbearer\.config|key",
+                        re.IGNORECASE)
+_PATH_LIKE = re.compile(r"(\.location|\.file|keytab)$", re.IGNORECASE)
+
+
+def is_sensitive(name: str) -> bool:
+    """True for a librdkafka property whose value must never be shown."""
+    return bool(_SENSITIVE.search(name)) and not _PATH_LIKE.search(name)
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
-    """Where Kafka is and how to talk to it (any librdkafka property in ``properties``)."""
+    """Where Kafka is and how to talk to it (any librdkafka property in ``properties``).
+
+    ``secrets`` names the properties whose values came from a file or an environment
+    variable (app.toml's ``{ file = ... }`` / ``{ env = ... }``); those and every property
+    ``is_sensitive`` calls secret are shown as ``[redacted]`` by ``redacted()`` and repr.
+    """
 
     bootstrap_servers: str
     properties: dict[str, Any] = field(default_factory=dict)
     source: str = "config"  # "config", "option" or "embedded": said in errors
     # mig/auth.py: the app's record keys ([security] of app.toml); None: records unsigned
     auth: Any = field(default=None, compare=False, repr=False)
+    secrets: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+    def redacted(self) -> dict[str, Any]:
+        """``properties`` safe to show: secret values replaced by ``[redacted]``."""
+        return {k: REDACTED if k in self.secrets or is_sensitive(k) else v
+                for k, v in self.properties.items()}
+
+    def __repr__(self) -> str:  # never a secret
+        return (f"KafkaSettings(bootstrap_servers={self.bootstrap_servers!r},"
+                f" properties={self.redacted()!r}, source={self.source!r})")
 
     def as_librdkafka_dict(self, **overrides: Any) -> dict[str, Any]:
-        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers,
+                                "error_cb": _Refusals(self.bootstrap_servers)}
         conf.update(self.properties)
         conf.update(overrides)
-        conf["logger"] = _rdkafka_log
+        if not callable(getattr(conf.get("logger"), "log", None)):
+            conf["logger"] = _rdkafka_log
         return conf
+
+
+class _Refusals:
+    """A client's error callback: remembers the first time the broker refused its
+    credentials (SASL) or the TLS handshake failed, and logs each such reason once.
+    librdkafka only reports these through this callback; its calls merely time out."""
+
+    def __init__(self, bootstrap: str, quiet: bool = False) -> None:
+        self.bootstrap = bootstrap
+        self.quiet = quiet  # the caller raises the reason itself
+        self.first: str | None = None
+        self._said: set[int] = set()
+
+    def __call__(self, err: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        if err.code() not in (KafkaError._AUTHENTICATION, KafkaError._SSL,
+                              KafkaError.SASL_AUTHENTICATION_FAILED):
+            return
+        if self.first is None:
+            self.first = err.str()
+        if not self.quiet and err.code() not in self._said:
+            self._said.add(err.code())
+            import structlog
+
+            structlog.get_logger("mig.kafka").error("mig.kafka.refused",
+                                                    bootstrap=self.bootstrap,
+                                                    reason=err.str())
 
 
 def admin_client(settings: KafkaSettings) -> Any:
@@ -70,8 +133,11 @@ def wait_reachable(settings: KafkaSettings, timeout: float = 10.0) -> int:
     Raises KafkaUnavailable after ``timeout`` seconds with one line naming the address.
     """
     from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
 
-    client = admin_client(settings)
+    refusals = _Refusals(settings.bootstrap_servers, quiet=True)
+    failures = _Failures()
+    client = AdminClient(settings.as_librdkafka_dict(error_cb=refusals, logger=failures))
     deadline = time.monotonic() + timeout
     last = "no answer"
     while True:
@@ -82,11 +148,38 @@ def wait_reachable(settings: KafkaSettings, timeout: float = 10.0) -> int:
                 return len(meta.brokers)
         except KafkaException as exc:
             last = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+        client.poll(0)  # serves the error and log callbacks
+        if refusals.first is not None:
+            raise KafkaRefused(f"Kafka at {settings.bootstrap_servers} refused the"
+                               f" connection: {_reason(refusals.first)}")
         if time.monotonic() >= deadline:
+            if failures.last is not None:  # why the last connection failed says more
+                last = _reason(failures.last)
+            if "state APIVERSION_QUERY" in last:
+                last += ("; the broker closed the connection at the first request: does"
+                         " security.protocol match this listener's?")
             raise KafkaUnavailable(
                 f"no Kafka broker answered at {settings.bootstrap_servers} within"
                 f" {timeout:g} s ({last}); is it running? (embedded: mig broker up)")
         time.sleep(0.1)
+
+
+class _Failures:
+    """A librdkafka logger (anything with ``log``) that keeps the last connection failure
+    (a ``FAIL`` line) and passes every line on to ``mig.rdkafka``."""
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        _rdkafka_log.log(level, fmt, *args)
+        if args and args[0] == "FAIL":
+            self.last = re.sub(r"^\[thrd:[^\]]*\]: ", "", str(args[-1]))
+
+
+def _reason(text: str) -> str:
+    """librdkafka's error text without its ``[proto://]host:port/id: `` prefix."""
+    return re.sub(r"^(?:\w+://)?[^\s/]+/[^\s:]+: ", "", text)
 
 
 def end_offsets(cons: Any, topic: str, timeout: float = 15.0) -> dict[int, int]:

@@ -107,14 +107,19 @@ def read_rows(settings: KafkaSettings, app: str, roles: list[str] | None = None,
     cons = consumer(settings, **{"group.id": f"mig-inspect-{app}",
                                  "isolation.level": "read_committed" if committed_only
                                  else "read_uncommitted"})
-    try:
-        meta = cons.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        cons.close()
-        raise MigError(f"cannot read topics at {settings.bootstrap_servers}: {exc}") from exc
     parts = []
     for role in roles:
+        try:  # one topic at a time: Kafka says which it refuses to describe to this user
+            meta = cons.list_topics(names[role], timeout=timeout)
+        except KafkaException as exc:
+            cons.close()
+            raise MigError(f"cannot read topics at {settings.bootstrap_servers}: {exc}") from exc
         topic = meta.topics.get(names[role])
+        if topic is not None and topic.error is not None \
+                and topic.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            cons.close()
+            raise MigError(f"not authorized to read topic {names[role]} at"
+                           f" {settings.bootstrap_servers} (Kafka ACLs: docs/security.md)")
         if topic is None or topic.error is not None:
             cons.close()
             raise MigError(f"topic {names[role]} does not exist (is '{app}' the app's name?)")

@@ -155,7 +155,7 @@ class LogWriter:
                 raise MigError(f"commit to Kafka failed: {err.str()}") from exc
             except SystemError as exc:  # the client's "returned NULL" on a fatal state
                 self._probe_fatal()
-                raise MigError(f"commit to Kafka failed: {exc}") from None
+                raise MigError(f"commit to Kafka failed: {self._last_error_text(exc)}") from None
         self.flush()
         offsets, self._offsets = self._offsets, []
         return offsets
@@ -180,7 +180,7 @@ class LogWriter:
             # setting an exception") when librdkafka has just entered its fatal state: ask
             # librdkafka why before calling it a generic failure
             self._probe_fatal()
-            raise MigError(f"the Kafka producer failed: {exc}") from None
+            raise MigError(f"the Kafka producer failed: {self._last_error_text(exc)}") from None
         if remaining:
             raise MigError(f"{remaining} records not acknowledged within {self.timeout:g} s")
         if self.fenced:
@@ -222,6 +222,8 @@ class LogWriter:
 
         try:
             self._producer.poll(0)
+        except KafkaException as exc:  # the fatal error itself: its reason is wanted
+            self._last_error = exc.args[0]
         except Exception:  # noqa: BLE001 - only probing; the caller raises its own error
             pass
         if self.fenced:
@@ -236,8 +238,20 @@ class LogWriter:
             pass
 
     def _on_error(self, err: Any) -> None:
+        # kept as the object: asking it anything here can fail while the client has a
+        # fatal error pending, and the reason is wanted once the call that failed returns
+        self._last_error = err
         if _is_fencing(err):
             self.fenced = err.str()
+
+    def _last_error_text(self, fallback: object) -> str:
+        """The reason of librdkafka's last reported error (a fatal one, such as a refused
+        producer id, surfaces as a bare "returned NULL" from flush), else ``fallback``."""
+        err = getattr(self, "_last_error", None)
+        try:
+            return str(err.str()) if err is not None else str(fallback)
+        except Exception:  # noqa: BLE001 - a malformed error object: say what we have
+            return str(fallback)
 
     def _raise_if_fenced(self, err: Any) -> None:
         if _is_fencing(err):

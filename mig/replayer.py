@@ -39,7 +39,7 @@ from mig.config import AppConfig
 from mig.control import ControlView
 from mig.errors import DecodeError, MigError
 from mig.identity import app_identity
-from mig.kafka import KafkaSettings, consumer
+from mig.kafka import KafkaSettings, consumer, wait_reachable
 from mig.launch import app_env, kill_group, launch
 from mig.logwriter import LogWriter
 from mig.metrics import Metrics
@@ -160,10 +160,11 @@ class Replayer:
     def run(self, stop: Any = None) -> ReplayStats:
         """Replay until the app exits, ``stop()`` is true, or the log stays idle for
         ``idle_exit_s`` after the app's last call. Raises Divergence on a mismatch."""
-        from confluent_kafka import TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
 
         names = topic_names(self.cfg.name)
         topic = names["calls"]
+        wait_reachable(self.settings, 15.0)  # a broker refusing our credentials says so
         # read_uncommitted: every record acknowledged by the in-sync replicas, as soon as it
         # is (docs/interceptor.md, "When is a record committed")
         cons = consumer(self.settings, **{"group.id": f"mig-replica-{self.cfg.name}",
@@ -174,7 +175,11 @@ class Replayer:
                                           # a handoff or the log's end when promoting
                                           "fetch.wait.max.ms": 20})
         self._cons = cons
-        meta = cons.list_topics(topic, timeout=10)
+        try:
+            meta = cons.list_topics(topic, timeout=10)
+        except KafkaException as exc:
+            raise MigError(f"cannot read {topic} at {self.settings.bootstrap_servers}:"
+                           f" {exc.args[0].str()}") from exc
         if topic not in meta.topics or meta.topics[topic].error is not None:
             raise MigError(f"topic {topic} does not exist: has the primary started?")
         parts = list(meta.topics[topic].partitions)

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from mig.errors import MigError, TopicConfigError
-from mig.kafka import KafkaSettings, admin_client
+from mig.kafka import KafkaSettings, admin_client, wait_reachable
 
 __all__ = ["TopicSpec", "topic_names", "topic_specs", "ensure_topics", "DEFAULT_TOPICS"]
 
@@ -70,6 +70,7 @@ def ensure_topics(settings: KafkaSettings, app: str, topics: dict[str, int] | No
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import ConfigResource, NewTopic
 
+    wait_reachable(settings, timeout)  # a broker refusing our credentials says so here
     admin = admin_client(settings)
     try:
         meta = admin.list_topics(timeout=timeout)

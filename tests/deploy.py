@@ -38,7 +38,7 @@ class Deployment:
 
     def __init__(self, net: HostNet, broker: EmbeddedBroker, tmp: Path,
                  replicas: tuple[int, ...] = (1,), extra_toml: str = "",
-                 app: str = "kvserver") -> None:
+                 app: str = "kvserver", kafka_toml: str = "") -> None:
         self.net, self.broker, self.tmp = net, broker, tmp
         self.name = "fo" + uuid.uuid4().hex[:8]
         (self.port,) = free_ports(1)
@@ -52,7 +52,7 @@ class Deployment:
             f'name = "{self.name}"\n'
             f"command = {json.dumps(_command(app, self.port))}\n"
             "[kafka]\n"
-            f'bootstrap_servers = "{broker.settings.bootstrap_servers}"\n'
+            + (kafka_toml or f'bootstrap_servers = "{broker.settings.bootstrap_servers}"\n') +
             "[replica]\nheartbeat_ms = 200\nfailover_timeout_ms = 1000\n"
             "[failover]\n"
             'on_promote = "echo $MIG_EPOCH $MIG_MEMBER > promoted-by-hook.txt"\n'

@@ -76,7 +76,13 @@ def test_defaults_and_embedded_kafka(tmp_path):
      "app.toml: key 'replicas': unknown section (did you mean 'replica'?)"),
     ('[app]\nname = "a"\ncommand = ["x"]\n[kafka]\n"ssl.ca" = ["a"]\n',
      "app.toml: key 'kafka.ssl.ca': expected a string, number or boolean (a librdkafka"
-     " property), got a list ['a']"),
+     " property), or a table { file = \"PATH\" } or { env = \"NAME\" }, got a list ['a']"),
+    ('[app]\nname = "a"\ncommand = ["x"]\n[kafka]\n"sasl.password" = ["hunter2"]\n',
+     "app.toml: key 'kafka.sasl.password': expected a string, number or boolean (a librdkafka"
+     " property), or a table { file = \"PATH\" } or { env = \"NAME\" }, got a list"),
+    ('[app]\nname = "a"\ncommand = ["x"]\n[kafka]\n"sasl.password" = { fil = "p" }\n',
+     "app.toml: key 'kafka.sasl.password': expected a string, number or boolean, or a table"
+     " { file = \"PATH\" } or { env = \"NAME\" }, got a table with keys 'fil'"),
     ('[app]\nname = "a"\ncommand = ["x"]\n[replica]\nheartbeat_ms = true\n',
      "app.toml: key 'replica.heartbeat_ms': expected an integer, got a boolean True"),
     ('[app]\nname = "a"\ncommand = ["x"]\n[metrics]\naddress = "9464"\n',
@@ -116,3 +122,83 @@ def test_reference_lists_every_key_and_docs_match(tmp_path):
     committed = Path(__file__).resolve().parent.parent / "docs" / "app-toml.md"
     assert committed.read_text() == text, (
         "regenerate: mig config reference --write docs/app-toml.md")
+
+
+SECRET_TOML = """
+[app]
+name = "a"
+command = ["x"]
+[kafka]
+bootstrap_servers = "h:9093"
+"security.protocol" = "SASL_SSL"
+"ssl.key.location" = "client.key"
+"sasl.username" = "alice"
+"sasl.password" = { file = "secrets/kafka.pass" }
+"ssl.key.password" = { env = "T_MIG_KEY_PASS" }
+"""
+
+
+def _secret_file(tmp_path: Path, text: str = "s3cr3t-file\n", mode: int = 0o600) -> Path:
+    path = tmp_path / "secrets" / "kafka.pass"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_kafka_secrets_from_file_and_env_are_used_but_never_shown(tmp_path, monkeypatch):
+    _secret_file(tmp_path)
+    monkeypatch.setenv("T_MIG_KEY_PASS", "s3cr3t-env")
+    cfg = parse_config(SECRET_TOML, tmp_path / "app.toml")
+    settings = cfg.kafka_settings()
+    assert settings is not None
+    conf = settings.as_librdkafka_dict()
+    assert conf["sasl.password"] == "s3cr3t-file"  # the trailing newline dropped
+    assert conf["ssl.key.password"] == "s3cr3t-env"
+    shown = repr(settings) + repr(cfg) + str(settings.redacted())
+    assert "s3cr3t" not in shown
+    assert settings.redacted()["sasl.password"] == "[redacted]"
+    assert settings.redacted()["sasl.username"] == "alice"
+    assert settings.redacted()["ssl.key.location"] == "client.key"  # a path is shown
+    inline = parse_config(SECRET_TOML.replace('{ file = "secrets/kafka.pass" }',
+                                              '"inline-pw"').replace(
+        '"ssl.key.password" = { env = "T_MIG_KEY_PASS" }', ""), tmp_path / "app.toml")
+    assert "inline-pw" not in repr(inline.kafka_settings())  # secret by its name alone
+
+
+def test_kafka_secret_errors_name_file_or_variable_never_the_value(tmp_path, monkeypatch):
+    app = tmp_path / "app.toml"
+    monkeypatch.setenv("T_MIG_KEY_PASS", "s3cr3t-env")
+    with pytest.raises(ConfigError) as info:
+        parse_config(SECRET_TOML, app)
+    assert str(info.value) == (f"{app}: key 'kafka.sasl.password': cannot read"
+                               f" {tmp_path / 'secrets' / 'kafka.pass'}: No such file or"
+                               " directory")
+    _secret_file(tmp_path, mode=0o644)
+    with pytest.raises(ConfigError, match=r"key 'kafka.sasl.password': .*kafka.pass can be"
+                       r" read by every user: chmod 600 \(or 640\) it") as info:
+        parse_config(SECRET_TOML, app)
+    assert "s3cr3t" not in str(info.value)
+    _secret_file(tmp_path, text="\n")
+    with pytest.raises(ConfigError, match=r"kafka.pass is empty"):
+        parse_config(SECRET_TOML, app)
+    _secret_file(tmp_path)
+    monkeypatch.delenv("T_MIG_KEY_PASS")
+    with pytest.raises(ConfigError) as info:
+        parse_config(SECRET_TOML, app)
+    assert str(info.value) == (f"{app}: key 'kafka.ssl.key.password': the environment"
+                               " variable T_MIG_KEY_PASS is not set (or empty)")
+
+
+@pytest.mark.parametrize(("name", "secret"), [
+    ("sasl.password", True), ("ssl.key.password", True), ("ssl.keystore.password", True),
+    ("ssl.key.pem", True), ("sasl.oauthbearer.client.secret", True),
+    ("sasl.oauthbearer.config", True), ("sasl.jaas.config", True),
+    ("ssl.key.location", False), ("ssl.keystore.location", False),
+    ("sasl.kerberos.keytab", False), ("ssl.ca.location", False), ("sasl.username", False),
+    ("security.protocol", False), ("linger.ms", False),
+])
+def test_which_kafka_properties_are_secret(name, secret):
+    from mig.kafka import is_sensitive
+
+    assert is_sensitive(name) is secret

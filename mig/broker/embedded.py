@@ -16,6 +16,7 @@ import structlog
 
 from mig.broker.jars import KAFKA_VERSION
 from mig.broker.node import KafkaNode, new_cluster_id
+from mig.broker.secure import SaslListener
 from mig.errors import BrokerError, KafkaUnavailable
 from mig.kafka import KafkaSettings, wait_reachable
 from mig.paths import mig_home
@@ -42,7 +43,7 @@ class BrokerStatus:
 class EmbeddedBroker:
     def __init__(self, home: Path | None = None, port: int | None = None,
                  controller_port: int | None = None, heap: str = "512m",
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", sasl: SaslListener | None = None) -> None:
         self.directory = (home or mig_home()) / "broker"
         saved = self._saved()
         self._explicit_ports = port is not None or controller_port is not None
@@ -51,11 +52,23 @@ class EmbeddedBroker:
             "controller_port", DEFAULT_CONTROLLER_PORT)
         self.host = host
         self.node = KafkaNode(node_id=1, directory=self.directory, port=self.port,
-                              controller_port=self.controller_port, heap=heap, host=host)
+                              controller_port=self.controller_port, heap=heap, host=host,
+                              sasl=sasl)
 
     @property
     def settings(self) -> KafkaSettings:
         return KafkaSettings(f"{self.host}:{self.port}", source="embedded")
+
+    def sasl_settings(self, user: str, password: str,
+                      mechanism: str = "SCRAM-SHA-512") -> KafkaSettings:
+        """Settings for the SASL_SSL listener (a broker started with ``sasl``)."""
+        sasl = self.node.sasl
+        if sasl is None:
+            raise BrokerError("this broker has no SASL_SSL listener")
+        return KafkaSettings(self.node.sasl_bootstrap, {
+            "security.protocol": "SASL_SSL", "ssl.ca.location": str(sasl.ca_pem),
+            "sasl.mechanism": mechanism, "sasl.username": user, "sasl.password": password},
+            source="embedded")
 
     def up(self, timeout: float = 60.0) -> BrokerStatus:
         """Start the broker (fetching jars and formatting storage on first use) and wait

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mig.broker.jars import classpath, ensure_jars, java_command
+from mig.broker.secure import SaslListener
 from mig.errors import BrokerError
 
 __all__ = ["KafkaNode", "new_cluster_id"]
@@ -56,10 +57,16 @@ class KafkaNode:
     heap: str = "512m"
     voters: dict[int, int] = field(default_factory=dict)  # node id -> controller port
     extra: dict[str, str] = field(default_factory=dict)
+    sasl: SaslListener | None = None  # an extra SASL_SSL listener (mig/broker/secure.py)
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        assert self.sasl is not None
+        return f"{self.host}:{self.sasl.port}"
 
     @property
     def data_dir(self) -> Path:
@@ -97,6 +104,12 @@ class KafkaNode:
             "auto.create.topics.enable": "false",
             "log.segment.bytes": str(64 * 1024 * 1024),
         }
+        if self.sasl is not None:
+            listener = f",SASL_SSL://{self.host}:{self.sasl.port}"
+            props["listeners"] += listener
+            props["advertised.listeners"] += listener
+            props["listener.security.protocol.map"] += ",SASL_SSL:SASL_SSL"
+            props.update(self.sasl.properties())
         if self.voters:
             props["controller.quorum.voters"] = ",".join(
                 f"{nid}@{self.host}:{cport}" for nid, cport in sorted(self.voters.items()))
@@ -107,7 +120,10 @@ class KafkaNode:
 
     def write_config(self) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self.sasl is not None:
+            self.sasl.prepare([self.host, "localhost"])
         path = self.directory / "server.properties"
+        path.touch(mode=0o600)  # it may hold the keystore and PLAIN users' passwords
         path.write_text("".join(f"{k}={v}\n" for k, v in self.properties().items()))
         (self.directory / "log4j2.properties").write_text(_LOG4J2)
         return path
@@ -122,6 +138,8 @@ class KafkaNode:
                "-c", str(config)]
         if not self.voters:
             cmd.append("--standalone")
+        if self.sasl is not None:
+            cmd += self.sasl.format_args()
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise BrokerError(

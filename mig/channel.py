@@ -18,9 +18,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from mig.errors import MigError
 
-__all__ = ["RawCall", "Ring", "RingError", "REC", "HDR_SIZE", "new_rings"]
+__all__ = ["RawCall", "Ring", "RingError", "RingForeign", "REC", "HDR_SIZE", "new_rings"]
 
 MAGIC = 0x31474E4952474D4D
 VERSION = 1
@@ -48,6 +50,11 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 class RingError(MigError):
     """A ring file that is not (or no longer) a valid mig ring."""
+
+
+class RingForeign(RingError):
+    """A ring file that is not private to the app's user: a local user could feed or read
+    the app's records through it."""
 
 
 @dataclass
@@ -103,7 +110,8 @@ class Ring:
         struct.pack_into("<QIIQiI", header, 0, MAGIC, VERSION, 1, capacity, os.getpid(),
                          STATE_READY)
         header[_OFF["lpid"]:_OFF["lpid"] + len(lpid)] = lpid.encode()
-        with open(path, "wb") as fh:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
             fh.write(bytes(header) + bytes(capacity))
         return cls(path)
 
@@ -114,9 +122,14 @@ class Ring:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+                raise RingForeign(f"{path}: owned by uid {st.st_uid}, mode"
+                                  f" {st.st_mode & 0o777:o}: a ring must belong to the app's"
+                                  f" user (uid {os.geteuid()}) with mode 600; it is ignored")
+            size = st.st_size
             if size < HDR_SIZE + 65536:
                 raise RingError(f"{path}: {size} bytes is too small for a ring")
             self.mm = mmap.mmap(fd, size)
@@ -290,6 +303,14 @@ def new_rings(run_dir: Path, known: dict[str, Ring]) -> dict[str, Ring]:
             continue
         try:
             found[lpid] = Ring(path)
+        except RingForeign as exc:
+            if path not in _REFUSED:
+                _REFUSED.add(path)
+                log.error("mig.channel.foreign_ring", reason=str(exc))
         except (RingError, OSError):
-            continue
+            continue  # still being created
     return found
+
+
+log = structlog.get_logger("mig.channel")
+_REFUSED: set[Path] = set()  # foreign rings already reported

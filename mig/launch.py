@@ -69,6 +69,20 @@ def _prepare_child(die_with_agent: bool) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
+def private_run_dir(run_dir: Path) -> None:
+    """Make the run folder (mode 700) or check the one there: the rings in it carry the
+    app's records, so no other user may create files in it (or own it)."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(mode=0o700)
+    except FileExistsError:
+        st = run_dir.stat()
+        if st.st_uid not in (os.geteuid(), 0) or st.st_mode & 0o022:
+            raise MigError(f"run folder {run_dir}: owned by uid {st.st_uid}, mode"
+                           f" {st.st_mode & 0o777:o}; other users could plant rings in it:"
+                           " chmod 700 it (or use another --run-dir)") from None
+
+
 def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
            log_file: Path) -> subprocess.Popen[bytes]:
     """Start the app under the shim in ``mode`` (record or replay)."""
@@ -78,7 +92,7 @@ def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
     env = app_env(cfg)
     env.update({"LD_PRELOAD": str(shim), "MIG_MODE": mode, "MIG_RUN_DIR": _padded(run_dir),
                 "MIG_LPID": "1", "MIG_BARRIER": cfg.barrier_mode})
-    run_dir.mkdir(parents=True, exist_ok=True)
+    private_run_dir(run_dir)
     for stale in run_dir.glob("*.ring"):  # a previous run's rings would be taken for ours
         stale.unlink()
     log_file.parent.mkdir(parents=True, exist_ok=True)

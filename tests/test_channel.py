@@ -42,3 +42,27 @@ def test_payload_overrunning_its_record_is_refused():
     with pytest.raises(RingError, match="overruns"):
         parse_record(bytes(blob), 0, len(blob))
     assert REC.size == 96
+
+
+def test_rings_and_run_folders_must_be_private(tmp_path):
+    """The shim's channel to mig is private to the app's user: a ring another user could
+    write (or read) is ignored with an error, and a run folder others can write is refused."""
+    import os
+
+    from mig.channel import Ring, RingForeign, new_rings
+    from mig.errors import MigError
+    from mig.launch import private_run_dir
+
+    run = tmp_path / "run"
+    private_run_dir(run)
+    assert run.stat().st_mode & 0o777 == 0o700
+    Ring.create(run / "1.ring")
+    assert (run / "1.ring").stat().st_mode & 0o777 == 0o600
+    Ring.create(run / "2.ring")
+    os.chmod(run / "2.ring", 0o666)
+    with pytest.raises(RingForeign, match="mode 666"):
+        Ring(run / "2.ring")
+    assert set(new_rings(run, {})) == {"1"}  # the planted one is left out
+    os.chmod(run, 0o777)
+    with pytest.raises(MigError, match="other users could plant rings"):
+        private_run_dir(run)

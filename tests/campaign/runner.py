@@ -164,6 +164,10 @@ def check(app: App, row: Row, ledger: Ledger) -> None:
         except AssertionError:
             row.unequal += 1
             row.problems.append(f"{m.name}: {name} differs from the primary's (or is missing)")
+    # the previous check's files go: they would fill a small state folder (disk-full fault)
+    previous = f"check-{ledger.checks - 1:04d}.txt"
+    for m in app.members.values():
+        (m.workdir / previous).unlink(missing_ok=True)
 
 
 def _gap(acks: list[dict], start: float, end: float) -> float:

@@ -188,6 +188,7 @@ def store_checkpoint(settings: KafkaSettings, app: str, member: str, archive: Ar
     """Write the chunks and the manifest in one transaction; drop checkpoints beyond
     ``keep`` and the calls records before the oldest kept one. Returns the manifest."""
     from mig.criu import find_criu
+    from mig.progress import Progress
 
     checkpoint_id = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:8]}"
     data = archive.data
@@ -207,12 +208,17 @@ def store_checkpoint(settings: KafkaSettings, app: str, member: str, archive: Ar
     old, parts = _read_manifests(settings, app)
     n = len(parts)
     writer = LogWriter(settings, app, transactional_id=f"mig.{app}.checkpointer.{member}")
+    progress = Progress(f"checkpoint {checkpoint_id} upload")
     for i, piece in enumerate(pieces):
         key = f"{checkpoint_id}/{i:06d}"
         writer.send("checkpoints", "mig.log.CheckpointChunk", {
             "app": app, "checkpoint_id": checkpoint_id, "index": i, "count": len(pieces),
             "data": piece, "sha256": manifest["chunks"][i]["sha256"]},
             key=key, partition=checkpoint_partition(key, n), validate=False)
+        if i % 16 == 15:  # every 4 MiB: wait for them, so progress means stored
+            writer.flush()
+            progress.update((i + 1) * max_chunk, len(data))
+    progress.update(len(data), len(data))
     if n >= 2:  # the chunks are written (not yet committed): the manifest says where
         writer.flush()
         first = min(o for t, p, o in writer.delivered() if p == CHUNKS)

@@ -43,6 +43,7 @@ from mig.kafka import KafkaSettings, consumer, wait_reachable
 from mig.launch import app_env, kill_group, launch
 from mig.logwriter import LogWriter
 from mig.metrics import Metrics
+from mig.progress import Progress
 from mig.topics import topic_names
 
 __all__ = ["Replayer", "Divergence", "ReplayStats", "compare_identity"]
@@ -128,6 +129,7 @@ class Replayer:
         # Our own statuses read back from the control topic tell whether the log flows for
         # us: while it stalls (a broker lost, its partitions moving) the primary's silence
         # proves nothing, so detection waits for a whole timeout of flowing log afterwards.
+        self._catching_up: Progress | None = None  # while far behind the log's end
         self._status_sent: dict[int, float] = {}  # ts_ms of our status -> monotonic sent
         self.log_resumed = 0.0  # when our statuses came back after a stall
         self.own_read_at = 0.0  # when we last read one of our statuses back
@@ -281,8 +283,15 @@ class Replayer:
         health = "diverged" if self.stats.divergence else ("stopped" if final else self.health)
         if self.proc is None and health == "replaying":
             health = "starting"
-        elif health == "replaying" and self.unfetched() > CATCHING_UP_BATCHES:
+        elif health == "replaying" and (behind := self.unfetched()) > CATCHING_UP_BATCHES:
             health = "catching-up"  # not hot yet: not a migration target
+            if self._catching_up is None:
+                self._catching_up = Progress("catching up", unit="batches", scale=1)
+            self._catching_up.update(behind)
+        if health != "catching-up" and self._catching_up is not None:
+            self._catching_up.end()
+            self._catching_up = None
+            log.info("mig.replayer.caught_up", calls=self.stats.calls)
         ts_ms = int(time.time() * 1000)
         now = time.monotonic()
         self._status_sent = {t: at for t, at in self._status_sent.items() if now - at < 300}
@@ -755,7 +764,7 @@ class Replayer:
                 continue
             try:
                 data = fetch_checkpoint(self.settings, self.cfg.name, manifest,
-                                        progress=_progress_printer(f"checkpoint {cid}"))
+                                        progress=Progress(f"checkpoint {cid} fetch").update)
                 images = self.run_dir / "criu-images"
                 shutil.rmtree(images, ignore_errors=True)
                 self.workdir.mkdir(parents=True, exist_ok=True)
@@ -905,20 +914,3 @@ class Replayer:
 
         self._ckpt_thread = threading.Thread(target=finish, name="mig-checkpoint", daemon=True)
         self._ckpt_thread.start()
-
-
-def _progress_printer(what: str) -> Any:
-    """A progress line on a TTY (stderr); nothing otherwise (the log line says the end)."""
-    import sys
-
-    if not sys.stderr.isatty():
-        return None
-
-    def show(done: int, total: int) -> None:
-        pct = 100 * done // max(total, 1)
-        sys.stderr.write(f"\r{what}: {done / 1e6:.1f} of {total / 1e6:.1f} MB ({pct}%)")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return show

@@ -38,15 +38,22 @@ def _signed(dep: Deployment) -> Deployment:
     return dep
 
 
+def _start_with_writes(dep: Deployment, prefix: str, count: int) -> str:
+    """Start the signed deployment and write ``count`` keys through its primary; the
+    primary's address."""
+    dep.start()
+    ip0 = dep.net.host_ips[0]
+    for i in range(count):
+        assert request(ip0, dep.port, f"SET {prefix}{i} {i}").startswith("OK")
+    return ip0
+
+
 def test_forged_records_are_refused_and_the_app_goes_on(hosts, tmp_path):
     net, broker = hosts
     dep = _signed(Deployment(net, broker, tmp_path,
                              extra_toml='[security]\nhmac_keys_file = "keys.txt"\n'))
     try:
-        dep.start()
-        ip0 = net.host_ips[0]
-        for i in range(50):
-            assert request(ip0, dep.port, f"SET s{i} {i}").startswith("OK")
+        ip0 = _start_with_writes(dep, "s", 50)
         # a producer without the keys: a promotion of "evil" (which, acted on, would make
         # the primary stop its app) and a batch of calls for the replica to replay
         foreign = LogWriter(KafkaSettings(broker.settings.bootstrap_servers), dep.name)
@@ -85,10 +92,7 @@ def test_a_signed_batch_written_again_is_refused(hosts, tmp_path):
     dep = _signed(Deployment(net, broker, tmp_path,
                              extra_toml='[security]\nhmac_keys_file = "keys.txt"\n'))
     try:
-        dep.start()
-        ip0 = net.host_ips[0]
-        for i in range(30):
-            assert request(ip0, dep.port, f"SET r{i} {i}").startswith("OK")
+        ip0 = _start_with_writes(dep, "r", 30)
         conf = {"bootstrap.servers": broker.settings.bootstrap_servers}
         cons = Consumer({**conf, "group.id": "copier", "enable.auto.commit": False})
         topic = f"mig.{dep.name}.calls"

@@ -138,7 +138,8 @@ def check(app: App, row: Row, ledger: Ledger) -> None:
                 row.lost += 1
                 row.problems.append(f"lost {a['key']}={a['value']} acked by {a['addr']}")
     # (b) double-acknowledged: the acking host against the primary of the moment
-    promos = sorted(app.promotions(), key=lambda p: p["new_epoch"])
+    promos = {p["new_epoch"]: p for p in app.promotions()}  # copies of one epoch's: once
+    promos = [promos[e] for e in sorted(promos)]
     timeline = [(0.0, 0)] + [(p["ts_ms"] / 1000, _host_of(p["member"])) for p in promos]
     ip_host = {h_ip: h for h, h_ip in enumerate(app.world.net.host_ips)}
     for log, acks in snapshot.items():
@@ -214,7 +215,7 @@ class Campaign:
                 assert ledger is not None
                 row = Row(fault, i)
                 t0, m0 = time.time(), time.monotonic()
-                promos = len(app.promotions())
+                promos = len({p["new_epoch"] for p in app.promotions()})
                 try:
                     old = app.primary()
                     row.facts = FAULTS[fault](app, self.rng)
@@ -225,7 +226,7 @@ class Campaign:
                     row.problems.append(f"round failed: {exc}")
                     self.say(traceback.format_exc(limit=3))
                 row.seconds = round(time.monotonic() - m0, 1)
-                row.failovers = len(app.promotions()) - promos
+                row.failovers = len({p["new_epoch"] for p in app.promotions()}) - promos
                 main_acks = ledger.acks().get(app.ack_logs()[0], [])
                 row.gap_s = _gap(main_acks, t0, time.time())
                 row.acked = sum(1 for acks in ledger.acks().values() for a in acks

@@ -213,7 +213,9 @@ class App:
 
     def primary(self) -> Member:
         """The member the control topic names primary (the last promotion's, else h0g1)."""
-        promos = self.promotions()
+        # the newest epoch's (a copy of an old promotion, written again by the hostile
+        # fault, may come later in the topic)
+        promos = sorted(self.promotions(), key=lambda p: p["new_epoch"])
         name = promos[-1]["member"] if promos else "h0g1"
         for m in self.members.values():
             if m.name == name:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mig.logs import configure_logging
 from tests.campaign.faults import FAULTS
-from tests.campaign.runner import Campaign, summary, table, write_results
+from tests.campaign.runner import Campaign, read_results, summary, table, write_results
 from tests.campaign.world import World
 
 
@@ -32,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: time)")
     parser.add_argument("--max-minutes", type=float, default=60.0)
     parser.add_argument("--out", type=Path, default=None, help="folder for logs and results")
+    parser.add_argument("--table", type=Path, default=None, metavar="ROUNDS.JSONL",
+                        help="only print the table of an earlier run's rounds")
     args = parser.parse_args(argv)
+    if args.table is not None:
+        print(table(read_results(args.table)))
+        return 0
     configure_logging(level="error")  # the members log to their own files
     faults = [f.strip() for f in args.faults.split(",") if f.strip()]
     unknown = [f for f in faults if f not in FAULTS]

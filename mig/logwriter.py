@@ -165,8 +165,18 @@ class LogWriter:
         (acks=all), without committing the open transaction."""
         from confluent_kafka import KafkaException
 
+        deadline = time.monotonic() + max(self.timeout, COMMIT_RETRY_S)
         try:
             remaining = self._producer.flush(self.timeout)
+            # the brokers cannot take them yet (a partition below min.insync.replicas while
+            # a broker restarts): librdkafka keeps trying, and so does the primary, like a
+            # commit, rather than give its app up
+            while remaining and not self.fenced and time.monotonic() < deadline:
+                log.warning("mig.logwriter.flush_waiting", records=remaining,
+                            waited_s=round(time.monotonic() - deadline
+                                           + max(self.timeout, COMMIT_RETRY_S)))
+                remaining = self._producer.flush(min(self.timeout,
+                                                     max(0.1, deadline - time.monotonic())))
         except KafkaException as exc:  # librdkafka's fatal errors surface here too
             self._raise_if_fenced(exc.args[0])
             raise MigError(f"the Kafka producer failed: {exc.args[0].str()}") from exc
@@ -182,12 +192,22 @@ class LogWriter:
             self._probe_fatal()
             raise MigError(f"the Kafka producer failed: {self._last_error_text(exc)}") from None
         if remaining:
-            raise MigError(f"{remaining} records not acknowledged within {self.timeout:g} s")
+            raise MigError(f"{remaining} records not acknowledged within"
+                           f" {max(self.timeout, COMMIT_RETRY_S):g} s")
         if self.fenced:
             raise Fenced(f"fenced: a newer primary of {self.app} took over ({self.fenced})")
         if self._errors:
             errors, self._errors = self._errors, []
             raise MigError(f"Kafka refused records: {'; '.join(errors[:3])}")
+
+    def settle(self) -> list[str]:
+        """Without waiting: take the delivery reports of what was sent so far and return
+        the refusals since the last call (for records nobody waits on, such as a replica's
+        statuses: a broker that cannot take them must not stop the replay)."""
+        self._producer.poll(0)
+        self._offsets.clear()
+        errors, self._errors = self._errors, []
+        return errors
 
     def delivered(self) -> list[tuple[str, int, int]]:
         """(topic, partition, offset) of every record acknowledged since the last commit

@@ -301,10 +301,13 @@ class Replayer:
             "epoch": self.control.epoch, "lag_records": calls, "lag_ms": lag_ms,
             "health": health, "ts_ms": ts_ms, "host": self.host,
             "calls_offset": max(self.next_offset.values(), default=-1)}, key=self.member)
-        try:
+        if final:  # the last word: make sure it is in the topic
             self.status.commit()
-        except MigError as exc:  # status is best effort: replay goes on without it
-            log.warning("mig.replayer.status_failed", error=str(exc))
+            return
+        # sent, not waited for: a broker that cannot take statuses for a while must not
+        # hold the replay up (whether they arrive is what _own_status_back watches)
+        for error in self.status.settle():
+            log.warning("mig.replayer.status_failed", error=error)
         log.debug("mig.replayer.lag", calls=calls, lag_ms=lag_ms, replayed=self.stats.calls)
 
     # -- input

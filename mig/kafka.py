@@ -113,6 +113,12 @@ def producer(settings: KafkaSettings, **overrides: Any) -> Any:
     from confluent_kafka import Producer
 
     conf = {"enable.idempotence": True, "acks": "all", "linger.ms": 2}
+    # after a broker is lost, find the partitions' new leaders and the new transaction
+    # coordinator within a fraction of a failover timeout (librdkafka's backoffs grow to
+    # 1 s and 10 s by default); an app.toml property of the same name wins
+    for name, value in (("retry.backoff.max.ms", 200), ("reconnect.backoff.max.ms", 1000)):
+        if name not in settings.properties:
+            conf[name] = value
     conf.update(overrides)
     return Producer(settings.as_librdkafka_dict(**conf))
 

@@ -228,6 +228,9 @@ class Ring:
         """Every complete record the shim has published, oldest first; frees their space."""
         head = self._u64("head")
         tail = self._u64("tail")
+        if head - tail > self.capacity:
+            raise RingError(f"{self.path}: {head - tail} bytes published (tail {tail}, head"
+                            f" {head}) but the ring holds {self.capacity}")
         calls: list[RawCall] = []
         while tail < head and max_bytes > 0:
             pos = tail & (self.capacity - 1)

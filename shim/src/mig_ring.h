@@ -93,6 +93,8 @@ static inline const char *mig_rec_problem(const unsigned char *data, uint64_t ca
         return "the ring's capacity is not a power of two";
     if (end <= pos)
         return "no record published there";
+    if (end - pos > capacity)
+        return "more bytes published than the ring holds";
     if (pos % 8)
         return "position is not a multiple of 8";
     uint64_t off = pos & (capacity - 1);

@@ -14,8 +14,12 @@ import gzip
 import io
 import json
 import os
+import re
+import shutil
 import struct
+import subprocess
 import tarfile
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -497,3 +501,84 @@ def test_ring_records_python_and_c_agree(tmp_path_factory: pytest.TempPathFactor
     assert got == [c.seq for c in expected]
     assert (failed is None) == (problem is None), (failed, problem)
     ring.close()
+
+
+# -- the C record readers under AddressSanitizer and UBSan (tests/fuzz/ring_fuzz.c) ---------------
+
+
+FUZZ_DIR = Path(__file__).parent / "fuzz"
+RING_FUZZ_ITERATIONS = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def ring_fuzz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    build = tmp_path_factory.mktemp("ring_fuzz")
+    proc = subprocess.run(["make", "-s", "-C", str(FUZZ_DIR), f"BUILD={build}",
+                           f"{build}/ring_fuzz"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (
+        "cannot build tests/fuzz/ring_fuzz.c with -fsanitize=address,undefined: gcc needs"
+        " its sanitizer runtimes (Debian: libasan8 and libubsan1, installed with gcc)\n"
+        + proc.stderr)
+    return build / "ring_fuzz"
+
+
+def _run_fuzzer(args: list[str]) -> str:
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "ASAN_OPTIONS": "detect_leaks=1",
+                               "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_ring_records_mutational_loop(ring_fuzz: Path) -> None:
+    started = time.monotonic()
+    out = _run_fuzzer([str(ring_fuzz), "-n", str(RING_FUZZ_ITERATIONS), "-s", "1"])
+    counts = re.match(r"ring_fuzz: (\d+) inputs, (\d+) refused as corrupt, (\d+) records"
+                      r" encoded, (\d+) replayed", out)
+    assert counts, out
+    inputs, refused, encoded, replayed = map(int, counts.groups())
+    assert inputs == RING_FUZZ_ITERATIONS
+    # the loop reaches both sides: valid records taken, corrupt ones refused
+    assert refused > inputs // 10 and encoded > inputs // 10 and replayed > inputs // 10
+    assert time.monotonic() - started < 60
+
+
+@st.composite
+def ring_file(draw: st.DrawFn) -> bytes:
+    """One input of ring_fuzz: a small ring of valid records (Python's packing), damaged."""
+    cap_log2 = draw(st.integers(6, 12))
+    cap = 1 << cap_log2
+    start = draw(st.integers(0, 2**40)) * 8
+    data = bytearray(cap)
+    pos = start
+    for plen in draw(st.lists(st.integers(0, 80), max_size=6)):
+        blob = RawCall(draw(st.integers(0, 60)), draw(st.sampled_from([0, 2])), 1, 0,
+                       pos, -1, (1, 2, 3, 4), 5, 6, 7, b"p" * plen).pack()
+        room = cap - pos % cap
+        if pos - start + len(blob) + (room if room < len(blob) else 0) > cap:
+            break
+        if room < len(blob):
+            struct.pack_into("<IHH", data, pos % cap, room, 0, 1)
+            pos += room
+        data[pos % cap:pos % cap + len(blob)] = blob
+        pos += len(blob)
+    raw = draw(mutated(bytes(data), keep_header=False))[:cap]
+    span = pos - start + draw(st.sampled_from([0, 0, 8, -8, 1 << 20]))
+    head = struct.pack("<QQII", start, span % 2**64, draw(st.sampled_from([1 << 16, 100, 0])),
+                       cap_log2)
+    return head + raw
+
+
+@fuzz(8)
+@given(st.lists(ring_file(), min_size=40, max_size=40))
+def test_ring_records_from_generated_files(ring_fuzz: Path, inputs: list[bytes]) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="ring-inputs-"))
+    try:
+        paths = []
+        for i, data in enumerate(inputs):
+            paths.append(folder / f"{i}.bin")
+            paths[-1].write_bytes(data)
+        out = _run_fuzzer([str(ring_fuzz), *map(str, paths)])
+        assert out.startswith(f"ring_fuzz: {len(inputs)} inputs, "), out
+    finally:
+        shutil.rmtree(folder)

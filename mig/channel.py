@@ -94,6 +94,8 @@ def parse_record(buf: bytes | memoryview, offset: int, limit: int) -> tuple[RawC
                         f" ({length} bytes)")
     if tid > 0x7FFFFFFF:  # the Avro field is an int
         raise RingError(f"record at {offset}: thread id {tid} out of range")
+    if seq >> 63 or wall_ns >> 63 or (flags & F_OUTPUT and out_len >> 63):  # Avro longs
+        raise RingError(f"record at {offset}: seq, wall_ns or out_len out of range")
     payload = bytes(buf[offset + REC.size: offset + REC.size + plen])
     return RawCall(kind, flags, tid, err, seq, result, (a0, a1, a2, a3), wall_ns, out_len,
                    out_hash, payload), length

@@ -4,8 +4,8 @@ RingError, CheckpointError) with a one-line message. Never another exception, a 
 an allocation the input's length does not justify.
 
 Each ``@example`` is an input that once failed (docs/fuzzing.md). Example counts are kept
-small so the file runs in well under a minute; ``HYPOTHESIS_PROFILE=fuzz-long`` (see
-docs/fuzzing.md) runs the same properties much longer.
+small so the file runs in about a minute; ``MIG_FUZZ_EXAMPLES=N`` (docs/fuzzing.md) runs
+the same properties longer.
 """
 
 from __future__ import annotations
@@ -45,17 +45,13 @@ from tests.samples import sample
 
 CODEC = Codec.default()
 STRATEGIES = {name: records(CODEC.schema(name)) for name in CODEC.names}
-settings.register_profile("fuzz-long", max_examples=20_000, deadline=None,
-                          suppress_health_check=list(HealthCheck))
-settings.register_profile("fuzz-default", deadline=None,
-                          suppress_health_check=list(HealthCheck))
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fuzz-default"))
-_LONG = settings().max_examples > 1000
+_EXAMPLES = int(os.environ.get("MIG_FUZZ_EXAMPLES", "0"))  # a longer run: docs/fuzzing.md
 
 
 def fuzz(examples: int) -> Any:
-    """A bounded run here; the long profile's count when it is loaded."""
-    return settings(max_examples=settings().max_examples if _LONG else examples)
+    """A bounded run by default; MIG_FUZZ_EXAMPLES examples per property when set."""
+    return settings(max_examples=_EXAMPLES or examples, deadline=None,
+                    suppress_health_check=list(HealthCheck))
 
 
 def one_line(exc: BaseException) -> None:
@@ -478,6 +474,8 @@ def _python_reads(ring: Ring, tail: int, head: int) -> tuple[list[RawCall], str 
 @fuzz(250)
 @given(ring_bytes())
 @example((CAPACITY - 48, CAPACITY + 96, b"\0" * (CAPACITY - 48) + struct.pack("<I", 96) * 12))
+@example((0, 96, RawCall(1, 0, 1, 0, 1 << 63, 0, (0,) * 4, 0, 0, 0, b"").pack()
+           + bytes(CAPACITY - 96)))   # seq 2^63: the encoder wrote it as a negative long
 def test_ring_records_python_and_c_agree(tmp_path_factory: pytest.TempPathFactory,
                                          ring_state: tuple[int, int, bytes]) -> None:
     tail, head, data = ring_state
@@ -582,3 +580,34 @@ def test_ring_records_from_generated_files(ring_fuzz: Path, inputs: list[bytes])
         assert out.startswith(f"ring_fuzz: {len(inputs)} inputs, "), out
     finally:
         shutil.rmtree(folder)
+
+
+def _ring_input(start: int, span: int, cap_log2: int, data: bytes) -> bytes:
+    return struct.pack("<QQII", start, span, 1 << 16, cap_log2) + data
+
+
+RING_REGRESSIONS = {
+    # the encoder stepped over padding for 2^40 bytes (the head said so): a hang
+    "pads-for-ever": _ring_input(0, 1 << 40, 8, struct.pack("<IHH", 8, 0, 1) * 32),
+    # a record header 48 bytes before the end of the data area: payload_len read past it
+    "crosses-the-end": _ring_input(208, 144, 8, bytes(208) + struct.pack("<I", 96) * 12),
+    # a position that is not a multiple of 8: misaligned loads (UBSan)
+    "misaligned": _ring_input(4, 96, 8, RawCall(1, 0, 1, 0, 0, 0, (0,) * 4, 0, 0, 0,
+                                                b"").pack()),
+    # seq 2^63: encoded as a negative long
+    "seq-over-long": _ring_input(0, 96, 8, RawCall(1, 0, 1, 0, 1 << 63, 0, (0,) * 4, 0, 0, 0,
+                                                   b"").pack()),
+    # thread id 2^31: encoded into the Avro int field tid, which it does not fit
+    "tid-over-int": _ring_input(0, 96, 8, RawCall(1, 0, 1 << 31, 0, 0, 0, (0,) * 4, 0, 0, 0,
+                                                  b"").pack()),
+}
+
+
+def test_ring_records_regressions(ring_fuzz: Path, tmp_path: Path) -> None:
+    paths = []
+    for name, data in RING_REGRESSIONS.items():
+        paths.append(tmp_path / f"{name}.bin")
+        paths[-1].write_bytes(data)
+    out = _run_fuzzer([str(ring_fuzz), *map(str, paths)])
+    assert out.startswith(f"ring_fuzz: {len(paths)} inputs, {len(paths)} refused as corrupt,"
+                          " 0 records encoded, 0 replayed"), out

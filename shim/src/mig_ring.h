@@ -116,6 +116,10 @@ static inline const char *mig_rec_problem(const unsigned char *data, uint64_t ca
         return "payload overruns the record";
     if (rec->tid > 0x7fffffffu)
         return "thread id out of range";
+    /* Avro longs are signed: a shim never writes these at 2^63 or more */
+    if (rec->seq >> 63 || rec->wall_ns >> 63
+        || ((rec->flags & MIG_F_OUTPUT) && rec->out_len >> 63))
+        return "seq, wall_ns or out_len out of range";
     return NULL;
 }
 

@@ -141,6 +141,7 @@ HEADERS = st.one_of(
 @example(MAGIC + CODEC.fingerprint("mig.log.CallBatch") + zigzag(2**62), None)
 @example(MAGIC + CODEC.fingerprint("mig.log.CheckpointChunk") + b"\x02a\x02b\x00\x02"
          + zigzag(2**40), None)
+@example(b"\xc3\x01\x96\xe02\xcf\xaa`\n\xe3\x80\x80\x80\x80\x10\x80\x80\x81\x00", None)  # int 2^31
 def test_decode_message_of_mutated_records(value: bytes, headers: Any) -> None:
     decodes_validly(value, headers)
 
@@ -173,6 +174,23 @@ def test_huge_length_prefixes_are_refused_without_allocating(
         tracemalloc.stop()
     assert time.monotonic() - started < 2.0
     assert peak < 8 * len(bad) + (4 << 20), f"{peak} bytes allocated for {len(bad)}"
+
+
+@pytest.mark.parametrize(("name", "record"), [
+    ("mig.log.PartitionOffset", {"partition": 2**31, "offset": 0}),
+    ("mig.log.CheckpointChunk", {**sample("mig.log.CheckpointChunk"), "index": -(2**31) - 1}),
+    ("mig.log.CallBatch", {**sample("mig.log.CallBatch"),
+                           "calls": [_c := sample("mig.log.CallBatch")["calls"][0],
+                                     {**_c, "err": 2**40}]}),
+    ("mig.log.CheckpointManifest", {**sample("mig.log.CheckpointManifest"),
+                                    "barrier_offsets": [{"partition": 2**31 + 5, "offset": 1}]}),
+])
+def test_an_int_field_out_of_range_is_refused(name: str, record: dict[str, Any]) -> None:
+    value = CODEC.encode(name, record, validate=False)  # fastavro writes it as a varint
+    with pytest.raises(DecodeError, match=f"body does not decode as {name}: .*int value"
+                       r" -?\d+ out of range") as info:
+        CODEC.decode(value)
+    one_line(info.value)
 
 
 # -- CallBatch -> the ring records a replica feeds the shim -----------------------------------
@@ -611,3 +629,13 @@ def test_ring_records_regressions(ring_fuzz: Path, tmp_path: Path) -> None:
     out = _run_fuzzer([str(ring_fuzz), *map(str, paths)])
     assert out.startswith(f"ring_fuzz: {len(paths)} inputs, {len(paths)} refused as corrupt,"
                           " 0 records encoded, 0 replayed"), out
+
+
+def test_an_int_out_of_range_inside_a_union_is_refused() -> None:
+    manifest = {**sample("mig.log.CheckpointManifest"),
+                "chunks_from": {"partition": 5, "offset": 1}}
+    value = CODEC.encode("mig.log.CheckpointManifest", manifest)
+    assert value.endswith(b"\x02\x0a\x02")  # union branch 1, partition 5, offset 1
+    bad = value[:-3] + b"\x02" + zigzag(2**31 + 5) + b"\x02"
+    with pytest.raises(DecodeError, match="chunks_from: partition: int value 2147483653"):
+        CODEC.decode(bad)

@@ -18,6 +18,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -639,3 +640,40 @@ def test_an_int_out_of_range_inside_a_union_is_refused() -> None:
     bad = value[:-3] + b"\x02" + zigzag(2**31 + 5) + b"\x02"
     with pytest.raises(DecodeError, match="chunks_from: partition: int value 2147483653"):
         CODEC.decode(bad)
+
+
+@pytest.mark.parametrize(("record", "why"), [
+    # a PAD record of length 0: the shim's reader spun on it for ever
+    (struct.pack("<IHH", 0, 0, 1), "record length is not a multiple of 8"),
+    # a payload of 1 MiB in a 96-byte record: the shim handed it on (read() copies it out)
+    (RawCall(5, 0, 1, 0, 0, 16, (0,) * 4, 0, 0, 0, b"").pack()[:88]
+     + struct.pack("<II", 1 << 20, 0), "payload overruns the record"),
+])
+def test_the_shim_stops_a_replay_at_a_corrupt_record(tmp_path: Path, record: bytes,
+                                                    why: str) -> None:
+    from mig.paths import shim_library
+
+    env = dict(os.environ, LD_PRELOAD=str(shim_library()), MIG_MODE="replay",
+               MIG_RUN_DIR=str(tmp_path), MIG_BARRIER="async")
+    # CPython asks getrandom for its hash seed first: that call waits for its record
+    proc = subprocess.Popen([sys.executable, "-c", "pass"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                ring = Ring(tmp_path / "1.ring")
+                break
+            except (RingError, OSError):
+                assert time.monotonic() < deadline, "the shim made no ring"
+                time.sleep(0.02)
+        ring.data[:len(record)] = record
+        ring.seek(0)
+        struct.pack_into("<Q", ring.mm, 96, 96)  # head: one record published
+        ring.wake_reader()
+        assert proc.wait(timeout=10) == 87
+        assert ring.divergence() == (0, f"corrupt ring record at position 0: {why}")
+        ring.close()
+    finally:
+        proc.kill()
+        proc.wait()

@@ -165,7 +165,8 @@ class Codec:
         said = _header_name(headers)
         writer, raw = self._locate(value)
         if said is not None and said != writer.name:
-            raise DecodeError(f"header says {said} but fingerprint is {writer.name}")
+            shown = said if said.isprintable() and len(said) <= 80 else repr(said[:80])
+            raise DecodeError(f"header says {shown} but fingerprint is {writer.name}")
         return writer.name, _read_body(writer, raw)
 
     # -- internals -------------------------------------------------------------------

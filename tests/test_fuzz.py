@@ -267,6 +267,8 @@ def test_control_view_takes_any_decodable_control_record(
 @fuzz(200)
 @given(st.sampled_from(sorted(EXPECTED)), mutated_encoding() | st.binary(max_size=80)
        | st.none(), HEADERS, st.none() | st.binary(max_size=12))
+@example("calls", CODEC.encode("mig.log.Barrier", sample("mig.log.Barrier")),
+         [(SCHEMA_HEADER, b"\n")], None)   # the header's newline was in the reason
 def test_log_rows_of_any_message(role: str, value: bytes | None, headers: Any,
                                  key: bytes | None) -> None:
     msg = Message(topic=f"mig.shop.{role}", partition=0, offset=7, key=key, value=value,

@@ -530,8 +530,13 @@ static struct mig_rec *next_record(void)
         uint64_t head = __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE);
         if (head > tail) {
             const char *bad = mig_rec_problem(ring_data, ring_cap, tail, head);
-            if (bad)
+            if (bad) {
+                /* another thread may have taken the record meanwhile, and the worker
+                 * reused its space: only a record still at the tail is corrupt */
+                if (__atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE) != tail)
+                    continue;
                 corrupt(tail, bad);
+            }
             struct mig_rec *rec = (struct mig_rec *)(ring_data + (tail & (ring_cap - 1)));
             if (rec->flags & MIG_F_PAD) {
                 uint64_t want = tail;

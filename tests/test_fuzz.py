@@ -526,7 +526,7 @@ def test_ring_records_python_and_c_agree(tmp_path_factory: pytest.TempPathFactor
 
 
 FUZZ_DIR = Path(__file__).parent / "fuzz"
-RING_FUZZ_ITERATIONS = 1_000_000
+RING_FUZZ_ITERATIONS = 700_000
 
 
 @pytest.fixture(scope="module")

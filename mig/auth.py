@@ -55,13 +55,21 @@ class Auth:
                        else str(sig)).partition(":")
         secret = dict(self.keys).get(kid)
         if secret is None:
-            return f"signed with unknown key id '{kid}'"
-        if not hmac.compare_digest(mac, _mac(secret, role, key, value)):
-            return f"signature does not match (key id '{kid}')"
+            return f"signed with unknown key id {_shown(kid)}"
+        # bytes: compare_digest refuses str with non-ASCII characters (a forged header)
+        if not hmac.compare_digest(mac.encode(errors="replace"),
+                                   _mac(secret, role, key, value).encode()):
+            return f"signature does not match (key id {_shown(kid)})"
         return None
 
     def __repr__(self) -> str:  # never the secrets
         return f"Auth(keys={[k for k, _ in self.keys]}, source={self.source!r})"
+
+
+def _shown(kid: str) -> str:
+    """A key id from a header, quoted, on one line and short (it may be forged)."""
+    text = kid if len(kid) <= 64 else kid[:61] + "..."
+    return repr(text) if not _KID.match(text) else f"'{text}'"
 
 
 def _mac(secret: bytes, role: str, key: str | bytes | None, value: bytes | None) -> str:

@@ -6,6 +6,7 @@ import struct
 from typing import Any
 
 from mig.channel import F_OUTPUT, RawCall
+from mig.errors import DecodeError
 from mig.kinds import KIND_NAMES, KIND_NUMBERS
 
 __all__ = ["to_avro", "from_avro", "describe"]
@@ -23,10 +24,34 @@ def to_avro(call: RawCall) -> dict[str, Any]:
     }
 
 
+_U32, _U64 = 1 << 32, 1 << 64
+# the ring's record length is 32 bits, its header 96 bytes, and it is padded to 8
+MAX_PAYLOAD = _U32 - 96 - 8
+
+
+def _refuse(rec: dict[str, Any], problem: str) -> DecodeError:
+    return DecodeError(f"call seq {rec.get('seq')}: {problem}")
+
+
 def from_avro(rec: dict[str, Any]) -> RawCall:
-    args = (list(rec["args"]) + [0, 0, 0, 0])[:4]
+    """The ring record of a decoded ``mig.log.Call``; DecodeError for a call the shim's
+    ring cannot carry as recorded (the schema allows more than the recorder writes)."""
+    if len(rec["args"]) > 4:
+        raise _refuse(rec, f"{len(rec['args'])} arguments, at most 4 are recorded")
+    for name, top in (("tid", _U32), ("seq", _U64), ("wall_ns", _U64)):
+        if not 0 <= rec[name] < top:
+            raise _refuse(rec, f"{name} {rec[name]} is out of range")
     output = rec.get("out_len") is not None
-    out_hash = struct.unpack("<Q", rec["out_hash"])[0] if output and rec.get("out_hash") else 0
+    if output and not 0 <= rec["out_len"] < _U64:
+        raise _refuse(rec, f"out_len {rec['out_len']} is out of range")
+    if output != (rec.get("out_hash") is not None):
+        raise _refuse(rec, "out_len and out_hash must be given together")
+    if output and len(rec["out_hash"]) != 8:
+        raise _refuse(rec, f"out_hash is {len(rec['out_hash'])} bytes, expected 8")
+    if rec["payload"] is not None and len(rec["payload"]) > MAX_PAYLOAD:
+        raise _refuse(rec, f"payload of {len(rec['payload'])} bytes is too large")
+    args = (list(rec["args"]) + [0, 0, 0, 0])[:4]
+    out_hash = struct.unpack("<Q", rec["out_hash"])[0] if output else 0
     return RawCall(kind=KIND_NUMBERS.get(rec["kind"], 0), flags=F_OUTPUT if output else 0,
                    tid=rec["tid"], err=rec["err"], seq=rec["seq"], result=rec["result"],
                    args=(args[0], args[1], args[2], args[3]), wall_ns=rec["wall_ns"],

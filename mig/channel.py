@@ -82,19 +82,27 @@ class RawCall:
 def parse_record(buf: bytes | memoryview, offset: int, limit: int) -> tuple[RawCall | None, int]:
     """Parse one record at ``offset`` (at most ``limit`` bytes available). Returns the call
     (None for padding) and its length. Raises RingError on a malformed record."""
+    if offset % 8:
+        raise RingError(f"record at {offset}: position is not a multiple of 8")
     if limit < 8:
-        raise RingError(f"record cut short: {limit} bytes left")
+        raise RingError(f"record at {offset} cut short: {limit} bytes left")
     length, _kind, flags = _PAD.unpack_from(buf, offset)
     if length > limit or length % 8 or length < 8:
-        raise RingError(f"record length {length} does not fit ({limit} bytes left)")
+        raise RingError(f"record at {offset}: length {length} does not fit ({limit} bytes"
+                        " left)")
     if flags & F_PAD:  # filler to the end of the data area: may be shorter than a header
         return None, length
     if length < REC.size:
-        raise RingError(f"record length {length} is below the header size")
+        raise RingError(f"record at {offset}: length {length} is below the header size")
     (length, kind, flags, tid, err, seq, result, a0, a1, a2, a3, wall_ns, out_len, out_hash,
      plen, _reserved) = REC.unpack_from(buf, offset)
     if REC.size + plen > length:
-        raise RingError(f"payload of {plen} bytes overruns the record ({length} bytes)")
+        raise RingError(f"record at {offset}: payload of {plen} bytes overruns the record"
+                        f" ({length} bytes)")
+    if tid > 0x7FFFFFFF:  # the Avro field is an int
+        raise RingError(f"record at {offset}: thread id {tid} out of range")
+    if seq >> 63 or wall_ns >> 63 or (flags & F_OUTPUT and out_len >> 63):  # Avro longs
+        raise RingError(f"record at {offset}: seq, wall_ns or out_len out of range")
     payload = bytes(buf[offset + REC.size: offset + REC.size + plen])
     return RawCall(kind, flags, tid, err, seq, result, (a0, a1, a2, a3), wall_ns, out_len,
                    out_hash, payload), length
@@ -235,6 +243,9 @@ class Ring:
         """Every complete record the shim has published, oldest first; frees their space."""
         head = self._u64("head")
         tail = self._u64("tail")
+        if head - tail > self.capacity:
+            raise RingError(f"{self.path}: {head - tail} bytes published (tail {tail}, head"
+                            f" {head}) but the ring holds {self.capacity}")
         calls: list[RawCall] = []
         while tail < head and max_bytes > 0:
             pos = tail & (self.capacity - 1)
@@ -260,6 +271,9 @@ class Ring:
     def put(self, call: RawCall) -> bool:
         """Append one recorded call for the shim; False if there is no room yet."""
         blob = call.pack()
+        if len(blob) > self.capacity:  # would never fit: waiting for room would hang
+            raise RingError(f"{self.path}: a record of {len(blob)} bytes (call seq"
+                            f" {call.seq}) does not fit a ring of {self.capacity} bytes")
         head = self._u64("head")
         room = self.capacity - (head & (self.capacity - 1))
         need = len(blob) + (room if room < len(blob) else 0)

@@ -117,11 +117,12 @@ def unpack(data: bytes, images: Path, workdir: Path, run_dir: Path) -> None:
     try:
         raw = gzip.decompress(data)
         tar = tarfile.open(fileobj=io.BytesIO(raw), mode="r")
+        members = tar.getmembers()  # reads every header: a damaged one raises here
     except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"the archive is truncated or not a checkpoint ({first})") from exc
     with tar:
-        for member in tar.getmembers():
+        for member in members:
             top, _, rest = member.name.partition("/")
             dest = {"images": images, "work": workdir, "run": run_dir}.get(top)
             if dest is None or ".." in Path(rest).parts:
@@ -146,19 +147,35 @@ def compatible(manifest: dict[str, Any], criu_version: str, kernel: str) -> str 
     def nums(text: str) -> tuple[int, ...]:
         out = []
         for part in text.split("."):
-            digits = "".join(ch for ch in part if ch.isdigit())
-            if not digits:
+            digits = "".join(ch for ch in part if ch.isascii() and ch.isdigit())
+            if not digits or len(digits) > 9:  # not a version number (int() refuses 4300)
                 break
             out.append(int(digits))
         return tuple(out)
 
     theirs, ours = nums(manifest["criu_version"]), nums(criu_version)
     if not theirs or not ours or theirs[0] != ours[0] or ours < theirs:
-        return (f"the image was dumped by CRIU {manifest['criu_version']}, this host has CRIU"
-                f" {criu_version or 'unknown'}")
+        return (f"the image was dumped by CRIU {_shown(manifest['criu_version'])}, this host"
+                f" has CRIU {_shown(criu_version) or 'unknown'}")
     if nums(manifest["kernel"])[:2] != nums(kernel)[:2]:
-        return f"the image was dumped on kernel {manifest['kernel']}, this host runs {kernel}"
+        return (f"the image was dumped on kernel {_shown(manifest['kernel'])}, this host runs"
+                f" {_shown(kernel)}")
     return None
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """A manifest's text in a message: one line, at most ``limit`` characters."""
+    text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def chunk_index(key: str) -> int | None:
+    """The chunk index a checkpoints-topic key ``ID/INDEX`` names; None when it names none
+    (a foreign or damaged key, which is then ignored)."""
+    tail = key.rpartition("/")[2]
+    if not tail.isascii() or not tail.isdigit() or len(tail) > 9:
+        return None
+    return int(tail)
 
 
 # mig.NAME.checkpoints has two partitions: the manifests (small) in one, the chunks in the
@@ -346,7 +363,9 @@ def _read_chunks(settings: KafkaSettings, app: str, manifest: dict[str, Any]
 
     def on_record(key: str, name: str | None, rec: dict[str, Any] | None) -> None:
         if name is None:  # tombstone
-            chunks.pop(int(key.rsplit("/", 1)[1]), None)
+            index = chunk_index(key)
+            if index is not None:
+                chunks.pop(index, None)
         elif name == "mig.log.CheckpointChunk" and rec is not None \
                 and rec["checkpoint_id"] == want:
             chunks[rec["index"]] = rec

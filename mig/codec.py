@@ -70,6 +70,7 @@ class _Writer:
     writer: Any
     reader: Any | None
     canonical: str
+    ints: Any = None  # checks the decoded record's "int" values (None: it has none)
 
 
 class Codec:
@@ -164,7 +165,8 @@ class Codec:
         said = _header_name(headers)
         writer, raw = self._locate(value)
         if said is not None and said != writer.name:
-            raise DecodeError(f"header says {said} but fingerprint is {writer.name}")
+            shown = said if said.isprintable() and len(said) <= 80 else repr(said[:80])
+            raise DecodeError(f"header says {shown} but fingerprint is {writer.name}")
         return writer.name, _read_body(writer, raw)
 
     # -- internals -------------------------------------------------------------------
@@ -185,7 +187,8 @@ class Codec:
                 )
             return
         self._writers[compiled.fingerprint] = _Writer(
-            compiled.name, compiled.parsed, reader, compiled.canonical
+            compiled.name, compiled.parsed, reader, compiled.canonical,
+            _int_checker(compiled.expanded, {}),
         )
 
     def _locate(self, data: Any) -> tuple[_Writer, bytes]:
@@ -233,7 +236,99 @@ def _read_body(writer: _Writer, raw: bytes) -> dict[str, Any]:
         raise DecodeError(f"{trailing} trailing bytes after {writer.name}")
     if not isinstance(record, dict):
         raise DecodeError(f"body of {writer.name} is not a record")
+    if writer.ints is not None:
+        bad = writer.ints(record)
+        if bad is not None:
+            raise DecodeError(f"body does not decode as {writer.name}: {bad}")
     return record
+
+
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+_Check = Any  # Callable[[Any], str | None]: what is wrong with a decoded value, or None
+
+
+def _int_checker(schema: _Json, named: dict[str, _Check | None]) -> _Check | None:
+    """A function telling whether a decoded value's Avro ``int`` parts are in range, or None
+    when the schema has no int. fastavro reads an int as a varint without a range check, so
+    a body may carry 2**40 in an int field; mig refuses it as not fitting the schema."""
+    if isinstance(schema, str):
+        if schema == "int":
+            return _check_int
+        return named.get(schema)  # a named type defined earlier (inlined at first use)
+    if isinstance(schema, list):
+        return _union_checker(schema, named)
+    kind = schema["type"]
+    if kind == "array":
+        inner = _int_checker(schema["items"], named)
+        return None if inner is None else _each(inner, lambda v: v)
+    if kind == "map":
+        inner = _int_checker(schema["values"], named)
+        return None if inner is None else _each(inner, lambda v: v.values())
+    if kind in ("record", "error"):
+        named[schema["name"]] = None  # (a recursive record is not used by mig)
+        fields = []
+        for field in schema["fields"]:
+            check = _int_checker(field["type"], named)
+            if check is not None:
+                fields.append((field["name"], check))
+        named[schema["name"]] = _fields(fields) if fields else None
+        return named[schema["name"]]
+    if kind in _NAMED:
+        named[schema["name"]] = None
+        return None
+    return _check_int if kind == "int" else None
+
+
+def _check_int(value: Any) -> str | None:
+    if isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
+        return f"int value {value} out of range"
+    return None
+
+
+def _each(inner: _Check, items: Any) -> _Check:
+    def check(value: Any) -> str | None:
+        for item in items(value):
+            bad = inner(item)
+            if bad is not None:
+                return bad
+        return None
+
+    return check
+
+
+def _fields(fields: list[tuple[str, _Check]]) -> _Check:
+    def check(value: Any) -> str | None:
+        for name, inner in fields:
+            bad = inner(value.get(name))
+            if bad is not None:
+                return f"{name}: {bad}"
+        return None
+
+    return check
+
+
+def _union_checker(branches: list[_Json], named: dict[str, _Check | None]) -> _Check | None:
+    checks = [_int_checker(branch, named) for branch in branches]
+    if all(check is None for check in checks):
+        return None
+
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        # fastavro gives the branch's value without its index: check it against every
+        # branch it could be (a dict against record branches, an int against int ones)
+        for branch, inner in zip(branches, checks, strict=True):
+            if inner is None:
+                continue
+            is_int = branch == "int" or (isinstance(branch, dict) and branch["type"] == "int")
+            if isinstance(value, bool) or (is_int != isinstance(value, int)):
+                continue
+            bad = inner(value)
+            if bad is not None:
+                return bad
+        return None
+
+    return check
 
 
 def _decode_cause(exc: Exception) -> str:

@@ -186,6 +186,9 @@ def parse_config(text: str, path: Path) -> AppConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), None, f"not valid TOML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(str(path), None, "not valid TOML: arrays or tables nested too"
+                          " deeply") from None
     values = _validate(doc, str(path))
     app = values["app"]
     if not NAME_RE.match(app["name"]):
@@ -247,6 +250,9 @@ def _check(key: Key, value: Any, where: str, dotted: str) -> Any:
     def bad(expected: str) -> ConfigError:
         return ConfigError(where, dotted, f"expected {expected}, got {_describe(value)}")
 
+    if _has_nul(value):
+        raise ConfigError(where, dotted, "contains a NUL character (not allowed in paths,"
+                          " arguments or environment variables)")
     if key.type in ("str", "choice"):
         if not isinstance(value, str):
             raise bad(_TYPE_WORDS["str"])
@@ -274,6 +280,16 @@ def _check(key: Key, value: Any, where: str, dotted: str) -> Any:
             raise bad("a table of strings")
         return value
     raise AssertionError(f"unknown key type {key.type}")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
 
 
 def _passthrough(value: Any, where: str, dotted: str) -> Any:

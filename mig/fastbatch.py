@@ -56,6 +56,10 @@ class BatchEncoder:
                        ctypes.c_char_p, ctypes.c_void_p, ctypes.c_uint64, u64p, u64p, u64p,
                        u64p]
         self._fn = fn
+        problem = lib.mig_ring_problem
+        problem.restype = ctypes.c_char_p
+        problem.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64]
+        self._problem = problem
         codec = Codec.default()
         self._prefix = MAGIC + codec.fingerprint("mig.log.CallBatch")
         symbols = _call_kind_symbols(codec)
@@ -77,8 +81,10 @@ class BatchEncoder:
                         ctypes.byref(last))
         if count.value == 0:
             if nxt.value == start and start < end:
-                raise MigError(f"ring {ring.path}: cannot encode the record at {start}"
-                               " (malformed, or larger than a batch may be)")
+                why = self._problem(ring.data_addr, ring.capacity, start, end)
+                raise MigError(f"ring {ring.path}: cannot encode the record at position"
+                               f" {start}: " + (why.decode() if why else
+                                                "larger than a batch may be"))
             return None, nxt.value
         head = (self._prefix + _string(app) + _long(epoch) + _string(lpid) + _long(batch_seq)
                 + _long(first.value) + _long(sent_ns) + _long(count.value))

@@ -199,8 +199,21 @@ def _call_text(call: dict[str, Any]) -> str:
     return text
 
 
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped: a record's strings and key come from
+    whoever wrote to the topic, and must not start a line of their own."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+
+
 def render_text(row: Row) -> str:
-    """One readable line per row."""
+    """One readable line per row (control characters in keys and fields escaped)."""
+    return _printable(_render_text(row))
+
+
+def _render_text(row: Row) -> str:
     where = f"{row.role}[{row.partition}]@{row.offset}"
     if row.error is not None:
         return f"{where} UNDECODABLE key={row.key} reason: {row.error}"

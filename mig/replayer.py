@@ -342,11 +342,16 @@ class Replayer:
                                f" {rec['batch_seq']} of process {lpid}, expected {expected}:"
                                " batches are missing from the log; replaying on would diverge"
                                " (mig log verify shows the gap)")
+            try:
+                raws = [from_avro(call) for call in rec["calls"]]
+            except DecodeError as exc:
+                raise MigError(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: cannot"
+                               f" replay a call of process {lpid}: {exc.reason}") from exc
             self.epoch = max(self.epoch, rec["epoch"])
             self.batch_next[lpid] = rec["batch_seq"] + 1
             queue = self.pending.setdefault(lpid, deque())
-            for call in rec["calls"]:
-                queue.append((from_avro(call), msg.offset()))
+            for call, raw in zip(rec["calls"], raws, strict=True):
+                queue.append((raw, msg.offset()))
                 self.recorded[(lpid, call["seq"])] = (call, msg.offset())
             self._pending_n += len(rec["calls"])
             while len(self.recorded) > RECENT_CALLS:  # divergences concern recent calls

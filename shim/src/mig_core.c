@@ -28,6 +28,7 @@ unsigned mig_threads;       /* threads this process created (wrap_thread.c) */
 static enum mig_barrier_mode barrier_mode;
 static struct mig_ring_hdr *ring;
 static unsigned char *ring_data;
+static uint64_t ring_cap;    /* bytes of ring_data as mapped (the header's copy is shared) */
 static int ready;            /* 0: not yet, 1: initialising, 2: done */
 static char run_dir[512];
 static MIG_TLS uint64_t replay_pending; /* replay: length of this thread's record handed out,
@@ -182,6 +183,7 @@ static void open_ring(const char *lpid, const char *parent)
         mig_die("cannot map the ring file");
     ring = map;
     ring_data = (unsigned char *)map + MIG_RING_HDR;
+    ring_cap = capacity;
     if (reuse && ring->magic == MIG_RING_MAGIC && ring->capacity == capacity) {
         ring->pid = (int32_t)syscall(SYS_getpid);
         __atomic_store_n(&ring->state, MIG_RS_READY, __ATOMIC_RELEASE);
@@ -510,6 +512,7 @@ static void advance_tail(uint64_t tail, uint64_t len)
 #define MIG_TURN_TIMEOUT_NS (30ull * 1000000000ull)
 
 static void out_of_step(const struct mig_rec *rec);
+static void corrupt(uint64_t pos, const char *why);
 
 /* The next record for this thread, or NULL when the process has just gone live. Records
  * are taken in log order: a thread whose record is not at the tail waits for its turn. */
@@ -524,8 +527,17 @@ static struct mig_rec *next_record(void)
         if (mig_mode != MIG_REPLAY)
             return NULL; /* another thread took the process live */
         uint64_t tail = __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
-        if (__atomic_load_n(&ring->head, __ATOMIC_ACQUIRE) > tail) {
-            struct mig_rec *rec = (struct mig_rec *)(ring_data + (tail & (ring->capacity - 1)));
+        uint64_t head = __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE);
+        if (head > tail) {
+            const char *bad = mig_rec_problem(ring_data, ring_cap, tail, head);
+            if (bad) {
+                /* another thread may have taken the record meanwhile, and the worker
+                 * reused its space: only a record still at the tail is corrupt */
+                if (__atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE) != tail)
+                    continue;
+                corrupt(tail, bad);
+            }
+            struct mig_rec *rec = (struct mig_rec *)(ring_data + (tail & (ring_cap - 1)));
             if (rec->flags & MIG_F_PAD) {
                 uint64_t want = tail;
                 if (__atomic_compare_exchange_n(&ring->tail, &want, tail + rec->len, 0,
@@ -632,6 +644,22 @@ static void out_of_step(const struct mig_rec *rec)
     p = put_str(p, end, " waits for its own");
     *p = 0;
     ring->div_seq = rec->seq;
+    __atomic_store_n(&ring->state, MIG_RS_DIVERGED, __ATOMIC_RELEASE);
+    syscall(SYS_exit_group, 87);
+    __builtin_unreachable();
+}
+
+/* The record at the tail is malformed (mig_rec_problem): the log or the ring is damaged,
+ * and reading it would go out of bounds. Stop as at a divergence, saying where and why. */
+static void corrupt(uint64_t pos, const char *why)
+{
+    char *p = ring->div_text, *end = ring->div_text + sizeof ring->div_text - 1;
+    p = put_str(p, end, "corrupt ring record at position ");
+    p = put_int(p, end, (int64_t)pos);
+    p = put_str(p, end, ": ");
+    p = put_str(p, end, why);
+    *p = 0;
+    ring->div_seq = replay_next_seq;
     __atomic_store_n(&ring->state, MIG_RS_DIVERGED, __ATOMIC_RELEASE);
     syscall(SYS_exit_group, 87);
     __builtin_unreachable();

@@ -37,12 +37,20 @@ static uint64_t worst_case(const struct mig_rec *rec)
     return 16 * 10 + 8 + rec->payload_len + 16;
 }
 
+/* Why the record at position `pos` cannot be encoded (see mig_rec_problem), NULL if it can:
+ * the agent asks when mig_encode_calls() stopped at a record without taking it. */
+MIG_EXPORT const char *mig_ring_problem(const unsigned char *data, uint64_t capacity,
+                                        uint64_t pos, uint64_t end)
+{
+    return mig_rec_problem(data, capacity, pos, end);
+}
+
 /* Encode the records of `data` (a ring's data area of `capacity` bytes) from position
  * `from` up to `to`, into `out` (at most `out_cap` bytes), as Avro Call items. `kind_index`
  * maps a ring kind number to the CallKind enum's symbol index. Stops early when `out` is
- * full (at least one record is always taken when it fits). Returns the bytes written;
- * *next is the position after the last record taken, *count the records encoded,
- * *first_seq and *last_seq their sequence numbers. */
+ * full (at least one record is always taken when it fits) and at a malformed record.
+ * Returns the bytes written; *next is the position after the last record taken, *count
+ * the records encoded, *first_seq and *last_seq their sequence numbers. */
 MIG_EXPORT uint64_t mig_encode_calls(const unsigned char *data, uint64_t capacity, uint64_t from,
                                      uint64_t to, const unsigned char *kind_index,
                                      unsigned char *out, uint64_t out_cap, uint64_t *next,
@@ -51,15 +59,13 @@ MIG_EXPORT uint64_t mig_encode_calls(const unsigned char *data, uint64_t capacit
     unsigned char *p = out;
     uint64_t pos = from, n = 0;
     while (pos < to) {
+        if (mig_rec_problem(data, capacity, pos, to))
+            break; /* malformed: mig_ring_problem() says why */
         const struct mig_rec *rec = (const struct mig_rec *)(data + (pos & (capacity - 1)));
-        if (rec->len < 8 || rec->len % 8 || pos + rec->len > to)
-            break; /* malformed: the agent's Python reader reports it */
         if (rec->flags & MIG_F_PAD) {
             pos += rec->len;
             continue;
         }
-        if (rec->len < sizeof *rec || sizeof *rec + rec->payload_len > rec->len)
-            break;
         if ((uint64_t)(p - out) + worst_case(rec) > out_cap && n > 0)
             break;
         if ((uint64_t)(p - out) + worst_case(rec) > out_cap)

@@ -79,4 +79,48 @@ struct mig_rec {
 _Static_assert(sizeof(struct mig_ring_hdr) <= MIG_RING_HDR, "ring header too large");
 _Static_assert(sizeof(struct mig_rec) == 96, "record header layout changed");
 
+/* Why the record at position `pos` of a data area of `capacity` bytes (a power of two)
+ * cannot be read when the producer has published up to position `end` (> pos); NULL when
+ * it can: its header and payload then lie inside both the published bytes and the data
+ * area. Every reader of records checks this first, whatever the ring says (mig_encode.c,
+ * mig_core.c next_record; mig/channel.py parse_record says the same in Python), so a
+ * corrupt ring stops the reader with a reason instead of sending it out of bounds.
+ * tests/fuzz/ring_fuzz.c fuzzes it under AddressSanitizer. */
+static inline const char *mig_rec_problem(const unsigned char *data, uint64_t capacity,
+                                          uint64_t pos, uint64_t end)
+{
+    if (capacity < 8 || (capacity & (capacity - 1)))
+        return "the ring's capacity is not a power of two";
+    if (end <= pos)
+        return "no record published there";
+    if (end - pos > capacity)
+        return "more bytes published than the ring holds";
+    if (pos % 8)
+        return "position is not a multiple of 8";
+    uint64_t off = pos & (capacity - 1);
+    uint64_t avail = capacity - off; /* a record never wraps */
+    if (end - pos < avail)
+        avail = end - pos;
+    if (avail < 8)
+        return "record cut short";
+    const struct mig_rec *rec = (const struct mig_rec *)(data + off);
+    if (rec->len < 8 || rec->len % 8)
+        return "record length is not a multiple of 8";
+    if (rec->len > avail)
+        return "record length overruns the published bytes or the data area";
+    if (rec->flags & MIG_F_PAD)
+        return NULL; /* filler: only its length is read */
+    if (rec->len < sizeof *rec)
+        return "record length is below the record header's";
+    if (sizeof *rec + (uint64_t)rec->payload_len > rec->len)
+        return "payload overruns the record";
+    if (rec->tid > 0x7fffffffu)
+        return "thread id out of range";
+    /* Avro longs are signed: a shim never writes these at 2^63 or more */
+    if (rec->seq >> 63 || rec->wall_ns >> 63
+        || ((rec->flags & MIG_F_OUTPUT) && rec->out_len >> 63))
+        return "seq, wall_ns or out_len out of range";
+    return NULL;
+}
+
 #endif

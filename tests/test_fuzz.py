@@ -679,3 +679,49 @@ def test_the_shim_stops_a_replay_at_a_corrupt_record(tmp_path: Path, record: byt
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_shim_refuses_recorded_input_longer_than_the_buffer(tmp_path: Path) -> None:
+    """A READ record (checked and well formed) whose payload is longer than the buffer the
+    app passed: copying it would overrun the app's memory, so the shim reports a divergence
+    before copying anything."""
+    from mig.kinds import KIND_NUMBERS
+    from mig.paths import shim_library
+
+    src = tmp_path / "reader.c"
+    src.write_text("#include <unistd.h>\nint main(void) { char b[4];"
+                   " return (int)read(0, b, sizeof b); }\n")
+    exe = tmp_path / "reader"
+    subprocess.run(["gcc", "-O0", "-o", str(exe), str(src)], check=True)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    env = dict(os.environ, LD_PRELOAD=str(shim_library()), MIG_MODE="replay",
+               MIG_RUN_DIR=str(run_dir), MIG_BARRIER="async")
+    r, w = os.pipe()  # stdin a pipe: read(0) is a recorded call
+    proc = subprocess.Popen([str(exe)], env=env, stdin=r, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    os.close(r)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                ring = Ring(run_dir / "1.ring")
+                break
+            except (RingError, OSError):
+                assert time.monotonic() < deadline, "the shim made no ring"
+                time.sleep(0.02)
+        record = RawCall(KIND_NUMBERS["READ"], 0, 0, 0, 0, 64, (0, 4, 0, 0), 0, 0, 0,
+                         b"x" * 64).pack()
+        ring.data[:len(record)] = record
+        ring.seek(0)
+        struct.pack_into("<Q", ring.mm, 96, len(record))  # head: one record published
+        ring.wake_reader()
+        assert proc.wait(timeout=10) == 87
+        seq, text = ring.divergence()
+        assert text == ("recorded input longer than the app's buffer: recorded READ 64,"
+                        " replay made READ 4"), text
+        ring.close()
+    finally:
+        os.close(w)
+        proc.kill()
+        proc.wait()

@@ -178,6 +178,10 @@ int mig_replay(struct mig_call *call, int nargs);
 /* Replay mode: compare the output the app makes now with the recorded one (1), or 0 as
  * mig_replay when the process went live. */
 int mig_replay_output(struct mig_call *call, int nargs);
+/* Replay mode: the payload of the last mig_replay() must fit the `cap` bytes the app gave
+ * for it; a longer one (a damaged log) is reported as a divergence and stops the process
+ * before anything is copied. */
+void mig_replay_fits(const struct mig_call *call, uint64_t cap);
 /* Replay mode: done with the payload of the last mig_replay(): release its ring space. */
 void mig_replay_done(void);
 

@@ -665,6 +665,14 @@ static void corrupt(uint64_t pos, const char *why)
     __builtin_unreachable();
 }
 
+void mig_replay_fits(const struct mig_call *call, uint64_t cap)
+{
+    if (call->payload_len > cap)
+        diverge((const struct mig_rec *)call->payload - 1, call,
+                "recorded input longer than the app's buffer", (int64_t)call->payload_len,
+                (int64_t)cap);
+}
+
 static struct mig_rec *take(struct mig_call *call, int nargs)
 {
     struct mig_rec *rec = next_record();

@@ -48,6 +48,9 @@ static int ready_call(enum mig_kind kind, int64_t a0, int64_t a1, void *buf,
     struct mig_call c = {.kind = kind, .args = {a0, a1}};
     mig_busy++;
     if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
+        /* room: the scratch area, every pollfd, or maxevents (a1) events */
+        mig_replay_fits(&c, scratch ? scratch_len
+                                    : out_size(kind == MIG_K_EPOLL_WAIT ? a1 : 0, ctx));
         if (c.payload_len)
             memcpy(scratch ? (void *)scratch : buf, c.payload, c.payload_len);
         mig_replay_done();

@@ -729,14 +729,34 @@ class Replayer:
                 break
             tried.update(m["checkpoint_id"] for m in manifests)
             offsets = self._restore_newest(manifests, low)
-            if offsets is not None:
+            if offsets is None:
+                continue
+            # a newer checkpoint may have been stored, and the calls this one continues
+            # from deleted, while it was fetched and restored: then it cannot be used
+            now_low = {p: cons.get_watermark_offsets(TopicPartition(topic, p),
+                                                     timeout=10)[0] for p in parts}
+            gone = {p: o for p, o in offsets.items() if o < now_low.get(p, 0)}
+            if not gone:
                 return {p: offsets.get(p, 0) for p in parts}
+            log.warning("mig.replayer.checkpoint_refused", checkpoint_id=self.restored_from,
+                        reason=f"the calls it continues from ({gone}) were deleted while it"
+                               " was restored: a newer checkpoint superseded it")
+            self._undo_restore()
         trimmed = {p: o for p, o in low.items() if o > 0}
         if trimmed:
             raise MigError(f"{topic} no longer holds its start (records before {trimmed} were"
                            " deleted after a checkpoint) and no checkpoint could be restored"
                            " here (see the mig.replayer.checkpoint_refused lines)")
         return start
+
+    def _undo_restore(self) -> None:
+        """Stop an app restored from a checkpoint that turned out to be unusable."""
+        if self.proc is not None:
+            kill_group(self.proc)
+        self.proc = None
+        self.identity_rec, self.restored_from, self._restored = None, None, None
+        self.batch_next, self.last_seq = {}, {}
+        self.launched = False
 
     def _restore_newest(self, manifests: list[dict[str, Any]], low: dict[int, int]
                         ) -> dict[int, int] | None:

@@ -85,11 +85,14 @@ def heal(app: App, old_primary: Member, row: Row, ledger: Ledger) -> None:
         return p if p.alive() and answers(ips[p.host], app.port) else None
 
     primary = wait_for(serving, 90, "a primary that answers")
+    # every member that was primary at some epoch (the round's may have seen several
+    # failovers) and is not now was fenced or handed over: it stops by itself
+    was_primary = {p["member"] for p in app.promotions()} | {old_primary.name}
     for host, m in sorted(app.members.items()):
         if m is primary:
             continue
-        if m.name == old_primary.name and m.alive():
-            try:  # it was fenced or handed over: it stops by itself
+        if m.name in was_primary and m.alive():
+            try:
                 m.proc.wait(45)
             except subprocess.TimeoutExpired:
                 row.problems.append(f"{m.name} still runs 45 s after losing the primary role")
@@ -103,7 +106,7 @@ def heal(app: App, old_primary: Member, row: Row, ledger: Ledger) -> None:
             if row.fault not in EXPECTED_DIVERGENCE:
                 row.problems.append(f"{m.name} reported a divergence")
         if not m.alive():
-            _note_exit(m, m.name == old_primary.name, row)
+            _note_exit(m, m.name in was_primary, row)
         if not m.alive() or health == "diverged":
             app.kill_host(host)
             try:

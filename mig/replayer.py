@@ -126,10 +126,10 @@ class Replayer:
         self.health = "replaying"
         self._cons: Any = None
         self.control_read = False  # the control topic was read to its end once
+        self._catching_up: Progress | None = None  # while far behind the log's end
         # Our own statuses read back from the control topic tell whether the log flows for
         # us: while it stalls (a broker lost, its partitions moving) the primary's silence
         # proves nothing, so detection waits for a whole timeout of flowing log afterwards.
-        self._catching_up: Progress | None = None  # while far behind the log's end
         self._status_sent: dict[int, float] = {}  # ts_ms of our status -> monotonic sent
         self.log_resumed = 0.0  # when our statuses came back after a stall
         self.own_read_at = 0.0  # when we last read one of our statuses back

@@ -178,6 +178,21 @@ def test_clock_estimate_takes_the_least_delayed_sample_and_the_spread() -> None:
     assert [c.clock for c in estimate(samples, own="host-a")] == ["host-a", "b", BROKER]
 
 
+def _clocks_while_beating(settings, app_name, skews):  # noqa: ANN001, ANN202
+    """The clocks check, run while _beats writes heartbeats with the given skews (ms)."""
+    from mig.doctor import check_clocks
+
+    stop = threading.Event()
+    writer = threading.Thread(target=_beats, args=(settings, app_name, skews, stop))
+    writer.start()
+    try:
+        time.sleep(0.5)
+        return check_clocks(settings, app_name, window_s=1.5)
+    finally:
+        stop.set()
+        writer.join()
+
+
 def _beats(settings: KafkaSettings, app: str, skews: dict[str, int], stop: threading.Event
            ) -> None:
     """Members on hosts whose clocks are ``skews`` ms off, writing heartbeats until stopped:
@@ -204,20 +219,9 @@ def _beats(settings: KafkaSettings, app: str, skews: dict[str, int], stop: threa
 @pytest.mark.parametrize(("skew", "status"), [(0, "ok"), (600, "warn"), (-5000, "fail")])
 def test_clocks_of_members(settings: KafkaSettings, app_name: str, skew: int,
                            status: str) -> None:
-    from mig.doctor import check_clocks
-
     ensure_topics(settings, app_name)
     wait_listed(settings, app_name)
-    stop = threading.Event()
-    writer = threading.Thread(target=_beats, args=(settings, app_name,
-                                                   {"host-a": 0, "host-b": skew}, stop))
-    writer.start()
-    try:
-        time.sleep(0.5)
-        check = check_clocks(settings, app_name, window_s=1.5)
-    finally:
-        stop.set()
-        writer.join()
+    check = _clocks_while_beating(settings, app_name, {"host-a": 0, "host-b": skew})
     assert check.status == status, check
     if status == "ok":
         assert "agree within" in check.detail and "host-b (m-host-b)" in check.detail
@@ -248,8 +252,6 @@ def test_clocks_with_log_append_time_include_the_brokers(settings: KafkaSettings
     clocks, and the Kafka timestamps the broker's, which joins the comparison."""
     from confluent_kafka.admin import NewTopic
 
-    from mig.doctor import check_clocks
-
     control = topic_names(app_name)["control"]
     admin = admin_client(settings)  # kept: a collected client cancels its futures
     admin.create_topics([NewTopic(control, 1, 1, config={
@@ -257,16 +259,7 @@ def test_clocks_with_log_append_time_include_the_brokers(settings: KafkaSettings
         control].result(timeout=30)
     ensure_topics(settings, app_name)
     wait_listed(settings, app_name)
-    stop = threading.Event()
-    writer = threading.Thread(target=_beats, args=(settings, app_name,
-                                                   {"host-a": 0, "host-b": 3000}, stop))
-    writer.start()
-    try:
-        time.sleep(0.5)
-        check = check_clocks(settings, app_name, window_s=1.5)
-    finally:
-        stop.set()
-        writer.join()
+    check = _clocks_while_beating(settings, app_name, {"host-a": 0, "host-b": 3000})
     assert check.status == "fail", check
     assert check.detail.startswith("host-b (m-host-b) is "), check.detail
     assert "broker " in check.detail.split("(clocks: ")[1], check.detail

@@ -43,6 +43,7 @@ from mig.fastbatch import BatchEncoder
 from mig.logtool import EXPECTED, _decode, render_json, render_text
 from tests.avro_strategies import records
 from tests.samples import sample
+from tests.test_codec import _zigzag
 
 CODEC = Codec.default()
 STRATEGIES = {name: records(CODEC.schema(name)) for name in CODEC.names}
@@ -63,14 +64,7 @@ def one_line(exc: BaseException) -> None:
 # -- mutations of valid encodings -------------------------------------------------------------
 
 
-def zigzag(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+zigzag = _zigzag  # an Avro long (tests/test_codec.py)
 
 
 HUGE = st.sampled_from([2**31 - 1, 2**31, 2**32, 2**40, 2**62, 2**63 - 1, -(2**63), -1, -2])

@@ -31,6 +31,13 @@ TARGETS_MS = {"crash": (2000, 3000), "migrate": (300, None)}  # p50, p99 (bench 
 SPLIT = ("last answer -> fault", "fault -> Promotion", "Promotion -> first answer")
 
 
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -67,11 +74,7 @@ def failover_gaps(doc: dict[str, Any], out: Path) -> Path:
         ax.set_ylabel("client-visible gap (ms)")
         ax.legend(fontsize=7, loc="upper right")
     fig.suptitle(f"Failover gaps ({doc['started']}; {doc['machine']})", fontsize=8)
-    fig.tight_layout()
-    path = out / "failover-gaps.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "failover-gaps.png")
 
 
 def replica_lag(doc: dict[str, Any], out: Path) -> Path:
@@ -99,11 +102,7 @@ def replica_lag(doc: dict[str, Any], out: Path) -> Path:
                  f" {len(by_member)} replicas)")
     if len(by_member) <= 12:
         ax.legend(fontsize=7, ncol=2, loc="upper right")
-    fig.tight_layout()
-    path = out / "replica-lag.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "replica-lag.png")
 
 
 def overhead(doc: dict[str, Any], out: Path) -> Path:
@@ -132,11 +131,7 @@ def overhead(doc: dict[str, Any], out: Path) -> Path:
         ax2.set_ylabel("wall time (s)")
         ax2.set_title("200 x 5 ms sleeps")
     fig.suptitle(f"Interceptor overhead ({doc['started']}; {doc['machine']})", fontsize=8)
-    fig.tight_layout()
-    path = out / "overhead.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "overhead.png")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -232,10 +232,8 @@ def store_checkpoint(settings: KafkaSettings, app: str, member: str, archive: Ar
             "app": app, "checkpoint_id": checkpoint_id, "index": i, "count": len(pieces),
             "data": piece, "sha256": manifest["chunks"][i]["sha256"]},
             key=key, partition=checkpoint_partition(key, n), validate=False)
-        if i % 16 == 15:  # every 4 MiB: wait for them, so progress means stored
-            writer.flush()
-            progress.update((i + 1) * max_chunk, len(data))
-    progress.update(len(data), len(data))
+        if i % 16 == 15:  # the chunks the brokers acknowledged so far (not waited for)
+            progress.update(len(writer.delivered()) * max_chunk, len(data))
     if n >= 2:  # the chunks are written (not yet committed): the manifest says where
         writer.flush()
         first = min(o for t, p, o in writer.delivered() if p == CHUNKS)
@@ -251,6 +249,7 @@ def store_checkpoint(settings: KafkaSettings, app: str, member: str, archive: Ar
         for key in keys:
             writer.send_raw("checkpoints", None, key=key, partition=checkpoint_partition(key, n))
     writer.commit()
+    progress.update(len(data), len(data))
     oldest = kept[: max(1, keep)][-1]
     _trim_calls(settings, app, oldest["barrier_offsets"])
     log.info("mig.checkpoint.stored", checkpoint_id=checkpoint_id, size=len(data),

@@ -165,7 +165,8 @@ class LogWriter:
         (acks=all), without committing the open transaction."""
         from confluent_kafka import KafkaException
 
-        deadline = time.monotonic() + max(self.timeout, COMMIT_RETRY_S)
+        started = time.monotonic()
+        deadline = started + max(self.timeout, COMMIT_RETRY_S)
         try:
             remaining = self._producer.flush(self.timeout)
             # the brokers cannot take them yet (a partition below min.insync.replicas while
@@ -173,8 +174,7 @@ class LogWriter:
             # commit, rather than give its app up
             while remaining and not self.fenced and time.monotonic() < deadline:
                 log.warning("mig.logwriter.flush_waiting", records=remaining,
-                            waited_s=round(time.monotonic() - deadline
-                                           + max(self.timeout, COMMIT_RETRY_S)))
+                            waited_s=round(time.monotonic() - started))
                 remaining = self._producer.flush(min(self.timeout,
                                                      max(0.1, deadline - time.monotonic())))
         except KafkaException as exc:  # librdkafka's fatal errors surface here too

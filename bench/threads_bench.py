@@ -30,7 +30,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from benchlib import broker_down, broker_up, machine, print_table  # noqa: E402 
 
 from mig.broker.cluster import free_ports  # noqa: E402
 from tests.apps.client import dump, run_ops, wait_port  # noqa: E402
+from tests.harness import stop_mig  # noqa: E402
 
 PROGS = ROOT / "bench" / "progs"
 APPS = ROOT / "tests" / "apps"
@@ -94,16 +94,6 @@ class Bench:
         out = open(log, "ab")  # noqa: SIM115 - lives with the process
         return subprocess.Popen([*self.mig, "--log-format", "json", *args], env=self.env,
                                 stdout=out, stderr=out)
-
-    @staticmethod
-    def stop(proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
 
     # -- 1. lock cost
     def locks(self) -> None:
@@ -165,7 +155,7 @@ class Bench:
                 wait_port("127.0.0.1", port, 60)
                 res[f"under mig primary ({mode} mode)"] = self.loadgen(port, seconds)
             finally:
-                self.stop(proc)
+                stop_mig(proc, grace=60)
         base = res["native"]["rps"]
         for name, r in res.items():
             print(f"{name}: {r['rps']:,.0f} req/s, p50 {r['p50_us']:,.0f} us, p99"
@@ -242,8 +232,8 @@ class Bench:
                 took.append(time.monotonic() - t0)
             finally:
                 if replica is not None:
-                    self.stop(replica)
-                self.stop(primary)
+                    stop_mig(replica, grace=60)
+                stop_mig(primary, grace=60)
         print(f"{runs} runs: {same} identical dumps, {diverged} divergences, {other} other;"
               f" {sum(took) / max(1, len(took)):.1f} s per run", flush=True)
         self.rows.append((f"poolserver record + replay, {runs} runs of 2,000 operations:"

@@ -48,12 +48,12 @@ def start_mig(args: list[str], home: Path, wrap=None) -> subprocess.Popen:  # no
     return subprocess.Popen(wrap(cmd) if wrap else cmd, env=env, stdout=log, stderr=log)
 
 
-def stop_mig(proc: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL if it has not ended within 20 s."""
+def stop_mig(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within ``grace`` seconds."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(20)
+            proc.wait(grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)

@@ -250,6 +250,34 @@ def test_a_broker_that_stalls_20_s_is_waited_for(hosts, tmp_path):
         dep.stop()
 
 
+def test_a_stalled_broker_is_not_taken_for_a_dead_primary(hosts, tmp_path):
+    """The broker stops answering for 3 s (SIGSTOP), three failover timeouts: every member
+    stalls at once, the primary included. The replica sees its own statuses come back late
+    (mig.replayer.control_stalled), gives the primary a whole timeout of flowing log, and
+    does not fail over; the primary serves on."""
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path)
+    try:
+        dep.start()
+        ip = net.host_ips[0]
+        assert request(ip, dep.port, "SET before 1").startswith("OK")
+        pid = broker.node.pid()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(3)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert request(ip, dep.port, "SET after 2", timeout=30).startswith("OK")
+        time.sleep(5)  # several timeouts of flowing log: a wrong claim would come by now
+        assert dep.promotions() == [], dep.log_text(1)[-2000:]
+        assert dep.procs[0].poll() is None and dep.procs[1].poll() is None
+        assert "mig.replayer.control_stalled" in dep.log_text(1)
+        assert "mig.replayer.primary_lost" not in dep.log_text(1)
+        assert request(ip, dep.port, "GET after").startswith("VALUE 2")
+    finally:
+        dep.stop()
+
+
 def _scrape(ip: str, port: int) -> dict[str, float]:
     """The mig_ series of a member's /metrics, by name and labels (those of app and member
     left out)."""

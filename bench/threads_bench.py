@@ -265,6 +265,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="smaller loops, 5 runs")
     parser.add_argument("--runs", type=int, default=None, help="repeated runs (default 20)")
+    parser.add_argument("--only", choices=("locks", "throughput", "repeated"),
+                        help="run one of the three parts")
     args = parser.parse_args()
     runs = args.runs or (5 if args.quick else 20)
     print(f"mig threads benchmark{' (--quick)' if args.quick else ''},"
@@ -277,7 +279,11 @@ def main() -> int:
     try:
         bench.build()
         bench.broker_up()
-        for step in (bench.locks, bench.throughput, lambda: bench.repeated(runs)):
+        steps = {"locks": bench.locks, "throughput": bench.throughput,
+                 "repeated": lambda: bench.repeated(runs)}
+        for name, step in steps.items():
+            if args.only and name != args.only:
+                continue
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - reported, the run goes on

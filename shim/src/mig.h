@@ -113,6 +113,8 @@ struct mig_real {
     X(int, pthread_mutex_trylock, (pthread_mutex_t *))                                     \
     X(int, pthread_mutex_timedlock, (pthread_mutex_t *, const struct timespec *))          \
     X(int, pthread_mutex_unlock, (pthread_mutex_t *))                                      \
+    X(int, pthread_mutex_init, (pthread_mutex_t *, const pthread_mutexattr_t *))           \
+    X(int, pthread_mutex_destroy, (pthread_mutex_t *))                                     \
     X(int, pthread_rwlock_rdlock, (pthread_rwlock_t *))                                    \
     X(int, pthread_rwlock_wrlock, (pthread_rwlock_t *))                                    \
     X(int, pthread_rwlock_tryrdlock, (pthread_rwlock_t *))                                 \
@@ -139,6 +141,17 @@ extern MIG_TLS uint32_t mig_tid;
 extern unsigned mig_threads;
 /* A forked child gives out thread ids from 1 again (wrap_thread.c). */
 void mig_thread_ids_after_fork(void);
+/* Mutex acquisitions this thread made since its last record without recording them (it
+ * was the mutex's last owner: wrap_thread.c). The next record of the thread is preceded by
+ * a RUN record carrying the number (record), or must find it in one (replay). */
+extern MIG_TLS uint32_t mig_quiet;
+/* MUTEX_LOCK records: args[0] is the variant; this one is a RUN record (args[2]: count). */
+#define MIG_LOCK_RUN 3
+/* At most this many acquisitions in a row go unrecorded: the next one is recorded anyway,
+ * which bounds how far a replaying thread looks ahead for its RUN record. */
+#ifndef MIG_QUIET_MAX
+#define MIG_QUIET_MAX 1024u
+#endif
 
 void mig_init(void);
 
@@ -157,6 +170,7 @@ struct mig_call {
     int iovcnt;
     uint64_t out_len;
     int is_output;
+    const int64_t *rec_args; /* replay: the record's own args, until mig_replay_done() */
 };
 
 /* The most input one recorded call may return (read, recv, getrandom...): callers asking
@@ -184,6 +198,17 @@ int mig_replay_output(struct mig_call *call, int nargs);
 void mig_replay_fits(const struct mig_call *call, uint64_t cap);
 /* Replay mode: done with the payload of the last mig_replay(): release its ring space. */
 void mig_replay_done(void);
+/* Replay mode, at a mutex acquisition by its last owner: was it one the primary did not
+ * record (1: this thread's RUN record, somewhere ahead in the ring, counts it), or this
+ * thread's next record (0)? -1: the process went live meanwhile, record it. While the
+ * ring does not show this thread's next record yet, `can_pass` may say 1 (wrap_thread.c:
+ * the thread at the log's tail waits for this one, so this acquisition came first). */
+int mig_replay_quiet(int (*can_pass)(void));
+/* Replay mode: wake threads waiting for their next record to show (wrap_thread.c calls it
+ * when what can_pass looks at changed). */
+void mig_replay_nudge(void);
+/* Stop the process as diverged with this text (replay). */
+void mig_lock_diverged(const char *what, const char *detail, int64_t expected, int64_t actual);
 
 uint64_t mig_hash(const void *buf, uint64_t len, uint64_t seed);
 /* Hash of the first `limit` bytes of an output (contiguous or iovec). */

@@ -24,6 +24,7 @@ enum mig_mode mig_mode;
 MIG_TLS int mig_busy;
 MIG_TLS uint32_t mig_tid;  /* this thread's logical id: 0 for a process's first thread */
 unsigned mig_threads;       /* threads this process created (wrap_thread.c) */
+MIG_TLS uint32_t mig_quiet; /* unrecorded mutex acquisitions since this thread's last record */
 
 static enum mig_barrier_mode barrier_mode;
 static struct mig_ring_hdr *ring;
@@ -34,6 +35,8 @@ static char run_dir[512];
 static MIG_TLS uint64_t replay_pending; /* replay: length of this thread's record handed out,
                                          * not yet released */
 static uint64_t replay_next_seq; /* replay: seq after the last record handed out */
+static MIG_TLS uint64_t own_scan; /* replay: ring position up to which this thread looked for
+                                   * its next record without finding it */
 static char my_lpid[64] = "1";
 static unsigned children;    /* fork/spawn count of this process: names the next child */
 
@@ -291,6 +294,8 @@ void mig_child_after_fork(const char *child_lpid)
     replay_pending = 0;
     mig_tid = 0;     /* the forking thread is the child's first thread */
     mig_threads = 0;
+    mig_quiet = 0;
+    own_scan = 0;
     mig_thread_ids_after_fork();
     memcpy(my_lpid, child_lpid, strlen(child_lpid) + 1);
     mig_hold_after_fork();
@@ -387,7 +392,7 @@ static void enter_writer(void)
     }
 }
 
-uint64_t mig_record(struct mig_call *call)
+static uint64_t append(struct mig_call *call)
 {
     uint32_t len = (uint32_t)((sizeof(struct mig_rec) + call->payload_len + 7) & ~7u);
     if (len > ring->capacity / 4)
@@ -435,6 +440,19 @@ uint64_t mig_record(struct mig_call *call)
     __atomic_store_n(&ring->head, head + len, __ATOMIC_RELEASE);
     spin_unlock(&ring->lock);
     __atomic_fetch_sub(&ring->writers, 1, __ATOMIC_RELEASE);
+    return seq;
+}
+
+uint64_t mig_record(struct mig_call *call)
+{
+    if (mig_quiet) {
+        /* the thread's unrecorded acquisitions since its last record: a replay makes as
+         * many before it takes this record (wrap_thread.c) */
+        struct mig_call run = {.kind = MIG_K_MUTEX_LOCK, .args = {MIG_LOCK_RUN, 0, mig_quiet}};
+        mig_quiet = 0;
+        append(&run);
+    }
+    uint64_t seq = append(call);
     if (barrier_mode == MIG_B_SYNC)
         mig_barrier(seq);
     return seq;
@@ -673,17 +691,40 @@ void mig_replay_fits(const struct mig_call *call, uint64_t cap)
                 (int64_t)cap);
 }
 
+static int is_run(const struct mig_rec *rec)
+{
+    return rec->kind == MIG_K_MUTEX_LOCK && rec->args[0] == MIG_LOCK_RUN;
+}
+
+/* Replay: the record at the tail is this thread's RUN or SIGNAL record, which comes before
+ * whatever call the thread makes next: take it. A RUN record must count exactly the
+ * acquisitions this thread made without a record since its last one; a SIGNAL record runs
+ * the app's handler here, as the primary did. */
+static void take_front(struct mig_rec *rec, struct mig_call *call)
+{
+    if (is_run(rec)) {
+        if ((int64_t)mig_quiet != rec->args[2])
+            diverge(rec, call, "unrecorded mutex acquisitions differ", rec->args[2], mig_quiet);
+        mig_quiet = 0;
+        advance_tail(ring->tail, rec->len);
+        return;
+    }
+    if (mig_quiet)
+        diverge(rec, call, "unrecorded mutex acquisitions differ", 0, mig_quiet);
+    int sig = (int)rec->args[0], code = (int)rec->args[1];
+    advance_tail(ring->tail, rec->len);
+    int busy = mig_busy;
+    mig_busy = 0;
+    mig_run_app_handler(sig, code);
+    mig_busy = busy;
+}
+
 static struct mig_rec *take(struct mig_call *call, int nargs)
 {
     struct mig_rec *rec = next_record();
-    while (rec && rec->kind == MIG_K_SIGNAL && call->kind != MIG_K_SIGNAL) {
+    while (rec && (is_run(rec) || (rec->kind == MIG_K_SIGNAL && call->kind != MIG_K_SIGNAL))) {
         /* the primary ran a handler here: run it now, its calls replay in turn */
-        int sig = (int)rec->args[0], code = (int)rec->args[1];
-        advance_tail(ring->tail, rec->len);
-        int busy = mig_busy;
-        mig_busy = 0;
-        mig_run_app_handler(sig, code);
-        mig_busy = busy;
+        take_front(rec, call);
         rec = next_record();
     }
     if (!rec)
@@ -693,12 +734,107 @@ static struct mig_rec *take(struct mig_call *call, int nargs)
     for (int i = 0; i < nargs; i++)
         if (rec->args[i] != call->args[i])
             diverge(rec, call, "argument differs", rec->args[i], call->args[i]);
+    if (mig_quiet) /* the primary made a RUN record before this one, had it made these */
+        diverge(rec, call, "unrecorded mutex acquisitions differ", 0, mig_quiet);
     call->result = rec->result;
     call->err = rec->err;
     call->payload = rec + 1;
     call->payload_len = rec->payload_len;
+    call->rec_args = rec->args;
     replay_pending = rec->len;
     return rec;
+}
+
+/* Replay: this thread's next record, if the ring shows it yet (NULL if not). Only this
+ * thread takes it, so once found it stays put; the records before it may be taken and
+ * their space written again meanwhile, so every read of one is checked against the tail. */
+static const struct mig_rec *own_next(void)
+{
+    uint64_t tail = __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
+    uint64_t head = __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE);
+    uint64_t pos = own_scan > tail ? own_scan : tail;
+    while (pos < head) {
+        if (mig_rec_problem(ring_data, ring_cap, pos, head)) {
+            if (__atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE) > pos)
+                goto moved;
+            return NULL; /* whoever reaches it at the tail reports it */
+        }
+        const struct mig_rec *rec = (const struct mig_rec *)(ring_data + (pos & (ring_cap - 1)));
+        uint32_t len = rec->len;
+        int mine = !(rec->flags & MIG_F_PAD) && rec->tid == mig_tid;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE) > pos)
+            goto moved; /* taken meanwhile: what was read may be another record's bytes */
+        if (mine) {
+            own_scan = pos;
+            return rec;
+        }
+        pos += len;
+        continue;
+    moved:
+        tail = __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
+        pos = tail > pos ? tail : pos;
+    }
+    own_scan = pos;
+    return NULL;
+}
+
+int mig_replay_quiet(int (*can_pass)(void))
+{
+    struct timespec slice = {0, 2000000};
+    struct mig_call front = {.kind = MIG_K_MUTEX_LOCK};
+    for (;;) {
+        if (mig_mode != MIG_REPLAY)
+            return -1;
+        uint32_t gen = __atomic_load_n(&ring->data_futex, __ATOMIC_ACQUIRE);
+        const struct mig_rec *rec = own_next();
+        if (rec && is_run(rec) && (int64_t)mig_quiet < rec->args[2])
+            return 1;
+        if (rec && (is_run(rec) || rec->kind == MIG_K_SIGNAL)) {
+            /* before this acquisition: take it at its turn, then look again */
+            struct mig_rec *at = next_record();
+            if (!at)
+                return -1;
+            take_front(at, &front);
+            continue;
+        }
+        if (rec)
+            return 0;
+        if (can_pass())
+            return 1;
+        if (__atomic_load_n(&ring->golive, __ATOMIC_ACQUIRE) &&
+            __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE) ==
+                __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE)) {
+            go_live(); /* the log ended before this thread's next record */
+            return -1;
+        }
+        __atomic_fetch_add(&ring->waiters, 1, __ATOMIC_RELAXED);
+        futex(&ring->data_futex, FUTEX_WAIT, gen, &slice);
+        __atomic_fetch_sub(&ring->waiters, 1, __ATOMIC_RELAXED);
+    }
+}
+
+void mig_replay_nudge(void)
+{
+    __atomic_fetch_add(&ring->data_futex, 1, __ATOMIC_RELEASE);
+    futex(&ring->data_futex, FUTEX_WAKE, 0x7fffffff, NULL);
+}
+
+void mig_lock_diverged(const char *what, const char *detail, int64_t expected, int64_t actual)
+{
+    char *p = ring->div_text, *end = ring->div_text + sizeof ring->div_text - 1;
+    p = put_str(p, end, what);
+    p = put_str(p, end, ": recorded ");
+    p = put_str(p, end, detail);
+    p = put_str(p, end, " ");
+    p = put_int(p, end, expected);
+    p = put_str(p, end, ", replay found ");
+    p = put_int(p, end, actual);
+    *p = 0;
+    ring->div_seq = replay_next_seq ? replay_next_seq - 1 : 0;
+    __atomic_store_n(&ring->state, MIG_RS_DIVERGED, __ATOMIC_RELEASE);
+    syscall(SYS_exit_group, 87);
+    __builtin_unreachable();
 }
 
 int mig_replay(struct mig_call *call, int nargs)

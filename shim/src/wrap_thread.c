@@ -120,10 +120,220 @@ MIG_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr,
     return rc;
 }
 
-/* Every acquisition below: `now` performs it for real as the app asked and returns the
- * pthread-style result (0 or an error number). Record: `now`, then record it (with the lock
- * held). Replay: wait for the recorded acquisition's turn; if it succeeded there, take the
- * lock for real with `surely`, the blocking form (it waits at most for the holder to
+/* ------------------------------------------------------------------ mutex ownership
+ *
+ * A mutex acquisition is recorded only when it changes the mutex's owner (the thread that
+ * took it last), so a thread that takes the same mutex again and again, while no other
+ * thread does, makes no records for it. Each mutex has a count of its acquisitions; a
+ * recorded acquisition carries the count (args[2]), and each thread counts its unrecorded
+ * ones (mig_quiet) and says how many it made in a RUN record before its next record
+ * (mig_core.c, mig_record), or after MIG_QUIET_MAX of them.
+ *
+ * Replay. A thread that was a mutex's last owner asks its own next record: when it is a
+ * RUN record still counting more than this thread has made, this acquisition was an
+ * unrecorded one: the thread takes the mutex with no turn. Otherwise it is the next
+ * record, taken at its turn. A recorded acquisition, at its turn, waits until the mutex's
+ * count reaches the one before its own: the previous owner's unrecorded acquisitions come
+ * first, as they did on the primary. No other thread can take the mutex in between: any
+ * other acquisition is a record, and waits for the count too.
+ *
+ * The next record of a thread may not be in the ring yet (the ring holds a window of the
+ * log). Then it waits, unless the thread holding the log's tail waits for it (can_pass):
+ * for a count this thread has yet to make, a mutex this thread holds, or a semaphore or
+ * thread join (anyone's progress): on the primary this thread's acquisition came before
+ * that record, so no other thread's record can take it first.
+ *
+ * The table is keyed by the mutex's address here (heap addresses differ between hosts,
+ * counts do not); pthread_mutex_init and _destroy start a mutex's count again, so memory
+ * reused for another mutex must go through one of them (docs/threads.md). */
+
+#define LOCKS (1u << 20)
+static struct lock {
+    uintptr_t addr;
+    uint32_t owner;  /* logical tid + 1 of the last thread to take it, 0: none yet */
+    uint32_t pad;
+    uint64_t count;  /* acquisitions since pthread_mutex_init (or the first one seen) */
+} locks[LOCKS];
+
+static struct lock *lock_of(const void *addr)
+{
+    uintptr_t a = (uintptr_t)addr;
+    uint32_t h = (uint32_t)(((uint64_t)a * 0x9E3779B97F4A7C15ull) >> 44);
+    for (uint32_t i = 0; i < LOCKS; i++) {
+        struct lock *l = &locks[(h + i) & (LOCKS - 1)];
+        uintptr_t key = __atomic_load_n(&l->addr, __ATOMIC_ACQUIRE);
+        if (key == a)
+            return l;
+        if (key == 0) {
+            if (__atomic_compare_exchange_n(&l->addr, &key, a, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE) || key == a)
+                return l;
+        }
+    }
+    mig_warn("more than 1048576 distinct mutexes: cannot order them", NULL);
+    syscall(SYS_exit_group, 86);
+    __builtin_unreachable();
+}
+
+/* Replay: what the thread holding the log's tail waits for (set only by that thread). */
+enum { TW_NONE, TW_COUNT, TW_HELD, TW_ANY };
+static struct {
+    uint32_t gen; /* odd while being written */
+    uint32_t kind;
+    struct lock *lock;
+    uint64_t count; /* TW_COUNT: the count it waits for */
+    pthread_mutex_t *m;
+} tail_wait;
+static uint32_t lock_moves;   /* replay: bumped when a count moves, for count waiters */
+static uint32_t count_waiters;
+static MIG_TLS pid_t my_ktid;
+static MIG_TLS struct lock *passing; /* the acquisition can_pass is asked about */
+
+static void set_tail_wait(uint32_t kind, struct lock *l, uint64_t count, pthread_mutex_t *m)
+{
+    __atomic_add_fetch(&tail_wait.gen, 1, __ATOMIC_ACQ_REL);
+    __atomic_store_n(&tail_wait.kind, kind, __ATOMIC_RELAXED);
+    __atomic_store_n(&tail_wait.lock, l, __ATOMIC_RELAXED);
+    __atomic_store_n(&tail_wait.count, count, __ATOMIC_RELAXED);
+    __atomic_store_n(&tail_wait.m, m, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&tail_wait.gen, 1, __ATOMIC_ACQ_REL);
+    if (kind != TW_NONE)
+        mig_replay_nudge();
+}
+
+static int can_pass(void)
+{
+    uint32_t g1, kind;
+    struct lock *l;
+    uint64_t count;
+    pthread_mutex_t *m;
+    do {
+        g1 = __atomic_load_n(&tail_wait.gen, __ATOMIC_ACQUIRE);
+        kind = __atomic_load_n(&tail_wait.kind, __ATOMIC_RELAXED);
+        l = __atomic_load_n(&tail_wait.lock, __ATOMIC_RELAXED);
+        count = __atomic_load_n(&tail_wait.count, __ATOMIC_RELAXED);
+        m = __atomic_load_n(&tail_wait.m, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    } while ((g1 & 1) || g1 != __atomic_load_n(&tail_wait.gen, __ATOMIC_ACQUIRE));
+    switch (kind) {
+    case TW_ANY:
+        return 1;
+    case TW_COUNT: /* it waits for acquisitions only this thread, its last owner, makes */
+        return __atomic_load_n(&l->owner, __ATOMIC_ACQUIRE) == mig_tid + 1 &&
+               __atomic_load_n(&l->count, __ATOMIC_ACQUIRE) + 1 < count;
+    case TW_HELD: /* it waits for a mutex this thread holds (glibc's owner field) */
+        if (!my_ktid)
+            my_ktid = (pid_t)syscall(SYS_gettid);
+        return __atomic_load_n(&m->__data.__owner, __ATOMIC_ACQUIRE) == my_ktid;
+    }
+    (void)passing;
+    return 0;
+}
+
+/* Replay, at its turn: wait until the mutex's count is the one before `want` (0: a log
+ * from before counts, nothing to wait for). */
+static void wait_count(struct lock *l, uint64_t want)
+{
+    if (want == 0)
+        return;
+    struct timespec slice = {0, 20000000};
+    uint64_t seen = ~0ull;
+    int slices = 0;
+    set_tail_wait(TW_COUNT, l, want, NULL);
+    for (;;) {
+        uint32_t gen = __atomic_load_n(&lock_moves, __ATOMIC_ACQUIRE);
+        uint64_t now = __atomic_load_n(&l->count, __ATOMIC_ACQUIRE);
+        if (now + 1 == want)
+            break;
+        if (now + 1 > want)
+            mig_lock_diverged("mutex taken out of order", "acquisition", (int64_t)want,
+                              (int64_t)now + 1);
+        slices = now == seen ? slices + 1 : 0;
+        seen = now;
+        if (slices > 1500) /* 30 s without its previous owner taking it once more */
+            mig_lock_diverged("threads out of step at a mutex", "acquisition",
+                              (int64_t)want, (int64_t)now + 1);
+        __atomic_fetch_add(&count_waiters, 1, __ATOMIC_ACQ_REL);
+        syscall(SYS_futex, &lock_moves, FUTEX_WAIT, gen, &slice, NULL, 0);
+        __atomic_fetch_sub(&count_waiters, 1, __ATOMIC_ACQ_REL);
+    }
+}
+
+/* The mutex is ours now (count: the recorded one, or 0 to count on). */
+static void owned(struct lock *l, uint64_t count)
+{
+    __atomic_store_n(&l->owner, mig_tid + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&l->count, count ? count : l->count + 1, __ATOMIC_RELEASE);
+    if (mig_mode == MIG_REPLAY && __atomic_load_n(&count_waiters, __ATOMIC_ACQUIRE)) {
+        __atomic_add_fetch(&lock_moves, 1, __ATOMIC_ACQ_REL);
+        syscall(SYS_futex, &lock_moves, FUTEX_WAKE, 0x7fffffff, NULL, NULL, 0);
+    }
+}
+
+/* Replay, at its turn: take the mutex for real, telling others what we wait for. */
+static void take_held(struct lock *l, pthread_mutex_t *m, uint64_t count)
+{
+    wait_count(l, count);
+    set_tail_wait(TW_HELD, l, 0, m);
+    mig_real.pthread_mutex_lock(m);
+    set_tail_wait(TW_NONE, NULL, 0, NULL);
+}
+
+/* variant 0 lock, 1 trylock, 2 timedlock */
+static int mutex_acquire(pthread_mutex_t *m, int variant, const struct timespec *at)
+{
+    mig_busy++;
+    struct lock *l = lock_of(m);
+    int rc;
+    if (mig_mode == MIG_REPLAY) {
+        int quiet = 0;
+        if (__atomic_load_n(&l->owner, __ATOMIC_ACQUIRE) == mig_tid + 1) {
+            passing = l;
+            quiet = mig_replay_quiet(can_pass);
+        }
+        if (quiet == 1) {
+            mig_real.pthread_mutex_lock(m);
+            mig_quiet++;
+            owned(l, 0);
+            mig_busy--;
+            return 0;
+        }
+        struct mig_call c = {.kind = MIG_K_MUTEX_LOCK, .args = {variant, (int64_t)m}};
+        if (quiet == 0 && mig_replay(&c, 1)) {
+            rc = c.err;
+            if (rc == 0) {
+                take_held(l, m, (uint64_t)c.rec_args[2]);
+                owned(l, (uint64_t)c.rec_args[2]);
+            }
+            mig_replay_done();
+            mig_busy--;
+            return rc;
+        }
+        /* the process went live: the acquisition is made and recorded for real */
+    }
+    rc = variant == 0   ? mig_real.pthread_mutex_lock(m)
+         : variant == 1 ? mig_real.pthread_mutex_trylock(m)
+                        : mig_real.pthread_mutex_timedlock(m, at);
+    if (rc == 0 && l->owner == mig_tid + 1 && mig_quiet < MIG_QUIET_MAX) {
+        l->count++;
+        mig_quiet++;
+        mig_busy--;
+        return 0;
+    }
+    struct mig_call c = {.kind = MIG_K_MUTEX_LOCK, .args = {variant, (int64_t)m}, .err = rc};
+    if (rc == 0) {
+        owned(l, 0);
+        c.args[2] = (int64_t)l->count;
+    }
+    mig_record(&c);
+    mig_busy--;
+    return rc;
+}
+
+/* Every other acquisition below: `now` performs it for real as the app asked and returns
+ * the pthread-style result (0 or an error number). Record: `now`, then record it (with the
+ * lock held). Replay: wait for the recorded acquisition's turn; if it succeeded there, take
+ * the lock for real with `surely`, the blocking form (it waits at most for the holder to
  * release it, which needs no turn), else return the recorded error. */
 #define ACQUIRE(kind_, variant, lockaddr, now, surely)                                      \
     do {                                                                                    \
@@ -132,8 +342,11 @@ MIG_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr,
         int rc_;                                                                            \
         if (mig_mode == MIG_REPLAY && mig_replay(&c, 1)) {                                  \
             rc_ = c.err;                                                                    \
-            if (rc_ == 0)                                                                   \
+            if (rc_ == 0) {                                                                 \
+                set_tail_wait(TW_ANY, NULL, 0, NULL);                                       \
                 (void)(surely);                                                             \
+                set_tail_wait(TW_NONE, NULL, 0, NULL);                                      \
+            }                                                                               \
             mig_replay_done();                                                              \
         } else {                                                                            \
             rc_ = (now);                                                                    \
@@ -162,25 +375,47 @@ MIG_EXPORT int pthread_join(pthread_t t, void **ret)
 MIG_EXPORT int pthread_mutex_lock(pthread_mutex_t *m)
 {
     SYNC_ENTER(mig_real.pthread_mutex_lock(m));
-    ACQUIRE(MIG_K_MUTEX_LOCK, 0, m, mig_real.pthread_mutex_lock(m),
-            mig_real.pthread_mutex_lock(m));
+    return mutex_acquire(m, 0, NULL);
 }
 
 MIG_EXPORT int pthread_mutex_trylock(pthread_mutex_t *m)
 {
     SYNC_ENTER(mig_real.pthread_mutex_trylock(m));
-    ACQUIRE(MIG_K_MUTEX_LOCK, 1, m, mig_real.pthread_mutex_trylock(m),
-            mig_real.pthread_mutex_lock(m));
+    return mutex_acquire(m, 1, NULL);
 }
 
 MIG_EXPORT int pthread_mutex_timedlock(pthread_mutex_t *m, const struct timespec *at)
 {
     SYNC_ENTER(mig_real.pthread_mutex_timedlock(m, at));
-    ACQUIRE(MIG_K_MUTEX_LOCK, 2, m, mig_real.pthread_mutex_timedlock(m, at),
-            mig_real.pthread_mutex_lock(m));
+    return mutex_acquire(m, 2, at);
+}
+
+/* A new mutex at an address counts from 0, whichever mutex lived there before. */
+static void forget(pthread_mutex_t *m)
+{
+    if (mig_mode != MIG_RECORD && mig_mode != MIG_REPLAY)
+        return;
+    struct lock *l = lock_of(m);
+    __atomic_store_n(&l->owner, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&l->count, 0, __ATOMIC_RELEASE);
+}
+
+MIG_EXPORT int pthread_mutex_init(pthread_mutex_t *m, const pthread_mutexattr_t *attr)
+{
+    MIG_ENTER(mig_real.pthread_mutex_init(m, attr));
+    forget(m);
+    return mig_real.pthread_mutex_init(m, attr);
+}
+
+MIG_EXPORT int pthread_mutex_destroy(pthread_mutex_t *m)
+{
+    MIG_ENTER(mig_real.pthread_mutex_destroy(m));
+    forget(m);
+    return mig_real.pthread_mutex_destroy(m);
 }
 
 MIG_EXPORT int pthread_rwlock_rdlock(pthread_rwlock_t *l)
+
 {
     SYNC_ENTER(mig_real.pthread_rwlock_rdlock(l));
     ACQUIRE(MIG_K_RWLOCK, 0, l, mig_real.pthread_rwlock_rdlock(l),
@@ -222,16 +457,19 @@ MIG_EXPORT int pthread_rwlock_timedwrlock(pthread_rwlock_t *l, const struct time
             mig_real.pthread_rwlock_wrlock(l));
 }
 
-/* A condition wait: recorded when it returns (the mutex held again), with its result. */
+/* A condition wait: recorded when it returns (the mutex held again), with its result and
+ * the mutex's count, like any acquisition that changes the mutex's owner. */
 static int cond_wait(pthread_cond_t *cv, pthread_mutex_t *m, const struct timespec *at)
 {
     struct mig_call c = {.kind = MIG_K_COND_WAIT, .args = {at != NULL, (int64_t)cv}};
     mig_busy++;
+    struct lock *l = lock_of(m);
     int rc;
     if (mig_mode == MIG_REPLAY) {
         mig_real.pthread_mutex_unlock(m);
         if (mig_replay(&c, 1)) {
-            mig_real.pthread_mutex_lock(m);
+            take_held(l, m, (uint64_t)c.rec_args[2]);
+            owned(l, (uint64_t)c.rec_args[2]);
             rc = c.err;
             mig_replay_done();
             mig_busy--;
@@ -241,6 +479,8 @@ static int cond_wait(pthread_cond_t *cv, pthread_mutex_t *m, const struct timesp
         mig_real.pthread_mutex_lock(m);
     }
     rc = at ? mig_real.pthread_cond_timedwait(cv, m, at) : mig_real.pthread_cond_wait(cv, m);
+    owned(l, 0);
+    c.args[2] = (int64_t)l->count;
     c.err = rc;
     mig_record(&c);
     mig_busy--;
@@ -273,9 +513,12 @@ static int sem_result(int rc)
         int err_;                                                                           \
         if (mig_mode == MIG_REPLAY && mig_replay(&c, 1)) {                                  \
             err_ = c.err;                                                                   \
-            if (err_ == 0)                                                                  \
+            if (err_ == 0) {                                                                \
+                set_tail_wait(TW_ANY, NULL, 0, NULL);                                       \
                 while (mig_real.sem_wait(sem) != 0 && errno == EINTR)                       \
                     ;                                                                       \
+                set_tail_wait(TW_NONE, NULL, 0, NULL);                                      \
+            }                                                                               \
             mig_replay_done();                                                              \
         } else {                                                                            \
             err_ = sem_result(acquire);                                                     \

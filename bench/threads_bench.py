@@ -4,8 +4,9 @@
    shim alone (no agent, a ring big enough for every record: the hot path's share) and
    under ``mig primary start`` (recording), in three loops: a process with one thread (mig
    records no synchronisation then), uncontended in a process that has a second thread,
-   and contended by two threads. Then the recorded run replayed by ``mig replica follow``
-   (its wall time).
+   and contended by two threads; the records the run made (MUTEX_LOCK and all). Then the
+   recorded run replayed by ``mig replica follow`` (from its start until its app wrote
+   the same output as the primary's).
 2. **Thread-pool server throughput.** tests/apps' poolserver with 4 worker threads, loaded
    by bench/progs/loadgen.c (4 connections, synchronous SET loops, one per worker):
    natively on both CPUs, natively pinned to one CPU (``taskset -c 0``: what a recorder
@@ -19,7 +20,8 @@
    interleaving). Counts identical runs and divergences.
 
 Nothing asserts on timing: the table says which target each figure met or missed.
-Run: .venv/bin/python bench/threads_bench.py [--quick]   (about 3 minutes; --quick: 5 runs)
+Run: .venv/bin/python bench/threads_bench.py [--quick] [--only locks|throughput|repeated]
+(about 3 minutes; --quick: smaller loops and 5 runs)
 """
 
 from __future__ import annotations
@@ -118,15 +120,21 @@ class Bench:
         rec.wait(900)
         rec_s = time.monotonic() - t0
         mig = _figures((app.parent / "out.txt").read_text())
+        locks, records = self.count_locks(app)
+        # the replay's time: from the replica's start until its app has written out.txt
+        backup_out = app.parent / "backup" / "out.txt"
         t0 = time.monotonic()
-        rep = subprocess.run([*self.mig, "--log-format", "json", "replica", "follow", str(app),
-                              "--workdir", str(app.parent / "backup"), "--idle-exit", "2"],
-                             env=self.env, capture_output=True, text=True, timeout=900)
-        rep_s = time.monotonic() - t0 - 2  # less the idle wait before it stops
-        same = (app.parent / "backup" / "out.txt").exists()
+        rep = self.start(["replica", "follow", str(app), "--workdir", str(app.parent / "backup"),
+                          "--idle-exit", "2"], app.parent / "replica.log")
+        while not backup_out.exists() and rep.poll() is None and time.monotonic() - t0 < 900:
+            time.sleep(0.01)
+        rep_s = time.monotonic() - t0
+        rep.wait(900)
+        same = backup_out.exists() and backup_out.read_text() == (app.parent / "out.txt").read_text()
         print(f"native: {native}\nunder mig primary: {mig} (mig primary start ran"
-              f" {rec_s:.1f} s)\nreplay: exit {rep.returncode}, {rep_s:.1f} s, wrote its"
-              f" out.txt: {same}", flush=True)
+              f" {rec_s:.1f} s, {records:,} records, {locks:,} of them MUTEX_LOCK)\nreplay:"
+              f" exit {rep.returncode}, out.txt after {rep_s:.1f} s, the primary's: {same}",
+              flush=True)
         print(f"shim alone (no agent): {alone}", flush=True)
         for key, label in (("single", "one thread (not recorded)"),
                            ("uncontended", "uncontended, the process has threads"),
@@ -135,9 +143,20 @@ class Bench:
             self.rows.append((f"lock/unlock pair, {label}: native / shim alone / under mig",
                               f"{n:,.1f} / {a:,.1f} / {m:,.1f} ns ({a / n:,.1f}x /"
                               f" {m / n:,.1f}x)", "", ""))
-        self.rows.append((f"replay of the recorded locks run ({2 * iters:,} lock records: the"
-                          " single-threaded loop has none)", f"{rep_s:.1f} s, exit"
-                          f" {rep.returncode}", "", ""))
+        self.rows.append((f"records of the locks run under mig ({3 * iters:,} acquisitions,"
+                          f" {2 * iters:,} of them with threads): MUTEX_LOCK / all",
+                          f"{locks:,} / {records:,}", "", ""))
+        self.rows.append(("replay of the locks run: replica start to the app's last output",
+                          f"{rep_s:.1f} s, exit {rep.returncode}, same output: {same}", "", ""))
+
+    def count_locks(self, app: Path) -> tuple[int, int]:
+        """MUTEX_LOCK records and all records in the app's calls topic."""
+        out = subprocess.run([*self.mig, "log", "tail", "-t", "calls", "-c", str(app), "--json",
+                              app.parent.name], env=self.env, capture_output=True, text=True,
+                             timeout=600, check=True).stdout
+        kinds = [c["kind"] for line in out.splitlines()
+                 for c in (json.loads(line).get("record") or {}).get("calls", [])]
+        return kinds.count("MUTEX_LOCK"), len(kinds)
 
     # -- 2. thread-pool throughput
     def throughput(self) -> None:

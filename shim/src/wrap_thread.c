@@ -8,14 +8,16 @@
  * the recorded order.
  *
  * Synchronisation. Once a process has created a thread (mig_threads > 0, the same point in
- * record and replay), every acquisition is recorded after it succeeded, while the lock is
- * held: the log holds each lock's acquisitions in their real order. In replay a thread
- * waits for its acquisition's turn, then takes the lock for real (whoever held it before
- * releases it without needing a turn: its release came before this acquisition on the
- * primary), then lets the next record go. Releases (unlock, post, signal, broadcast) are
- * not recorded and run for real. A condition wait replays as: release the mutex, wait for
- * the turn of the recorded wake-up, take the mutex again; it never sleeps on the condition
- * variable itself, whose wake-ups on the primary are already ordered in the log.
+ * record and replay), acquisitions are recorded after they succeeded, while the lock is
+ * held: the log holds each lock's acquisitions in their real order. Mutexes are recorded
+ * only when they change owner (below, "mutex ownership"); reader-writer locks, semaphores
+ * and condition waits always. In replay a thread waits for its acquisition's turn, then
+ * takes the lock for real (whoever held it before releases it without needing a turn: its
+ * release came before this acquisition on the primary), then lets the next record go.
+ * Releases (unlock, post, signal, broadcast) are not recorded and run for real. A
+ * condition wait replays as: release the mutex, wait for the turn of the recorded
+ * wake-up, take the mutex again; it never sleeps on the condition variable itself, whose
+ * wake-ups on the primary are already ordered in the log.
  *
  * What this cannot order: memory shared without these primitives (data races, lock-free
  * atomics, raw futex calls). Such a program can take another path in replay; that shows
@@ -187,7 +189,6 @@ static struct {
 static uint32_t lock_moves;   /* replay: bumped when a count moves, for count waiters */
 static uint32_t count_waiters;
 static MIG_TLS pid_t my_ktid;
-static MIG_TLS struct lock *passing; /* the acquisition can_pass is asked about */
 
 static void set_tail_wait(uint32_t kind, struct lock *l, uint64_t count, pthread_mutex_t *m)
 {
@@ -226,7 +227,6 @@ static int can_pass(void)
             my_ktid = (pid_t)syscall(SYS_gettid);
         return __atomic_load_n(&m->__data.__owner, __ATOMIC_ACQUIRE) == my_ktid;
     }
-    (void)passing;
     return 0;
 }
 
@@ -287,10 +287,8 @@ static int mutex_acquire(pthread_mutex_t *m, int variant, const struct timespec 
     int rc;
     if (mig_mode == MIG_REPLAY) {
         int quiet = 0;
-        if (__atomic_load_n(&l->owner, __ATOMIC_ACQUIRE) == mig_tid + 1) {
-            passing = l;
+        if (__atomic_load_n(&l->owner, __ATOMIC_ACQUIRE) == mig_tid + 1)
             quiet = mig_replay_quiet(can_pass);
-        }
         if (quiet == 1) {
             mig_real.pthread_mutex_lock(m);
             mig_quiet++;

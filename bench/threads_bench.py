@@ -130,7 +130,8 @@ class Bench:
             time.sleep(0.01)
         rep_s = time.monotonic() - t0
         rep.wait(900)
-        same = backup_out.exists() and backup_out.read_text() == (app.parent / "out.txt").read_text()
+        primary_out = (app.parent / "out.txt").read_text()
+        same = backup_out.exists() and backup_out.read_text() == primary_out
         print(f"native: {native}\nunder mig primary: {mig} (mig primary start ran"
               f" {rec_s:.1f} s, {records:,} records, {locks:,} of them MUTEX_LOCK)\nreplay:"
               f" exit {rep.returncode}, out.txt after {rep_s:.1f} s, the primary's: {same}",

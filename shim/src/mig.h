@@ -204,6 +204,9 @@ void mig_replay_done(void);
  * ring does not show this thread's next record yet, `can_pass` may say 1 (wrap_thread.c:
  * the thread at the log's tail waits for this one, so this acquisition came first). */
 int mig_replay_quiet(int (*can_pass)(void));
+/* A thread ends: the RUN record of its last unrecorded acquisitions is written (record) or
+ * taken (replay) now rather than never. */
+void mig_quiet_flush(void);
 /* Replay mode: wake threads waiting for their next record to show (wrap_thread.c calls it
  * when what can_pass looks at changed). */
 void mig_replay_nudge(void);

@@ -814,6 +814,25 @@ int mig_replay_quiet(int (*can_pass)(void))
     }
 }
 
+void mig_quiet_flush(void)
+{
+    if (!mig_quiet)
+        return;
+    if (mig_mode == MIG_RECORD) {
+        struct mig_call run = {.kind = MIG_K_MUTEX_LOCK, .args = {MIG_LOCK_RUN, 0, mig_quiet}};
+        mig_quiet = 0;
+        append(&run);
+    } else if (mig_mode == MIG_REPLAY) {
+        struct mig_call front = {.kind = MIG_K_MUTEX_LOCK, .args = {MIG_LOCK_RUN}};
+        struct mig_rec *rec = next_record();
+        if (rec && !is_run(rec))
+            diverge(rec, &front, "call kind differs at a thread's end", rec->kind,
+                    front.kind);
+        if (rec)
+            take_front(rec, &front);
+    }
+}
+
 void mig_replay_nudge(void)
 {
     __atomic_fetch_add(&ring->data_futex, 1, __ATOMIC_RELEASE);

@@ -73,7 +73,13 @@ static void *start(void *p)
     void *(*fn)(void *) = s->fn;
     void *arg = s->arg;
     __atomic_store_n(&s->state, 0, __ATOMIC_RELEASE);
-    return fn(arg);
+    void *ret = fn(arg);
+    if (mig_mode == MIG_RECORD || mig_mode == MIG_REPLAY) {
+        mig_busy++;
+        mig_quiet_flush();
+        mig_busy--;
+    }
+    return ret;
 }
 
 static void go(struct slot *s)

@@ -123,6 +123,32 @@ def test_unrecorded_runs_of_acquisitions_replay_in_order(net_broker, tmp_path, a
     assert 5 < runs < locks < 60000, (runs, locks)
 
 
+@pytest.mark.parametrize("replayed", [499, 501])
+def test_another_number_of_unrecorded_acquisitions_is_a_divergence(net_broker, tmp_path,
+                                                                   app_name, replayed):
+    """runcount takes a mutex N times in a row, N read from a regular file (not recorded):
+    one RUN record counts them. A replay whose file says another N must stop with a
+    divergence report, not take the mutex a different number of times silently."""
+    _, broker = net_broker
+    app = write_app(tmp_path / "primary", app_name,
+                    [str(BUILD / "runcount"), "count.txt", "out.txt"],
+                    broker.settings.bootstrap_servers)
+    (tmp_path / "primary" / "count.txt").write_text("500\n")
+    record(app, tmp_path / "home-p")
+    assert (tmp_path / "primary" / "out.txt").read_text() == "runcount n=500 total=501\n"
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "count.txt").write_text(f"{replayed}\n")
+    run = replay(app, tmp_path / "backup", tmp_path / "home-r", idle_exit=5)
+    assert run.returncode == 3, run.stderr[-3000:]
+    assert "divergence at" in run.stderr, run.stderr[-3000:]
+    # (main's first acquisition is a record: the other thread took the mutex before it)
+    expected = ("unrecorded mutex acquisitions differ: thread 0 made 499 on the primary"
+                " before its next record, 498 in replay" if replayed < 500
+                else "call kind differs: recorded TIME")
+    assert expected in run.stderr, run.stderr[-3000:]
+    assert not (tmp_path / "backup" / "out.txt").exists()
+
+
 def test_a_data_race_is_reported_as_a_divergence(net_broker, tmp_path, app_name):
     _, broker = net_broker
     app = write_app(tmp_path / "primary", app_name, [str(BUILD / "racy")],

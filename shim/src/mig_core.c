@@ -700,17 +700,37 @@ static int is_run(const struct mig_rec *rec)
  * whatever call the thread makes next: take it. A RUN record must count exactly the
  * acquisitions this thread made without a record since its last one; a SIGNAL record runs
  * the app's handler here, as the primary did. */
+/* The thread made `made` mutex acquisitions without a record where the primary's made
+ * `recorded` (the RUN record `rec`, or 0 before another record): a divergence. */
+static void run_differs(const struct mig_rec *rec, int64_t recorded, int64_t made)
+{
+    char *p = ring->div_text, *end = ring->div_text + sizeof ring->div_text - 1;
+    p = put_str(p, end, "unrecorded mutex acquisitions differ: thread ");
+    p = put_int(p, end, mig_tid);
+    p = put_str(p, end, " made ");
+    p = put_int(p, end, recorded);
+    p = put_str(p, end, " on the primary before its next record, ");
+    p = put_int(p, end, made);
+    p = put_str(p, end, " in replay");
+    *p = 0;
+    ring->div_seq = rec->seq;
+    __atomic_store_n(&ring->state, MIG_RS_DIVERGED, __ATOMIC_RELEASE);
+    syscall(SYS_exit_group, 87);
+    __builtin_unreachable();
+}
+
 static void take_front(struct mig_rec *rec, struct mig_call *call)
 {
     if (is_run(rec)) {
         if ((int64_t)mig_quiet != rec->args[2])
-            diverge(rec, call, "unrecorded mutex acquisitions differ", rec->args[2], mig_quiet);
+            run_differs(rec, rec->args[2], mig_quiet);
         mig_quiet = 0;
         advance_tail(ring->tail, rec->len);
         return;
     }
+    (void)call;
     if (mig_quiet)
-        diverge(rec, call, "unrecorded mutex acquisitions differ", 0, mig_quiet);
+        run_differs(rec, 0, mig_quiet);
     int sig = (int)rec->args[0], code = (int)rec->args[1];
     advance_tail(ring->tail, rec->len);
     int busy = mig_busy;
@@ -735,7 +755,7 @@ static struct mig_rec *take(struct mig_call *call, int nargs)
         if (rec->args[i] != call->args[i])
             diverge(rec, call, "argument differs", rec->args[i], call->args[i]);
     if (mig_quiet) /* the primary made a RUN record before this one, had it made these */
-        diverge(rec, call, "unrecorded mutex acquisitions differ", 0, mig_quiet);
+        run_differs(rec, 0, mig_quiet);
     call->result = rec->result;
     call->err = rec->err;
     call->payload = rec + 1;

@@ -153,7 +153,8 @@ MIG_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr,
  *
  * The table is keyed by the mutex's address here (heap addresses differ between hosts,
  * counts do not); pthread_mutex_init and _destroy start a mutex's count again, so memory
- * reused for another mutex must go through one of them (docs/threads.md). */
+ * reused for another mutex must go through one of them (docs/threads.md). A mutex the
+ * table has no room for is recorded at every acquisition, with no count. */
 
 #define LOCKS (1u << 20)
 static struct lock {
@@ -163,11 +164,14 @@ static struct lock {
     uint64_t count;  /* acquisitions since pthread_mutex_init (or the first one seen) */
 } locks[LOCKS];
 
+/* The table entry of the mutex at addr, made at first sight. NULL when the table has no
+ * room near its hash: that mutex is then recorded at every acquisition, as it would be
+ * without the table (count 0: nothing to wait for in replay). */
 static struct lock *lock_of(const void *addr)
 {
     uintptr_t a = (uintptr_t)addr;
     uint32_t h = (uint32_t)(((uint64_t)a * 0x9E3779B97F4A7C15ull) >> 44);
-    for (uint32_t i = 0; i < LOCKS; i++) {
+    for (uint32_t i = 0; i < 128; i++) {
         struct lock *l = &locks[(h + i) & (LOCKS - 1)];
         uintptr_t key = __atomic_load_n(&l->addr, __ATOMIC_ACQUIRE);
         if (key == a)
@@ -178,9 +182,10 @@ static struct lock *lock_of(const void *addr)
                 return l;
         }
     }
-    mig_warn("more than 1048576 distinct mutexes: cannot order them", NULL);
-    syscall(SYS_exit_group, 86);
-    __builtin_unreachable();
+    static int said;
+    if (!__atomic_exchange_n(&said, 1, __ATOMIC_ACQ_REL))
+        mig_warn("too many mutexes to track: some are recorded at every acquisition", NULL);
+    return NULL;
 }
 
 /* Replay: what the thread holding the log's tail waits for (set only by that thread). */
@@ -240,7 +245,7 @@ static int can_pass(void)
  * from before counts, nothing to wait for). */
 static void wait_count(struct lock *l, uint64_t want)
 {
-    if (want == 0)
+    if (want == 0 || !l)
         return;
     struct timespec slice = {0, 20000000};
     uint64_t seen = ~0ull;
@@ -265,9 +270,11 @@ static void wait_count(struct lock *l, uint64_t want)
     }
 }
 
-/* The mutex is ours now (count: the recorded one, or 0 to count on). */
+/* The mutex is ours now (count: the recorded one, or 0 to count on; l NULL: untracked). */
 static void owned(struct lock *l, uint64_t count)
 {
+    if (!l)
+        return;
     __atomic_store_n(&l->owner, mig_tid + 1, __ATOMIC_RELEASE);
     __atomic_store_n(&l->count, count ? count : l->count + 1, __ATOMIC_RELEASE);
     if (mig_mode == MIG_REPLAY && __atomic_load_n(&count_waiters, __ATOMIC_ACQUIRE)) {
@@ -293,7 +300,7 @@ static int mutex_acquire(pthread_mutex_t *m, int variant, const struct timespec 
     int rc;
     if (mig_mode == MIG_REPLAY) {
         int quiet = 0;
-        if (__atomic_load_n(&l->owner, __ATOMIC_ACQUIRE) == mig_tid + 1)
+        if (l && __atomic_load_n(&l->owner, __ATOMIC_ACQUIRE) == mig_tid + 1)
             quiet = mig_replay_quiet(can_pass);
         if (quiet == 1) {
             mig_real.pthread_mutex_lock(m);
@@ -318,14 +325,14 @@ static int mutex_acquire(pthread_mutex_t *m, int variant, const struct timespec 
     rc = variant == 0   ? mig_real.pthread_mutex_lock(m)
          : variant == 1 ? mig_real.pthread_mutex_trylock(m)
                         : mig_real.pthread_mutex_timedlock(m, at);
-    if (rc == 0 && l->owner == mig_tid + 1 && mig_quiet < MIG_QUIET_MAX) {
+    if (rc == 0 && l && l->owner == mig_tid + 1 && mig_quiet < MIG_QUIET_MAX) {
         l->count++;
         mig_quiet++;
         mig_busy--;
         return 0;
     }
     struct mig_call c = {.kind = MIG_K_MUTEX_LOCK, .args = {variant, (int64_t)m}, .err = rc};
-    if (rc == 0) {
+    if (rc == 0 && l) {
         owned(l, 0);
         c.args[2] = (int64_t)l->count;
     }
@@ -400,6 +407,8 @@ static void forget(pthread_mutex_t *m)
     if (mig_mode != MIG_RECORD && mig_mode != MIG_REPLAY)
         return;
     struct lock *l = lock_of(m);
+    if (!l)
+        return;
     __atomic_store_n(&l->owner, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&l->count, 0, __ATOMIC_RELEASE);
 }
@@ -483,8 +492,10 @@ static int cond_wait(pthread_cond_t *cv, pthread_mutex_t *m, const struct timesp
         mig_real.pthread_mutex_lock(m);
     }
     rc = at ? mig_real.pthread_cond_timedwait(cv, m, at) : mig_real.pthread_cond_wait(cv, m);
-    owned(l, 0);
-    c.args[2] = (int64_t)l->count;
+    if (l) {
+        owned(l, 0);
+        c.args[2] = (int64_t)l->count;
+    }
     c.err = rc;
     mig_record(&c);
     mig_busy--;

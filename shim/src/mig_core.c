@@ -696,10 +696,6 @@ static int is_run(const struct mig_rec *rec)
     return rec->kind == MIG_K_MUTEX_LOCK && rec->args[0] == MIG_LOCK_RUN;
 }
 
-/* Replay: the record at the tail is this thread's RUN or SIGNAL record, which comes before
- * whatever call the thread makes next: take it. A RUN record must count exactly the
- * acquisitions this thread made without a record since its last one; a SIGNAL record runs
- * the app's handler here, as the primary did. */
 /* The thread made `made` mutex acquisitions without a record where the primary's made
  * `recorded` (the RUN record `rec`, or 0 before another record): a divergence. */
 static void run_differs(const struct mig_rec *rec, int64_t recorded, int64_t made)
@@ -719,7 +715,11 @@ static void run_differs(const struct mig_rec *rec, int64_t recorded, int64_t mad
     __builtin_unreachable();
 }
 
-static void take_front(struct mig_rec *rec, struct mig_call *call)
+/* Replay: the record at the tail is this thread's RUN or SIGNAL record, which comes before
+ * whatever call the thread makes next: take it. A RUN record must count exactly the
+ * acquisitions this thread made without a record since its last one; a SIGNAL record runs
+ * the app's handler here, as the primary did. */
+static void take_front(struct mig_rec *rec)
 {
     if (is_run(rec)) {
         if ((int64_t)mig_quiet != rec->args[2])
@@ -728,7 +728,6 @@ static void take_front(struct mig_rec *rec, struct mig_call *call)
         advance_tail(ring->tail, rec->len);
         return;
     }
-    (void)call;
     if (mig_quiet)
         run_differs(rec, 0, mig_quiet);
     int sig = (int)rec->args[0], code = (int)rec->args[1];
@@ -743,8 +742,9 @@ static struct mig_rec *take(struct mig_call *call, int nargs)
 {
     struct mig_rec *rec = next_record();
     while (rec && (is_run(rec) || (rec->kind == MIG_K_SIGNAL && call->kind != MIG_K_SIGNAL))) {
-        /* the primary ran a handler here: run it now, its calls replay in turn */
-        take_front(rec, call);
+        /* a RUN record, or the primary ran a handler here: run it now, its calls replay
+         * in turn */
+        take_front(rec);
         rec = next_record();
     }
     if (!rec)
@@ -802,7 +802,6 @@ static const struct mig_rec *own_next(void)
 int mig_replay_quiet(int (*can_pass)(void))
 {
     struct timespec slice = {0, 2000000};
-    struct mig_call front = {.kind = MIG_K_MUTEX_LOCK};
     for (;;) {
         if (mig_mode != MIG_REPLAY)
             return -1;
@@ -815,7 +814,7 @@ int mig_replay_quiet(int (*can_pass)(void))
             struct mig_rec *at = next_record();
             if (!at)
                 return -1;
-            take_front(at, &front);
+            take_front(at);
             continue;
         }
         if (rec)
@@ -849,7 +848,7 @@ void mig_quiet_flush(void)
             diverge(rec, &front, "call kind differs at a thread's end", rec->kind,
                     front.kind);
         if (rec)
-            take_front(rec, &front);
+            take_front(rec);
     }
 }
 

@@ -241,6 +241,13 @@ static int can_pass(void)
     return 0;
 }
 
+static uint64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    mig_real.clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /* Replay, at its turn: wait until the mutex's count is the one before `want` (0: a log
  * from before counts, nothing to wait for). */
 static void wait_count(struct lock *l, uint64_t want)
@@ -248,8 +255,7 @@ static void wait_count(struct lock *l, uint64_t want)
     if (want == 0 || !l)
         return;
     struct timespec slice = {0, 20000000};
-    uint64_t seen = ~0ull;
-    int slices = 0;
+    uint64_t seen = ~0ull, since = 0;
     set_tail_wait(TW_COUNT, l, want, NULL);
     for (;;) {
         uint32_t gen = __atomic_load_n(&lock_moves, __ATOMIC_ACQUIRE);
@@ -259,11 +265,14 @@ static void wait_count(struct lock *l, uint64_t want)
         if (now + 1 > want)
             mig_lock_diverged("mutex taken out of order", "acquisition", (int64_t)want,
                               (int64_t)now + 1);
-        slices = now == seen ? slices + 1 : 0;
-        seen = now;
-        if (slices > 1500) /* 30 s without its previous owner taking it once more */
-            mig_lock_diverged("threads out of step at a mutex", "acquisition",
-                              (int64_t)want, (int64_t)now + 1);
+        if (now != seen) {
+            seen = now;
+            since = monotonic_ns();
+        } else if (monotonic_ns() - since > 30000000000ull) {
+            /* 30 s without its previous owner taking it once more */
+            mig_lock_diverged("threads out of step at a mutex", "acquisition", (int64_t)want,
+                              (int64_t)now + 1);
+        }
         __atomic_fetch_add(&count_waiters, 1, __ATOMIC_ACQ_REL);
         syscall(SYS_futex, &lock_moves, FUTEX_WAIT, gen, &slice, NULL, 0);
         __atomic_fetch_sub(&count_waiters, 1, __ATOMIC_ACQ_REL);

@@ -516,13 +516,18 @@ static void go_live(void)
 
 /* Replay: move the tail past the record at it (`tail` is where it starts) and let the
  * threads waiting for their turn look at the next one. */
-static void advance_tail(uint64_t tail, uint64_t len)
+static void turn_moved(void)
 {
-    __atomic_store_n(&ring->tail, tail + len, __ATOMIC_RELEASE);
     if (mig_threads) {
         __atomic_fetch_add(&ring->turn_futex, 1, __ATOMIC_RELEASE);
         futex(&ring->turn_futex, FUTEX_WAKE, 0x7fffffff, NULL);
     }
+}
+
+static void advance_tail(uint64_t tail, uint64_t len)
+{
+    __atomic_store_n(&ring->tail, tail + len, __ATOMIC_RELEASE);
+    turn_moved();
 }
 
 /* How long a thread waits for its turn while the record at the tail, another thread's,
@@ -556,14 +561,22 @@ static struct mig_rec *next_record(void)
                 corrupt(tail, bad);
             }
             struct mig_rec *rec = (struct mig_rec *)(ring_data + (tail & (ring_cap - 1)));
-            if (rec->flags & MIG_F_PAD) {
+            uint16_t flags = rec->flags;
+            uint32_t tid = rec->tid;
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            if (__atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE) != tail)
+                continue; /* taken meanwhile: once the ring has gone round, the bytes read
+                           * there can be a later record, this thread's own included */
+            if (flags & MIG_F_PAD) {
                 uint64_t want = tail;
+                /* whoever wins moves the tail; storing it again afterwards could move it
+                 * back over a record another thread has taken meanwhile */
                 if (__atomic_compare_exchange_n(&ring->tail, &want, tail + rec->len, 0,
                                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-                    advance_tail(tail + rec->len, 0);
+                    turn_moved();
                 continue;
             }
-            if (rec->tid == mig_tid) {
+            if (tid == mig_tid) {
                 replay_next_seq = rec->seq + 1;
                 return rec;
             }

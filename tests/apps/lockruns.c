@@ -12,8 +12,8 @@
  *  - one long run: thread 0 takes the shared mutex LONG times in a row (more than a RUN
  *    record counts) while the others read the clock;
  *  - a baton passed round the threads with a condition variable.
- * The main thread joins them and writes the state to OUT (a regular file: the test
- * compares the primary's and the replay's).
+ * The main thread joins them and writes the state and the number of acquisitions to OUT
+ * (a regular file: the test compares the primary's and the replay's).
  *
  * usage: lockruns OUT [THREADS [ROUNDS [LONG]]]      defaults: 4, 3000, 5000 */
 #define _GNU_SOURCE
@@ -58,7 +58,14 @@ struct worker {
     int id;
     pthread_mutex_t *own;
     long own_count;
+    long taken; /* mutex acquisitions it made (condition waits not counted) */
 };
+
+static void take(struct worker *w, pthread_mutex_t *m)
+{
+    pthread_mutex_lock(m);
+    w->taken++;
+}
 
 static uint64_t mix(uint64_t s, uint64_t v)
 {
@@ -71,23 +78,24 @@ static void *work(void *arg)
     struct worker *w = arg;
     struct timespec ts;
     for (int r = 0; r < rounds; r++) {
-        pthread_mutex_lock(&shared);
+        take(w, &shared);
         state = mix(state, (uint64_t)w->id);
         int burst = (int)(state >> 59); /* 0..31, as the order of the threads made it */
         pthread_mutex_unlock(&shared);
         for (int i = 0; i < burst; i++) {
-            pthread_mutex_lock(w->own);
+            take(w, w->own);
             w->own_count += i;
             pthread_mutex_unlock(w->own);
         }
         if (r % 7 == 0 && pthread_mutex_trylock(&shared) == 0) {
+            w->taken++;
             state = mix(state, 1000u + (uint64_t)w->id);
             trylocks++;
             pthread_mutex_unlock(&shared);
         }
         if (r % 16 == 0) {
             clock_gettime(CLOCK_REALTIME, &ts);
-            pthread_mutex_lock(&shared);
+            take(w, &shared);
             clocks++;
             pthread_mutex_unlock(&shared);
         }
@@ -99,7 +107,7 @@ static void *work(void *arg)
             }
             phase_wait();
         }
-        pthread_mutex_lock(heap);
+        take(w, heap);
         heap_count = mix(heap_count, (uint64_t)w->id);
         pthread_mutex_unlock(heap);
     }
@@ -107,7 +115,7 @@ static void *work(void *arg)
     phase_wait();
     if (w->id == 0) {
         for (int i = 0; i < long_run; i++) {
-            pthread_mutex_lock(&shared);
+            take(w, &shared);
             state = mix(state, (uint64_t)i);
             pthread_mutex_unlock(&shared);
         }
@@ -118,7 +126,7 @@ static void *work(void *arg)
     phase_wait();
     /* the baton: each thread in turn, three times round */
     for (int k = 0; k < 3; k++) {
-        pthread_mutex_lock(&baton_lock);
+        take(w, &baton_lock);
         while (baton % (uint64_t)threads != (uint64_t)w->id)
             pthread_cond_wait(&baton_moved, &baton_lock);
         baton++;
@@ -154,16 +162,18 @@ int main(int argc, char **argv)
         w[i].id = i;
         w[i].own = malloc(sizeof *w[i].own);
         w[i].own_count = 0;
+        w[i].taken = 0;
         pthread_mutex_init(w[i].own, NULL);
         if (pthread_create(&t[i], NULL, work, &w[i]) != 0) {
             perror("lockruns: pthread_create");
             return 1;
         }
     }
-    long own = 0;
+    long own = 0, taken = 0;
     for (int i = 0; i < threads; i++) {
         pthread_join(t[i], NULL);
         own += w[i].own_count;
+        taken += w[i].taken;
     }
     FILE *out = fopen(argv[1], "w");
     if (!out) {
@@ -171,8 +181,9 @@ int main(int argc, char **argv)
         return 1;
     }
     fprintf(out, "lockruns state=%016llx heap=%016llx own=%ld trylocks=%ld clocks=%ld"
-            " baton=%llu\n", (unsigned long long)state, (unsigned long long)heap_count, own,
-            trylocks, clocks, (unsigned long long)baton);
+            " baton=%llu acquisitions=%ld\n", (unsigned long long)state,
+            (unsigned long long)heap_count, own, trylocks, clocks, (unsigned long long)baton,
+            taken);
     fclose(out);
     return 0;
 }

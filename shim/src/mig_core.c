@@ -638,6 +638,17 @@ static const char *kind_name(unsigned kind)
     return "?";
 }
 
+/* End the text being written at p into the ring's div_text, mark the ring diverged at
+ * `seq` and stop the process: a backup that has diverged must not go on. */
+__attribute__((noreturn)) static void stop_diverged(char *p, uint64_t seq)
+{
+    *p = 0;
+    ring->div_seq = seq;
+    __atomic_store_n(&ring->state, MIG_RS_DIVERGED, __ATOMIC_RELEASE);
+    syscall(SYS_exit_group, 87);
+    __builtin_unreachable();
+}
+
 /* Report the first divergence in the ring header and stop the process: a backup that
  * has diverged must not go on as if its state were the primary's. */
 static void diverge(const struct mig_rec *rec, const struct mig_call *call, const char *what,
@@ -653,11 +664,7 @@ static void diverge(const struct mig_rec *rec, const struct mig_call *call, cons
     p = put_str(p, end, kind_name((unsigned)call->kind));
     p = put_str(p, end, " ");
     p = put_int(p, end, actual);
-    *p = 0;
-    ring->div_seq = rec->seq;
-    __atomic_store_n(&ring->state, MIG_RS_DIVERGED, __ATOMIC_RELEASE);
-    syscall(SYS_exit_group, 87);
-    __builtin_unreachable();
+    stop_diverged(p, rec->seq);
 }
 
 /* A thread waited MIG_TURN_TIMEOUT_NS for the thread whose record is at the tail: that
@@ -673,11 +680,7 @@ static void out_of_step(const struct mig_rec *rec)
     p = put_str(p, end, "'s, which has not made it for 30 s; thread ");
     p = put_int(p, end, mig_tid);
     p = put_str(p, end, " waits for its own");
-    *p = 0;
-    ring->div_seq = rec->seq;
-    __atomic_store_n(&ring->state, MIG_RS_DIVERGED, __ATOMIC_RELEASE);
-    syscall(SYS_exit_group, 87);
-    __builtin_unreachable();
+    stop_diverged(p, rec->seq);
 }
 
 /* The record at the tail is malformed (mig_rec_problem): the log or the ring is damaged,
@@ -689,11 +692,7 @@ static void corrupt(uint64_t pos, const char *why)
     p = put_int(p, end, (int64_t)pos);
     p = put_str(p, end, ": ");
     p = put_str(p, end, why);
-    *p = 0;
-    ring->div_seq = replay_next_seq;
-    __atomic_store_n(&ring->state, MIG_RS_DIVERGED, __ATOMIC_RELEASE);
-    syscall(SYS_exit_group, 87);
-    __builtin_unreachable();
+    stop_diverged(p, replay_next_seq);
 }
 
 void mig_replay_fits(const struct mig_call *call, uint64_t cap)
@@ -721,11 +720,7 @@ static void run_differs(const struct mig_rec *rec, int64_t recorded, int64_t mad
     p = put_str(p, end, " on the primary before its next record, ");
     p = put_int(p, end, made);
     p = put_str(p, end, " in replay");
-    *p = 0;
-    ring->div_seq = rec->seq;
-    __atomic_store_n(&ring->state, MIG_RS_DIVERGED, __ATOMIC_RELEASE);
-    syscall(SYS_exit_group, 87);
-    __builtin_unreachable();
+    stop_diverged(p, rec->seq);
 }
 
 /* Replay: the record at the tail is this thread's RUN or SIGNAL record, which comes before
@@ -881,11 +876,7 @@ void mig_lock_diverged(const char *what, const char *detail, int64_t expected, i
     p = put_int(p, end, expected);
     p = put_str(p, end, ", replay found ");
     p = put_int(p, end, actual);
-    *p = 0;
-    ring->div_seq = replay_next_seq ? replay_next_seq - 1 : 0;
-    __atomic_store_n(&ring->state, MIG_RS_DIVERGED, __ATOMIC_RELEASE);
-    syscall(SYS_exit_group, 87);
-    __builtin_unreachable();
+    stop_diverged(p, replay_next_seq ? replay_next_seq - 1 : 0);
 }
 
 int mig_replay(struct mig_call *call, int nargs)

@@ -210,8 +210,9 @@ void mig_quiet_flush(void);
 /* Replay mode: wake threads waiting for their next record to show (wrap_thread.c calls it
  * when what can_pass looks at changed). */
 void mig_replay_nudge(void);
-/* Stop the process as diverged with this text (replay). */
-void mig_lock_diverged(const char *what, const char *detail, int64_t expected, int64_t actual);
+/* Stop the process as diverged: "WHAT: recorded acquisition EXPECTED, replay found
+ * ACTUAL" (replay, a mutex's counts). */
+void mig_lock_diverged(const char *what, int64_t expected, int64_t actual);
 
 uint64_t mig_hash(const void *buf, uint64_t len, uint64_t seed);
 /* Hash of the first `limit` bytes of an output (contiguous or iovec). */

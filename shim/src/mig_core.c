@@ -443,15 +443,19 @@ static uint64_t append(struct mig_call *call)
     return seq;
 }
 
+/* The thread's unrecorded acquisitions since its last record, as a RUN record: a replay
+ * makes as many before it takes the thread's next record (wrap_thread.c). */
+static void append_run(void)
+{
+    struct mig_call run = {.kind = MIG_K_MUTEX_LOCK, .args = {MIG_LOCK_RUN, 0, mig_quiet}};
+    mig_quiet = 0;
+    append(&run);
+}
+
 uint64_t mig_record(struct mig_call *call)
 {
-    if (mig_quiet) {
-        /* the thread's unrecorded acquisitions since its last record: a replay makes as
-         * many before it takes this record (wrap_thread.c) */
-        struct mig_call run = {.kind = MIG_K_MUTEX_LOCK, .args = {MIG_LOCK_RUN, 0, mig_quiet}};
-        mig_quiet = 0;
-        append(&run);
-    }
+    if (mig_quiet)
+        append_run();
     uint64_t seq = append(call);
     if (barrier_mode == MIG_B_SYNC)
         mig_barrier(seq);
@@ -514,8 +518,7 @@ static void go_live(void)
     spin_unlock(&golive_lock);
 }
 
-/* Replay: move the tail past the record at it (`tail` is where it starts) and let the
- * threads waiting for their turn look at the next one. */
+/* Replay: the tail moved; let the threads waiting for their turn look at the record there. */
 static void turn_moved(void)
 {
     if (mig_threads) {
@@ -524,6 +527,8 @@ static void turn_moved(void)
     }
 }
 
+/* Replay: move the tail past the record at it (`tail` is where it starts) and let the
+ * threads waiting for their turn look at the next one. */
 static void advance_tail(uint64_t tail, uint64_t len)
 {
     __atomic_store_n(&ring->tail, tail + len, __ATOMIC_RELEASE);
@@ -846,9 +851,7 @@ void mig_quiet_flush(void)
     if (!mig_quiet)
         return;
     if (mig_mode == MIG_RECORD) {
-        struct mig_call run = {.kind = MIG_K_MUTEX_LOCK, .args = {MIG_LOCK_RUN, 0, mig_quiet}};
-        mig_quiet = 0;
-        append(&run);
+        append_run();
     } else if (mig_mode == MIG_REPLAY) {
         struct mig_call front = {.kind = MIG_K_MUTEX_LOCK, .args = {MIG_LOCK_RUN}};
         struct mig_rec *rec = next_record();
@@ -866,13 +869,11 @@ void mig_replay_nudge(void)
     futex(&ring->data_futex, FUTEX_WAKE, 0x7fffffff, NULL);
 }
 
-void mig_lock_diverged(const char *what, const char *detail, int64_t expected, int64_t actual)
+void mig_lock_diverged(const char *what, int64_t expected, int64_t actual)
 {
     char *p = ring->div_text, *end = ring->div_text + sizeof ring->div_text - 1;
     p = put_str(p, end, what);
-    p = put_str(p, end, ": recorded ");
-    p = put_str(p, end, detail);
-    p = put_str(p, end, " ");
+    p = put_str(p, end, ": recorded acquisition ");
     p = put_int(p, end, expected);
     p = put_str(p, end, ", replay found ");
     p = put_int(p, end, actual);

@@ -147,9 +147,9 @@ MIG_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr,
  *
  * The next record of a thread may not be in the ring yet (the ring holds a window of the
  * log). Then it waits, unless the thread holding the log's tail waits for it (can_pass):
- * for a count this thread has yet to make, a mutex this thread holds, or a semaphore or
- * thread join (anyone's progress): on the primary this thread's acquisition came before
- * that record, so no other thread's record can take it first.
+ * for a count this thread has yet to make, a mutex this thread holds, or a semaphore,
+ * thread join or reader-writer lock (anyone's progress): on the primary this thread's
+ * acquisition came before that record, so no other thread's record can take it first.
  *
  * The table is keyed by the mutex's address here (heap addresses differ between hosts,
  * counts do not); pthread_mutex_init and _destroy start a mutex's count again, so memory
@@ -263,14 +263,13 @@ static void wait_count(struct lock *l, uint64_t want)
         if (now + 1 == want)
             break;
         if (now + 1 > want)
-            mig_lock_diverged("mutex taken out of order", "acquisition", (int64_t)want,
-                              (int64_t)now + 1);
+            mig_lock_diverged("mutex taken out of order", (int64_t)want, (int64_t)now + 1);
         if (now != seen) {
             seen = now;
             since = monotonic_ns();
         } else if (monotonic_ns() - since > 30000000000ull) {
             /* 30 s without its previous owner taking it once more */
-            mig_lock_diverged("threads out of step at a mutex", "acquisition", (int64_t)want,
+            mig_lock_diverged("threads out of step at a mutex", (int64_t)want,
                               (int64_t)now + 1);
         }
         __atomic_fetch_add(&count_waiters, 1, __ATOMIC_ACQ_REL);
@@ -292,13 +291,15 @@ static void owned(struct lock *l, uint64_t count)
     }
 }
 
-/* Replay, at its turn: take the mutex for real, telling others what we wait for. */
+/* Replay, at its turn: take the mutex for real as its `count`th acquisition, telling
+ * others what we wait for. */
 static void take_held(struct lock *l, pthread_mutex_t *m, uint64_t count)
 {
     wait_count(l, count);
     set_tail_wait(TW_HELD, l, 0, m);
     mig_real.pthread_mutex_lock(m);
     set_tail_wait(TW_NONE, NULL, 0, NULL);
+    owned(l, count);
 }
 
 /* variant 0 lock, 1 trylock, 2 timedlock */
@@ -321,10 +322,8 @@ static int mutex_acquire(pthread_mutex_t *m, int variant, const struct timespec 
         struct mig_call c = {.kind = MIG_K_MUTEX_LOCK, .args = {variant, (int64_t)m}};
         if (quiet == 0 && mig_replay(&c, 1)) {
             rc = c.err;
-            if (rc == 0) {
+            if (rc == 0)
                 take_held(l, m, (uint64_t)c.rec_args[2]);
-                owned(l, (uint64_t)c.rec_args[2]);
-            }
             mig_replay_done();
             mig_busy--;
             return rc;
@@ -491,7 +490,6 @@ static int cond_wait(pthread_cond_t *cv, pthread_mutex_t *m, const struct timesp
         mig_real.pthread_mutex_unlock(m);
         if (mig_replay(&c, 1)) {
             take_held(l, m, (uint64_t)c.rec_args[2]);
-            owned(l, (uint64_t)c.rec_args[2]);
             rc = c.err;
             mig_replay_done();
             mig_busy--;

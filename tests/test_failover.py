@@ -226,6 +226,16 @@ def test_planned_handoff_triggers(hosts, tmp_path, trigger):
         dep.stop()
 
 
+def _stall(broker, seconds: float) -> None:  # noqa: ANN001 - the fixture's broker
+    """The broker stops answering (SIGSTOP) for ``seconds``, then goes on."""
+    pid = broker.node.pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def test_a_broker_that_stalls_20_s_is_waited_for(hosts, tmp_path):
     """The broker stops answering for 20 s (SIGSTOP), longer than a commit's timeout: the
     primary tries its commit again instead of dying, and goes on serving afterwards. (No
@@ -236,12 +246,7 @@ def test_a_broker_that_stalls_20_s_is_waited_for(hosts, tmp_path):
         dep.start()
         ip = net.host_ips[0]
         assert request(ip, dep.port, "SET before 1").startswith("OK")
-        pid = broker.node.pid()
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            time.sleep(20)
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        _stall(broker, 20)
         assert request(ip, dep.port, "SET after 2", timeout=60).startswith("OK")
         assert request(ip, dep.port, "GET before").startswith("VALUE 1")
         assert dep.procs[0].poll() is None, dep.log_text(0)[-2000:]
@@ -261,12 +266,7 @@ def test_a_stalled_broker_is_not_taken_for_a_dead_primary(hosts, tmp_path):
         dep.start()
         ip = net.host_ips[0]
         assert request(ip, dep.port, "SET before 1").startswith("OK")
-        pid = broker.node.pid()
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            time.sleep(3)
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        _stall(broker, 3)
         assert request(ip, dep.port, "SET after 2", timeout=30).startswith("OK")
         time.sleep(5)  # several timeouts of flowing log: a wrong claim would come by now
         assert dep.promotions() == [], dep.log_text(1)[-2000:]

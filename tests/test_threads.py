@@ -24,6 +24,7 @@ import pytest
 
 from mig.broker.cluster import free_ports
 from tests.apps.client import dump, read_dump, run_ops, wait_port
+from tests.conftest import run_mig
 from tests.harness import record, replay, start_mig, stop_mig, write_app
 from tests.testnet import hosts_and_broker
 
@@ -113,9 +114,8 @@ def test_unrecorded_runs_of_acquisitions_replay_in_order(net_broker, tmp_path, a
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "backup" / "out.txt").read_text() == theirs
     # far fewer records than acquisitions: the runs were counted, not recorded
-    calls = subprocess.run([sys.executable, "-m", "mig", "log", "tail", "-t", "calls",
-                            "-c", str(app), "--json", app_name], capture_output=True,
-                           text=True, timeout=120, check=True).stdout
+    calls = run_mig("log", "tail", "-t", "calls", "-c", str(app), "--json", app_name,
+                    check=True).stdout
     kinds = [(c["kind"], c["args"][0]) for line in calls.splitlines()
              for c in (json.loads(line).get("record") or {}).get("calls", [])]
     locks = sum(kind == "MUTEX_LOCK" for kind, _ in kinds)

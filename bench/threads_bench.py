@@ -44,7 +44,7 @@ from benchlib import broker_down, broker_up, machine, print_table  # noqa: E402 
 
 from mig.broker.cluster import free_ports  # noqa: E402
 from tests.apps.client import dump, run_ops, wait_port  # noqa: E402
-from tests.harness import stop_mig  # noqa: E402
+from tests.harness import logged_calls, stop_mig  # noqa: E402
 
 PROGS = ROOT / "bench" / "progs"
 APPS = ROOT / "tests" / "apps"
@@ -156,8 +156,7 @@ class Bench:
         out = subprocess.run([*self.mig, "log", "tail", "-t", "calls", "-c", str(app), "--json",
                               app.parent.name], env=self.env, capture_output=True, text=True,
                              timeout=600, check=True).stdout
-        kinds = [c["kind"] for line in out.splitlines()
-                 for c in (json.loads(line).get("record") or {}).get("calls", [])]
+        kinds = [c["kind"] for c in logged_calls(out)]
         return kinds.count("MUTEX_LOCK"), len(kinds)
 
     # -- 2. thread-pool throughput

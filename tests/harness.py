@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,6 +25,12 @@ def write_app(folder: Path, name: str, command: list[str], bootstrap: str,
     path = folder / "app.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def logged_calls(tail_json: str) -> list[dict]:
+    """The calls of every CallBatch in the output of `mig log tail --json`, in its order."""
+    return [call for line in tail_json.splitlines()
+            for call in (json.loads(line).get("record") or {}).get("calls", [])]
 
 
 def record(app_toml: Path, home: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,6 @@ not replayed into a silently different state.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import pytest
 from mig.broker.cluster import free_ports
 from tests.apps.client import dump, read_dump, run_ops, wait_port
 from tests.conftest import run_mig
-from tests.harness import record, replay, start_mig, stop_mig, write_app
+from tests.harness import logged_calls, record, replay, start_mig, stop_mig, write_app
 from tests.testnet import hosts_and_broker
 
 APPS = Path(__file__).resolve().parent / "apps"
@@ -116,8 +115,7 @@ def test_unrecorded_runs_of_acquisitions_replay_in_order(net_broker, tmp_path, a
     # far fewer records than acquisitions: the runs were counted, not recorded
     calls = run_mig("log", "tail", "-t", "calls", "-c", str(app), "--json", app_name,
                     check=True).stdout
-    kinds = [(c["kind"], c["args"][0]) for line in calls.splitlines()
-             for c in (json.loads(line).get("record") or {}).get("calls", [])]
+    kinds = [(c["kind"], c["args"][0]) for c in logged_calls(calls)]
     locks = sum(kind == "MUTEX_LOCK" for kind, _ in kinds)
     runs = kinds.count(("MUTEX_LOCK", 3))
     # at most one MUTEX_LOCK record in four acquisitions (about 14,000 for 220,000 here)

@@ -42,7 +42,9 @@ SECTIONS: dict[str, dict[str, Key]] = {
     "app": {
         "name": Key("str", None, "Application name; used in topic names `mig.NAME.*`."
                     " Lower-case letters, digits, `-` and `_`, at most 63.", required=True),
-        "command": Key("argv", None, "The program and its arguments, as a list of strings.",
+        "command": Key("argv", None, "The program and its arguments. The program must not"
+                       " be empty; each argument reaches it as written, empty strings"
+                       " included (e.g. `[\"redis-server\", \"--save\", \"\"]`).",
                        required=True),
         "cwd": Key("str", ".", "Working directory of the program, relative to app.toml."),
         "state_dir": Key("str", "state", "The app's own files (relative to cwd); a backup"
@@ -128,7 +130,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
 
 _OPEN_SECTIONS = {"kafka"}  # extra keys allowed: librdkafka properties
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "bool": "true or false",
-               "argv": "a non-empty list of strings", "strmap": "a table of strings",
+               "argv": "a list of strings, the program first", "strmap": "a table of strings",
                "choice": "one of"}
 
 
@@ -250,6 +252,8 @@ def _check(key: Key, value: Any, where: str, dotted: str) -> Any:
     def bad(expected: str) -> ConfigError:
         return ConfigError(where, dotted, f"expected {expected}, got {_describe(value)}")
 
+    if key.type == "argv":
+        return _check_argv(value, where, dotted)
     if _has_nul(value):
         raise ConfigError(where, dotted, "contains a NUL character (not allowed in paths,"
                           " arguments or environment variables)")
@@ -270,16 +274,31 @@ def _check(key: Key, value: Any, where: str, dotted: str) -> Any:
         if not isinstance(value, bool):
             raise bad("true or false")
         return value
-    if key.type == "argv":
-        if (not isinstance(value, list) or not value
-                or not all(isinstance(v, str) and v for v in value)):
-            raise bad("a non-empty list of non-empty strings")
-        return value
     if key.type == "strmap":
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise bad("a table of strings")
         return value
     raise AssertionError(f"unknown key type {key.type}")
+
+
+def _check_argv(value: Any, where: str, dotted: str) -> list[str]:
+    """A program and its arguments: any list of strings whose first is not empty. The
+    arguments are kept as they are (an empty one is an argument too). An error names the
+    element it refuses, ``app.command[2]``, and shows it whole."""
+    if not isinstance(value, list) or not value:
+        got = "an empty list" if isinstance(value, list) else _describe(value, cut=False)
+        raise ConfigError(where, dotted, f"expected {_TYPE_WORDS['argv']}; got {got}")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ConfigError(where, f"{dotted}[{index}]",
+                              f"expected a string, got {_describe(item, cut=False)}")
+        if "\0" in item:
+            raise ConfigError(where, f"{dotted}[{index}]", "contains a NUL character (not"
+                              " allowed in arguments)")
+    if not value[0]:
+        raise ConfigError(where, f"{dotted}[0]", "the program is an empty string: expected"
+                          " its name or path")
+    return list(value)
 
 
 def _has_nul(value: Any) -> bool:
@@ -332,14 +351,14 @@ def _read_secret(ref: dict[str, str], base: Path, where: str, dotted: str) -> st
     return value
 
 
-def _describe(value: Any, show: bool = True) -> str:
+def _describe(value: Any, show: bool = True, cut: bool = True) -> str:
     kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
              list: "a list", dict: "a table"}
     kind = kinds.get(type(value), type(value).__name__)
     if not show:  # a secret's value is never shown, not even a mistyped one
         return kind
     shown = repr(value)
-    return f"{kind} {shown if len(shown) <= 40 else shown[:37] + '...'}"
+    return f"{kind} {shown if len(shown) <= 40 or not cut else shown[:37] + '...'}"
 
 
 def _suggest(name: str, known: dict[str, Any]) -> str:

@@ -61,8 +61,21 @@ def test_defaults_and_embedded_kafka(tmp_path):
     ('[app]\nname = "a"\ncommand = ["x"]\nbarier_mode = "sync"\n',
      "app.toml: key 'app.barier_mode': unknown key (did you mean 'barrier_mode'?)"),
     ('[app]\nname = "a"\ncommand = "x"\n',
-     "app.toml: key 'app.command': expected a non-empty list of non-empty strings,"
+     "app.toml: key 'app.command': expected a list of strings, the program first;"
      " got a string 'x'"),
+    ('[app]\nname = "a"\ncommand = []\n',
+     "app.toml: key 'app.command': expected a list of strings, the program first;"
+     " got an empty list"),
+    ('[app]\nname = "a"\ncommand = ["redis-server", "--port", 5]\n',
+     "app.toml: key 'app.command[2]': expected a string, got an integer 5"),
+    ('[app]\nname = "a"\ncommand = ["x", true]\n',
+     "app.toml: key 'app.command[1]': expected a string, got a boolean True"),
+    ('[app]\nname = "a"\ncommand = ["", "--save", ""]\n',
+     "app.toml: key 'app.command[0]': the program is an empty string: expected its name"
+     " or path"),
+    ('[app]\nname = "a"\ncommand = ["x", "", "a\\u0000b"]\n',
+     "app.toml: key 'app.command[2]': contains a NUL character (not allowed in"
+     " arguments)"),
     ('[app]\nname = "a"\ncommand = ["x"]\n[topics]\npartitions = "2"\n',
      "app.toml: key 'topics.partitions': expected an integer, got a string '2'"),
     ('[app]\nname = "a"\ncommand = ["x"]\n[topics]\npartitions = 0\n',
@@ -92,6 +105,58 @@ def test_bad_keys_name_file_key_and_expectation(text, message):
     with pytest.raises(ConfigError) as info:
         parse_config(text, Path("app.toml"))
     assert str(info.value) == message
+
+
+def test_command_arguments_are_kept_as_they_are(tmp_path):
+    text = ('[app]\nname = "a"\ncommand = ["redis-server", "--save", "", "a  b", " ",'
+            ' "it\'s \\"q\\"", "\u00e9\\t$HOME;*"]\n')
+    cfg = parse_config(text, tmp_path / "app.toml")
+    assert cfg.command == ["redis-server", "--save", "", "a  b", " ", "it's \"q\"",
+                           "\u00e9\t$HOME;*"]
+    assert parse_config('[app]\nname = "a"\ncommand = ["x", ""]\n',
+                        tmp_path / "app.toml").command == ["x", ""]
+    with pytest.raises(ConfigError) as info:
+        parse_config('[app]\nname = "a"\n', Path("app.toml"))
+    assert str(info.value) == ("app.toml: key 'app.command': missing (required: a list of"
+                               " strings, the program first)")
+
+
+def test_command_error_shows_the_refused_element_whole(tmp_path):
+    text = ('[app]\nname = "a"\ncommand = ["redis-server", "",'
+            ' ["--save", "900 1", "--appendonly", "no", "--dir", "/var/lib/redis"]]\n')
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, Path("app.toml"))
+    assert str(info.value) == (
+        "app.toml: key 'app.command[2]': expected a string, got a list"
+        " ['--save', '900 1', '--appendonly', 'no', '--dir', '/var/lib/redis']")
+    long = "redis-server --save '' --appendonly no --dir /var/lib/redis"
+    cfg = tmp_path / "app.toml"
+    cfg.write_text(f'[app]\nname = "a"\ncommand = "{long}"\n')
+    proc = run_mig("config", "check", str(cfg))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"mig: error: {cfg}: key 'app.command': expected a"
+                                        " list of strings, the program first; got a"
+                                        f" string {long!r}"]
+
+
+def test_command_arguments_reach_the_program(tmp_path):
+    """launch() starts app.command as it is: an empty argument, spaces, quotes, unicode."""
+    from mig.launch import kill_group, launch
+    from mig.paths import shim_library
+
+    if not shim_library().is_file():
+        pytest.skip("the shim is not built")
+    toml = tmp_path / "app.toml"
+    toml.write_text('[app]\nname = "a"\nbarrier_mode = "async"\ncommand = ["/bin/sh", "-c",'
+                    ' "printf \'%s|\' \\"$@\\"", "sh", "a", "", "b  c", "\'\\"\u00e9", ""]\n')
+    cfg = load_config(toml)
+    log = tmp_path / "app.log"
+    proc = launch(cfg, "record", tmp_path / "run", cfg.cwd, log)
+    try:
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        kill_group(proc)
+    assert log.read_text().splitlines()[-1] == "a||b  c|'\"\u00e9||"
 
 
 def test_invalid_toml_and_missing_file(tmp_path):

@@ -176,6 +176,9 @@ def test_cli_exit_2_one_line_no_traceback(tmp_path):
     cfg.write_text('[app]\nname = "a"\ncommand = ["x"]\n')
     ok = run_mig("config", "check", str(cfg))
     assert ok.returncode == 0 and "ok (app a: x)" in ok.stdout
+    cfg.write_text('[app]\nname = "a"\ncommand = ["redis-server", "--save", "", "a b"]\n')
+    ok = run_mig("config", "check", str(cfg))
+    assert ok.returncode == 0 and "ok (app a: redis-server --save '' 'a b')" in ok.stdout
 
 
 def test_reference_lists_every_key_and_docs_match(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +17,7 @@ def check(config: Path = typer.Argument(..., metavar="APP.TOML")) -> None:
     from mig.config import load_config
 
     cfg = load_config(config)
-    typer.echo(f"{config}: ok (app {cfg.name}: {' '.join(cfg.command)})")
+    typer.echo(f"{config}: ok (app {cfg.name}: {shlex.join(cfg.command)})")
 
 
 @app.command()

@@ -26,6 +26,7 @@ __all__ = ["AppConfig", "Key", "SECTIONS", "load_config", "parse_config", "refer
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 BARRIER_MODES = ("sync", "output", "async")
+CAPTURE_MODES = ("trap", "symbols")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,12 @@ SECTIONS: dict[str, dict[str, Key]] = {
                             " `output`: before every externally visible output;"
                             " `async`: no barriers (bounded loss window).",
                             choices=BARRIER_MODES),
+        "capture": Key("choice", "trap", "`trap`: every system call the program makes is"
+                       " handled, whoever makes it (libc's internal calls, `dlsym`, raw"
+                       " `syscall()`), by Syscall User Dispatch (Linux 5.11+); `symbols`:"
+                       " only calls through libc's exported functions (incomplete: for"
+                       " comparison and old kernels). The same on every member."
+                       " docs/interceptor.md.", choices=CAPTURE_MODES),
     },
     "kafka": {
         "bootstrap_servers": Key("str", None, "Kafka brokers, `host:port,...`. Unset: the"
@@ -143,6 +150,7 @@ class AppConfig:
     state_dir: Path
     env: dict[str, str]
     barrier_mode: str
+    capture: str
     bootstrap_servers: str | None
     kafka_properties: dict[str, Any] = field(repr=False)  # may hold secrets
     topics: dict[str, int]
@@ -212,7 +220,8 @@ def parse_config(text: str, path: Path) -> AppConfig:
             raise ConfigError(str(path), "metrics.address", str(exc)) from None
     return AppConfig(path=path, name=app["name"], command=list(app["command"]), cwd=cwd,
                      state_dir=(cwd / app["state_dir"]).resolve(), env=dict(app["env"]),
-                     barrier_mode=app["barrier_mode"], bootstrap_servers=bootstrap,
+                     barrier_mode=app["barrier_mode"], capture=app["capture"],
+                     bootstrap_servers=bootstrap,
                      kafka_properties=kafka, topics=values["topics"],
                      replica=values["replica"], failover=values["failover"],
                      checkpoints=values["checkpoints"], metrics=values["metrics"],

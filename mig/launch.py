@@ -91,7 +91,8 @@ def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
         raise MigError(f"the shim is not built ({shim}): run `make -C shim` or reinstall mig")
     env = app_env(cfg)
     env.update({"LD_PRELOAD": str(shim), "MIG_MODE": mode, "MIG_RUN_DIR": _padded(run_dir),
-                "MIG_LPID": "1", "MIG_BARRIER": cfg.barrier_mode})
+                "MIG_LPID": "1", "MIG_BARRIER": cfg.barrier_mode,
+                "MIG_CAPTURE": cfg.capture})
     private_run_dir(run_dir)
     for stale in run_dir.glob("*.ring"):  # a previous run's rings would be taken for ours
         stale.unlink()

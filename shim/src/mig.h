@@ -265,10 +265,62 @@ void mig_next_child_lpid(char *out, size_t size);
 /* An environment for exec/spawn that keeps mig loaded as `lpid` (static storage). */
 char *const *mig_exec_env(char *const envp[], const char *lpid, int same_process);
 
+/* Complete capture (mig_trap.c). Every system call made outside the shim's text while
+ * this thread's selector says BLOCK arrives as SIGSYS and is handled there. The selector
+ * says BLOCK while the app's code runs and ALLOW while the shim's does: the shim reaches
+ * the kernel through libc too. */
+#define MIG_SEL_ALLOW 0
+#define MIG_SEL_BLOCK 1
+extern MIG_TLS char mig_sel;
+/* Is complete capture on in this process (record or replay, capture = "trap")? */
+extern int mig_trapping;
+/* A raw system call from the shim's own text (never trapped): returns -errno on failure. */
+long mig_sys(long nr, ...);
+/* The same with libc's convention (-1 and errno): what `syscall` means in the shim. */
+long mig_syscall(long nr, ...);
+#define syscall(...) mig_syscall(__VA_ARGS__)
+/* Set up trapping for this process (mig_init) and arm the calling thread. */
+void mig_trap_init(void);
+/* Arm the calling thread (a forked child's first thread: arming is not inherited). */
+void mig_trap_arm(void);
+/* sigaction with the shim's restorer and SIGSYS kept out of the mask (trapping only). */
+int mig_trap_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
+/* Run app code (a handler, a thread's function) with the selector at BLOCK. */
+#define MIG_APP_CODE(stmt)                                                                  \
+    do {                                                                                    \
+        char mig_saved_sel_ = mig_sel;                                                      \
+        if (mig_trapping)                                                                   \
+            mig_sel = MIG_SEL_BLOCK;                                                        \
+        __asm__ volatile("" ::: "memory");                                                  \
+        stmt;                                                                               \
+        __asm__ volatile("" ::: "memory");                                                  \
+        mig_sel = mig_saved_sel_;                                                           \
+    } while (0)
+
+static inline char mig_gate_open(void)
+{
+    char prev = mig_sel;
+    mig_sel = MIG_SEL_ALLOW;
+    __asm__ volatile("" ::: "memory");
+    return prev;
+}
+
+static inline void mig_gate_close(char *prev)
+{
+    __asm__ volatile("" ::: "memory");
+    mig_sel = *prev;
+}
+
+/* The shim's code runs from here to the end of the enclosing function with the selector
+ * at ALLOW; the caller's value comes back on return. mig_init runs first: it arms the
+ * first thread, so the value restored is BLOCK. */
+#define MIG_GATE                                                                            \
+    __attribute__((cleanup(mig_gate_close))) char mig_gate_ = (mig_init(), mig_gate_open())
+
 /* The wrapper prologue. `call_real` is the expression returning the real result. */
 #define MIG_ENTER(call_real)                                                                \
+    MIG_GATE;                                                                               \
     do {                                                                                    \
-        mig_init();                                                                         \
         if (mig_busy || mig_mode == MIG_OFF || mig_mode == MIG_LIVE)                        \
             return call_real;                                                               \
         if (__builtin_expect(mig_signals_pending, 0))                                       \

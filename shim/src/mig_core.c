@@ -236,6 +236,8 @@ void mig_init(void)
         mig_mode = want;
         const char *parent = getenv("MIG_PARENT_LPID");
         open_ring(my_lpid, parent ? parent : "");
+        ready = 2;
+        mig_trap_init(); /* last: from here on the app's own system calls are trapped */
     } else {
         mig_mode = want;
     }
@@ -300,6 +302,7 @@ void mig_child_after_fork(const char *child_lpid)
     memcpy(my_lpid, child_lpid, strlen(child_lpid) + 1);
     mig_hold_after_fork();
     open_ring(my_lpid, parent);
+    mig_trap_arm(); /* arming is not inherited */
 }
 
 /* Environment for exec/spawn: the app's envp with mig's variables set (static storage:
@@ -867,6 +870,23 @@ void mig_replay_nudge(void)
 {
     __atomic_fetch_add(&ring->data_futex, 1, __ATOMIC_RELEASE);
     futex(&ring->data_futex, FUTEX_WAKE, 0x7fffffff, NULL);
+}
+
+/* A system call the shim cannot handle (mig_trap.c): a replaying process stops as at a
+ * divergence, naming it; a recording one says it on stderr and ends with code 86. */
+void mig_stop_refused(const char *text)
+{
+    static const char prefix[] = "mig-shim: fatal: ";
+    syscall(SYS_write, 2, prefix, sizeof prefix - 1);
+    syscall(SYS_write, 2, text, strlen(text));
+    syscall(SYS_write, 2, "\n", 1);
+    if (ring && mig_mode == MIG_REPLAY) {
+        char *p = ring->div_text, *end = ring->div_text + sizeof ring->div_text - 1;
+        p = put_str(p, end, text);
+        stop_diverged(p, replay_next_seq);
+    }
+    syscall(SYS_exit_group, 86);
+    __builtin_unreachable();
 }
 
 void mig_lock_diverged(const char *what, int64_t expected, int64_t actual)

@@ -30,7 +30,7 @@ static int host_open(int dirfd, const char *path, int flags, mode_t mode)
         if (c.result >= 0)
             mig_placeholder_at(c.result, (flags & O_CLOEXEC) ? SOCK_CLOEXEC : 0);
     } else {
-        c.result = (int)syscall(SYS_openat, dirfd, path, flags, mode);
+        c.result = mig_sys(SYS_openat, dirfd, path, flags, mode);
         c.err = c.result < 0 ? (int)-c.result : 0;
         if (c.result < 0)
             c.result = -1;
@@ -119,7 +119,7 @@ static void warn_shared_file(int fd)
 
 MIG_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-    mig_init();
+    MIG_GATE;
     if ((flags & MAP_SHARED) && !(flags & MAP_ANONYMOUS) && fd >= 0 && !mig_busy &&
         (mig_mode == MIG_RECORD || mig_mode == MIG_REPLAY) && (prot & PROT_WRITE))
         warn_shared_file(fd);
@@ -133,7 +133,7 @@ MIG_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off
 
 MIG_EXPORT int shmget(key_t key, size_t size, int flags)
 {
-    mig_init();
+    MIG_GATE;
     if (mig_mode == MIG_RECORD || mig_mode == MIG_REPLAY)
         mig_warn("SysV shared memory (shmget): a backup cannot replay what other programs"
                  " write there", NULL);
@@ -142,7 +142,7 @@ MIG_EXPORT int shmget(key_t key, size_t size, int flags)
 
 MIG_EXPORT int shm_open(const char *name, int flags, mode_t mode)
 {
-    mig_init();
+    MIG_GATE;
     if (mig_mode == MIG_RECORD || mig_mode == MIG_REPLAY)
         mig_warn("POSIX shared memory: a backup cannot replay what other programs write to ",
                  name);

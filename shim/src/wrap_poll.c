@@ -160,7 +160,7 @@ MIG_EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval 
  * when a placeholder is replaced by a real socket). */
 MIG_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
-    mig_init();
+    MIG_GATE;
     int r = mig_real.epoll_ctl(epfd, op, fd, ev);
     if (r == 0 && (op == EPOLL_CTL_ADD || op == EPOLL_CTL_DEL))
         mig_hold_epoll(epfd, op, fd);

@@ -45,9 +45,22 @@ static pid_t recorded_pid_of(pid_t real)
     return real;
 }
 
-MIG_EXPORT pid_t fork(void)
+static long real_fork(void *unused)
 {
-    MIG_ENTER(mig_real.fork());
+    (void)unused;
+    return mig_real.fork();
+}
+
+void mig_remember_child(pid_t recorded, pid_t real)
+{
+    remember(recorded, real);
+}
+
+/* A fork, recorded; `make` makes it (libc's fork, or the trapped clone: mig_trap.c) and
+ * returns -1 with errno on failure. */
+pid_t mig_fork_call(long (*make)(void *), void *ctx);
+pid_t mig_fork_call(long (*make)(void *), void *ctx)
+{
     char child[64];
     struct mig_call c = {.kind = MIG_K_FORK};
     mig_busy++;
@@ -55,7 +68,7 @@ MIG_EXPORT pid_t fork(void)
     if (mig_mode == MIG_REPLAY && mig_replay(&c, 0)) {
         mig_replay_done();
         if (c.result > 0) {
-            pid_t real = mig_real.fork();
+            pid_t real = (pid_t)make(ctx);
             if (real == 0) {
                 mig_child_identity((pid_t)c.result);
                 mig_child_after_fork(child);
@@ -65,7 +78,7 @@ MIG_EXPORT pid_t fork(void)
             remember((pid_t)c.result, real);
         }
     } else {
-        pid_t r = mig_real.fork();
+        pid_t r = (pid_t)make(ctx);
         if (r == 0) {
             mig_child_after_fork(child);
             mig_busy--;
@@ -79,6 +92,12 @@ MIG_EXPORT pid_t fork(void)
     if (c.err)
         errno = c.err;
     return (pid_t)c.result;
+}
+
+MIG_EXPORT pid_t fork(void)
+{
+    MIG_ENTER(mig_real.fork());
+    return mig_fork_call(real_fork, NULL);
 }
 
 MIG_EXPORT pid_t vfork(void)
@@ -343,7 +362,7 @@ MIG_EXPORT int kill(pid_t pid, int sig)
 
 MIG_EXPORT int dup2(int oldfd, int newfd)
 {
-    mig_init();
+    MIG_GATE;
     int r = mig_real.dup2(oldfd, newfd);
     if (r >= 0) {
         mig_fd_forget(newfd);
@@ -354,7 +373,7 @@ MIG_EXPORT int dup2(int oldfd, int newfd)
 
 MIG_EXPORT int dup3(int oldfd, int newfd, int flags)
 {
-    mig_init();
+    MIG_GATE;
     int r = mig_real.dup3(oldfd, newfd, flags);
     if (r >= 0) {
         mig_fd_forget(newfd);
@@ -366,7 +385,7 @@ MIG_EXPORT int dup3(int oldfd, int newfd, int flags)
 /* _exit skips destructors: release held outputs first (the app's last replies). */
 MIG_EXPORT void _exit(int status)
 {
-    mig_init();
+    MIG_GATE;
     if (mig_mode == MIG_RECORD)
         mig_hold_flush();
     mig_real._exit(status);

@@ -42,9 +42,9 @@ void mig_run_app_handler(int sig, int code)
         memset(&info, 0, sizeof info);
         info.si_signo = sig;
         info.si_code = code;
-        act->sa_sigaction(sig, &info, NULL);
+        MIG_APP_CODE(act->sa_sigaction(sig, &info, NULL));
     } else {
-        act->sa_handler(sig);
+        MIG_APP_CODE(act->sa_handler(sig));
     }
     errno = saved;
 }
@@ -64,24 +64,39 @@ void mig_deliver_signals(void)
     }
 }
 
+/* The real sigaction: under complete capture, the kernel's, with the shim's restorer (the
+ * return from a handler must come from the shim's text) and SIGSYS never masked. */
+static int install(int sig, const struct sigaction *act, struct sigaction *old)
+{
+    return mig_trapping ? mig_trap_sigaction(sig, act, old) : mig_real.sigaction(sig, act, old);
+}
+
 MIG_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 {
-    mig_init();
+    MIG_GATE;
     if (mig_mode != MIG_RECORD && mig_mode != MIG_REPLAY)
-        return mig_real.sigaction(sig, act, old);
+        return install(sig, act, old);
     if (sig <= 0 || sig >= NSIG || sig == SIGKILL || sig == SIGSTOP)
-        return mig_real.sigaction(sig, act, old);
+        return install(sig, act, old);
     struct sigaction previous = app_action[sig];
     int had = handled(&previous);
     int r;
-    if (handled(act)) {
+    if (sig == SIGSYS && mig_trapping) {
+        /* SIGSYS is the trap's: the app's handler is kept, never installed (a SIGSYS of
+         * the app's own would come from a seccomp filter, which the shim refuses) */
+        r = 0;
+        if (old) {
+            memset(old, 0, sizeof *old);
+            old->sa_handler = SIG_DFL;
+        }
+    } else if (handled(act)) {
         struct sigaction mine = *act;
         mine.sa_sigaction = mig_on_signal;
         mine.sa_flags |= SA_SIGINFO;
         mine.sa_flags &= ~SA_RESETHAND;
-        r = mig_real.sigaction(sig, &mine, old);
+        r = install(sig, &mine, old);
     } else {
-        r = mig_real.sigaction(sig, act, old);
+        r = install(sig, act, old);
     }
     if (r == 0) {
         if (old && had)

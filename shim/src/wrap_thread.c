@@ -48,6 +48,20 @@ void mig_thread_ids_after_fork(void)
     next_tid = 0;
 }
 
+uint32_t mig_thread_new_id(void)
+{
+    return __atomic_add_fetch(&next_tid, 1, __ATOMIC_ACQ_REL);
+}
+
+void mig_thread_seen_id(uint32_t id)
+{
+    uint32_t cur = __atomic_load_n(&next_tid, __ATOMIC_ACQUIRE);
+    while (cur < id &&
+           !__atomic_compare_exchange_n(&next_tid, &cur, id, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+        ;
+}
+
 static struct slot *claim(void)
 {
     for (;;) {
@@ -73,7 +87,8 @@ static void *start(void *p)
     void *(*fn)(void *) = s->fn;
     void *arg = s->arg;
     __atomic_store_n(&s->state, 0, __ATOMIC_RELEASE);
-    void *ret = fn(arg);
+    void *ret;
+    MIG_APP_CODE(ret = fn(arg));
     if (mig_mode == MIG_RECORD || mig_mode == MIG_REPLAY) {
         mig_busy++;
         mig_quiet_flush();
@@ -92,6 +107,12 @@ MIG_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr,
                               void *(*fn)(void *), void *arg)
 {
     MIG_ENTER(mig_real.pthread_create(thread, attr, fn, arg));
+    if (mig_trapping) {
+        /* the thread is registered at its clone, trapped like any other (mig_trap.c) */
+        int rc;
+        MIG_APP_CODE(rc = mig_real.pthread_create(thread, attr, fn, arg));
+        return rc;
+    }
     struct mig_call c = {.kind = MIG_K_THREAD_CREATE};
     mig_busy++;
     struct slot *s = claim();
@@ -102,6 +123,7 @@ MIG_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr,
         rc = c.err;
         if (rc == 0) {
             s->tid = (uint32_t)c.result;
+            mig_thread_seen_id(s->tid);
             __atomic_add_fetch(&mig_threads, 1, __ATOMIC_ACQ_REL);
             go(s);
             rc = mig_real.pthread_create(thread, attr, start, s);

@@ -19,8 +19,9 @@ class BuildWithShim(build_py):
             return  # an editable install finds shim/build and avro/ in the checkout
         data = Path(self.build_lib) / "mig" / "_data"
         (data / "avro").mkdir(parents=True, exist_ok=True)
-        for schema in (ROOT / "avro").glob("*.avsc"):
-            shutil.copy2(schema, data / "avro" / schema.name)
+        (data / "avro" / "history").mkdir(exist_ok=True)
+        for schema in [*(ROOT / "avro").glob("*.avsc"), *(ROOT / "avro").glob("history/*.avsc")]:
+            shutil.copy2(schema, data / "avro" / schema.relative_to(ROOT / "avro"))
         for lib in ("libmigshim.so", "libmigenc.so"):
             shutil.copy2(ROOT / "shim" / "build" / lib, data / lib)
 

@@ -96,6 +96,12 @@ class Codec:
         for compiled in self._current.values():
             self._add_writer(compiled, reader=None)
         self.names: list[str] = sorted(self._current)
+        # earlier versions of the schemas, so records written by an older mig still decode
+        for old in sorted((self._folder / "history").glob("*.avsc")):
+            try:
+                self.register_writer(_read_json(old))
+            except SchemaError as exc:
+                raise SchemaError(f"history/{old.name}: {exc}") from exc
 
     # -- schemas ---------------------------------------------------------------------
 

@@ -202,7 +202,25 @@ def check_threads() -> Check:
                  " recorded order; " + THREADS_LIMIT)
 
 
-def check_program_threads(binary: Path) -> Check:
+def check_capture(capture: str) -> Check:
+    """Which calls the shim sees under app.toml's `capture`, and whether this kernel can."""
+    if capture == "symbols":
+        return Check("capture", "warn", "symbols: only calls through libc's exported"
+                     " functions are seen; libc's internal calls (stdio), dlsym'd functions,"
+                     " raw syscall() and their threads are not recorded, and replay can"
+                     " drift", 'set [app] capture = "trap" (docs/interceptor.md)')
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(59, 0, 0, 0, 0) != 0:  # PR_SET_SYSCALL_USER_DISPATCH, OFF: a probe
+        return Check("capture", "fail", "trap: this kernel has no Syscall User Dispatch"
+                     " (Linux 5.11+ with CONFIG_SYSCALL_USER_DISPATCH)",
+                     'use a newer kernel, or [app] capture = "symbols" (incomplete)')
+    return Check("capture", "ok", "trap: every system call the program makes is handled,"
+                 " whoever makes it (Syscall User Dispatch; threads registered at clone)")
+
+
+def check_program_threads(binary: Path, capture: str = "trap") -> Check:
     """What the program's dynamic imports say about its threads (names in .dynstr)."""
     try:
         with open(binary, "rb") as f:
@@ -212,7 +230,7 @@ def check_program_threads(binary: Path) -> Check:
                      "check the program's permissions")
     imports = {name for name in ("pthread_create", "syscall", "clone", "__clone", "clone3")
                if b"\0" + name.encode() + b"\0" in data}
-    if imports & {"clone", "__clone", "clone3"}:
+    if imports & {"clone", "__clone", "clone3"} and capture == "symbols":
         return Check("program.threads", "warn", f"{binary.name} imports clone(): threads"
                      " started that way are not told apart from their creator, and replay"
                      " can diverge", "start threads with pthread_create; see docs/threads.md")
@@ -241,11 +259,12 @@ def app_checks(app_toml: Path, kafka_timeout: float = 3.0) -> list[Check]:
     try:
         binary = check_program(cfg.command[0], app_env(cfg)["PATH"], cfg.cwd)
         checks.append(Check("program", "ok", f"{binary} is dynamically linked against libc"))
-        checks.append(check_program_threads(binary))
+        checks.append(check_program_threads(binary, cfg.capture))
     except MigError as exc:
         checks.append(Check("program", "fail", str(exc),
                             "mig records programs that call libc dynamically: rebuild or"
                             " pick another binary"))
+    checks.append(check_capture(cfg.capture))
     kafka, settings = _check_kafka(cfg, app_toml, kafka_timeout)
     checks.append(kafka)
     if settings is not None:

@@ -85,7 +85,12 @@ def private_run_dir(run_dir: Path) -> None:
 
 def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
            log_file: Path) -> subprocess.Popen[bytes]:
-    """Start the app under the shim in ``mode`` (record or replay)."""
+    """Start the app under the shim in ``mode`` (record or replay).
+
+    Recording, the app's stdin is mig's own: what the app reads from it is a recorded input
+    like a socket's (``producer | mig primary start app.toml``). Replaying, it is /dev/null:
+    the reads come from the log; after promotion the program reads the end of its input
+    (docs/interceptor.md, "Standard input")."""
     shim = shim_library()
     if not shim.is_file():
         raise MigError(f"the shim is not built ({shim}): run `make -C shim` or reinstall mig")
@@ -100,7 +105,8 @@ def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
     with open(log_file, "ab") as out:
         try:
             prepare = functools.partial(_prepare_child, mode == "record")
-            return subprocess.Popen(cfg.command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+            stdin = None if mode == "record" else subprocess.DEVNULL
+            return subprocess.Popen(cfg.command, cwd=cwd, env=env, stdin=stdin,
                                     stdout=out, stderr=out, preexec_fn=prepare,
                                     start_new_session=True)
         except OSError as exc:

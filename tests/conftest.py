@@ -43,12 +43,14 @@ def app_name() -> str:
 
 
 def run_mig(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
-            check: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run the real ``mig`` command (``python -m mig``) and capture its output."""
+            check: bool = False, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real ``mig`` command (``python -m mig``) and capture its output. Its stdin
+    is ``input``, or /dev/null (a recorded app reads mig's stdin)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     proc = subprocess.run([sys.executable, "-m", "mig", "--log-format", "json", *args],
-                          capture_output=True, text=True, env=full_env, timeout=timeout)
+                          capture_output=True, text=True, env=full_env, timeout=timeout,
+                          input=input, stdin=subprocess.DEVNULL if input is None else None)
     if check and proc.returncode != 0:
         raise AssertionError(f"mig {' '.join(args)} failed ({proc.returncode}):"
                              f" {proc.stdout}\n{proc.stderr}")

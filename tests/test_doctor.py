@@ -87,7 +87,7 @@ def test_static_program_fails(programs: Path, settings: KafkaSettings, tmp_path:
     app = write_app(tmp_path, app_name, [str(programs / "static")], settings.bootstrap_servers)
     code, checks = doctor_json(str(app))
     assert code == 1
-    assert list(checks) == HOST_CHECKS + ["config", "program", "kafka"] + TOPIC_CHECKS + [
+    assert list(checks) == HOST_CHECKS + ["config", "program", "capture", "kafka"] + TOPIC_CHECKS + [
         "clocks"]
     assert checks["program"]["status"] == "fail"
     assert "statically linked" in checks["program"]["detail"]
@@ -152,6 +152,22 @@ def test_program_threads_check() -> None:
     assert pool.status == "ok" and "data races" in pool.detail
     single = check_program_threads(apps / "kvserver")
     assert single.status == "ok" and "does not start threads" in single.detail
+
+
+def test_capture_check_says_which_calls_are_seen(programs: Path, tmp_path: Path) -> None:
+    """`mig doctor APP.TOML` reports the capture mode: trap (this kernel has Syscall User
+    Dispatch) or symbols, which is incomplete and says so."""
+    from mig.doctor import check_capture
+
+    trap = check_capture("trap")
+    assert trap.status == "ok" and "Syscall User Dispatch" in trap.detail
+    symbols = check_capture("symbols")
+    assert symbols.status == "warn" and "raw syscall()" in symbols.detail
+    toml = tmp_path / "app.toml"
+    toml.write_text('[app]\nname = "cap"\ncommand = ["/bin/cat"]\ncapture = "symbols"\n'
+                    '[kafka]\nbootstrap_servers = "127.0.0.1:1"\n')
+    proc = run_mig("doctor", str(toml))
+    assert "capture" in proc.stdout and "symbols: only calls through libc" in proc.stdout
 
 
 # --- clocks -------------------------------------------------------------------------------

@@ -220,3 +220,18 @@ BAD_DEFAULT = {"name": "a", "type": "int", "default": "z"}
 def test_register_writer_refuses_bad_schemas(schema: Any, match: str) -> None:
     with pytest.raises(SchemaError, match=match):
         Codec(schema_dir()).register_writer(schema)
+
+
+def test_call_batches_of_the_previous_version_still_decode(tmp_path: Path) -> None:
+    """avro/history keeps CallBatch as it was before FSTAT and IOCTL: a log written by that
+    mig decodes with today's codec (its kinds by name)."""
+    history = schema_dir() / "history" / "mig.log.CallBatch.v1.avsc"
+    folder = tmp_path / "old"
+    shutil.copytree(schema_dir(), folder, ignore=shutil.ignore_patterns("history"))
+    shutil.copy2(history, folder / "mig.log.CallBatch.avsc")
+    old = Codec(folder)
+    new = Codec(schema_dir())
+    assert old.fingerprint("mig.log.CallBatch") != new.fingerprint("mig.log.CallBatch")
+    record = sample("mig.log.CallBatch")
+    name, decoded = new.decode(old.encode("mig.log.CallBatch", record))
+    assert name == "mig.log.CallBatch" and decoded == record

@@ -40,6 +40,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
@@ -610,6 +611,30 @@ static long raw(long nr, const long *a)
     return mig_sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
+/* fstat (or fstatat/statx with AT_EMPTY_PATH) of an fd whose I/O is recorded -- a socket,
+ * a pipe, a host file: what it says is the primary's (a backup has a placeholder there,
+ * whose size and block size differ, and stdio sizes its buffers by them). */
+static long fd_stat(long nr, const long *a, int fd, void *buf, uint32_t size)
+{
+    struct mig_call c = {.kind = MIG_K_FSTAT, .args = {fd, nr}};
+    mig_busy++;
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
+        mig_replay_fits(&c, size);
+        if (c.result == 0 && buf)
+            memcpy(buf, c.payload, c.payload_len);
+        mig_replay_done();
+    } else {
+        long r = raw(nr, a);
+        c.result = r < 0 ? -1 : r;
+        c.err = r < 0 ? (int)-r : 0;
+        c.payload = buf;
+        c.payload_len = r == 0 ? size : 0;
+        mig_record(&c);
+    }
+    mig_busy--;
+    return c.result < 0 ? -c.err : c.result;
+}
+
 /* System calls whose result the app's own state decides (its memory, its regular files,
  * its own ids and limits), or which only wait: run as they are. Waiting calls the app
  * makes through libc's symbols (futex aside) are wrapped; these come from inside libc. */
@@ -619,8 +644,7 @@ static int passes(long nr)
     case SYS_mprotect: case SYS_munmap: case SYS_brk: case SYS_mremap: case SYS_msync:
     case SYS_mincore: case SYS_madvise: case SYS_mlock: case SYS_munlock: case SYS_mlockall:
     case SYS_munlockall: case SYS_mlock2: case SYS_membarrier: case SYS_pkey_mprotect:
-    case SYS_fstat: case SYS_stat: case SYS_lstat: case SYS_newfstatat: case SYS_statx:
-    case SYS_statfs: case SYS_fstatfs: case SYS_lseek: case SYS_pread64: case SYS_pwrite64:
+    case SYS_stat: case SYS_lstat: case SYS_statfs: case SYS_fstatfs: case SYS_lseek: case SYS_pread64: case SYS_pwrite64:
     case SYS_preadv: case SYS_pwritev: case SYS_preadv2: case SYS_pwritev2:
     case SYS_access: case SYS_faccessat: case SYS_faccessat2: case SYS_readlink:
     case SYS_readlinkat: case SYS_getcwd: case SYS_chdir: case SYS_fchdir: case SYS_mkdir:
@@ -741,6 +765,20 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
         return kret(openat((int)a[0], (const char *)a[1], (int)a[2], (mode_t)a[3]));
     case SYS_creat:
         return kret(open((const char *)a[0], O_CREAT | O_WRONLY | O_TRUNC, (mode_t)a[1]));
+    case SYS_fstat:
+        if (mig_fd_recorded((int)a[0]))
+            return fd_stat(nr, a, (int)a[0], (void *)a[1], sizeof(struct stat));
+        return raw(nr, a);
+    case SYS_newfstatat:
+        if ((a[3] & AT_EMPTY_PATH) && a[1] && !*(const char *)a[1] &&
+            mig_fd_recorded((int)a[0]))
+            return fd_stat(nr, a, (int)a[0], (void *)a[2], sizeof(struct stat));
+        return raw(nr, a);
+    case SYS_statx:
+        if ((a[2] & AT_EMPTY_PATH) && a[1] && !*(const char *)a[1] &&
+            mig_fd_recorded((int)a[0]))
+            return fd_stat(nr, a, (int)a[0], (void *)a[4], sizeof(struct statx));
+        return raw(nr, a);
     case SYS_dup2: return kret(dup2((int)a[0], (int)a[1]));
     case SYS_dup3: return kret(dup3((int)a[0], (int)a[1], (int)a[2]));
     case SYS_mmap:

@@ -87,8 +87,8 @@ def test_static_program_fails(programs: Path, settings: KafkaSettings, tmp_path:
     app = write_app(tmp_path, app_name, [str(programs / "static")], settings.bootstrap_servers)
     code, checks = doctor_json(str(app))
     assert code == 1
-    assert list(checks) == HOST_CHECKS + ["config", "program", "capture", "kafka"] + TOPIC_CHECKS + [
-        "clocks"]
+    assert list(checks) == HOST_CHECKS + ["config", "program", "capture", "kafka",
+                                          *TOPIC_CHECKS, "clocks"]
     assert checks["program"]["status"] == "fail"
     assert "statically linked" in checks["program"]["detail"]
     assert checks["kafka"]["status"] == "ok"

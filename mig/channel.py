@@ -22,7 +22,8 @@ import structlog
 
 from mig.errors import MigError
 
-__all__ = ["RawCall", "Ring", "RingError", "RingForeign", "REC", "HDR_SIZE", "new_rings"]
+__all__ = ["RawCall", "Ring", "RingError", "RingForeign", "REC", "HDR_SIZE", "new_rings",
+           "rearm_after_restore"]
 
 MAGIC = 0x31474E4952474D4D
 VERSION = 1
@@ -40,7 +41,7 @@ _OFF = {"magic": 0, "version": 8, "mode": 12, "capacity": 16, "pid": 24, "state"
         "lpid": 32, "head": 96, "tail": 104, "next_seq": 112, "committed_seq": 120,
         "commit_futex": 128, "data_futex": 132, "lock": 136, "waiters": 140,
         "barrier_seq": 144, "div_seq": 152, "div_text": 160, "parent_lpid": 416,
-        "golive": 480, "frozen": 484, "writers": 488}
+        "golive": 480, "frozen": 484, "writers": 488, "turn_futex": 492, "arm_gen": 496}
 MODE_RECORD, MODE_REPLAY = 1, 2
 
 _SYS_FUTEX = 202  # x86-64
@@ -328,3 +329,14 @@ def new_rings(run_dir: Path, known: dict[str, Ring]) -> dict[str, Ring]:
 
 log = structlog.get_logger("mig.channel")
 _REFUSED: set[Path] = set()  # foreign rings already reported
+
+
+def rearm_after_restore(path: Path) -> None:
+    """Bump the ``arm_gen`` of a ring file in a checkpoint's run folder before the app is
+    restored from it: CRIU does not restore Syscall User Dispatch, so the shim's threads arm
+    their traps again when they see it changed (shim/src/mig_core.c)."""
+    with open(path, "r+b") as f:
+        f.seek(_OFF["arm_gen"])
+        (gen,) = struct.unpack("<I", f.read(4))
+        f.seek(_OFF["arm_gen"])
+        f.write(struct.pack("<I", (gen + 1) & 0xFFFFFFFF))

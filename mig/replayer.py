@@ -33,7 +33,7 @@ from typing import Any
 import structlog
 
 from mig.calls import describe, from_avro
-from mig.channel import RawCall, Ring, new_rings
+from mig.channel import RawCall, Ring, new_rings, rearm_after_restore
 from mig.codec import Codec
 from mig.config import AppConfig
 from mig.control import ControlView
@@ -798,6 +798,8 @@ class Replayer:
                 self.workdir.mkdir(parents=True, exist_ok=True)
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 unpack(data, images, self.workdir, self.run_dir)
+                for ring in self.run_dir.glob("*.ring"):
+                    rearm_after_restore(ring)
                 binds = [(self.workdir.resolve(), Path(manifest["workdir"])),
                          (self.run_dir.resolve(), Path(manifest["run_dir"]))]
                 started = time.monotonic()

@@ -99,6 +99,10 @@ def test_a_late_replica_restores_the_checkpoint_and_catches_up(hosts, tmp_path):
         print(f"late replica hot {time.monotonic() - started:.1f} s after its start,"
               f" restore {restored[0]['restore_ms']} ms")
         _writes(dep, 500, 100)
+        # a raw syscall(SYS_getrandom) after the restore: trapped only if the restored
+        # threads armed their traps again (CRIU does not restore them)
+        for i in range(5):
+            assert request(dep.net.host_ips[0], dep.port, f"SETRAND r{i}").startswith("OK")
         _same_dump(dep, 2, "state-a.txt")
         _same_dump(dep, 1, "state-a.txt")
         # the restored replica takes checkpoints too (CRIU runs in its namespaces): with

@@ -37,6 +37,7 @@ static MIG_TLS uint64_t replay_pending; /* replay: length of this thread's recor
 static uint64_t replay_next_seq; /* replay: seq after the last record handed out */
 static MIG_TLS uint64_t own_scan; /* replay: ring position up to which this thread looked for
                                    * its next record without finding it */
+static MIG_TLS uint32_t arm_seen; /* the ring's arm_gen when this thread last armed */
 static char my_lpid[64] = "1";
 static unsigned children;    /* fork/spawn count of this process: names the next child */
 
@@ -545,6 +546,18 @@ static void advance_tail(uint64_t tail, uint64_t len)
 static void out_of_step(const struct mig_rec *rec);
 static void corrupt(uint64_t pos, const char *why);
 
+/* A process restored from a checkpoint has lost its threads' traps (CRIU does not restore
+ * them): the worker bumps arm_gen in the image, and each thread arms again here, where it
+ * waits for its next record -- as every thread of a checkpointed replay does. */
+static void rearm_if_restored(void)
+{
+    uint32_t gen = __atomic_load_n(&ring->arm_gen, __ATOMIC_ACQUIRE);
+    if (gen != arm_seen && mig_trapping) {
+        arm_seen = gen;
+        mig_trap_arm();
+    }
+}
+
 /* The next record for this thread, or NULL when the process has just gone live. Records
  * are taken in log order: a thread whose record is not at the tail waits for its turn. */
 static struct mig_rec *next_record(void)
@@ -555,6 +568,7 @@ static struct mig_rec *next_record(void)
         uint32_t gen = __atomic_load_n(&ring->data_futex, __ATOMIC_ACQUIRE);
         uint32_t turn = __atomic_load_n(&ring->turn_futex, __ATOMIC_ACQUIRE);
         uint32_t live = __atomic_load_n(&ring->golive, __ATOMIC_ACQUIRE);
+        rearm_if_restored();
         if (mig_mode != MIG_REPLAY)
             return NULL; /* another thread took the process live */
         uint64_t tail = __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
@@ -821,6 +835,7 @@ int mig_replay_quiet(int (*can_pass)(void))
     for (;;) {
         if (mig_mode != MIG_REPLAY)
             return -1;
+        rearm_if_restored();
         uint32_t gen = __atomic_load_n(&ring->data_futex, __ATOMIC_ACQUIRE);
         const struct mig_rec *rec = own_next();
         if (rec && is_run(rec) && (int64_t)mig_quiet < rec->args[2])

@@ -57,6 +57,9 @@ struct mig_ring_hdr {
     uint32_t writers;          /* 488: record: threads between the frozen check and publish */
     uint32_t turn_futex;       /* 492: replay: a thread bumps it (and wakes) after moving
                                 *      the tail: the next record may be another's turn */
+    uint32_t arm_gen;          /* 496: bumped in the image before a restore: CRIU does not
+                                *      restore Syscall User Dispatch, so each thread arms its
+                                *      trap again when it next waits for a record */
 };
 
 /* One call record: this header, then payload_len bytes, padded to a multiple of 8. */

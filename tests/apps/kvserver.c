@@ -18,6 +18,8 @@
  *                                      (a xorshift stream): big memory from a small log;
  *                                      DUMP's header then says ballast=<MB>:<sum>, the sum
  *                                      read back from memory
+ *   SETRAND key -> OK   sets key to 8 random bytes in hex, read with a raw
+ *                       syscall(SYS_getrandom) (a call around libc's symbols)
  */
 #define _GNU_SOURCE
 #include "kvstore.h"
@@ -31,6 +33,7 @@
 #include <sys/epoll.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define OUT_LIMIT (1 << 20) /* stop reading requests while this many reply bytes wait */
@@ -140,6 +143,16 @@ static void handle(struct conn *c, char *line)
         snprintf(reply, sizeof reply, "ERR too many arguments");
     } else if (kv_command(&store, argc, argv, reply, sizeof reply)) {
         /* SET, GET or DEL */
+    } else if (strcmp(argv[0], "SETRAND") == 0 && argc == 2) {
+        unsigned char raw[8];
+        char hex[17], *set[3] = {"SET", argv[1], hex};
+        if (syscall(SYS_getrandom, raw, sizeof raw, 0) != (long)sizeof raw)
+            snprintf(reply, sizeof reply, "ERR getrandom");
+        else {
+            for (int i = 0; i < 8; i++)
+                snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+            kv_command(&store, 3, set, reply, sizeof reply);
+        }
     } else if (strcmp(argv[0], "DUMP") == 0) {
         char header[128];
         long n = -1;

@@ -6,6 +6,7 @@ results really were replayed."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from tests.harness import record, replay, write_app
 
 SNIPPETS = Path(__file__).resolve().parent / "snippets"
 C_SNIPPETS = ["clocks", "random", "ident", "pipes", "sleeps", "tcp", "procs", "signals",
-              "procfs", "bigio", "rawcalls", "dlthread"]
+              "procfs", "bigio", "rawcalls", "dlthread", "msgs"]
 
 
 @pytest.fixture(scope="module")
@@ -118,4 +119,21 @@ def test_held_reply_of_a_raw_closed_socket_reaches_its_own_peer(built, tmp_path,
     assert primary == ("same number again: yes\n"
                        "peer a: 'reply for a' then EOF\n"
                        "peer b: 'reply for b' then EOF\n")
+    assert backup == primary
+
+
+def test_datagram_peers_and_passed_fds_are_what_the_program_would_see(built, tmp_path,
+                                                                      settings, app_name):
+    """recvfrom's peer address and recvmsg's ancillary data reach the program on the primary
+    as they would natively (a UDP echo answers the right port; an fd passed with SCM_RIGHTS
+    arrives and is read), and a backup gets the same from the log."""
+    _, _, primary, backup = _record_replay(tmp_path, app_name, [str(built / "msgs")],
+                                           settings.bootstrap_servers)
+    lines = primary.splitlines()
+    server = re.fullmatch(r"server got 4 'ping' from port (\d+) \(client is (\d+)\), len 16",
+                          lines[0])
+    assert server and server[1] == server[2] != "0", primary
+    assert lines[1:] == ["client got 4 'pong' from the server: yes",
+                         "recvmsg 2 'fd' controllen 24 flags 0 passed fd yes",
+                         "read 21 'through the passed fd'"]
     assert backup == primary

@@ -100,7 +100,6 @@ struct io_ctx {
 static ssize_t r_read(void *p) { struct io_ctx *x = p; return mig_real.read(x->fd, x->buf, x->n); }
 static ssize_t r_readv(void *p) { struct io_ctx *x = p; return mig_real.readv(x->fd, x->iov, x->iovcnt); }
 static ssize_t r_recv(void *p) { struct io_ctx *x = p; return mig_real.recv(x->fd, x->buf, x->n, x->flags); }
-static ssize_t r_recvmsg(void *p) { struct io_ctx *x = p; return mig_real.recvmsg(x->fd, x->msg, x->flags); }
 static ssize_t r_write(void *p) { struct io_ctx *x = p; return mig_real.write(x->fd, x->cbuf, x->n); }
 static ssize_t r_writev(void *p) { struct io_ctx *x = p; return mig_real.writev(x->fd, x->iov, x->iovcnt); }
 static ssize_t r_send(void *p) { struct io_ctx *x = p; return mig_real.send(x->fd, x->cbuf, x->n, x->flags); }
@@ -167,15 +166,159 @@ MIG_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
     return input_call(MIG_K_RECV, fd, (int64_t)n, flags, buf, NULL, 0, r_recv, &x);
 }
 
+/* recvfrom and recvmsg: the data, then the peer's address and the ancillary data, all as
+ * the program would get them natively (on the primary the real call fills the program's
+ * own buffers). The record's payload is the data, then the address bytes, then the control
+ * bytes; args[3] holds the address length the kernel reported, the control length and
+ * msg_flags (namelen | controllen << 16 | msg_flags << 32). A log without them (args[3]
+ * 0) replays as a plain receive. File descriptors received (SCM_RIGHTS) get a placeholder
+ * at the same number on a backup, as accepted sockets do. */
+#define MIG_MSG_ARG3(namelen, ctllen, mflags)                                              \
+    ((int64_t)((uint64_t)(namelen) | (uint64_t)(ctllen) << 16 |                              \
+               (uint64_t)(uint32_t)(mflags) << 32))
+
+struct msg_parts {
+    const struct iovec *iov; /* the data pieces (capped) */
+    int iovcnt;
+    void *name;              /* address buffer, and its capacity (in) */
+    socklen_t name_cap;
+    socklen_t namelen;       /* out: the length the kernel reported */
+    void *control;
+    size_t control_cap;
+    size_t controllen;       /* out */
+    int mflags;              /* out: msg_flags */
+};
+
+static void for_each_fd(const void *control, size_t len, int cloexec, int replay)
+{
+    struct msghdr m = {.msg_control = (void *)control, .msg_controllen = len};
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        const int *fds = (const int *)CMSG_DATA(c);
+        for (size_t i = 0; i < n; i++) {
+            int fd;
+            memcpy(&fd, fds + i, sizeof fd);
+            if (replay)
+                mig_placeholder_at(fd, cloexec ? SOCK_CLOEXEC : 0);
+            else
+                mig_fd_forget(fd); /* a new file at this number: classify it afresh */
+        }
+    }
+}
+
+static ssize_t msg_call(int fd, int64_t asked, int64_t a2, int flags, struct msg_parts *p,
+                        ssize_t (*real)(void *), void *ctx)
+{
+    struct mig_call c = {.kind = MIG_K_RECV, .args = {fd, asked, a2}};
+    mig_busy++;
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 3)) {
+        uint64_t extra = (uint64_t)c.rec_args[3];
+        uint64_t data = c.result > 0 ? (uint64_t)c.result : 0;
+        size_t ctl = (size_t)((extra >> 16) & 0xffff);
+        mig_replay_fits(&c, (uint64_t)asked + p->name_cap + p->control_cap);
+        if (data + ctl > c.payload_len)
+            mig_replay_fits(&c, 0); /* lengths that do not add up: a damaged log */
+        const unsigned char *src = c.payload;
+        scatter(p->iov, p->iovcnt, src, data);
+        size_t name_bytes = c.payload_len - data - ctl;
+        if (p->name && name_bytes)
+            memcpy(p->name, src + data, name_bytes < p->name_cap ? name_bytes : p->name_cap);
+        p->namelen = (socklen_t)(extra & 0xffff);
+        if (p->control && ctl) {
+            size_t n = ctl < p->control_cap ? ctl : p->control_cap;
+            memcpy(p->control, src + data + name_bytes, n);
+            for_each_fd(p->control, n, flags & MSG_CMSG_CLOEXEC, 1);
+        }
+        p->controllen = ctl;
+        p->mflags = (int)(extra >> 32);
+        mig_replay_done();
+    } else {
+        mig_busy--;
+        c.result = real(ctx);
+        c.err = c.result < 0 ? errno : 0;
+        mig_busy++;
+        uint64_t got = c.result > 0 ? (uint64_t)c.result : 0;
+        struct iovec parts[66];
+        int n = 0;
+        uint64_t left = got;
+        for (int i = 0; i < p->iovcnt && left; i++, n++) {
+            parts[n] = p->iov[i];
+            if (parts[n].iov_len > left)
+                parts[n].iov_len = left;
+            left -= parts[n].iov_len;
+        }
+        socklen_t name_bytes = 0;
+        if (c.result >= 0 && p->name)
+            name_bytes = p->namelen < p->name_cap ? p->namelen : p->name_cap;
+        if (name_bytes)
+            parts[n++] = (struct iovec){p->name, name_bytes};
+        size_t ctl = c.result >= 0 && p->control ? p->controllen : 0;
+        if (ctl)
+            parts[n++] = (struct iovec){p->control, ctl};
+        if (ctl)
+            for_each_fd(p->control, ctl, 0, 0);
+        c.args[3] = c.result >= 0 ? MIG_MSG_ARG3(p->namelen, ctl, p->mflags) : 0;
+        c.in_iov = parts;
+        c.in_iovcnt = n;
+        c.payload_len = (uint32_t)(got + name_bytes + ctl);
+        mig_record(&c);
+    }
+    mig_busy--;
+    if (c.err)
+        errno = c.err;
+    return (ssize_t)c.result;
+}
+
+struct from_ctx {
+    int fd;
+    void *buf;
+    size_t n;
+    int flags;
+    struct msg_parts *p;
+};
+
+static ssize_t r_recvfrom(void *q)
+{
+    struct from_ctx *x = q;
+    socklen_t len = x->p->name_cap;
+    ssize_t r = mig_real.recvfrom(x->fd, x->buf, x->n, x->flags,
+                                  x->p->name ? (struct sockaddr *)x->p->name : NULL,
+                                  x->p->name ? &len : NULL);
+    x->p->namelen = x->p->name ? len : 0;
+    return r;
+}
+
 MIG_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
                             socklen_t *alen)
 {
     MIG_ENTER(mig_real.recvfrom(fd, buf, n, flags, addr, alen));
-    /* The peer address of a datagram is not recorded yet: stream sockets pass NULL. */
-    if (addr && alen)
-        *alen = 0;
-    struct io_ctx x = {.fd = fd, .buf = buf, .n = cap(n), .flags = flags};
-    return input_call(MIG_K_RECV, fd, (int64_t)n, flags, buf, NULL, 0, r_recv, &x);
+    struct iovec data = {buf, cap(n)};
+    struct msg_parts p = {.iov = &data, .iovcnt = 1, .name = addr && alen ? addr : NULL,
+                          .name_cap = addr && alen ? *alen : 0};
+    struct from_ctx x = {.fd = fd, .buf = buf, .n = cap(n), .flags = flags, .p = &p};
+    ssize_t r = msg_call(fd, (int64_t)n, flags, flags, &p, r_recvfrom, &x);
+    if (r >= 0 && addr && alen)
+        *alen = p.namelen;
+    return r;
+}
+
+struct msg_ctx {
+    int fd;
+    struct msghdr *m;
+    int flags;
+    struct msg_parts *p;
+};
+
+static ssize_t r_recvmsg(void *q)
+{
+    struct msg_ctx *x = q;
+    ssize_t r = mig_real.recvmsg(x->fd, x->m, x->flags);
+    x->p->namelen = x->m->msg_name ? x->m->msg_namelen : 0;
+    x->p->controllen = x->m->msg_control ? x->m->msg_controllen : 0;
+    x->p->mflags = x->m->msg_flags;
+    return r;
 }
 
 MIG_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
@@ -185,16 +328,18 @@ MIG_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
     struct msghdr m = *msg;
     m.msg_iovlen = (size_t)cap_iov(msg->msg_iov, (int)msg->msg_iovlen, capped);
     m.msg_iov = capped;
-    m.msg_control = NULL; /* ancillary data (SCM_RIGHTS...) cannot be replayed */
-    m.msg_controllen = 0;
-    m.msg_name = NULL;
-    m.msg_namelen = 0;
-    struct io_ctx x = {.fd = fd, .msg = &m, .flags = flags};
-    ssize_t r = input_call(MIG_K_RECV, fd, (int64_t)iov_total(msg->msg_iov, (int)msg->msg_iovlen),
-                           flags | 0x40000000, NULL, capped, (int)m.msg_iovlen, r_recvmsg, &x);
-    msg->msg_controllen = 0;
-    msg->msg_namelen = 0;
-    msg->msg_flags = 0;
+    struct msg_parts p = {.iov = capped, .iovcnt = (int)m.msg_iovlen,
+                          .name = msg->msg_name, .name_cap = msg->msg_name ? msg->msg_namelen : 0,
+                          .control = msg->msg_control,
+                          .control_cap = msg->msg_control ? msg->msg_controllen : 0};
+    struct msg_ctx x = {.fd = fd, .m = &m, .flags = flags, .p = &p};
+    ssize_t r = msg_call(fd, (int64_t)iov_total(msg->msg_iov, (int)msg->msg_iovlen),
+                         flags | 0x40000000, flags, &p, r_recvmsg, &x);
+    if (r >= 0) {
+        msg->msg_namelen = msg->msg_name ? p.namelen : 0;
+        msg->msg_controllen = msg->msg_control ? p.controllen : 0;
+        msg->msg_flags = p.mflags;
+    }
     return r;
 }
 

@@ -126,7 +126,11 @@ struct mig_real {
                                     const struct timespec *))                              \
     X(int, sem_wait, (sem_t *))                                                            \
     X(int, sem_trywait, (sem_t *))                                                         \
-    X(int, sem_timedwait, (sem_t *, const struct timespec *))
+    X(int, sem_timedwait, (sem_t *, const struct timespec *))                              \
+    X(int, sem_clockwait, (sem_t *, clockid_t, const struct timespec *))                   \
+    X(int, pthread_cond_clockwait, (pthread_cond_t *, pthread_mutex_t *, clockid_t,        \
+                                    const struct timespec *))                              \
+    X(int, pthread_mutex_clocklock, (pthread_mutex_t *, clockid_t, const struct timespec *))
 #define MIG_REAL_FIELD(ret, name, args) ret(*name) args;
     MIG_REAL_FIELDS(MIG_REAL_FIELD)
 #undef MIG_REAL_FIELD

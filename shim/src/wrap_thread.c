@@ -178,6 +178,9 @@ MIG_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr,
  * reused for another mutex must go through one of them (docs/threads.md). A mutex the
  * table has no room for is recorded at every acquisition, with no count. */
 
+/* The clock of this thread's pthread_mutex_clocklock in progress (variant 4). */
+static MIG_TLS clockid_t lock_clock;
+
 #define LOCKS (1u << 20)
 static struct lock {
     uintptr_t addr;
@@ -354,7 +357,8 @@ static int mutex_acquire(pthread_mutex_t *m, int variant, const struct timespec 
     }
     rc = variant == 0   ? mig_real.pthread_mutex_lock(m)
          : variant == 1 ? mig_real.pthread_mutex_trylock(m)
-                        : mig_real.pthread_mutex_timedlock(m, at);
+         : variant == 2 ? mig_real.pthread_mutex_timedlock(m, at)
+                        : mig_real.pthread_mutex_clocklock(m, lock_clock, at);
     if (rc == 0 && l && l->owner == mig_tid + 1 && mig_quiet < MIG_QUIET_MAX) {
         l->count++;
         mig_quiet++;
@@ -431,6 +435,14 @@ MIG_EXPORT int pthread_mutex_timedlock(pthread_mutex_t *m, const struct timespec
     return mutex_acquire(m, 2, at);
 }
 
+MIG_EXPORT int pthread_mutex_clocklock(pthread_mutex_t *m, clockid_t clk,
+                                       const struct timespec *at)
+{
+    SYNC_ENTER(mig_real.pthread_mutex_clocklock(m, clk, at));
+    lock_clock = clk;
+    return mutex_acquire(m, 4, at);
+}
+
 /* A new mutex at an address counts from 0, whichever mutex lived there before. */
 static void forget(pthread_mutex_t *m)
 {
@@ -501,10 +513,13 @@ MIG_EXPORT int pthread_rwlock_timedwrlock(pthread_rwlock_t *l, const struct time
 }
 
 /* A condition wait: recorded when it returns (the mutex held again), with its result and
- * the mutex's count, like any acquisition that changes the mutex's owner. */
-static int cond_wait(pthread_cond_t *cv, pthread_mutex_t *m, const struct timespec *at)
+ * the mutex's count, like any acquisition that changes the mutex's owner. `clk` is the
+ * clock of pthread_cond_clockwait (args[0] 2), or -1 for the other two (0 and 1). */
+static int cond_wait(pthread_cond_t *cv, pthread_mutex_t *m, const struct timespec *at,
+                     clockid_t clk)
 {
-    struct mig_call c = {.kind = MIG_K_COND_WAIT, .args = {at != NULL, (int64_t)cv}};
+    struct mig_call c = {.kind = MIG_K_COND_WAIT,
+                         .args = {clk >= 0 ? 2 : at != NULL, (int64_t)cv}};
     mig_busy++;
     struct lock *l = lock_of(m);
     int rc;
@@ -520,7 +535,9 @@ static int cond_wait(pthread_cond_t *cv, pthread_mutex_t *m, const struct timesp
         /* the log ended while this thread waited: wait for real from here */
         mig_real.pthread_mutex_lock(m);
     }
-    rc = at ? mig_real.pthread_cond_timedwait(cv, m, at) : mig_real.pthread_cond_wait(cv, m);
+    rc = clk >= 0 ? mig_real.pthread_cond_clockwait(cv, m, clk, at)
+         : at     ? mig_real.pthread_cond_timedwait(cv, m, at)
+                  : mig_real.pthread_cond_wait(cv, m);
     if (l) {
         owned(l, 0);
         c.args[2] = (int64_t)l->count;
@@ -534,14 +551,21 @@ static int cond_wait(pthread_cond_t *cv, pthread_mutex_t *m, const struct timesp
 MIG_EXPORT int pthread_cond_wait(pthread_cond_t *cv, pthread_mutex_t *m)
 {
     SYNC_ENTER(mig_real.pthread_cond_wait(cv, m));
-    return cond_wait(cv, m, NULL);
+    return cond_wait(cv, m, NULL, -1);
 }
 
 MIG_EXPORT int pthread_cond_timedwait(pthread_cond_t *cv, pthread_mutex_t *m,
                                       const struct timespec *at)
 {
     SYNC_ENTER(mig_real.pthread_cond_timedwait(cv, m, at));
-    return cond_wait(cv, m, at);
+    return cond_wait(cv, m, at, -1);
+}
+
+MIG_EXPORT int pthread_cond_clockwait(pthread_cond_t *cv, pthread_mutex_t *m, clockid_t clk,
+                                      const struct timespec *at)
+{
+    SYNC_ENTER(mig_real.pthread_cond_clockwait(cv, m, clk, at));
+    return cond_wait(cv, m, at, clk);
 }
 
 /* Semaphores return -1 with errno; recorded as the error number (0: acquired). */
@@ -593,4 +617,10 @@ MIG_EXPORT int sem_timedwait(sem_t *sem, const struct timespec *at)
 {
     SYNC_ENTER(mig_real.sem_timedwait(sem, at));
     SEM_ACQUIRE(2, sem, mig_real.sem_timedwait(sem, at));
+}
+
+MIG_EXPORT int sem_clockwait(sem_t *sem, clockid_t clk, const struct timespec *at)
+{
+    SYNC_ENTER(mig_real.sem_clockwait(sem, clk, at));
+    SEM_ACQUIRE(3, sem, mig_real.sem_clockwait(sem, clk, at));
 }

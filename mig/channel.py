@@ -41,7 +41,8 @@ _OFF = {"magic": 0, "version": 8, "mode": 12, "capacity": 16, "pid": 24, "state"
         "lpid": 32, "head": 96, "tail": 104, "next_seq": 112, "committed_seq": 120,
         "commit_futex": 128, "data_futex": 132, "lock": 136, "waiters": 140,
         "barrier_seq": 144, "div_seq": 152, "div_text": 160, "parent_lpid": 416,
-        "golive": 480, "frozen": 484, "writers": 488, "turn_futex": 492, "arm_gen": 496}
+        "golive": 480, "frozen": 484, "writers": 488, "turn_futex": 492, "arm_gen": 496,
+        "traps": 504}
 MODE_RECORD, MODE_REPLAY = 1, 2
 
 _SYS_FUTEX = 202  # x86-64
@@ -184,6 +185,11 @@ class Ring:
     @property
     def committed_seq(self) -> int:
         return self._u64("committed_seq")
+
+    @property
+    def traps(self) -> int:
+        """System calls the shim trapped in this process (complete capture)."""
+        return self._u64("traps")
 
     @property
     def waiters(self) -> int:

@@ -49,6 +49,21 @@ __all__ = ["Recorder", "RecordStats"]
 log = structlog.get_logger("mig.recorder")
 
 
+SHIM_FATAL = 86  # the shim's exit code when it stops the app (shim/src/mig_core.c)
+
+
+def shim_fatal_line(app_log: Path) -> str | None:
+    """The shim's last "mig-shim: fatal: ..." line in the app's log, without the prefix."""
+    try:
+        with open(app_log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = [ln for ln in tail.splitlines() if ln.startswith("mig-shim: fatal: ")]
+    return lines[-1].removeprefix("mig-shim: fatal: ") if lines else None
+
+
 @dataclass
 class RecordStats:
     calls: int = 0
@@ -58,6 +73,8 @@ class RecordStats:
     exit_code: int | None = None
     per_lpid: dict[str, int] = field(default_factory=dict)
     migrated_to: str | None = None  # a planned handoff ended this primary's run
+    traps: int = 0  # system calls the shim trapped, all processes (docs/interceptor.md)
+    shim_fatal: str | None = None  # the shim's reason, when it stopped the app (exit 86)
 
 
 class Recorder:
@@ -151,7 +168,10 @@ class Recorder:
                 kill_group(proc)
             self.stats.exit_code = proc.returncode
             for ring in self.rings.values():
+                self.stats.traps += ring.traps
                 ring.close()
+            if proc.returncode == SHIM_FATAL:
+                self.stats.shim_fatal = shim_fatal_line(self.cfg.state_dir / "mig-app.log")
         log.info("mig.recorder.stopped", calls=self.stats.calls, commits=self.stats.commits,
                  exit_code=self.stats.exit_code, migrated_to=self.stats.migrated_to)
         return self.stats

@@ -137,3 +137,20 @@ def test_datagram_peers_and_passed_fds_are_what_the_program_would_see(built, tmp
                          "recvmsg 2 'fd' controllen 24 flags 0 passed fd yes",
                          "read 21 'through the passed fd'"]
     assert backup == primary
+
+
+def test_a_system_call_mig_cannot_record_stops_the_program_naming_it(built, tmp_path,
+                                                                      settings, app_name):
+    """A raw io_uring_setup: the primary's program is stopped at it (exit 86), and
+    `mig primary start` says which call it was and where it came from, in one line."""
+    app = write_app(tmp_path / "primary", app_name, [str(built / "refused"), "out.txt"],
+                    settings.bootstrap_servers)
+    rec = run_mig("primary", "start", str(app), env={"MIG_HOME": str(tmp_path / "home")})
+    assert rec.returncode == 86, rec.stdout + rec.stderr
+    assert "app exit code 86" in rec.stdout
+    said = [line for line in rec.stderr.splitlines() if line.startswith("mig: error:")]
+    assert len(said) == 1 and re.fullmatch(
+        r"mig: error: the shim stopped the app: system call io_uring_setup \(425\) from"
+        r"( libc.so.6\+0x[0-9a-f]+ called from)? refused\+0x[0-9a-f]+: not supported under"
+        r" mig \(docs/interceptor.md\)", said[0]), said
+    assert (tmp_path / "primary" / "out.txt").read_text() == "before\n"

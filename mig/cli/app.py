@@ -88,7 +88,10 @@ def primary_start(
 
 def _report_recording(stats) -> None:  # type: ignore[no-untyped-def]
     typer.echo(f"recorded {stats.calls} calls in {stats.batches} batches,"
-               f" {stats.commits} commits; app exit code {stats.exit_code}")
+               f" {stats.commits} commits, {stats.traps} trapped;"
+               f" app exit code {stats.exit_code}")
+    if stats.shim_fatal:
+        typer.echo(f"mig: error: the shim stopped the app: {stats.shim_fatal}", err=True)
     if stats.migrated_to:
         typer.echo(f"handed the app over to {stats.migrated_to}")
         raise typer.Exit(0)

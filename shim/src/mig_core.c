@@ -889,6 +889,12 @@ void mig_replay_nudge(void)
 
 /* A system call the shim cannot handle (mig_trap.c): a replaying process stops as at a
  * divergence, naming it; a recording one says it on stderr and ends with code 86. */
+void mig_count_trap(void)
+{
+    if (ring)
+        __atomic_fetch_add(&ring->traps, 1, __ATOMIC_RELAXED);
+}
+
 void mig_stop_refused(const char *text)
 {
     static const char prefix[] = "mig-shim: fatal: ";

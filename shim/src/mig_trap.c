@@ -160,8 +160,29 @@ static const char *sys_name(long nr)
 /* Stop the process: `why` names the call and where it came from. A replaying process
  * reports it as its divergence (mig_core.c); a recording one ends with exit code 86. */
 void mig_stop_refused(const char *text);
+/* Count a trapped call in the ring's header (the agent reports it). */
+void mig_count_trap(void);
 
-__attribute__((noreturn)) static void refuse(long nr, uintptr_t pc, const char *why)
+/* "libname+0xoffset" of a code address, or the bare address. */
+static char *put_where(char *p, char *end, uintptr_t pc, Dl_info *info)
+{
+    if (dladdr((void *)pc, info) && info->dli_fname) {
+        const char *slash = strrchr(info->dli_fname, '/');
+        p = put_s(p, end, slash ? slash + 1 : info->dli_fname);
+        p = put_s(p, end, "+");
+        if (p + 20 < end)
+            p = put_hex(p, pc - (uintptr_t)info->dli_fbase);
+    } else if (p + 20 < end) {
+        info->dli_fname = NULL;
+        p = put_hex(p, pc);
+    }
+    return p;
+}
+
+/* `sp`: the stack pointer at the call. When the call was made by libc's syscall()
+ * function, the word there is the address it returns to: the program's own code. */
+__attribute__((noreturn)) static void refuse(long nr, uintptr_t pc, uintptr_t sp,
+                                             const char *why)
 {
     char text[240], *p = text, *end = text + sizeof text - 1;
     p = put_s(p, end, "system call ");
@@ -170,15 +191,13 @@ __attribute__((noreturn)) static void refuse(long nr, uintptr_t pc, const char *
     if (p + 24 < end)
         p = put_dec(p, (uint64_t)nr);
     p = put_s(p, end, ") from ");
-    Dl_info info;
-    if (dladdr((void *)pc, &info) && info.dli_fname) {
-        const char *slash = strrchr(info.dli_fname, '/');
-        p = put_s(p, end, slash ? slash + 1 : info.dli_fname);
-        p = put_s(p, end, "+");
-        if (p + 20 < end)
-            p = put_hex(p, pc - (uintptr_t)info.dli_fbase);
-    } else if (p + 20 < end) {
-        p = put_hex(p, pc);
+    Dl_info at, caller;
+    p = put_where(p, end, pc, &at);
+    uintptr_t ret = sp ? *(const uintptr_t *)sp : 0;
+    if (at.dli_fname && dladdr((void *)ret, &caller) && caller.dli_fname &&
+        caller.dli_fbase != at.dli_fbase) {
+        p = put_s(p, end, " called from ");
+        p = put_where(p, end, ret, &caller);
     }
     p = put_s(p, end, ": ");
     p = put_s(p, end, why);
@@ -281,6 +300,9 @@ int mig_trap_sigaction(int sig, const struct sigaction *act, struct sigaction *o
     }
     return 0;
 }
+
+/* Stop the process at the trapped call `nr` (registers `g`), saying why. */
+#define REFUSE(why) refuse(nr, (uintptr_t)g[REG_RIP], (uintptr_t)g[REG_RSP], (why))
 
 /* ------------------------------------------------------------ clone */
 
@@ -533,13 +555,13 @@ static long on_clone(long nr, const long *a, const greg_t *g)
     }
     if (flags & CLONE_THREAD) {
         if (!(flags & CLONE_VM) || !stack)
-            refuse(nr, (uintptr_t)g[REG_RIP], "a thread without its own stack or memory");
+            REFUSE("a thread without its own stack or memory");
         return thread_clone(nr, a, g);
     }
     if ((flags & CLONE_VM) && (flags & CLONE_VFORK) && stack)
         return spawn_clone(nr, a, g);
     if (flags & CLONE_VM)
-        refuse(nr, (uintptr_t)g[REG_RIP], "a process sharing its parent's memory");
+        REFUSE("a process sharing its parent's memory");
     /* a fork (a vfork is run as a fork: the child gets a copy instead of a loan) */
     struct raw_fork f = {.nr = nr};
     if (nr == SYS_vfork)
@@ -644,7 +666,8 @@ static int passes(long nr)
     case SYS_mprotect: case SYS_munmap: case SYS_brk: case SYS_mremap: case SYS_msync:
     case SYS_mincore: case SYS_madvise: case SYS_mlock: case SYS_munlock: case SYS_mlockall:
     case SYS_munlockall: case SYS_mlock2: case SYS_membarrier: case SYS_pkey_mprotect:
-    case SYS_stat: case SYS_lstat: case SYS_statfs: case SYS_fstatfs: case SYS_lseek: case SYS_pread64: case SYS_pwrite64:
+    case SYS_stat: case SYS_lstat: case SYS_statfs: case SYS_fstatfs: case SYS_lseek:
+    case SYS_pread64: case SYS_pwrite64:
     case SYS_preadv: case SYS_pwritev: case SYS_preadv2: case SYS_pwritev2:
     case SYS_access: case SYS_faccessat: case SYS_faccessat2: case SYS_readlink:
     case SYS_readlinkat: case SYS_getcwd: case SYS_chdir: case SYS_fchdir: case SYS_mkdir:
@@ -807,19 +830,20 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
             mig_hold_flush();
         return raw(nr, a);
     case SYS_rt_sigreturn:
-        refuse(nr, (uintptr_t)g[REG_RIP], "a signal handler returned through a restorer "
+        REFUSE("a signal handler returned through a restorer "
                                           "the shim did not install");
     case SYS_prctl:
         if (a[0] == PR_SET_SYSCALL_USER_DISPATCH || a[0] == PR_SET_SECCOMP)
-            refuse(nr, (uintptr_t)g[REG_RIP], "the app cannot take system call dispatch "
+            REFUSE("the app cannot take system call dispatch "
                                               "over from the shim");
         return raw(nr, a);
     case SYS_sendfile: case SYS_splice: case SYS_tee: case SYS_copy_file_range:
         /* between regular files they are the app's own business; a socket or a pipe on
          * either side is input or output that is not recorded yet */
-        if (!mig_fd_recorded((int)a[0]) && !mig_fd_recorded((int)a[nr == SYS_sendfile || nr == SYS_tee ? 1 : 2]))
+        if (!mig_fd_recorded((int)a[0]) &&
+            !mig_fd_recorded((int)a[nr == SYS_sendfile || nr == SYS_tee ? 1 : 2]))
             return raw(nr, a);
-        refuse(nr, (uintptr_t)g[REG_RIP], "moving data to or from a socket or pipe this way "
+        REFUSE("moving data to or from a socket or pipe this way "
                                           "is not recorded yet (docs/interceptor.md)");
     case SYS_getrusage: case SYS_sysinfo: case SYS_times: case SYS_getcpu:
         /* host facts the app may only report: passed, not recorded (docs/interceptor.md) */
@@ -827,7 +851,7 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
     }
     if (passes(nr))
         return raw(nr, a);
-    refuse(nr, (uintptr_t)g[REG_RIP], "not supported under mig (docs/interceptor.md)");
+    REFUSE("not supported under mig (docs/interceptor.md)");
 }
 
 /* In a vfork child (on its parent's memory, until execve): everything runs as it is but
@@ -854,6 +878,7 @@ static void on_sigsys(int sig, siginfo_t *si, void *ctx)
     mig_sel = MIG_SEL_ALLOW;
     int saved_errno = errno;
     long nr = si->si_syscall;
+    mig_count_trap();
     long a[6] = {g[REG_RDI], g[REG_RSI], g[REG_RDX], g[REG_R10], g[REG_R8], g[REG_R9]};
     long r;
     if (vfork_child)

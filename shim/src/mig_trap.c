@@ -39,6 +39,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -633,6 +634,86 @@ static long raw(long nr, const long *a)
     return mig_sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
+/* ioctl on an fd whose I/O is recorded: performed on the primary and recorded with the
+ * bytes it wrote back (FIONREAD's count, a terminal's settings and size...); a backup
+ * returns those and performs nothing (its placeholder could not: an eventfd takes no
+ * FIOASYNC), except FIONBIO, which it applies to the placeholder too, so the socket that
+ * replaces it when the backup goes live is as the program set it. */
+static uint32_t ioctl_out_size(unsigned long req)
+{
+    switch (req) {
+    case FIONREAD: case TIOCOUTQ: case TIOCGPGRP: case TIOCGSID: case TIOCGETD:
+    case TIOCMGET: case TIOCGSOFTCAR: case TIOCGPTN:
+        return sizeof(int);
+    case TCGETS:
+        return 36; /* the kernel's struct termios */
+    case TIOCGWINSZ:
+        return sizeof(struct winsize);
+    case FIONBIO: case FIOASYNC: case FIOCLEX: case FIONCLEX: case TCSETS: case TCSETSW:
+    case TCSETSF: case TIOCSWINSZ: case TIOCSPGRP: case TIOCSCTTY: case TIOCNOTTY:
+    case TCFLSH: case TCXONC: case TCSBRK: case TIOCMSET: case TIOCMBIS: case TIOCMBIC:
+        return 0;
+    }
+    if (_IOC_TYPE(req) != 'T' && (_IOC_DIR(req) & _IOC_READ))
+        return _IOC_SIZE(req);
+    return 0;
+}
+
+static long fd_ioctl(long nr, const long *a)
+{
+    unsigned long req = (unsigned long)a[1];
+    uint32_t size = ioctl_out_size(req);
+    struct mig_call c = {.kind = MIG_K_IOCTL, .args = {a[0], (int64_t)req}};
+    mig_busy++;
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
+        mig_replay_fits(&c, size);
+        if (c.result >= 0 && c.payload_len && a[2])
+            memcpy((void *)a[2], c.payload, c.payload_len);
+        mig_replay_done();
+        if (req == FIONBIO && c.result == 0)
+            raw(nr, a);
+    } else {
+        long r = raw(nr, a);
+        c.result = r < 0 ? -1 : r;
+        c.err = r < 0 ? (int)-r : 0;
+        c.payload = (const void *)a[2];
+        c.payload_len = r >= 0 && a[2] ? size : 0;
+        mig_record(&c);
+    }
+    mig_busy--;
+    return c.result < 0 ? -c.err : c.result;
+}
+
+/* fcntl's signal-driven I/O commands on a recorded fd (F_SETOWN names a pid the program
+ * took from getpid(), the primary's: a backup must not apply it) are recorded like an
+ * ioctl, with the owner structure F_GETOWN_EX fills. Every other command acts for real on
+ * both hosts (flags, duplicates, locks of the fd table the program shapes itself). */
+static long fd_fcntl(long nr, const long *a)
+{
+    int cmd = (int)a[1];
+    if (cmd != F_SETOWN && cmd != F_GETOWN && cmd != F_SETSIG && cmd != F_GETSIG &&
+        cmd != F_SETOWN_EX && cmd != F_GETOWN_EX)
+        return raw(nr, a);
+    uint32_t size = cmd == F_GETOWN_EX ? sizeof(struct f_owner_ex) : 0;
+    struct mig_call c = {.kind = MIG_K_FCNTL, .args = {a[0], cmd}};
+    mig_busy++;
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
+        mig_replay_fits(&c, size);
+        if (c.result >= 0 && c.payload_len && a[2])
+            memcpy((void *)a[2], c.payload, c.payload_len);
+        mig_replay_done();
+    } else {
+        long r = raw(nr, a);
+        c.result = r < 0 ? -1 : r;
+        c.err = r < 0 ? (int)-r : 0;
+        c.payload = (const void *)a[2];
+        c.payload_len = r >= 0 && a[2] ? size : 0;
+        mig_record(&c);
+    }
+    mig_busy--;
+    return c.result < 0 ? -c.err : c.result;
+}
+
 /* fstat (or fstatat/statx with AT_EMPTY_PATH) of an fd whose I/O is recorded -- a socket,
  * a pipe, a host file: what it says is the primary's (a backup has a placeholder there,
  * whose size and block size differ, and stdio sizes its buffers by them). */
@@ -680,7 +761,7 @@ static int passes(long nr)
     case SYS_getdents64: case SYS_getdents: case SYS_getxattr: case SYS_lgetxattr:
     case SYS_fgetxattr: case SYS_listxattr: case SYS_flistxattr: case SYS_llistxattr:
     case SYS_fadvise64: case SYS_readahead: case SYS_sync: case SYS_syncfs:
-    case SYS_dup: case SYS_fcntl: case SYS_ioctl: case SYS_memfd_create:
+    case SYS_dup: case SYS_memfd_create:
     case SYS_eventfd2: case SYS_eventfd: case SYS_epoll_create: case SYS_epoll_create1:
     case SYS_timerfd_create: case SYS_timerfd_settime: case SYS_timerfd_gettime:
     case SYS_signalfd: case SYS_signalfd4: case SYS_inotify_init: case SYS_inotify_init1:
@@ -788,6 +869,10 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
         return kret(openat((int)a[0], (const char *)a[1], (int)a[2], (mode_t)a[3]));
     case SYS_creat:
         return kret(open((const char *)a[0], O_CREAT | O_WRONLY | O_TRUNC, (mode_t)a[1]));
+    case SYS_ioctl:
+        return mig_fd_recorded((int)a[0]) ? fd_ioctl(nr, a) : raw(nr, a);
+    case SYS_fcntl:
+        return mig_fd_recorded((int)a[0]) ? fd_fcntl(nr, a) : raw(nr, a);
     case SYS_fstat:
         if (mig_fd_recorded((int)a[0]))
             return fd_stat(nr, a, (int)a[0], (void *)a[1], sizeof(struct stat));

@@ -134,6 +134,27 @@ def test_a_late_replica_restores_the_checkpoint_and_catches_up(hosts, tmp_path):
         dep.stop()
 
 
+def test_a_multi_threaded_app_is_checkpointed_and_restored(hosts, tmp_path):
+    """poolserver (an accept thread and 4 workers waiting on condition variables): CRIU's
+    parasite runs in every thread, so each must wait for its records with its trap open
+    (a thread whose selector said "block" there got SIGSYS and failed the dump), and a
+    late replica restores it and replays on."""
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, app="poolserver")
+    try:
+        dep.start()
+        _writes(dep, 0, 100)
+        cid = _checkpoint(dep)
+        dep.start_replica(2)
+        _wait_for(lambda: _log_events(dep, 2, "mig.replayer.restored"), 60,
+                  "host 2 to restore")
+        assert _log_events(dep, 2, "mig.replayer.restored")[0]["checkpoint_id"] == cid
+        _writes(dep, 100, 50)
+        _same_dump(dep, 2, "state-t.txt")
+    finally:
+        dep.stop()
+
+
 def test_bad_checkpoints_are_refused_with_a_reason(hosts, tmp_path):
     """keep = 2: the newest checkpoint is corrupted, a forged newer one claims another
     kernel; the late replica refuses both, saying why, and restores the older good one."""

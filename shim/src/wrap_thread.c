@@ -402,13 +402,12 @@ static int mutex_acquire(pthread_mutex_t *m, int variant, const struct timespec 
         return rc_;                                                                         \
     } while (0)
 
-/* Only once the process has threads: before that, order is the program's own. */
+/* Only once the process has threads: before that, order is the program's own. Not a
+ * do-while block: MIG_ENTER's gate must stay open until the wrapper returns. */
 #define SYNC_ENTER(call_real)                                                               \
-    do {                                                                                    \
-        MIG_ENTER(call_real);                                                               \
-        if (!__atomic_load_n(&mig_threads, __ATOMIC_ACQUIRE))                               \
-            return call_real;                                                               \
-    } while (0)
+    MIG_ENTER(call_real);                                                                   \
+    if (!__atomic_load_n(&mig_threads, __ATOMIC_ACQUIRE))                                   \
+    return call_real
 
 MIG_EXPORT int pthread_join(pthread_t t, void **ret)
 {

@@ -1,0 +1,183 @@
+"""Complete capture, measured side by side in one run against one embedded broker.
+
+1. **Trap cost.** bench/progs/trapcost.c: ns per call of libc's getuid() (a system call
+   the shim does not wrap: under complete capture each one is trapped and run by the
+   shim's SIGSYS handler) and of getpid() (wrapped: the fast path, one record, no trap),
+   natively and under the shim alone (record mode, no agent, a ring big enough for every
+   record). The difference of the getuid figures is what one trap costs.
+2. **Redis 7 (Debian, its own defaults) under redis-benchmark -c 50** (-t set,get,incr,
+   -r 100000 random keys): native, then under ``mig primary start`` with ``capture =
+   "trap"`` (this change) and ``capture = "symbols"`` (the symbol wrappers alone, as
+   before it), each in async and output mode, no replica. Requests per second, the ratio
+   to native, and the system calls trapped during the run (the shim counts them: ``mig
+   primary start`` prints the total), per second and per request: the hot calls must go
+   through the wrappers, not the trap.
+
+RUNS rounds, every configuration once per round (interleaved), the spread is min..max.
+Nothing asserts on timing. Run: .venv/bin/python bench/capture_bench.py [--runs N]
+[--requests N] (about 2 minutes with the defaults)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchlib import broker_down, broker_up, machine  # noqa: E402 - a sibling
+
+from mig.broker.cluster import free_ports  # noqa: E402
+from tests.harness import stop_mig  # noqa: E402
+
+MIG = [sys.executable, "-m", "mig", "--log-format", "json"]
+
+
+def need(program: str, package: str) -> str:
+    path = shutil.which(program)
+    if not path:
+        sys.exit(f"{program} is not installed: apt-get install -y {package}")
+    return path
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on port {port} after {timeout} s")
+
+
+def trap_cost(tmp: Path) -> dict[str, dict[str, float]]:
+    exe = tmp / "trapcost"
+    subprocess.run(["gcc", "-O2", "-o", exe, ROOT / "bench" / "progs" / "trapcost.c"],
+                   check=True)
+    native = json.loads(subprocess.run([exe, "200000"], capture_output=True, text=True,
+                                       check=True).stdout)
+    run = tmp / "run-trapcost"
+    run.mkdir()
+    env = {**os.environ, "LD_PRELOAD": str(ROOT / "shim" / "build" / "libmigshim.so"),
+           "MIG_MODE": "record", "MIG_RUN_DIR": str(run), "MIG_BARRIER": "async",
+           "MIG_RING_BYTES": str(64 << 20)}
+    shim = json.loads(subprocess.run([exe, "200000"], capture_output=True, text=True,
+                                     env=env, check=True).stdout)
+    return {"native": native, "shim": shim}
+
+
+def redis_bench(bench: str, port: int, requests: int) -> float:
+    out = subprocess.run([bench, "-p", str(port), "-n", str(requests), "-c", "50", "-t",
+                          "set,get,incr", "-r", "100000", "-q"], capture_output=True,
+                         text=True, timeout=600, check=True).stdout
+    rates = [float(m) for m in re.findall(r"([0-9.]+) requests per second", out)]
+    assert len(rates) == 3, out
+    return sum(rates) / len(rates)
+
+
+def run_native(server: str, bench: str, requests: int, tmp: Path) -> float:
+    port = free_ports(1)[0]
+    proc = subprocess.Popen([server, "--port", str(port)], cwd=tmp, stdout=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        return redis_bench(bench, port, requests)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def run_mig(server: str, bench: str, requests: int, tmp: Path, bootstrap: str,
+            env: dict[str, str], capture: str, barrier: str, n: int) -> tuple[float, int, float]:
+    port = free_ports(1)[0]
+    folder = tmp / f"{capture}-{barrier}-{n}"
+    folder.mkdir()
+    name = f"cap{os.getpid()}{capture[0]}{barrier[0]}{n}"
+    (folder / "app.toml").write_text(
+        f'[app]\nname = "{name}"\ncommand = ["{server}", "--port", "{port}"]\n'
+        f'barrier_mode = "{barrier}"\ncapture = "{capture}"\n'
+        f'[kafka]\nbootstrap_servers = "{bootstrap}"\n')
+    proc = subprocess.Popen([*MIG, "primary", "start", str(folder / "app.toml")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        started = time.monotonic()
+        rate = redis_bench(bench, port, requests)
+        seconds = time.monotonic() - started
+    finally:
+        stop_mig(proc, 60)
+    out = proc.stdout.read() if proc.stdout else ""
+    found = re.search(r"(\d+) trapped", out)
+    return rate, int(found[1]) if found else -1, seconds
+
+
+def spread(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:,.0f}" if lo == hi else f"{lo:,.0f}..{hi:,.0f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--requests", type=int, default=20000)
+    args = ap.parse_args()
+    server, bench = need("redis-server", "redis-server"), need("redis-benchmark", "redis-tools")
+    print(machine())
+    tmp = Path(tempfile.mkdtemp(prefix="capture-bench-"))
+    cost = trap_cost(tmp)
+    n, s = cost["native"], cost["shim"]
+    print(f"\ntrap cost ({n['n']:,} calls each, ns per call)")
+    print(f"  getuid (trapped under the shim): native {n['getuid_ns']:.0f}, shim"
+          f" {s['getuid_ns']:.0f}: one trap costs {s['getuid_ns'] - n['getuid_ns']:.0f} ns")
+    print(f"  getpid (wrapped, recorded):      native {n['getpid_ns']:.0f}, shim"
+          f" {s['getpid_ns']:.0f}")
+    env = {**os.environ, "MIG_HOME": str(tmp / "home")}
+    port = broker_up(MIG, env)
+    bootstrap = f"127.0.0.1:{port}"
+    configs = [("trap", "async"), ("trap", "output"), ("symbols", "async"),
+               ("symbols", "output")]
+    results: dict[str, list[tuple[float, int, float]]] = {"native": []}
+    try:
+        for r in range(args.runs):
+            results["native"].append((run_native(server, bench, args.requests, tmp), 0, 0))
+            for capture, barrier in configs:
+                key = f"{capture} {barrier}"
+                results.setdefault(key, []).append(
+                    run_mig(server, bench, args.requests, tmp, bootstrap, env, capture,
+                            barrier, r))
+    finally:
+        broker_down(MIG, env)
+    native = [x[0] for x in results["native"]]
+    print(f"\nRedis {subprocess.run([server, '--version'], capture_output=True, text=True).stdout.split()[2]}"
+          f" under redis-benchmark -n {args.requests} -c 50 -t set,get,incr -r 100000,"
+          f" {args.runs} runs (min..max)")
+    print(f"  {'configuration':<16} {'req/s':>16} {'x native':>12} {'trapped':>14}"
+          f" {'trapped/s':>12} {'per request':>12}")
+    print(f"  {'native':<16} {spread(native):>16} {'1.00':>12}")
+    for key, rows in results.items():
+        if key == "native":
+            continue
+        rates = [x[0] for x in rows]
+        ratios = [x[0] / nat for x, nat in zip(rows, native)]
+        traps = [x[1] for x in rows]
+        per_s = [x[1] / x[2] for x in rows if x[2]]
+        per_req = [x[1] / (3 * args.requests) for x in rows]
+        print(f"  {key:<16} {spread(rates):>16}"
+              f" {min(ratios):.2f}..{max(ratios):.2f}".ljust(30)
+              + f" {spread(traps):>14} {spread(per_s):>12}"
+              f" {min(per_req):.4f}..{max(per_req):.4f}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -158,7 +158,9 @@ def main() -> None:
     finally:
         broker_down(MIG, env)
     native = [x[0] for x in results["native"]]
-    print(f"\nRedis {subprocess.run([server, '--version'], capture_output=True, text=True).stdout.split()[2]}"
+    version = subprocess.run([server, "--version"], capture_output=True,
+                             text=True).stdout.split()[2]
+    print(f"\nRedis {version}"
           f" under redis-benchmark -n {args.requests} -c 50 -t set,get,incr -r 100000,"
           f" {args.runs} runs (min..max)")
     print(f"  {'configuration':<16} {'req/s':>16} {'x native':>12} {'trapped':>14}"
@@ -168,7 +170,7 @@ def main() -> None:
         if key == "native":
             continue
         rates = [x[0] for x in rows]
-        ratios = [x[0] / nat for x, nat in zip(rows, native)]
+        ratios = [x[0] / nat for x, nat in zip(rows, native, strict=True)]
         traps = [x[1] for x in rows]
         per_s = [x[1] / x[2] for x in rows if x[2]]
         per_req = [x[1] / (3 * args.requests) for x in rows]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +23,18 @@ from tests.testnet import HostNet
 APPS = Path(__file__).resolve().parent / "apps"
 
 
+def need(program: str, package: str) -> str:
+    """The path of an installed program; a test that needs a missing one fails, naming the
+    package that installs it (.ci/run installs them)."""
+    path = shutil.which(program)
+    assert path, f"{program} is not installed: apt-get install -y {package}"
+    return path
+
+
 def _command(app: str, port: int) -> list[str]:
+    if app == "redis":  # Debian's Redis with its own defaults (snapshots, jemalloc threads)
+        return [need("redis-server", "redis-server"), "--port", str(port),
+                "--protected-mode", "no", "--enable-debug-command", "yes"]
     if app == "kv-asyncio":
         return [sys.executable, str(APPS / "kv_asyncio.py"), str(port), "0.0.0.0"]
     if app == "poolserver":  # threads: an accept thread and 4 workers (tests/test_threads.py)
@@ -40,6 +53,7 @@ class Deployment:
                  replicas: tuple[int, ...] = (1,), extra_toml: str = "",
                  app: str = "kvserver", kafka_toml: str = "") -> None:
         self.net, self.broker, self.tmp = net, broker, tmp
+        self.app = app
         self.name = "fo" + uuid.uuid4().hex[:8]
         (self.port,) = free_ports(1)
         self.replica_hosts = replicas
@@ -74,7 +88,8 @@ class Deployment:
         # rings under the test's folder: a killed member leaves them behind
         self.procs[0] = self._mig(0, ["primary", "start", str(self.app_toml),
                                       "--member", "host0", "--run-dir", str(self.tmp / "run0")])
-        _wait_for(lambda: _answers(self.net.host_ips[0], self.port), 30, "the primary app")
+        _wait_for(lambda: _answers(self.net.host_ips[0], self.port, self.app), 30,
+                  "the primary app")
         for h in self.replica_hosts:
             self.start_replica(h)
         _wait_for(lambda: self.hot() >= {f"host{h}" for h in self.replica_hosts}, 60,
@@ -111,8 +126,14 @@ class Deployment:
                 proc.wait(10)
 
 
-def _answers(host: str, port: int) -> bool:
+def _answers(host: str, port: int, app: str = "kvserver") -> bool:
+    """Whether the app serves on host:port, in its own protocol (RESP for Redis, the test
+    apps' line protocol otherwise)."""
     try:
+        if app == "redis":
+            with socket.create_connection((host, port), timeout=1.0) as sock:
+                sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
         return request(host, port, "GET probe", timeout=1.0).startswith(("NONE", "VALUE"))
     except OSError:
         return False

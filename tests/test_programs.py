@@ -4,17 +4,20 @@ command that installs it (.ci/run installs them)."""
 
 from __future__ import annotations
 
-import shutil
+import re
+import signal
+import socket
 import subprocess
+import sys
+import threading
+import time
+
+import pytest
 
 from tests.conftest import run_mig
+from tests.deploy import Deployment, _wait_for, need
 from tests.harness import replay, write_app
-
-
-def need(program: str, package: str) -> str:
-    path = shutil.which(program)
-    assert path, f"{program} is not installed: apt-get install -y {package}"
-    return path
+from tests.testnet import hosts_and_broker
 
 
 def _sql(rows: int) -> str:
@@ -48,3 +51,272 @@ def test_sqlite3_shell_fed_through_a_pipe_records_and_replays(tmp_path, settings
     dump = subprocess.run([sqlite, str(rep / "db.sqlite"), "select count(*) from t;"],
                           capture_output=True, text=True, check=True).stdout
     assert dump.strip() == "40"
+
+
+# -- Redis on test hosts ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    """Two test hosts (network namespaces) and a broker both of them reach."""
+    with hosts_and_broker(tmp_path_factory.mktemp("progbroker"), hosts=2) as pair:
+        yield pair
+
+
+class RespError(Exception):
+    """An error reply (-ERR ...) from Redis, or a reply RESP does not allow."""
+
+
+class Resp:
+    """A minimal RESP2 client: one connection, one command at a time, every call bounded by
+    the socket timeout."""
+
+    def __init__(self, addr: tuple[str, int], timeout: float = 2.0) -> None:
+        self.sock = socket.create_connection(addr, timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.file = self.sock.makefile("rb")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def __enter__(self) -> Resp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, *args: str | bytes | int):
+        parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+        out = [b"*%d\r\n" % len(parts)]
+        for part in parts:
+            out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+        self.sock.sendall(b"".join(out))
+        return self._reply()
+
+    def _line(self) -> bytes:
+        line = self.file.readline()
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError("connection closed in a reply")
+        return line[:-2]
+
+    def _reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RespError(rest.decode(errors="replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self.file.read(n + 2)
+            if len(data) != n + 2:
+                raise ConnectionError("connection closed in a bulk reply")
+            return data[:-2]
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply() for _ in range(n)]
+        raise RespError(f"not a RESP reply: {line[:60]!r}")
+
+
+class UniqueWriter:
+    """SET u{i} v{i} for i = start, start + 1, ... one at a time, keeping every write whose
+    +OK was read. On any error the write is not acknowledged: the writer closes the
+    connection, backs off (10 ms doubling to 200 ms), moves to the next address round robin
+    and sends the same write again (idempotent). It stops after `count` acks or when told."""
+
+    def __init__(self, addrs: list[tuple[str, int]], start: int) -> None:
+        self.addrs, self.next = addrs, start
+        self.acked: dict[int, tuple[tuple[str, int], float]] = {}  # i -> (address, time)
+        self.errors: dict[str, int] = {}
+        self.gaps: list[float] = []  # seconds from the last ack before an error to the next ack
+        self.stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run(self, count: int | None = None, deadline_s: float = 60) -> None:
+        conn, where, backoff, failing_since = None, 0, 0.01, None
+        last_ack = time.time()
+        end = time.monotonic() + deadline_s
+        goal = None if count is None else self.next + count
+        while not self.stop.is_set() and time.monotonic() < end and self.next != goal:
+            i = self.next
+            try:
+                if conn is None:
+                    conn = Resp(self.addrs[where], timeout=1.0)
+                reply = conn.call("SET", f"u{i}", f"v{i}")
+                if reply != "OK":
+                    raise RespError(f"SET answered {reply!r}")
+            except (OSError, RespError) as exc:
+                name = type(exc).__name__ + (f": {exc}" if isinstance(exc, RespError) else "")
+                self.errors[name] = self.errors.get(name, 0) + 1
+                if failing_since is None:
+                    failing_since = last_ack
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                where = (where + 1) % len(self.addrs)
+                time.sleep(backoff)
+                backoff = min(0.2, backoff * 2)
+                continue
+            last_ack = time.time()
+            self.acked[i] = (self.addrs[where], last_ack)
+            self.next = i + 1
+            backoff = 0.01
+            if failing_since is not None:
+                self.gaps.append(last_ack - failing_since)
+                failing_since = None
+        if conn is not None:
+            conn.close()
+
+    def start(self, **kw) -> None:
+        self._thread = threading.Thread(target=self.run, kwargs=kw, daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float = 60) -> None:
+        assert self._thread is not None
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the writer did not stop"
+
+    def acked_by(self, addr: tuple[str, int]) -> int:
+        return sum(1 for a, _ in self.acked.values() if a == addr)
+
+
+def _benchmark(host: str, port: int) -> dict[str, float]:
+    bench = need("redis-benchmark", "redis-tools")
+    run = subprocess.run([bench, "-h", host, "-p", str(port), "-n", "20000", "-c", "50",
+                          "-t", "set,get,incr", "-r", "100000", "-q"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    # -q prints one "SET: 12345.67 requests per second, p50=... msec" line per test, after
+    # carriage-return progress lines
+    rps = {m.group(1): float(m.group(2)) for m in
+           re.finditer(r"(\w+): ([\d.]+) requests per second", run.stdout.replace("\r", "\n"))}
+    assert set(rps) == {"SET", "GET", "INCR"}, run.stdout
+    return rps
+
+
+def _snapshot(addr: tuple[str, int]) -> tuple[str, list[bytes], dict[bytes, bytes]]:
+    """DEBUG DIGEST, the sorted keys and each key's DEBUG DIGEST-VALUE."""
+    with Resp(addr, timeout=10) as r:
+        digest = r.call("DEBUG", "DIGEST")
+        keys = sorted(r.call("KEYS", "*"))
+        values: dict[bytes, bytes] = {}
+        for n in range(0, len(keys), 1000):
+            chunk = keys[n:n + 1000]
+            values.update(zip(chunk, r.call("DEBUG", "DIGEST-VALUE", *chunk), strict=True))
+    return digest, keys, values
+
+
+def _assert_following(dep: Deployment, host: int) -> None:
+    """The replica on `host` still runs and reported no divergence; if not, fail with its
+    last words and `mig status`."""
+    text = dep.log_text(host)
+    if dep.procs[host].poll() is None and "divergence" not in text:
+        return
+    status = subprocess.run([sys.executable, "-m", "mig", "status", dep.name, "--bootstrap",
+                             dep.broker.settings.bootstrap_servers],
+                            capture_output=True, text=True, timeout=60)
+    last = [line for line in text.splitlines() if "divergence" in line or "error" in line]
+    raise AssertionError(f"the replica on host {host} stopped (exit {dep.procs[host].poll()}):"
+                         f" {last[-3:]}\n{status.stdout}{status.stderr}")
+
+
+def _replica_caught_up(dep: Deployment, host: int, since_ms: int) -> bool:
+    """A status of the replica on `host` written after `since_ms` says it has nothing left
+    to replay."""
+    _assert_following(dep, host)
+    member = f"host{host}"
+    return any(name == "mig.log.MemberStatus" and rec["member"] == member
+               and rec["ts_ms"] > since_ms and rec["lag_records"] == 0
+               and rec["health"] == "replaying" for name, rec in dep.control())
+
+
+def test_redis_under_load_fails_over_with_every_acknowledged_write(hosts, tmp_path):
+    """Debian's redis-server with its own defaults (jemalloc's background thread, the bio
+    threads, RDB snapshots by fork when enough keys changed) as a primary on host 0 and a
+    replica on host 1. redis-benchmark and a unique-key writer load it; once the replica
+    has caught up, the primary's dataset is taken (DEBUG DIGEST, the keys, each key's
+    digest); then, with the writer running again, every process of host 0 is killed. The
+    replica takes over on its own address (the writer moves to it, as a client with a list
+    of addresses would) without a divergence, holding every acknowledged write and the
+    snapshot's dataset exactly: with the writes made after the snapshot deleted again, its
+    DEBUG DIGEST is the snapshot's."""
+    need("redis-server", "redis-server")
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, app="redis")
+    primary, backup = dep.addresses()
+    try:
+        dep.start()  # the replica is hot
+        # 1. load: redis-benchmark (50 connections) and unique keys, together
+        writer = UniqueWriter([primary], start=0)
+        writer.start(count=3000, deadline_s=60)
+        t0 = time.monotonic()
+        rps = _benchmark(*primary)
+        bench_s = time.monotonic() - t0
+        writer.join(60)
+        # a write may time out under the benchmark's load and be sent again; Redis refusing
+        # one (an -ERR reply) is a failure
+        assert len(writer.acked) == 3000, writer.errors
+        assert not [e for e in writer.errors if e.startswith("RespError")], writer.errors
+        loaded_ms = int(time.time() * 1000)
+        # 2. the replica has replayed everything; the primary's dataset
+        _wait_for(lambda: _replica_caught_up(dep, 1, loaded_ms), 30,
+                  "the replica to catch up")
+        digest, keys, values = _snapshot(primary)
+        assert len(keys) > 20000 and b"u2999" in values
+        # 3. writes again, and kill -9 of every process on host 0 in the middle of them
+        first_after = writer.next
+        writer2 = UniqueWriter([primary, backup], start=first_after)
+        writer2.start(deadline_s=60)
+        _wait_for(lambda: len(writer2.acked) >= 300, 30, "writes before the kill")
+        killed_at = time.time()
+        net.signal(0, signal.SIGKILL)
+        _wait_for(lambda: _assert_following(dep, 1) or writer2.acked_by(backup) >= 300, 40,
+                  "writes acknowledged by the promoted replica")
+        writer2.stop.set()
+        writer2.join(10)
+        promos = [p for p in dep.promotions() if p["new_epoch"] == 2]
+        assert len(promos) == 1 and promos[0]["member"] == "host1", promos
+        promo = promos[0]
+        assert promo["reason"] == "failover"
+        _assert_following(dep, 1)
+        late = [i for i, (a, t) in writer2.acked.items()
+                if a == primary and t * 1000 > promo["ts_ms"]]
+        assert late == [], f"the old primary acknowledged {len(late)} writes after the promotion"
+        first_new = min(t for a, t in writer2.acked.values() if a == backup)
+        # 4. the promoted replica holds every acknowledged write ...
+        acked = sorted({**writer.acked, **writer2.acked})
+        with Resp(backup, timeout=10) as r:
+            for n in range(0, len(acked), 1000):
+                chunk = acked[n:n + 1000]
+                got = r.call("MGET", *(f"u{i}" for i in chunk))
+                missing = [(i, v) for i, v in zip(chunk, got, strict=True)
+                           if v != f"v{i}".encode()]
+                assert missing == [], f"acknowledged writes lost or wrong: {missing[:5]}"
+        # ... and the snapshot's dataset, key by key
+        _, keys_now, values_now = _snapshot(backup)
+        assert set(keys) <= set(keys_now), sorted(set(keys) - set(keys_now))[:5]
+        changed = [k for k in keys if values_now[k] != values[k]]
+        assert changed == [], f"{len(changed)} keys changed since the snapshot: {changed[:5]}"
+        # the writes after the snapshot deleted again (an unacknowledged last one included):
+        # the same dataset, to the digest
+        with Resp(backup, timeout=10) as r:
+            later = [f"u{i}" for i in range(first_after, writer2.next + 1)]
+            for n in range(0, len(later), 1000):
+                r.call("DEL", *later[n:n + 1000])
+            assert r.call("DBSIZE") == len(keys)
+            assert r.call("DEBUG", "DIGEST") == digest
+        _assert_following(dep, 1)
+        print(f"\nredis-benchmark -c 50 through mig: SET {rps['SET']:.0f}, GET {rps['GET']:.0f},"
+              f" INCR {rps['INCR']:.0f} requests/s ({bench_s:.1f} s); {len(keys)} keys,"
+              f" {len(acked)} unique writes acknowledged, 0 lost; failover: detection"
+              f" {promo['detection_ms']} ms, promotion {promo['promotion_ms']} ms, kill to the"
+              f" first write acknowledged by the replica {first_new - killed_at:.3f} s,"
+              f" client-visible gap {max(writer2.gaps, default=0):.3f} s; writes retried"
+              f" under load: {sum(writer.errors.values())}")
+    finally:
+        dep.stop()

@@ -713,7 +713,7 @@ def test_the_shim_refuses_recorded_input_longer_than_the_buffer(tmp_path: Path) 
         assert proc.wait(timeout=10) == 87
         seq, text = ring.divergence()
         assert text == ("recorded input longer than the app's buffer: recorded READ 64,"
-                        " replay made READ 4"), text
+                        " replay made READ 4 in thread 0"), text
         ring.close()
     finally:
         os.close(w)

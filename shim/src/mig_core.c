@@ -686,6 +686,17 @@ static void diverge(const struct mig_rec *rec, const struct mig_call *call, cons
     p = put_str(p, end, kind_name((unsigned)call->kind));
     p = put_str(p, end, " ");
     p = put_int(p, end, actual);
+    if (rec->kind != (uint16_t)call->kind) {
+        /* which call the replay made instead: its arguments (a mutex's address...) */
+        p = put_str(p, end, "(");
+        for (int i = 0; i < 2; i++) {
+            p = put_str(p, end, i ? ", " : "");
+            p = put_int(p, end, call->args[i]);
+        }
+        p = put_str(p, end, ")");
+    }
+    p = put_str(p, end, " in thread ");
+    p = put_int(p, end, mig_tid);
     stop_diverged(p, rec->seq);
 }
 

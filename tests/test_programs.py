@@ -185,10 +185,9 @@ class UniqueWriter:
         return sum(1 for a, _ in self.acked.values() if a == addr)
 
 
-# The load this test puts on Redis. Under -c 50 -n 20000 a replica diverged in 4 of 21
-# deployments (a mutex acquisition of Redis's main thread that the primary had not
-# recorded: docs/programs.md, "Limits"); at this load it has not. The divergence is caught,
-# never silent, but it is not fixed yet, and this test is about failover.
+# The load this test puts on Redis (tests/deploy.py runs it with jemalloc's background
+# thread off: with it, replicas diverged under this load in 2 of 4 deployments and under
+# -c 50 -n 20000 in 4 of 21, at a trylock of the main thread: docs/programs.md, "Limits").
 BENCH_CLIENTS, BENCH_REQUESTS = 8, 10000
 
 

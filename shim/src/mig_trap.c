@@ -659,19 +659,18 @@ static uint32_t ioctl_out_size(unsigned long req)
     return 0;
 }
 
-static long fd_ioctl(long nr, const long *a)
+/* A call on a recorded fd (args[0]) that writes at most `size` bytes to the buffer at
+ * a[2]: performed and recorded with those bytes on the primary, returned from the log on
+ * a backup, which performs nothing. */
+static long fd_control(enum mig_kind kind, long nr, const long *a, uint32_t size)
 {
-    unsigned long req = (unsigned long)a[1];
-    uint32_t size = ioctl_out_size(req);
-    struct mig_call c = {.kind = MIG_K_IOCTL, .args = {a[0], (int64_t)req}};
+    struct mig_call c = {.kind = kind, .args = {a[0], a[1]}};
     mig_busy++;
     if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
         mig_replay_fits(&c, size);
         if (c.result >= 0 && c.payload_len && a[2])
             memcpy((void *)a[2], c.payload, c.payload_len);
         mig_replay_done();
-        if (req == FIONBIO && c.result == 0)
-            raw(nr, a);
     } else {
         long r = raw(nr, a);
         c.result = r < 0 ? -1 : r;
@@ -684,6 +683,15 @@ static long fd_ioctl(long nr, const long *a)
     return c.result < 0 ? -c.err : c.result;
 }
 
+static long fd_ioctl(long nr, const long *a)
+{
+    int replaying = mig_mode == MIG_REPLAY;
+    long r = fd_control(MIG_K_IOCTL, nr, a, ioctl_out_size((unsigned long)a[1]));
+    if (replaying && mig_mode == MIG_REPLAY && (unsigned long)a[1] == FIONBIO && r == 0)
+        raw(nr, a);
+    return r;
+}
+
 /* fcntl's signal-driven I/O commands on a recorded fd (F_SETOWN names a pid the program
  * took from getpid(), the primary's: a backup must not apply it) are recorded like an
  * ioctl, with the owner structure F_GETOWN_EX fills. Every other command acts for real on
@@ -694,24 +702,7 @@ static long fd_fcntl(long nr, const long *a)
     if (cmd != F_SETOWN && cmd != F_GETOWN && cmd != F_SETSIG && cmd != F_GETSIG &&
         cmd != F_SETOWN_EX && cmd != F_GETOWN_EX)
         return raw(nr, a);
-    uint32_t size = cmd == F_GETOWN_EX ? sizeof(struct f_owner_ex) : 0;
-    struct mig_call c = {.kind = MIG_K_FCNTL, .args = {a[0], cmd}};
-    mig_busy++;
-    if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
-        mig_replay_fits(&c, size);
-        if (c.result >= 0 && c.payload_len && a[2])
-            memcpy((void *)a[2], c.payload, c.payload_len);
-        mig_replay_done();
-    } else {
-        long r = raw(nr, a);
-        c.result = r < 0 ? -1 : r;
-        c.err = r < 0 ? (int)-r : 0;
-        c.payload = (const void *)a[2];
-        c.payload_len = r >= 0 && a[2] ? size : 0;
-        mig_record(&c);
-    }
-    mig_busy--;
-    return c.result < 0 ? -c.err : c.result;
+    return fd_control(MIG_K_FCNTL, nr, a, cmd == F_GETOWN_EX ? sizeof(struct f_owner_ex) : 0);
 }
 
 /* fstat (or fstatat/statx with AT_EMPTY_PATH) of an fd whose I/O is recorded -- a socket,

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static FILE *snippet_out;
 
@@ -15,6 +16,17 @@ static void out(const char *fmt, ...)
     va_start(ap, fmt);
     vfprintf(snippet_out, fmt, ap);
     va_end(ap);
+}
+
+/* Read fd to its end and say what came, then how it ended (the held-output snippets). */
+__attribute__((unused)) static void drain(int fd, const char *what)
+{
+    char buf[256] = {0};
+    size_t got = 0;
+    long n;
+    while ((n = (long)read(fd, buf + got, sizeof buf - 1 - got)) > 0)
+        got += (size_t)n;
+    out("%s: '%s' then %s\n", what, buf, n == 0 ? "EOF" : "error");
 }
 
 static void snippet_open(int argc, char **argv)

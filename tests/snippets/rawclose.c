@@ -7,16 +7,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static void drain(int fd, const char *what)
-{
-    char buf[256] = {0};
-    size_t got = 0;
-    ssize_t n;
-    while ((n = read(fd, buf + got, sizeof buf - 1 - got)) > 0)
-        got += (size_t)n;
-    out("%s: '%s' then %s\n", what, buf, n == 0 ? "EOF" : "error");
-}
-
 int main(int argc, char **argv)
 {
     snippet_open(argc, argv);

@@ -18,7 +18,7 @@ from tests.harness import record, replay, write_app
 
 SNIPPETS = Path(__file__).resolve().parent / "snippets"
 C_SNIPPETS = ["clocks", "random", "ident", "pipes", "sleeps", "tcp", "procs", "signals",
-              "procfs", "bigio", "rawcalls", "dlthread", "msgs", "clockwaits", "fdctl"]
+              "procfs", "bigio", "rawcalls", "dlthread", "msgs", "clockwaits", "fdctl", "vdsoclock"]
 
 
 @pytest.fixture(scope="module")

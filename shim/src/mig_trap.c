@@ -109,6 +109,12 @@ long mig_syscall(long nr, ...)
     return r;
 }
 
+/* libc's convention (-1 and errno) back to the kernel's (-errno). */
+static long kret_of(long r)
+{
+    return r == -1 ? -errno : r;
+}
+
 static void say(const char *s)
 {
     mig_sys(SYS_write, 2, s, strlen(s));
@@ -240,6 +246,93 @@ void mig_trap_arm(void)
     }
 }
 
+/* ------------------------------------------------------------ the vDSO
+ *
+ * Clock reads libc makes inside itself (timespec_get, clock(), its own uses of
+ * clock_gettime) go through the vDSO, with no system call to trap: libc keeps the vDSO's
+ * entry points in the dynamic loader's read-only data (_rtld_global_ro). The shim puts its
+ * own entries there instead. Called from the app's code (the selector at BLOCK) an entry
+ * runs the wrapper of the same call, which records it; called from the shim's (ALLOW:
+ * the wrapper's real call comes back through libc to here) it runs the vDSO itself. */
+static struct vdso_entry {
+    const char *name;
+    void *real; /* the vDSO's function */
+    void *mine; /* the shim's entry, put in its place */
+} vdso_entries[4];
+static int (*vdso_clock_gettime)(clockid_t, struct timespec *);
+static int (*vdso_gettimeofday)(struct timeval *, void *);
+static time_t (*vdso_time)(time_t *);
+static int (*vdso_clock_getres)(clockid_t, struct timespec *);
+
+/* The vDSO's convention is the kernel's: -errno on failure. */
+static int on_vdso_clock_gettime(clockid_t clk, struct timespec *ts)
+{
+    if (mig_sel == MIG_SEL_ALLOW)
+        return vdso_clock_gettime(clk, ts);
+    return (int)kret_of(clock_gettime(clk, ts));
+}
+
+static int on_vdso_gettimeofday(struct timeval *tv, void *tz)
+{
+    if (mig_sel == MIG_SEL_ALLOW)
+        return vdso_gettimeofday(tv, tz);
+    return (int)kret_of(gettimeofday(tv, tz));
+}
+
+static time_t on_vdso_time(time_t *t)
+{
+    if (mig_sel == MIG_SEL_ALLOW)
+        return vdso_time(t);
+    return time(t);
+}
+
+static int on_vdso_clock_getres(clockid_t clk, struct timespec *res)
+{
+    if (mig_sel == MIG_SEL_ALLOW)
+        return vdso_clock_getres(clk, res);
+    return (int)kret_of(clock_getres(clk, res));
+}
+
+/* Put the shim's entries in place of the vDSO's in the loader's table. A libc or vDSO
+ * that does not look as expected leaves it as it is, with a warning: clock reads inside
+ * libc then go unrecorded (docs/interceptor.md). */
+static void divert_vdso(void)
+{
+    void *vdso = dlopen("linux-vdso.so.1", RTLD_NOW | RTLD_NOLOAD);
+    void *table = dlsym(RTLD_DEFAULT, "_rtld_global_ro");
+    Dl_info info;
+    const ElfW(Sym) *sym = NULL;
+    if (!vdso || !table || !dladdr1(table, &info, (void **)&sym, RTLD_DL_SYMENT) || !sym ||
+        sym->st_size < 8) {
+        mig_warn("cannot reach the vDSO's entries in the loader: clock reads inside libc "
+                 "are not recorded", NULL);
+        return;
+    }
+    static const char *const names[] = {"__vdso_clock_gettime", "__vdso_gettimeofday",
+                                         "__vdso_time", "__vdso_clock_getres"};
+    void *const mine[] = {(void *)on_vdso_clock_gettime, (void *)on_vdso_gettimeofday,
+                          (void *)on_vdso_time, (void *)on_vdso_clock_getres};
+    for (int i = 0; i < 4; i++)
+        vdso_entries[i] = (struct vdso_entry){names[i], dlsym(vdso, names[i]), mine[i]};
+    vdso_clock_gettime = (int (*)(clockid_t, struct timespec *))vdso_entries[0].real;
+    vdso_gettimeofday = (int (*)(struct timeval *, void *))vdso_entries[1].real;
+    vdso_time = (time_t(*)(time_t *))vdso_entries[2].real;
+    vdso_clock_getres = (int (*)(clockid_t, struct timespec *))vdso_entries[3].real;
+    uintptr_t lo = (uintptr_t)table & ~(uintptr_t)4095;
+    uintptr_t hi = ((uintptr_t)table + sym->st_size + 4095) & ~(uintptr_t)4095;
+    if (mig_sys(SYS_mprotect, lo, hi - lo, PROT_READ | PROT_WRITE) != 0) {
+        mig_warn("cannot divert the vDSO's entries: clock reads inside libc are not "
+                 "recorded", NULL);
+        return;
+    }
+    void **slot = table;
+    for (size_t k = 0; k < sym->st_size / sizeof *slot; k++)
+        for (int i = 0; i < 4; i++)
+            if (vdso_entries[i].real && slot[k] == vdso_entries[i].real)
+                slot[k] = vdso_entries[i].mine;
+    mig_sys(SYS_mprotect, lo, hi - lo, PROT_READ);
+}
+
 /* The kernel's struct sigaction (rt_sigaction), not libc's. */
 struct k_sigaction {
     void *handler;
@@ -274,6 +367,7 @@ void mig_trap_init(void)
     uint64_t unblock = BIT(SIGSYS);
     mig_sys(SYS_rt_sigprocmask, SIG_UNBLOCK, &unblock, NULL, 8);
     mig_trapping = 1;
+    divert_vdso();
     mig_trap_arm();
     mig_sel = MIG_SEL_BLOCK; /* from here on, the app's code is trapped */
 }
@@ -575,11 +669,6 @@ static long on_clone(long nr, const long *a, const greg_t *g)
 
 /* ------------------------------------------------------------ the handler */
 
-/* libc's convention (-1 and errno) back to the kernel's (-errno). */
-static long kret(long r)
-{
-    return r == -1 ? -errno : r;
-}
 
 static long on_rt_sigprocmask(const long *a, ucontext_t *uc)
 {
@@ -787,79 +876,79 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
     greg_t *g = uc->uc_mcontext.gregs;
     switch (nr) {
     /* input and output */
-    case SYS_read: return kret(read((int)a[0], (void *)a[1], (size_t)a[2]));
-    case SYS_write: return kret(write((int)a[0], (const void *)a[1], (size_t)a[2]));
-    case SYS_readv: return kret(readv((int)a[0], (const struct iovec *)a[1], (int)a[2]));
-    case SYS_writev: return kret(writev((int)a[0], (const struct iovec *)a[1], (int)a[2]));
-    case SYS_close: return kret(close((int)a[0]));
+    case SYS_read: return kret_of(read((int)a[0], (void *)a[1], (size_t)a[2]));
+    case SYS_write: return kret_of(write((int)a[0], (const void *)a[1], (size_t)a[2]));
+    case SYS_readv: return kret_of(readv((int)a[0], (const struct iovec *)a[1], (int)a[2]));
+    case SYS_writev: return kret_of(writev((int)a[0], (const struct iovec *)a[1], (int)a[2]));
+    case SYS_close: return kret_of(close((int)a[0]));
     case SYS_recvfrom:
-        return kret(recvfrom((int)a[0], (void *)a[1], (size_t)a[2], (int)a[3],
+        return kret_of(recvfrom((int)a[0], (void *)a[1], (size_t)a[2], (int)a[3],
                              (struct sockaddr *)a[4], (socklen_t *)a[5]));
     case SYS_sendto:
-        return kret(sendto((int)a[0], (const void *)a[1], (size_t)a[2], (int)a[3],
+        return kret_of(sendto((int)a[0], (const void *)a[1], (size_t)a[2], (int)a[3],
                            (const struct sockaddr *)a[4], (socklen_t)a[5]));
-    case SYS_recvmsg: return kret(recvmsg((int)a[0], (struct msghdr *)a[1], (int)a[2]));
-    case SYS_sendmsg: return kret(sendmsg((int)a[0], (const struct msghdr *)a[1], (int)a[2]));
+    case SYS_recvmsg: return kret_of(recvmsg((int)a[0], (struct msghdr *)a[1], (int)a[2]));
+    case SYS_sendmsg: return kret_of(sendmsg((int)a[0], (const struct msghdr *)a[1], (int)a[2]));
     /* sockets */
-    case SYS_socket: return kret(socket((int)a[0], (int)a[1], (int)a[2]));
-    case SYS_socketpair: return kret(socketpair((int)a[0], (int)a[1], (int)a[2], (int *)a[3]));
+    case SYS_socket: return kret_of(socket((int)a[0], (int)a[1], (int)a[2]));
+    case SYS_socketpair: return kret_of(socketpair((int)a[0], (int)a[1], (int)a[2], (int *)a[3]));
     case SYS_bind:
-        return kret(bind((int)a[0], (const struct sockaddr *)a[1], (socklen_t)a[2]));
-    case SYS_listen: return kret(listen((int)a[0], (int)a[1]));
+        return kret_of(bind((int)a[0], (const struct sockaddr *)a[1], (socklen_t)a[2]));
+    case SYS_listen: return kret_of(listen((int)a[0], (int)a[1]));
     case SYS_accept:
-        return kret(accept((int)a[0], (struct sockaddr *)a[1], (socklen_t *)a[2]));
+        return kret_of(accept((int)a[0], (struct sockaddr *)a[1], (socklen_t *)a[2]));
     case SYS_accept4:
-        return kret(accept4((int)a[0], (struct sockaddr *)a[1], (socklen_t *)a[2], (int)a[3]));
+        return kret_of(accept4((int)a[0], (struct sockaddr *)a[1], (socklen_t *)a[2], (int)a[3]));
     case SYS_connect:
-        return kret(connect((int)a[0], (const struct sockaddr *)a[1], (socklen_t)a[2]));
+        return kret_of(connect((int)a[0], (const struct sockaddr *)a[1], (socklen_t)a[2]));
     case SYS_getsockname:
-        return kret(getsockname((int)a[0], (struct sockaddr *)a[1], (socklen_t *)a[2]));
+        return kret_of(getsockname((int)a[0], (struct sockaddr *)a[1], (socklen_t *)a[2]));
     case SYS_getpeername:
-        return kret(getpeername((int)a[0], (struct sockaddr *)a[1], (socklen_t *)a[2]));
+        return kret_of(getpeername((int)a[0], (struct sockaddr *)a[1], (socklen_t *)a[2]));
     case SYS_getsockopt:
-        return kret(getsockopt((int)a[0], (int)a[1], (int)a[2], (void *)a[3],
+        return kret_of(getsockopt((int)a[0], (int)a[1], (int)a[2], (void *)a[3],
                                (socklen_t *)a[4]));
     case SYS_setsockopt:
-        return kret(setsockopt((int)a[0], (int)a[1], (int)a[2], (const void *)a[3],
+        return kret_of(setsockopt((int)a[0], (int)a[1], (int)a[2], (const void *)a[3],
                                (socklen_t)a[4]));
-    case SYS_shutdown: return kret(shutdown((int)a[0], (int)a[1]));
+    case SYS_shutdown: return kret_of(shutdown((int)a[0], (int)a[1]));
     /* readiness */
-    case SYS_poll: return kret(poll((struct pollfd *)a[0], (nfds_t)a[1], (int)a[2]));
+    case SYS_poll: return kret_of(poll((struct pollfd *)a[0], (nfds_t)a[1], (int)a[2]));
     case SYS_ppoll:
-        return kret(ppoll((struct pollfd *)a[0], (nfds_t)a[1], (const struct timespec *)a[2],
+        return kret_of(ppoll((struct pollfd *)a[0], (nfds_t)a[1], (const struct timespec *)a[2],
                           (const sigset_t *)a[3]));
     case SYS_select:
-        return kret(select((int)a[0], (fd_set *)a[1], (fd_set *)a[2], (fd_set *)a[3],
+        return kret_of(select((int)a[0], (fd_set *)a[1], (fd_set *)a[2], (fd_set *)a[3],
                            (struct timeval *)a[4]));
     case SYS_epoll_wait:
-        return kret(epoll_wait((int)a[0], (struct epoll_event *)a[1], (int)a[2], (int)a[3]));
+        return kret_of(epoll_wait((int)a[0], (struct epoll_event *)a[1], (int)a[2], (int)a[3]));
     case SYS_epoll_pwait:
-        return kret(epoll_pwait((int)a[0], (struct epoll_event *)a[1], (int)a[2], (int)a[3],
+        return kret_of(epoll_pwait((int)a[0], (struct epoll_event *)a[1], (int)a[2], (int)a[3],
                                 (const sigset_t *)a[4]));
     case SYS_epoll_ctl:
-        return kret(epoll_ctl((int)a[0], (int)a[1], (int)a[2], (struct epoll_event *)a[3]));
+        return kret_of(epoll_ctl((int)a[0], (int)a[1], (int)a[2], (struct epoll_event *)a[3]));
     /* clocks, waits, identity, randomness */
-    case SYS_clock_gettime: return kret(clock_gettime((clockid_t)a[0], (struct timespec *)a[1]));
-    case SYS_clock_getres: return kret(clock_getres((clockid_t)a[0], (struct timespec *)a[1]));
-    case SYS_gettimeofday: return kret(gettimeofday((struct timeval *)a[0], (void *)a[1]));
+    case SYS_clock_gettime: return kret_of(clock_gettime((clockid_t)a[0], (struct timespec *)a[1]));
+    case SYS_clock_getres: return kret_of(clock_getres((clockid_t)a[0], (struct timespec *)a[1]));
+    case SYS_gettimeofday: return kret_of(gettimeofday((struct timeval *)a[0], (void *)a[1]));
     case SYS_time: return time((time_t *)a[0]);
     case SYS_nanosleep:
-        return kret(nanosleep((const struct timespec *)a[0], (struct timespec *)a[1]));
+        return kret_of(nanosleep((const struct timespec *)a[0], (struct timespec *)a[1]));
     case SYS_clock_nanosleep:
         return -clock_nanosleep((clockid_t)a[0], (int)a[1], (const struct timespec *)a[2],
                                 (struct timespec *)a[3]);
     case SYS_getrandom:
-        return kret(getrandom((void *)a[0], (size_t)a[1], (unsigned)a[2]));
+        return kret_of(getrandom((void *)a[0], (size_t)a[1], (unsigned)a[2]));
     case SYS_getpid: return getpid();
     case SYS_getppid: return getppid();
     case SYS_gettid: return gettid();
-    case SYS_uname: return kret(uname((struct utsname *)a[0]));
+    case SYS_uname: return kret_of(uname((struct utsname *)a[0]));
     /* files */
-    case SYS_open: return kret(open((const char *)a[0], (int)a[1], (mode_t)a[2]));
+    case SYS_open: return kret_of(open((const char *)a[0], (int)a[1], (mode_t)a[2]));
     case SYS_openat:
-        return kret(openat((int)a[0], (const char *)a[1], (int)a[2], (mode_t)a[3]));
+        return kret_of(openat((int)a[0], (const char *)a[1], (int)a[2], (mode_t)a[3]));
     case SYS_creat:
-        return kret(open((const char *)a[0], O_CREAT | O_WRONLY | O_TRUNC, (mode_t)a[1]));
+        return kret_of(open((const char *)a[0], O_CREAT | O_WRONLY | O_TRUNC, (mode_t)a[1]));
     case SYS_ioctl:
         return mig_fd_recorded((int)a[0]) ? fd_ioctl(nr, a) : raw(nr, a);
     case SYS_fcntl:
@@ -878,21 +967,21 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
             mig_fd_recorded((int)a[0]))
             return fd_stat(nr, a, (int)a[0], (void *)a[4], sizeof(struct statx));
         return raw(nr, a);
-    case SYS_dup2: return kret(dup2((int)a[0], (int)a[1]));
-    case SYS_dup3: return kret(dup3((int)a[0], (int)a[1], (int)a[2]));
+    case SYS_dup2: return kret_of(dup2((int)a[0], (int)a[1]));
+    case SYS_dup3: return kret_of(dup3((int)a[0], (int)a[1], (int)a[2]));
     case SYS_mmap:
         if (((int)a[3] & MAP_SHARED) && !((int)a[3] & MAP_ANONYMOUS))
-            return kret((long)mmap((void *)a[0], (size_t)a[1], (int)a[2], (int)a[3], (int)a[4],
+            return kret_of((long)mmap((void *)a[0], (size_t)a[1], (int)a[2], (int)a[3], (int)a[4],
                                    (off_t)a[5]));
         return raw(nr, a);
     /* processes and signals */
     case SYS_clone: case SYS_clone3: case SYS_fork: case SYS_vfork:
         return on_clone(nr, a, g);
     case SYS_execve:
-        return kret(execve((const char *)a[0], (char *const *)a[1], (char *const *)a[2]));
+        return kret_of(execve((const char *)a[0], (char *const *)a[1], (char *const *)a[2]));
     case SYS_wait4:
-        return kret(wait4((pid_t)a[0], (int *)a[1], (int)a[2], (struct rusage *)a[3]));
-    case SYS_kill: return kret(kill((pid_t)a[0], (int)a[1]));
+        return kret_of(wait4((pid_t)a[0], (int *)a[1], (int)a[2], (struct rusage *)a[3]));
+    case SYS_kill: return kret_of(kill((pid_t)a[0], (int)a[1]));
     case SYS_rt_sigaction: return on_rt_sigaction(a);
     case SYS_rt_sigprocmask: return on_rt_sigprocmask(a, uc);
     case SYS_exit:

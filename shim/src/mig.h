@@ -278,11 +278,11 @@ char *const *mig_exec_env(char *const envp[], const char *lpid, int same_process
 extern MIG_TLS char mig_sel;
 /* Is complete capture on in this process (record or replay, capture = "trap")? */
 extern int mig_trapping;
-/* A raw system call from the shim's own text (never trapped): returns -errno on failure. */
+/* A raw system call from the shim's own text (never trapped): returns -errno on failure
+ * and never touches errno, so the shim's own waits (a futex that timed out...) cannot
+ * change what the program sees in errno. It is what `syscall` means in the shim. */
 long mig_sys(long nr, ...);
-/* The same with libc's convention (-1 and errno): what `syscall` means in the shim. */
-long mig_syscall(long nr, ...);
-#define syscall(...) mig_syscall(__VA_ARGS__)
+#define syscall(...) mig_sys(__VA_ARGS__)
 /* Set up trapping for this process (mig_init) and arm the calling thread. */
 void mig_trap_init(void);
 /* Arm the calling thread (a forked child's first thread: arming is not inherited). */

@@ -93,22 +93,6 @@ __asm__(".text\n"
 
 void mig_restore_rt(void);
 
-long mig_syscall(long nr, ...)
-{
-    __builtin_va_list ap;
-    __builtin_va_start(ap, nr);
-    long a1 = __builtin_va_arg(ap, long), a2 = __builtin_va_arg(ap, long),
-         a3 = __builtin_va_arg(ap, long), a4 = __builtin_va_arg(ap, long),
-         a5 = __builtin_va_arg(ap, long), a6 = __builtin_va_arg(ap, long);
-    __builtin_va_end(ap);
-    long r = mig_sys(nr, a1, a2, a3, a4, a5, a6);
-    if (r < 0 && r > -4096) {
-        errno = (int)-r;
-        return -1;
-    }
-    return r;
-}
-
 /* libc's convention (-1 and errno) back to the kernel's (-errno). */
 static long kret_of(long r)
 {

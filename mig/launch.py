@@ -101,6 +101,7 @@ def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
     private_run_dir(run_dir)
     for stale in run_dir.glob("*.ring"):  # a previous run's rings would be taken for ours
         stale.unlink()
+    (run_dir / "listeners").unlink(missing_ok=True)  # going live: shared listeners
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
         try:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -31,7 +32,51 @@ def need(program: str, package: str) -> str:
     return path
 
 
-def _command(app: str, port: int) -> list[str]:
+# nginx as Debian's nginx-light runs it (a master and 2 workers), but with `sendfile off`:
+# mig refuses sendfile on sockets for now (docs/programs.md, "Limits"). Every host starts it
+# with the same argv; `-p ./` makes the relative paths below (error log, pid file, temp
+# folders) resolve in each host's own working folder, so the primary's and a replica's do
+# not collide. The document root is absolute: one folder every host reads.
+NGINX_CONF = """\
+worker_processes 2;
+daemon off;
+master_process on;
+user root;
+error_log error.log info;
+pid nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    sendfile off;
+    client_body_temp_path body;
+    proxy_temp_path proxy;
+    fastcgi_temp_path fastcgi;
+    uwsgi_temp_path uwsgi;
+    scgi_temp_path scgi;
+    server {{
+        listen {port};
+        root {root};
+        location /ok {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+NGINX_INDEX = "<html><body>mig serves nginx</body></html>\n"
+
+
+def _write_app_files(app: str, folder: Path, tmp: Path, port: int) -> None:
+    """The files an app needs beside its command line: nginx's configuration in the app's
+    folder and its document root (with index.html) in the deployment's folder."""
+    if app == "nginx":
+        root = tmp / "www"
+        root.mkdir()
+        (root / "index.html").write_text(NGINX_INDEX)
+        (folder / "nginx.conf").write_text(NGINX_CONF.format(port=port, root=root))
+
+
+def _command(app: str, port: int, folder: Path) -> list[str]:
+    """The app's command line; `folder` is the app's folder (where app.toml is)."""
+    if app == "nginx":
+        return [need("nginx", "nginx-light"), "-p", "./", "-c", str(folder / "nginx.conf")]
     if app == "redis":
         # Debian's Redis with its own defaults (RDB snapshots, the bio threads) but one:
         # jemalloc's background thread is off. With it, a replica under load diverges at a
@@ -66,10 +111,11 @@ class Deployment:
         folder = tmp / "host0"
         folder.mkdir(parents=True)
         self.app_toml = folder / "app.toml"
+        _write_app_files(app, folder, tmp, self.port)
         self.app_toml.write_text(
             "[app]\n"
             f'name = "{self.name}"\n'
-            f"command = {json.dumps(_command(app, self.port))}\n"
+            f"command = {json.dumps(_command(app, self.port, folder))}\n"
             "[kafka]\n"
             + (kafka_toml or f'bootstrap_servers = "{broker.settings.bootstrap_servers}"\n') +
             "[replica]\nheartbeat_ms = 200\nfailover_timeout_ms = 1000\n"
@@ -132,15 +178,23 @@ class Deployment:
 
 
 def _answers(host: str, port: int, app: str = "kvserver") -> bool:
-    """Whether the app serves on host:port, in its own protocol (RESP for Redis, the test
-    apps' line protocol otherwise)."""
+    """Whether the app serves on host:port, in its own protocol (RESP for Redis, HTTP for
+    nginx, the test apps' line protocol otherwise)."""
     try:
+        if app == "nginx":
+            conn = http.client.HTTPConnection(host, port, timeout=1.0)
+            try:
+                conn.request("GET", "/ok")
+                resp = conn.getresponse()
+                return resp.status == 200 and resp.read() == b"ok\n"
+            finally:
+                conn.close()
         if app == "redis":
             with socket.create_connection((host, port), timeout=1.0) as sock:
                 sock.sendall(b"*1\r\n$4\r\nPING\r\n")
                 return sock.recv(64).startswith(b"+PONG")
         return request(host, port, "GET probe", timeout=1.0).startswith(("NONE", "VALUE"))
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return False
 
 

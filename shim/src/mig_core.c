@@ -273,6 +273,11 @@ const char *mig_lpid(void)
     return my_lpid;
 }
 
+const char *mig_run_dir(void)
+{
+    return run_dir;
+}
+
 void mig_next_child_lpid(char *out, size_t size)
 {
     char num[16];

@@ -31,6 +31,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -317,6 +318,127 @@ static int live_socket(struct track *t)
     return s;
 }
 
+/* ------------------------------------------------------------------ shared listeners
+ *
+ * A listener several processes share (a master's socket that its workers inherited) has
+ * one placeholder in all of them, inherited as the socket was on the primary: one eventfd,
+ * which the kernel's eventfd-id (/proc/self/fdinfo) names in every process. The first
+ * process to go live makes the real socket; the others take that same socket from it
+ * (pidfd_getfd), so the program shares one listener as it did on the primary, instead of
+ * each process binding its own, of which only one could listen. The table is a file of
+ * the run folder (RUN_DIR/listeners), mapped by every process of the app. Taking another
+ * process's fd needs the right to ptrace it: the same user, and a process that stayed
+ * dumpable (or CAP_SYS_PTRACE). */
+struct shared_listener {
+    int64_t id;      /* 1 + the placeholder's eventfd-id; 0: a free entry */
+    int32_t pid, fd; /* the process that made the real socket, and its fd there */
+    uint32_t state;  /* 1: being made, 2: ready, 3: failed */
+    uint32_t pad;
+};
+#define SHARED_LISTENERS 256
+
+const char *mig_run_dir(void);
+
+static int64_t placeholder_id(int fd)
+{
+    char path[48] = "/proc/self/fdinfo/", buf[512];
+    char *p = path + strlen(path), digits[12];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + fd % 10);
+        fd /= 10;
+    } while (fd);
+    while (n)
+        *p++ = digits[--n];
+    *p = 0;
+    int f = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return 0;
+    long got = syscall(SYS_read, f, buf, sizeof buf - 1);
+    syscall(SYS_close, f);
+    if (got <= 0)
+        return 0;
+    buf[got] = 0;
+    const char *at = strstr(buf, "eventfd-id:");
+    if (!at)
+        return 0;
+    at += 11;
+    while (*at == ' ' || *at == '\t')
+        at++;
+    int64_t id = 0;
+    while (*at >= '0' && *at <= '9')
+        id = id * 10 + (*at++ - '0');
+    return id + 1;
+}
+
+static struct shared_listener *shared_table(void)
+{
+    static struct shared_listener *table;
+    static int tried;
+    if (tried)
+        return table;
+    tried = 1;
+    const char *dir = mig_run_dir();
+    char path[640];
+    size_t n = strlen(dir);
+    if (n + sizeof "/listeners" > sizeof path)
+        return NULL;
+    memcpy(path, dir, n);
+    memcpy(path + n, "/listeners", sizeof "/listeners");
+    size_t size = SHARED_LISTENERS * sizeof *table;
+    int f = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (f < 0)
+        return NULL;
+    long m = -1;
+    if (syscall(SYS_ftruncate, f, (long)size) == 0)
+        m = syscall(SYS_mmap, NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
+    syscall(SYS_close, f);
+    if (m < 0 && m > -4096)
+        return NULL;
+    table = (struct shared_listener *)m;
+    return table;
+}
+
+/* The table's entry for placeholder `id`; *mine says this process claimed it (and makes
+ * the socket). NULL: the table is full or missing. */
+static struct shared_listener *shared_entry(int64_t id, int *mine)
+{
+    struct shared_listener *table = shared_table();
+    for (int i = 0; table && i < SHARED_LISTENERS; i++) {
+        int64_t cur = __atomic_load_n(&table[i].id, __ATOMIC_ACQUIRE);
+        if (cur == 0 && __atomic_compare_exchange_n(&table[i].id, &cur, id, 0,
+                                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            __atomic_store_n(&table[i].state, 1, __ATOMIC_RELEASE);
+            *mine = 1;
+            return &table[i];
+        }
+        if (cur == id) {
+            *mine = 0;
+            return &table[i];
+        }
+    }
+    return NULL;
+}
+
+/* Another process of the app made the listener: take it (-1: it could not be taken). */
+static int take_listener(struct shared_listener *e)
+{
+    for (int waited = 0; __atomic_load_n(&e->state, __ATOMIC_ACQUIRE) == 1; waited++) {
+        if (waited >= 15000) /* its maker's bind may wait 10 s for an old primary */
+            return -1;
+        struct timespec pause = {0, 1000000};
+        syscall(SYS_nanosleep, &pause, NULL);
+    }
+    if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != 2)
+        return -1;
+    int pidfd = (int)syscall(SYS_pidfd_open, e->pid, 0);
+    if (pidfd < 0)
+        return -1;
+    int s = (int)syscall(SYS_pidfd_getfd, pidfd, e->fd, 0);
+    syscall(SYS_close, pidfd);
+    return s;
+}
+
 static void live_pair(int fd, struct track *t, int floor)
 {
     struct track *p = at(t->partner);
@@ -358,13 +480,33 @@ void mig_go_live(void)
             live_pair(fd, t, floor);
             continue;
         }
-        /* never connected: made for real (bound, listening as before); else dead */
-        int s = t->what == T_SOCKET ? live_socket(t) : -1;
+        /* never connected: made for real (bound, listening as before), once for all the
+         * processes that share it; else dead */
+        struct shared_listener *shared = NULL;
+        int mine = 0, s = -1;
+        if (t->what == T_SOCKET && t->listening) {
+            int64_t id = placeholder_id(fd);
+            shared = id ? shared_entry(id, &mine) : NULL;
+        }
+        if (shared && !mine) {
+            s = take_listener(shared);
+            if (s < 0)
+                mig_warn("going live: cannot take the listener another process of the app "
+                         "made (pidfd_getfd)", NULL);
+        } else if (t->what == T_SOCKET) {
+            s = live_socket(t);
+        }
+        int real = s >= 0;
         if (s < 0)
             s = dead_socket(t, floor);
         if (s >= 0) {
             place(s, fd);
             reregister(fd);
+        }
+        if (shared && mine) {
+            shared->pid = (int32_t)syscall(SYS_getpid);
+            shared->fd = fd;
+            __atomic_store_n(&shared->state, real ? 2 : 3, __ATOMIC_RELEASE);
         }
         t->what = T_NONE;
     }

@@ -228,6 +228,8 @@ void mig_fd_forget(int fd);
 void mig_fd_mark(int fd, int recorded);
 /* Replay: an eventfd standing at fd's number for a file the primary had open there. */
 void mig_placeholder_at(int64_t fd, int sock_flags);
+/* u in decimal at p, no terminator; returns the end (no stdio in the shim). */
+char *mig_put_uint(char *p, uint64_t u);
 /* One line on stderr, written directly (no stdio): "mig-shim: warning: <a><b>". */
 void mig_warn(const char *a, const char *b);
 

@@ -92,7 +92,7 @@ static void spin_unlock(uint32_t *lock)
     __atomic_store_n(lock, 0, __ATOMIC_RELEASE);
 }
 
-static char *put_uint(char *p, uint64_t u)
+char *mig_put_uint(char *p, uint64_t u)
 {
     char tmp[24];
     int n = 0;
@@ -281,7 +281,7 @@ const char *mig_run_dir(void)
 void mig_next_child_lpid(char *out, size_t size)
 {
     char num[16];
-    char *end = put_uint(num, ++children);
+    char *end = mig_put_uint(num, ++children);
     size_t l = strlen(my_lpid), n = (size_t)(end - num);
     if (l + 1 + n + 1 > size)
         mig_die("logical process id too long (fork depth)");

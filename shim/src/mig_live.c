@@ -342,15 +342,7 @@ const char *mig_run_dir(void);
 static int64_t placeholder_id(int fd)
 {
     char path[48] = "/proc/self/fdinfo/", buf[512];
-    char *p = path + strlen(path), digits[12];
-    int n = 0;
-    do {
-        digits[n++] = (char)('0' + fd % 10);
-        fd /= 10;
-    } while (fd);
-    while (n)
-        *p++ = digits[--n];
-    *p = 0;
+    *mig_put_uint(path + strlen(path), (uint64_t)fd) = 0;
     int f = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
     if (f < 0)
         return 0;

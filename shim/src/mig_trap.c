@@ -120,19 +120,6 @@ static char *put_hex(char *p, uint64_t v)
     return p;
 }
 
-static char *put_dec(char *p, uint64_t v)
-{
-    char tmp[24];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        *p++ = tmp[--n];
-    return p;
-}
-
 static char *put_s(char *p, char *end, const char *s)
 {
     while (*s && p < end)
@@ -180,7 +167,7 @@ __attribute__((noreturn)) static void refuse(long nr, uintptr_t pc, uintptr_t sp
     p = put_s(p, end, sys_name(nr));
     p = put_s(p, end, " (");
     if (p + 24 < end)
-        p = put_dec(p, (uint64_t)nr);
+        p = mig_put_uint(p, (uint64_t)nr);
     p = put_s(p, end, ") from ");
     Dl_info at, caller;
     p = put_where(p, end, pc, &at);

@@ -230,6 +230,11 @@ void mig_fd_mark(int fd, int recorded);
 void mig_placeholder_at(int64_t fd, int sock_flags);
 /* u in decimal at p, no terminator; returns the end (no stdio in the shim). */
 char *mig_put_uint(char *p, uint64_t u);
+/* s at p, at most up to end; returns the end. */
+char *mig_put_str(char *p, char *end, const char *s);
+/* The first free entry of an array of `count` entries of `size` bytes whose first field is
+ * a uint32_t state (0: free), taken (state 1); waits while all are taken. */
+void *mig_claim(void *array, size_t size, int count);
 /* One line on stderr, written directly (no stdio): "mig-shim: warning: <a><b>". */
 void mig_warn(const char *a, const char *b);
 

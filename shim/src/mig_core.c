@@ -46,13 +46,19 @@ void mig_run_app_handler(int sig, int code);
 
 /* --------------------------------------------------------------- helpers (no libc I/O) */
 
-static void mig_die(const char *what)
+/* "mig-shim: fatal: <what>" on stderr, written directly. */
+static void fatal_line(const char *what)
 {
-    /* The shim cannot continue (no ring, broken channel): say why on stderr and stop. */
     static const char prefix[] = "mig-shim: fatal: ";
     syscall(SYS_write, 2, prefix, sizeof prefix - 1);
     syscall(SYS_write, 2, what, strlen(what));
     syscall(SYS_write, 2, "\n", 1);
+}
+
+static void mig_die(const char *what)
+{
+    /* The shim cannot continue (no ring, broken channel): say why on stderr and stop. */
+    fatal_line(what);
     syscall(SYS_exit_group, 86);
     __builtin_unreachable();
 }
@@ -90,6 +96,20 @@ static void spin_lock(uint32_t *lock)
 static void spin_unlock(uint32_t *lock)
 {
     __atomic_store_n(lock, 0, __ATOMIC_RELEASE);
+}
+
+void *mig_claim(void *array, size_t size, int count)
+{
+    for (;;) {
+        for (int i = 0; i < count; i++) {
+            uint32_t *state = (uint32_t *)((char *)array + (size_t)i * size), free_ = 0;
+            if (__atomic_compare_exchange_n(state, &free_, 1, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_RELAXED))
+                return state;
+        }
+        struct timespec pause = {0, 100000};
+        syscall(SYS_nanosleep, &pause, NULL);
+    }
 }
 
 char *mig_put_uint(char *p, uint64_t u)
@@ -630,7 +650,7 @@ static struct mig_rec *next_record(void)
     }
 }
 
-static char *put_str(char *p, char *end, const char *s)
+char *mig_put_str(char *p, char *end, const char *s)
 {
     while (*s && p < end)
         *p++ = *s++;
@@ -682,25 +702,25 @@ static void diverge(const struct mig_rec *rec, const struct mig_call *call, cons
                     int64_t expected, int64_t actual)
 {
     char *p = ring->div_text, *end = ring->div_text + sizeof ring->div_text - 1;
-    p = put_str(p, end, what);
-    p = put_str(p, end, ": recorded ");
-    p = put_str(p, end, kind_name(rec->kind));
-    p = put_str(p, end, " ");
+    p = mig_put_str(p, end, what);
+    p = mig_put_str(p, end, ": recorded ");
+    p = mig_put_str(p, end, kind_name(rec->kind));
+    p = mig_put_str(p, end, " ");
     p = put_int(p, end, expected);
-    p = put_str(p, end, ", replay made ");
-    p = put_str(p, end, kind_name((unsigned)call->kind));
-    p = put_str(p, end, " ");
+    p = mig_put_str(p, end, ", replay made ");
+    p = mig_put_str(p, end, kind_name((unsigned)call->kind));
+    p = mig_put_str(p, end, " ");
     p = put_int(p, end, actual);
     if (rec->kind != (uint16_t)call->kind) {
         /* which call the replay made instead: its arguments (a mutex's address...) */
-        p = put_str(p, end, "(");
+        p = mig_put_str(p, end, "(");
         for (int i = 0; i < 2; i++) {
-            p = put_str(p, end, i ? ", " : "");
+            p = mig_put_str(p, end, i ? ", " : "");
             p = put_int(p, end, call->args[i]);
         }
-        p = put_str(p, end, ")");
+        p = mig_put_str(p, end, ")");
     }
-    p = put_str(p, end, " in thread ");
+    p = mig_put_str(p, end, " in thread ");
     p = put_int(p, end, mig_tid);
     stop_diverged(p, rec->seq);
 }
@@ -711,13 +731,13 @@ static void diverge(const struct mig_rec *rec, const struct mig_call *call, cons
 static void out_of_step(const struct mig_rec *rec)
 {
     char *p = ring->div_text, *end = ring->div_text + sizeof ring->div_text - 1;
-    p = put_str(p, end, "threads out of step: the log's next call (");
-    p = put_str(p, end, kind_name(rec->kind));
-    p = put_str(p, end, ") is thread ");
+    p = mig_put_str(p, end, "threads out of step: the log's next call (");
+    p = mig_put_str(p, end, kind_name(rec->kind));
+    p = mig_put_str(p, end, ") is thread ");
     p = put_int(p, end, rec->tid);
-    p = put_str(p, end, "'s, which has not made it for 30 s; thread ");
+    p = mig_put_str(p, end, "'s, which has not made it for 30 s; thread ");
     p = put_int(p, end, mig_tid);
-    p = put_str(p, end, " waits for its own");
+    p = mig_put_str(p, end, " waits for its own");
     stop_diverged(p, rec->seq);
 }
 
@@ -726,10 +746,10 @@ static void out_of_step(const struct mig_rec *rec)
 static void corrupt(uint64_t pos, const char *why)
 {
     char *p = ring->div_text, *end = ring->div_text + sizeof ring->div_text - 1;
-    p = put_str(p, end, "corrupt ring record at position ");
+    p = mig_put_str(p, end, "corrupt ring record at position ");
     p = put_int(p, end, (int64_t)pos);
-    p = put_str(p, end, ": ");
-    p = put_str(p, end, why);
+    p = mig_put_str(p, end, ": ");
+    p = mig_put_str(p, end, why);
     stop_diverged(p, replay_next_seq);
 }
 
@@ -751,13 +771,13 @@ static int is_run(const struct mig_rec *rec)
 static void run_differs(const struct mig_rec *rec, int64_t recorded, int64_t made)
 {
     char *p = ring->div_text, *end = ring->div_text + sizeof ring->div_text - 1;
-    p = put_str(p, end, "unrecorded mutex acquisitions differ: thread ");
+    p = mig_put_str(p, end, "unrecorded mutex acquisitions differ: thread ");
     p = put_int(p, end, mig_tid);
-    p = put_str(p, end, " made ");
+    p = mig_put_str(p, end, " made ");
     p = put_int(p, end, recorded);
-    p = put_str(p, end, " on the primary before its next record, ");
+    p = mig_put_str(p, end, " on the primary before its next record, ");
     p = put_int(p, end, made);
-    p = put_str(p, end, " in replay");
+    p = mig_put_str(p, end, " in replay");
     stop_diverged(p, rec->seq);
 }
 
@@ -913,26 +933,22 @@ void mig_count_trap(void)
 
 void mig_stop_refused(const char *text)
 {
-    static const char prefix[] = "mig-shim: fatal: ";
-    syscall(SYS_write, 2, prefix, sizeof prefix - 1);
-    syscall(SYS_write, 2, text, strlen(text));
-    syscall(SYS_write, 2, "\n", 1);
     if (ring && mig_mode == MIG_REPLAY) {
+        fatal_line(text);
         char *p = ring->div_text, *end = ring->div_text + sizeof ring->div_text - 1;
-        p = put_str(p, end, text);
+        p = mig_put_str(p, end, text);
         stop_diverged(p, replay_next_seq);
     }
-    syscall(SYS_exit_group, 86);
-    __builtin_unreachable();
+    mig_die(text);
 }
 
 void mig_lock_diverged(const char *what, int64_t expected, int64_t actual)
 {
     char *p = ring->div_text, *end = ring->div_text + sizeof ring->div_text - 1;
-    p = put_str(p, end, what);
-    p = put_str(p, end, ": recorded acquisition ");
+    p = mig_put_str(p, end, what);
+    p = mig_put_str(p, end, ": recorded acquisition ");
     p = put_int(p, end, expected);
-    p = put_str(p, end, ", replay found ");
+    p = mig_put_str(p, end, ", replay found ");
     p = put_int(p, end, actual);
     stop_diverged(p, replay_next_seq ? replay_next_seq - 1 : 0);
 }

@@ -120,13 +120,6 @@ static char *put_hex(char *p, uint64_t v)
     return p;
 }
 
-static char *put_s(char *p, char *end, const char *s)
-{
-    while (*s && p < end)
-        *p++ = *s++;
-    return p;
-}
-
 static const char *sys_name(long nr)
 {
     return nr >= 0 && nr < (long)(sizeof mig_sysnames / sizeof *mig_sysnames) &&
@@ -146,8 +139,8 @@ static char *put_where(char *p, char *end, uintptr_t pc, Dl_info *info)
 {
     if (dladdr((void *)pc, info) && info->dli_fname) {
         const char *slash = strrchr(info->dli_fname, '/');
-        p = put_s(p, end, slash ? slash + 1 : info->dli_fname);
-        p = put_s(p, end, "+");
+        p = mig_put_str(p, end, slash ? slash + 1 : info->dli_fname);
+        p = mig_put_str(p, end, "+");
         if (p + 20 < end)
             p = put_hex(p, pc - (uintptr_t)info->dli_fbase);
     } else if (p + 20 < end) {
@@ -163,22 +156,22 @@ __attribute__((noreturn)) static void refuse(long nr, uintptr_t pc, uintptr_t sp
                                              const char *why)
 {
     char text[240], *p = text, *end = text + sizeof text - 1;
-    p = put_s(p, end, "system call ");
-    p = put_s(p, end, sys_name(nr));
-    p = put_s(p, end, " (");
+    p = mig_put_str(p, end, "system call ");
+    p = mig_put_str(p, end, sys_name(nr));
+    p = mig_put_str(p, end, " (");
     if (p + 24 < end)
         p = mig_put_uint(p, (uint64_t)nr);
-    p = put_s(p, end, ") from ");
+    p = mig_put_str(p, end, ") from ");
     Dl_info at, caller;
     p = put_where(p, end, pc, &at);
     uintptr_t ret = sp ? *(const uintptr_t *)sp : 0;
     if (at.dli_fname && dladdr((void *)ret, &caller) && caller.dli_fname &&
         caller.dli_fbase != at.dli_fbase) {
-        p = put_s(p, end, " called from ");
+        p = mig_put_str(p, end, " called from ");
         p = put_where(p, end, ret, &caller);
     }
-    p = put_s(p, end, ": ");
-    p = put_s(p, end, why);
+    p = mig_put_str(p, end, ": ");
+    p = mig_put_str(p, end, why);
     *p = 0;
     mig_stop_refused(text);
     __builtin_unreachable();
@@ -225,15 +218,12 @@ void mig_trap_arm(void)
  * own entries there instead. Called from the app's code (the selector at BLOCK) an entry
  * runs the wrapper of the same call, which records it; called from the shim's (ALLOW:
  * the wrapper's real call comes back through libc to here) it runs the vDSO itself. */
-static struct vdso_entry {
-    const char *name;
-    void *real; /* the vDSO's function */
-    void *mine; /* the shim's entry, put in its place */
-} vdso_entries[4];
-static int (*vdso_clock_gettime)(clockid_t, struct timespec *);
-static int (*vdso_gettimeofday)(struct timeval *, void *);
-static time_t (*vdso_time)(time_t *);
-static int (*vdso_clock_getres)(clockid_t, struct timespec *);
+/* The vDSO's functions, in the order of divert_vdso's names. */
+static void *vdso_real[4];
+#define vdso_clock_gettime ((int (*)(clockid_t, struct timespec *))vdso_real[0])
+#define vdso_gettimeofday ((int (*)(struct timeval *, void *))vdso_real[1])
+#define vdso_time ((time_t(*)(time_t *))vdso_real[2])
+#define vdso_clock_getres ((int (*)(clockid_t, struct timespec *))vdso_real[3])
 
 /* The vDSO's convention is the kernel's: -errno on failure. */
 static int on_vdso_clock_gettime(clockid_t clk, struct timespec *ts)
@@ -284,11 +274,7 @@ static void divert_vdso(void)
     void *const mine[] = {(void *)on_vdso_clock_gettime, (void *)on_vdso_gettimeofday,
                           (void *)on_vdso_time, (void *)on_vdso_clock_getres};
     for (int i = 0; i < 4; i++)
-        vdso_entries[i] = (struct vdso_entry){names[i], dlsym(vdso, names[i]), mine[i]};
-    vdso_clock_gettime = (int (*)(clockid_t, struct timespec *))vdso_entries[0].real;
-    vdso_gettimeofday = (int (*)(struct timeval *, void *))vdso_entries[1].real;
-    vdso_time = (time_t(*)(time_t *))vdso_entries[2].real;
-    vdso_clock_getres = (int (*)(clockid_t, struct timespec *))vdso_entries[3].real;
+        vdso_real[i] = dlsym(vdso, names[i]);
     uintptr_t lo = (uintptr_t)table & ~(uintptr_t)4095;
     uintptr_t hi = ((uintptr_t)table + sym->st_size + 4095) & ~(uintptr_t)4095;
     if (mig_sys(SYS_mprotect, lo, hi - lo, PROT_READ | PROT_WRITE) != 0) {
@@ -299,8 +285,8 @@ static void divert_vdso(void)
     void **slot = table;
     for (size_t k = 0; k < sym->st_size / sizeof *slot; k++)
         for (int i = 0; i < 4; i++)
-            if (vdso_entries[i].real && slot[k] == vdso_entries[i].real)
-                slot[k] = vdso_entries[i].mine;
+            if (vdso_real[i] && slot[k] == vdso_real[i])
+                slot[k] = mine[i];
     mig_sys(SYS_mprotect, lo, hi - lo, PROT_READ);
 }
 
@@ -384,6 +370,7 @@ static struct clone_slot {
     int thread;     /* 1: a thread, 0: a vfork child */
     struct regs regs;
 } cslots[CLONE_SLOTS];
+_Static_assert(offsetof(struct clone_slot, state) == 0, "mig_claim takes the state first");
 
 /* The clone system call from the shim's text. The parent returns the result; a child
  * (on the stack the kernel gave it) calls mig_clone_child, then resumes the app's code
@@ -469,20 +456,6 @@ __attribute__((used)) void mig_clone_child(struct clone_slot *s, struct regs *de
     mig_sel = MIG_SEL_BLOCK;
 }
 
-static struct clone_slot *claim_slot(void)
-{
-    for (;;) {
-        for (int i = 0; i < CLONE_SLOTS; i++) {
-            uint32_t free_ = 0;
-            if (__atomic_compare_exchange_n(&cslots[i].state, &free_, 1, 0, __ATOMIC_ACQ_REL,
-                                            __ATOMIC_RELAXED))
-                return &cslots[i];
-        }
-        struct timespec pause = {0, 100000};
-        mig_sys(SYS_nanosleep, &pause, NULL);
-    }
-}
-
 static void save_regs(struct regs *r, const greg_t *g)
 {
     r->r8 = (uint64_t)g[REG_R8];
@@ -510,7 +483,7 @@ static long stub(long nr, const long *a, struct clone_slot *s)
  * clone). The THREAD_CREATE record orders it in the creating thread's log. */
 static long thread_clone(long nr, const long *a, const greg_t *g)
 {
-    struct clone_slot *s = claim_slot();
+    struct clone_slot *s = mig_claim(cslots, sizeof *cslots, CLONE_SLOTS);
     save_regs(&s->regs, g);
     s->thread = 1;
     struct mig_call c = {.kind = MIG_K_THREAD_CREATE};
@@ -554,7 +527,7 @@ static long thread_clone(long nr, const long *a, const greg_t *g)
  * gets it a logical id and a ring of its own. */
 static long spawn_clone(long nr, const long *a, const greg_t *g)
 {
-    struct clone_slot *s = claim_slot();
+    struct clone_slot *s = mig_claim(cslots, sizeof *cslots, CLONE_SLOTS);
     save_regs(&s->regs, g);
     s->thread = 0;
     struct mig_call c = {.kind = MIG_K_SPAWN};
@@ -719,28 +692,43 @@ static uint32_t ioctl_out_size(unsigned long req)
     return 0;
 }
 
-/* A call on a recorded fd (args[0]) that writes at most `size` bytes to the buffer at
- * a[2]: performed and recorded with those bytes on the primary, returned from the log on
- * a backup, which performs nothing. */
-static long fd_control(enum mig_kind kind, long nr, const long *a, uint32_t size)
+/* A call on a recorded fd (args {a0, a1}) that writes at most `size` bytes to `buf`:
+ * performed and recorded with those bytes on the primary, returned from the log on a
+ * backup, which performs nothing. */
+static long fd_call(enum mig_kind kind, long nr, const long *a, int64_t a0, int64_t a1,
+                    void *buf, uint32_t size)
 {
-    struct mig_call c = {.kind = kind, .args = {a[0], a[1]}};
+    struct mig_call c = {.kind = kind, .args = {a0, a1}};
     mig_busy++;
     if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
         mig_replay_fits(&c, size);
-        if (c.result >= 0 && c.payload_len && a[2])
-            memcpy((void *)a[2], c.payload, c.payload_len);
+        if (c.result >= 0 && c.payload_len && buf)
+            memcpy(buf, c.payload, c.payload_len);
         mig_replay_done();
     } else {
         long r = raw(nr, a);
         c.result = r < 0 ? -1 : r;
         c.err = r < 0 ? (int)-r : 0;
-        c.payload = (const void *)a[2];
-        c.payload_len = r >= 0 && a[2] ? size : 0;
+        c.payload = buf;
+        c.payload_len = r >= 0 && buf ? size : 0;
         mig_record(&c);
     }
     mig_busy--;
     return c.result < 0 ? -c.err : c.result;
+}
+
+/* ioctl and fcntl: the buffer is their third argument. */
+static long fd_control(enum mig_kind kind, long nr, const long *a, uint32_t size)
+{
+    return fd_call(kind, nr, a, a[0], a[1], (void *)a[2], size);
+}
+
+/* fstat (or fstatat/statx with AT_EMPTY_PATH) of an fd whose I/O is recorded -- a socket,
+ * a pipe, a host file: what it says is the primary's (a backup has a placeholder there,
+ * whose size and block size differ, and stdio sizes its buffers by them). */
+static long fd_stat(long nr, const long *a, int fd, void *buf, uint32_t size)
+{
+    return fd_call(MIG_K_FSTAT, nr, a, fd, nr, buf, size);
 }
 
 static long fd_ioctl(long nr, const long *a)
@@ -763,30 +751,6 @@ static long fd_fcntl(long nr, const long *a)
         cmd != F_SETOWN_EX && cmd != F_GETOWN_EX)
         return raw(nr, a);
     return fd_control(MIG_K_FCNTL, nr, a, cmd == F_GETOWN_EX ? sizeof(struct f_owner_ex) : 0);
-}
-
-/* fstat (or fstatat/statx with AT_EMPTY_PATH) of an fd whose I/O is recorded -- a socket,
- * a pipe, a host file: what it says is the primary's (a backup has a placeholder there,
- * whose size and block size differ, and stdio sizes its buffers by them). */
-static long fd_stat(long nr, const long *a, int fd, void *buf, uint32_t size)
-{
-    struct mig_call c = {.kind = MIG_K_FSTAT, .args = {fd, nr}};
-    mig_busy++;
-    if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
-        mig_replay_fits(&c, size);
-        if (c.result == 0 && buf)
-            memcpy(buf, c.payload, c.payload_len);
-        mig_replay_done();
-    } else {
-        long r = raw(nr, a);
-        c.result = r < 0 ? -1 : r;
-        c.err = r < 0 ? (int)-r : 0;
-        c.payload = buf;
-        c.payload_len = r == 0 ? size : 0;
-        mig_record(&c);
-    }
-    mig_busy--;
-    return c.result < 0 ? -c.err : c.result;
 }
 
 /* System calls whose result the app's own state decides (its memory, its regular files,

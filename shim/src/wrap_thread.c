@@ -40,6 +40,7 @@ static struct slot {
     void *(*fn)(void *);
     void *arg;
 } slots[SLOTS];
+_Static_assert(offsetof(struct slot, state) == 0, "mig_claim takes the state first");
 
 static uint32_t next_tid; /* record: the last logical tid given out in this process */
 
@@ -60,20 +61,6 @@ void mig_thread_seen_id(uint32_t id)
            !__atomic_compare_exchange_n(&next_tid, &cur, id, 0, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE))
         ;
-}
-
-static struct slot *claim(void)
-{
-    for (;;) {
-        for (int i = 0; i < SLOTS; i++) {
-            uint32_t free_ = 0;
-            if (__atomic_compare_exchange_n(&slots[i].state, &free_, 1, 0, __ATOMIC_ACQ_REL,
-                                            __ATOMIC_RELAXED))
-                return &slots[i];
-        }
-        struct timespec pause = {0, 100000};
-        syscall(SYS_nanosleep, &pause, NULL);
-    }
 }
 
 static void *start(void *p)
@@ -115,7 +102,7 @@ MIG_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr,
     }
     struct mig_call c = {.kind = MIG_K_THREAD_CREATE};
     mig_busy++;
-    struct slot *s = claim();
+    struct slot *s = mig_claim(slots, sizeof *slots, SLOTS);
     s->fn = fn;
     s->arg = arg;
     int rc;

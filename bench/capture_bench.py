@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from benchlib import broker_down, broker_up, machine  # noqa: E402 - a sibling
 
 from mig.broker.cluster import free_ports  # noqa: E402
+from tests.apps.client import wait_port  # noqa: E402
 from tests.harness import stop_mig  # noqa: E402
 
 MIG = [sys.executable, "-m", "mig", "--log-format", "json"]
@@ -47,17 +47,6 @@ def need(program: str, package: str) -> str:
     if not path:
         sys.exit(f"{program} is not installed: apt-get install -y {package}")
     return path
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on port {port} after {timeout} s")
 
 
 def trap_cost(tmp: Path) -> dict[str, dict[str, float]]:
@@ -89,7 +78,7 @@ def run_native(server: str, bench: str, requests: int, tmp: Path) -> float:
     port = free_ports(1)[0]
     proc = subprocess.Popen([server, "--port", str(port)], cwd=tmp, stdout=subprocess.DEVNULL)
     try:
-        wait_port(port)
+        wait_port("127.0.0.1", port, 30)
         return redis_bench(bench, port, requests)
     finally:
         proc.kill()
@@ -110,7 +99,7 @@ def run_mig(server: str, bench: str, requests: int, tmp: Path, bootstrap: str,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             stdin=subprocess.DEVNULL)
     try:
-        wait_port(port)
+        wait_port("127.0.0.1", port, 30)
         started = time.monotonic()
         rate = redis_bench(bench, port, requests)
         seconds = time.monotonic() - started

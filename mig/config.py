@@ -27,6 +27,7 @@ __all__ = ["AppConfig", "Key", "SECTIONS", "load_config", "parse_config", "refer
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 BARRIER_MODES = ("sync", "output", "async")
 CAPTURE_MODES = ("trap", "symbols")
+THREAD_MODES = ("serialized", "parallel")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,16 @@ SECTIONS: dict[str, dict[str, Key]] = {
                        " only calls through libc's exported functions (incomplete: for"
                        " comparison and old kernels). The same on every member."
                        " docs/interceptor.md.", choices=CAPTURE_MODES),
+        "threads": Key("choice", "serialized", "`serialized`: one thread of a process runs"
+                       " at a time and where they switch is logged, so threads that share"
+                       " memory without locks replay (needs capture `trap`); `parallel`:"
+                       " threads run at once and only their lock acquisitions are ordered"
+                       " (for programs known to be free of data races). The same on every"
+                       " member. docs/threads.md.", choices=THREAD_MODES),
+        "serial_stall_ms": Key("int", 2000, "Serialized threads: how long a thread waits to"
+                               " run while another runs without any system call before"
+                               " the primary stops serializing (and replicas stop there)"
+                               " rather than hang the program.", minimum=10),
     },
     "kafka": {
         "bootstrap_servers": Key("str", None, "Kafka brokers, `host:port,...`. Unset: the"
@@ -162,6 +173,8 @@ class AppConfig:
     raw: dict[str, dict[str, Any]] = field(repr=False, default_factory=dict)
     # the [kafka] properties read from a file or an environment variable: never shown
     kafka_secrets: frozenset[str] = field(repr=False, default=frozenset())
+    threads: str = "serialized"
+    serial_stall_ms: int = 2000
 
     def kafka_settings(self) -> KafkaSettings | None:
         """Settings for the configured Kafka, or None: use the embedded broker. (The record
@@ -225,7 +238,8 @@ def parse_config(text: str, path: Path) -> AppConfig:
                      kafka_properties=kafka, topics=values["topics"],
                      replica=values["replica"], failover=values["failover"],
                      checkpoints=values["checkpoints"], metrics=values["metrics"],
-                     security=values["security"], raw=values, kafka_secrets=secrets)
+                     security=values["security"], raw=values, kafka_secrets=secrets,
+                     threads=app["threads"], serial_stall_ms=app["serial_stall_ms"])
 
 
 def _validate(doc: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:

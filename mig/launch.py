@@ -97,7 +97,8 @@ def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
     env = app_env(cfg)
     env.update({"LD_PRELOAD": str(shim), "MIG_MODE": mode, "MIG_RUN_DIR": _padded(run_dir),
                 "MIG_LPID": "1", "MIG_BARRIER": cfg.barrier_mode,
-                "MIG_CAPTURE": cfg.capture})
+                "MIG_CAPTURE": cfg.capture, "MIG_THREADS": cfg.threads,
+                "MIG_STALL_MS": str(cfg.serial_stall_ms)})
     private_run_dir(run_dir)
     for stale in run_dir.glob("*.ring"):  # a previous run's rings would be taken for ours
         stale.unlink()

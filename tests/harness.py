@@ -15,13 +15,15 @@ from tests.conftest import run_mig
 
 def write_app(folder: Path, name: str, command: list[str], bootstrap: str,
               barrier_mode: str = "output", env: dict[str, str] | None = None,
-              capture: str | None = None) -> Path:
+              capture: str | None = None, threads: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["[app]", f'name = "{name}"',
              "command = [" + ", ".join(f'"{part}"' for part in command) + "]",
              f'barrier_mode = "{barrier_mode}"']
     if capture:
         lines.append(f'capture = "{capture}"')
+    if threads:
+        lines.append(f'threads = "{threads}"')
     if env:
         lines.append("env = { " + ", ".join(f'{k} = "{v}"' for k, v in env.items()) + " }")
     lines += ["[kafka]", f'bootstrap_servers = "{bootstrap}"']

@@ -105,7 +105,7 @@ def test_unrecorded_runs_of_acquisitions_replay_in_order(net_broker, tmp_path, a
     env = {"MIG_RING_BYTES": "65536"} if ring == "small" else None
     app = write_app(tmp_path / "primary", app_name,
                     [str(BUILD / "lockruns"), "out.txt", "4", "3000", "5000"],
-                    broker.settings.bootstrap_servers, env=env)
+                    broker.settings.bootstrap_servers, env=env, threads="parallel")
     record(app, tmp_path / "home-p")
     theirs = (tmp_path / "primary" / "out.txt").read_text()
     assert theirs.startswith("lockruns state=") and "baton=12" in theirs
@@ -132,7 +132,7 @@ def test_another_number_of_unrecorded_acquisitions_is_a_divergence(net_broker, t
     _, broker = net_broker
     app = write_app(tmp_path / "primary", app_name,
                     [str(BUILD / "runcount"), "count.txt", "out.txt"],
-                    broker.settings.bootstrap_servers)
+                    broker.settings.bootstrap_servers, threads="parallel")
     (tmp_path / "primary" / "count.txt").write_text("500\n")
     record(app, tmp_path / "home-p")
     assert (tmp_path / "primary" / "out.txt").read_text() == "runcount n=500 total=501\n"
@@ -151,9 +151,10 @@ def test_another_number_of_unrecorded_acquisitions_is_a_divergence(net_broker, t
 
 
 def test_a_data_race_is_reported_as_a_divergence(net_broker, tmp_path, app_name):
+    """Threads in parallel: only lock acquisitions are ordered, a data race is not."""
     _, broker = net_broker
     app = write_app(tmp_path / "primary", app_name, [str(BUILD / "racy")],
-                    broker.settings.bootstrap_servers)
+                    broker.settings.bootstrap_servers, threads="parallel")
     record(app, tmp_path / "home-p")
     recorded = (tmp_path / "primary" / "state" / "mig-app.log").read_text()
     run = replay(app, tmp_path / "backup", tmp_path / "home-r", idle_exit=5)
@@ -164,6 +165,31 @@ def test_a_data_race_is_reported_as_a_divergence(net_broker, tmp_path, app_name)
     assert run.returncode == 3, (recorded, replayed, run.stdout, run.stderr[-2000:])
     # (at the write of that line: its length or its bytes differ)
     assert "divergence at" in run.stderr and "WRITE" in run.stderr, run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("threads", ["parallel", "serialized"])
+def test_a_clock_global_read_without_a_lock(net_broker, tmp_path, app_name, threads):
+    """clockcache: a clock thread writes a global every millisecond, a maintenance thread
+    reads it between sleeps, neither with a lock. In parallel the replica sees other values
+    and must stop at the output that shows it; serialized (the default) it replays
+    exactly, and the log holds the switches rather than lock acquisitions."""
+    _, broker = net_broker
+    app = write_app(tmp_path / "primary", app_name, [str(BUILD / "clockcache"), "400"],
+                    broker.settings.bootstrap_servers,
+                    threads=None if threads == "serialized" else threads)
+    record(app, tmp_path / "home-p")
+    recorded = (tmp_path / "primary" / "state" / "mig-app.log").read_text()
+    assert recorded.startswith("clockcache moves="), recorded
+    run = replay(app, tmp_path / "backup", tmp_path / "home-r", idle_exit=5)
+    if threads == "parallel":
+        assert run.returncode == 3, (recorded, run.stdout, run.stderr[-2000:])
+        assert "divergence at" in run.stderr, run.stderr[-2000:]
+        return
+    assert run.returncode == 0, (recorded, run.stdout, run.stderr[-2000:])
+    calls = run_mig("log", "tail", "-t", "calls", "-c", str(app), "--json", app_name,
+                    check=True).stdout
+    kinds = [c["kind"] for c in logged_calls(calls)]
+    assert kinds.count("SWITCH") > 100 and "MUTEX_LOCK" not in kinds, kinds[:50]
 
 
 def test_python_threads_replay(net_broker, tmp_path, app_name):

@@ -300,6 +300,8 @@ int mig_trap_sigaction(int sig, const struct sigaction *act, struct sigaction *o
 #define MIG_APP_CODE(stmt)                                                                  \
     do {                                                                                    \
         char mig_saved_sel_ = mig_sel;                                                      \
+        if (__builtin_expect(mig_token_out, 0))                                             \
+            mig_sched_resume();                                                             \
         if (mig_trapping)                                                                   \
             mig_sel = MIG_SEL_BLOCK;                                                        \
         __asm__ volatile("" ::: "memory");                                                  \
@@ -307,6 +309,41 @@ int mig_trap_sigaction(int sig, const struct sigaction *act, struct sigaction *o
         __asm__ volatile("" ::: "memory");                                                  \
         mig_sel = mig_saved_sel_;                                                           \
     } while (0)
+
+/* Serialized threads (mig_sched.c): one thread of a process runs app code at a time. */
+extern int mig_serial;            /* [app] threads = "serialized" */
+extern int mig_serial_on;         /* ... and on in this process (it has threads) */
+extern MIG_TLS int mig_token_out; /* this thread let the token go: take it before app code */
+extern uint32_t mig_agent_waits;  /* threads waiting on the agent, not on the app */
+void mig_sched_init(void);
+/* The first thread is being created: its creator holds the token. */
+void mig_sched_start(void);
+void mig_sched_after_fork(void);
+/* A switch point: the thread lets the token go (record) or hands it on where the log says
+ * (replay). Every intercepted call is one (MIG_ENTER). */
+void mig_sched_point(void);
+/* Take the token back (before app code or a record). */
+void mig_sched_resume(void);
+/* A new thread's first step: wait for the token. */
+void mig_sched_child(void);
+/* Its id word, which the kernel clears when it is gone (before mig_sched_child). */
+void mig_sched_exit_word(uint32_t *word);
+/* The thread ends: the token goes for good. */
+void mig_sched_exit(void);
+/* The process ends: no switch comes after this point. */
+void mig_sched_end(void);
+void mig_sched_went_live(void);
+/* Replay: a futex wait the primary's waker ended; wait for the word to change here too. */
+void mig_sched_woken(uint32_t *word, uint32_t val, int op);
+/* mig_core.c, for mig_sched.c: append a record as it is (the token is held or given up);
+ * the record at the ring's tail, whoever's (NULL: gone live); take this thread's SWITCH;
+ * stop as diverged. */
+uint64_t mig_append(struct mig_call *call);
+const struct mig_rec *mig_peek_tail(void);
+int mig_take_switch(void);
+__attribute__((noreturn)) void mig_sched_diverged(const struct mig_rec *rec, const char *what,
+                                                  int64_t recorded, int64_t made);
+__attribute__((noreturn)) void mig_sched_stop(const struct mig_rec *rec, const char *text);
 
 static inline char mig_gate_open(void)
 {
@@ -319,6 +356,8 @@ static inline char mig_gate_open(void)
 static inline void mig_gate_close(char *prev)
 {
     __asm__ volatile("" ::: "memory");
+    if (__builtin_expect(mig_token_out, 0))
+        mig_sched_resume(); /* back to app code: with the token */
     mig_sel = *prev;
 }
 
@@ -328,15 +367,20 @@ static inline void mig_gate_close(char *prev)
 #define MIG_GATE                                                                            \
     __attribute__((cleanup(mig_gate_close))) char mig_gate_ = (mig_init(), mig_gate_open())
 
-/* The wrapper prologue. `call_real` is the expression returning the real result. */
-#define MIG_ENTER(call_real)                                                                \
-    MIG_GATE;                                                                               \
+/* The wrapper prologue. `call_real` is the expression returning the real result. Every
+ * call that gets past it is a switch point of serialized threads. */
+#define MIG_CHECK(call_real)                                                                \
     do {                                                                                    \
         if (mig_busy || mig_mode == MIG_OFF || mig_mode == MIG_LIVE)                        \
             return call_real;                                                               \
+        if (__builtin_expect(mig_serial_on, 0))                                             \
+            mig_sched_point();                                                              \
         if (__builtin_expect(mig_signals_pending, 0))                                       \
             mig_deliver_signals();                                                          \
     } while (0)
+#define MIG_ENTER(call_real)                                                                \
+    MIG_GATE;                                                                               \
+    MIG_CHECK(call_real)
 
 /* Poison what the hot path must not use (rr's habit): a wrapper file that calls malloc
  * or printf fails to compile. mig_shim.c defines MIG_CORE to set up before this. */

@@ -259,6 +259,7 @@ void mig_init(void)
         open_ring(my_lpid, parent ? parent : "");
         ready = 2;
         mig_trap_init(); /* last: from here on the app's own system calls are trapped */
+        mig_sched_init();
     } else {
         mig_mode = want;
     }
@@ -325,6 +326,7 @@ void mig_child_after_fork(const char *child_lpid)
     mig_quiet = 0;
     own_scan = 0;
     mig_thread_ids_after_fork();
+    mig_sched_after_fork();
     memcpy(my_lpid, child_lpid, strlen(child_lpid) + 1);
     mig_hold_after_fork();
     open_ring(my_lpid, parent);
@@ -399,9 +401,11 @@ static void wait_space(uint64_t need)
 {
     /* The agent drains the ring; when it falls behind the app waits (back-pressure). */
     struct timespec pause = {0, 50000};
+    __atomic_fetch_add(&mig_agent_waits, 1, __ATOMIC_RELAXED);
     while (__atomic_load_n(&ring->head, __ATOMIC_RELAXED) + need -
                __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE) > ring->capacity)
         syscall(SYS_nanosleep, &pause, NULL);
+    __atomic_fetch_sub(&mig_agent_waits, 1, __ATOMIC_RELAXED);
 }
 
 /* A planned handoff freezes the ring: the agent sets `frozen`, then waits until no thread
@@ -481,8 +485,15 @@ static void append_run(void)
     append(&run);
 }
 
+uint64_t mig_append(struct mig_call *call)
+{
+    return append(call);
+}
+
 uint64_t mig_record(struct mig_call *call)
 {
+    if (__builtin_expect(mig_token_out, 0))
+        mig_sched_resume(); /* serialized threads: records are made holding the token */
     if (mig_quiet)
         append_run();
     uint64_t seq = append(call);
@@ -501,14 +512,16 @@ void mig_barrier(uint64_t seq)
                                         __ATOMIC_RELAXED))
         ;
     struct timespec slice = {0, 20000000};
+    __atomic_fetch_add(&mig_agent_waits, 1, __ATOMIC_RELAXED);
     for (;;) {
         uint32_t gen = __atomic_load_n(&ring->commit_futex, __ATOMIC_ACQUIRE);
         if (__atomic_load_n(&ring->committed_seq, __ATOMIC_ACQUIRE) >= want)
-            return;
+            break;
         __atomic_fetch_add(&ring->waiters, 1, __ATOMIC_RELAXED);
         futex(&ring->commit_futex, FUTEX_WAIT, gen, &slice);
         __atomic_fetch_sub(&ring->waiters, 1, __ATOMIC_RELAXED);
     }
+    __atomic_fetch_sub(&mig_agent_waits, 1, __ATOMIC_RELAXED);
 }
 
 int mig_holding(void)
@@ -541,6 +554,7 @@ static void go_live(void)
         ring->next_seq = next;
         ring->committed_seq = next;
         ring->barrier_seq = next;
+        mig_sched_went_live();
         mig_mode = MIG_RECORD;
         __atomic_store_n(&ring->mode, (uint32_t)MIG_RECORD, __ATOMIC_RELEASE);
     }
@@ -584,8 +598,9 @@ static void rearm_if_restored(void)
 }
 
 /* The next record for this thread, or NULL when the process has just gone live. Records
- * are taken in log order: a thread whose record is not at the tail waits for its turn. */
-static struct mig_rec *next_record(void)
+ * are taken in log order: a thread whose record is not at the tail waits for its turn.
+ * any: the record at the tail, whichever thread's (serialized threads look at it). */
+static struct mig_rec *tail_record(int any)
 {
     struct timespec slice = {0, 20000000};
     uint64_t stuck_at = ~0ull, stuck_since = 0;
@@ -623,8 +638,9 @@ static struct mig_rec *next_record(void)
                     turn_moved();
                 continue;
             }
-            if (tid == mig_tid) {
-                replay_next_seq = rec->seq + 1;
+            if (tid == mig_tid || any) {
+                if (tid == mig_tid)
+                    replay_next_seq = rec->seq + 1;
                 return rec;
             }
             /* another thread's turn: wait until the tail moves */
@@ -648,6 +664,11 @@ static struct mig_rec *next_record(void)
         futex(&ring->data_futex, FUTEX_WAIT, gen, &slice);
         __atomic_fetch_sub(&ring->waiters, 1, __ATOMIC_RELAXED);
     }
+}
+
+static struct mig_rec *next_record(void)
+{
+    return tail_record(0);
 }
 
 char *mig_put_str(char *p, char *end, const char *s)
@@ -806,6 +827,8 @@ static void take_front(struct mig_rec *rec)
 
 static struct mig_rec *take(struct mig_call *call, int nargs)
 {
+    if (__builtin_expect(mig_token_out, 0))
+        mig_sched_resume(); /* serialized threads: wait for this thread's turn to run */
     struct mig_rec *rec = next_record();
     while (rec && (is_run(rec) || (rec->kind == MIG_K_SIGNAL && call->kind != MIG_K_SIGNAL))) {
         /* a RUN record, or the primary ran a handler here: run it now, its calls replay
@@ -977,6 +1000,46 @@ void mig_replay_done(void)
 {
     advance_tail(ring->tail, replay_pending);
     replay_pending = 0;
+}
+
+/* Serialized threads (mig_sched.c), replay. */
+const struct mig_rec *mig_peek_tail(void)
+{
+    return tail_record(1);
+}
+
+int mig_take_switch(void)
+{
+    struct mig_call sw = {.kind = MIG_K_SWITCH};
+    struct mig_rec *rec = next_record();
+    if (!rec)
+        return 0;
+    if (rec->kind != MIG_K_SWITCH)
+        diverge(rec, &sw, "call kind differs where a thread resumes", rec->kind, sw.kind);
+    advance_tail(ring->tail, rec->len);
+    return 1;
+}
+
+void mig_sched_diverged(const struct mig_rec *rec, const char *what, int64_t recorded,
+                        int64_t made)
+{
+    char *p = ring->div_text, *end = ring->div_text + sizeof ring->div_text - 1;
+    p = mig_put_str(p, end, what);
+    p = mig_put_str(p, end, ": thread ");
+    p = put_int(p, end, mig_tid);
+    p = mig_put_str(p, end, " let the others run at its switch point ");
+    p = put_int(p, end, recorded);
+    p = mig_put_str(p, end, " on the primary, replay is at ");
+    p = put_int(p, end, made);
+    stop_diverged(p, rec->seq);
+}
+
+void mig_sched_stop(const struct mig_rec *rec, const char *text)
+{
+    char *p = ring->div_text, *end = ring->div_text + sizeof ring->div_text - 1;
+    p = mig_put_str(p, end, text);
+    fatal_line(text);
+    stop_diverged(p, rec->seq);
 }
 
 /* --------------------------------------------------------------- fd classes */

@@ -208,6 +208,7 @@ int mig_hold_output(struct mig_call *c, int op, int arg)
     int fd = (int)c->args[0];
     if (fd < 0 || fd >= MAX_FD || c->out_len > HOLD_BYTES / 4 || !ready_to_hold())
         return 0;
+    mig_sched_resume(); /* the record below is made under the lock: take the token first */
     lock();
     int d = dup_for(fd);
     if (d < 0) {
@@ -254,6 +255,7 @@ int mig_hold_shutdown(struct mig_call *c)
     int fd = (int)c->args[0];
     if (fd < 0 || fd >= MAX_FD || !dup_of[fd])
         return 0;
+    mig_sched_resume();
     lock();
     int queued = pending_for(dup_of[fd]);
     if (queued) {

@@ -368,6 +368,7 @@ static struct clone_slot {
     uint32_t state; /* 0 free, 1 taken, 2 the parent is done: the child may run */
     uint32_t tid;
     int thread;     /* 1: a thread, 0: a vfork child */
+    uint32_t *clear_tid; /* CLONE_CHILD_CLEARTID's word, or NULL */
     struct regs regs;
 } cslots[CLONE_SLOTS];
 _Static_assert(offsetof(struct clone_slot, state) == 0, "mig_claim takes the state first");
@@ -451,8 +452,10 @@ __attribute__((used)) void mig_clone_child(struct clone_slot *s, struct regs *de
     mig_tid = s->tid;
     mig_quiet = 0;
     mig_busy = 0;
+    mig_sched_exit_word(s->clear_tid);
     __atomic_store_n(&s->state, 0, __ATOMIC_RELEASE);
     mig_trap_arm();
+    mig_sched_child(); /* serialized threads: run once the token comes to this thread */
     mig_sel = MIG_SEL_BLOCK;
 }
 
@@ -481,11 +484,12 @@ static long stub(long nr, const long *a, struct clone_slot *s)
 /* A new thread: its logical id is given here, at the clone, whatever made it
  * (pthread_create through the symbol or through dlsym, a library's own thread, a raw
  * clone). The THREAD_CREATE record orders it in the creating thread's log. */
-static long thread_clone(long nr, const long *a, const greg_t *g)
+static long thread_clone(long nr, const long *a, const greg_t *g, uint32_t *clear_tid)
 {
     struct clone_slot *s = mig_claim(cslots, sizeof *cslots, CLONE_SLOTS);
     save_regs(&s->regs, g);
     s->thread = 1;
+    s->clear_tid = clear_tid;
     struct mig_call c = {.kind = MIG_K_THREAD_CREATE};
     mig_busy++;
     int replaying = mig_mode == MIG_REPLAY && mig_replay(&c, 0);
@@ -502,6 +506,7 @@ static long thread_clone(long nr, const long *a, const greg_t *g)
     } else {
         s->tid = mig_thread_new_id();
     }
+    mig_sched_start(); /* the first thread: from here on one runs at a time, if serialized */
     __atomic_add_fetch(&mig_threads, 1, __ATOMIC_ACQ_REL); /* before the thread runs */
     long r = stub(nr, a, s);
     if (!replaying) {
@@ -595,7 +600,10 @@ static long on_clone(long nr, const long *a, const greg_t *g)
     if (flags & CLONE_THREAD) {
         if (!(flags & CLONE_VM) || !stack)
             REFUSE("a thread without its own stack or memory");
-        return thread_clone(nr, a, g);
+        return thread_clone(nr, a, g, !(flags & CLONE_CHILD_CLEARTID) ? NULL
+                                      : nr == SYS_clone3
+                                          ? (uint32_t *)((const struct clone_args *)a[0])->child_tid
+                                          : (uint32_t *)a[3]);
     }
     if ((flags & CLONE_VM) && (flags & CLONE_VFORK) && stack)
         return spawn_clone(nr, a, g);
@@ -665,6 +673,68 @@ static long on_rt_sigaction(const long *a)
 static long raw(long nr, const long *a)
 {
     return mig_sys(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+/* ------------------------------------------------------------ serialized threads */
+
+/* A call that may wait long for something outside the log (a yield, a file lock, a
+ * signal): the token goes for its duration (mig_sched.c). */
+static long without_token(long nr, const long *a)
+{
+    mig_sched_point();
+    long r = raw(nr, a);
+    mig_sched_resume();
+    return r;
+}
+
+/* futex under serialized threads. A wait is a switch point: it waits without the token and
+ * is recorded (FUTEX {op}) with its result once it has the token again; a replica takes
+ * the result from the log at its turn and never waits in the kernel. Wakes and requeues
+ * act for real on both hosts (a requeue moves waiters, WAKE_OP changes a word) and return
+ * the recorded count. Priority-inheritance futexes are refused: the kernel hands their
+ * ownership to a waiter of its choosing. */
+static long on_futex(long nr, const long *a, const greg_t *g)
+{
+    if (!mig_serial_on)
+        return raw(nr, a);
+    int cmd = (int)a[1] & FUTEX_CMD_MASK;
+    struct mig_call c = {.kind = MIG_K_FUTEX, .args = {cmd}};
+    long r;
+    switch (cmd) {
+    case FUTEX_WAIT: case FUTEX_WAIT_BITSET:
+        mig_sched_point();
+        mig_busy++;
+        if (mig_mode == MIG_REPLAY && mig_replay(&c, 1)) {
+            r = c.result < 0 ? -c.err : c.result;
+            mig_replay_done();
+            if (r == 0)
+                mig_sched_woken((uint32_t *)a[0], (uint32_t)a[2], (int)a[1]);
+            mig_busy--;
+            return r;
+        }
+        if (!mig_token_out) /* went live just now, holding the token: let it go */
+            mig_sched_point();
+        r = raw(nr, a);
+        break;
+    case FUTEX_WAKE: case FUTEX_WAKE_BITSET: case FUTEX_REQUEUE: case FUTEX_CMP_REQUEUE:
+    case FUTEX_WAKE_OP:
+        mig_busy++;
+        r = raw(nr, a);
+        if (mig_mode == MIG_REPLAY && mig_replay(&c, 1)) {
+            r = c.result < 0 ? -c.err : c.result;
+            mig_replay_done();
+            mig_busy--;
+            return r;
+        }
+        break;
+    default:
+        REFUSE("a priority-inheritance futex under serialized threads (docs/threads.md)");
+    }
+    c.result = r < 0 ? -1 : r;
+    c.err = r < 0 ? (int)-r : 0;
+    mig_record(&c);
+    mig_busy--;
+    return r;
 }
 
 /* ioctl on an fd whose I/O is recorded: performed on the primary and recorded with the
@@ -920,14 +990,25 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
     case SYS_rt_sigaction: return on_rt_sigaction(a);
     case SYS_rt_sigprocmask: return on_rt_sigprocmask(a, uc);
     case SYS_exit:
-        /* a thread ends: its last unrecorded mutex acquisitions are said now */
+        /* a thread ends: its last unrecorded mutex acquisitions are said now, and the
+         * token goes for good */
         mig_busy++;
         mig_quiet_flush();
         mig_busy--;
+        mig_sched_exit();
         return raw(nr, a);
+    case SYS_futex:
+        return on_futex(nr, a, g);
+    case SYS_futex_waitv:
+        if (mig_serial_on)
+            REFUSE("futex_waitv under serialized threads (docs/threads.md)");
+        return raw(nr, a);
+    case SYS_sched_yield: case SYS_pause: case SYS_rt_sigsuspend: case SYS_flock:
+        return mig_serial_on ? without_token(nr, a) : raw(nr, a);
     case SYS_exit_group:
         if (mig_mode == MIG_RECORD)
             mig_hold_flush();
+        mig_sched_end();
         return raw(nr, a);
     case SYS_rt_sigreturn:
         REFUSE("a signal handler returned through a restorer "

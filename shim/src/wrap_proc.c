@@ -388,6 +388,8 @@ MIG_EXPORT void _exit(int status)
     MIG_GATE;
     if (mig_mode == MIG_RECORD)
         mig_hold_flush();
+    if (mig_mode == MIG_RECORD || mig_mode == MIG_REPLAY)
+        mig_sched_end();
     mig_real._exit(status);
     __builtin_unreachable();
 }

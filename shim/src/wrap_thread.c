@@ -390,9 +390,17 @@ static int mutex_acquire(pthread_mutex_t *m, int variant, const struct timespec 
     } while (0)
 
 /* Only once the process has threads: before that, order is the program's own. Not a
- * do-while block: MIG_ENTER's gate must stay open until the wrapper returns. */
+ * do-while block: MIG_ENTER's gate must stay open until the wrapper returns.
+ * Serialized threads (mig_sched.c) record none of this: the primitive runs as the app's
+ * own code, and its futex calls, trapped, are where threads switch. */
 #define SYNC_ENTER(call_real)                                                               \
-    MIG_ENTER(call_real);                                                                   \
+    MIG_GATE;                                                                               \
+    if (mig_serial && !mig_busy && (mig_mode == MIG_RECORD || mig_mode == MIG_REPLAY)) {    \
+        int serial_rc_;                                                                     \
+        MIG_APP_CODE(serial_rc_ = (call_real));                                             \
+        return serial_rc_;                                                                  \
+    }                                                                                       \
+    MIG_CHECK(call_real);                                                                   \
     if (!__atomic_load_n(&mig_threads, __ATOMIC_ACQUIRE))                                   \
     return call_real
 

@@ -1,0 +1,344 @@
+/* mig_sched.c -- serialized threads ([app] threads = "serialized"): one thread of a
+ * process runs the app's code at a time, and where the run token passes between threads
+ * is part of the log, so memory the threads share without locks (flags read with atomics,
+ * counters, a clock global) sees the same interleaving on every host.
+ *
+ * The token. Once a process has created a thread, a thread runs app code only while it
+ * holds the process's token. It lets the token go at a switch point -- the entry of every
+ * intercepted call (MIG_ENTER), a trapped futex wait or sched_yield, a thread's exit --
+ * and takes it again before it runs app code or makes a record (mig_sched_resume). The
+ * call itself (a read that blocks, a futex wait) runs without the token, so a thread
+ * that waits never holds up the others. On the primary the token is a ticket lock: the
+ * threads that wait for it get it in the order they asked, so a thread that makes calls
+ * in a loop cannot starve the others.
+ *
+ * The log. Each thread counts its switch points. When a thread takes the token and the
+ * previous holder was another thread, it records SWITCH {previous holder, the switch
+ * point at which it let go}. In replay the holder, at each switch point, looks at the
+ * next record of the process: a SWITCH naming it and this switch point hands the token to
+ * the thread the SWITCH belongs to; any other record means the holder goes on. Records
+ * are made only holding the token, so the ring's order is the order in which the threads
+ * ran. A futex wait replays from its record without waiting in the kernel (the recorded
+ * wake-up comes at the thread's turn); wakes run for real and return the recorded count.
+ *
+ * No preemption. This machine has no hardware counters to replay a preemption by
+ * instruction count (rr's method), so a switch happens only at calls. A thread that waits
+ * for the token longer than MIG_STALL_MS (serial_stall_ms in app.toml, 2 s by default)
+ * while its holder makes no call -- a spin on a flag that only the waiting thread will set
+ * -- gives up serialization for the process rather than hang the app: the primary goes
+ * on unserialized and records a forced SWITCH, and a replica stops there, saying so
+ * (docs/threads.md). Availability of the service comes first; a replica never follows a
+ * log it cannot reproduce. */
+#include "mig.h"
+
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+
+int mig_serial;              /* chosen for this app (record and replay agree) */
+int mig_serial_on;           /* on in this process: chosen, it has threads, not given up */
+MIG_TLS int mig_token_out;   /* this thread let the token go and must take it back */
+uint32_t mig_agent_waits;    /* threads waiting on the agent (a barrier, a full ring) */
+static MIG_TLS uint64_t points; /* switch points this thread passed */
+static uint64_t stall_ns = 2000000000ull;
+
+/* SWITCH records: args {the thread that let go, its switch point, how} */
+enum { PASSED = 0, FORCED = 1, END = 2 };
+
+static struct {
+    uint32_t next;    /* record: the next ticket */
+    uint32_t serving; /* record: the ticket that may run (a futex word) */
+    uint32_t owner;   /* logical tid + 1 of the holder, 0 while free (replay's futex word) */
+    uint32_t last;    /* logical tid + 1 of the thread that held it last */
+    uint64_t last_sp; /* ... and the switch point at which it let go */
+    uint32_t waiting; /* threads waiting for it (record) */
+    uint32_t broken;  /* the primary gave up serializing this process */
+    uint32_t *exited; /* the thread id word of a thread that let go at its exit */
+} tok;
+
+/* The word the kernel clears when this thread is gone (CLONE_CHILD_CLEARTID), if any. */
+static MIG_TLS uint32_t *exit_word;
+
+/* the shim's own futex calls (never trapped, never recorded) */
+static long futex(uint32_t *word, int op, uint32_t val, const struct timespec *timeout)
+{
+    return syscall(SYS_futex, word, op, val, timeout, NULL, 0);
+}
+
+static uint64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    mig_real.clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void mig_sched_init(void)
+{
+    const char *mode = getenv("MIG_THREADS");
+    if (!mode || strcmp(mode, "serialized") != 0)
+        return;
+    if (!mig_trapping) {
+        mig_warn("threads = \"serialized\" needs capture = \"trap\" (futex waits must be seen):"
+                 " threads run in parallel", NULL);
+        return;
+    }
+    const char *stall = getenv("MIG_STALL_MS");
+    if (stall && *stall) {
+        uint64_t ms = 0;
+        for (const char *p = stall; *p >= '0' && *p <= '9'; p++)
+            ms = ms * 10 + (uint64_t)(*p - '0');
+        if (ms)
+            stall_ns = ms * 1000000ull;
+    }
+    mig_serial = 1;
+}
+
+/* The process creates its first thread: the creator holds the token from here. */
+void mig_sched_start(void)
+{
+    if (!mig_serial || mig_serial_on || tok.broken)
+        return;
+    tok.next = 1;
+    tok.serving = 0;
+    tok.owner = mig_tid + 1;
+    tok.last = mig_tid + 1;
+    tok.last_sp = 0;
+    mig_token_out = 0;
+    __atomic_store_n(&mig_serial_on, 1, __ATOMIC_RELEASE);
+}
+
+void mig_sched_after_fork(void)
+{
+    mig_serial_on = 0; /* the child has one thread; its own first thread starts it again */
+    mig_token_out = 0;
+    points = 0;
+    memset(&tok, 0, sizeof tok);
+}
+
+/* A thread that let go at its exit is not gone yet: the kernel clears its id word (which
+ * pthread_join reads) only after. The next holder waits for that, on both hosts, so a
+ * join finds the thread gone exactly where it did on the primary. */
+static void after_exit(void)
+{
+    uint32_t *w = tok.exited;
+    if (!w)
+        return;
+    tok.exited = NULL;
+    uint64_t start = monotonic_ns();
+    struct timespec slice = {0, 1000000};
+    uint32_t v;
+    while ((v = __atomic_load_n(w, __ATOMIC_ACQUIRE)) != 0 &&
+           monotonic_ns() - start < 5000000000ull)
+        futex(w, FUTEX_WAIT, v, &slice);
+}
+
+void mig_sched_exit_word(uint32_t *word)
+{
+    exit_word = word;
+}
+
+/* ------------------------------------------------------------------ record */
+
+static void rec_release(void)
+{
+    tok.last = mig_tid + 1;
+    tok.last_sp = points;
+    __atomic_store_n(&tok.owner, 0, __ATOMIC_RELAXED);
+    mig_token_out = 1;
+    __atomic_add_fetch(&tok.serving, 1, __ATOMIC_RELEASE);
+    if (__atomic_load_n(&tok.waiting, __ATOMIC_ACQUIRE))
+        futex(&tok.serving, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL);
+}
+
+/* The holder made no call for stall_ns while this thread waited: go on without the
+ * token, for good, and say so in the log and on stderr. */
+static void give_up(void)
+{
+    if (__atomic_exchange_n(&tok.broken, 1, __ATOMIC_ACQ_REL))
+        return;
+    __atomic_store_n(&mig_serial_on, 0, __ATOMIC_RELEASE);
+    uint32_t holder = __atomic_load_n(&tok.owner, __ATOMIC_ACQUIRE);
+    struct mig_call c = {.kind = MIG_K_SWITCH,
+                         .args = {holder ? (int64_t)holder - 1 : -1, -1, FORCED}};
+    mig_append(&c);
+    char text[160], *p = text, *end = text + sizeof text - 1;
+    p = mig_put_str(p, end, "thread ");
+    p = mig_put_uint(p, holder ? holder - 1 : 0);
+    p = mig_put_str(p, end, " ran without a system call while thread ");
+    p = mig_put_uint(p, mig_tid);
+    p = mig_put_str(p, end, " waited to run: threads run unserialized from here on, "
+                            "and replicas stop at this point (docs/threads.md)");
+    *p = 0;
+    mig_warn(text, NULL);
+    futex(&tok.serving, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL);
+}
+
+static void rec_acquire(void)
+{
+    uint32_t ticket = __atomic_fetch_add(&tok.next, 1, __ATOMIC_ACQ_REL);
+    struct timespec slice = {0, 50000000};
+    uint32_t seen = __atomic_load_n(&tok.serving, __ATOMIC_ACQUIRE);
+    uint64_t since = monotonic_ns();
+    for (;;) {
+        uint32_t now = __atomic_load_n(&tok.serving, __ATOMIC_ACQUIRE);
+        if (now == ticket)
+            break;
+        if (__atomic_load_n(&tok.broken, __ATOMIC_ACQUIRE)) {
+            mig_token_out = 0;
+            return;
+        }
+        if (now != seen || __atomic_load_n(&mig_agent_waits, __ATOMIC_ACQUIRE)) {
+            seen = now;
+            since = monotonic_ns();
+        } else if (monotonic_ns() - since > stall_ns) {
+            give_up();
+            mig_token_out = 0;
+            return;
+        }
+        __atomic_fetch_add(&tok.waiting, 1, __ATOMIC_ACQ_REL);
+        futex(&tok.serving, FUTEX_WAIT_PRIVATE, now, &slice);
+        __atomic_fetch_sub(&tok.waiting, 1, __ATOMIC_ACQ_REL);
+    }
+    mig_token_out = 0;
+    __atomic_store_n(&tok.owner, mig_tid + 1, __ATOMIC_RELAXED);
+    after_exit();
+    if (tok.last != mig_tid + 1) {
+        struct mig_call c = {.kind = MIG_K_SWITCH,
+                             .args = {(int64_t)tok.last - 1, (int64_t)tok.last_sp, PASSED}};
+        mig_append(&c);
+        tok.last = mig_tid + 1;
+    }
+}
+
+/* ------------------------------------------------------------------ replay */
+
+static void rep_point(void)
+{
+    const struct mig_rec *rec = mig_peek_tail();
+    if (!rec || rec->kind != MIG_K_SWITCH || rec->args[2] == END)
+        return; /* gone live, this thread's own record comes next, or the process ends */
+    if (rec->args[2] == FORCED)
+        mig_sched_stop(rec, "the primary stopped serializing threads here (a thread ran "
+                            "without a system call while another waited to run): this log "
+                            "cannot be replayed further; a checkpoint taken after it starts "
+                            "a new replica (docs/threads.md)");
+    if (rec->args[0] != (int64_t)mig_tid)
+        mig_sched_diverged(rec, "threads out of step", rec->args[0], (int64_t)mig_tid);
+    if ((uint64_t)rec->args[1] > points)
+        return; /* it let go at a later switch point */
+    if ((uint64_t)rec->args[1] < points)
+        mig_sched_diverged(rec, "threads out of step", rec->args[1], (int64_t)points);
+    mig_token_out = 1;
+    __atomic_store_n(&tok.owner, rec->tid + 1, __ATOMIC_RELEASE);
+    futex(&tok.owner, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL);
+}
+
+static void rep_acquire(void)
+{
+    struct timespec slice = {0, 20000000};
+    for (;;) {
+        uint32_t owner = __atomic_load_n(&tok.owner, __ATOMIC_ACQUIRE);
+        if (owner == mig_tid + 1)
+            break;
+        if (mig_mode != MIG_REPLAY) { /* live now: wait like the primary's threads */
+            rec_acquire();
+            return;
+        }
+        futex(&tok.owner, FUTEX_WAIT_PRIVATE, owner, &slice);
+    }
+    mig_token_out = 0;
+    after_exit();
+    mig_take_switch();
+}
+
+/* ------------------------------------------------------------------ both */
+
+void mig_sched_point(void)
+{
+    points++;
+    if (mig_token_out || !__atomic_load_n(&mig_serial_on, __ATOMIC_ACQUIRE))
+        return;
+    if (mig_mode == MIG_REPLAY)
+        rep_point();
+    else
+        rec_release();
+}
+
+void mig_sched_resume(void)
+{
+    if (!mig_token_out)
+        return;
+    if (!__atomic_load_n(&mig_serial_on, __ATOMIC_ACQUIRE)) {
+        mig_token_out = 0;
+        return;
+    }
+    mig_busy++;
+    if (mig_mode == MIG_REPLAY)
+        rep_acquire();
+    else
+        rec_acquire();
+    mig_busy--;
+}
+
+/* The thread ends: the token goes for good (to the next thread in the log, in replay). */
+void mig_sched_exit(void)
+{
+    if (!__atomic_load_n(&mig_serial_on, __ATOMIC_ACQUIRE) || mig_token_out)
+        return;
+    tok.exited = exit_word;
+    mig_sched_point();
+    if (!mig_token_out && mig_mode == MIG_RECORD) /* the log ended here: let go as live */
+        rec_release();
+}
+
+/* The process ends (exit_group): no thread switches after this. A replica's threads
+ * cannot know that from the calls that remain (a program's last writes to its files are
+ * not recorded), so the primary says it: SWITCH {this thread, -, END}. */
+void mig_sched_end(void)
+{
+    if (!__atomic_load_n(&mig_serial_on, __ATOMIC_ACQUIRE) || mig_busy)
+        return;
+    mig_sched_resume();
+    struct mig_call c = {.kind = MIG_K_SWITCH, .args = {mig_tid, (int64_t)points, END}};
+    if (mig_mode == MIG_RECORD) {
+        mig_busy++;
+        mig_append(&c);
+        mig_busy--;
+        return;
+    }
+    const struct mig_rec *rec = mig_peek_tail();
+    if (rec && rec->kind == MIG_K_SWITCH && rec->args[2] == END && rec->tid == mig_tid)
+        mig_take_switch();
+}
+
+void mig_sched_child(void)
+{
+    points = 0;
+    if (!__atomic_load_n(&mig_serial_on, __ATOMIC_ACQUIRE))
+        return;
+    mig_token_out = 1;
+    mig_sched_resume();
+}
+
+void mig_sched_went_live(void)
+{
+    /* the holder keeps the token as ticket 0; the others queue behind it */
+    tok.next = 1;
+    tok.serving = 0;
+    tok.last = __atomic_load_n(&tok.owner, __ATOMIC_ACQUIRE);
+}
+
+/* Replay of a futex wait that returned 0 (woken): on the primary its waker changed the
+ * word first (a mutex released, a thread's id cleared at its exit by the kernel), and the
+ * program reads the word next. Wait until it has changed here too -- the kernel clears a
+ * thread's id only once that thread is really gone -- or 1 s (a spurious wake-up). */
+void mig_sched_woken(uint32_t *word, uint32_t val, int op)
+{
+    uint64_t start = monotonic_ns();
+    struct timespec slice = {0, 1000000};
+    while (__atomic_load_n(word, __ATOMIC_ACQUIRE) == val &&
+           monotonic_ns() - start < 1000000000ull)
+        syscall(SYS_futex, word, op & FUTEX_PRIVATE_FLAG ? FUTEX_WAIT_PRIVATE : FUTEX_WAIT,
+                val, &slice, NULL, 0);
+}

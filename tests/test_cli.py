@@ -23,6 +23,17 @@ def test_help_on_every_command(command):
     assert "Usage:" in proc.stdout
 
 
+def test_version():
+    from importlib.metadata import version
+
+    import mig
+
+    proc = run_mig("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"mig {mig.__version__}\n"
+    assert mig.__version__ == version("mig")  # pyproject.toml's, as installed
+
+
 @pytest.mark.parametrize("example", sorted(ROOT.glob("examples/*/app.toml")),
                          ids=lambda p: p.parent.name)
 def test_example_configs_are_valid(example):

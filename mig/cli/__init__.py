@@ -35,12 +35,22 @@ app.command("migrate")(migrate.migrate)
 app.command("checkpoint")(checkpoint.checkpoint)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mig import __version__
+
+        typer.echo(f"mig {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     log_format: LogFormat = typer.Option(LogFormat.auto, "--log-format",
                                          help="Log lines as console text or JSON lines;"
                                               " auto picks console on a TTY."),
     log_level: LogLevel = typer.Option(LogLevel.info, "--log-level", help="Lowest level logged."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print mig's version and exit."),
 ) -> None:
     from mig.logs import configure_logging
 

@@ -18,7 +18,9 @@ from mig.errors import MigError
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: plain help text. Rich markup took the app.toml tables the help
+# names ("[kafka] of --config") for styles and printed nothing in their place.
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   add_completion=False,
                   help="mig: keep a hot standby of an unmodified Linux program, fed through"
                        " Kafka.")

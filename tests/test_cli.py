@@ -34,18 +34,23 @@ def _commands(command, path=()):  # noqa: ANN001, ANN202
 def test_help_shows_the_bracketed_words_of_every_help_text():
     """`[kafka]`, `[security]`... in a help text are words, not markup: each appears in
     that command's --help as written (a markup renderer took them for styles)."""
+    import structlog
     import typer.main
     from typer.testing import CliRunner
 
     from mig.cli import app
 
     checked, lost = 0, []
+    logging = structlog.get_config()  # mig's callback logs to the runner's stderr, closed after
     for path, command in _commands(typer.main.get_command(app)):
         texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
         words = {w for text in texts for w in re.findall(r"\[[^\[\]]+\]", text)}
         if not words:
             continue
-        result = CliRunner().invoke(app, [*path, "--help"], terminal_width=100)
+        try:
+            result = CliRunner().invoke(app, [*path, "--help"], terminal_width=100)
+        finally:
+            structlog.configure(**logging)
         assert result.exit_code == 0, result.output
         shown = " ".join(result.output.replace("\u2502", " ").split())
         lost += [f"mig {' '.join(path)}: {w}" for w in sorted(words) if w not in shown]

@@ -4,7 +4,9 @@ Every check returns what it found and, unless all is well, what to do about it; 
 changes anything (no broker is started, no topic is created). The host checks cover what
 recording, replay and checkpoints rely on: the kernel, glibc, CRIU, ptrace, namespaces and
 the shim. With an app.toml, the app's program, its Kafka and its topics are checked too,
-and whether the clocks of its running members agree (mig/clocksync.py).
+and whether the clocks of its running members agree (mig/clocksync.py). The program's
+dynamic imports tell what it does that matters to replay (threads, child processes, a JIT
+runtime, reading stdin): one line each, saying what it means.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from mig.errors import MigError
 
 if TYPE_CHECKING:
     from mig.config import AppConfig
+    from mig.elfcheck import Program
     from mig.kafka import KafkaSettings
 
-__all__ = ["Check", "run_checks", "host_checks", "app_checks", "exit_code", "render_text",
-           "to_json", "STATUSES"]
+__all__ = ["Check", "run_checks", "host_checks", "app_checks", "program_shapes", "exit_code",
+           "render_text", "to_json", "STATUSES"]
 
 STATUSES = ("ok", "warn", "fail")
 MIN_KERNEL = (5, 4)  # the oldest kernel line mig is meant for; CRIU itself needs 3.11
@@ -53,8 +56,7 @@ def run_checks(app_toml: Path | None = None, kafka_timeout: float = 3.0) -> list
 
 def host_checks() -> list[Check]:
     steps: list[Callable[[], Check]] = [
-        check_kernel, check_glibc, check_criu, check_ptrace, check_namespaces, check_shim,
-        check_threads]
+        check_kernel, check_glibc, check_criu, check_ptrace, check_namespaces, check_shim]
     return [step() for step in steps]
 
 
@@ -191,17 +193,6 @@ def check_shim() -> Check:
     return Check("shim", "ok", f"{shim} loads (LD_PRELOAD into /bin/cat)")
 
 
-THREADS_LIMIT = ("data races and lock-free atomics are not ordered: a program that shares"
-                 " memory without locks can take another path in replay, which stops the"
-                 " replica with a divergence report (docs/threads.md)")
-
-
-def check_threads() -> Check:
-    return Check("threads", "ok", "multi-threaded programs: pthread locks, condition"
-                 " variables, semaphores and joins are recorded and replayed in their"
-                 " recorded order; " + THREADS_LIMIT)
-
-
 def check_capture(capture: str) -> Check:
     """Which calls the shim sees under app.toml's `capture`, and whether this kernel can."""
     if capture == "symbols":
@@ -220,27 +211,72 @@ def check_capture(capture: str) -> Check:
                  " whoever makes it (Syscall User Dispatch; threads registered at clone)")
 
 
-def check_program_threads(binary: Path, capture: str = "trap") -> Check:
-    """What the program's dynamic imports say about its threads (names in .dynstr)."""
+THREAD_STARTS = ("pthread_create", "clone", "__clone", "clone3")
+PROCESS_STARTS = ("fork", "vfork", "_Fork", "posix_spawn", "posix_spawnp", "system", "popen",
+                  "daemon")
+STDIN_READS = ("stdin", "getchar", "getchar_unlocked", "gets", "scanf", "__isoc99_scanf",
+               "__isoc23_scanf", "vscanf", "__isoc99_vscanf", "__isoc23_vscanf", "readline")
+JIT_RUNTIMES = {"libjvm.so": "the JVM", "libjli.so": "the JVM", "libnode.so": "Node.js (V8)",
+                "libv8.so": "V8", "libluajit-5.1.so": "LuaJIT", "libmonosgen-2.0.so": "Mono",
+                "libmono-2.0.so": "Mono", "libcoreclr.so": ".NET"}
+
+
+def program_shapes(program: Program, capture: str = "trap") -> list[Check]:
+    """What the program's dynamic imports say it does that matters to replay (threads,
+    child processes, a JIT runtime, reading stdin): one line for each it does. The
+    program's own imports only: its libraries may start threads of their own."""
+    from mig.elfcheck import dynamic_imports
+
     try:
-        with open(binary, "rb") as f:
-            data = f.read(256 << 20)
-    except OSError as exc:
-        return Check("program.threads", "warn", f"cannot read {binary}: {exc.strerror}",
-                     "check the program's permissions")
-    imports = {name for name in ("pthread_create", "syscall", "clone", "__clone", "clone3")
-               if b"\0" + name.encode() + b"\0" in data}
-    if imports & {"clone", "__clone", "clone3"} and capture == "symbols":
-        return Check("program.threads", "warn", f"{binary.name} imports clone(): threads"
-                     " started that way are not told apart from their creator, and replay"
-                     " can diverge", "start threads with pthread_create; see docs/threads.md")
-    if "pthread_create" not in imports:
-        return Check("program.threads", "ok", f"{binary.name} does not start threads with"
-                     " pthread_create (forked processes are each replayed in order)")
-    extra = (" It imports syscall(): futex calls made that way are not ordered either."
-             if "syscall" in imports else "")
-    return Check("program.threads", "ok", f"{binary.name} can start threads: their"
-                 f" synchronisation is recorded and replayed in order; {THREADS_LIMIT}.{extra}")
+        imports = dynamic_imports(program.binary)
+    except MigError as exc:
+        return [Check("program.imports", "warn", str(exc), "whether it starts threads or"
+                      " processes is not known: see docs/threads.md")]
+    name = program.name
+
+    def found(names: tuple[str, ...]) -> str:
+        return ", ".join(n for n in names if n in imports.symbols)
+
+    checks = []
+    if threads := found(THREAD_STARTS):
+        checks.append(_threads_shape(name, threads, imports.symbols, capture))
+    if forks := found(PROCESS_STARTS):
+        checks.append(Check("program.forks", "ok", f"{name} imports {forks}: a replica"
+                            " starts its child processes for real, and each replays its own"
+                            " recorded calls (logical ids 1.1, 1.2... in start order);"
+                            " memory they share is not ordered between them"))
+    runtimes = [(lib, JIT_RUNTIMES[key]) for lib in imports.libraries
+                if (key := lib.split(".so")[0] + ".so") in JIT_RUNTIMES]
+    if runtimes:
+        lib, runtime = runtimes[0]
+        checks.append(Check("program.jit", "warn", f"{name} loads {lib} ({runtime}), a JIT"
+                            " runtime: it compiles code and collects garbage on threads of"
+                            " its own, at moments that depend on timing and with memory"
+                            " shared without locks, so a replica can diverge; not tested"
+                            " under mig", "try a replica under load before relying on it"
+                            " (docs/programs.md lists the programs tested)"))
+    if reads := found(STDIN_READS):
+        checks.append(Check("program.stdin", "ok", f"{name} imports {reads}: what it reads"
+                            " from its stdin (mig primary start's own) is recorded and"
+                            " replayed; a promoted replica's stdin is /dev/null (end of"
+                            " input)"))
+    return checks
+
+
+def _threads_shape(name: str, starts: str, symbols: frozenset[str], capture: str) -> Check:
+    if capture == "symbols" and symbols & {"clone", "__clone", "clone3"}:
+        return Check("program.threads", "warn", f"{name} imports {starts}: with capture ="
+                     " \"symbols\", threads started with clone() are not told apart from"
+                     " their creator, and replay can diverge",
+                     'set [app] capture = "trap", or start threads with pthread_create'
+                     " (docs/threads.md)")
+    also = ("; futex calls through syscall(), which it imports, are not ordered either"
+            if "syscall" in symbols else "")
+    return Check("program.threads", "warn", f"{name} imports {starts}: its threads are"
+                 " recorded in lock order (mutexes, condition variables, semaphores, joins);"
+                 f" threads sharing memory without locks can make a replica diverge{also}",
+                 "a replica that diverges stops with a report; docs/threads.md, \"The"
+                 " limit\"")
 
 
 # --- the app ------------------------------------------------------------------------------
@@ -248,7 +284,7 @@ def check_program_threads(binary: Path, capture: str = "trap") -> Check:
 def app_checks(app_toml: Path, kafka_timeout: float = 3.0) -> list[Check]:
     """The app.toml itself, its program, its Kafka and its topics (read-only)."""
     from mig.config import load_config
-    from mig.elfcheck import check_program
+    from mig.elfcheck import find_program
     from mig.launch import app_env
 
     try:
@@ -257,9 +293,9 @@ def app_checks(app_toml: Path, kafka_timeout: float = 3.0) -> list[Check]:
         return [Check("config", "fail", str(exc), "fix the app.toml (`mig config check`)")]
     checks = [Check("config", "ok", f"{app_toml}: app {cfg.name}")]
     try:
-        binary = check_program(cfg.command[0], app_env(cfg)["PATH"], cfg.cwd)
-        checks.append(Check("program", "ok", f"{binary} is dynamically linked against libc"))
-        checks.append(check_program_threads(binary, cfg.capture))
+        program = find_program(cfg.command[0], app_env(cfg)["PATH"], cfg.cwd)
+        checks.append(Check("program", "ok", f"{program} is dynamically linked against libc"))
+        checks += program_shapes(program, cfg.capture)
     except MigError as exc:
         checks.append(Check("program", "fail", str(exc),
                             "mig records programs that call libc dynamically: rebuild or"

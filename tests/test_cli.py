@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,52 @@ def test_help_on_every_command(command):
     proc = run_mig(*command, "--help")
     assert proc.returncode == 0, proc.stderr
     assert "Usage:" in proc.stdout
+
+
+def _commands(command, path=()):  # noqa: ANN001, ANN202
+    """Every command of the click tree under ``command``, with its path of names."""
+    yield path, command
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield from _commands(sub, (*path, name))
+
+
+def test_help_shows_the_bracketed_words_of_every_help_text():
+    """`[kafka]`, `[security]`... in a help text are words, not markup: each appears in
+    that command's --help as written (a markup renderer took them for styles)."""
+    import structlog
+    import typer.main
+    from typer.testing import CliRunner
+
+    from mig.cli import app
+
+    checked, lost = 0, []
+    logging = structlog.get_config()  # mig's callback logs to the runner's stderr, closed after
+    for path, command in _commands(typer.main.get_command(app)):
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        words = {w for text in texts for w in re.findall(r"\[[^\[\]]+\]", text)}
+        if not words:
+            continue
+        try:
+            result = CliRunner().invoke(app, [*path, "--help"], terminal_width=100)
+        finally:
+            structlog.configure(**logging)
+        assert result.exit_code == 0, result.output
+        shown = " ".join(result.output.replace("\u2502", " ").split())
+        lost += [f"mig {' '.join(path)}: {w}" for w in sorted(words) if w not in shown]
+        checked += 1
+    assert checked >= 3  # --bootstrap's [kafka], --config's [security], status's [replica]
+    assert not lost, "\n".join(lost)
+
+
+def test_version():
+    from importlib.metadata import version
+
+    import mig
+
+    proc = run_mig("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"mig {mig.__version__}\n"
+    assert mig.__version__ == version("mig")  # pyproject.toml's, as installed
 
 
 @pytest.mark.parametrize("example", sorted(ROOT.glob("examples/*/app.toml")),

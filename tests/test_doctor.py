@@ -1,5 +1,7 @@
 """``mig doctor``: the host checks pass on a prepared host, and an app whose program mig
-cannot record, or whose topics mig cannot use, fails with exit code 1."""
+cannot record, or whose topics mig cannot use, fails with exit code 1. The program is named
+as found (a link and its target), and what its imports mean for replay is said, one line
+for each shape (threads, child processes, a JIT runtime, stdin)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from mig.topics import ensure_topics, topic_names
 from tests.conftest import run_mig
 from tests.harness import write_app
 
-HOST_CHECKS = ["kernel", "glibc", "criu", "ptrace", "namespaces", "shim", "threads"]
+HOST_CHECKS = ["kernel", "glibc", "criu", "ptrace", "namespaces", "shim"]
 TOPIC_CHECKS = ["topic.calls", "topic.checkpoints", "topic.control"]
 
 
@@ -47,6 +49,21 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src.write_text("int main(void) { return 0; }\n")
     subprocess.run(["gcc", "-o", folder / "dynamic", src], check=True)
     subprocess.run(["gcc", "-static", "-o", folder / "static", src], check=True)
+    cloner = folder / "cloner.c"
+    cloner.write_text("#define _GNU_SOURCE\n#include <sched.h>\n#include <signal.h>\n"
+                      "static char stack[65536];\nstatic int run(void *arg) { return 0; }\n"
+                      "int main(void) { return clone(run, stack + sizeof stack, SIGCHLD, 0)"
+                      " < 0; }\n")
+    subprocess.run(["gcc", "-o", folder / "cloner", cloner], check=True)
+    # a program that needs a library named as LuaJIT's: the JIT runtime is told by that name
+    lib = folder / "jit.c"
+    lib.write_text("int luaL_newstate(void) { return 1; }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libluajit-5.1.so.2", "-o",
+                    folder / "libluajit-5.1.so.2", lib], check=True)
+    user = folder / "jituser.c"
+    user.write_text("int luaL_newstate(void);\nint main(void) { return !luaL_newstate(); }\n")
+    subprocess.run(["gcc", "-o", folder / "jituser", user, folder / "libluajit-5.1.so.2"],
+                   check=True)
     return folder
 
 
@@ -56,7 +73,6 @@ def test_host_checks() -> None:
     assert checks["criu"]["status"] == "ok", checks["criu"]
     assert "`criu check`" in checks["criu"]["detail"]
     assert checks["shim"]["status"] == "ok", checks["shim"]
-    assert checks["threads"]["status"] == "ok" and "data races" in checks["threads"]["detail"]
     assert code == (1 if any(c["status"] == "fail" for c in checks.values()) else 0)
 
 
@@ -143,15 +159,82 @@ def test_text_output() -> None:
                                  "               -> single-threaded only"]
 
 
-def test_program_threads_check() -> None:
-    from mig.doctor import check_program_threads
+def shapes(binary: Path | str, capture: str = "trap") -> dict[str, Check]:
+    from mig.doctor import program_shapes
+    from mig.elfcheck import find_program
 
+    return {c.check: c for c in program_shapes(find_program(str(binary)), capture)}
+
+
+def test_threads_are_not_called_ok() -> None:
+    """A program that starts threads gets a warning saying what is ordered (locks) and what
+    is not (memory shared without them); one that does not gets no threads line."""
     apps = Path(__file__).resolve().parent / "apps" / "build"
     subprocess.run(["make", "-s", "-C", str(apps.parent)], check=True, timeout=300)
-    pool = check_program_threads(apps / "poolserver")
-    assert pool.status == "ok" and "data races" in pool.detail
-    single = check_program_threads(apps / "kvserver")
-    assert single.status == "ok" and "does not start threads" in single.detail
+    pool = shapes(apps / "poolserver")["program.threads"]
+    assert pool.status == "warn", pool
+    assert pool.detail.startswith("poolserver imports pthread_create: its threads are"
+                                  " recorded in lock order")
+    assert "sharing memory without locks can make a replica diverge" in pool.detail
+    assert "docs/threads.md" in pool.advice
+    assert "program.threads" not in shapes(apps / "kvserver")
+
+
+@pytest.mark.skipif(not Path("/usr/bin/sqlite3").is_file(),
+                    reason="needs Debian's sqlite3 package")
+def test_sqlite3_is_not_said_to_import_clone(programs: Path) -> None:
+    """The sqlite3 shell has the word "clone" in its text, not in its imports: no clone
+    warning, even with capture = "symbols"; a program that imports clone() gets it."""
+    sqlite3 = shapes("/usr/bin/sqlite3", "symbols")
+    assert "program.threads" not in sqlite3, sqlite3
+    assert sqlite3["program.forks"].detail.startswith("sqlite3 imports system, popen: a"
+                                                      " replica starts its child processes")
+    assert sqlite3["program.stdin"].detail.startswith("sqlite3 imports stdin, readline:")
+    assert "a promoted replica's stdin is /dev/null" in sqlite3["program.stdin"].detail
+    cloner = shapes(programs / "cloner", "symbols")["program.threads"]
+    assert cloner.status == "warn" and "imports clone: with capture" in cloner.detail
+    trapped = shapes(programs / "cloner")["program.threads"]
+    assert trapped.status == "warn" and "recorded in lock order" in trapped.detail
+
+
+def test_jit_runtime_is_named(programs: Path) -> None:
+    jit = shapes(programs / "jituser")
+    assert list(jit) == ["program.jit"]
+    assert jit["program.jit"].status == "warn"
+    assert jit["program.jit"].detail.startswith("jituser loads libluajit-5.1.so.2 (LuaJIT), a"
+                                                " JIT runtime:")
+    assert shapes(programs / "dynamic") == {}
+    from mig.doctor import program_shapes
+    from mig.elfcheck import Program
+
+    unread = program_shapes(Program(programs / "static", programs / "static"))
+    assert [(c.check, c.status) for c in unread] == [("program.imports", "warn")]
+    assert "no dynamic symbol table" in unread[0].detail
+
+
+def test_program_behind_a_link_is_named_with_its_target(programs: Path,
+                                                         tmp_path: Path) -> None:
+    link = tmp_path / "server"
+    link.symlink_to(programs / "cloner")
+    app = write_app(tmp_path / "a", "linked", [str(link)], "127.0.0.1:1")
+    checks = {c.check: c for c in app_checks(app, kafka_timeout=0.5)}
+    assert checks["program"].detail == (f"{link} (a link to {programs / 'cloner'}) is"
+                                        " dynamically linked against libc")
+    assert checks["program.threads"].detail.startswith("server imports clone:")
+    proc = run_mig("doctor", str(app))
+    line = next(ln for ln in proc.stdout.splitlines() if ln.split()[:2] == ["ok", "program"])
+    assert f"{link} (a link to {programs / 'cloner'})" in line
+
+
+@pytest.mark.skipif(not Path("/usr/bin/redis-server").is_symlink(),
+                    reason="needs Debian's redis-server (a link to redis-check-rdb)")
+def test_redis_server_is_named_as_a_link() -> None:
+    from mig.elfcheck import find_program
+
+    program = find_program("/usr/bin/redis-server")
+    assert str(program) == "/usr/bin/redis-server (a link to /usr/bin/redis-check-rdb)"
+    assert shapes("/usr/bin/redis-server")["program.threads"].detail.startswith(
+        "redis-server imports pthread_create")
 
 
 def test_capture_check_says_which_calls_are_seen(programs: Path, tmp_path: Path) -> None:

@@ -18,7 +18,9 @@ from mig.errors import MigError
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: plain help text. Rich markup took the app.toml tables the help
+# names ("[kafka] of --config") for styles and printed nothing in their place.
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   add_completion=False,
                   help="mig: keep a hot standby of an unmodified Linux program, fed through"
                        " Kafka.")
@@ -35,12 +37,22 @@ app.command("migrate")(migrate.migrate)
 app.command("checkpoint")(checkpoint.checkpoint)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mig import __version__
+
+        typer.echo(f"mig {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     log_format: LogFormat = typer.Option(LogFormat.auto, "--log-format",
                                          help="Log lines as console text or JSON lines;"
                                               " auto picks console on a TTY."),
     log_level: LogLevel = typer.Option(LogLevel.info, "--log-level", help="Lowest level logged."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print mig's version and exit."),
 ) -> None:
     from mig.logs import configure_logging
 

@@ -17,7 +17,8 @@ def doctor(
                                                        " detail, advice}, for scripts."),
 ) -> None:
     """Check the host before use: kernel, glibc, CRIU, ptrace, namespaces, the shim; with
-    APP.TOML also the app's program, Kafka, topics and whether its running members' clocks
+    APP.TOML also the app's program (and what its imports mean for replay: threads, child
+    processes, a JIT runtime, stdin), Kafka, topics and whether its running members' clocks
     agree. One line per check: ok, warn or fail, what was found and what to do. Changes
     nothing. Exit 1 if any check fails."""
     from mig.doctor import exit_code, render_text, run_checks, to_json

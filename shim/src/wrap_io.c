@@ -438,16 +438,24 @@ MIG_EXPORT int close(int fd)
 #define COPY_CHUNK (64u * 1024u)
 
 static MIG_TLS unsigned char *copy_buf; /* this thread's, mapped at its first copy */
+static MIG_TLS int copying;             /* copy_buf holds bytes on their way */
 
+static unsigned char *map_chunk(void)
+{
+    long m = syscall(SYS_mmap, NULL, COPY_CHUNK, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return m < 0 ? NULL : (unsigned char *)m; /* -errno: a raw system call */
+}
+
+/* This thread's buffer, or a fresh one while it is in use: a backup runs a signal
+ * handler at the record the primary ran it before, which can be a copy's write, after
+ * its read -- and the handler may copy too. */
 static unsigned char *copy_buffer(void)
 {
-    if (!copy_buf) {
-        long m = syscall(SYS_mmap, NULL, COPY_CHUNK, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (m < 0) /* -errno: a raw system call */
-            return NULL;
-        copy_buf = (unsigned char *)m;
-    }
+    if (copying)
+        return map_chunk();
+    if (!copy_buf)
+        copy_buf = map_chunk();
     return copy_buf;
 }
 
@@ -500,29 +508,11 @@ static void wait_for_room(int fd)
     syscall(SYS_poll, &p, 1, -1);
 }
 
-/* At most n bytes from in to out, one of them a recorded fd; off_in and off_out as
- * splice takes them (NULL: the fd's position). An offset on a recorded fd is ESPIPE, as
- * for a pipe or a socket (a backup cannot tell a /proc file from them: it has a
- * placeholder there). */
-static ssize_t copy_call(int in, loff_t *off_in, int out, loff_t *off_out, size_t n)
+/* At most n bytes (n <= COPY_CHUNK) from in to out through buf: one read, then writes. */
+static ssize_t copy_bytes(int in, loff_t *off_in, int out, loff_t *off_out,
+                          unsigned char *buf, size_t n, int in_recorded)
 {
-    int in_recorded = mig_fd_recorded(in);
-    if ((off_in && in_recorded) || (off_out && mig_fd_recorded(out))) {
-        errno = ESPIPE;
-        return -1;
-    }
-    if ((off_in && *off_in < 0) || (off_out && *off_out < 0)) {
-        errno = EINVAL;
-        return -1;
-    }
-    if (n == 0)
-        return 0;
-    unsigned char *buf = copy_buffer();
-    if (!buf) {
-        errno = ENOMEM;
-        return -1;
-    }
-    ssize_t got = copy_read(in, off_in, buf, n < COPY_CHUNK ? n : COPY_CHUNK);
+    ssize_t got = copy_read(in, off_in, buf, n);
     if (got <= 0)
         return got;
     size_t done = 0;
@@ -552,6 +542,36 @@ static ssize_t copy_call(int in, loff_t *off_in, int out, loff_t *off_out, size_
         return -1;
     }
     return (ssize_t)done;
+}
+
+/* At most n bytes from in to out, one of them a recorded fd; off_in and off_out as
+ * splice takes them (NULL: the fd's position). An offset on a recorded fd is ESPIPE, as
+ * for a pipe or a socket (a backup cannot tell a /proc file from them: it has a
+ * placeholder there). */
+static ssize_t copy_call(int in, loff_t *off_in, int out, loff_t *off_out, size_t n)
+{
+    int in_recorded = mig_fd_recorded(in);
+    if ((off_in && in_recorded) || (off_out && mig_fd_recorded(out))) {
+        errno = ESPIPE;
+        return -1;
+    }
+    if ((off_in && *off_in < 0) || (off_out && *off_out < 0)) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (n == 0)
+        return 0;
+    unsigned char *buf = copy_buffer();
+    if (!buf) {
+        errno = ENOMEM;
+        return -1;
+    }
+    copying++;
+    ssize_t r = copy_bytes(in, off_in, out, off_out, buf, n < COPY_CHUNK ? n : COPY_CHUNK,
+                           in_recorded);
+    if (--copying)
+        syscall(SYS_munmap, buf, COPY_CHUNK); /* a raw call: errno stays */
+    return r;
 }
 
 /* sendfile and sendfile64 (the same call on 64-bit Linux; nginx, built with 64-bit file

@@ -1,14 +1,16 @@
 /* sendfile.c -- a TCP server answering each request with a file, as nginx does with
  * `sendfile on`: sendfile with an offset pointer and with the file's own position, splice
  * from the file into a pipe and from the pipe to the socket, sendfile at the file's end,
- * copy_file_range from a pipe (refused by the kernel), and sendfile to a nonblocking socket
- * whose buffers fill up (the file's position must count exactly the bytes that left). The
- * client is this same program; only the port differs between two runs. */
+ * copy_file_range from a pipe (refused by the kernel), a signal handler's own sendfile
+ * just before the program's, and sendfile to a nonblocking socket whose buffers fill up
+ * (the file's position must count exactly the bytes that left). The client is this same
+ * program; only the port differs between two runs. */
 #include "common.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -46,6 +48,17 @@ static void request(int client, int server, const char *what)
     if (write(client, what, strlen(what)) != (ssize_t)strlen(what) ||
         read(server, buf, sizeof buf - 1) != (ssize_t)strlen(what))
         exit(5);
+}
+
+/* A signal handler that sends the file's first 5 bytes with sendfile of its own. */
+static int sig_sock = -1, sig_file = -1;
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    off_t at = 0;
+    if (sendfile(sig_sock, sig_file, &at, 5) != 5)
+        _exit(12);
 }
 
 static const char *same(size_t n)
@@ -156,6 +169,21 @@ int main(int argc, char **argv)
     errno = 0;
     r = copy_file_range(p[0], NULL, fd, NULL, 10, 0);
     out("copy_file_range from a pipe: %zd %s\n", r, errno == EINVAL ? "EINVAL" : "other");
+
+    /* a handler's sendfile runs just before the program's (its signal is taken at the
+     * program's next call): the program's bytes must not be the handler's */
+    request(c, a, "GET signal");
+    memset(got, 0, sizeof got);
+    sig_sock = a;
+    sig_file = fd;
+    signal(SIGUSR1, on_usr1);
+    lseek(fd, 100, SEEK_SET);
+    kill(getpid(), SIGUSR1);
+    r = sendfile(a, fd, NULL, 50);
+    recv_exact(c, 0, 55);
+    out("a handler's sendfile, then the program's: %zd, client got both %s\n", r,
+        r == 50 && memcmp(got, page, 5) == 0 && memcmp(got + 5, page + 100, 50) == 0 ? "yes"
+                                                                                 : "no");
 
     /* a nonblocking socket that fills up */
     int c2, a2;

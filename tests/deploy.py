@@ -32,11 +32,12 @@ def need(program: str, package: str) -> str:
     return path
 
 
-# nginx as Debian's nginx-light runs it (a master and 2 workers), but with `sendfile off`:
-# mig refuses sendfile on sockets for now (docs/programs.md, "Limits"). Every host starts it
-# with the same argv; `-p ./` makes the relative paths below (error log, pid file, temp
-# folders) resolve in each host's own working folder, so the primary's and a replica's do
-# not collide. The document root is absolute: one folder every host reads.
+# nginx as Debian's nginx-light runs it: a master and 2 workers, and `sendfile on` as in
+# Debian's own nginx.conf (nginx's built-in default is off), so the static file leaves
+# through sendfile, which the shim does as a read and a recorded write (docs/interceptor.md).
+# Every host starts it with the same argv; `-p ./` makes the relative paths below (error
+# log, pid file, temp folders) resolve in each host's own working folder, so the primary's
+# and a replica's do not collide. The document root is absolute: one folder every host reads.
 NGINX_CONF = """\
 worker_processes 2;
 daemon off;
@@ -47,7 +48,7 @@ pid nginx.pid;
 events {{ worker_connections 256; }}
 http {{
     access_log off;
-    sendfile off;
+    sendfile on;
     client_body_temp_path body;
     proxy_temp_path proxy;
     fastcgi_temp_path fastcgi;

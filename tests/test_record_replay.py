@@ -34,9 +34,10 @@ def _native(command: list[str], folder: Path) -> str:
 
 
 def _record_replay(tmp_path: Path, name: str, command: list[str], bootstrap: str,
-                   capture: str | None = None):
+                   capture: str | None = None, barrier_mode: str = "output"):
     prim, rep = tmp_path / "primary", tmp_path / "backup"
-    app = write_app(prim, name, [*command, "out.txt"], bootstrap, capture=capture)
+    app = write_app(prim, name, [*command, "out.txt"], bootstrap, capture=capture,
+                    barrier_mode=barrier_mode)
     rec = record(app, tmp_path / "home-p")
     out = replay(app, rep, tmp_path / "home-r")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -169,3 +170,22 @@ def test_a_successful_call_leaves_errno_as_it_was(built, tmp_path, settings, app
     primary = (prim / "out.txt").read_text()
     assert primary == "errno changed by a successful call 0 times (last 0)\n"
     assert (rep / "out.txt").read_text() == primary
+
+
+@pytest.mark.parametrize("barrier_mode", ["output", "sync"])
+def test_sendfile_and_splice_to_a_socket_serve_what_a_native_run_serves(
+        built, tmp_path, settings, app_name, barrier_mode):
+    """A server answering with a file through sendfile (an offset pointer, the file's own
+    position) and splice (file to pipe to socket), as nginx's `sendfile on` does: the client
+    gets the file, the offsets end where a native run's do -- also when a nonblocking socket
+    fills up and a write is short, which sync mode makes real -- and the backup replays it
+    identically. Only the port differs from a native run."""
+    command = [str(built / "sendfile")]
+    native = _native(command, tmp_path / "n1")
+    rec, _, primary, backup = _record_replay(tmp_path, app_name, command,
+                                             settings.bootstrap_servers,
+                                             barrier_mode=barrier_mode)
+    assert "app exit code 0" in rec.stdout
+    assert primary.splitlines()[1:] == native.splitlines()[1:], primary
+    assert " no" not in native and "EINVAL" in native, native
+    assert backup == primary

@@ -64,6 +64,9 @@ struct mig_real {
     X(ssize_t, send, (int, const void *, size_t, int))                                     \
     X(ssize_t, sendto, (int, const void *, size_t, int, const struct sockaddr *, socklen_t)) \
     X(ssize_t, sendmsg, (int, const struct msghdr *, int))                                 \
+    X(ssize_t, sendfile, (int, int, off_t *, size_t))                                      \
+    X(ssize_t, splice, (int, loff_t *, int, loff_t *, size_t, unsigned int))               \
+    X(ssize_t, copy_file_range, (int, loff_t *, int, loff_t *, size_t, unsigned int))      \
     X(int, socket, (int, int, int))                                                        \
     X(int, socketpair, (int, int, int, int *))                                             \
     X(int, pipe, (int *))                                                                  \
@@ -226,6 +229,8 @@ uint64_t mig_out_hash(const struct mig_call *call, uint64_t limit);
 int mig_fd_recorded(int fd);
 void mig_fd_forget(int fd);
 void mig_fd_mark(int fd, int recorded);
+/* A thread ends: the buffer sendfile and splice copy through (wrap_io.c) is unmapped. */
+void mig_copy_thread_exit(void);
 /* Replay: an eventfd standing at fd's number for a file the primary had open there. */
 void mig_placeholder_at(int64_t fd, int sock_flags);
 /* u in decimal at p, no terminator; returns the end (no stdio in the shim). */

@@ -41,6 +41,7 @@
 #include <sys/prctl.h>
 #include <sys/ioctl.h>
 #include <sys/random.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/syscall.h>
@@ -994,6 +995,7 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
          * token goes for good */
         mig_busy++;
         mig_quiet_flush();
+        mig_copy_thread_exit();
         mig_busy--;
         mig_sched_exit();
         return raw(nr, a);
@@ -1018,14 +1020,22 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
             REFUSE("the app cannot take system call dispatch "
                                               "over from the shim");
         return raw(nr, a);
-    case SYS_sendfile: case SYS_splice: case SYS_tee: case SYS_copy_file_range:
-        /* between regular files they are the app's own business; a socket or a pipe on
-         * either side is input or output that is not recorded yet */
-        if (!mig_fd_recorded((int)a[0]) &&
-            !mig_fd_recorded((int)a[nr == SYS_sendfile || nr == SYS_tee ? 1 : 2]))
+    /* bytes moved between fds inside the kernel: a read and a write when a side is
+     * recorded (wrap_io.c) */
+    case SYS_sendfile:
+        return kret_of(sendfile((int)a[0], (int)a[1], (off_t *)a[2], (size_t)a[3]));
+    case SYS_splice:
+        return kret_of(splice((int)a[0], (loff_t *)a[1], (int)a[2], (loff_t *)a[3],
+                              (size_t)a[4], (unsigned)a[5]));
+    case SYS_copy_file_range:
+        return kret_of(copy_file_range((int)a[0], (loff_t *)a[1], (int)a[2], (loff_t *)a[3],
+                                       (size_t)a[4], (unsigned)a[5]));
+    case SYS_tee:
+        /* tee takes two pipes: without one, the kernel says EINVAL */
+        if (!mig_fd_recorded((int)a[0]) && !mig_fd_recorded((int)a[1]))
             return raw(nr, a);
-        REFUSE("moving data to or from a socket or pipe this way "
-                                          "is not recorded yet (docs/interceptor.md)");
+        REFUSE("tee copies a pipe's bytes without consuming them, which no recorded read "
+               "and write can do (docs/interceptor.md)");
     case SYS_getrusage: case SYS_sysinfo: case SYS_times: case SYS_getcpu:
         /* host facts the app may only report: passed, not recorded (docs/interceptor.md) */
         return raw(nr, a);

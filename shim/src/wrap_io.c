@@ -1,5 +1,6 @@
 /* wrap_io.c -- input and output on anything that is not a regular file: read, readv, recv,
- * recvfrom, recvmsg, write, writev, send, sendto, sendmsg, and close.
+ * recvfrom, recvmsg, write, writev, send, sendto, sendmsg, close, and the calls that move
+ * bytes between two fds inside the kernel (sendfile, splice, copy_file_range).
  *
  * Input: the primary records the bytes the call returned; a backup gets them from the log.
  * Output: the primary waits at an output barrier (its causes must be in Kafka before a
@@ -7,8 +8,12 @@
  * and compares. Regular files are read and written for real on both hosts. */
 #include "mig.h"
 
+#include <fcntl.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* Scatter `len` bytes into iov. */
@@ -416,4 +421,198 @@ MIG_EXPORT int close(int fd)
     if (c.err)
         errno = c.err;
     return (int)c.result;
+}
+
+/* ------------------------------------------------- sendfile, splice, copy_file_range
+ *
+ * The kernel moves these bytes itself: no read or write wrapper would see them. With a
+ * socket or a pipe on a side, the call is done as a read and a write instead: at most
+ * COPY_CHUNK bytes read from the source (recorded when it is a recorded fd, for real from
+ * a regular file), then written to the target through the write path (recorded, held in
+ * output mode, compared on a backup, performed once live) -- the READ and WRITE records
+ * the program's own read and write would make. The result and the offsets are the
+ * kernel's: a short write puts the unwritten part back (*offset moves by what was written,
+ * or the file's position is set back). Bytes read from a socket or a pipe cannot be put
+ * back: the target is written until it has them all, waiting for room when it is
+ * nonblocking and full. */
+#define COPY_CHUNK (64u * 1024u)
+
+static MIG_TLS unsigned char *copy_buf; /* this thread's, mapped at its first copy */
+static MIG_TLS int copying;             /* copy_buf holds bytes on their way */
+
+static unsigned char *map_chunk(void)
+{
+    long m = syscall(SYS_mmap, NULL, COPY_CHUNK, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return m < 0 ? NULL : (unsigned char *)m; /* -errno: a raw system call */
+}
+
+/* This thread's buffer, or a fresh one while it is in use: a backup runs a signal
+ * handler at the record the primary ran it before, which can be a copy's write, after
+ * its read -- and the handler may copy too. */
+static unsigned char *copy_buffer(void)
+{
+    if (copying)
+        return map_chunk();
+    if (!copy_buf)
+        copy_buf = map_chunk();
+    return copy_buf;
+}
+
+void mig_copy_thread_exit(void)
+{
+    if (copy_buf)
+        syscall(SYS_munmap, copy_buf, COPY_CHUNK);
+    copy_buf = NULL;
+}
+
+/* A raw system call's -errno back to libc's convention. */
+static ssize_t sys_result(long r)
+{
+    if (r < 0) {
+        errno = (int)-r;
+        return -1;
+    }
+    return r;
+}
+
+/* Read from the source: at *off (pread) or its position when off is NULL. */
+static ssize_t copy_read(int fd, const loff_t *off, unsigned char *buf, size_t n)
+{
+    if (mig_fd_recorded(fd)) {
+        struct io_ctx x = {.fd = fd, .buf = buf, .n = n};
+        return input_call(MIG_K_READ, fd, (int64_t)n, 0, buf, NULL, 0, r_read, &x);
+    }
+    return sys_result(off ? syscall(SYS_pread64, fd, buf, n, *off)
+                          : syscall(SYS_read, fd, buf, n));
+}
+
+/* Write to the target, at `at` when off is given: what write(fd, buf, n) would do. */
+static ssize_t copy_write(int fd, const loff_t *off, loff_t at, const unsigned char *buf,
+                          size_t n)
+{
+    if (mig_fd_recorded(fd)) {
+        struct io_ctx x = {.fd = fd, .cbuf = buf, .n = n};
+        return output_call(MIG_K_WRITE, fd, (int64_t)n, 0, buf, NULL, 0, n, r_write, &x, 0);
+    }
+    return sys_result(off ? syscall(SYS_pwrite64, fd, buf, n, at)
+                          : syscall(SYS_write, fd, buf, n));
+}
+
+/* Until fd takes bytes again. A backup writes nothing: the log's next result follows. */
+static void wait_for_room(int fd)
+{
+    if (mig_mode == MIG_REPLAY)
+        return;
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    syscall(SYS_poll, &p, 1, -1);
+}
+
+/* At most n bytes (n <= COPY_CHUNK) from in to out through buf: one read, then writes. */
+static ssize_t copy_bytes(int in, loff_t *off_in, int out, loff_t *off_out,
+                          unsigned char *buf, size_t n, int in_recorded)
+{
+    ssize_t got = copy_read(in, off_in, buf, n);
+    if (got <= 0)
+        return got;
+    size_t done = 0;
+    int err = 0;
+    while (done < (size_t)got) {
+        ssize_t w = copy_write(out, off_out, off_out ? *off_out + (loff_t)done : 0,
+                               buf + done, (size_t)got - done);
+        if (w > 0) {
+            done += (size_t)w;
+            if (!in_recorded)
+                break; /* a short write: the rest goes back to the file */
+            continue;
+        }
+        err = w < 0 ? errno : EIO;
+        if (!in_recorded || (err != EAGAIN && err != EWOULDBLOCK && err != EINTR))
+            break;
+        wait_for_room(out);
+    }
+    if (off_in)
+        *off_in += (loff_t)done;
+    else if (!in_recorded && done < (size_t)got)
+        syscall(SYS_lseek, in, -(off_t)((size_t)got - done), SEEK_CUR);
+    if (off_out)
+        *off_out += (loff_t)done;
+    if (!done) {
+        errno = err;
+        return -1;
+    }
+    return (ssize_t)done;
+}
+
+/* At most n bytes from in to out, one of them a recorded fd; off_in and off_out as
+ * splice takes them (NULL: the fd's position). An offset on a recorded fd is ESPIPE, as
+ * for a pipe or a socket (a backup cannot tell a /proc file from them: it has a
+ * placeholder there). */
+static ssize_t copy_call(int in, loff_t *off_in, int out, loff_t *off_out, size_t n)
+{
+    int in_recorded = mig_fd_recorded(in);
+    if ((off_in && in_recorded) || (off_out && mig_fd_recorded(out))) {
+        errno = ESPIPE;
+        return -1;
+    }
+    if ((off_in && *off_in < 0) || (off_out && *off_out < 0)) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (n == 0)
+        return 0;
+    unsigned char *buf = copy_buffer();
+    if (!buf) {
+        errno = ENOMEM;
+        return -1;
+    }
+    copying++;
+    ssize_t r = copy_bytes(in, off_in, out, off_out, buf, n < COPY_CHUNK ? n : COPY_CHUNK,
+                           in_recorded);
+    if (--copying)
+        syscall(SYS_munmap, buf, COPY_CHUNK); /* a raw call: errno stays */
+    return r;
+}
+
+/* sendfile and sendfile64 (the same call on 64-bit Linux; nginx, built with 64-bit file
+ * offsets, calls the second). */
+MIG_EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t n)
+{
+    MIG_ENTER(mig_real.sendfile(out, in, off, n));
+    if (!mig_fd_recorded(out) && !mig_fd_recorded(in))
+        return mig_real.sendfile(out, in, off, n);
+    return copy_call(in, (loff_t *)off, out, NULL, n);
+}
+
+MIG_EXPORT ssize_t sendfile64(int out, int in, off64_t *off, size_t n)
+{
+    MIG_ENTER(mig_real.sendfile(out, in, (off_t *)off, n));
+    if (!mig_fd_recorded(out) && !mig_fd_recorded(in))
+        return mig_real.sendfile(out, in, (off_t *)off, n);
+    return copy_call(in, (loff_t *)off, out, NULL, n);
+}
+
+/* splice's flags (SPLICE_F_NONBLOCK, _MORE, _MOVE) are not applied when it is emulated:
+ * the fds' own O_NONBLOCK decides whether it waits (docs/interceptor.md). */
+MIG_EXPORT ssize_t splice(int in, loff_t *off_in, int out, loff_t *off_out, size_t n,
+                          unsigned int flags)
+{
+    MIG_ENTER(mig_real.splice(in, off_in, out, off_out, n, flags));
+    if (!mig_fd_recorded(out) && !mig_fd_recorded(in))
+        return mig_real.splice(in, off_in, out, off_out, n, flags);
+    return copy_call(in, off_in, out, off_out, n);
+}
+
+/* copy_file_range takes regular files only: a socket, a pipe or a device on a side is
+ * EINVAL from the kernel, and so is a /proc or /sys file here (recorded like a socket: a
+ * backup has a placeholder there, which the kernel would refuse). */
+MIG_EXPORT ssize_t copy_file_range(int in, loff_t *off_in, int out, loff_t *off_out, size_t n,
+                                   unsigned int flags)
+{
+    MIG_ENTER(mig_real.copy_file_range(in, off_in, out, off_out, n, flags));
+    if (mig_fd_recorded(out) || mig_fd_recorded(in)) {
+        errno = EINVAL;
+        return -1;
+    }
+    return mig_real.copy_file_range(in, off_in, out, off_out, n, flags);
 }

@@ -221,7 +221,23 @@ JIT_RUNTIMES = {"libjvm.so": "the JVM", "libjli.so": "the JVM", "libnode.so": "N
                 "libmono-2.0.so": "Mono", "libcoreclr.so": ".NET"}
 
 
-def program_shapes(program: Program, capture: str = "trap") -> list[Check]:
+def check_threads(threads: str, capture: str) -> Check:
+    """Which thread mode app.toml's `threads` chooses, and what it means for replay."""
+    if threads == "serialized" and capture != "trap":
+        return Check("threads", "fail", "serialized: needs capture = \"trap\" (futex waits"
+                     " are where threads switch); with capture = \"symbols\" the shim runs"
+                     " them in parallel", 'set [app] capture = "trap", or threads = "parallel"')
+    if threads == "serialized":
+        return Check("threads", "ok", "serialized: one thread of a process runs at a time"
+                     " and the log says where they switched, so threads that share memory"
+                     " without locks replay (the default; docs/threads.md)")
+    return Check("threads", "ok", "parallel (chosen in app.toml): threads run at once and"
+                 " only their lock acquisitions are ordered; memory shared without locks can"
+                 " make a replica diverge (it stops with a report)")
+
+
+def program_shapes(program: Program, capture: str = "trap",
+                   threads: str = "serialized") -> list[Check]:
     """What the program's dynamic imports say it does that matters to replay (threads,
     child processes, a JIT runtime, reading stdin): one line for each it does. The
     program's own imports only: its libraries may start threads of their own."""
@@ -238,8 +254,8 @@ def program_shapes(program: Program, capture: str = "trap") -> list[Check]:
         return ", ".join(n for n in names if n in imports.symbols)
 
     checks = []
-    if threads := found(THREAD_STARTS):
-        checks.append(_threads_shape(name, threads, imports.symbols, capture))
+    if starts := found(THREAD_STARTS):
+        checks.append(_threads_shape(name, starts, imports.symbols, capture, threads))
     if forks := found(PROCESS_STARTS):
         checks.append(Check("program.forks", "ok", f"{name} imports {forks}: a replica"
                             " starts its child processes for real, and each replays its own"
@@ -263,7 +279,13 @@ def program_shapes(program: Program, capture: str = "trap") -> list[Check]:
     return checks
 
 
-def _threads_shape(name: str, starts: str, symbols: frozenset[str], capture: str) -> Check:
+def _threads_shape(name: str, starts: str, symbols: frozenset[str], capture: str,
+                   threads: str) -> Check:
+    if threads == "serialized" and capture == "trap":
+        return Check("program.threads", "ok", f"{name} imports {starts}: its threads run one"
+                     " at a time and the log says where they switched, so memory they share"
+                     " without locks replays too; a thread that runs without any system call"
+                     " while another waits longer than serial_stall_ms ends that (docs/threads.md)")
     if capture == "symbols" and symbols & {"clone", "__clone", "clone3"}:
         return Check("program.threads", "warn", f"{name} imports {starts}: with capture ="
                      " \"symbols\", threads started with clone() are not told apart from"
@@ -295,12 +317,13 @@ def app_checks(app_toml: Path, kafka_timeout: float = 3.0) -> list[Check]:
     try:
         program = find_program(cfg.command[0], app_env(cfg)["PATH"], cfg.cwd)
         checks.append(Check("program", "ok", f"{program} is dynamically linked against libc"))
-        checks += program_shapes(program, cfg.capture)
+        checks += program_shapes(program, cfg.capture, cfg.threads)
     except MigError as exc:
         checks.append(Check("program", "fail", str(exc),
                             "mig records programs that call libc dynamically: rebuild or"
                             " pick another binary"))
     checks.append(check_capture(cfg.capture))
+    checks.append(check_threads(cfg.threads, cfg.capture))
     kafka, settings = _check_kafka(cfg, app_toml, kafka_timeout)
     checks.append(kafka)
     if settings is not None:

@@ -103,7 +103,7 @@ def test_static_program_fails(programs: Path, settings: KafkaSettings, tmp_path:
     app = write_app(tmp_path, app_name, [str(programs / "static")], settings.bootstrap_servers)
     code, checks = doctor_json(str(app))
     assert code == 1
-    assert list(checks) == HOST_CHECKS + ["config", "program", "capture", "kafka",
+    assert list(checks) == HOST_CHECKS + ["config", "program", "capture", "threads", "kafka",
                                           *TOPIC_CHECKS, "clocks"]
     assert checks["program"]["status"] == "fail"
     assert "statically linked" in checks["program"]["detail"]
@@ -159,19 +159,24 @@ def test_text_output() -> None:
                                  "               -> single-threaded only"]
 
 
-def shapes(binary: Path | str, capture: str = "trap") -> dict[str, Check]:
+def shapes(binary: Path | str, capture: str = "trap",
+           threads: str = "serialized") -> dict[str, Check]:
     from mig.doctor import program_shapes
     from mig.elfcheck import find_program
 
-    return {c.check: c for c in program_shapes(find_program(str(binary)), capture)}
+    return {c.check: c for c in program_shapes(find_program(str(binary)), capture, threads)}
 
 
-def test_threads_are_not_called_ok() -> None:
-    """A program that starts threads gets a warning saying what is ordered (locks) and what
-    is not (memory shared without them); one that does not gets no threads line."""
+def test_threads_say_what_their_mode_orders() -> None:
+    """A program that starts threads: serialized (the default) is ok and says memory shared
+    without locks replays; parallel is a warning saying what is ordered (locks) and what
+    is not; a program that starts none gets no threads line."""
     apps = Path(__file__).resolve().parent / "apps" / "build"
     subprocess.run(["make", "-s", "-C", str(apps.parent)], check=True, timeout=300)
-    pool = shapes(apps / "poolserver")["program.threads"]
+    serial = shapes(apps / "poolserver")["program.threads"]
+    assert serial.status == "ok", serial
+    assert "run one at a time" in serial.detail and "serial_stall_ms" in serial.detail
+    pool = shapes(apps / "poolserver", threads="parallel")["program.threads"]
     assert pool.status == "warn", pool
     assert pool.detail.startswith("poolserver imports pthread_create: its threads are"
                                   " recorded in lock order")
@@ -193,7 +198,7 @@ def test_sqlite3_is_not_said_to_import_clone(programs: Path) -> None:
     assert "a promoted replica's stdin is /dev/null" in sqlite3["program.stdin"].detail
     cloner = shapes(programs / "cloner", "symbols")["program.threads"]
     assert cloner.status == "warn" and "imports clone: with capture" in cloner.detail
-    trapped = shapes(programs / "cloner")["program.threads"]
+    trapped = shapes(programs / "cloner", threads="parallel")["program.threads"]
     assert trapped.status == "warn" and "recorded in lock order" in trapped.detail
 
 
@@ -251,6 +256,20 @@ def test_capture_check_says_which_calls_are_seen(programs: Path, tmp_path: Path)
                     '[kafka]\nbootstrap_servers = "127.0.0.1:1"\n')
     proc = run_mig("doctor", str(toml))
     assert "capture" in proc.stdout and "symbols: only calls through libc" in proc.stdout
+    # serialized threads (the default) need the trap: doctor fails that combination
+    assert "serialized: needs capture" in proc.stdout, proc.stdout
+
+
+def test_threads_check_says_which_mode_applies_and_why() -> None:
+    from mig.doctor import check_threads
+
+    default = check_threads("serialized", "trap")
+    assert default.status == "ok" and "one thread of a process runs at a time" in default.detail
+    assert "the default" in default.detail
+    chosen = check_threads("parallel", "trap")
+    assert chosen.status == "ok" and "chosen in app.toml" in chosen.detail
+    assert "only their lock acquisitions are ordered" in chosen.detail
+    assert check_threads("serialized", "symbols").status == "fail"
 
 
 # --- clocks -------------------------------------------------------------------------------

@@ -66,7 +66,13 @@ NGINX_INDEX = "<html><body>mig serves nginx</body></html>\n"
 
 def _write_app_files(app: str, folder: Path, tmp: Path, port: int) -> None:
     """The files an app needs beside its command line: nginx's configuration in the app's
-    folder and its document root (with index.html) in the deployment's folder."""
+    folder and its document root (with index.html) in the deployment's folder, which is
+    also what CPython's http.server serves."""
+    if app == "pyhttp":
+        root = tmp / "www"
+        root.mkdir()
+        (root / "index.html").write_text(NGINX_INDEX)
+        return
     if app == "nginx":
         root = tmp / "www"
         root.mkdir()
@@ -84,6 +90,13 @@ def _command(app: str, port: int, folder: Path) -> list[str]:
         # serialized, mig's default, replay it)
         return [need("redis-server", "redis-server"), "--port", str(port),
                 "--protected-mode", "no", "--enable-debug-command", "yes"]
+    if app == "pyhttp":
+        # Debian's python3 (not the interpreter running the tests): `-m http.server` is a
+        # ThreadingHTTPServer, a thread per connection, handing the GIL between them
+        python = "/usr/bin/python3"
+        assert Path(python).is_file(), "python3 is not installed: apt-get install -y python3"
+        return [python, "-m", "http.server", str(port), "--bind", "0.0.0.0",
+                "--directory", str(folder.parent / "www")]
     if app == "kv-asyncio":
         return [sys.executable, str(APPS / "kv_asyncio.py"), str(port), "0.0.0.0"]
     if app == "poolserver":  # threads: an accept thread and 4 workers (tests/test_threads.py)
@@ -180,12 +193,13 @@ def _answers(host: str, port: int, app: str = "kvserver") -> bool:
     """Whether the app serves on host:port, in its own protocol (RESP for Redis, HTTP for
     nginx, the test apps' line protocol otherwise)."""
     try:
-        if app == "nginx":
+        if app in ("nginx", "pyhttp"):
             conn = http.client.HTTPConnection(host, port, timeout=1.0)
+            path, body = ("/ok", b"ok\n") if app == "nginx" else ("/", NGINX_INDEX.encode())
             try:
-                conn.request("GET", "/ok")
+                conn.request("GET", path)
                 resp = conn.getresponse()
-                return resp.status == 200 and resp.read() == b"ok\n"
+                return resp.status == 200 and resp.read() == body
             finally:
                 conn.close()
         if app == "redis":

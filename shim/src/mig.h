@@ -327,6 +327,10 @@ void mig_sched_after_fork(void);
 /* A switch point: the thread lets the token go (record) or hands it on where the log says
  * (replay). Every intercepted call is one (MIG_ENTER). */
 void mig_sched_point(void);
+/* Record: the call about to be made may block; it runs without the token. */
+void mig_sched_block(void);
+/* Record: wait without the token until fd is readable, for a call that makes fds. */
+int mig_sched_wait_readable(int fd, int nonblocking);
 /* Take the token back (before app code or a record). */
 void mig_sched_resume(void);
 /* A new thread's first step: wait for the token. */

@@ -31,7 +31,9 @@
  * log it cannot reproduce. */
 #include "mig.h"
 
+#include <fcntl.h>
 #include <linux/futex.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -213,27 +215,6 @@ static void rec_acquire(void)
 
 /* ------------------------------------------------------------------ replay */
 
-static void rep_point(void)
-{
-    const struct mig_rec *rec = mig_peek_tail();
-    if (!rec || rec->kind != MIG_K_SWITCH || rec->args[2] == END)
-        return; /* gone live, this thread's own record comes next, or the process ends */
-    if (rec->args[2] == FORCED)
-        mig_sched_stop(rec, "the primary stopped serializing threads here (a thread ran "
-                            "without a system call while another waited to run): this log "
-                            "cannot be replayed further; a checkpoint taken after it starts "
-                            "a new replica (docs/threads.md)");
-    if (rec->args[0] != (int64_t)mig_tid)
-        mig_sched_diverged(rec, "threads out of step", rec->args[0], (int64_t)mig_tid);
-    if ((uint64_t)rec->args[1] > points)
-        return; /* it let go at a later switch point */
-    if ((uint64_t)rec->args[1] < points)
-        mig_sched_diverged(rec, "threads out of step", rec->args[1], (int64_t)points);
-    mig_token_out = 1;
-    __atomic_store_n(&tok.owner, rec->tid + 1, __ATOMIC_RELEASE);
-    futex(&tok.owner, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL);
-}
-
 static void rep_acquire(void)
 {
     struct timespec slice = {0, 20000000};
@@ -252,17 +233,83 @@ static void rep_acquire(void)
     mig_take_switch();
 }
 
+/* The holder at a switch point: is the next record a SWITCH naming it and this point?
+ * Then hand the token to that record's thread (1). */
+static int rep_hand_over(void)
+{
+    const struct mig_rec *rec = mig_peek_tail();
+    if (!rec || rec->kind != MIG_K_SWITCH || rec->args[2] == END)
+        return 0; /* gone live, this thread's own record comes next, or the process ends */
+    if (rec->args[2] == FORCED)
+        mig_sched_stop(rec, "the primary stopped serializing threads here (a thread ran "
+                            "without a system call while another waited to run): this log "
+                            "cannot be replayed further; a checkpoint taken after it starts "
+                            "a new replica (docs/threads.md)");
+    if (rec->args[0] != (int64_t)mig_tid)
+        mig_sched_diverged(rec, "threads out of step", rec->args[0], (int64_t)mig_tid);
+    if ((uint64_t)rec->args[1] > points)
+        return 0; /* it let go at a later switch point */
+    if ((uint64_t)rec->args[1] < points)
+        mig_sched_diverged(rec, "threads out of step", rec->args[1], (int64_t)points);
+    mig_token_out = 1;
+    __atomic_store_n(&tok.owner, rec->tid + 1, __ATOMIC_RELEASE);
+    futex(&tok.owner, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL);
+    return 1;
+}
+
 /* ------------------------------------------------------------------ both */
 
+/* A switch point. Record: let the threads waiting for the token run first, if any (the
+ * call itself runs with the token: a call that may block lets it go in mig_sched_block).
+ * Replay: hand the token on as often as the log says at this point, each time waiting
+ * for it to come back. */
 void mig_sched_point(void)
 {
     points++;
     if (mig_token_out || !__atomic_load_n(&mig_serial_on, __ATOMIC_ACQUIRE))
         return;
-    if (mig_mode == MIG_REPLAY)
-        rep_point();
-    else
+    mig_busy++;
+    if (mig_mode == MIG_REPLAY) {
+        while (rep_hand_over())
+            rep_acquire();
+    } else if (__atomic_load_n(&tok.next, __ATOMIC_ACQUIRE) -
+                   __atomic_load_n(&tok.serving, __ATOMIC_ACQUIRE) > 1) {
         rec_release();
+        rec_acquire();
+    }
+    mig_busy--;
+}
+
+/* Record: the call about to be made may block (a read of a socket, a wait, a sleep): it
+ * runs without the token, which this thread takes back before its record. */
+void mig_sched_block(void)
+{
+    if (mig_token_out || mig_mode != MIG_RECORD ||
+        !__atomic_load_n(&mig_serial_on, __ATOMIC_ACQUIRE))
+        return;
+    rec_release();
+}
+
+/* Record: a call that may block and makes new fds (accept, recvmsg with room for
+ * SCM_RIGHTS). The kernel numbers a new fd with the lowest free one, so the fd must be
+ * made holding the token, in the log's order with the other threads' opens and closes;
+ * only the wait for it may go without. Returns 1 when fd was readable (or is nonblocking:
+ * the call will not wait) and the token is held again. */
+int mig_sched_wait_readable(int fd, int nonblocking)
+{
+    if (mig_token_out || mig_mode != MIG_RECORD ||
+        !__atomic_load_n(&mig_serial_on, __ATOMIC_ACQUIRE))
+        return 1;
+    if (nonblocking || (syscall(SYS_fcntl, fd, F_GETFL) & O_NONBLOCK))
+        return 1;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    long r;
+    do {
+        rec_release();
+        r = syscall(SYS_poll, &p, 1, -1);
+        mig_sched_resume();
+    } while (r == -EINTR);
+    return 1;
 }
 
 void mig_sched_resume(void)
@@ -286,9 +333,16 @@ void mig_sched_exit(void)
 {
     if (!__atomic_load_n(&mig_serial_on, __ATOMIC_ACQUIRE) || mig_token_out)
         return;
+    points++;
     tok.exited = exit_word;
-    mig_sched_point();
-    if (!mig_token_out && mig_mode == MIG_RECORD) /* the log ended here: let go as live */
+    if (mig_mode == MIG_REPLAY) {
+        mig_busy++;
+        int handed = rep_hand_over();
+        mig_busy--;
+        if (handed)
+            return;
+    }
+    if (mig_mode == MIG_RECORD) /* (or the log ended here: let go as the live do) */
         rec_release();
 }
 

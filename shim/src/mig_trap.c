@@ -683,6 +683,7 @@ static long raw(long nr, const long *a)
 static long without_token(long nr, const long *a)
 {
     mig_sched_point();
+    mig_sched_block();
     long r = raw(nr, a);
     mig_sched_resume();
     return r;
@@ -713,8 +714,7 @@ static long on_futex(long nr, const long *a, const greg_t *g)
             mig_busy--;
             return r;
         }
-        if (!mig_token_out) /* went live just now, holding the token: let it go */
-            mig_sched_point();
+        mig_sched_block(); /* (in replay: the log ended just now, this thread is live) */
         r = raw(nr, a);
         break;
     case FUTEX_WAKE: case FUTEX_WAKE_BITSET: case FUTEX_REQUEUE: case FUTEX_CMP_REQUEUE:

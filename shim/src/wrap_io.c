@@ -102,18 +102,19 @@ struct io_ctx {
     const struct msghdr *cmsg;
 };
 
-static ssize_t r_read(void *p) { struct io_ctx *x = p; return mig_real.read(x->fd, x->buf, x->n); }
-static ssize_t r_readv(void *p) { struct io_ctx *x = p; return mig_real.readv(x->fd, x->iov, x->iovcnt); }
-static ssize_t r_recv(void *p) { struct io_ctx *x = p; return mig_real.recv(x->fd, x->buf, x->n, x->flags); }
-static ssize_t r_write(void *p) { struct io_ctx *x = p; return mig_real.write(x->fd, x->cbuf, x->n); }
-static ssize_t r_writev(void *p) { struct io_ctx *x = p; return mig_real.writev(x->fd, x->iov, x->iovcnt); }
-static ssize_t r_send(void *p) { struct io_ctx *x = p; return mig_real.send(x->fd, x->cbuf, x->n, x->flags); }
+static ssize_t r_read(void *p) { struct io_ctx *x = p; mig_sched_block(); return mig_real.read(x->fd, x->buf, x->n); }
+static ssize_t r_readv(void *p) { struct io_ctx *x = p; mig_sched_block(); return mig_real.readv(x->fd, x->iov, x->iovcnt); }
+static ssize_t r_recv(void *p) { struct io_ctx *x = p; mig_sched_block(); return mig_real.recv(x->fd, x->buf, x->n, x->flags); }
+static ssize_t r_write(void *p) { struct io_ctx *x = p; mig_sched_block(); return mig_real.write(x->fd, x->cbuf, x->n); }
+static ssize_t r_writev(void *p) { struct io_ctx *x = p; mig_sched_block(); return mig_real.writev(x->fd, x->iov, x->iovcnt); }
+static ssize_t r_send(void *p) { struct io_ctx *x = p; mig_sched_block(); return mig_real.send(x->fd, x->cbuf, x->n, x->flags); }
 static ssize_t r_sendto(void *p)
 {
     struct io_ctx *x = p;
+    mig_sched_block();
     return mig_real.sendto(x->fd, x->cbuf, x->n, x->flags, x->caddr, x->clen);
 }
-static ssize_t r_sendmsg(void *p) { struct io_ctx *x = p; return mig_real.sendmsg(x->fd, x->cmsg, x->flags); }
+static ssize_t r_sendmsg(void *p) { struct io_ctx *x = p; mig_sched_block(); return mig_real.sendmsg(x->fd, x->cmsg, x->flags); }
 
 static uint64_t iov_total(const struct iovec *iov, int cnt)
 {
@@ -288,6 +289,7 @@ static ssize_t r_recvfrom(void *q)
 {
     struct from_ctx *x = q;
     socklen_t len = x->p->name_cap;
+    mig_sched_block();
     ssize_t r = mig_real.recvfrom(x->fd, x->buf, x->n, x->flags,
                                   x->p->name ? (struct sockaddr *)x->p->name : NULL,
                                   x->p->name ? &len : NULL);
@@ -319,7 +321,18 @@ struct msg_ctx {
 static ssize_t r_recvmsg(void *q)
 {
     struct msg_ctx *x = q;
-    ssize_t r = mig_real.recvmsg(x->fd, x->m, x->flags);
+    ssize_t r;
+    if (x->m->msg_control && x->m->msg_controllen) {
+        /* it may receive fds (SCM_RIGHTS): they are made holding the token */
+        do {
+            mig_sched_wait_readable(x->fd, x->flags & MSG_DONTWAIT);
+            r = mig_real.recvmsg(x->fd, x->m, x->flags | (mig_serial_on ? MSG_DONTWAIT : 0));
+        } while (r < 0 && errno == EAGAIN && mig_serial_on && !(x->flags & MSG_DONTWAIT) &&
+                 !(syscall(SYS_fcntl, x->fd, F_GETFL) & O_NONBLOCK));
+    } else {
+        mig_sched_block();
+        r = mig_real.recvmsg(x->fd, x->m, x->flags);
+    }
     x->p->namelen = x->m->msg_name ? x->m->msg_namelen : 0;
     x->p->controllen = x->m->msg_control ? x->m->msg_controllen : 0;
     x->p->mflags = x->m->msg_flags;
@@ -505,7 +518,9 @@ static void wait_for_room(int fd)
     if (mig_mode == MIG_REPLAY)
         return;
     struct pollfd p = {.fd = fd, .events = POLLOUT};
+    mig_sched_block(); /* serialized threads: the reader may be another of ours */
     syscall(SYS_poll, &p, 1, -1);
+    mig_sched_resume();
 }
 
 /* At most n bytes (n <= COPY_CHUNK) from in to out through buf: one read, then writes. */

@@ -102,7 +102,7 @@ struct net_ctx {
 static int r_socket(void *p) { struct net_ctx *x = p; return mig_real.socket(x->a, x->b, x->c); }
 static int r_bind(void *p) { struct net_ctx *x = p; return mig_real.bind(x->fd, x->caddr, x->clen); }
 static int r_listen(void *p) { struct net_ctx *x = p; return mig_real.listen(x->fd, x->a); }
-static int r_connect(void *p) { struct net_ctx *x = p; return mig_real.connect(x->fd, x->caddr, x->clen); }
+static int r_connect(void *p) { struct net_ctx *x = p; mig_sched_block(); return mig_real.connect(x->fd, x->caddr, x->clen); }
 static int r_shutdown(void *p) { struct net_ctx *x = p; return mig_real.shutdown(x->fd, x->a); }
 static int r_setsockopt(void *p)
 {
@@ -112,6 +112,7 @@ static int r_setsockopt(void *p)
 static int r_accept4(void *p)
 {
     struct net_ctx *x = p;
+    mig_sched_wait_readable(x->fd, 0); /* the new fd is made holding the token */
     return mig_real.accept4(x->fd, x->addr, x->alen, x->a);
 }
 static int r_getsockname(void *p) { struct net_ctx *x = p; return mig_real.getsockname(x->fd, x->addr, x->alen); }

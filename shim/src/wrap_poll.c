@@ -21,21 +21,24 @@ struct poll_ctx {
     struct timeval *tv;
 };
 
-static int r_poll(void *p) { struct poll_ctx *x = p; return mig_real.poll(x->fds, x->n, x->timeout); }
-static int r_ppoll(void *p) { struct poll_ctx *x = p; return mig_real.ppoll(x->fds, x->n, x->ts, x->mask); }
+static int r_poll(void *p) { struct poll_ctx *x = p; mig_sched_block(); return mig_real.poll(x->fds, x->n, x->timeout); }
+static int r_ppoll(void *p) { struct poll_ctx *x = p; mig_sched_block(); return mig_real.ppoll(x->fds, x->n, x->ts, x->mask); }
 static int r_epoll_wait(void *p)
 {
     struct poll_ctx *x = p;
+    mig_sched_block();
     return mig_real.epoll_wait(x->epfd, x->events, x->maxevents, x->timeout);
 }
 static int r_epoll_pwait(void *p)
 {
     struct poll_ctx *x = p;
+    mig_sched_block();
     return mig_real.epoll_pwait(x->epfd, x->events, x->maxevents, x->timeout, x->mask);
 }
 static int r_select(void *p)
 {
     struct poll_ctx *x = p;
+    mig_sched_block();
     return mig_real.select(x->nfds, x->sets[0], x->sets[1], x->sets[2], x->tv);
 }
 

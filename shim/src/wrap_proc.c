@@ -305,6 +305,7 @@ static pid_t wait_call(pid_t pid, int *status, int options, struct rusage *ru)
     } else {
         mig_busy--;
         pid_t want = pid > 0 ? real_pid_of(pid) : pid; /* see kill() */
+        mig_sched_block();
         c.result = ru ? mig_real.wait4(want, &st, options, ru) : mig_real.waitpid(want, &st, options);
         c.err = c.result < 0 ? errno : 0;
         if (c.result > 0)

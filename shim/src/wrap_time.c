@@ -133,22 +133,26 @@ struct ns_ctx { const struct timespec *req; struct timespec *rem; clockid_t clk;
 static int real_nanosleep(void *p)
 {
     struct ns_ctx *x = p;
+    mig_sched_block();
     return mig_real.nanosleep(x->req, x->rem);
 }
 
 static int real_clock_nanosleep(void *p)
 {
     struct ns_ctx *x = p;
+    mig_sched_block();
     return mig_real.clock_nanosleep(x->clk, x->flags, x->req, x->rem);
 }
 
 static int real_usleep(void *p)
 {
+    mig_sched_block();
     return mig_real.usleep(*(useconds_t *)p);
 }
 
 static int real_sleep(void *p)
 {
+    mig_sched_block();
     return (int)mig_real.sleep(*(unsigned *)p);
 }
 

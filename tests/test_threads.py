@@ -192,6 +192,28 @@ def test_a_clock_global_read_without_a_lock(net_broker, tmp_path, app_name, thre
     assert kinds.count("SWITCH") > 100 and "MUTEX_LOCK" not in kinds, kinds[:50]
 
 
+def test_a_thread_spinning_without_calls_ends_serialization_not_the_program(
+        net_broker, tmp_path, app_name):
+    """spinwait: a thread spins on a flag that the main thread sets after a sleep, with no
+    system call. Serialized, the spinner holds the token and the main thread waits for
+    it: after serial_stall_ms the primary stops serializing (a warning), the program ends
+    normally, and a replica stops where the log says so, with a report naming why."""
+    _, broker = net_broker
+    app = write_app(tmp_path / "primary", app_name, [str(BUILD / "spinwait")],
+                    broker.settings.bootstrap_servers, env=None)
+    app.write_text(app.read_text().replace("[kafka]", "serial_stall_ms = 300\n[kafka]"))
+    t0 = time.monotonic()
+    rec = record(app, tmp_path / "home-p")
+    assert time.monotonic() - t0 < 60
+    assert "app exit code 0" in rec.stdout, rec.stdout
+    said = (tmp_path / "primary" / "state" / "mig-app.log").read_text()
+    assert "threads run unserialized from here on" in said, said
+    assert "spinwait spins=" in said, said
+    run = replay(app, tmp_path / "backup", tmp_path / "home-r", idle_exit=5)
+    assert run.returncode == 3, (run.stdout, run.stderr[-2000:])
+    assert "the primary stopped serializing threads here" in run.stderr, run.stderr[-2000:]
+
+
 def test_python_threads_replay(net_broker, tmp_path, app_name):
     """CPython's threads are pthreads and its GIL a mutex and a condition variable: a
     threaded Python program replays to the same interleaving."""

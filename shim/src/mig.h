@@ -349,6 +349,7 @@ void mig_sched_woken(uint32_t *word, uint32_t val, int op);
  * stop as diverged. */
 uint64_t mig_append(struct mig_call *call);
 const struct mig_rec *mig_peek_tail(void);
+const struct mig_rec *mig_tail_now(void);
 int mig_take_switch(void);
 __attribute__((noreturn)) void mig_sched_diverged(const struct mig_rec *rec, const char *what,
                                                   int64_t recorded, int64_t made);

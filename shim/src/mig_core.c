@@ -1008,6 +1008,21 @@ const struct mig_rec *mig_peek_tail(void)
     return tail_record(1);
 }
 
+/* The record at the tail as it is now (NULL: none yet, filler or being taken), for a
+ * thread that is not the token's holder: it only looks. */
+const struct mig_rec *mig_tail_now(void)
+{
+    uint64_t tail = __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
+    uint64_t head = __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE);
+    if (head <= tail || mig_rec_problem(ring_data, ring_cap, tail, head))
+        return NULL;
+    const struct mig_rec *rec = (const struct mig_rec *)(ring_data + (tail & (ring_cap - 1)));
+    if (rec->flags & MIG_F_PAD)
+        return NULL;
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE) == tail ? rec : NULL;
+}
+
 int mig_take_switch(void)
 {
     struct mig_call sw = {.kind = MIG_K_SWITCH};

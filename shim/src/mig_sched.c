@@ -28,7 +28,7 @@
  * -- gives up serialization for the process rather than hang the app: the primary goes
  * on unserialized and records a forced SWITCH, and a replica stops there, saying so
  * (docs/threads.md). Availability of the service comes first; a replica never follows a
- * log it cannot reproduce. */
+ * log it cannot reproduce: the app has no hot standby until it is restarted. */
 #include "mig.h"
 
 #include <fcntl.h>
@@ -215,6 +215,14 @@ static void rec_acquire(void)
 
 /* ------------------------------------------------------------------ replay */
 
+static void stop_forced(const struct mig_rec *rec)
+{
+    mig_sched_stop(rec, "the primary stopped serializing threads here (a thread ran "
+                        "without a system call while another waited to run): the log "
+                        "cannot be replayed past this point; replicas can follow the app "
+                        "again once it is restarted (docs/threads.md)");
+}
+
 static void rep_acquire(void)
 {
     struct timespec slice = {0, 20000000};
@@ -226,6 +234,11 @@ static void rep_acquire(void)
             rec_acquire();
             return;
         }
+        /* the holder may never come to a switch point again: it spins, as it did on the
+         * primary until the primary gave up serializing (a forced SWITCH) */
+        const struct mig_rec *rec = mig_tail_now();
+        if (rec && rec->kind == MIG_K_SWITCH && rec->args[2] == FORCED)
+            stop_forced(rec);
         futex(&tok.owner, FUTEX_WAIT_PRIVATE, owner, &slice);
     }
     mig_token_out = 0;
@@ -241,10 +254,7 @@ static int rep_hand_over(void)
     if (!rec || rec->kind != MIG_K_SWITCH || rec->args[2] == END)
         return 0; /* gone live, this thread's own record comes next, or the process ends */
     if (rec->args[2] == FORCED)
-        mig_sched_stop(rec, "the primary stopped serializing threads here (a thread ran "
-                            "without a system call while another waited to run): this log "
-                            "cannot be replayed further; a checkpoint taken after it starts "
-                            "a new replica (docs/threads.md)");
+        stop_forced(rec);
     if (rec->args[0] != (int64_t)mig_tid)
         mig_sched_diverged(rec, "threads out of step", rec->args[0], (int64_t)mig_tid);
     if ((uint64_t)rec->args[1] > points)

@@ -7,11 +7,12 @@
    record). The difference of the getuid figures is what one trap costs.
 2. **Redis 7 (Debian, its own defaults) under redis-benchmark -c 50** (-t set,get,incr,
    -r 100000 random keys): native, then under ``mig primary start`` with ``capture =
-   "trap"`` (this change) and ``capture = "symbols"`` (the symbol wrappers alone, as
-   before it), each in async and output mode, no replica. Requests per second, the ratio
-   to native, and the system calls trapped during the run (the shim counts them: ``mig
-   primary start`` prints the total), per second and per request: the hot calls must go
-   through the wrappers, not the trap.
+   "trap"`` and threads serialized (the defaults), ``capture = "trap"`` with threads in
+   parallel, and ``capture = "symbols"`` (the symbol wrappers alone, threads in parallel,
+   as before complete capture), each in async and output mode, no replica. Requests per
+   second, the ratio to native, and the system calls trapped during the run (the shim
+   counts them: ``mig primary start`` prints the total), per second and per request: the
+   hot calls must go through the wrappers, not the trap.
 
 RUNS rounds, every configuration once per round (interleaved), the spread is min..max.
 Nothing asserts on timing. Run: .venv/bin/python bench/capture_bench.py [--runs N]
@@ -86,14 +87,15 @@ def run_native(server: str, bench: str, requests: int, tmp: Path) -> float:
 
 
 def run_mig(server: str, bench: str, requests: int, tmp: Path, bootstrap: str,
-            env: dict[str, str], capture: str, barrier: str, n: int) -> tuple[float, int, float]:
+            env: dict[str, str], capture: str, threads: str, barrier: str,
+            n: int) -> tuple[float, int, float]:
     port = free_ports(1)[0]
-    folder = tmp / f"{capture}-{barrier}-{n}"
+    folder = tmp / f"{capture}-{threads}-{barrier}-{n}"
     folder.mkdir()
-    name = f"cap{os.getpid()}{capture[0]}{barrier[0]}{n}"
+    name = f"cap{os.getpid()}{capture[0]}{threads[0]}{barrier[0]}{n}"
     (folder / "app.toml").write_text(
         f'[app]\nname = "{name}"\ncommand = ["{server}", "--port", "{port}"]\n'
-        f'barrier_mode = "{barrier}"\ncapture = "{capture}"\n'
+        f'barrier_mode = "{barrier}"\ncapture = "{capture}"\nthreads = "{threads}"\n'
         f'[kafka]\nbootstrap_servers = "{bootstrap}"\n')
     proc = subprocess.Popen([*MIG, "primary", "start", str(folder / "app.toml")], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -133,17 +135,19 @@ def main() -> None:
     env = {**os.environ, "MIG_HOME": str(tmp / "home")}
     port = broker_up(MIG, env)
     bootstrap = f"127.0.0.1:{port}"
-    configs = [("trap", "async"), ("trap", "output"), ("symbols", "async"),
-               ("symbols", "output")]
+    configs = [(capture, threads, barrier)
+               for capture, threads in (("trap", "serialized"), ("trap", "parallel"),
+                                        ("symbols", "parallel"))
+               for barrier in ("async", "output")]
     results: dict[str, list[tuple[float, int, float]]] = {"native": []}
     try:
         for r in range(args.runs):
             results["native"].append((run_native(server, bench, args.requests, tmp), 0, 0))
-            for capture, barrier in configs:
-                key = f"{capture} {barrier}"
+            for capture, threads, barrier in configs:
+                key = f"{capture} {threads} {barrier}"
                 results.setdefault(key, []).append(
                     run_mig(server, bench, args.requests, tmp, bootstrap, env, capture,
-                            barrier, r))
+                            threads, barrier, r))
     finally:
         broker_down(MIG, env)
     native = [x[0] for x in results["native"]]
@@ -152,9 +156,9 @@ def main() -> None:
     print(f"\nRedis {version}"
           f" under redis-benchmark -n {args.requests} -c 50 -t set,get,incr -r 100000,"
           f" {args.runs} runs (min..max)")
-    print(f"  {'configuration':<16} {'req/s':>16} {'x native':>12} {'trapped':>14}"
+    print(f"  {'configuration':<27} {'req/s':>16} {'x native':>12} {'trapped':>14}"
           f" {'trapped/s':>12} {'per request':>12}")
-    print(f"  {'native':<16} {spread(native):>16} {'1.00':>12}")
+    print(f"  {'native':<27} {spread(native):>16} {'1.00':>12}")
     for key, rows in results.items():
         if key == "native":
             continue
@@ -163,7 +167,7 @@ def main() -> None:
         traps = [x[1] for x in rows]
         per_s = [x[1] / x[2] for x in rows if x[2]]
         per_req = [x[1] / (3 * args.requests) for x in rows]
-        print(f"  {key:<16} {spread(rates):>16}"
+        print(f"  {key:<27} {spread(rates):>16}"
               f" {min(ratios):.2f}..{max(ratios):.2f}".ljust(30)
               + f" {spread(traps):>14} {spread(per_s):>12}"
               f" {min(per_req):.4f}..{max(per_req):.4f}")

@@ -50,6 +50,7 @@ PROGS = ROOT / "bench" / "progs"
 APPS = ROOT / "tests" / "apps"
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-pthread"]
 TARGET_RATIO = 0.6
+MODES = [(mode, threads) for mode in ("output", "async") for threads in ("serialized", "parallel")]
 
 
 class Bench:
@@ -80,7 +81,8 @@ class Bench:
     def broker_down(self) -> None:
         broker_down(self.mig, self.env)
 
-    def app(self, name: str, command: list[str], mode: str = "output") -> Path:
+    def app(self, name: str, command: list[str], mode: str = "output",
+            threads: str = "serialized") -> Path:
         self.apps += 1
         name = f"{name}{self.apps}x{os.getpid()}"
         folder = self.tmp / "apps" / name
@@ -88,7 +90,7 @@ class Bench:
         path = folder / "app.toml"
         path.write_text("\n".join([
             "[app]", f'name = "{name}"', f"command = {json.dumps(command)}",
-            f'barrier_mode = "{mode}"', "[kafka]",
+            f'barrier_mode = "{mode}"', f'threads = "{threads}"', "[kafka]",
             f'bootstrap_servers = "127.0.0.1:{self.port}"']) + "\n")
         return path
 
@@ -114,13 +116,19 @@ class Bench:
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
         alone = _figures(alone_out.read_text())
-        app = self.app("locks", [str(self.bin / "locks"), "out.txt", str(iters)])
+        for threads in ("serialized", "parallel"):
+            self.locks_under_mig(iters, threads, native, alone)
+
+    def locks_under_mig(self, iters: int, threads: str, native: dict[str, float],
+                        alone: dict[str, float]) -> None:
+        app = self.app("locks", [str(self.bin / "locks"), "out.txt", str(iters)],
+                       threads=threads)
         t0 = time.monotonic()
         rec = self.start(["primary", "start", str(app)], app.parent / "primary.log")
         rec.wait(900)
         rec_s = time.monotonic() - t0
         mig = _figures((app.parent / "out.txt").read_text())
-        locks, records = self.count_locks(app)
+        locks, switches, records = self.count_locks(app)
         # the replay's time: from the replica's start until its app has written out.txt
         backup_out = app.parent / "backup" / "out.txt"
         t0 = time.monotonic()
@@ -133,31 +141,33 @@ class Bench:
         # the timings differ (they are read with a raw syscall); the counter may not
         same = backup_out.exists() and (_figures(backup_out.read_text())["counter"]
                                         == mig["counter"])
-        print(f"native: {native}\nunder mig primary: {mig} (mig primary start ran"
-              f" {rec_s:.1f} s, {records:,} records, {locks:,} of them MUTEX_LOCK)\nreplay:"
-              f" exit {rep.returncode}, out.txt after {rep_s:.1f} s, same counter: {same}",
-              flush=True)
-        print(f"shim alone (no agent): {alone}", flush=True)
+        print(f"threads {threads}: native: {native}\nunder mig primary: {mig} (mig primary"
+              f" start ran {rec_s:.1f} s, {records:,} records, {locks:,} of them MUTEX_LOCK,"
+              f" {switches:,} SWITCH)\nreplay: exit {rep.returncode}, out.txt after"
+              f" {rep_s:.1f} s, same counter: {same}", flush=True)
+        print(f"shim alone (no agent, threads parallel): {alone}", flush=True)
         for key, label in (("single", "one thread (not recorded)"),
                            ("uncontended", "uncontended, the process has threads"),
                            ("contended", "contended by 2 threads")):
             n, a, m = native[f"{key}_ns"], alone[f"{key}_ns"], mig[f"{key}_ns"]
-            self.rows.append((f"lock/unlock pair, {label}: native / shim alone / under mig",
+            self.rows.append((f"lock/unlock pair, {label}: native / shim alone (parallel) /"
+                              f" under mig, threads {threads}",
                               f"{n:,.1f} / {a:,.1f} / {m:,.1f} ns ({a / n:,.1f}x /"
                               f" {m / n:,.1f}x)", "", ""))
-        self.rows.append((f"records of the locks run under mig ({3 * iters:,} acquisitions,"
-                          f" {2 * iters:,} of them with threads): MUTEX_LOCK / all",
-                          f"{locks:,} / {records:,}", "", ""))
-        self.rows.append(("replay of the locks run: replica start to the app's last output",
+        self.rows.append((f"records of the locks run, threads {threads} ({3 * iters:,}"
+                          f" acquisitions, {2 * iters:,} of them with threads): MUTEX_LOCK /"
+                          " SWITCH / all", f"{locks:,} / {switches:,} / {records:,}", "", ""))
+        self.rows.append((f"replay of the locks run, threads {threads}: replica start to the"
+                          " app's last output",
                           f"{rep_s:.1f} s, exit {rep.returncode}, same counter: {same}", "", ""))
 
-    def count_locks(self, app: Path) -> tuple[int, int]:
-        """MUTEX_LOCK records and all records in the app's calls topic."""
+    def count_locks(self, app: Path) -> tuple[int, int, int]:
+        """MUTEX_LOCK records, SWITCH records and all records in the app's calls topic."""
         out = subprocess.run([*self.mig, "log", "tail", "-t", "calls", "-c", str(app), "--json",
                               app.parent.name], env=self.env, capture_output=True, text=True,
                              timeout=600, check=True).stdout
         kinds = [c["kind"] for c in logged_calls(out)]
-        return kinds.count("MUTEX_LOCK"), len(kinds)
+        return kinds.count("MUTEX_LOCK"), kinds.count("SWITCH"), len(kinds)
 
     # -- 2. thread-pool throughput
     def throughput(self) -> None:
@@ -167,13 +177,15 @@ class Bench:
         res: dict[str, dict[str, float]] = {}
         res["native"] = self.plain(None, seconds)
         res["native, one CPU"] = self.plain(["taskset", "-c", "0"], seconds)
-        for mode in ("output", "async"):
+        for mode, threads in MODES:
             port = free_ports(1)[0]
-            app = self.app("pool", [str(self.bin / "poolserver"), str(port), "4"], mode)
+            app = self.app("pool", [str(self.bin / "poolserver"), str(port), "4"], mode,
+                           threads)
             proc = self.start(["primary", "start", str(app)], app.parent / "primary.log")
             try:
                 wait_port("127.0.0.1", port, 60)
-                res[f"under mig primary ({mode} mode)"] = self.loadgen(port, seconds)
+                res[f"under mig primary ({mode} mode, threads {threads})"] = self.loadgen(
+                    port, seconds)
             finally:
                 stop_mig(proc, grace=60)
         base = res["native"]["rps"]
@@ -191,10 +203,10 @@ class Bench:
                               f" {r['p50_us']:,.0f} vs {res['native']['p50_us']:,.0f} us)",
                               target, verdict))
         one = res["native, one CPU"]["rps"]
-        for mode in ("output", "async"):
-            under = res[f"under mig primary ({mode} mode)"]["rps"]
-            self.rows.append((f"poolserver under mig ({mode}) vs native on one CPU (rr's"
-                              " ceiling)", f"{under / one:.2f}x", "", ""))
+        for mode, threads in MODES:
+            under = res[f"under mig primary ({mode} mode, threads {threads})"]["rps"]
+            self.rows.append((f"poolserver under mig ({mode}, threads {threads}) vs native"
+                              " on one CPU (rr's ceiling)", f"{under / one:.2f}x", "", ""))
 
     def loadgen(self, port: int, seconds: float) -> dict[str, float]:
         out = subprocess.run([str(self.bin / "loadgen"), "127.0.0.1", str(port), "4",

@@ -332,6 +332,70 @@ def test_redis_under_load_fails_over_with_every_acknowledged_write(hosts, tmp_pa
         dep.stop()
 
 
+def test_redis_migrates_under_load_then_a_late_replica_restores_its_checkpoint(hosts,
+                                                                              tmp_path):
+    """Redis with its defaults, a primary on host 0 and a replica on host 1. Under a
+    unique-key writer, `mig migrate --to host1` hands the app over (a handoff, the old
+    primary exits 0). Then `mig checkpoint`: the new primary has no replica, so its host
+    replays the app to a cut and dumps it with CRIU. A late replica on host 0, from scratch,
+    restores that checkpoint and becomes hot; kill -9 of host 1 under writes, and host 0
+    takes over holding every acknowledged write."""
+    from tests.test_checkpoints import _checkpoint, _log_events
+
+    need("redis-server", "redis-server")
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, app="redis")
+    primary, backup = dep.addresses()
+    try:
+        dep.start()
+        writer = UniqueWriter([primary, backup], start=0)
+        writer.start(deadline_s=120)
+        _wait_for(lambda: len(writer.acked) >= 300, 30, "writes before the migration")
+        run = subprocess.run([sys.executable, "-m", "mig", "migrate", dep.name, "--to",
+                              "host1", "--bootstrap", broker.settings.bootstrap_servers],
+                             capture_output=True, text=True, timeout=90)
+        assert run.returncode == 0, run.stdout + run.stderr
+        _wait_for(lambda: writer.acked_by(backup) >= 300, 30, "writes to the new primary")
+        writer.stop.set()
+        writer.join(10)
+        promos = [p for p in dep.promotions() if p["new_epoch"] == 2]
+        assert [(p["member"], p["reason"]) for p in promos] == [("host1", "handoff")], promos
+        dep.procs[0].wait(30)
+        assert dep.procs[0].returncode == 0, dep.log_text(0)[-2000:]
+        cid = _checkpoint(dep)
+        # a late replica on host 0 restores it and becomes hot
+        for folder in ("run0", "home0"):
+            subprocess.run(["rm", "-rf", str(tmp_path / folder)], check=True)
+        (tmp_path / "host0.log").write_text("")
+        dep.start_replica(0)
+        _wait_for(lambda: _log_events(dep, 0, "mig.replayer.restored"), 90,
+                  "host 0 to restore the checkpoint")
+        assert _log_events(dep, 0, "mig.replayer.restored")[0]["checkpoint_id"] == cid
+        _wait_for(lambda: "host0" in dep.hot(), 60, "the restored replica to be hot")
+        writer2 = UniqueWriter([backup, primary], start=writer.next)
+        writer2.start(deadline_s=90)
+        _wait_for(lambda: len(writer2.acked) >= 200, 30, "writes before the kill")
+        net.signal(1, signal.SIGKILL)
+        _wait_for(lambda: writer2.acked_by(primary) >= 200, 60,
+                  "writes acknowledged by the restored replica")
+        writer2.stop.set()
+        writer2.join(10)
+        promos = [p for p in dep.promotions() if p["new_epoch"] == 3]
+        assert [(p["member"], p["reason"]) for p in promos] == [("host0", "failover")], promos
+        acked = sorted({**writer.acked, **writer2.acked})
+        with Resp(primary, timeout=10) as r:
+            for n in range(0, len(acked), 1000):
+                chunk = acked[n:n + 1000]
+                got = r.call("MGET", *(f"u{i}" for i in chunk))
+                missing = [(i, v) for i, v in zip(chunk, got, strict=True)
+                           if v != f"v{i}".encode()]
+                assert missing == [], f"acknowledged writes lost or wrong: {missing[:5]}"
+        print(f"\nredis: migrate ({run.stdout.strip()}); checkpoint {cid} restored on"
+              f" host 0; {len(acked)} acknowledged writes kept through both")
+    finally:
+        dep.stop()
+
+
 # -- nginx --------------------------------------------------------------------------------
 
 PAGES = {"/ok": b"ok\n", "/": NGINX_INDEX.encode(), "/index.html": NGINX_INDEX.encode()}

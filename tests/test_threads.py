@@ -191,6 +191,8 @@ def test_a_clock_global_read_without_a_lock(net_broker, tmp_path, app_name, thre
         assert run.returncode in (0, 3), run.stderr[-2000:]
         return
     assert run.returncode == 0, (recorded, run.stdout, run.stderr[-2000:])
+    replayed = (tmp_path / "backup" / "mig-app.log").read_text()
+    assert recorded.splitlines()[-1] in replayed, (recorded, replayed)
     calls = run_mig("log", "tail", "-t", "calls", "-c", str(app), "--json", app_name,
                     check=True).stdout
     kinds = [c["kind"] for c in logged_calls(calls)]

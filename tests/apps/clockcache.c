@@ -7,7 +7,8 @@
  * with threads serialized it must see exactly the primary's.
  *
  * The main thread joins both and sends what maintenance saw (the passes at which the
- * clock moved, hashed, and the entries expired) over a socketpair: an output mig checks.
+ * clock moved, hashed, how often it caught an update half done, and the entries
+ * expired) over a socketpair: an output mig checks.
  *
  * usage: clockcache [PASSES]      default 400
  */
@@ -21,9 +22,10 @@
 #include <unistd.h>
 
 static volatile uint64_t now_ms;  /* written by the clock thread only, read without a lock */
+#define UPDATING (1ull << 62)
 static volatile int done;
 static int passes = 400;
-static uint64_t seen_hash = 0xcbf29ce484222325ull, moves, expired;
+static uint64_t seen_hash = 0xcbf29ce484222325ull, moves, expired, updating;
 
 static uint64_t clock_ms(void)
 {
@@ -37,7 +39,13 @@ static void *clock_thread(void *arg)
     (void)arg;
     struct timespec tick = {0, 1000000};
     while (!done) {
-        now_ms = clock_ms();
+        /* the new time is published in two steps, as a cache server's clock update may
+         * be (a struct of seconds and milliseconds): a read between them sees a value
+         * marked "being updated", which the maintenance pass counts too */
+        now_ms = clock_ms() | UPDATING;
+        for (volatile int spin = 0; spin < 20000; spin++)
+            ;
+        now_ms &= ~UPDATING;
         nanosleep(&tick, NULL);
     }
     return NULL;
@@ -50,6 +58,10 @@ static void *maintenance(void *arg)
     struct timespec pause = {0, 150000};
     for (int i = 0; i < passes; i++) {
         uint64_t t = now_ms; /* the racy read */
+        if (t & UPDATING) {
+            updating++;
+            t &= ~UPDATING;
+        }
         if (t != last) {
             moves++;
             seen_hash = (seen_hash ^ (uint64_t)i) * 0x100000001b3ull;
@@ -88,9 +100,10 @@ int main(int argc, char **argv)
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
         return 1;
     char line[128];
-    int n = snprintf(line, sizeof line, "clockcache moves=%llu expired=%llu seen=%016llx\n",
-                     (unsigned long long)moves, (unsigned long long)expired,
-                     (unsigned long long)seen_hash);
+    int n = snprintf(line, sizeof line,
+                     "clockcache moves=%llu updating=%llu expired=%llu seen=%016llx\n",
+                     (unsigned long long)moves, (unsigned long long)updating,
+                     (unsigned long long)expired, (unsigned long long)seen_hash);
     if (write(sv[0], line, (size_t)n) != n)
         return 1;
     fputs(line, stdout);

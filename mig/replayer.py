@@ -907,7 +907,8 @@ class Replayer:
         images, staged = folder / "images", folder / "staged"
         # the app is dumped from inside its holder's namespaces (dump_app); a restored one
         # under the pids and paths of the image it came from
-        where = {"workdir": str(self.workdir.resolve()), "run_dir": str(self.run_dir.resolve())}
+        where: dict[str, Any] = {"workdir": str(self.workdir.resolve()),
+                                 "run_dir": str(self.run_dir.resolve())}
         if self._restored is not None:
             where = {k: self._restored[k] for k in where}
         where["root_pid"] = self.proc.app_pid

@@ -76,6 +76,7 @@ class HeldApp(subprocess.Popen[bytes]):
 
     init_pid: int = 0
     app_pid: int = 0
+    namespaced: bool = True  # False: no namespaces could be made (see _holder)
 
 
 def _libc() -> Any:
@@ -123,7 +124,8 @@ def start(spec: dict[str, Any], ready: Path, log_file: Path, stdin: Any,
     while True:
         ended = holder.poll() is not None  # (before the look: an app may end at once)
         try:
-            holder.app_pid = int(ready.read_text())
+            pid, _, where = ready.read_text().partition(" ")
+            holder.app_pid, holder.namespaced = int(pid), where == "ns"
             break
         except (OSError, ValueError):
             pass
@@ -163,10 +165,16 @@ def _holder(spec: dict[str, Any], ready: Path) -> int:
     """Make the namespaces, fork init, pass signals on, end as the app ended."""
     libc = _libc()
     if libc.unshare(CLONE_NEWPID | CLONE_NEWNS) != 0:
+        # Without CAP_SYS_ADMIN (a container's default): a restore needs its namespaces, an
+        # app runs without them, its first process dying with init (the agent logs it).
+        # In a container whose init is mig, the container's own pid namespace then ends
+        # the app's processes with mig.
         err = ctypes.get_errno()
-        print(f"mig holder: cannot make a pid and mount namespace: {os.strerror(err)}"
-              " (run mig as root)", file=sys.stderr, flush=True)
-        return 1
+        if spec["mode"] != "run":
+            print(f"mig holder: cannot make a pid and mount namespace: {os.strerror(err)}"
+                  " (run mig as root)", file=sys.stderr, flush=True)
+            return 1
+        spec = dict(spec, namespaced=False)
     alive_r, alive_w = os.pipe()  # init sees EOF here if the holder died before its prctl
     status_r, status_w = os.pipe()  # init writes the app's wait status here
     # held until each side has its handlers: none is lost, none runs the other's
@@ -240,15 +248,24 @@ def _init(spec: dict[str, Any], ready: Path, alive: int, status: int) -> int:
             err = ctypes.get_errno()
             raise HolderError(f"mount {source} on {target}: {os.strerror(err)}")
 
-    # mounts of the host still reach the app; ours (the binds, /proc) stay here
-    mount(None, "/", None, MS_REC | MS_SLAVE)
-    for here, there in spec.get("binds", []):
-        Path(there).mkdir(parents=True, exist_ok=True)
-        mount(here, there, None, MS_BIND)
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    namespaced = spec.get("namespaced", True)
+    if namespaced:
+        # mounts of the host still reach the app; ours (the binds, /proc) stay here
+        mount(None, "/", None, MS_REC | MS_SLAVE)
+        for here, there in spec.get("binds", []):
+            Path(there).mkdir(parents=True, exist_ok=True)
+            mount(here, there, None, MS_BIND)
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     if spec["mode"] == "run":
-        Path("/proc/sys/kernel/ns_last_pid").write_text(str(APP_PID - 1))
         from mig.launch import prepare_child
+
+        if namespaced:
+            Path("/proc/sys/kernel/ns_last_pid").write_text(str(APP_PID - 1))
+            prepare = prepare_child
+        else:
+            def prepare() -> None:
+                prepare_child()
+                libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
         # the app's files are opened here, in its mount namespace: CRIU looks the mount of
         # every open file up in the namespace it dumps from
@@ -257,7 +274,7 @@ def _init(spec: dict[str, Any], ready: Path, alive: int, status: int) -> int:
             with open(spec["log"], "ab") as out:
                 proc = subprocess.Popen(spec["command"], cwd=spec["cwd"], env=spec["env"],
                                         stdin=stdin, stdout=out, stderr=out,
-                                        preexec_fn=prepare_child, start_new_session=True)
+                                        preexec_fn=prepare, start_new_session=True)
         except OSError as exc:
             print(f"mig holder: cannot start {spec['command'][0]}: {exc.strerror}",
                   file=sys.stderr, flush=True)
@@ -272,7 +289,7 @@ def _init(spec: dict[str, Any], ready: Path, alive: int, status: int) -> int:
     for sig in pending:
         _send(app, sig)
     tmp = ready.with_name(ready.name + ".tmp")
-    tmp.write_text(str(app))
+    tmp.write_text(f"{app} {'ns' if namespaced else 'host'}")
     tmp.rename(ready)
     while True:  # reap everything orphaned into this namespace; end with the app
         try:

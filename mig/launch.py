@@ -16,6 +16,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+import structlog
+
 from mig.config import AppConfig
 from mig.errors import MigError
 from mig.holder import HeldApp
@@ -26,6 +28,7 @@ __all__ = ["app_env", "launch", "kill_group", "prepare_child", "BASE_ENV", "RUN_
 
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 RUN_DIR_WIDTH = 200
+log = structlog.get_logger("mig.launch")
 ADDR_NO_RANDOMIZE = 0x0040000
 
 
@@ -99,8 +102,14 @@ def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
     log_file.parent.mkdir(parents=True, exist_ok=True)
     spec = {"mode": "run", "command": cfg.command, "env": env, "cwd": str(cwd),
             "log": str(log_file), "stdin": "inherit" if mode == "record" else "null"}
-    return start_held(spec, run_dir / "app.ready", log_file,
+    held = start_held(spec, run_dir / "app.ready", log_file,
                       None if mode == "record" else subprocess.DEVNULL)
+    if not held.namespaced:
+        log.warning("mig.launch.no_namespace", pid=held.app_pid,
+                    reason="this member may not make a pid namespace (CAP_SYS_ADMIN): only"
+                           " the app's first process ends with mig, unless mig is the init"
+                           " of a container")
+    return held
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -20,8 +20,8 @@ Why not the alternatives (docs/failover.md, "Who ends the app"):
   is not inherited), is cleared when a process execs a setuid program, fires when the
   *thread* that forked it exits, and a CRIU image carries it: a restored app would die as
   soon as criu, its first parent, exits. Here it is set only on two processes of mig's own,
-  each forked by a process that has a single thread doing the forking (the agent's main
-  thread starts every app, see ``start``; the holder has one thread).
+  each forked by a thread that lives as long as its process (the agent's main thread starts
+  every app, see ``start``; the holder has one thread).
 - A pidfd or a watcher process must be alive to act: a kill -9 takes the agent with it.
 - A cgroup's ``cgroup.kill`` ends a tree too, but someone must write it after the agent is
   gone, and delegated cgroups are not available everywhere mig runs.
@@ -29,13 +29,17 @@ Why not the alternatives (docs/failover.md, "Who ends the app"):
 The holder also passes the agent's stop signals on (SIGTERM, SIGINT, SIGHUP, SIGQUIT,
 SIGUSR1, SIGUSR2 to init, init to the app: the init of a pid namespace gets only the signals
 it handles) and ends the way the app's first process ended: with its exit code, or killed by
-its signal, so ``Popen.returncode`` is the app's. util-linux's ``unshare --fork`` (what
-restored apps ran under before) blocks SIGTERM and outlives nothing.
+its signal, so ``Popen.returncode`` is the app's. (util-linux's ``unshare --fork``, which
+restored apps ran under before, blocks SIGTERM in 2.38 and exits with a code.)
 
 The app's first process is pid 1000 in its namespace on every host, so a CRIU image of a
 replica names pids that never collide with criu's own when it is restored in a new
 namespace (criu runs there with a small pid), and a promoted replica's real pids are the
 primary's.
+
+Without CAP_SYS_ADMIN (a container's default) no namespace can be made: the app then runs
+without one, its first process dying with init (PR_SET_PDEATHSIG), and the agent logs
+``mig.launch.no_namespace``; a restore needs the namespaces and fails.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ Taking one (on a hot replica, so the primary never stalls; ``Replayer._checkpoin
 
 Restoring one (a replica that starts late, ``restore``): pick the newest manifest this host
 can restore (CRIU not older than the image's, same major; same kernel release series),
-fetch and verify its chunks, unpack, and run ``criu restore`` inside a new pid and mount
-namespace (``python -m mig.checkpoint holder``), where this member's folders are mounted
+fetch and verify its chunks, unpack, and run ``criu restore`` under the app's holder
+(mig/holder.py), in a new pid and mount namespace where this member's folders are mounted
 at the paths the image names, so it can run beside other members on one machine. The
 worker then attaches to the rings and replays from the manifest's offsets.
 """
@@ -30,11 +30,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import platform
 import shutil
 import subprocess
-import sys
 import tarfile
 import time
 import uuid
@@ -46,6 +44,7 @@ from typing import Any
 import structlog
 
 from mig.errors import MigError
+from mig.holder import HeldApp
 from mig.kafka import KafkaSettings, consumer
 from mig.logwriter import LogWriter
 from mig.topics import topic_names
@@ -68,22 +67,21 @@ class Archive:
     dump_ms: int
 
 
-def dump_app(pid: int, images: Path, holder: int | None = None) -> None:
+def dump_app(pid: int, images: Path, holder: int) -> None:
     """``criu dump --leave-running`` of the process tree rooted at ``pid``.
 
-    An app restored from a checkpoint runs in the holder's pid and mount namespaces
-    (``restore_app``) under the pids it had when it was dumped; CRIU dumps a subtree only from
-    inside its pid namespace, so with ``holder`` (the host pid of the namespace's init) CRIU
-    runs there (``nsenter``) and ``pid`` is the app's pid in that namespace. The image then
-    names the same pids and paths as the one it was restored from."""
+    Every app runs in its holder's pid and mount namespaces (mig/holder.py; a restored one
+    under the pids it had when it was dumped); CRIU dumps a subtree only from inside its pid
+    namespace, so CRIU runs there (``nsenter``: ``holder`` is the host pid of the
+    namespace's init) and ``pid`` is the app's pid in that namespace. The image of a
+    restored app then names the same pids and paths as the one it was restored from."""
     from mig.criu import find_criu
 
     criu = find_criu()
     images.mkdir(parents=True, exist_ok=True)
     cmd = criu.argv("dump", "-t", str(pid), "-D", str(images), "--leave-running",
                     "-o", "dump.log", "-v2")
-    if holder is not None:
-        cmd = ["nsenter", "-t", str(holder), "--pid", "--mount", *cmd]
+    cmd = ["nsenter", "-t", str(holder), "--pid", "--mount", *cmd]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if run.returncode != 0:
         tail = _log_tail(images / "dump.log")
@@ -417,72 +415,22 @@ def fetch_checkpoint(settings: KafkaSettings, app: str, manifest: dict[str, Any]
 
 
 def restore_app(images: Path, root_pid: int, binds: list[tuple[Path, Path]],
-                log_file: Path) -> subprocess.Popen[bytes]:
-    """Start the holder: in a new pid and mount namespace, bind ``binds`` (here -> image's
-    path), restore the image, and stay as the namespace's init until the app's first
-    process ends. Returns the holder (its exit is the app's)."""
+                log_file: Path) -> HeldApp:
+    """Restore the image under its holder (mig/holder.py): in a new pid and mount
+    namespace, bind ``binds`` (here -> image's path), ``criu restore``; the holder's init
+    stays until the app's first process ends, and the whole namespace ends with this
+    agent. Returns the holder (its signals reach the app, its exit is the app's)."""
     from mig.criu import find_criu
+    from mig.holder import HolderError
+    from mig.holder import start as start_held
 
-    args = [sys.executable, "-m", "mig.checkpoint", "holder", str(images), str(root_pid),
-            " ".join(find_criu().argv())]
-    for here, there in binds:
-        args += [str(here), str(there)]
-    with open(log_file, "ab") as out:
-        holder = subprocess.Popen(["unshare", "--mount", "--pid", "--fork",
-                                   "--propagation", "private", *args],
-                                  stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                  start_new_session=True)
-    ready = images / "restored"
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if holder.poll() is not None or time.monotonic() > deadline:
-            if holder.poll() is None:
-                holder.kill()
-            raise CheckpointError(f"criu restore failed: {_log_tail(images / 'restore.log')}"
-                                  f" (see {log_file})")
-        time.sleep(0.05)
-    return holder
-
-
-def holder_pid(unshare_pid: int) -> int:
-    """The host pid of the namespace's init that ``restore_app`` started (the child of
-    ``unshare --fork``)."""
+    spec = {"mode": "restore", "images": str(images), "root_pid": root_pid,
+            "criu": find_criu().argv(), "binds": [[str(a), str(b)] for a, b in binds]}
     try:
-        children = Path(f"/proc/{unshare_pid}/task/{unshare_pid}/children").read_text().split()
-    except OSError as exc:
-        raise CheckpointError(f"the restored app's holder {unshare_pid} is gone") from exc
-    if not children:
-        raise CheckpointError(f"the restored app's holder {unshare_pid} has no namespace init")
-    return int(children[0])
-
-
-def _holder(argv: list[str]) -> int:
-    """``python -m mig.checkpoint holder IMAGES ROOT_PID CRIU [HERE THERE]...``: run as pid 1
-    of a new pid namespace (``unshare --pid --fork``)."""
-    images, root_pid, criu = Path(argv[0]), int(argv[1]), argv[2].split(" ")
-    pairs = argv[3:]
-    for here, there in zip(pairs[::2], pairs[1::2], strict=True):
-        Path(there).mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "--bind", here, there], check=True)
-    subprocess.run(["mount", "-t", "proc", "proc", "/proc"], check=True)
-    run = subprocess.run([*criu, "restore", "-D", str(images), "-d", "-o", "restore.log",
-                          "-v2"])
-    if run.returncode != 0:
-        return run.returncode
-    (images / "restored").write_text(str(root_pid))
-    status = 0
-    while True:  # reap everything orphaned into this namespace; end with the app
-        try:
-            pid, st = os.waitpid(-1, 0)
-        except ChildProcessError:
-            time.sleep(0.2)
-            try:
-                os.kill(root_pid, 0)
-                continue
-            except ProcessLookupError:
-                return status
-        if pid == root_pid:
-            return os.waitstatus_to_exitcode(st) & 0xFF
+        return start_held(spec, images / "restored", log_file, subprocess.DEVNULL)
+    except HolderError as exc:
+        raise CheckpointError(f"criu restore failed: {_log_tail(images / 'restore.log')}"
+                              f" ({exc})") from exc
 
 
 def _log_tail(path: Path, lines: int = 4) -> str:
@@ -494,7 +442,3 @@ def _log_tail(path: Path, lines: int = 4) -> str:
     errors = [line.strip() for line in text if ("Error" in line or "error" in line)
               and "RLIMIT_NOFILE" not in line]
     return " | ".join((errors or text)[-lines:])
-
-
-if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "holder":
-    sys.exit(_holder(sys.argv[2:]))

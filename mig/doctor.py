@@ -164,7 +164,9 @@ def check_namespaces() -> Check:
         return Check("namespaces", "fail", "no `unshare` on PATH",
                      "install util-linux")
     failed = []
-    for what, args in (("pid", ["--pid", "--fork"]), ("network", ["--net"])):
+    # every app runs in a pid and mount namespace of its own (mig/holder.py)
+    for what, args in (("pid and mount", ["--pid", "--mount", "--fork"]),
+                       ("network", ["--net"])):
         ok, out = _run([unshare, *args, "true"])
         if not ok:
             failed.append(f"{what} ({out.splitlines()[-1] if out else 'failed'})")
@@ -172,7 +174,7 @@ def check_namespaces() -> Check:
         return Check("namespaces", "fail", "cannot create a namespace: " + ", ".join(failed),
                      "run mig as root (CAP_SYS_ADMIN); in a container, allow unshare"
                      " (e.g. a privileged container)")
-    return Check("namespaces", "ok", "can create pid and network namespaces")
+    return Check("namespaces", "ok", "can create pid, mount and network namespaces")
 
 
 def check_shim() -> Check:

@@ -11,20 +11,24 @@ ASLR off the stack and heap addresses a program can observe stay the same. MIG_M
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 import signal
 import subprocess
 from pathlib import Path
 
+import structlog
+
 from mig.config import AppConfig
 from mig.errors import MigError
+from mig.holder import HeldApp
+from mig.holder import start as start_held
 from mig.paths import shim_library
 
-__all__ = ["app_env", "launch", "kill_group", "BASE_ENV", "RUN_DIR_WIDTH"]
+__all__ = ["app_env", "launch", "kill_group", "prepare_child", "BASE_ENV", "RUN_DIR_WIDTH"]
 
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 RUN_DIR_WIDTH = 200
+log = structlog.get_logger("mig.launch")
 ADDR_NO_RANDOMIZE = 0x0040000
 
 
@@ -42,24 +46,16 @@ def _padded(run_dir: Path) -> str:
     return text + "/" * (RUN_DIR_WIDTH - len(text))
 
 
-PR_SET_PDEATHSIG = 1
-
-
-def _prepare_child(die_with_agent: bool) -> None:
-    """In the app's process before exec: no address randomisation, death with the agent,
-    and every signal at its default disposition and unblocked. A shell starts background
-    jobs with SIGINT ignored, and the agent's own handlers differ by role: what the app
-    inherits would differ between hosts, and so would what it does (Python's asyncio, for
-    one, takes another path when SIGINT is ignored, and the replica diverged at start)."""
+def prepare_child() -> None:
+    """In the app's process before exec: no address randomisation, and every signal at its
+    default disposition and unblocked. A shell starts background jobs with SIGINT ignored,
+    and the agent's own handlers differ by role: what the app inherits would differ between
+    hosts, and so would what it does (Python's asyncio, for one, takes another path when
+    SIGINT is ignored, and the replica diverged at start). That the app ends with its
+    agent is the holder's work (mig/holder.py), not a setting of the app's processes."""
     libc = ctypes.CDLL(None, use_errno=True)
     current = libc.personality(0xFFFFFFFF)
     libc.personality(current | ADDR_NO_RANDOMIZE)
-    # a primary's app dies with its agent: without it the app would accept clients and
-    # hold their replies forever (nobody commits its records any more). Not a replaying
-    # app: CRIU images are taken of those, and a restored image would carry the setting
-    # and die as soon as criu, its first parent, exits; it is set when it goes live.
-    if die_with_agent:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     for sig in signal.valid_signals():
         if sig not in (signal.SIGKILL, signal.SIGSTOP):
             try:
@@ -84,8 +80,9 @@ def private_run_dir(run_dir: Path) -> None:
 
 
 def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
-           log_file: Path) -> subprocess.Popen[bytes]:
-    """Start the app under the shim in ``mode`` (record or replay).
+           log_file: Path) -> HeldApp:
+    """Start the app under the shim in ``mode`` (record or replay), under its holder
+    (mig/holder.py: the app runs in a pid namespace of its own and ends with this agent).
 
     Recording, the app's stdin is mig's own: what the app reads from it is a recorded input
     like a socket's (``producer | mig primary start app.toml``). Replaying, it is /dev/null:
@@ -104,20 +101,21 @@ def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
         stale.unlink()
     (run_dir / "listeners").unlink(missing_ok=True)  # going live: shared listeners
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as out:
-        try:
-            prepare = functools.partial(_prepare_child, mode == "record")
-            stdin = None if mode == "record" else subprocess.DEVNULL
-            return subprocess.Popen(cfg.command, cwd=cwd, env=env, stdin=stdin,
-                                    stdout=out, stderr=out, preexec_fn=prepare,
-                                    start_new_session=True)
-        except OSError as exc:
-            raise MigError(f"cannot start {cfg.command[0]}: {exc.strerror}") from exc
+    spec = {"mode": "run", "command": cfg.command, "env": env, "cwd": str(cwd),
+            "log": str(log_file), "stdin": "inherit" if mode == "record" else "null"}
+    held = start_held(spec, run_dir / "app.ready", log_file,
+                      None if mode == "record" else subprocess.DEVNULL)
+    if not held.namespaced:
+        log.warning("mig.launch.no_namespace", pid=held.app_pid,
+                    reason="this member may not make a pid namespace (CAP_SYS_ADMIN): only"
+                           " the app's first process ends with mig, unless mig is the init"
+                           " of a container")
+    return held
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the app and every process it started (launch() made it a
-    session leader; a restored app's holder is one too, and its pid namespace ends with it)."""
+    """SIGKILL the app and every process it started: the holder's process group holds the
+    holder and its namespace's init, and the namespace ends with its init."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

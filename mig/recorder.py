@@ -75,6 +75,24 @@ class RecordStats:
     migrated_to: str | None = None  # a planned handoff ended this primary's run
     traps: int = 0  # system calls the shim trapped, all processes (docs/interceptor.md)
     shim_fatal: str | None = None  # the shim's reason, when it stopped the app (exit 86)
+    stop_signal: int | None = None  # the signal mig sent the app to stop it (SIGTERM)
+    stop_timed_out: bool = False  # it did not end within the stop timeout: SIGKILL
+
+    def unclean(self) -> str | None:
+        """Why the app did not stop cleanly: it was killed by a signal other than the one mig
+        sent it to stop it (a crash, the OOM killer, an operator's kill -9, or mig's SIGKILL
+        when it did not end in time). None when it exited by itself, ended by mig's stop
+        signal, or was handed over to another member."""
+        code = self.exit_code
+        if self.migrated_to or code is None or code >= 0 or -code == self.stop_signal:
+            return None
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+        if self.stop_timed_out:
+            return f"the app did not end after {self._stop_name()} and was killed ({name})"
+        return f"the app was killed by {name}"
+
+    def _stop_name(self) -> str:
+        return signal.Signals(self.stop_signal).name if self.stop_signal else "the stop"
 
 
 class Recorder:
@@ -279,10 +297,12 @@ class Recorder:
                 elif self._migrate_asked is None:
                     # ask the app to end, and keep answering its barriers while it does:
                     # its last outputs (held until acknowledged) are part of ending
-                    proc.terminate()
+                    proc.terminate()  # the holder passes it on to the app (mig/holder.py)
+                    self.stats.stop_signal = signal.SIGTERM
                     stop_sent = now
             if stop_sent is not None and now - stop_sent > self.stop_timeout_s:
                 proc.kill()
+                self.stats.stop_timed_out = True
                 stop_sent = now + 3600  # once
             if proc.poll() is not None:
                 self._discover()

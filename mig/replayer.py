@@ -371,7 +371,8 @@ class Replayer:
         self.launched = True
         if self.can_promote:
             self._standby_writer()
-        log.info("mig.replayer.started", app=self.cfg.name, pid=self.proc.pid)
+        log.info("mig.replayer.started", app=self.cfg.name, pid=self.proc.pid,
+                 app_pid=self.proc.app_pid)
 
     # -- feeding the shim
     def _discover(self) -> None:
@@ -886,7 +887,6 @@ class Replayer:
             Archive,
             CheckpointError,
             dump_app,
-            holder_pid,
             pack,
             stage,
             store_checkpoint,
@@ -905,15 +905,14 @@ class Replayer:
         held = time.monotonic()
         folder = self.run_dir / f"criu-dump-{int(time.time() * 1000)}"
         images, staged = folder / "images", folder / "staged"
-        # a restored app is dumped from inside its namespaces, under the pids and paths of
-        # the image it came from (dump_app)
-        where = {"workdir": str(self.workdir.resolve()), "run_dir": str(self.run_dir.resolve()),
-                 "root_pid": self.proc.pid}
+        # the app is dumped from inside its holder's namespaces (dump_app); a restored one
+        # under the pids and paths of the image it came from
+        where: dict[str, Any] = {"workdir": str(self.workdir.resolve()),
+                                 "run_dir": str(self.run_dir.resolve())}
         if self._restored is not None:
             where = {k: self._restored[k] for k in where}
-            dump_app(where["root_pid"], images, holder=holder_pid(self.proc.pid))
-        else:
-            dump_app(self.proc.pid, images)
+        where["root_pid"] = self.proc.app_pid
+        dump_app(self.proc.app_pid, images, self.proc.init_pid)
         stage(self.workdir, self.run_dir, staged)  # the files as they are with the image
         dump_ms = int((time.monotonic() - held) * 1000)  # from here the app runs on
         meta = {"epoch": self.control.epoch,

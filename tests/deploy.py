@@ -211,6 +211,15 @@ def _answers(host: str, port: int, app: str = "kvserver") -> bool:
         return False
 
 
+def port_free(net: HostNet, host: int, port: int) -> bool:
+    """Whether a new process on test host ``host`` can listen on ``port``."""
+    probe = ("import socket; s = socket.socket();"
+             " s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);"
+             f" s.bind(('0.0.0.0', {port})); s.listen()")
+    return subprocess.run(net.wrap(host, [sys.executable, "-c", probe]),
+                          capture_output=True).returncode == 0
+
+
 def _wait_for(cond, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

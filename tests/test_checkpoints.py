@@ -22,7 +22,7 @@ from mig.checkpoint import CHUNKS, MANIFESTS, list_manifests
 from mig.kafka import consumer
 from mig.logwriter import LogWriter
 from tests.apps.client import dump, request
-from tests.deploy import Deployment, _answers, _wait_for
+from tests.deploy import Deployment, _answers, _wait_for, port_free
 from tests.testnet import hosts_and_broker
 
 
@@ -130,6 +130,49 @@ def test_a_late_replica_restores_the_checkpoint_and_catches_up(hosts, tmp_path):
         _wait_for(lambda: _answers(net.host_ips[1], dep.port), 30, "host 1 to take over")
         assert request(net.host_ips[1], dep.port, "GET k00042").startswith("VALUE v42")
         assert request(net.host_ips[1], dep.port, "GET k00699").startswith("VALUE v699")
+    finally:
+        dep.stop()
+
+
+def _restored_replica(dep: Deployment, host: int) -> None:
+    """Start a replica on ``host`` from scratch and wait until it restored the newest
+    checkpoint and replayed what the primary wrote since."""
+    for folder in (f"host{host}", f"run{host}", f"home{host}"):
+        subprocess.run(["rm", "-rf", str(dep.tmp / folder)], check=True)
+    (dep.tmp / f"host{host}.log").write_text("")
+    dep.start_replica(host)
+    _wait_for(lambda: _log_events(dep, host, "mig.replayer.restored"), 60,
+              f"host {host} to restore")
+    _same_dump(dep, host, f"restored-{time.monotonic_ns()}.txt")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_a_restored_app_ends_with_its_agent(hosts, tmp_path, sig):
+    """An app restored from a checkpoint runs in its own pid namespace: whatever ends its
+    agent ends it, the replica's (kill -9) and, once that replica is the primary, the
+    primary's (kill -9 or SIGTERM: then mig exits 0, the app having stopped as asked), and
+    the port is free at once."""
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path)
+    try:
+        dep.start()
+        _writes(dep, 0, 50)
+        _checkpoint(dep)
+        _restored_replica(dep, 2)
+        if sig == signal.SIGKILL:
+            dep.procs[2].kill()
+            _wait_for(lambda: not net.pids(2), 5, "the restored replica's app to end")
+            _restored_replica(dep, 2)
+        net.signal(0, signal.SIGKILL)
+        net.signal(1, signal.SIGKILL)
+        _wait_for(lambda: _answers(net.host_ips[2], dep.port), 30, "host 2 to take over")
+        time.sleep(2)  # host 1's last status is no longer fresh: no handoff to it on SIGTERM
+        agent = dep.procs[2]
+        agent.send_signal(sig)
+        _wait_for(lambda: not net.pids(2), 5, "the restored primary's app to end")
+        assert port_free(net, 2, dep.port)
+        if sig == signal.SIGTERM:
+            assert agent.wait(10) == 0, dep.log_text(2)[-2000:]
     finally:
         dep.stop()
 

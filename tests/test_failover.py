@@ -28,7 +28,7 @@ import pytest
 
 from tests.apps.ackclient import check_acked, run_writes
 from tests.apps.client import dump, read_dump, request
-from tests.deploy import Deployment, _answers, _wait_for
+from tests.deploy import Deployment, _answers, _wait_for, port_free
 from tests.testnet import hosts_and_broker
 
 
@@ -325,5 +325,26 @@ def test_metrics_are_served_through_a_failover(hosts, tmp_path):
         assert request(net.host_ips[1], dep.port, "SET after 1").startswith("OK")
         _wait_for(lambda: _scrape(net.host_ips[1], 9464).get(
             'mig_calls_total{direction="recorded"}', 0) > before, 10, "recorded calls")
+    finally:
+        dep.stop()
+
+
+def test_an_agent_killed_with_9_takes_its_app_along(hosts, tmp_path):
+    """kill -9 of a member's agent alone (not of its host): its app ends within seconds, a
+    replica's (replaying, started from the log's start) as well as the primary's, and the
+    port is free for whoever takes over."""
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, replicas=(1, 2))
+    try:
+        dep.start()
+        for i in range(20):
+            assert request(net.host_ips[0], dep.port, f"SET d{i} {i}").startswith("OK")
+        assert len(net.pids(1)) > 1  # the agent and its app
+        dep.procs[1].kill()
+        _wait_for(lambda: not net.pids(1), 5, "the replica's app to end with its agent")
+        dep.procs[0].kill()
+        _wait_for(lambda: not net.pids(0), 5, "the primary's app to end with its agent")
+        assert port_free(net, 0, dep.port)
+        _wait_for(lambda: _answers(net.host_ips[2], dep.port), 30, "host 2 to take over")
     finally:
         dep.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -155,6 +156,19 @@ def test_a_system_call_mig_cannot_record_stops_the_program_naming_it(built, tmp_
         r"( libc.so.6\+0x[0-9a-f]+ called from)? refused\+0x[0-9a-f]+: not supported under"
         r" mig \(docs/interceptor.md\)", said[0]), said
     assert (tmp_path / "primary" / "out.txt").read_text() == "before\n"
+
+
+def test_an_app_killed_by_a_signal_mig_did_not_send_fails_mig_primary(tmp_path, settings,
+                                                                      app_name):
+    """The app killed by SIGSEGV, not by the SIGTERM mig sends to stop it: `mig primary
+    start` exits 128 + 11 and says so in one line (it exited 0)."""
+    app = write_app(tmp_path / "primary", app_name, ["/bin/sh", "-c", "kill -SEGV $$"],
+                    settings.bootstrap_servers)
+    rec = run_mig("primary", "start", str(app), env={"MIG_HOME": str(tmp_path / "home")})
+    assert rec.returncode == 128 + signal.SIGSEGV, rec.stdout + rec.stderr
+    assert "app exit code -11" in rec.stdout
+    said = [line for line in rec.stderr.splitlines() if line.startswith("mig: error:")]
+    assert said == ["mig: error: the app was killed by SIGSEGV"]
 
 
 def test_a_successful_call_leaves_errno_as_it_was(built, tmp_path, settings, app_name):

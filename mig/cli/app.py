@@ -95,6 +95,10 @@ def _report_recording(stats) -> None:  # type: ignore[no-untyped-def]
     if stats.migrated_to:
         typer.echo(f"handed the app over to {stats.migrated_to}")
         raise typer.Exit(0)
+    unclean = stats.unclean()
+    if unclean:  # killed by a signal mig did not send to stop it: 128 + signal, as a shell
+        typer.echo(f"mig: error: {unclean}", err=True)
+        raise typer.Exit(128 - stats.exit_code)
     raise typer.Exit(stats.exit_code if stats.exit_code and stats.exit_code > 0 else 0)
 
 

@@ -32,7 +32,6 @@
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -503,9 +502,8 @@ void mig_go_live(void)
         t->what = T_NONE;
     }
     went_live = 1;
-    /* from now on a primary's process: it dies with its agent (mig/launch.py sets this for
-     * a recorded app; a replaying one gets it here, as a CRIU image must not carry it) */
-    syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    /* No PR_SET_PDEATHSIG here: the app's pid namespace ends with its agent (mig/holder.py),
+     * and a death signal would kill this process when the *thread* that forked it exits. */
 }
 
 int mig_went_live(void)

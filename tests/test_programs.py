@@ -598,8 +598,9 @@ def test_python_http_server_threads_replay_and_fail_over(hosts, tmp_path):
         problems = [p for r in results for p in r]
         assert problems == [], f"{len(problems)} requests failed: {problems[:5]}"
         loaded_ms = int(time.time() * 1000)
-        _wait_for(lambda: _replica_caught_up(dep, 1, loaded_ms), 60,
+        _wait_for(lambda: _replica_caught_up(dep, 1, loaded_ms), 120,
                   "the replica to catch up")
+        caught_up_s = time.time() - loaded_ms / 1000
         killed_at = time.time()
         net.signal(0, signal.SIGKILL)
         _wait_for(lambda: _assert_following(dep, 1) or _answers(*backup, "pyhttp"), 30,
@@ -612,6 +613,7 @@ def test_python_http_server_threads_replay_and_fail_over(hosts, tmp_path):
         _assert_following(dep, 1)
         print(f"\npython3 -m http.server through mig: {PY_REQUESTS} requests over"
               f" {PY_THREADS} clients, {PY_REQUESTS / load_s:.0f} requests/s"
-              f" ({load_s:.1f} s); kill to the first answer of host 1 {first_answer:.3f} s")
+              f" ({load_s:.1f} s); the replica caught up {caught_up_s:.1f} s after the load;"
+              f" kill to the first answer of host 1 {first_answer:.3f} s")
     finally:
         dep.stop()

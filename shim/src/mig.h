@@ -342,8 +342,6 @@ void mig_sched_exit(void);
 /* The process ends: no switch comes after this point. */
 void mig_sched_end(void);
 void mig_sched_went_live(void);
-/* Replay: a futex wait the primary's waker ended; wait for the word to change here too. */
-void mig_sched_woken(uint32_t *word, uint32_t val, int op);
 /* mig_core.c, for mig_sched.c: append a record as it is (the token is held or given up);
  * the record at the ring's tail, whoever's (NULL: gone live); take this thread's SWITCH;
  * stop as diverged. */

@@ -392,17 +392,3 @@ void mig_sched_went_live(void)
     tok.serving = 0;
     tok.last = __atomic_load_n(&tok.owner, __ATOMIC_ACQUIRE);
 }
-
-/* Replay of a futex wait that returned 0 (woken): on the primary its waker changed the
- * word first (a mutex released, a thread's id cleared at its exit by the kernel), and the
- * program reads the word next. Wait until it has changed here too -- the kernel clears a
- * thread's id only once that thread is really gone -- or 1 s (a spurious wake-up). */
-void mig_sched_woken(uint32_t *word, uint32_t val, int op)
-{
-    uint64_t start = monotonic_ns();
-    struct timespec slice = {0, 1000000};
-    while (__atomic_load_n(word, __ATOMIC_ACQUIRE) == val &&
-           monotonic_ns() - start < 1000000000ull)
-        syscall(SYS_futex, word, op & FUTEX_PRIVATE_FLAG ? FUTEX_WAIT_PRIVATE : FUTEX_WAIT,
-                val, &slice, NULL, 0);
-}

@@ -707,10 +707,11 @@ static long on_futex(long nr, const long *a, const greg_t *g)
         mig_sched_point();
         mig_busy++;
         if (mig_mode == MIG_REPLAY && mig_replay(&c, 1)) {
+            /* the word is what it was when the primary's thread resumed: every write to it
+             * was made under the token, in the log's order (a thread's id word, which the
+             * kernel clears at its exit, is waited for by the next holder: mig_sched.c) */
             r = c.result < 0 ? -c.err : c.result;
             mig_replay_done();
-            if (r == 0)
-                mig_sched_woken((uint32_t *)a[0], (uint32_t)a[2], (int)a[1]);
             mig_busy--;
             return r;
         }

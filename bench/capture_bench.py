@@ -13,6 +13,11 @@
    second, the ratio to native, and the system calls trapped during the run (the shim
    counts them: ``mig primary start`` prints the total), per second and per request: the
    hot calls must go through the wrappers, not the trap.
+3. **nginx 1.22 (Debian), a master and 2 workers** (the configuration of
+   tests/test_programs.py, ``sendfile on``) under bench/progs/httpload.c: 16 keep-alive
+   connections of ``GET /ok`` (a ``return 200`` location) and, separately, of
+   ``GET /index.html`` (a static file, sent with sendfile), natively and under ``mig
+   primary start`` with ``capture = "trap"`` and ``"symbols"``, in async and output mode.
 
 RUNS rounds, every configuration once per round (interleaved), the spread is min..max.
 Nothing asserts on timing. Run: .venv/bin/python bench/capture_bench.py [--runs N]
@@ -112,6 +117,56 @@ def run_mig(server: str, bench: str, requests: int, tmp: Path, bootstrap: str,
     return rate, int(found[1]) if found else -1, seconds
 
 
+def nginx_folder(tmp: Path, tag: str, port: int) -> Path:
+    from tests.deploy import NGINX_CONF, NGINX_INDEX
+
+    folder = tmp / f"nginx-{tag}"
+    root = folder / "www"
+    root.mkdir(parents=True)
+    (root / "index.html").write_text(NGINX_INDEX)
+    (folder / "nginx.conf").write_text(NGINX_CONF.format(port=port, root=root))
+    return folder
+
+
+def http_load(exe: Path, port: int, path: str, seconds: float) -> float:
+    out = subprocess.run([str(exe), "127.0.0.1", str(port), path, "16", str(seconds), "0.5"],
+                         capture_output=True, text=True, timeout=seconds + 60,
+                         check=True).stdout
+    figures = dict(re.findall(r"(\w+)=([\d.-]+)", out))
+    assert float(figures["errors"]) == 0, out
+    return float(figures["rps"])
+
+
+def run_nginx(nginx: str, exe: Path, tmp: Path, tag: str, seconds: float,
+              mig: tuple[str, dict[str, str], str, str] | None) -> dict[str, float]:
+    """GET /ok and GET /index.html rates, natively (mig None) or under mig primary start
+    (bootstrap, env, capture, barrier)."""
+    port = free_ports(1)[0]
+    folder = nginx_folder(tmp, tag, port)
+    command = [nginx, "-p", "./", "-c", str(folder / "nginx.conf")]
+    if mig is None:
+        proc = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    else:
+        bootstrap, env, capture, barrier = mig
+        (folder / "app.toml").write_text(
+            f'[app]\nname = "ngx{os.getpid()}{tag}"\ncommand = {json.dumps(command)}\n'
+            f'barrier_mode = "{barrier}"\ncapture = "{capture}"\n'
+            f'[kafka]\nbootstrap_servers = "{bootstrap}"\n')
+        proc = subprocess.Popen([*MIG, "primary", "start", str(folder / "app.toml")], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL)
+    try:
+        wait_port("127.0.0.1", port, 30)
+        return {path: http_load(exe, port, path, seconds) for path in ("/ok", "/index.html")}
+    finally:
+        if mig is None:
+            proc.terminate()
+            proc.wait(10)
+        else:
+            stop_mig(proc, 60)
+
+
 def spread(values: list[float]) -> str:
     lo, hi = min(values), max(values)
     return f"{lo:,.0f}" if lo == hi else f"{lo:,.0f}..{hi:,.0f}"
@@ -121,6 +176,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--seconds", type=float, default=3.0, help="nginx: seconds per path")
     args = ap.parse_args()
     server, bench = need("redis-server", "redis-server"), need("redis-benchmark", "redis-tools")
     print(machine())
@@ -148,6 +204,19 @@ def main() -> None:
                 results.setdefault(key, []).append(
                     run_mig(server, bench, args.requests, tmp, bootstrap, env, capture,
                             threads, barrier, r))
+        nginx = shutil.which("nginx")
+        httpload = tmp / "httpload"
+        subprocess.run(["gcc", "-O2", "-o", httpload, ROOT / "bench" / "progs" / "httpload.c"],
+                       check=True)
+        nginx_results: dict[str, list[dict[str, float]]] = {}
+        for r in range(args.runs if nginx else 0):
+            nginx_results.setdefault("native", []).append(
+                run_nginx(nginx, httpload, tmp, f"n{r}", args.seconds, None))
+            for capture in ("trap", "symbols"):
+                for barrier in ("async", "output"):
+                    nginx_results.setdefault(f"{capture} {barrier}", []).append(
+                        run_nginx(nginx, httpload, tmp, f"{capture[0]}{barrier[0]}{r}",
+                                  args.seconds, (bootstrap, env, capture, barrier)))
     finally:
         broker_down(MIG, env)
     native = [x[0] for x in results["native"]]
@@ -171,6 +240,18 @@ def main() -> None:
               f" {min(ratios):.2f}..{max(ratios):.2f}".ljust(30)
               + f" {spread(traps):>14} {spread(per_s):>12}"
               f" {min(per_req):.4f}..{max(per_req):.4f}")
+    if not nginx_results:
+        print("\nnginx is not installed: apt-get install -y nginx-light (part 3 skipped)")
+    else:
+        print(f"\nnginx (master + 2 workers) under httpload, 16 connections, {args.seconds:g} s"
+              f" per path, {args.runs} runs (min..max); requests/s and x native")
+        for path in ("/ok", "/index.html"):
+            base = [x[path] for x in nginx_results["native"]]
+            print(f"  GET {path}")
+            for key, rows in nginx_results.items():
+                rates = [x[path] for x in rows]
+                ratios = [x / b for x, b in zip(rates, base, strict=True)]
+                print(f"    {key:<16} {spread(rates):>16} {min(ratios):.2f}..{max(ratios):.2f}")
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -30,6 +30,7 @@ VERSION = 1
 HDR_SIZE = 4096
 F_PAD, F_OUTPUT = 1, 2
 STATE_INIT, STATE_READY, STATE_EXITED, STATE_DIVERGED = 0, 1, 2, 3
+STATE_LIVE_FAILED = 4  # the process could not go live (div_text says why) and has ended
 
 # struct mig_rec: len u32, kind u16, flags u16, tid u32, err i32, seq u64, result i64,
 # args 4*i64, wall_ns u64, out_len u64, out_hash u64, payload_len u32, reserved u32
@@ -232,6 +233,12 @@ class Ring:
         if self.state != STATE_DIVERGED:
             return None
         return self._u64("div_seq"), self._str("div_text", 256)
+
+    def live_failure(self) -> str | None:
+        """Why the process could not go live (a listener it could not make real), if so."""
+        if self.state != STATE_LIVE_FAILED:
+            return None
+        return self._str("div_text", 256)
 
     # -- record mode (agent consumes)
     @property

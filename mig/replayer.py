@@ -46,7 +46,7 @@ from mig.metrics import Metrics
 from mig.progress import Progress
 from mig.topics import topic_names
 
-__all__ = ["Replayer", "Divergence", "ReplayStats", "compare_identity"]
+__all__ = ["Replayer", "Divergence", "PromotionFailed", "ReplayStats", "compare_identity"]
 
 log = structlog.get_logger("mig.replayer")
 
@@ -61,6 +61,13 @@ class Divergence(MigError):
     """The replica's app did something the log does not say: it is no failover target."""
 
     exit_code = 3
+
+
+class PromotionFailed(MigError):
+    """The replica fenced the old primary and read the log, but its app cannot go live (a
+    listener it cannot make real): it does not announce itself as the primary."""
+
+    exit_code = 5
 
 
 @dataclass
@@ -280,7 +287,9 @@ class Replayer:
         if self.metrics is not None:
             self.metrics.lag(calls, lag_ms / 1000)
             self.metrics.role("replica", self.control.epoch)
-        health = "diverged" if self.stats.divergence else ("stopped" if final else self.health)
+        health = ("promotion-failed" if self.health == "promotion-failed"
+                  else "diverged" if self.stats.divergence
+                  else "stopped" if final else self.health)
         if self.proc is None and health == "replaying":
             health = "starting"
         elif health == "replaying" and (behind := self.unfetched()) > CATCHING_UP_BATCHES:
@@ -402,6 +411,11 @@ class Replayer:
 
     def _check(self) -> None:
         for lpid, ring in self.rings.items():
+            failed = ring.live_failure()
+            if failed is not None:
+                self.stats.divergence = f"promotion failed: process {lpid}: {failed}"
+                self.health = "promotion-failed"
+                raise PromotionFailed(self.stats.divergence)
             div = ring.divergence()
             if div is None:
                 continue
@@ -559,6 +573,7 @@ class Replayer:
         self._read_to(ends)
         read_at = time.monotonic()
         self._settle(deadline=time.monotonic() + 30)
+        self._wait_live(deadline=time.monotonic() + 15)
         settled_at = time.monotonic()
         new_epoch = max(epoch, self.control.epoch + 1)
         now_ms = int(time.time() * 1000)
@@ -676,6 +691,24 @@ class Replayer:
             self._check()
             time.sleep(0.0005)
         self.settle_step()
+
+    def _wait_live(self, deadline: float) -> None:
+        """The promotion is announced once the app is live: every process has taken the
+        log's last record and gone live (its listeners real: shim/src/mig_live.c), or has
+        ended. A process that cannot go live fails the promotion (PromotionFailed, from
+        _check); one still busy at the deadline goes live at its next call, and is named."""
+        from mig.channel import MODE_RECORD, STATE_EXITED
+
+        while True:
+            self.settle_step()
+            waiting = sorted(lpid for lpid, ring in self.rings.items()
+                             if ring.state != STATE_EXITED and ring.mode != MODE_RECORD)
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                log.warning("mig.replayer.not_yet_live", lpids=waiting)
+                return
+            time.sleep(0.001)
 
     def settle_step(self) -> None:
         """Once per turn after promotion: processes forked while catching up appear late;

@@ -35,7 +35,7 @@ log = structlog.get_logger("mig.status")
 DEFAULT_STALE_MS = 2000  # 10 x the default heartbeat_ms (200), when the interval is unknown
 STALE_HEARTBEATS = 10
 # healths that explain a member's silence: shown as they are, however old
-TERMINAL = frozenset({"stopped", "diverged"})
+TERMINAL = frozenset({"stopped", "diverged", "promotion-failed"})
 _CONTROL_RE = re.compile(r"^mig\.([^.]+)\.control$")
 
 Record = tuple[str, dict[str, Any]]

@@ -348,3 +348,49 @@ def test_an_agent_killed_with_9_takes_its_app_along(hosts, tmp_path):
         _wait_for(lambda: _answers(net.host_ips[2], dep.port), 30, "host 2 to take over")
     finally:
         dep.stop()
+
+
+def test_a_promotion_whose_app_cannot_listen_fails_and_says_why(hosts, tmp_path):
+    """Host 1's replica must take over, but another program holds the app's port there:
+    its app cannot make its listener real. The promotion fails rather than announce a
+    primary nobody can reach: no Promotion record, the member's status says
+    promotion-failed, `mig replica` exits 5 naming the bind, and the app does not stay
+    behind spinning on a dead socket."""
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path)
+    squatter = None
+    try:
+        dep.start()
+        assert request(net.host_ips[0], dep.port, "SET a 1").startswith("OK")
+        squatter = subprocess.Popen(net.wrap(1, [
+            sys.executable, "-c",
+            "import socket, time\n"
+            "s = socket.socket()\n"
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('0.0.0.0', {dep.port}))\n"
+            "s.listen()\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(120)\n"]), stdout=subprocess.PIPE, text=True)
+        assert squatter.stdout is not None and squatter.stdout.readline() == "ready\n"
+        net.signal(0, signal.SIGKILL)
+        dep.procs[1].wait(60)
+        text = dep.log_text(1)
+        assert dep.procs[1].returncode == 5, text[-3000:]
+        assert "promotion failed: process 1: going live: cannot bind the listening socket" \
+               " at the primary's address: Address already in use" in text, text[-3000:]
+        assert [p for p in dep.promotions() if p["member"] == "host1"] == []
+        statuses = [rec for name, rec in dep.control()
+                    if name == "mig.log.MemberStatus" and rec["member"] == "host1"]
+        assert statuses and statuses[-1]["health"] == "promotion-failed", statuses[-3:]
+        status = subprocess.run([sys.executable, "-m", "mig", "status", dep.name, "--bootstrap",
+                                 broker.settings.bootstrap_servers],
+                                capture_output=True, text=True, timeout=60)
+        assert "promotion-failed" in status.stdout, status.stdout + status.stderr
+        # nothing of the member is left on host 1 but the squatter
+        _wait_for(lambda: net.pids(1) == [squatter.pid] or len(net.pids(1)) <= 1, 10,
+                  "host 1's app to end")
+    finally:
+        if squatter is not None:
+            squatter.kill()
+            squatter.wait(10)
+        dep.stop()

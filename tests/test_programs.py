@@ -564,6 +564,83 @@ def test_nginx_master_and_workers_fail_over_and_serve_on_the_replica(hosts, tmp_
         dep.stop()
 
 
+def test_nginx_migrates_under_load_then_a_late_replica_restores_its_checkpoint(hosts,
+                                                                              tmp_path):
+    """nginx (master + 2 workers), a primary on host 0 and a replica on host 1. With
+    clients requesting both locations, `mig migrate --to host1` hands it over (every
+    request answered rightly by one host or the other). Then `mig checkpoint`: host 1, the
+    new primary with no replica, replays nginx's three processes to a cut and dumps them
+    with CRIU; a late replica on host 0, from scratch, restores them, becomes hot, and
+    after kill -9 of host 1 serves both locations, its workers on one listening socket."""
+    from tests.test_checkpoints import _checkpoint, _log_events
+
+    need("nginx", "nginx-light")
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, app="nginx")
+    primary, backup = dep.addresses()
+    try:
+        dep.start()
+        stop = threading.Event()
+        problems: list[str] = []
+        served = [0]
+
+        def client() -> None:
+            where = 0
+            while not stop.is_set():
+                addr = (primary, backup)[where]
+                bad = _http_gets(addr, ["/ok", "/index.html"] * 5)
+                if bad:  # the host that handed over refuses new connections: the other
+                    where = 1 - where
+                    if not all("Error" in b or "refused" in b or "reset" in b.lower()
+                               or "timed out" in b for b in bad):
+                        problems.extend(bad)
+                else:
+                    served[0] += 10
+
+        threads = [threading.Thread(target=client) for _ in range(2)]
+        for t in threads:
+            t.start()
+        _wait_for(lambda: served[0] >= 200, 30, "requests before the migration")
+        run = subprocess.run([sys.executable, "-m", "mig", "migrate", dep.name, "--to",
+                              "host1", "--bootstrap", broker.settings.bootstrap_servers],
+                             capture_output=True, text=True, timeout=90)
+        before = served[0]
+        _wait_for(lambda: served[0] >= before + 200, 30, "requests after the migration")
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert problems == [], f"wrong answers: {problems[:5]}"
+        promos = [p for p in dep.promotions() if p["new_epoch"] == 2]
+        assert [(p["member"], p["reason"]) for p in promos] == [("host1", "handoff")], promos
+        dep.procs[0].wait(30)
+        assert dep.procs[0].returncode == 0, dep.log_text(0)[-2000:]
+        cid = _checkpoint(dep)
+        for folder in ("run0", "home0"):
+            subprocess.run(["rm", "-rf", str(tmp_path / folder)], check=True)
+        (tmp_path / "host0.log").write_text("")
+        dep.start_replica(0)
+        _wait_for(lambda: _log_events(dep, 0, "mig.replayer.restored"), 90,
+                  "host 0 to restore the checkpoint")
+        assert _log_events(dep, 0, "mig.replayer.restored")[0]["checkpoint_id"] == cid
+        _wait_for(lambda: "host0" in dep.hot(), 60, "the restored replica to be hot")
+        assert _http_gets(backup, ["/ok", "/index.html"] * 20) == []
+        net.signal(1, signal.SIGKILL)
+        _wait_for(lambda: _assert_following(dep, 0) or _answers(*primary, "nginx"), 30,
+                  "nginx to answer on host 0")
+        problems = _http_gets(primary, ["/ok", "/"] * 50)
+        assert problems == [], f"{len(problems)} of 100 requests failed: {problems[:5]}"
+        pids = _nginx_processes(dep, 0)
+        workers = _nginx_workers(pids)
+        assert len(pids) == 3 and len(workers) == 2, pids
+        deaf = sorted(set(workers) - _listening_pids(dep, 0))
+        assert deaf == [], f"workers on host 0 without the listening socket: {deaf}"
+        print(f"\nnginx: migrate ({run.stdout.strip()}); checkpoint {cid} restored on host 0,"
+              " which took over after kill -9 of host 1")
+    finally:
+        dep.stop()
+
+
 # -- CPython's http.server -------------------------------------------------------------
 
 PY_THREADS, PY_REQUESTS = 4, 2000

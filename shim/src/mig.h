@@ -264,6 +264,8 @@ void mig_track_close(int fd);
 void mig_track_dup(int oldfd, int newfd);
 void mig_track_epoll(int epfd, int op, int fd, const struct epoll_event *ev);
 void mig_go_live(void);
+/* Going live cannot complete (a listener cannot be made real): report and end. */
+__attribute__((noreturn)) void mig_live_failed(const char *what, int err);
 int mig_went_live(void);
 
 /* Signals: the shim's handler defers an app handler's run to the next intercepted call

@@ -1049,6 +1049,23 @@ void mig_sched_diverged(const struct mig_rec *rec, const char *what, int64_t rec
     stop_diverged(p, rec->seq);
 }
 
+/* Going live failed (mig_live.c): the promotion cannot serve. Say why in the ring (the
+ * agent reports a failed promotion) and on stderr, and end the process. */
+void mig_live_failed(const char *what, int err)
+{
+    char *p = ring->div_text, *end = ring->div_text + sizeof ring->div_text - 1;
+    p = mig_put_str(p, end, what);
+    if (err) {
+        p = mig_put_str(p, end, ": ");
+        p = mig_put_str(p, end, strerror(err));
+    }
+    *p = 0;
+    fatal_line(ring->div_text);
+    __atomic_store_n(&ring->state, MIG_RS_LIVE_FAILED, __ATOMIC_RELEASE);
+    syscall(SYS_exit_group, 88);
+    __builtin_unreachable();
+}
+
 void mig_sched_stop(const struct mig_rec *rec, const char *text)
 {
     char *p = ring->div_text, *end = ring->div_text + sizeof ring->div_text - 1;

@@ -302,6 +302,9 @@ static int live_socket(struct track *t)
         else if (any.ss_family == AF_INET6)
             memset(&((struct sockaddr_in6 *)&any)->sin6_addr, 0, sizeof(struct in6_addr));
         if (errno != EADDRNOTAVAIL || bind_retrying(s, (struct sockaddr *)&any, t->addrlen) != 0) {
+            if (t->listening) /* the app's service: a promotion that cannot serve failed */
+                mig_live_failed("going live: cannot bind the listening socket at the"
+                                " primary's address", errno);
             mig_warn("going live: cannot bind a socket at the primary's address", NULL);
             syscall(SYS_close, s);
             return -1;
@@ -309,11 +312,8 @@ static int live_socket(struct track *t)
         mig_warn("going live: this host lacks the bound address; listening on every"
                  " address, same port", NULL);
     }
-    if (t->listening && mig_real.listen(s, t->backlog) != 0) {
-        mig_warn("going live: listen failed", NULL);
-        syscall(SYS_close, s);
-        return -1;
-    }
+    if (t->listening && mig_real.listen(s, t->backlog) != 0)
+        mig_live_failed("going live: listen failed", errno);
     return s;
 }
 
@@ -482,8 +482,8 @@ void mig_go_live(void)
         if (shared && !mine) {
             s = take_listener(shared);
             if (s < 0)
-                mig_warn("going live: cannot take the listener another process of the app "
-                         "made (pidfd_getfd)", NULL);
+                mig_live_failed("going live: cannot take the listener another process of the"
+                                " app made (pidfd_getfd)", 0);
         } else if (t->what == T_SOCKET) {
             s = live_socket(t);
         }

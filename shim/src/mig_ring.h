@@ -23,7 +23,10 @@
 #define MIG_RING_HDR 4096
 #define MIG_RING_DEFAULT_CAPACITY (4u << 20)
 
-enum mig_ring_state { MIG_RS_INIT = 0, MIG_RS_READY = 1, MIG_RS_EXITED = 2, MIG_RS_DIVERGED = 3 };
+/* LIVE_FAILED: a process could not go live (a listener it cannot make real): div_text
+ * says why, and the process has ended. */
+enum mig_ring_state { MIG_RS_INIT = 0, MIG_RS_READY = 1, MIG_RS_EXITED = 2, MIG_RS_DIVERGED = 3,
+                      MIG_RS_LIVE_FAILED = 4 };
 
 /* Flags of a record. */
 #define MIG_F_PAD 1u      /* filler up to the end of the data area: skip */

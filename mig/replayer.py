@@ -693,16 +693,20 @@ class Replayer:
         self.settle_step()
 
     def _wait_live(self, deadline: float) -> None:
-        """The promotion is announced once the app is live: every process has taken the
-        log's last record and gone live (its listeners real: shim/src/mig_live.c), or has
-        ended. A process that cannot go live fails the promotion (PromotionFailed, from
-        _check); one still busy at the deadline goes live at its next call, and is named."""
+        """The promotion is announced once the app is live: every process waiting in the
+        shim for its next record has taken the log's last one and gone live (its listeners
+        real: shim/src/mig_live.c). A process that cannot go live fails the promotion
+        (PromotionFailed, from _check); one still waiting at the deadline goes live at its
+        next call, and is named."""
         from mig.channel import MODE_RECORD, STATE_EXITED
 
         while True:
             self.settle_step()
+            # a process none of whose threads waits in the shim for a record (an nginx
+            # master in sigsuspend) goes live whenever it next calls: not waited for
             waiting = sorted(lpid for lpid, ring in self.rings.items()
-                             if ring.state != STATE_EXITED and ring.mode != MODE_RECORD)
+                             if ring.state != STATE_EXITED and ring.mode != MODE_RECORD
+                             and ring.waiters > 0)
             if not waiting:
                 return
             if time.monotonic() > deadline:

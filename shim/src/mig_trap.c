@@ -689,6 +689,40 @@ static long without_token(long nr, const long *a)
     return r;
 }
 
+/* pause and sigsuspend: a wait for a signal, recorded as a SLEEP (args[0] 4: pause, 5:
+ * sigsuspend) with its result, EINTR. A replica waits for that record in the shim -- so a
+ * checkpoint finds the process at rest, as an nginx master waits between its signals --
+ * and returns it; the handlers of the signals that ended the wait run at the process's
+ * next call, where the primary's ran too (wrap_signal.c defers them there). SIGSYS stays
+ * deliverable during the wait. */
+static long on_sigwait(long nr, const long *a)
+{
+    struct mig_call c = {.kind = MIG_K_SLEEP, .args = {nr == SYS_pause ? 4 : 5}};
+    mig_sched_point();
+    mig_busy++;
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 1)) {
+        long r = c.result < 0 ? -c.err : c.result;
+        mig_replay_done();
+        mig_busy--;
+        return r;
+    }
+    mig_sched_block();
+    mig_busy--;
+    long r;
+    if (nr == SYS_rt_sigsuspend) {
+        uint64_t mask = a[0] && a[1] == 8 ? *(const uint64_t *)a[0] & ~NEVER_BLOCKED : 0;
+        r = a[1] == 8 ? mig_sys(SYS_rt_sigsuspend, a[0] ? &mask : NULL, 8) : -EINVAL;
+    } else {
+        r = raw(nr, a);
+    }
+    mig_busy++;
+    c.result = r < 0 ? -1 : r;
+    c.err = r < 0 ? (int)-r : 0;
+    mig_record(&c);
+    mig_busy--;
+    return r;
+}
+
 /* futex under serialized threads. A wait is a switch point: it waits without the token and
  * is recorded (FUTEX {op}) with its result once it has the token again; a replica takes
  * the result from the log at its turn and never waits in the kernel. Wakes and requeues
@@ -1006,8 +1040,10 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
         if (mig_serial_on)
             REFUSE("futex_waitv under serialized threads (docs/threads.md)");
         return raw(nr, a);
-    case SYS_sched_yield: case SYS_pause: case SYS_rt_sigsuspend: case SYS_flock:
+    case SYS_sched_yield: case SYS_flock:
         return mig_serial_on ? without_token(nr, a) : raw(nr, a);
+    case SYS_pause: case SYS_rt_sigsuspend:
+        return on_sigwait(nr, a);
     case SYS_exit_group:
         if (mig_mode == MIG_RECORD)
             mig_hold_flush();

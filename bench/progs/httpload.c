@@ -2,7 +2,8 @@
  *
  * CONNS connections, each with one request in flight, driven from one epoll loop. A
  * response is complete when its headers and Content-Length bytes of body have arrived;
- * anything but "HTTP/1.1 200" counts as an error. Requests completed during the WARMUP
+ * anything but "HTTP/1.1 200" counts as an error, and a connection the server ends between
+ * responses is opened again. Requests completed during the WARMUP
  * first seconds are not counted; then it counts for SECONDS and prints one line:
  *   requests=N seconds=S rps=R p50_us=A p99_us=B errors=E closed=K
  *
@@ -69,6 +70,17 @@ static long complete(const char *buf, size_t len)
     return head + (size_t)body <= len ? (long)(head + (size_t)body) : 0;
 }
 
+static int connect_to(const struct sockaddr_in *addr)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (fd >= 0 && connect(fd, (const struct sockaddr *)addr, sizeof *addr) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 6) {
@@ -92,9 +104,8 @@ int main(int argc, char **argv)
     }
     int ep = epoll_create1(0);
     for (int i = 0; i < nconn; i++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        int fd = connect_to(&addr);
+        if (fd < 0) {
             fprintf(stderr, "httpload: connect %s:%d: %s\n", argv[1], port, strerror(errno));
             return 1;
         }
@@ -119,6 +130,20 @@ int main(int argc, char **argv)
             if (c->fd < 0)
                 continue;
             ssize_t r = read(c->fd, c->buf + c->len, sizeof c->buf - c->len);
+            if ((r == 0 || (r < 0 && errno == ECONNRESET)) && c->len == 0) {
+                /* the server ended this keep-alive connection (nginx: after 1,000
+                 * requests): open another and send the request again */
+                epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+                close(c->fd);
+                c->fd = connect_to(&addr);
+                struct epoll_event ev = {.events = EPOLLIN, .data.u32 = events[e].data.u32};
+                if (c->fd >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) == 0 &&
+                    write(c->fd, request, request_len) == (ssize_t)request_len) {
+                    c->sent_ns = now_ns();
+                    continue;
+                }
+                r = -1;
+            }
             if (r <= 0) {
                 if (r < 0 && (errno == EINTR || errno == EAGAIN))
                     continue;

@@ -1,9 +1,9 @@
 /* lostupdates.c -- two threads add to one counter without a lock: each reads it, works a
  * little (yielding the CPU every fourth time), writes it back plus one, and sleeps briefly
  * every ten rounds. Where their read-work-write sequences overlap, updates are lost; how
- * many depends only on how the threads interleaved. The main thread joins them and sends the counter over a socketpair
- * (an output mig checks). With threads in parallel a replica loses another number; with
- * threads serialized it loses exactly the primary's.
+ * many depends only on how the threads interleaved. The main thread joins them and sends
+ * the counter over a socketpair (an output mig checks). With threads in parallel a
+ * replica loses another number; with threads serialized it loses exactly the primary's.
  *
  * usage: lostupdates [ROUNDS]      default 300 per thread
  */

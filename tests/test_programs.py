@@ -332,6 +332,29 @@ def test_redis_under_load_fails_over_with_every_acknowledged_write(hosts, tmp_pa
         dep.stop()
 
 
+def _handed_over_then_restored(dep: Deployment, tmp_path) -> str:  # noqa: ANN001
+    """After `mig migrate --to host1`: exactly one promotion (host 1, a handoff) and the
+    old primary ended cleanly; then `mig checkpoint` (host 1 has no replica: its own host
+    replays the app to a cut and dumps it) and a late replica on host 0, from scratch,
+    that restores it and becomes hot. Returns the checkpoint's id."""
+    from tests.test_checkpoints import _checkpoint, _log_events
+
+    promos = [p for p in dep.promotions() if p["new_epoch"] == 2]
+    assert [(p["member"], p["reason"]) for p in promos] == [("host1", "handoff")], promos
+    dep.procs[0].wait(30)
+    assert dep.procs[0].returncode == 0, dep.log_text(0)[-2000:]
+    cid = _checkpoint(dep)
+    for folder in ("run0", "home0"):
+        subprocess.run(["rm", "-rf", str(tmp_path / folder)], check=True)
+    (tmp_path / "host0.log").write_text("")
+    dep.start_replica(0)
+    _wait_for(lambda: _log_events(dep, 0, "mig.replayer.restored"), 90,
+              "host 0 to restore the checkpoint")
+    assert _log_events(dep, 0, "mig.replayer.restored")[0]["checkpoint_id"] == cid
+    _wait_for(lambda: "host0" in dep.hot(), 60, "the restored replica to be hot")
+    return cid
+
+
 def test_redis_migrates_under_load_then_a_late_replica_restores_its_checkpoint(hosts,
                                                                               tmp_path):
     """Redis with its defaults, a primary on host 0 and a replica on host 1. Under a
@@ -340,8 +363,6 @@ def test_redis_migrates_under_load_then_a_late_replica_restores_its_checkpoint(h
     replays the app to a cut and dumps it with CRIU. A late replica on host 0, from scratch,
     restores that checkpoint and becomes hot; kill -9 of host 1 under writes, and host 0
     takes over holding every acknowledged write."""
-    from tests.test_checkpoints import _checkpoint, _log_events
-
     need("redis-server", "redis-server")
     net, broker = hosts
     dep = Deployment(net, broker, tmp_path, app="redis")
@@ -358,20 +379,7 @@ def test_redis_migrates_under_load_then_a_late_replica_restores_its_checkpoint(h
         _wait_for(lambda: writer.acked_by(backup) >= 300, 30, "writes to the new primary")
         writer.stop.set()
         writer.join(10)
-        promos = [p for p in dep.promotions() if p["new_epoch"] == 2]
-        assert [(p["member"], p["reason"]) for p in promos] == [("host1", "handoff")], promos
-        dep.procs[0].wait(30)
-        assert dep.procs[0].returncode == 0, dep.log_text(0)[-2000:]
-        cid = _checkpoint(dep)
-        # a late replica on host 0 restores it and becomes hot
-        for folder in ("run0", "home0"):
-            subprocess.run(["rm", "-rf", str(tmp_path / folder)], check=True)
-        (tmp_path / "host0.log").write_text("")
-        dep.start_replica(0)
-        _wait_for(lambda: _log_events(dep, 0, "mig.replayer.restored"), 90,
-                  "host 0 to restore the checkpoint")
-        assert _log_events(dep, 0, "mig.replayer.restored")[0]["checkpoint_id"] == cid
-        _wait_for(lambda: "host0" in dep.hot(), 60, "the restored replica to be hot")
+        cid = _handed_over_then_restored(dep, tmp_path)
         writer2 = UniqueWriter([backup, primary], start=writer.next)
         writer2.start(deadline_s=90)
         _wait_for(lambda: len(writer2.acked) >= 200, 30, "writes before the kill")
@@ -572,8 +580,6 @@ def test_nginx_migrates_under_load_then_a_late_replica_restores_its_checkpoint(h
     new primary with no replica, replays nginx's three processes to a cut and dumps them
     with CRIU; a late replica on host 0, from scratch, restores them, becomes hot, and
     after kill -9 of host 1 serves both locations, its workers on one listening socket."""
-    from tests.test_checkpoints import _checkpoint, _log_events
-
     need("nginx", "nginx-light")
     net, broker = hosts
     dep = Deployment(net, broker, tmp_path, app="nginx")
@@ -611,19 +617,7 @@ def test_nginx_migrates_under_load_then_a_late_replica_restores_its_checkpoint(h
             t.join(30)
         assert run.returncode == 0, run.stdout + run.stderr
         assert problems == [], f"wrong answers: {problems[:5]}"
-        promos = [p for p in dep.promotions() if p["new_epoch"] == 2]
-        assert [(p["member"], p["reason"]) for p in promos] == [("host1", "handoff")], promos
-        dep.procs[0].wait(30)
-        assert dep.procs[0].returncode == 0, dep.log_text(0)[-2000:]
-        cid = _checkpoint(dep)
-        for folder in ("run0", "home0"):
-            subprocess.run(["rm", "-rf", str(tmp_path / folder)], check=True)
-        (tmp_path / "host0.log").write_text("")
-        dep.start_replica(0)
-        _wait_for(lambda: _log_events(dep, 0, "mig.replayer.restored"), 90,
-                  "host 0 to restore the checkpoint")
-        assert _log_events(dep, 0, "mig.replayer.restored")[0]["checkpoint_id"] == cid
-        _wait_for(lambda: "host0" in dep.hot(), 60, "the restored replica to be hot")
+        cid = _handed_over_then_restored(dep, tmp_path)
         assert _http_gets(backup, ["/ok", "/index.html"] * 20) == []
         net.signal(1, signal.SIGKILL)
         _wait_for(lambda: _assert_following(dep, 0) or _answers(*primary, "nginx"), 30,

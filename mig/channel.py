@@ -43,7 +43,7 @@ _OFF = {"magic": 0, "version": 8, "mode": 12, "capacity": 16, "pid": 24, "state"
         "commit_futex": 128, "data_futex": 132, "lock": 136, "waiters": 140,
         "barrier_seq": 144, "div_seq": 152, "div_text": 160, "parent_lpid": 416,
         "golive": 480, "frozen": 484, "writers": 488, "turn_futex": 492, "arm_gen": 496,
-        "traps": 504}
+        "traps": 504, "going_live": 500}
 MODE_RECORD, MODE_REPLAY = 1, 2
 
 _SYS_FUTEX = 202  # x86-64
@@ -196,6 +196,11 @@ class Ring:
     def waiters(self) -> int:
         """Threads of the app sleeping on a futex of this ring (replay: waiting for data)."""
         return self._u32("waiters")
+
+    @property
+    def going_live(self) -> bool:
+        """Replay: the process has started going live (its listeners being made real)."""
+        return bool(self._u32("going_live"))
 
     @property
     def mode(self) -> int:

@@ -700,14 +700,20 @@ class Replayer:
         next call, and is named."""
         from mig.channel import MODE_RECORD, STATE_EXITED
 
+        # a process none of whose threads waits in the shim for a record (an nginx master
+        # in sigsuspend) goes live whenever it next calls: not waited for. A waiting
+        # thread leaves its futex every 20 ms, so the rings are looked at for 100 ms
+        # before one is taken for not waiting.
+        seen: set[str] = set()
+        looked_from = time.monotonic()
         while True:
             self.settle_step()
-            # a process none of whose threads waits in the shim for a record (an nginx
-            # master in sigsuspend) goes live whenever it next calls: not waited for
-            waiting = sorted(lpid for lpid, ring in self.rings.items()
-                             if ring.state != STATE_EXITED and ring.mode != MODE_RECORD
-                             and ring.waiters > 0)
-            if not waiting:
+            pending = {lpid for lpid, ring in self.rings.items()
+                       if ring.state != STATE_EXITED and ring.mode != MODE_RECORD}
+            seen |= {lpid for lpid in pending
+                     if self.rings[lpid].waiters > 0 or self.rings[lpid].going_live}
+            waiting = sorted(pending & seen)
+            if not waiting and time.monotonic() - looked_from > 0.1:
                 return
             if time.monotonic() > deadline:
                 log.warning("mig.replayer.not_yet_live", lpids=waiting)

@@ -549,6 +549,7 @@ static void go_live(void)
 {
     spin_lock(&golive_lock);
     if (mig_mode == MIG_REPLAY) {
+        __atomic_store_n(&ring->going_live, 1, __ATOMIC_RELEASE);
         mig_go_live();
         uint64_t next = replay_next_seq;
         ring->next_seq = next;

@@ -63,7 +63,8 @@ struct mig_ring_hdr {
     uint32_t arm_gen;          /* 496: bumped in the image before a restore: CRIU does not
                                 *      restore Syscall User Dispatch, so each thread arms its
                                 *      trap again when it next waits for a record */
-    uint32_t pad500;           /* 500 */
+    uint32_t going_live;       /* 500: replay: set when the process starts going live (its
+                                *      listeners being made real), before mode becomes 1 */
     uint64_t traps;            /* 504: system calls trapped (mig_trap.c) in this process */
 };
 

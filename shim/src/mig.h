@@ -222,6 +222,10 @@ void mig_replay_nudge(void);
 void mig_lock_diverged(const char *what, int64_t expected, int64_t actual);
 
 uint64_t mig_hash(const void *buf, uint64_t len, uint64_t seed);
+/* The shim's own futex call (never trapped, never recorded; -errno on failure) and
+ * CLOCK_MONOTONIC in ns, read through the vDSO. */
+long mig_futex(uint32_t *word, int op, uint32_t val, const struct timespec *timeout);
+uint64_t mig_monotonic_ns(void);
 /* Hash of the first `limit` bytes of an output (contiguous or iovec). */
 uint64_t mig_out_hash(const struct mig_call *call, uint64_t limit);
 

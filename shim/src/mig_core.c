@@ -73,9 +73,16 @@ void mig_warn(const char *a, const char *b)
     syscall(SYS_write, 2, "\n", 1);
 }
 
-static long futex(uint32_t *word, int op, uint32_t val, const struct timespec *timeout)
+long mig_futex(uint32_t *word, int op, uint32_t val, const struct timespec *timeout)
 {
     return syscall(SYS_futex, word, op, val, timeout, NULL, 0);
+}
+
+uint64_t mig_monotonic_ns(void)
+{
+    struct timespec ts;
+    mig_real.clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 static uint64_t now_ns(void)
@@ -421,7 +428,7 @@ static void enter_writer(void)
         __atomic_fetch_sub(&ring->writers, 1, __ATOMIC_SEQ_CST);
         struct timespec slice = {0, 50000000};
         while (__atomic_load_n(&ring->frozen, __ATOMIC_ACQUIRE))
-            futex(&ring->frozen, FUTEX_WAIT, 1, &slice);
+            mig_futex(&ring->frozen, FUTEX_WAIT, 1, &slice);
     }
 }
 
@@ -518,7 +525,7 @@ void mig_barrier(uint64_t seq)
         if (__atomic_load_n(&ring->committed_seq, __ATOMIC_ACQUIRE) >= want)
             break;
         __atomic_fetch_add(&ring->waiters, 1, __ATOMIC_RELAXED);
-        futex(&ring->commit_futex, FUTEX_WAIT, gen, &slice);
+        mig_futex(&ring->commit_futex, FUTEX_WAIT, gen, &slice);
         __atomic_fetch_sub(&ring->waiters, 1, __ATOMIC_RELAXED);
     }
     __atomic_fetch_sub(&mig_agent_waits, 1, __ATOMIC_RELAXED);
@@ -567,7 +574,7 @@ static void turn_moved(void)
 {
     if (mig_threads) {
         __atomic_fetch_add(&ring->turn_futex, 1, __ATOMIC_RELEASE);
-        futex(&ring->turn_futex, FUTEX_WAKE, 0x7fffffff, NULL);
+        mig_futex(&ring->turn_futex, FUTEX_WAKE, 0x7fffffff, NULL);
     }
 }
 
@@ -653,7 +660,7 @@ static struct mig_rec *tail_record(int any)
                 out_of_step(rec);
             }
             __atomic_fetch_add(&ring->waiters, 1, __ATOMIC_RELAXED);
-            futex(&ring->turn_futex, FUTEX_WAIT, turn, &slice);
+            mig_futex(&ring->turn_futex, FUTEX_WAIT, turn, &slice);
             __atomic_fetch_sub(&ring->waiters, 1, __ATOMIC_RELAXED);
             continue;
         }
@@ -662,7 +669,7 @@ static struct mig_rec *tail_record(int any)
             return NULL;
         }
         __atomic_fetch_add(&ring->waiters, 1, __ATOMIC_RELAXED);
-        futex(&ring->data_futex, FUTEX_WAIT, gen, &slice);
+        mig_futex(&ring->data_futex, FUTEX_WAIT, gen, &slice);
         __atomic_fetch_sub(&ring->waiters, 1, __ATOMIC_RELAXED);
     }
 }
@@ -919,7 +926,7 @@ int mig_replay_quiet(int (*can_pass)(void))
             return -1;
         }
         __atomic_fetch_add(&ring->waiters, 1, __ATOMIC_RELAXED);
-        futex(&ring->data_futex, FUTEX_WAIT, gen, &slice);
+        mig_futex(&ring->data_futex, FUTEX_WAIT, gen, &slice);
         __atomic_fetch_sub(&ring->waiters, 1, __ATOMIC_RELAXED);
     }
 }
@@ -944,7 +951,7 @@ void mig_quiet_flush(void)
 void mig_replay_nudge(void)
 {
     __atomic_fetch_add(&ring->data_futex, 1, __ATOMIC_RELEASE);
-    futex(&ring->data_futex, FUTEX_WAKE, 0x7fffffff, NULL);
+    mig_futex(&ring->data_futex, FUTEX_WAKE, 0x7fffffff, NULL);
 }
 
 /* A system call the shim cannot handle (mig_trap.c): a replaying process stops as at a

@@ -62,19 +62,6 @@ static struct {
 /* The word the kernel clears when this thread is gone (CLONE_CHILD_CLEARTID), if any. */
 static MIG_TLS uint32_t *exit_word;
 
-/* the shim's own futex calls (never trapped, never recorded) */
-static long futex(uint32_t *word, int op, uint32_t val, const struct timespec *timeout)
-{
-    return syscall(SYS_futex, word, op, val, timeout, NULL, 0);
-}
-
-static uint64_t monotonic_ns(void)
-{
-    struct timespec ts;
-    mig_real.clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 void mig_sched_init(void)
 {
     const char *mode = getenv("MIG_THREADS");
@@ -127,12 +114,12 @@ static void after_exit(void)
     if (!w)
         return;
     tok.exited = NULL;
-    uint64_t start = monotonic_ns();
+    uint64_t start = mig_monotonic_ns();
     struct timespec slice = {0, 1000000};
     uint32_t v;
     while ((v = __atomic_load_n(w, __ATOMIC_ACQUIRE)) != 0 &&
-           monotonic_ns() - start < 5000000000ull)
-        futex(w, FUTEX_WAIT, v, &slice);
+           mig_monotonic_ns() - start < 5000000000ull)
+        mig_futex(w, FUTEX_WAIT, v, &slice);
 }
 
 void mig_sched_exit_word(uint32_t *word)
@@ -150,7 +137,7 @@ static void rec_release(void)
     mig_token_out = 1;
     __atomic_add_fetch(&tok.serving, 1, __ATOMIC_RELEASE);
     if (__atomic_load_n(&tok.waiting, __ATOMIC_ACQUIRE))
-        futex(&tok.serving, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL);
+        mig_futex(&tok.serving, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL);
 }
 
 /* The holder made no call for stall_ns while this thread waited: go on without the
@@ -173,7 +160,7 @@ static void give_up(void)
                             "and replicas stop at this point (docs/threads.md)");
     *p = 0;
     mig_warn(text, NULL);
-    futex(&tok.serving, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL);
+    mig_futex(&tok.serving, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL);
 }
 
 static void rec_acquire(void)
@@ -181,7 +168,7 @@ static void rec_acquire(void)
     uint32_t ticket = __atomic_fetch_add(&tok.next, 1, __ATOMIC_ACQ_REL);
     struct timespec slice = {0, 50000000};
     uint32_t seen = __atomic_load_n(&tok.serving, __ATOMIC_ACQUIRE);
-    uint64_t since = monotonic_ns();
+    uint64_t since = mig_monotonic_ns();
     for (;;) {
         uint32_t now = __atomic_load_n(&tok.serving, __ATOMIC_ACQUIRE);
         if (now == ticket)
@@ -192,14 +179,14 @@ static void rec_acquire(void)
         }
         if (now != seen || __atomic_load_n(&mig_agent_waits, __ATOMIC_ACQUIRE)) {
             seen = now;
-            since = monotonic_ns();
-        } else if (monotonic_ns() - since > stall_ns) {
+            since = mig_monotonic_ns();
+        } else if (mig_monotonic_ns() - since > stall_ns) {
             give_up();
             mig_token_out = 0;
             return;
         }
         __atomic_fetch_add(&tok.waiting, 1, __ATOMIC_ACQ_REL);
-        futex(&tok.serving, FUTEX_WAIT_PRIVATE, now, &slice);
+        mig_futex(&tok.serving, FUTEX_WAIT_PRIVATE, now, &slice);
         __atomic_fetch_sub(&tok.waiting, 1, __ATOMIC_ACQ_REL);
     }
     mig_token_out = 0;
@@ -239,7 +226,7 @@ static void rep_acquire(void)
         const struct mig_rec *rec = mig_tail_now();
         if (rec && rec->kind == MIG_K_SWITCH && rec->args[2] == FORCED)
             stop_forced(rec);
-        futex(&tok.owner, FUTEX_WAIT_PRIVATE, owner, &slice);
+        mig_futex(&tok.owner, FUTEX_WAIT_PRIVATE, owner, &slice);
     }
     mig_token_out = 0;
     after_exit();
@@ -263,7 +250,7 @@ static int rep_hand_over(void)
         mig_sched_diverged(rec, "threads out of step", rec->args[1], (int64_t)points);
     mig_token_out = 1;
     __atomic_store_n(&tok.owner, rec->tid + 1, __ATOMIC_RELEASE);
-    futex(&tok.owner, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL);
+    mig_futex(&tok.owner, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL);
     return 1;
 }
 

@@ -253,13 +253,6 @@ static int can_pass(void)
     return 0;
 }
 
-static uint64_t monotonic_ns(void)
-{
-    struct timespec ts;
-    mig_real.clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* Replay, at its turn: wait until the mutex's count is the one before `want` (0: a log
  * from before counts, nothing to wait for). */
 static void wait_count(struct lock *l, uint64_t want)
@@ -278,8 +271,8 @@ static void wait_count(struct lock *l, uint64_t want)
             mig_lock_diverged("mutex taken out of order", (int64_t)want, (int64_t)now + 1);
         if (now != seen) {
             seen = now;
-            since = monotonic_ns();
-        } else if (monotonic_ns() - since > 30000000000ull) {
+            since = mig_monotonic_ns();
+        } else if (mig_monotonic_ns() - since > 30000000000ull) {
             /* 30 s without its previous owner taking it once more */
             mig_lock_diverged("threads out of step at a mutex", (int64_t)want,
                               (int64_t)now + 1);

@@ -436,6 +436,28 @@ def _http_gets(addr: tuple[str, int], paths: list[str], per_connection: int = 10
     return problems
 
 
+def _concurrent_gets(addr: tuple[str, int], paths: list[str], clients: int,
+                     timeout: float) -> float:
+    """`clients` threads each GET `paths` in turn (_http_gets); every request must be
+    answered rightly and every client finish within `timeout`. Returns the seconds taken."""
+    results: list[list[str]] = [[] for _ in range(clients)]
+
+    def client(i: int) -> None:
+        results[i] = _http_gets(addr, paths)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    took = time.monotonic() - t0
+    assert not any(t.is_alive() for t in threads), "the clients did not finish"
+    problems = [p for r in results for p in r]
+    assert problems == [], f"{len(problems)} requests failed: {problems[:5]}"
+    return took
+
+
 def _nginx_processes(dep: Deployment, host: int) -> list[int]:
     pids = []
     for pid in dep.net.pids(host):
@@ -505,21 +527,8 @@ def test_nginx_master_and_workers_fail_over_and_serve_on_the_replica(hosts, tmp_
         assert len(_nginx_processes(dep, 0)) == 3, "a master and 2 workers on host 0"
         # 1. load: a bounded number of requests, all answered rightly
         per_thread = NGINX_REQUESTS // NGINX_THREADS
-        results: list[list[str]] = [[] for _ in range(NGINX_THREADS)]
-
-        def client(i: int) -> None:
-            results[i] = _http_gets(primary, ["/ok", "/index.html"] * (per_thread // 2))
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(NGINX_THREADS)]
-        t0 = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        load_s = time.monotonic() - t0
-        assert not any(t.is_alive() for t in threads), "the clients did not finish"
-        problems = [p for r in results for p in r]
-        assert problems == [], f"{len(problems)} requests failed: {problems[:5]}"
+        load_s = _concurrent_gets(primary, ["/ok", "/index.html"] * (per_thread // 2),
+                                  NGINX_THREADS, 60)
         loaded_ms = int(time.time() * 1000)
         # 2. the replica has replayed all of it, without a divergence
         _wait_for(lambda: _replica_caught_up(dep, 1, loaded_ms), 30,
@@ -652,22 +661,8 @@ def test_python_http_server_threads_replay_and_fail_over(hosts, tmp_path):
     primary, backup = dep.addresses()
     try:
         dep.start()
-        per_thread = PY_REQUESTS // PY_THREADS
-        results: list[list[str]] = [[] for _ in range(PY_THREADS)]
-
-        def client(i: int) -> None:
-            results[i] = _http_gets(primary, ["/index.html"] * per_thread)
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(PY_THREADS)]
-        t0 = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        load_s = time.monotonic() - t0
-        assert not any(t.is_alive() for t in threads), "the clients did not finish"
-        problems = [p for r in results for p in r]
-        assert problems == [], f"{len(problems)} requests failed: {problems[:5]}"
+        load_s = _concurrent_gets(primary, ["/index.html"] * (PY_REQUESTS // PY_THREADS),
+                                  PY_THREADS, 120)
         loaded_ms = int(time.time() * 1000)
         _wait_for(lambda: _replica_caught_up(dep, 1, loaded_ms), 120,
                   "the replica to catch up")

@@ -23,7 +23,7 @@ import structlog
 from mig.errors import MigError
 
 __all__ = ["RawCall", "Ring", "RingError", "RingForeign", "REC", "HDR_SIZE", "new_rings",
-           "rearm_after_restore"]
+           "rearm_after_restore", "set_stdin_pipe", "stdin_pipe_of"]
 
 MAGIC = 0x31474E4952474D4D
 VERSION = 1
@@ -43,7 +43,8 @@ _OFF = {"magic": 0, "version": 8, "mode": 12, "capacity": 16, "pid": 24, "state"
         "commit_futex": 128, "data_futex": 132, "lock": 136, "waiters": 140,
         "barrier_seq": 144, "div_seq": 152, "div_text": 160, "parent_lpid": 416,
         "golive": 480, "frozen": 484, "writers": 488, "turn_futex": 492, "arm_gen": 496,
-        "traps": 504, "going_live": 500}
+        "traps": 504, "going_live": 500, "stdin_read": 512, "stdin_dev": 520,
+        "stdin_ino": 528}
 MODE_RECORD, MODE_REPLAY = 1, 2
 
 _SYS_FUTEX = 202  # x86-64
@@ -191,6 +192,11 @@ class Ring:
     def traps(self) -> int:
         """System calls the shim trapped in this process (complete capture)."""
         return self._u64("traps")
+
+    @property
+    def stdin_read(self) -> int:
+        """Bytes this process read from the app's stdin pipe (mig/appinput.py)."""
+        return self._u64("stdin_read")
 
     @property
     def waiters(self) -> int:
@@ -347,6 +353,21 @@ def new_rings(run_dir: Path, known: dict[str, Ring]) -> dict[str, Ring]:
 
 log = structlog.get_logger("mig.channel")
 _REFUSED: set[Path] = set()  # foreign rings already reported
+
+
+def set_stdin_pipe(path: Path, dev: int, ino: int) -> None:
+    """Name this host's stdin pipe in a ring file of a checkpoint before the app is
+    restored from it (the shim counts reads of the pipe it names: mig/appinput.py)."""
+    with open(path, "r+b") as f:
+        f.seek(_OFF["stdin_dev"])
+        f.write(struct.pack("<QQ", dev, ino))
+
+
+def stdin_pipe_of(path: Path) -> tuple[int, int]:
+    """The stdin pipe a ring file names (0, 0: none)."""
+    with open(path, "rb") as f:
+        f.seek(_OFF["stdin_dev"])
+        return struct.unpack("<QQ", f.read(16))
 
 
 def rearm_after_restore(path: Path) -> None:

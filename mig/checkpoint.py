@@ -415,19 +415,28 @@ def fetch_checkpoint(settings: KafkaSettings, app: str, manifest: dict[str, Any]
 
 
 def restore_app(images: Path, root_pid: int, binds: list[tuple[Path, Path]],
-                log_file: Path) -> HeldApp:
+                log_file: Path, stdin: tuple[Any, int] | None = None) -> HeldApp:
     """Restore the image under its holder (mig/holder.py): in a new pid and mount
     namespace, bind ``binds`` (here -> image's path), ``criu restore``; the holder's init
     stays until the app's first process ends, and the whole namespace ends with this
-    agent. Returns the holder (its signals reach the app, its exit is the app's)."""
+    agent. Returns the holder (its signals reach the app, its exit is the app's).
+
+    ``stdin``: (this host's stdin pipe, the inode of the pipe the image's app had as its
+    stdin): CRIU gives every fd of the app that was that pipe this host's pipe instead
+    (``--inherit-fd``; the pipe is criu's own stdin, passed down by the holder)."""
     from mig.criu import find_criu
     from mig.holder import HolderError
     from mig.holder import start as start_held
 
+    criu = find_criu().argv()
+    held_stdin: Any = subprocess.DEVNULL
+    if stdin is not None and stdin[1]:
+        criu += ["--inherit-fd", f"fd[0]:pipe:[{stdin[1]}]"]
+        held_stdin = stdin[0].read_fd
     spec = {"mode": "restore", "images": str(images), "root_pid": root_pid,
-            "criu": find_criu().argv(), "binds": [[str(a), str(b)] for a, b in binds]}
+            "criu": criu, "binds": [[str(a), str(b)] for a, b in binds]}
     try:
-        return start_held(spec, images / "restored", log_file, subprocess.DEVNULL)
+        return start_held(spec, images / "restored", log_file, held_stdin)
     except HolderError as exc:
         raise CheckpointError(f"criu restore failed: {_log_tail(images / 'restore.log')}"
                               f" ({exc})") from exc

@@ -28,6 +28,7 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 BARRIER_MODES = ("sync", "output", "async")
 CAPTURE_MODES = ("trap", "symbols")
 THREAD_MODES = ("serialized", "parallel")
+STDIN_MODES = ("inherit", "topic")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,13 @@ SECTIONS: dict[str, dict[str, Key]] = {
                                " run while another runs without any system call before"
                                " the primary stops serializing (and replicas stop there)"
                                " rather than hang the program.", minimum=10),
+        "stdin": Key("choice", "inherit", "Where the program's standard input comes from."
+                     " `inherit`: `mig primary start`'s own (`producer | mig primary"
+                     " start`); a promoted replica's is at its end. `topic`: the topic"
+                     " `mig.NAME.input`, which `producer | mig input APP.TOML` appends to;"
+                     " whichever member is primary feeds it on from the first byte the"
+                     " program has not read, so a piped program survives failover and"
+                     " migration. docs/interceptor.md.", choices=STDIN_MODES),
     },
     "kafka": {
         "bootstrap_servers": Key("str", None, "Kafka brokers, `host:port,...`. Unset: the"
@@ -175,6 +183,7 @@ class AppConfig:
     kafka_secrets: frozenset[str] = field(repr=False, default=frozenset())
     threads: str = "serialized"
     serial_stall_ms: int = 2000
+    stdin: str = "inherit"
 
     def kafka_settings(self) -> KafkaSettings | None:
         """Settings for the configured Kafka, or None: use the embedded broker. (The record
@@ -239,7 +248,8 @@ def parse_config(text: str, path: Path) -> AppConfig:
                      replica=values["replica"], failover=values["failover"],
                      checkpoints=values["checkpoints"], metrics=values["metrics"],
                      security=values["security"], raw=values, kafka_secrets=secrets,
-                     threads=app["threads"], serial_stall_ms=app["serial_stall_ms"])
+                     threads=app["threads"], serial_stall_ms=app["serial_stall_ms"],
+                     stdin=app["stdin"])
 
 
 def _validate(doc: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -80,14 +81,16 @@ def private_run_dir(run_dir: Path) -> None:
 
 
 def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
-           log_file: Path) -> HeldApp:
+           log_file: Path, stdin_pipe: Any = None) -> HeldApp:
     """Start the app under the shim in ``mode`` (record or replay), under its holder
     (mig/holder.py: the app runs in a pid namespace of its own and ends with this agent).
 
     Recording, the app's stdin is mig's own: what the app reads from it is a recorded input
     like a socket's (``producer | mig primary start app.toml``). Replaying, it is /dev/null:
     the reads come from the log; after promotion the program reads the end of its input
-    (docs/interceptor.md, "Standard input")."""
+    (docs/interceptor.md, "Standard input"). With ``stdin_pipe`` (``[app] stdin =
+    "topic"``, mig/appinput.py) it is that pipe's read end, in either mode, and the shim
+    counts what the app reads from it."""
     shim = shim_library()
     if not shim.is_file():
         raise MigError(f"the shim is not built ({shim}): run `make -C shim` or reinstall mig")
@@ -96,15 +99,22 @@ def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
                 "MIG_LPID": "1", "MIG_BARRIER": cfg.barrier_mode,
                 "MIG_CAPTURE": cfg.capture, "MIG_THREADS": cfg.threads,
                 "MIG_STALL_MS": str(cfg.serial_stall_ms)})
+    if stdin_pipe is not None:
+        env["MIG_STDIN"] = stdin_pipe.ident
     private_run_dir(run_dir)
     for stale in run_dir.glob("*.ring"):  # a previous run's rings would be taken for ours
         stale.unlink()
     (run_dir / "listeners").unlink(missing_ok=True)  # going live: shared listeners
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    inherit = mode == "record" or stdin_pipe is not None
     spec = {"mode": "run", "command": cfg.command, "env": env, "cwd": str(cwd),
-            "log": str(log_file), "stdin": "inherit" if mode == "record" else "null"}
-    held = start_held(spec, run_dir / "app.ready", log_file,
-                      None if mode == "record" else subprocess.DEVNULL)
+            "log": str(log_file), "stdin": "inherit" if inherit else "null"}
+    stdin: Any = subprocess.DEVNULL
+    if stdin_pipe is not None:
+        stdin = stdin_pipe.read_fd
+    elif mode == "record":
+        stdin = None
+    held = start_held(spec, run_dir / "app.ready", log_file, stdin)
     if not held.namespaced:
         log.warning("mig.launch.no_namespace", pid=held.app_pid,
                     reason="this member may not make a pid namespace (CAP_SYS_ADMIN): only"

@@ -29,6 +29,7 @@ EXPECTED = {
     "control": {"mig.log.Heartbeat", "mig.log.MemberStatus", "mig.log.Migrate",
                 "mig.log.CheckpointRequest", "mig.log.Promotion",
                 "mig.log.Claim", "mig.log.Handoff"},
+    "input": {"mig.log.InputChunk"},
 }
 
 
@@ -91,7 +92,8 @@ def read_rows(settings: KafkaSettings, app: str, roles: list[str] | None = None,
     """
     from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
-    roles = roles or ["calls", "checkpoints", "control"]
+    every = not roles  # then the input topic too, if the app has one ([app] stdin)
+    roles = roles or ["calls", "checkpoints", "control", "input"]
     names = topic_names(app)
     starts: dict[tuple[str, int], int] = {}
     if start == "checkpoint":
@@ -120,6 +122,8 @@ def read_rows(settings: KafkaSettings, app: str, roles: list[str] | None = None,
             cons.close()
             raise MigError(f"not authorized to read topic {names[role]} at"
                            f" {settings.bootstrap_servers} (Kafka ACLs: docs/security.md)")
+        if (topic is None or topic.error is not None) and every and role == "input":
+            continue
         if topic is None or topic.error is not None:
             cons.close()
             raise MigError(f"topic {names[role]} does not exist (is '{app}' the app's name?)")

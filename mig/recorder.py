@@ -131,11 +131,16 @@ class Recorder:
         self.metrics = metrics  # mig/metrics.py, when this member serves them
         # checkpoints when no hot replica takes them (mig/checkpointer.py)
         self.checkpointer = PrimaryCheckpointer(cfg, settings, run_dir, self.member)
+        # [app] stdin = "topic" (mig/appinput.py): the pipe, and its feeder once it may run
+        self.stdin_pipe: Any = None
+        self.feeder: Any = None
+        self._feed_when: Any = None  # adopt(): true once every byte the log read is counted
 
     def run(self) -> RecordStats:
         """Record until the app exits (or SIGTERM/SIGINT stops it). Returns the figures."""
         check_program(self.cfg.command[0], app_env(self.cfg)["PATH"], self.cfg.cwd)
-        ensure_topics(self.settings, self.cfg.name, self.cfg.topics)
+        ensure_topics(self.settings, self.cfg.name, self.cfg.topics,
+                      with_input=self.cfg.stdin == "topic")
         self._refuse_existing_recording()
         writer = LogWriter(self.settings, self.cfg.name,
                            transactional_id=f"mig.{self.cfg.name}.primary")
@@ -144,20 +149,41 @@ class Recorder:
         writer.send("calls", "mig.log.AppIdentity", identity, key="identity")
         writer.commit()
         self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.cfg.stdin == "topic":
+            from mig.appinput import StdinPipe
+
+            self.stdin_pipe = StdinPipe()
         proc = launch(self.cfg, "record", self.run_dir, self.cfg.cwd,
-                      self.cfg.state_dir / "mig-app.log")
+                      self.cfg.state_dir / "mig-app.log", stdin_pipe=self.stdin_pipe)
+        if self.stdin_pipe is not None:
+            self.stdin_pipe.close_read_end()
+            self._feed_when = lambda: True
         log.info("mig.recorder.started", app=self.cfg.name, pid=proc.pid,
                  barrier_mode=self.cfg.barrier_mode)
         return self._serve(writer, proc)
 
     def adopt(self, writer: LogWriter, proc: subprocess.Popen[bytes], rings: dict[str, Ring],
-              batch_seq: dict[str, int], on_turn: Any = None) -> RecordStats:
+              batch_seq: dict[str, int], on_turn: Any = None, stdin_pipe: Any = None,
+              replayed: Any = None) -> RecordStats:
         """Go on as the primary of an app a promoted replica was replaying: its processes
-        turn their rings around one by one; ``on_turn`` feeds those still replaying."""
+        turn their rings around one by one; ``on_turn`` feeds those still replaying. With a
+        stdin pipe, its feeder starts once ``replayed()`` says every process has taken the
+        last record the log had for it (so the rings count every byte of stdin the log
+        read)."""
         self.rings = rings
         self.batch_seq = dict(batch_seq)
         self.on_turn = on_turn
+        self.stdin_pipe = stdin_pipe
+        if stdin_pipe is not None:
+            self._feed_when = replayed or (lambda: True)
         return self._serve(writer, proc)
+
+    def _start_feeder(self) -> None:
+        from mig.appinput import Feeder, consumed
+
+        self._feed_when = None
+        self.feeder = Feeder(self.settings, self.cfg.name, self.stdin_pipe,
+                             consumed(self.run_dir)).start()
 
     def _serve(self, writer: LogWriter, proc: subprocess.Popen[bytes]) -> RecordStats:
         if self.metrics is not None:
@@ -178,6 +204,8 @@ class Recorder:
                       reason=str(exc))
             raise
         finally:
+            if self.feeder is not None:
+                self.feeder.stop()  # a fenced or handed-over primary feeds no more
             control.close()
             self.checkpointer.stop()
             for sig, handler in previous.items():
@@ -266,6 +294,8 @@ class Recorder:
                 self._discover()
                 if self.on_turn is not None:
                     self.on_turn()
+                if self._feed_when is not None and self._feed_when():
+                    self._start_feeder()
                 last_scan = now
             if now - last_control > 0.01:
                 for msg in control.consume(100, 0):

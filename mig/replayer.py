@@ -33,7 +33,14 @@ from typing import Any
 import structlog
 
 from mig.calls import describe, from_avro
-from mig.channel import RawCall, Ring, new_rings, rearm_after_restore
+from mig.channel import (
+    RawCall,
+    Ring,
+    new_rings,
+    rearm_after_restore,
+    set_stdin_pipe,
+    stdin_pipe_of,
+)
 from mig.codec import Codec
 from mig.config import AppConfig
 from mig.control import ControlView
@@ -114,6 +121,7 @@ class Replayer:
         self._paused = False  # fetching calls paused (MAX_PENDING)
         self.stats = ReplayStats()
         self.proc: Any = None
+        self.stdin_pipe: Any = None  # [app] stdin = "topic": mig/appinput.py
         self.epoch = 0
         self.host = socket.gethostname()
         self.member = member or f"{self.host}-replica-{os.getpid()}"
@@ -375,8 +383,11 @@ class Replayer:
         if problems:
             raise MigError("this host cannot replay the recorded app: " + "; ".join(problems))
         self.identity_rec = recorded
+        self.stdin_pipe = self._new_stdin_pipe()
         self.proc = launch(self.cfg, "replay", self.run_dir, self.workdir,
-                           self.workdir / "mig-app.log")
+                           self.workdir / "mig-app.log", stdin_pipe=self.stdin_pipe)
+        if self.stdin_pipe is not None:
+            self.stdin_pipe.close_read_end()
         self.launched = True
         if self.can_promote:
             self._standby_writer()
@@ -720,6 +731,25 @@ class Replayer:
                 return
             time.sleep(0.001)
 
+    def _new_stdin_pipe(self) -> Any:
+        """``[app] stdin = "topic"``: the app's stdin pipe on this host, which this member
+        feeds once it is the primary (mig/appinput.py); None otherwise."""
+        if self.cfg.stdin != "topic":
+            return None
+        from mig.appinput import StdinPipe
+
+        return StdinPipe()
+
+    def stdin_replayed(self) -> bool:
+        """After promotion: every process has taken the last record the log had for it
+        (or ended), so the rings' stdin counts are final (mig/appinput.py)."""
+        from mig.channel import MODE_RECORD, STATE_EXITED
+
+        return all(not self.pending.get(lpid)
+                   and (ring.state == STATE_EXITED or ring.mode == MODE_RECORD
+                        or ring.tail >= ring.head)
+                   for lpid, ring in self.rings.items())
+
     def settle_step(self) -> None:
         """Once per turn after promotion: processes forked while catching up appear late;
         feed them and mark their ends too."""
@@ -842,14 +872,23 @@ class Replayer:
                 self.workdir.mkdir(parents=True, exist_ok=True)
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 unpack(data, images, self.workdir, self.run_dir)
+                self.stdin_pipe = self._new_stdin_pipe()
+                dumped_stdin = 0
                 for ring in self.run_dir.glob("*.ring"):
                     rearm_after_restore(ring)
+                    if self.stdin_pipe is not None:
+                        dumped_stdin = dumped_stdin or stdin_pipe_of(ring)[1]
+                        set_stdin_pipe(ring, self.stdin_pipe.dev, self.stdin_pipe.ino)
                 binds = [(self.workdir.resolve(), Path(manifest["workdir"])),
                          (self.run_dir.resolve(), Path(manifest["run_dir"]))]
                 started = time.monotonic()
                 self.proc = restore_app(images, manifest["root_pid"],
                                         [(a, b) for a, b in binds if a != b],
-                                        self.workdir / "mig-restore.log")
+                                        self.workdir / "mig-restore.log",
+                                        stdin=(self.stdin_pipe, dumped_stdin)
+                                        if self.stdin_pipe is not None else None)
+                if self.stdin_pipe is not None:
+                    self.stdin_pipe.close_read_end()
             except CheckpointError as exc:
                 log.warning("mig.replayer.checkpoint_refused", checkpoint_id=cid,
                             reason=str(exc))

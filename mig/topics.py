@@ -1,9 +1,11 @@
-"""An application's three topics: their names, their configs, and creating or checking them.
+"""An application's topics: their names, their configs, and creating or checking them.
 
 ``mig.NAME.calls`` (delete policy, kept forever until checkpoints trim it with
 delete_records), ``mig.NAME.checkpoints`` (compacted, short segments so superseded chunks
-go soon) and ``mig.NAME.control`` (delete policy, bounded retention). An existing topic
-whose cleanup policy differs is refused: mig would silently lose or keep the wrong data.
+go soon) and ``mig.NAME.control`` (delete policy, bounded retention); with ``[app] stdin =
+"topic"`` also ``mig.NAME.input`` (delete policy, kept forever: the program's standard
+input, mig/appinput.py). An existing topic whose cleanup policy differs is refused: mig
+would silently lose or keep the wrong data.
 """
 
 from __future__ import annotations
@@ -30,17 +32,17 @@ STRICT_KEYS = ("cleanup.policy",)
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
-    role: str  # "calls", "checkpoints" or "control"
+    role: str  # "calls", "checkpoints", "control" or "input"
     partitions: int
     config: dict[str, str]
 
 
 def topic_names(app: str) -> dict[str, str]:
-    return {role: f"mig.{app}.{role}" for role in ("calls", "checkpoints", "control")}
+    return {role: f"mig.{app}.{role}" for role in ("calls", "checkpoints", "control", "input")}
 
 
 def topic_specs(app: str, topics: dict[str, int] | None = None,
-                brokers: int = 1) -> list[TopicSpec]:
+                brokers: int = 1, with_input: bool = False) -> list[TopicSpec]:
     t = dict(DEFAULT_TOPICS, **(topics or {}))
     rf = t["replication_factor"] or min(3, brokers)
     common = {"min.insync.replicas": str(min(2, rf)),
@@ -58,11 +60,13 @@ def topic_specs(app: str, topics: dict[str, int] | None = None,
         TopicSpec(names["control"], "control", 1, {
             **common, "cleanup.policy": "delete",
             "retention.ms": str(t["control_retention_ms"])}),
-    ]
+    ] + ([TopicSpec(names["input"], "input", 1, {
+            **common, "cleanup.policy": "delete", "retention.ms": "-1",
+            "retention.bytes": "-1"})] if with_input else [])
 
 
 def ensure_topics(settings: KafkaSettings, app: str, topics: dict[str, int] | None = None,
-                  timeout: float = 15.0) -> dict[str, str]:
+                  timeout: float = 15.0, with_input: bool = False) -> dict[str, str]:
     """Create the app's missing topics; check existing ones. Returns topic -> created|exists.
 
     Raises TopicConfigError for an existing topic with a wrong cleanup policy.
@@ -77,7 +81,7 @@ def ensure_topics(settings: KafkaSettings, app: str, topics: dict[str, int] | No
     except KafkaException as exc:
         raise MigError(f"cannot list topics at {settings.bootstrap_servers}: {exc}") from exc
     rf = (topics or {}).get("replication_factor") or min(3, len(meta.brokers))
-    specs = topic_specs(app, topics, brokers=len(meta.brokers))
+    specs = topic_specs(app, topics, brokers=len(meta.brokers), with_input=with_input)
     result: dict[str, str] = {}
     missing = [s for s in specs if s.name not in meta.topics]
     if missing:

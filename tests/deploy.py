@@ -84,6 +84,8 @@ def _command(app: str, port: int, folder: Path) -> list[str]:
     """The app's command line; `folder` is the app's folder (where app.toml is)."""
     if app == "nginx":
         return [need("nginx", "nginx-light"), "-p", "./", "-c", str(folder / "nginx.conf")]
+    if app == "sqlite3":  # the shell, fed its SQL through its stdin ([app] stdin = "topic")
+        return [need("sqlite3", "sqlite3"), "db.sqlite"]
     if app == "redis":
         # Debian's Redis with its own defaults (RDB snapshots, the bio threads, jemalloc's
         # background thread, whose flags the main thread reads without a lock: threads
@@ -128,6 +130,7 @@ class Deployment:
             "[app]\n"
             f'name = "{self.name}"\n'
             f"command = {json.dumps(_command(app, self.port, folder))}\n"
+            + ('stdin = "topic"\n' if app == "sqlite3" else "") +
             "[kafka]\n"
             + (kafka_toml or f'bootstrap_servers = "{broker.settings.bootstrap_servers}"\n') +
             "[replica]\nheartbeat_ms = 200\nfailover_timeout_ms = 1000\n"
@@ -151,8 +154,11 @@ class Deployment:
         # rings under the test's folder: a killed member leaves them behind
         self.procs[0] = self._mig(0, ["primary", "start", str(self.app_toml),
                                       "--member", "host0", "--run-dir", str(self.tmp / "run0")])
-        _wait_for(lambda: _answers(self.net.host_ips[0], self.port, self.app), 30,
-                  "the primary app")
+        if self.app == "sqlite3":  # serves no port: it runs once its ring is there
+            _wait_for(lambda: (self.tmp / "run0" / "1.ring").exists(), 30, "the primary app")
+        else:
+            _wait_for(lambda: _answers(self.net.host_ips[0], self.port, self.app), 30,
+                      "the primary app")
         for h in self.replica_hosts:
             self.start_replica(h)
         _wait_for(lambda: self.hot() >= {f"host{h}" for h in self.replica_hosts}, 60,

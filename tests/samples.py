@@ -77,6 +77,10 @@ _SAMPLES: dict[str, dict[str, Any]] = {
         "app": _APP, "epoch": 3, "lpid": "1.2", "seq": 45, "reason": "OUTPUT",
         "ts_ns": _T_NS + 5_500,
     },
+    "mig.log.InputChunk": {
+        "app": _APP, "data": b"insert into t values(1);\n", "end": False,
+        "ts_ns": _T_NS + 5_700,
+    },
     "mig.log.Heartbeat": {
         "app": _APP, "member": "shop-b", "role": "REPLICA", "epoch": 3,
         "ts_ms": _T_MS + 250, "calls_offset": 1_204, "host": "shop-b.example",

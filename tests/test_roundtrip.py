@@ -23,7 +23,7 @@ def _role(full_name: str) -> str:
 
 
 def _write_all(settings, app, transactional_id=None):
-    ensure_topics(settings, app)
+    ensure_topics(settings, app, with_input=True)
     writer = LogWriter(settings, app, transactional_id=transactional_id)
     for name in MESSAGES:
         writer.send(_role(name), name, sample(name), key=name.rsplit(".", 1)[-1])

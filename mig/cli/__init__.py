@@ -14,6 +14,7 @@ import typer
 from mig.cli import app as app_cmds
 from mig.cli import broker, checkpoint, config, demo, doctor, log, migrate, status, topics
 from mig.cli.common import LogFormat, LogLevel
+from mig.cli.input import input_
 from mig.errors import MigError
 
 __all__ = ["app", "main"]
@@ -35,6 +36,7 @@ app.command("status")(status.status)
 app.command("doctor")(doctor.doctor)
 app.command("migrate")(migrate.migrate)
 app.command("checkpoint")(checkpoint.checkpoint)
+app.command("input")(input_)
 
 
 def _print_version(value: bool) -> None:

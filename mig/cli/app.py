@@ -168,7 +168,9 @@ def replica_follow(
         recorder = Recorder(cfg, settings, folder, member=replayer.member,
                             epoch=stats.promoted_epoch, metrics=served)
         rec_stats = recorder.adopt(replayer.writer, replayer.proc, replayer.rings,
-                                   replayer.batch_next, on_turn=replayer.settle_step)
+                                   replayer.batch_next, on_turn=replayer.settle_step,
+                                   stdin_pipe=replayer.stdin_pipe,
+                                   replayed=replayer.stdin_replayed)
     finally:
         _cleanup(folder, run_dir)
         if served is not None:

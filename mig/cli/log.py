@@ -36,7 +36,8 @@ def tail(
                                              " them."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep waiting for new records."),
     topic: list[str] = typer.Option([], "--topic", "-t",
-                                    help="calls, checkpoints or control (repeatable)."),
+                                    help="calls, checkpoints, control or input"
+                                         " (repeatable)."),
     bootstrap: Optional[str] = BOOTSTRAP,
     config: Optional[Path] = CONFIG,
 ) -> None:
@@ -45,7 +46,7 @@ def tail(
     from mig.logtool import read_rows, render_json, render_text
 
     for role in topic:
-        if role not in ("calls", "checkpoints", "control"):
+        if role not in ("calls", "checkpoints", "control", "input"):
             raise typer.BadParameter(f"unknown topic '{role}'", param_hint="--topic")
     settings = resolve_kafka(bootstrap, config)
     render = render_json if as_json else render_text

@@ -22,5 +22,6 @@ def ensure(config: Path = typer.Argument(..., metavar="APP.TOML"),
 
     cfg = load_config(config)
     settings = resolve_kafka(bootstrap, config, start_embedded=True)
-    for topic, what in ensure_topics(settings, cfg.name, cfg.topics).items():
+    for topic, what in ensure_topics(settings, cfg.name, cfg.topics,
+                                     with_input=cfg.stdin == "topic").items():
         typer.echo(f"{topic}: {what}")

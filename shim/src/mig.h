@@ -232,6 +232,14 @@ uint64_t mig_out_hash(const struct mig_call *call, uint64_t limit);
 /* Is fd one whose I/O is recorded (anything but a regular file)? Cached per fd. */
 int mig_fd_recorded(int fd);
 void mig_fd_forget(int fd);
+/* After a read of fd that returned `result` (recorded or replayed): count the bytes in the
+ * ring's stdin_read when fd is the app's stdin pipe (mig/appinput.py). */
+void mig_stdin_count(int fd, int64_t result);
+/* A regular file's (st_dev, st_ino) as the program first saw them, across a restore
+ * (mig_fileid.c): after a successful trapped stat-family call `nr` with arguments a; and
+ * once per process after a restore (gen: the ring's arm_gen). */
+void mig_fileid_fix(long nr, const long *a);
+void mig_fileid_restored(uint32_t gen);
 void mig_fd_mark(int fd, int recorded);
 /* A thread ends: the buffer sendfile and splice copy through (wrap_io.c) is unmapped. */
 void mig_copy_thread_exit(void);

@@ -176,6 +176,11 @@ static void resolve_all(void)
         "clock_gettime", "GLIBC_2.17");
 }
 
+/* The app's stdin pipe ([app] stdin = "topic", mig/appinput.py): MIG_STDIN="DEV:INO" for
+ * the first process, the parent's ring for a forked one (the agent rewrites the rings of a
+ * checkpoint for the pipe of the host that restores it), the ring itself after exec. */
+static uint64_t stdin_dev, stdin_ino;
+
 static void open_ring(const char *lpid, const char *parent)
 {
     char path[640];
@@ -226,6 +231,8 @@ static void open_ring(const char *lpid, const char *parent)
     ring->capacity = capacity;
     ring->pid = (int32_t)syscall(SYS_getpid);
     memcpy(ring->lpid, lpid, llen + 1);
+    ring->stdin_dev = stdin_dev;
+    ring->stdin_ino = stdin_ino;
     size_t plen = strlen(parent);
     if (plen < sizeof ring->parent_lpid)
         memcpy(ring->parent_lpid, parent, plen + 1);
@@ -263,6 +270,12 @@ void mig_init(void)
             memcpy(my_lpid, lpid, strlen(lpid) + 1);
         mig_mode = want;
         const char *parent = getenv("MIG_PARENT_LPID");
+        const char *in = getenv("MIG_STDIN");
+        if (in && *in) {
+            char *colon;
+            stdin_dev = strtoull(in, &colon, 10);
+            stdin_ino = *colon == ':' ? strtoull(colon + 1, NULL, 10) : 0;
+        }
         open_ring(my_lpid, parent ? parent : "");
         ready = 2;
         mig_trap_init(); /* last: from here on the app's own system calls are trapped */
@@ -324,6 +337,8 @@ void mig_child_after_fork(const char *child_lpid)
     /* The parent's ring stays the parent's: unmap it untouched, make our own. */
     char parent[64];
     memcpy(parent, my_lpid, sizeof parent);
+    stdin_dev = ring->stdin_dev;
+    stdin_ino = ring->stdin_ino;
     munmap(ring, MIG_RING_HDR + ring->capacity);
     ring = NULL;
     children = 0;
@@ -599,9 +614,11 @@ static void corrupt(uint64_t pos, const char *why);
 static void rearm_if_restored(void)
 {
     uint32_t gen = __atomic_load_n(&ring->arm_gen, __ATOMIC_ACQUIRE);
-    if (gen != arm_seen && mig_trapping) {
+    if (gen != arm_seen) {
         arm_seen = gen;
-        mig_trap_arm();
+        mig_fileid_restored(gen);
+        if (mig_trapping)
+            mig_trap_arm();
     }
 }
 
@@ -1084,7 +1101,8 @@ void mig_sched_stop(const struct mig_rec *rec, const char *text)
 
 /* --------------------------------------------------------------- fd classes */
 
-/* 0: unknown, 1: recorded (socket, pipe, device...), 2: regular file or directory. */
+/* 0: unknown, 1: recorded (socket, pipe, device...), 2: regular file or directory,
+ * 3: recorded, and the app's stdin pipe (reads are counted in the ring's stdin_read). */
 static unsigned char fd_class[65536];
 
 int mig_fd_recorded(int fd)
@@ -1095,9 +1113,22 @@ int mig_fd_recorded(int fd)
         struct stat st;
         if (syscall(SYS_fstat, fd, &st) != 0)
             return 1; /* a bad fd: record the EBADF like any other result */
-        fd_class[fd] = (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) ? 2 : 1;
+        if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))
+            fd_class[fd] = 2;
+        else if (S_ISFIFO(st.st_mode) && ring && ring->stdin_ino
+                 && (uint64_t)st.st_ino == ring->stdin_ino
+                 && (uint64_t)st.st_dev == ring->stdin_dev)
+            fd_class[fd] = 3;
+        else
+            fd_class[fd] = 1;
     }
-    return fd_class[fd] == 1;
+    return fd_class[fd] != 2;
+}
+
+void mig_stdin_count(int fd, int64_t result)
+{
+    if (result > 0 && fd >= 0 && fd < (int)sizeof fd_class && fd_class[fd] == 3 && ring)
+        __atomic_fetch_add(&ring->stdin_read, (uint64_t)result, __ATOMIC_RELAXED);
 }
 
 void mig_fd_forget(int fd)

@@ -11,7 +11,7 @@
  * thread takes only a record with its own tid at the tail, so the threads of a process make
  * their calls in the recorded order (mig_core.c, next_record).
  *
- * This layout is a contract with mig/shim/ring.py: change both, and bump MIG_RING_VERSION.
+ * This layout is a contract with mig/channel.py: change both, and bump MIG_RING_VERSION.
  * All integers are little-endian (x86-64 and aarch64 native order). */
 #ifndef MIG_RING_H
 #define MIG_RING_H
@@ -66,6 +66,10 @@ struct mig_ring_hdr {
     uint32_t going_live;       /* 500: replay: set when the process starts going live (its
                                 *      listeners being made real), before mode becomes 1 */
     uint64_t traps;            /* 504: system calls trapped (mig_trap.c) in this process */
+    uint64_t stdin_read;       /* 512: bytes this process read from the app's stdin pipe
+                                *      ([app] stdin = "topic"), recorded or replayed */
+    uint64_t stdin_dev;        /* 520: that pipe's st_dev and st_ino (0: no such pipe); */
+    uint64_t stdin_ino;        /* 528:   the agent rewrites them before a restore */
 };
 
 /* One call record: this header, then payload_len bytes, padded to a multiple of 8. */

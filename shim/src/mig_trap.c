@@ -837,6 +837,16 @@ static long fd_stat(long nr, const long *a, int fd, void *buf, uint32_t size)
     return fd_call(MIG_K_FSTAT, nr, a, fd, nr, buf, size);
 }
 
+/* stat of anything else, for real on every host; a regular file keeps the identity the
+ * program first saw across a restore (mig_fileid.c). */
+static long file_stat(long nr, const long *a)
+{
+    long r = raw(nr, a);
+    if (r == 0)
+        mig_fileid_fix(nr, a);
+    return r;
+}
+
 static long fd_ioctl(long nr, const long *a)
 {
     int replaying = mig_mode == MIG_REPLAY;
@@ -868,7 +878,7 @@ static int passes(long nr)
     case SYS_mprotect: case SYS_munmap: case SYS_brk: case SYS_mremap: case SYS_msync:
     case SYS_mincore: case SYS_madvise: case SYS_mlock: case SYS_munlock: case SYS_mlockall:
     case SYS_munlockall: case SYS_mlock2: case SYS_membarrier: case SYS_pkey_mprotect:
-    case SYS_stat: case SYS_lstat: case SYS_statfs: case SYS_fstatfs: case SYS_lseek:
+    case SYS_statfs: case SYS_fstatfs: case SYS_lseek:
     case SYS_pread64: case SYS_pwrite64:
     case SYS_preadv: case SYS_pwritev: case SYS_preadv2: case SYS_pwritev2:
     case SYS_access: case SYS_faccessat: case SYS_faccessat2: case SYS_readlink:
@@ -994,20 +1004,22 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
         return mig_fd_recorded((int)a[0]) ? fd_ioctl(nr, a) : raw(nr, a);
     case SYS_fcntl:
         return mig_fd_recorded((int)a[0]) ? fd_fcntl(nr, a) : raw(nr, a);
+    case SYS_stat: case SYS_lstat:
+        return file_stat(nr, a);
     case SYS_fstat:
         if (mig_fd_recorded((int)a[0]))
             return fd_stat(nr, a, (int)a[0], (void *)a[1], sizeof(struct stat));
-        return raw(nr, a);
+        return file_stat(nr, a);
     case SYS_newfstatat:
         if ((a[3] & AT_EMPTY_PATH) && a[1] && !*(const char *)a[1] &&
             mig_fd_recorded((int)a[0]))
             return fd_stat(nr, a, (int)a[0], (void *)a[2], sizeof(struct stat));
-        return raw(nr, a);
+        return file_stat(nr, a);
     case SYS_statx:
         if ((a[2] & AT_EMPTY_PATH) && a[1] && !*(const char *)a[1] &&
             mig_fd_recorded((int)a[0]))
             return fd_stat(nr, a, (int)a[0], (void *)a[4], sizeof(struct statx));
-        return raw(nr, a);
+        return file_stat(nr, a);
     case SYS_dup2: return kret_of(dup2((int)a[0], (int)a[1]));
     case SYS_dup3: return kret_of(dup3((int)a[0], (int)a[1], (int)a[2]));
     case SYS_mmap:

@@ -40,6 +40,8 @@ static ssize_t input_call(enum mig_kind kind, int fd, int64_t a1, int64_t a2, vo
             memcpy(buf, c.payload, c.payload_len);
         else
             scatter(iov, iovcnt, c.payload, c.payload_len);
+        if (kind == MIG_K_READ) /* before the tail moves: the agent sums after it has */
+            mig_stdin_count(fd, c.result);
         mig_replay_done();
     } else {
         mig_busy--;
@@ -51,6 +53,8 @@ static ssize_t input_call(enum mig_kind kind, int fd, int64_t a1, int64_t a2, vo
         c.in_iov = iov;
         c.in_iovcnt = iovcnt;
         c.payload_len = (uint32_t)got;
+        if (kind == MIG_K_READ)
+            mig_stdin_count(fd, c.result);
         mig_record(&c);
     }
     mig_busy--;

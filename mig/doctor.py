@@ -239,7 +239,7 @@ def check_threads(threads: str, capture: str) -> Check:
 
 
 def program_shapes(program: Program, capture: str = "trap",
-                   threads: str = "serialized") -> list[Check]:
+                   threads: str = "serialized", stdin: str = "inherit") -> list[Check]:
     """What the program's dynamic imports say it does that matters to replay (threads,
     child processes, a JIT runtime, reading stdin): one line for each it does. The
     program's own imports only: its libraries may start threads of their own."""
@@ -274,10 +274,16 @@ def program_shapes(program: Program, capture: str = "trap",
                             " under mig", "try a replica under load before relying on it"
                             " (docs/programs.md lists the programs tested)"))
     if reads := found(STDIN_READS):
-        checks.append(Check("program.stdin", "ok", f"{name} imports {reads}: what it reads"
-                            " from its stdin (mig primary start's own) is recorded and"
-                            " replayed; a promoted replica's stdin is /dev/null (end of"
-                            " input)"))
+        if stdin == "topic":
+            checks.append(Check("program.stdin", "ok", f"{name} imports {reads}: its stdin is"
+                                " the app's input topic (mig input appends to it); what it"
+                                " reads is recorded and replayed, and a promoted replica"
+                                " feeds it on from the first byte not read"))
+        else:
+            checks.append(Check("program.stdin", "ok", f"{name} imports {reads}: what it"
+                                " reads from its stdin (mig primary start's own) is recorded"
+                                " and replayed; a promoted replica's stdin is /dev/null (end"
+                                " of input); [app] stdin = \"topic\" carries the input over"))
     return checks
 
 
@@ -319,7 +325,7 @@ def app_checks(app_toml: Path, kafka_timeout: float = 3.0) -> list[Check]:
     try:
         program = find_program(cfg.command[0], app_env(cfg)["PATH"], cfg.cwd)
         checks.append(Check("program", "ok", f"{program} is dynamically linked against libc"))
-        checks += program_shapes(program, cfg.capture, cfg.threads)
+        checks += program_shapes(program, cfg.capture, cfg.threads, cfg.stdin)
     except MigError as exc:
         checks.append(Check("program", "fail", str(exc),
                             "mig records programs that call libc dynamically: rebuild or"

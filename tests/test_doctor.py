@@ -159,12 +159,13 @@ def test_text_output() -> None:
                                  "               -> single-threaded only"]
 
 
-def shapes(binary: Path | str, capture: str = "trap",
-           threads: str = "serialized") -> dict[str, Check]:
+def shapes(binary: Path | str, capture: str = "trap", threads: str = "serialized",
+           stdin: str = "inherit") -> dict[str, Check]:
     from mig.doctor import program_shapes
     from mig.elfcheck import find_program
 
-    return {c.check: c for c in program_shapes(find_program(str(binary)), capture, threads)}
+    return {c.check: c for c in program_shapes(find_program(str(binary)), capture, threads,
+                                               stdin)}
 
 
 def test_threads_say_what_their_mode_orders() -> None:
@@ -196,6 +197,8 @@ def test_sqlite3_is_not_said_to_import_clone(programs: Path) -> None:
                                                       " replica starts its child processes")
     assert sqlite3["program.stdin"].detail.startswith("sqlite3 imports stdin, readline:")
     assert "a promoted replica's stdin is /dev/null" in sqlite3["program.stdin"].detail
+    topic = shapes("/usr/bin/sqlite3", stdin="topic")["program.stdin"]
+    assert "a promoted replica feeds it on from the first byte not read" in topic.detail
     cloner = shapes(programs / "cloner", "symbols")["program.threads"]
     assert cloner.status == "warn" and "imports clone: with capture" in cloner.detail
     trapped = shapes(programs / "cloner", threads="parallel")["program.threads"]

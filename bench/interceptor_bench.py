@@ -544,7 +544,7 @@ class Bench:
             subprocess.run([*self.mig, "--help"], capture_output=True, timeout=60, check=True)
             helps.append(time.monotonic() - started)
         recorded_out = self.app_output(app).strip()
-        replay_log = workdir / "mig-app.log"
+        replay_log = workdir / "state" / "mig-app.log"
         replayed_out = replay_log.read_text().strip() if replay_log.is_file() else ""
 
         print(f"{'run':44} {'wall s':>8}")

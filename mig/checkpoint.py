@@ -30,6 +30,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import platform
 import shutil
 import subprocess
@@ -433,8 +434,10 @@ def restore_app(images: Path, root_pid: int, binds: list[tuple[Path, Path]],
     if stdin is not None and stdin[1]:
         criu += ["--inherit-fd", f"fd[0]:pipe:[{stdin[1]}]"]
         held_stdin = stdin[0].read_fd
+    # at this agent's priority, not the one dumped (a primary's checkpointer runs niced)
     spec = {"mode": "restore", "images": str(images), "root_pid": root_pid,
-            "criu": criu, "binds": [[str(a), str(b)] for a, b in binds]}
+            "criu": criu, "binds": [[str(a), str(b)] for a, b in binds],
+            "nice": os.getpriority(os.PRIO_PROCESS, 0)}
     try:
         return start_held(spec, images / "restored", log_file, held_stdin)
     except HolderError as exc:

@@ -12,6 +12,12 @@ on; what it pays is CPU (docs/benchmarks.md measures its clients' latency meanwh
 Triggers (app.toml ``[checkpoints]``, with ``when_alone = true``): ``mig checkpoint NAME``
 (a CheckpointRequest) when no hot replica is there to answer it, ``every_seconds`` since the
 primary started or since its last checkpoint, ``every_records`` recorded calls.
+
+The local replica replays in a copy of the app's folder as it was when the app started here
+(``snapshot_start``: taken before the primary launches its app, or before a replica that
+later became primary launched its own from the log's start), so a program that reads its
+files relative to its folder (a configuration, a database it opens) finds them as the
+recording did. A replay that restores a checkpoint takes the folder from the checkpoint.
 """
 
 from __future__ import annotations
@@ -32,6 +38,54 @@ from mig.kafka import KafkaSettings
 log = structlog.get_logger()
 
 _PR_SET_PDEATHSIG = 1
+START_COPY = "app-start"  # in the run folder: the app's folder as the app started here
+# bytes: a bigger folder is not copied (the run folder is on tmpfs, in memory, when the
+# host has /dev/shm), and a warning says so
+START_COPY_LIMIT = 64 * 1024 * 1024
+
+
+def copy_folder(src: Path, dest: Path, skip: tuple[Path, ...] = (),
+                limit: int = START_COPY_LIMIT) -> str | None:
+    """Copy ``src`` to ``dest`` (a new folder), leaving out ``skip`` (folders inside src),
+    unless src holds more than ``limit`` bytes. None when copied, else why not."""
+    import os
+
+    skipped = {p.resolve() for p in skip}
+    total = 0
+    for root, dirs, files in os.walk(src):
+        dirs[:] = [d for d in dirs if (Path(root) / d).resolve() not in skipped]
+        for name in files:
+            try:
+                total += (Path(root) / name).lstat().st_size
+            except OSError:
+                pass
+        if total > limit:
+            return f"it holds more than {limit >> 20} MiB"
+
+    def ignore(where: str, names: list[str]) -> set[str]:
+        return {n for n in names if (Path(where) / n).resolve() in skipped}
+
+    try:
+        shutil.copytree(src, dest, symlinks=True, ignore=ignore)
+    except (OSError, shutil.Error) as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        return str(exc)
+    return None
+
+
+def snapshot_start(folder: Path, run_dir: Path) -> bool:
+    """Copy ``folder`` (the app's, before its app starts) to ``run_dir/app-start``, for the
+    checkpoints this member may take alone (the run folder itself left out when it is
+    inside). A folder over START_COPY_LIMIT is not copied: its checkpointer then replays in
+    an empty folder, with a warning here. True when copied."""
+    dest = run_dir / START_COPY
+    shutil.rmtree(dest, ignore_errors=True)
+    why = copy_folder(folder, dest, skip=(run_dir,))
+    if why is not None:
+        log.warning("mig.recorder.start_folder_not_copied", folder=str(folder),
+                    reason=f"{why}: checkpoints this member takes alone replay the app in"
+                           " an empty folder")
+    return why is None
 
 
 def _child_setup() -> None:
@@ -107,7 +161,12 @@ class PrimaryCheckpointer:
 
     def _start(self, reason: str) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
-        (self.folder / "work").mkdir(parents=True)
+        self.folder.mkdir(parents=True)
+        start = self.folder.parent / START_COPY
+        if start.is_dir():
+            shutil.copytree(start, self.folder / "work", symlinks=True)
+        else:
+            (self.folder / "work").mkdir()
         cmd = [sys.executable, "-m", "mig", "replica", "follow", str(self.cfg.path),
                "--checkpoint-once", "--member", self.member,
                "--bootstrap", self.settings.bootstrap_servers,
@@ -162,4 +221,4 @@ class PrimaryCheckpointer:
         log.info("mig.recorder.checkpointer_stopped")
 
 
-__all__ = ["PrimaryCheckpointer"]
+__all__ = ["PrimaryCheckpointer", "copy_folder", "snapshot_start"]

@@ -185,6 +185,14 @@ class AppConfig:
     serial_stall_ms: int = 2000
     stdin: str = "inherit"
 
+    def state_dir_at(self, folder: Path) -> Path:
+        """The app's state folder when it runs in ``folder`` (a replica's working folder):
+        at the same place relative to it as ``state_dir`` is to ``cwd``."""
+        try:
+            return folder / self.state_dir.relative_to(self.cwd)
+        except ValueError:  # a state_dir outside cwd: the default name, in folder
+            return folder / "state"
+
     def kafka_settings(self) -> KafkaSettings | None:
         """Settings for the configured Kafka, or None: use the embedded broker. (The record
         keys, ``auth()``, are added by mig.connect.resolve_kafka, which reads them once.)"""

@@ -220,6 +220,26 @@ def _send(pid: int, sig: int) -> None:
         pass
 
 
+def _renice_namespace(nice: int) -> None:
+    """Every thread of this pid namespace (its /proc is the namespace's) at ``nice``: CRIU
+    restores the nice value an image was dumped with, and the primary's own checkpointer
+    dumps at nice 10; a restored app runs at its member's priority instead."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # ended meanwhile
+        for tid in tids:
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+            except OSError as exc:  # a lower nice needs CAP_SYS_NICE
+                print(f"mig holder: cannot set nice {nice} on thread {tid}: {exc.strerror}",
+                      file=sys.stderr, flush=True)
+                return
+
+
 def _init(spec: dict[str, Any], ready: Path, alive: int, status: int) -> int:
     """pid 1 of the new namespaces: die with the holder, mount, start or restore the app,
     pass signals on, reap everything orphaned here, and end (ending every process left in
@@ -227,7 +247,8 @@ def _init(spec: dict[str, Any], ready: Path, alive: int, status: int) -> int:
 
     ``spec``: ``{"mode": "run", "command": [...], "env": {...}, "cwd": ..., "log": ...,
     "stdin": "null" or "inherit"}`` or ``{"mode":
-    "restore", "images": ..., "root_pid": N, "criu": [...], "binds": [[here, there], ...]}``.
+    "restore", "images": ..., "root_pid": N, "criu": [...], "binds": [[here, there], ...],
+    "nice": N}`` (nice: the restored threads' nice value; absent: as dumped).
     """
     libc = _libc()
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -290,6 +311,8 @@ def _init(spec: dict[str, Any], ready: Path, alive: int, status: int) -> int:
         if run.returncode != 0:
             return run.returncode
         app = int(spec["root_pid"])
+        if namespaced and spec.get("nice") is not None:
+            _renice_namespace(int(spec["nice"]))
     for sig in pending:
         _send(app, sig)
     tmp = ready.with_name(ready.name + ".tmp")

@@ -25,7 +25,8 @@ from mig.holder import HeldApp
 from mig.holder import start as start_held
 from mig.paths import shim_library
 
-__all__ = ["app_env", "launch", "kill_group", "prepare_child", "BASE_ENV", "RUN_DIR_WIDTH"]
+__all__ = ["app_env", "launch", "kill_group", "prepare_child", "replica_workdir", "BASE_ENV",
+           "RUN_DIR_WIDTH"]
 
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 RUN_DIR_WIDTH = 200
@@ -78,6 +79,34 @@ def private_run_dir(run_dir: Path) -> None:
             raise MigError(f"run folder {run_dir}: owned by uid {st.st_uid}, mode"
                            f" {st.st_mode & 0o777:o}; other users could plant rings in it:"
                            " chmod 700 it (or use another --run-dir)") from None
+
+
+def replica_workdir(cfg: AppConfig, member: str) -> tuple[Path, Path | None]:
+    """Where a replica started without ``--workdir`` runs the app: ``MIG_HOME/replicas/
+    NAME/MEMBER``, never the app's own folder (a primary on this host writes there). Made
+    afresh at each start, as a copy of the app's folder without its ``state_dir`` (the
+    app's own files, which a replica keeps for itself) and without mig's folders: a
+    replica starts from a checkpoint or the log's start, never from files an earlier run
+    left. The earlier run's folder is kept as ``MEMBER.previous`` (one). A folder over
+    64 MiB is not copied (the replica then starts in an empty one, with a warning).
+    Returns (folder, the previous one or None)."""
+    import shutil
+
+    from mig.checkpointer import copy_folder
+    from mig.paths import mig_home, run_root
+
+    folder = mig_home() / "replicas" / cfg.name / member
+    previous = None
+    if folder.exists():
+        previous = folder.with_name(member + ".previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        folder.rename(previous)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    why = copy_folder(cfg.cwd, folder, skip=(cfg.state_dir, mig_home(), run_root()))
+    if why is not None:
+        log.warning("mig.launch.app_folder_not_copied", folder=str(cfg.cwd), reason=why)
+        folder.mkdir(exist_ok=True)
+    return folder, previous
 
 
 def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,

@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from mig.channel import MODE_RECORD, Ring, new_rings
-from mig.checkpointer import PrimaryCheckpointer
+from mig.checkpointer import PrimaryCheckpointer, snapshot_start
 from mig.codec import Codec
 from mig.config import AppConfig
 from mig.control import ControlView
@@ -39,7 +39,7 @@ from mig.errors import DecodeError, Fenced, MigError
 from mig.fastbatch import BatchEncoder
 from mig.identity import app_identity
 from mig.kafka import KafkaSettings, consumer, end_offsets
-from mig.launch import app_env, kill_group, launch
+from mig.launch import app_env, kill_group, launch, private_run_dir
 from mig.logwriter import LogWriter
 from mig.metrics import Metrics
 from mig.topics import ensure_topics, topic_names
@@ -149,6 +149,9 @@ class Recorder:
         writer.send("calls", "mig.log.AppIdentity", identity, key="identity")
         writer.commit()
         self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.checkpointer.enabled:
+            private_run_dir(self.run_dir)
+            snapshot_start(self.cfg.cwd, self.run_dir)
         if self.cfg.stdin == "topic":
             from mig.appinput import StdinPipe
 

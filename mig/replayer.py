@@ -47,7 +47,7 @@ from mig.control import ControlView
 from mig.errors import DecodeError, MigError
 from mig.identity import app_identity
 from mig.kafka import KafkaSettings, consumer, wait_reachable
-from mig.launch import app_env, kill_group, launch
+from mig.launch import app_env, kill_group, launch, private_run_dir
 from mig.logwriter import LogWriter
 from mig.metrics import Metrics
 from mig.progress import Progress
@@ -383,9 +383,22 @@ class Replayer:
         if problems:
             raise MigError("this host cannot replay the recorded app: " + "; ".join(problems))
         self.identity_rec = recorded
+        ck = self.cfg.checkpoints
+        if (self.can_promote and ck.get("enabled", True) and ck.get("when_alone", True)):
+            # for the checkpoints this member takes alone once it is the primary
+            # (mig/checkpointer.py): the app's folder before the app starts from the log's
+            # start
+            from mig.checkpointer import snapshot_start
+
+            private_run_dir(self.run_dir)
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            snapshot_start(self.workdir, self.run_dir)
         self.stdin_pipe = self._new_stdin_pipe()
+        # the app's state folder, where the primary has one, and its output in it
+        state = self.cfg.state_dir_at(self.workdir)
+        state.mkdir(parents=True, exist_ok=True)
         self.proc = launch(self.cfg, "replay", self.run_dir, self.workdir,
-                           self.workdir / "mig-app.log", stdin_pipe=self.stdin_pipe)
+                           state / "mig-app.log", stdin_pipe=self.stdin_pipe)
         if self.stdin_pipe is not None:
             self.stdin_pipe.close_read_end()
         self.launched = True

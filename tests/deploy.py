@@ -83,7 +83,9 @@ def _write_app_files(app: str, folder: Path, tmp: Path, port: int) -> None:
 def _command(app: str, port: int, folder: Path) -> list[str]:
     """The app's command line; `folder` is the app's folder (where app.toml is)."""
     if app == "nginx":
-        return [need("nginx", "nginx-light"), "-p", "./", "-c", str(folder / "nginx.conf")]
+        # its configuration in its folder, read relative to it (`-c nginx.conf` under `-p
+        # ./`), as a deployment copies an app's folder to every host (start_replica)
+        return [need("nginx", "nginx-light"), "-p", "./", "-c", "nginx.conf"]
     if app == "sqlite3":  # the shell, fed its SQL through its stdin ([app] stdin = "topic")
         return [need("sqlite3", "sqlite3"), "db.sqlite"]
     if app == "redis":
@@ -165,6 +167,10 @@ class Deployment:
                   "the replicas to be hot")
 
     def start_replica(self, host: int, *extra: str) -> subprocess.Popen:
+        folder = self.tmp / f"host{host}"
+        if self.app == "nginx" and not (folder / "nginx.conf").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(self.tmp / "host0" / "nginx.conf", folder / "nginx.conf")
         self.procs[host] = self._mig(host, ["replica", "follow", str(self.app_toml),
                                             "--workdir", str(self.tmp / f"host{host}"),
                                             "--member", f"host{host}",

@@ -46,7 +46,7 @@ def test_sqlite3_shell_fed_through_a_pipe_records_and_replays(tmp_path, settings
     out = replay(app, rep, tmp_path / "home-r")
     assert out.returncode == 0, out.stdout + out.stderr
     primary = (prim / "state" / "mig-app.log").read_text()
-    backup = (rep / "mig-app.log").read_text()
+    backup = (rep / "state" / "mig-app.log").read_text()
     assert primary.splitlines()[0].startswith("40|"), primary
     assert backup == primary
     # and the shell's table is in the backup's database file too
@@ -437,7 +437,41 @@ def _handed_over_then_restored(dep: Deployment, tmp_path) -> str:  # noqa: ANN00
               "host 0 to restore the checkpoint")
     assert _log_events(dep, 0, "mig.replayer.restored")[0]["checkpoint_id"] == cid
     _wait_for(lambda: "host0" in dep.hot(), 60, "the restored replica to be hot")
+    # the image was dumped by the primary's own checkpointer, at nice 10; the restored app
+    # runs at its member's priority
+    niced = {t: n for t, n in _tree_nice(dep.procs[0].pid).items() if n != 0}
+    assert niced == {}, f"restored threads not at nice 0: {niced}"
     return cid
+
+
+def _tree_nice(root: int) -> dict[str, int]:
+    """The nice value of every thread of the processes under ``root`` ("PID/TID": nice)."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, grew = {root}, True
+    while grew:
+        more = {p for p, pp in parent.items() if pp in tree} - tree
+        grew = bool(more)
+        tree |= more
+    out = {}
+    for pid in tree:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+            except OSError:
+                continue
+            out[f"{pid}/{tid}"] = int(stat.rsplit(")", 1)[1].split()[16])
+    return out
 
 
 def test_redis_migrates_under_load_then_a_late_replica_restores_its_checkpoint(hosts,

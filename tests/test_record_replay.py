@@ -203,3 +203,31 @@ def test_sendfile_and_splice_to_a_socket_serve_what_a_native_run_serves(
     assert primary.splitlines()[1:] == native.splitlines()[1:], primary
     assert " no" not in native and "EINVAL" in native, native
     assert backup == primary
+
+
+def test_a_replica_without_workdir_runs_in_a_fresh_copy_of_its_own(built, tmp_path, settings,
+                                                                   app_name):
+    """Without --workdir a replica never writes in the app's own folder (a primary on the
+    same host runs there): it runs in MIG_HOME/replicas/NAME/MEMBER, made at each start as
+    a copy of the app's folder without its state_dir, and its app's output goes to
+    state/mig-app.log there, where the primary's goes; the last run's folder is kept."""
+    prim = tmp_path / "primary"
+    app = write_app(prim, app_name, [str(built / "manycalls"), "out.txt"],
+                    settings.bootstrap_servers, barrier_mode="async")
+    (prim / "deployed.cfg").write_text("a file deployed with the app\n")
+    record(app, tmp_path / "home-p")
+    before = {p: p.read_bytes() for p in prim.rglob("*") if p.is_file()}
+    home = tmp_path / "home-r"
+    folder = home / "replicas" / app_name / "r1"
+    for run in (1, 2):
+        out = run_mig("replica", "follow", str(app), "--member", "r1", "--idle-exit", "5",
+                      env={"MIG_HOME": str(home)}, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert f"runs the app in {folder}, a fresh copy of {prim}" in out.stderr
+        if run == 2:
+            assert f"(the last run's: {folder.with_name('r1.previous')})" in out.stderr
+    assert {p: p.read_bytes() for p in prim.rglob("*") if p.is_file()} == before
+    assert (folder / "deployed.cfg").read_text() == "a file deployed with the app\n"
+    assert (folder / "out.txt").read_text() == (prim / "out.txt").read_text()
+    replayed = (folder / "state" / "mig-app.log").read_text()
+    assert replayed == (prim / "state" / "mig-app.log").read_text()

@@ -158,7 +158,7 @@ def test_a_data_race_is_reported_as_a_divergence(net_broker, tmp_path, app_name)
     record(app, tmp_path / "home-p")
     recorded = (tmp_path / "primary" / "state" / "mig-app.log").read_text()
     run = replay(app, tmp_path / "backup", tmp_path / "home-r", idle_exit=5)
-    out = tmp_path / "backup" / "mig-app.log"
+    out = tmp_path / "backup" / "state" / "mig-app.log"
     replayed = out.read_text() if out.exists() else ""
     # the counter line the racy program sends is an output mig compares: a replay that
     # counted differently must stop with a divergence report
@@ -184,14 +184,14 @@ def test_a_clock_global_read_without_a_lock(net_broker, tmp_path, app_name, thre
     if threads == "parallel":
         # the replica does not reproduce the run: it stops at the output that shows the
         # other values (a divergence), or its threads stall out of step before it
-        out = tmp_path / "backup" / "mig-app.log"
+        out = tmp_path / "backup" / "state" / "mig-app.log"
         replayed = out.read_text() if out.exists() else ""
         assert run.returncode == 3 or recorded.splitlines()[-1] not in replayed, (
             recorded, replayed, run.stdout, run.stderr[-2000:])
         assert run.returncode in (0, 3), run.stderr[-2000:]
         return
     assert run.returncode == 0, (recorded, run.stdout, run.stderr[-2000:])
-    replayed = (tmp_path / "backup" / "mig-app.log").read_text()
+    replayed = (tmp_path / "backup" / "state" / "mig-app.log").read_text()
     assert recorded.splitlines()[-1] in replayed, (recorded, replayed)
     calls = run_mig("log", "tail", "-t", "calls", "-c", str(app), "--json", app_name,
                     check=True).stdout
@@ -222,7 +222,7 @@ def test_a_counter_two_threads_add_to_without_a_lock(net_broker, tmp_path, app_n
         assert "lostupdates counter=" in recorded, recorded
         counts.add(recorded.splitlines()[-1])
         result = replay(app, folder / "backup", folder / "home-r", idle_exit=5)
-        out = folder / "backup" / "mig-app.log"
+        out = folder / "backup" / "state" / "mig-app.log"
         replayed = out.read_text() if out.exists() else ""
         if threads == "parallel":
             assert result.returncode in (0, 3), result.stderr[-2000:]

@@ -107,7 +107,9 @@ def replica_follow(
     config: Path = typer.Argument(..., metavar="APP.TOML"),
     bootstrap: Optional[str] = BOOTSTRAP,
     workdir: Optional[Path] = typer.Option(None, help="Where the replica runs the app"
-                                           " (default: app.cwd)."),
+                                           " (default: MIG_HOME/replicas/NAME/MEMBER, made"
+                                           " at each start as a copy of app.cwd without its"
+                                           " state_dir)."),
     run_dir: Optional[Path] = typer.Option(None, help="Folder of the shim's rings."),
     idle_exit: Optional[float] = typer.Option(None, help="Stop after this many seconds"
                                               " without new records (default: follow forever)."),
@@ -145,10 +147,17 @@ def replica_follow(
     import socket
 
     member = member or f"{socket.gethostname()}-replica-{os.getpid()}"
+    if workdir is None:
+        from mig.launch import replica_workdir
+
+        workdir, previous = replica_workdir(cfg, member)
+        typer.echo(f"replica {member} of {cfg.name} runs the app in {workdir}, a fresh copy"
+                   f" of {cfg.cwd}" + (f" (the last run's: {previous})" if previous else ""),
+                   err=True)
     # the checkpointer of a primary serves none: its primary's address is taken
     served = None if checkpoint_once else _metrics(cfg, member, metrics)
     try:
-        replayer = Replayer(cfg, settings, folder, workdir or cfg.cwd, idle_exit_s=idle_exit,
+        replayer = Replayer(cfg, settings, folder, workdir, idle_exit_s=idle_exit,
                             member=member, can_promote=promote,
                             use_checkpoints=from_checkpoint, checkpoint_once=checkpoint_once,
                             metrics=served)

@@ -292,7 +292,11 @@ def _scan(settings: KafkaSettings, app: str, start: Any, accept: Any, on_record:
     topic = topic_names(app)["checkpoints"]
     cons = consumer(settings, **{"group.id": f"mig-checkpoints-{app}",
                                  "isolation.level": "read_committed",
-                                 "fetch.message.max.bytes": 4 << 20})
+                                 "fetch.message.max.bytes": 4 << 20,
+                                 # the end of a partition is known from a fetch the broker
+                                 # answers: at its default (500 ms) an empty or read-to-the-end
+                                 # topic held every listing (mig status) half a second
+                                 "fetch.wait.max.ms": 20})
     try:
         parts = _partitions(cons, topic)
         if not parts:
@@ -304,7 +308,7 @@ def _scan(settings: KafkaSettings, app: str, start: Any, accept: Any, on_record:
         while len(done) < len(begin):
             if time.monotonic() > deadline:
                 raise CheckpointError(f"reading {topic} made no progress for {timeout:g} s")
-            msgs = cons.consume(500, 0.2)
+            msgs = cons.consume(500, 0.02)  # (a batch waits its whole timeout unless full)
             if msgs:  # a large checkpoint on a busy host may take long: wait for progress
                 deadline = time.monotonic() + timeout
             for msg in msgs:

@@ -24,7 +24,13 @@ import structlog
 
 from mig.codec import Codec
 from mig.errors import DecodeError, MigError
-from mig.kafka import KafkaSettings, admin_client, consumer, end_offsets, wait_reachable
+from mig.kafka import (
+    KafkaSettings,
+    admin_client,
+    end_offsets,
+    reachable_consumer,
+    wait_reachable,
+)
 from mig.topics import topic_names
 
 __all__ = ["MemberView", "AppStatus", "summarize", "list_apps", "read_control",
@@ -237,17 +243,15 @@ def read_controls(settings: KafkaSettings, apps: Sequence[str],
     had when the read began: the walk ends. Undecodable records are skipped (and logged).
     Raises MigError when a topic does not exist or nothing arrives for ``timeout`` seconds
     (a long topic may take longer than that as a whole)."""
-    from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
-    wait_reachable(settings, timeout)
     names = {topic_names(app)["control"]: app for app in apps}
-    cons = consumer(settings, **{"group.id": "mig-status",
-                                 "isolation.level": "read_uncommitted"})
+    # one client, whose first answer is also the wait for the broker; the end of a topic
+    # comes in a fetch answer, which the broker holds fetch.wait.max.ms when there is none
+    cons, meta = reachable_consumer(settings, timeout, **{
+        "group.id": "mig-status", "isolation.level": "read_uncommitted",
+        "fetch.wait.max.ms": 20})
     try:
-        try:
-            meta = cons.list_topics(timeout=timeout)
-        except KafkaException as exc:
-            raise MigError(f"cannot read topics at {settings.bootstrap_servers}: {exc}") from exc
         for topic, app in names.items():
             if topic not in meta.topics or meta.topics[topic].error is not None:
                 raise MigError(f"no app '{app}': topic {topic} does not exist"
@@ -292,12 +296,18 @@ def read_controls(settings: KafkaSettings, apps: Sequence[str],
 def collect(settings: KafkaSettings, app: str | None = None, heartbeat_ms: int | None = None,
             timeout: float = 10.0) -> list[AppStatus]:
     """The status of ``app``, or of every app on the cluster when None."""
+    from concurrent.futures import ThreadPoolExecutor
+
     apps = [app] if app else list_apps(settings, timeout)
-    logs = read_controls(settings, apps, timeout) if apps else {}
-    now_ms = int(time.time() * 1000)
-    out = [summarize(logs[a], now_ms, heartbeat_ms, app=a) for a in apps]
-    for st in out:
-        add_checkpoints(st, _manifests(settings, st.app))
+    # the kept checkpoints are read (their own consumer: committed records only) while the
+    # control topics are: a status is two short reads at once, not one after the other
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        manifests = {a: pool.submit(_manifests, settings, a) for a in apps}
+        logs = read_controls(settings, apps, timeout) if apps else {}
+        now_ms = int(time.time() * 1000)
+        out = [summarize(logs[a], now_ms, heartbeat_ms, app=a) for a in apps]
+        for st in out:
+            add_checkpoints(st, manifests[st.app].result())
     return out
 
 

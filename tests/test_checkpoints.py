@@ -292,19 +292,32 @@ def test_a_primary_alone_checkpoints_by_a_local_replay(hosts, tmp_path):
         dep.stop()
 
 
-def test_checkpoint_of_an_app_nobody_follows_fails_clearly(hosts, tmp_path):
+def test_checkpoint_and_migrate_of_an_app_nobody_follows_fail_at_once_with_the_reason(
+        hosts, tmp_path):
+    """The primary answers what it cannot do in the control topic (RequestFailed), and the
+    commands end with that reason at once: the timeouts (60 s) are never waited out."""
     net, broker = hosts
     dep = Deployment(net, broker, tmp_path, replicas=(),
                      extra_toml="[checkpoints]\nwhen_alone = false\n")
     try:
         dep.start()
-        run = subprocess.run([sys.executable, "-m", "mig", "checkpoint", dep.name,
-                              "--timeout", "3", "--bootstrap",
-                              broker.settings.bootstrap_servers],
-                             capture_output=True, text=True, timeout=60)
-        assert run.returncode == 1
-        assert run.stderr.startswith("mig: error: no checkpoint of")
-        assert len(run.stderr.strip().splitlines()) == 1
+        said_by: dict[str, str] = {}
+        for args, said in (
+                (["checkpoint", dep.name], "host0 could not checkpoint"),
+                (["migrate", dep.name], "host0 could not migrate")):
+            run = subprocess.run([sys.executable, "-m", "mig", *args, "--timeout", "60",
+                                  "--bootstrap", broker.settings.bootstrap_servers],
+                                 capture_output=True, text=True, timeout=120)
+            assert run.returncode == 1, run.stdout + run.stderr
+            assert run.stderr.startswith(f"mig: error: {said} {dep.name}: "), run.stderr
+            assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+            assert "within 60 s" not in run.stderr
+            said_by[args[0]] = run.stderr
+        assert "([checkpoints] when_alone = false)" in said_by["checkpoint"]
+        assert ": no hot replica (no replica reported)" in said_by["migrate"]
+        events = _log_events(dep, 0, "mig.recorder.request_failed")
+        assert [e["request"] for e in events] == ["checkpoint", "migrate"]
+        assert events[1]["reason"].startswith("no hot replica")
     finally:
         dep.stop()
 

@@ -78,8 +78,9 @@ class ReplayStats:
     divergence: str | None = None
     per_lpid: dict[str, int] = field(default_factory=dict)
     promoted_epoch: int | None = None  # this replica became the primary at this epoch
-    detection_ms: int | None = None
+    detection_ms: int | None = None  # None after a handoff: nothing was detected
     promotion_ms: int | None = None
+    promotion_reason: str | None = None  # "failover" or "handoff"
     refused: int = 0  # records without a valid signature (mig/auth.py) or copies, skipped
 
 
@@ -596,6 +597,7 @@ class Replayer:
         self.stats.promoted_epoch = new_epoch
         self.stats.detection_ms = detection_ms
         self.stats.promotion_ms = promotion_ms
+        self.stats.promotion_reason = reason
         if self.metrics is not None:
             self.metrics.promoted(None if detection_ms is None else detection_ms / 1000,
                                   promotion_ms / 1000, new_epoch)

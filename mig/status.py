@@ -116,9 +116,10 @@ def summarize(records: Iterable[Record], now_ms: int, heartbeat_ms: int | None =
 
     A member is stale when its latest record is older than 10 x ``heartbeat_ms`` (2 s when
     None), unless that record says it stopped or diverged. A member whose latest record
-    says PRIMARY at an epoch below the current one is shown FENCED. The current epoch is
-    the highest a Promotion started or a primary announced; the primary is the member that
-    holds it.
+    says PRIMARY at an epoch below the current one is shown FENCED, or EX-PRIMARY
+    ("handed over to B") when it handed the app to B and B's promotion followed. The
+    current epoch is the highest a Promotion started or a primary announced; the primary
+    is the member that holds it.
     """
     stale_after = STALE_HEARTBEATS * heartbeat_ms if heartbeat_ms else DEFAULT_STALE_MS
     latest: dict[str, dict[str, Any]] = {}
@@ -128,6 +129,8 @@ def summarize(records: Iterable[Record], now_ms: int, heartbeat_ms: int | None =
     primary_at: dict[int, str] = {}  # epoch -> member that was primary at it
     claims: dict[int, dict[str, Any]] = {}  # epoch -> first claim for it (topic order wins)
     migration: dict[str, Any] | None = None
+    handoffs: dict[tuple[str, int], str] = {}  # (from member, epoch) -> successor named
+    handed: dict[tuple[str, int], str] = {}  # the same, once the successor promoted
     count = 0
     for name, rec in records:
         count += 1
@@ -144,6 +147,10 @@ def summarize(records: Iterable[Record], now_ms: int, heartbeat_ms: int | None =
                 primary_at[event["epoch"]] = member
         if name == "mig.log.Promotion":
             promotion = rec
+            for (was, at), to in handoffs.items():
+                if (to == rec["member"] and at == rec["previous_epoch"]
+                        and rec.get("reason") == "handoff"):
+                    handed[(was, at)] = to
         elif name == "mig.log.Claim":
             claims.setdefault(rec["epoch"], rec)
         elif name == "mig.log.Migrate":
@@ -152,6 +159,7 @@ def summarize(records: Iterable[Record], now_ms: int, heartbeat_ms: int | None =
                          "requested_by": rec["requested_by"], "ts_ms": rec["ts_ms"],
                          "pending": True}
         elif name == "mig.log.Handoff":
+            handoffs[(rec["from_member"], rec["epoch"])] = rec["to_member"]
             migration = {"kind": "handoff", "event_id": rec["event_id"],
                          "from_member": rec["from_member"], "to_member": rec["to_member"],
                          "epoch": rec["epoch"], "frozen_ts_ms": rec["frozen_ts_ms"],
@@ -159,7 +167,8 @@ def summarize(records: Iterable[Record], now_ms: int, heartbeat_ms: int | None =
 
     epoch = max(primary_at) if primary_at else None
     primary = primary_at.get(epoch) if epoch is not None else None
-    members = [_view(ev, hosts, last_lag, epoch, now_ms, stale_after) for ev in latest.values()]
+    members = [_view(ev, hosts, last_lag, epoch, now_ms, stale_after, handed)
+               for ev in latest.values()]
     members.sort(key=lambda m: (m.member != primary, m.member))
     claim = None
     if epoch is not None and claims:
@@ -179,12 +188,16 @@ def summarize(records: Iterable[Record], now_ms: int, heartbeat_ms: int | None =
 
 def _view(ev: dict[str, Any], hosts: dict[str, str],
           last_lag: dict[str, tuple[int, tuple[int, int | None]]], epoch: int | None,
-          now_ms: int, stale_after: int) -> MemberView:
+          now_ms: int, stale_after: int,
+          handed: dict[tuple[str, int], str] | None = None) -> MemberView:
     member = ev["member"]
     role = ev["role"]
     age = _age(now_ms, ev["ts_ms"])
     fenced = role in ("PRIMARY", "FENCED") and epoch is not None and ev["epoch"] < epoch
-    if fenced:
+    successor = (handed or {}).get((member, ev["epoch"])) if fenced else None
+    if successor is not None:
+        role = "EX-PRIMARY"  # it handed the app over, its successor promoted: done, not lost
+    elif fenced:
         role = "FENCED"
     lag_records: int | None = None
     lag_ms: int | None = None
@@ -193,7 +206,9 @@ def _view(ev: dict[str, Any], hosts: dict[str, str],
     elif member in last_lag and last_lag[member][0] == ev["epoch"]:
         lag_records, lag_ms = last_lag[member][1]
     health = ev["health"]
-    if health in TERMINAL:
+    if successor is not None:
+        state = f"handed over to {successor}"
+    elif health in TERMINAL:
         state = health
     elif age > stale_after:
         state = "stale"

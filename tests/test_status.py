@@ -126,6 +126,9 @@ def test_handoff_migration_and_pending_claim_in_header():
     assert st.last_promotion["detection_ms"] is None
     assert st.pending_claim["member"] == "c" and st.pending_claim["epoch"] == 3
     assert by_member(st)["c"].role == "CANDIDATE"
+    # a handed-over primary is done, not lost: never FENCED and stale, however old
+    a = by_member(st)["a"]
+    assert (a.role, a.state) == ("EX-PRIMARY", "handed over to b")
 
 
 def test_no_records():

@@ -422,14 +422,25 @@ class Replayer:
             if div is None:
                 continue
             seq, text = div
-            rec, offset = self.recorded.get((lpid, seq), (None, -1))
-            where = f"lpid {lpid} seq {seq}"
-            recorded = describe(rec) if rec else "?"
-            self.stats.divergence = (f"divergence at {where} (calls offset {offset}): {text};"
-                                     f" the log has {recorded}")
+            self.stats.divergence = self._divergence_line(lpid, seq, text)
             if self.metrics is not None:
                 self.metrics.diverged()
             raise Divergence(self.stats.divergence)
+
+    def _divergence_line(self, lpid: str, seq: int, text: str) -> str:
+        """One line: where (logical process, thread, call, offset), what differs, what the
+        log has, and what to do next (look at the records there, check the host)."""
+        rec, offset = self.recorded.get((lpid, seq), (None, -1))
+        where = f"lpid {lpid} seq {seq}"
+        if rec is not None:
+            where += f" (thread {rec['tid']}, {rec['kind']})"
+        look = (f"mig log tail {self.cfg.name} -t calls --from {offset}" if offset >= 0
+                else f"mig log tail {self.cfg.name} -t calls")
+        return (f"divergence at {where}, calls offset {offset}: {text};"
+                f" the log has {describe(rec) if rec else '?'}."
+                f" Next: `{look}` shows the records there, `mig doctor {self.cfg.path}`"
+                " checks this host and the program (docs/operations.md, re-bootstrap a"
+                " diverged replica)")
 
     def _take(self, msg: Any) -> bool | str:
         """One message of the consumer (calls or control): True for a calls record, False

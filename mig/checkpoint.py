@@ -45,7 +45,7 @@ import structlog
 
 from mig.errors import MigError
 from mig.holder import HeldApp
-from mig.kafka import KafkaSettings, consumer
+from mig.kafka import KafkaSettings, consumer, quick_start
 from mig.logwriter import LogWriter
 from mig.topics import topic_names
 
@@ -297,7 +297,7 @@ def _scan(settings: KafkaSettings, app: str, start: Any, accept: Any, on_record:
                                  # the end of a partition is known from a fetch the broker
                                  # answers: at its default (500 ms) an empty or read-to-the-end
                                  # topic held every listing (mig status) half a second
-                                 "fetch.wait.max.ms": 20})
+                                 "fetch.wait.max.ms": 20, **quick_start(settings)})
     try:
         parts = _partitions(cons, topic)
         if not parts:

@@ -1,7 +1,11 @@
 """``mig status``: who is primary, at which epoch, and how every member of an app is doing.
 
-Everything comes from the app's one-partition ``mig.NAME.control`` topic, read from its
-beginning to its end offset. ``summarize`` is the pure part: it folds the decoded records,
+Everything comes from the app's one-partition ``mig.NAME.control`` topic, read up to its
+end offset from the first record of the last ``since_s`` seconds (10 minutes; 0: from its
+beginning). Every member writes a heartbeat or status each heartbeat_ms, so the topic grows
+by about 10 records a second for a primary and one replica: a read from the beginning took
+seconds after a day. Of those repeated records only each member's newest is decoded.
+``summarize`` is the pure part: it folds the decoded records,
 in topic order, into an ``AppStatus`` (latest record per member, current epoch and primary,
 last promotion, last migration). ``read_control`` and ``collect`` do the reading;
 ``render_text`` and ``to_json`` the showing.
@@ -22,22 +26,23 @@ from typing import Any
 
 import structlog
 
-from mig.codec import Codec
+from mig.codec import SCHEMA_HEADER, Codec
 from mig.errors import DecodeError, MigError
 from mig.kafka import (
     KafkaSettings,
     admin_client,
-    end_offsets,
     reachable_consumer,
     wait_reachable,
 )
 from mig.topics import topic_names
 
 __all__ = ["MemberView", "AppStatus", "summarize", "list_apps", "read_control",
-           "read_controls", "collect", "render_text", "to_json", "DEFAULT_STALE_MS"]
+           "read_controls", "collect", "render_text", "to_json", "DEFAULT_STALE_MS",
+           "DEFAULT_SINCE_S"]
 
 log = structlog.get_logger("mig.status")
 
+DEFAULT_SINCE_S = 600.0  # mig status reads the last 10 minutes of the control topic
 DEFAULT_STALE_MS = 2000  # 10 x the default heartbeat_ms (200), when the interval is unknown
 STALE_HEARTBEATS = 10
 # healths that explain a member's silence: shown as they are, however old
@@ -79,6 +84,7 @@ class AppStatus:
     stale_after_ms: int
     now_ms: int
     records: int = 0
+    since_ms: int | None = None  # the records before this were not read (None: all were)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)  # kept, oldest first
 
 
@@ -258,7 +264,27 @@ def read_controls(settings: KafkaSettings, apps: Sequence[str],
     had when the read began: the walk ends. Undecodable records are skipped (and logged).
     Raises MigError when a topic does not exist or nothing arrives for ``timeout`` seconds
     (a long topic may take longer than that as a whole)."""
-    from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+    return {app: read.records for app, read in _read(settings, apps, timeout).items()}
+
+
+@dataclass
+class _Read:
+    records: list[Record] = field(default_factory=list)
+    count: int = 0  # records read (more than ``records`` when superseded ones were skipped)
+    whole: bool = True  # read from the topic's first record
+
+
+# written again and again by every member: only the newest of each per member counts
+_REPEATED = frozenset({"mig.log.Heartbeat", "mig.log.MemberStatus"})
+
+
+def _read(settings: KafkaSettings, apps: Sequence[str], timeout: float,
+          since_ms: int | None = None, latest_only: bool = False) -> dict[str, _Read]:
+    """``read_controls``, from the first record written at ``since_ms`` or later (None: the
+    topic's start). ``latest_only``: of the heartbeats and statuses of a member (most of
+    the topic: every member writes one each heartbeat_ms), only its newest of each kind
+    is decoded and returned; ``summarize`` gives the same answer from what is left."""
+    from confluent_kafka import KafkaError, TopicPartition
 
     names = {topic_names(app)["control"]: app for app in apps}
     # one client, whose first answer is also the wait for the broker; the end of a topic
@@ -271,56 +297,106 @@ def read_controls(settings: KafkaSettings, apps: Sequence[str],
             if topic not in meta.topics or meta.topics[topic].error is not None:
                 raise MigError(f"no app '{app}': topic {topic} does not exist"
                                " (`mig status` without a name lists the apps)")
-        ends = {topic: end_offsets(cons, topic, timeout).get(0, 0) for topic in names}
-        out: dict[str, list[Record]] = {app: [] for app in apps}
-        pending = {topic for topic, end in ends.items() if end > 0}
-        cons.assign([TopicPartition(t, 0, OFFSET_BEGINNING) for t in sorted(pending)])
-        codec = Codec.default()
+        out = {app: _Read() for app in apps}
+        starts: dict[str, int] = {}
+        ends: dict[str, int] = {}
+        for topic, app in names.items():
+            low, ends[topic] = cons.get_watermark_offsets(TopicPartition(topic, 0),
+                                                         timeout=timeout)
+            starts[topic] = low
+            if since_ms is not None:
+                found = cons.offsets_for_times([TopicPartition(topic, 0, since_ms)],
+                                               timeout=timeout)[0].offset
+                starts[topic] = ends[topic] if found < 0 else max(low, found)
+                out[app].whole = starts[topic] <= low
+        raw: dict[str, list[Any]] = {topic: [] for topic in names}
+        pending = {topic for topic in names if ends[topic] > starts[topic]}
+        cons.assign([TopicPartition(t, 0, starts[t]) for t in sorted(pending)])
         idle_since = time.monotonic()
         while pending:
-            msg = cons.poll(0.2)
-            if msg is None:
-                if time.monotonic() - idle_since > timeout:
-                    raise MigError(f"no record for {timeout:g} s while reading"
-                                   f" {', '.join(sorted(pending))}")
-                continue
-            idle_since = time.monotonic()
-            topic = msg.topic()
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
+            msgs = cons.consume(1000, 0.02)  # (a batch is returned full, or at the timeout)
+            if not msgs and time.monotonic() - idle_since > timeout:
+                raise MigError(f"no record for {timeout:g} s while reading"
+                               f" {', '.join(sorted(pending))}")
+            if msgs:
+                idle_since = time.monotonic()
+            for msg in msgs:
+                topic = msg.topic()
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(topic)
+                        continue
+                    raise MigError(f"reading {topic}: {err.str()}")
+                if topic not in pending or msg.offset() >= ends[topic]:
+                    continue  # written after the read began
+                if msg.offset() >= ends[topic] - 1:
                     pending.discard(topic)
-                    continue
-                raise MigError(f"reading {topic}: {err.str()}")
-            if topic not in pending:
-                continue  # written after the read began
-            if msg.offset() >= ends[topic] - 1:
-                pending.discard(topic)
-            if msg.offset() >= ends[topic]:
-                continue
-            try:
-                out[names[topic]].append(codec.decode_message(msg.value(), msg.headers()))
-            except DecodeError as exc:
-                log.warning("mig.status.undecodable", topic=topic, offset=msg.offset(),
-                            reason=exc.reason)
+                raw[topic].append(msg)
+        for topic, msgs in raw.items():
+            read = out[names[topic]]
+            read.count = len(msgs)
+            read.records = _decode(topic, _newest(msgs) if latest_only else msgs)
         return out
     finally:
         cons.close()
 
 
+def _schema_of(msg: Any) -> str | None:
+    for key, value in msg.headers() or ():
+        if key == SCHEMA_HEADER:
+            return value.decode(errors="replace") if isinstance(value, bytes) else None
+    return None
+
+
+def _newest(msgs: list[Any]) -> list[Any]:
+    """``msgs`` without the heartbeats and statuses a newer one of the same member (the
+    key) and kind supersedes, in topic order."""
+    last: dict[tuple[str, bytes | None], int] = {}
+    for i, msg in enumerate(msgs):
+        name = _schema_of(msg)
+        if name in _REPEATED:
+            last[(name, msg.key())] = i
+    keep = set(last.values())
+    return [msg for i, msg in enumerate(msgs) if i in keep or _schema_of(msg) not in _REPEATED]
+
+
+def _decode(topic: str, msgs: list[Any]) -> list[Record]:
+    codec = Codec.default()
+    out: list[Record] = []
+    for msg in msgs:
+        try:
+            out.append(codec.decode_message(msg.value(), msg.headers()))
+        except DecodeError as exc:
+            log.warning("mig.status.undecodable", topic=topic, offset=msg.offset(),
+                        reason=exc.reason)
+    return out
+
+
 def collect(settings: KafkaSettings, app: str | None = None, heartbeat_ms: int | None = None,
-            timeout: float = 10.0) -> list[AppStatus]:
-    """The status of ``app``, or of every app on the cluster when None."""
+            timeout: float = 10.0, since_s: float | None = DEFAULT_SINCE_S) -> list[AppStatus]:
+    """The status of ``app``, or of every app on the cluster when None, from the control
+    records of the last ``since_s`` seconds (None or 0: all of them). A topic where that
+    shows no member at all is read whole."""
     from concurrent.futures import ThreadPoolExecutor
 
     apps = [app] if app else list_apps(settings, timeout)
+    since_ms = int(time.time() * 1000 - since_s * 1000) if since_s else None
     # the kept checkpoints are read (their own consumer: committed records only) while the
     # control topics are: a status is two short reads at once, not one after the other
     with ThreadPoolExecutor(max_workers=2) as pool:
         manifests = {a: pool.submit(_manifests, settings, a) for a in apps}
-        logs = read_controls(settings, apps, timeout) if apps else {}
+        reads = _read(settings, apps, timeout, since_ms, latest_only=True) if apps else {}
         now_ms = int(time.time() * 1000)
-        out = [summarize(logs[a], now_ms, heartbeat_ms, app=a) for a in apps]
+        out = []
+        for a in apps:
+            st = summarize(reads[a].records, now_ms, heartbeat_ms, app=a)
+            if not st.members and not reads[a].whole:  # silent for long: look further back
+                reads[a] = _read(settings, [a], timeout, None, latest_only=True)[a]
+                st = summarize(reads[a].records, now_ms, heartbeat_ms, app=a)
+            st.records = reads[a].count
+            st.since_ms = None if reads[a].whole else since_ms
+            out.append(st)
         for st in out:
             add_checkpoints(st, manifests[st.app].result())
     return out
@@ -400,6 +476,10 @@ def _header(st: AppStatus) -> list[str]:
         lines.append(f"  last checkpoint: {k['checkpoint_id']} by {k['member']}, calls offsets"
                      f" {offsets}, {k['size']} bytes, {_ago(k['age_ms'])} ago"
                      f" ({len(st.checkpoints)} kept)")
+    if st.since_ms is not None:
+        lines.append(f"  read the control records of the last"
+                     f" {_ago(max(0, st.now_ms - st.since_ms))} ({st.records}): a member"
+                     " silent for longer is not shown (--since 0 reads them all)")
     c = st.pending_claim
     if c is not None:
         lines.append(f"  claim in progress: {c['member']} for epoch {c['epoch']}"

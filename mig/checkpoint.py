@@ -410,6 +410,7 @@ def request_checkpoint(settings: KafkaSettings, app: str, timeout: float = 60.0
     from mig.errors import DecodeError
     from mig.kafka import end_offsets
     from mig.migrate import failure_line
+    from mig.status import refuse_if_nobody_runs
 
     topic = topic_names(app)["control"]
     cons = consumer(settings, **{"group.id": f"mig-checkpoint-{app}",
@@ -419,6 +420,7 @@ def request_checkpoint(settings: KafkaSettings, app: str, timeout: float = 60.0
         meta = cons.list_topics(topic, timeout=10)
         if topic not in meta.topics or meta.topics[topic].error is not None:
             raise MigError(f"no app named {app!r}: topic {topic} does not exist")
+        refuse_if_nobody_runs(settings, app, primary=False)
         cons.assign([TopicPartition(topic, 0, end_offsets(cons, topic).get(0, 0))])
         asked = int(time.time() * 1000)
         event = str(uuid.uuid4())

@@ -21,6 +21,7 @@ from mig.codec import Codec
 from mig.errors import DecodeError, MigError
 from mig.kafka import KafkaSettings, consumer, end_offsets
 from mig.logwriter import LogWriter
+from mig.status import refuse_if_nobody_runs
 from mig.topics import topic_names
 
 __all__ = ["request_migration", "failure_line"]
@@ -46,6 +47,7 @@ def request_migration(settings: KafkaSettings, app: str, to: str | None = None,
         meta = cons.list_topics(topic, timeout=10)
         if topic not in meta.topics or meta.topics[topic].error is not None:
             raise MigError(f"no app named {app!r}: topic {topic} does not exist")
+        refuse_if_nobody_runs(settings, app, primary=True)
         start = end_offsets(cons, topic).get(0, 0)
         cons.assign([TopicPartition(topic, 0, start)])
         event = str(uuid.uuid4())

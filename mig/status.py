@@ -38,7 +38,7 @@ from mig.topics import topic_names
 
 __all__ = ["MemberView", "AppStatus", "summarize", "list_apps", "read_control",
            "read_controls", "collect", "render_text", "to_json", "DEFAULT_STALE_MS",
-           "DEFAULT_SINCE_S"]
+           "DEFAULT_SINCE_S", "refuse_if_nobody_runs"]
 
 log = structlog.get_logger("mig.status")
 
@@ -400,6 +400,28 @@ def collect(settings: KafkaSettings, app: str | None = None, heartbeat_ms: int |
         for st in out:
             add_checkpoints(st, manifests[st.app].result())
     return out
+
+
+def refuse_if_nobody_runs(settings: KafkaSettings, app: str, primary: bool,
+                          timeout: float = 10.0) -> None:
+    """Raise MigError at once when what the members last published says a request to
+    ``app`` could only time out: with ``primary``, the primary's last status says its app
+    stopped; without, every member's says it stopped, diverged or failed its promotion.
+    (Silence is not judged here: ages compare other hosts' clocks with ours.)"""
+    now_ms = int(time.time() * 1000)
+    read = _read(settings, [app], timeout, now_ms - int(DEFAULT_SINCE_S * 1000),
+                 latest_only=True)[app]
+    st = summarize(read.records, now_ms, app=app)
+    if primary:
+        p = next((m for m in st.members if m.member == st.primary), None)
+        if p is not None and p.health == "stopped":
+            raise MigError(f"the primary of {app}, {p.member}, stopped its app"
+                           f" {_ago(p.age_ms)} ago: there is nothing to move (see mig"
+                           f" status {app})")
+    elif st.members and all(m.health in TERMINAL for m in st.members):
+        said = ", ".join(f"{m.member} {m.health} {_ago(m.age_ms)} ago" for m in st.members)
+        raise MigError(f"no member of {app} can take a checkpoint: {said} (see mig status"
+                       f" {app})")
 
 
 def _manifests(settings: KafkaSettings, app: str) -> list[dict[str, Any]]:

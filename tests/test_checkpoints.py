@@ -329,6 +329,17 @@ def test_checkpoint_and_migrate_of_an_app_nobody_follows_fail_at_once_with_the_r
         assert fails("migrate", dep.name, "--to", "host9") == (
             f"mig: error: host0 could not migrate {dep.name}: host9 is not a hot replica"
             " (hot: host1)")
+        # both stopped (their last statuses say so): nobody can answer, said at once
+        for host in (1, 0):
+            dep.procs[host].send_signal(signal.SIGTERM)
+            dep.procs[host].wait(30)
+        said = fails("migrate", dep.name)
+        assert said.startswith(f"mig: error: the primary of {dep.name}, host0, stopped its"
+                               " app "), said
+        said = fails("checkpoint", dep.name)
+        assert said.startswith(f"mig: error: no member of {dep.name} can take a checkpoint:"
+                               " host0 stopped "), said
+        assert ", host1 stopped " in said
     finally:
         dep.stop()
 

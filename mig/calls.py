@@ -59,9 +59,20 @@ def from_avro(rec: dict[str, Any]) -> RawCall:
                    payload=rec["payload"] or b"")
 
 
+_LOCK_VARIANTS = ("lock", "trylock", "timedlock")
+_LOCK_RUN = 3  # MIG_LOCK_RUN (shim/src/mig.h): a thread's acquisitions without a record
+
+
 def describe(rec: dict[str, Any]) -> str:
-    """A short human description of a recorded call, for divergence reports."""
-    text = f"{rec['kind']}({', '.join(str(a) for a in rec['args'])}) = {rec['result']}"
+    """A short human description of a recorded call, for divergence reports. A mutex
+    record says what it is (``MUTEX_LOCK(3, 0, 499, 0)`` said nothing to a reader)."""
+    args = rec["args"]
+    if rec["kind"] == "MUTEX_LOCK" and len(args) >= 3 and args[0] == _LOCK_RUN:
+        return f"MUTEX_LOCK({args[2]} mutex acquisitions without a record)"
+    if rec["kind"] == "MUTEX_LOCK" and len(args) >= 2 and 0 <= args[0] < len(_LOCK_VARIANTS):
+        return (f"MUTEX_LOCK({_LOCK_VARIANTS[args[0]]} of mutex {args[1] & (2**64 - 1):#x})"
+                f" = {rec['result']}")
+    text = f"{rec['kind']}({', '.join(str(a) for a in args)}) = {rec['result']}"
     if rec.get("out_len") is not None:
         text += f" wrote {rec['out_len']} bytes"
     return text

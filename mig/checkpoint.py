@@ -46,12 +46,13 @@ import structlog
 
 from mig.errors import MigError
 from mig.holder import HeldApp
-from mig.kafka import KafkaSettings, consumer
+from mig.kafka import KafkaSettings, consumer, quick_start
 from mig.logwriter import LogWriter
 from mig.topics import topic_names
 
 __all__ = ["Archive", "CheckpointError", "compatible", "dump_app", "fetch_checkpoint",
-           "list_manifests", "pack", "restore_app", "stage", "store_checkpoint", "unpack"]
+           "list_manifests", "pack", "request_checkpoint", "restore_app", "stage",
+           "store_checkpoint", "unpack"]
 
 log = structlog.get_logger("mig.checkpoint")
 
@@ -293,7 +294,11 @@ def _scan(settings: KafkaSettings, app: str, start: Any, accept: Any, on_record:
     topic = topic_names(app)["checkpoints"]
     cons = consumer(settings, **{"group.id": f"mig-checkpoints-{app}",
                                  "isolation.level": "read_committed",
-                                 "fetch.message.max.bytes": 4 << 20})
+                                 "fetch.message.max.bytes": 4 << 20,
+                                 # the end of a partition is known from a fetch the broker
+                                 # answers: at its default (500 ms) an empty or read-to-the-end
+                                 # topic held every listing (mig status) half a second
+                                 "fetch.wait.max.ms": 20, **quick_start(settings)})
     try:
         parts = _partitions(cons, topic)
         if not parts:
@@ -305,7 +310,7 @@ def _scan(settings: KafkaSettings, app: str, start: Any, accept: Any, on_record:
         while len(done) < len(begin):
             if time.monotonic() > deadline:
                 raise CheckpointError(f"reading {topic} made no progress for {timeout:g} s")
-            msgs = cons.consume(500, 0.2)
+            msgs = cons.consume(500, 0.02)  # (a batch waits its whole timeout unless full)
             if msgs:  # a large checkpoint on a busy host may take long: wait for progress
                 deadline = time.monotonic() + timeout
             for msg in msgs:
@@ -390,6 +395,65 @@ def _authentic(settings: KafkaSettings, msg: Any) -> bool:
 def list_manifests(settings: KafkaSettings, app: str) -> list[dict[str, Any]]:
     """The live checkpoints of ``app``, oldest first."""
     return _read_manifests(settings, app)[0]
+
+
+def request_checkpoint(settings: KafkaSettings, app: str, timeout: float = 60.0
+                       ) -> dict[str, Any]:
+    """Ask for a checkpoint now (a CheckpointRequest in mig.NAME.control) and wait for its
+    manifest, which is returned. A member that cannot take it answers with a RequestFailed:
+    raises MigError with its reason at once; with no answer, after ``timeout`` seconds."""
+    import getpass
+    import socket
+
+    from confluent_kafka import TopicPartition
+
+    from mig.codec import Codec
+    from mig.errors import DecodeError
+    from mig.kafka import end_offsets
+    from mig.migrate import failure_line
+    from mig.status import refuse_if_nobody_runs
+
+    topic = topic_names(app)["control"]
+    cons = consumer(settings, **{"group.id": f"mig-checkpoint-{app}",
+                                 "isolation.level": "read_committed",
+                                 "fetch.wait.max.ms": 20})
+    try:
+        meta = cons.list_topics(topic, timeout=10)
+        if topic not in meta.topics or meta.topics[topic].error is not None:
+            raise MigError(f"no app named {app!r}: topic {topic} does not exist")
+        refuse_if_nobody_runs(settings, app, primary=False)
+        cons.assign([TopicPartition(topic, 0, end_offsets(cons, topic).get(0, 0))])
+        asked = int(time.time() * 1000)
+        event = str(uuid.uuid4())
+        writer = LogWriter(settings, app)
+        writer.send("control", "mig.log.CheckpointRequest", {
+            "app": app, "event_id": event, "reason": "mig checkpoint",
+            "requested_by": f"{getpass.getuser()}@{socket.gethostname()}", "ts_ms": asked},
+            key=event)
+        writer.commit()
+        codec = Codec.default()
+        deadline = time.monotonic() + timeout
+        next_look = 0.0
+        while time.monotonic() < deadline:
+            for msg in cons.consume(100, 0.1):
+                if msg.error() is not None:
+                    continue
+                try:
+                    name, rec = codec.decode_message(msg.value(), msg.headers())
+                except DecodeError:
+                    continue
+                if name == "mig.log.RequestFailed" and rec["event_id"] == event:
+                    raise MigError(failure_line(app, rec))
+            if time.monotonic() >= next_look:
+                fresh = [m for m in list_manifests(settings, app) if m["created_ms"] >= asked]
+                if fresh:
+                    return fresh[-1]
+                next_look = time.monotonic() + 0.5
+    finally:
+        cons.close()
+    raise MigError(f"no checkpoint of {app} within {timeout:g} s: does a replica follow it,"
+                   " or its primary run, with [checkpoints] enabled (and when_alone) and CRIU"
+                   " (see mig status and mig doctor)?")
 
 
 def fetch_checkpoint(settings: KafkaSettings, app: str, manifest: dict[str, Any],

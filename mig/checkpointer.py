@@ -113,9 +113,14 @@ class PrimaryCheckpointer:
         self.last_at = time.monotonic()  # the schedule counts from the primary's start
         self.last_calls = 0
         self.asked: str | None = None  # a CheckpointRequest nobody else answers
+        self.running_for: str | None = None  # the request the running checkpointer answers
+        # (event_id, reason) of requests that failed here: the primary publishes them
+        # (RequestFailed), so mig checkpoint says why at once instead of timing out
+        self.failed_requests: list[tuple[str, str]] = []
         self.taken = 0
         self.failed = 0
         self._criu_checked = False
+        self._criu_missing = ""
 
     def ask(self, event_id: str) -> None:
         self.asked = event_id
@@ -127,8 +132,16 @@ class PrimaryCheckpointer:
             if self.proc.poll() is None:
                 return
             self._reaped(now)
-        if not self.enabled:
+        if replica_hot:  # a hot replica checkpoints on its own schedule and answers requests
             self.asked = None
+            self.last_at, self.last_calls = now, calls
+            return
+        if not self.enabled:
+            if self.asked is not None:
+                off = ("enabled = false" if not self.cfg.checkpoints.get("enabled", True)
+                       else "when_alone = false")
+                self._request_failed(f"no hot replica, and this primary takes no"
+                                     f" checkpoints itself ([checkpoints] {off})")
             return
         ck = self.cfg.checkpoints
         due = (self.asked is not None
@@ -136,15 +149,20 @@ class PrimaryCheckpointer:
                or (ck.get("every_records") and calls - self.last_calls >= ck["every_records"]))
         if not due:
             return
-        if replica_hot:  # a hot replica checkpoints on its own schedule and answers requests
-            self.asked = None
-            self.last_at, self.last_calls = now, calls
-            return
         if not self._criu_ok():
+            if self.asked is not None:
+                self._request_failed(f"no hot replica, and no CRIU here: {self._criu_missing}")
             return
         self.last_at, self.last_calls = now, calls
+        self.running_for = self.asked
         self._start(self.asked or "schedule")
         self.asked = None
+
+    def _request_failed(self, reason: str, event: str | None = None) -> None:
+        event = event or self.asked
+        self.asked = None
+        if event is not None:
+            self.failed_requests.append((event, reason))
 
     def _criu_ok(self) -> bool:
         from mig.criu import CriuMissing, find_criu
@@ -156,6 +174,7 @@ class PrimaryCheckpointer:
             find_criu()
         except CriuMissing as exc:
             log.warning("mig.recorder.checkpoints_off", reason=str(exc))
+            self._criu_missing = str(exc)
             self.enabled = False
         return self.enabled
 
@@ -186,6 +205,7 @@ class PrimaryCheckpointer:
         assert self.proc is not None
         code = self.proc.returncode
         self.proc = None
+        event, self.running_for = self.running_for, None
         took = int((now - self.started_at) * 1000)
         text = self._log_lines()
         if code == 0:
@@ -197,9 +217,13 @@ class PrimaryCheckpointer:
         else:
             # the folder stays for a look at its log; the next attempt waits a schedule
             self.failed += 1
+            reason = text[-1] if text else "(no output)"
             log.warning("mig.recorder.checkpoint_failed", exit_code=code, took_ms=took,
-                        reason=(text[-1] if text else "(no output)"),
-                        log=str(self.folder / "checkpointer.log"))
+                        reason=reason, log=str(self.folder / "checkpointer.log"))
+            if event is not None:
+                reason = reason.removeprefix("mig: error: ")
+                self._request_failed(f"its local replay ended with code {code}: {reason}"
+                                     f" (log {self.folder / 'checkpointer.log'})", event)
 
     def _log_lines(self) -> list[str]:
         try:

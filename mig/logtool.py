@@ -28,7 +28,7 @@ EXPECTED = {
     "checkpoints": {"mig.log.CheckpointManifest", "mig.log.CheckpointChunk"},
     "control": {"mig.log.Heartbeat", "mig.log.MemberStatus", "mig.log.Migrate",
                 "mig.log.CheckpointRequest", "mig.log.Promotion",
-                "mig.log.Claim", "mig.log.Handoff"},
+                "mig.log.Claim", "mig.log.Handoff", "mig.log.RequestFailed"},
     "input": {"mig.log.InputChunk"},
 }
 

@@ -2,8 +2,11 @@
 
 The request is a ``Migrate`` record in ``mig.NAME.control``. The primary answers with a
 ``Handoff`` naming the successor once it has stopped taking input and every record is
-acknowledged; the successor answers with a ``Promotion``. The client-visible gap of the
-switchover is from the primary's freeze (``Handoff.frozen_ts_ms``) to the promotion.
+acknowledged; the successor answers with a ``Promotion``. A primary that cannot hand over
+(no hot replica, the successor did not promote) answers with a ``RequestFailed`` at once,
+and the request fails with its reason instead of waiting out the timeout. The
+client-visible gap of the switchover is from the primary's freeze
+(``Handoff.frozen_ts_ms``) to the promotion.
 """
 
 from __future__ import annotations
@@ -18,9 +21,16 @@ from mig.codec import Codec
 from mig.errors import DecodeError, MigError
 from mig.kafka import KafkaSettings, consumer, end_offsets
 from mig.logwriter import LogWriter
+from mig.status import refuse_if_nobody_runs
 from mig.topics import topic_names
 
-__all__ = ["request_migration"]
+__all__ = ["request_migration", "failure_line"]
+
+
+def failure_line(app: str, rec: dict[str, Any]) -> str:
+    """One line for a RequestFailed record: who could not do what, and why."""
+    what = {"migrate": "migrate", "checkpoint": "checkpoint"}.get(rec["request"], rec["request"])
+    return f"{rec['member']} could not {what} {app}: {rec['reason']}"
 
 
 def request_migration(settings: KafkaSettings, app: str, to: str | None = None,
@@ -37,6 +47,7 @@ def request_migration(settings: KafkaSettings, app: str, to: str | None = None,
         meta = cons.list_topics(topic, timeout=10)
         if topic not in meta.topics or meta.topics[topic].error is not None:
             raise MigError(f"no app named {app!r}: topic {topic} does not exist")
+        refuse_if_nobody_runs(settings, app, primary=True)
         start = end_offsets(cons, topic).get(0, 0)
         cons.assign([TopicPartition(topic, 0, start)])
         event = str(uuid.uuid4())
@@ -57,6 +68,8 @@ def request_migration(settings: KafkaSettings, app: str, to: str | None = None,
                     name, rec = codec.decode_message(msg.value(), msg.headers())
                 except DecodeError:
                     continue
+                if name == "mig.log.RequestFailed" and rec["event_id"] == event:
+                    raise MigError(failure_line(app, rec))
                 if name == "mig.log.Handoff" and rec["event_id"] == event:
                     handoff = rec
                 elif name == "mig.log.Promotion" and handoff is None:

@@ -307,6 +307,9 @@ class Recorder:
                 last_control = now
                 self._check_triggers(now)
                 self.checkpointer.step(now, self.stats.calls, bool(self._hot(now)))
+                while self.checkpointer.failed_requests:
+                    event, why = self.checkpointer.failed_requests.pop(0)
+                    self._request_failed(writer, "checkpoint", event, why)
                 if self._migrate_asked is not None and stop_sent is None:
                     if self._handoff(writer, proc, control):
                         return
@@ -401,9 +404,17 @@ class Recorder:
         hot = self._hot(now)
         to = self._migrate_to or (hot[0]["member"] if hot else None)
         if to is None or to not in {r["member"] for r in hot}:
-            log.warning("mig.recorder.migrate_refused", event_id=event, to=to,
-                        reason="no hot replica" if not hot else f"{to} is not a hot replica",
+            why = "no hot replica" if not hot else f"{to} is not a hot replica"
+            log.warning("mig.recorder.migrate_refused", event_id=event, to=to, reason=why,
                         hot=[r["member"] for r in hot])
+            if hot:
+                why += f" (hot: {', '.join(r['member'] for r in hot)})"
+            else:  # what the replicas said of themselves last
+                seen = sorted(f"{s.record['member']} {s.record['health']}"
+                              for s in self.control.statuses.values()
+                              if s.record["role"] == "REPLICA")
+                why += f" (replicas: {', '.join(seen)})" if seen else " (no replica reported)"
+            self._request_failed(writer, "migrate", event, why)
             return False
         frozen_ms = int(time.time() * 1000)
         log.info("mig.recorder.handoff_start", event_id=event, to=to,
@@ -439,7 +450,19 @@ class Recorder:
         log.warning("mig.recorder.handoff_timeout", event_id=event, to=to)
         for ring in self.rings.values():
             ring.thaw()
+        self._request_failed(writer, "migrate", event, f"{to} did not become primary within"
+                             f" {self.cfg.failover.get('handoff_timeout_ms', 10000)} ms of"
+                             " the handoff; the app runs on here")
         return False
+
+    def _request_failed(self, writer: LogWriter, request: str, event: str, why: str) -> None:
+        """Say in the control topic, at once, why a request failed here (RequestFailed,
+        committed with the next transaction): mig migrate and mig checkpoint wait for it."""
+        writer.send("control", "mig.log.RequestFailed", {
+            "app": self.cfg.name, "event_id": event, "request": request,
+            "member": self.member, "reason": why, "ts_ms": int(time.time() * 1000)},
+            key=event)
+        log.info("mig.recorder.request_failed", request=request, event_id=event, reason=why)
 
     def _discover(self) -> None:
         for lpid, ring in new_rings(self.run_dir, self.rings).items():

@@ -85,8 +85,9 @@ class ReplayStats:
     divergence: str | None = None
     per_lpid: dict[str, int] = field(default_factory=dict)
     promoted_epoch: int | None = None  # this replica became the primary at this epoch
-    detection_ms: int | None = None
+    detection_ms: int | None = None  # None after a handoff: nothing was detected
     promotion_ms: int | None = None
+    promotion_reason: str | None = None  # "failover" or "handoff"
     refused: int = 0  # records without a valid signature (mig/auth.py) or copies, skipped
 
 
@@ -165,6 +166,7 @@ class Replayer:
         self._ckpt_retry_at = 0.0
         self._ckpt_thread: threading.Thread | None = None
         self._ckpt_error: str | None = None  # why the last checkpoint failed
+        self._ckpt_failed: tuple[str, str] | None = None  # (request, why) to publish
         self.stored: str | None = None  # the id of the last checkpoint stored
         # --checkpoint-once (the primary's own checkpoints, mig/checkpointer.py): replay to
         # the end of the log as it is at the start, store one checkpoint, stop
@@ -444,14 +446,25 @@ class Replayer:
             if div is None:
                 continue
             seq, text = div
-            rec, offset = self.recorded.get((lpid, seq), (None, -1))
-            where = f"lpid {lpid} seq {seq}"
-            recorded = describe(rec) if rec else "?"
-            self.stats.divergence = (f"divergence at {where} (calls offset {offset}): {text};"
-                                     f" the log has {recorded}")
+            self.stats.divergence = self._divergence_line(lpid, seq, text)
             if self.metrics is not None:
                 self.metrics.diverged()
             raise Divergence(self.stats.divergence)
+
+    def _divergence_line(self, lpid: str, seq: int, text: str) -> str:
+        """One line: where (logical process, thread, call, offset), what differs, what the
+        log has, and what to do next (look at the records there, check the host)."""
+        rec, offset = self.recorded.get((lpid, seq), (None, -1))
+        where = f"lpid {lpid} seq {seq}"
+        if rec is not None:
+            where += f" (thread {rec['tid']}, {rec['kind']})"
+        look = (f"mig log tail {self.cfg.name} -t calls --from {offset}" if offset >= 0
+                else f"mig log tail {self.cfg.name} -t calls")
+        return (f"divergence at {where}, calls offset {offset}: {text};"
+                f" the log has {describe(rec) if rec else '?'}."
+                f" Next: `{look}` shows the records there, `mig doctor {self.cfg.path}`"
+                " checks this host and the program (docs/operations.md, re-bootstrap a"
+                " diverged replica)")
 
     def _take(self, msg: Any) -> bool | str:
         """One message of the consumer (calls or control): True for a calls record, False
@@ -619,6 +632,7 @@ class Replayer:
         self.stats.promoted_epoch = new_epoch
         self.stats.detection_ms = detection_ms
         self.stats.promotion_ms = promotion_ms
+        self.stats.promotion_reason = reason
         if self.metrics is not None:
             self.metrics.promoted(None if detection_ms is None else detection_ms / 1000,
                                   promotion_ms / 1000, new_epoch)
@@ -937,8 +951,27 @@ class Replayer:
             raise MigError("the checkpoint was not stored (see mig.replayer.checkpoint_failed)")
         return True
 
+    def _request_failed(self, event: str, why: str) -> None:
+        """Say in the control topic, at once, why this replica could not take the checkpoint
+        a CheckpointRequest asked of it (RequestFailed): mig checkpoint waits for it."""
+        self.status.send("control", "mig.log.RequestFailed", {
+            "app": self.cfg.name, "event_id": event, "request": "checkpoint",
+            "member": self.member, "reason": why, "ts_ms": int(time.time() * 1000)},
+            key=event)
+        for error in self.status.settle():
+            log.warning("mig.replayer.status_failed", error=error)
+
     def _checkpoint_step(self) -> None:
         """Take a checkpoint when a trigger says so (records, seconds, mig checkpoint)."""
+        if self._ckpt_failed is not None:  # the store thread failed a request's checkpoint
+            self._request_failed(*self._ckpt_failed)
+            self._ckpt_failed = None
+        if (self._ckpt_asked is not None and not self.checkpoint_once
+                and (not self.use_checkpoints or self.stats.divergence)):
+            self._request_failed(self._ckpt_asked, self.stats.divergence or
+                                 "checkpoints are off on this replica ([checkpoints] enabled"
+                                 " = false, or --from-start)")
+            self._ckpt_asked = None
         if not self.use_checkpoints or not self.launched or self.stats.divergence:
             return
         if self.checkpoint_once and self._ckpt_asked is None:
@@ -954,14 +987,17 @@ class Replayer:
         if self._ckpt_thread is not None and self._ckpt_thread.is_alive():
             return  # the previous one is still being stored
         reason = ("request " + self._ckpt_asked) if self._ckpt_asked else "schedule"
+        event = None if self.checkpoint_once else self._ckpt_asked
         try:
-            self._checkpoint(reason)
+            self._checkpoint(reason, event)
             self._ckpt_asked = None
         except MigError as exc:
             log.warning("mig.replayer.checkpoint_failed", reason=str(exc))
             self._ckpt_error = str(exc)
             self._ckpt_retry_at = now + 30
             self._ckpt_asked = None
+            if event is not None:
+                self._request_failed(event, str(exc))
         self._ckpt_calls = self.stats.calls
         self._ckpt_at = time.monotonic()
 
@@ -975,7 +1011,7 @@ class Replayer:
         return all(r.state == STATE_EXITED or (r.head == r.tail and r.waiters > 0)
                    for r in self.rings.values())
 
-    def _checkpoint(self, reason: str) -> None:
+    def _checkpoint(self, reason: str, event: str | None = None) -> None:
         """Dump at a cut (the app held only for the dump and a copy of its files), then
         compress and store in a background thread."""
         from mig.checkpoint import (
@@ -1033,6 +1069,8 @@ class Replayer:
             except MigError as exc:
                 log.warning("mig.replayer.checkpoint_failed", reason=str(exc))
                 self._ckpt_error = str(exc)
+                if event is not None:  # published by the replay loop (_checkpoint_step)
+                    self._ckpt_failed = (event, str(exc))
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
 

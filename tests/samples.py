@@ -98,6 +98,10 @@ _SAMPLES: dict[str, dict[str, Any]] = {
         "app": _APP, "event_id": "ckpt-19b0e4", "reason": "log retention",
         "requested_by": "mig.recorder", "ts_ms": _T_MS,
     },
+    "mig.log.RequestFailed": {
+        "app": _APP, "event_id": "mig-7f3a2c", "request": "migrate", "member": "shop-a",
+        "reason": "no hot replica (replicas: shop-b catching-up)", "ts_ms": _T_MS + 20,
+    },
     "mig.log.Promotion": {
         "app": _APP, "member": "shop-b", "new_epoch": 4, "previous_epoch": 3,
         "calls_offsets": [{"partition": 0, "offset": 1_205}, {"partition": 1, "offset": 877}],

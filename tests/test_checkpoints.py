@@ -292,19 +292,54 @@ def test_a_primary_alone_checkpoints_by_a_local_replay(hosts, tmp_path):
         dep.stop()
 
 
-def test_checkpoint_of_an_app_nobody_follows_fails_clearly(hosts, tmp_path):
+def test_checkpoint_and_migrate_of_an_app_nobody_follows_fail_at_once_with_the_reason(
+        hosts, tmp_path):
+    """The member asked answers what it cannot do in the control topic (RequestFailed), and
+    the commands end with that reason at once: the timeouts (60 s) are never waited out.
+    First the primary alone, then with a hot replica that takes no checkpoints."""
     net, broker = hosts
     dep = Deployment(net, broker, tmp_path, replicas=(),
                      extra_toml="[checkpoints]\nwhen_alone = false\n")
+
+    def fails(*args: str) -> str:
+        run = subprocess.run([sys.executable, "-m", "mig", *args, "--timeout", "60",
+                              "--bootstrap", broker.settings.bootstrap_servers],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+        assert "within 60 s" not in run.stderr
+        return run.stderr.strip()
+
     try:
         dep.start()
-        run = subprocess.run([sys.executable, "-m", "mig", "checkpoint", dep.name,
-                              "--timeout", "3", "--bootstrap",
-                              broker.settings.bootstrap_servers],
-                             capture_output=True, text=True, timeout=60)
-        assert run.returncode == 1
-        assert run.stderr.startswith("mig: error: no checkpoint of")
-        assert len(run.stderr.strip().splitlines()) == 1
+        assert fails("checkpoint", dep.name) == (
+            f"mig: error: host0 could not checkpoint {dep.name}: no hot replica, and this"
+            " primary takes no checkpoints itself ([checkpoints] when_alone = false)")
+        assert fails("migrate", dep.name) == (
+            f"mig: error: host0 could not migrate {dep.name}: no hot replica (no replica"
+            " reported)")
+        events = _log_events(dep, 0, "mig.recorder.request_failed")
+        assert [e["request"] for e in events] == ["checkpoint", "migrate"]
+        # a hot replica that takes no checkpoints (--from-start) answers for itself
+        dep.start_replica(1, "--from-start")
+        _wait_for(lambda: "host1" in dep.hot(), 60, "the replica to be hot")
+        assert fails("checkpoint", dep.name) == (
+            f"mig: error: host1 could not checkpoint {dep.name}: checkpoints are off on this"
+            " replica ([checkpoints] enabled = false, or --from-start)")
+        assert fails("migrate", dep.name, "--to", "host9") == (
+            f"mig: error: host0 could not migrate {dep.name}: host9 is not a hot replica"
+            " (hot: host1)")
+        # both stopped (their last statuses say so): nobody can answer, said at once
+        for host in (1, 0):
+            dep.procs[host].send_signal(signal.SIGTERM)
+            dep.procs[host].wait(30)
+        said = fails("migrate", dep.name)
+        assert said.startswith(f"mig: error: the primary of {dep.name}, host0, stopped its"
+                               " app "), said
+        said = fails("checkpoint", dep.name)
+        assert said.startswith(f"mig: error: no member of {dep.name} can take a checkpoint:"
+                               " host0 stopped "), said
+        assert ", host1 stopped " in said
     finally:
         dep.stop()
 

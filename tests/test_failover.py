@@ -174,6 +174,17 @@ def test_migrate_under_load(hosts, tmp_path, app):
         dep.procs[0].wait(30)
         assert dep.procs[0].returncode == 0  # handed over, not fenced
         assert "handed the app over to host1" in dep.log_text(0)
+        # the successor says it was a handoff (no detection), status shows the old
+        # primary as handed over (not FENCED and stale)
+        assert (f"promoted to primary of {dep.name} at epoch {promo['new_epoch']} (handoff,"
+                " promotion ") in dep.log_text(1)
+        assert "detection None" not in dep.log_text(1)
+        st = subprocess.run([sys.executable, "-m", "mig", "status", dep.name, "--json",
+                             "--bootstrap", broker.settings.bootstrap_servers],
+                            capture_output=True, text=True, timeout=60, check=True)
+        rows = {m["member"]: m for m in json.loads(st.stdout)["apps"][0]["members"]}
+        assert (rows["host0"]["role"], rows["host0"]["state"]) == (
+            "EX-PRIMARY", "handed over to host1"), rows["host0"]
         print(run.stdout.strip())
     finally:
         dep.stop()

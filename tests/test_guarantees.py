@@ -118,9 +118,14 @@ def test_divergence_is_reported_and_shown_by_mig_log(settings, tmp_path, app_nam
     assert out.returncode == 3, out.stdout + out.stderr
     line = out.stderr.strip().splitlines()[-1]
     assert line.startswith("mig: error: divergence at lpid 1 seq ")
+    # the logical process, thread and call by name, the offset, and what to do next
+    assert " (thread 0, WRITE), calls offset " in line, line
     assert "output bytes differ (hash): recorded WRITE" in line
-    offset = int(line.split("calls offset ")[1].split(")")[0])
+    offset = int(line.split("calls offset ")[1].split(":")[0])
     seq = int(line.split(" seq ")[1].split(" ")[0])
+    assert line.endswith(f" Next: `mig log tail {app_name} -t calls --from {offset}` shows the"
+                         f" records there, `mig doctor {app}` checks this host and the program"
+                         " (docs/operations.md, re-bootstrap a diverged replica)"), line
     shown = run_mig("log", "tail", app_name, "-t", "calls", "--from", str(offset), "--json",
                     "-b", settings.bootstrap_servers, check=True)
     first = json.loads(shown.stdout.splitlines()[0])

@@ -126,6 +126,9 @@ def test_handoff_migration_and_pending_claim_in_header():
     assert st.last_promotion["detection_ms"] is None
     assert st.pending_claim["member"] == "c" and st.pending_claim["epoch"] == 3
     assert by_member(st)["c"].role == "CANDIDATE"
+    # a handed-over primary is done, not lost: never FENCED and stale, however old
+    a = by_member(st)["a"]
+    assert (a.role, a.state) == ("EX-PRIMARY", "handed over to b")
 
 
 def test_no_records():
@@ -215,3 +218,60 @@ def test_unknown_app_is_one_line_error(settings, app_name):
     assert errors == [f"mig: error: no app '{app_name}': topic mig.{app_name}.control does"
                       " not exist (`mig status` without a name lists the apps)"], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _write_at(settings, app, records, kafka_ts_ms):
+    """Records with an old Kafka timestamp, as a member wrote them that long ago."""
+    from confluent_kafka import Producer
+
+    from mig.codec import Codec
+
+    codec = Codec.default()
+    prod = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    for name, rec in records:
+        prod.produce(f"mig.{app}.control", codec.encode(name, dict(rec, app=app)),
+                     key=rec["member"], headers=codec.headers(name), timestamp=kafka_ts_ms)
+    assert prod.flush(10) == 0
+
+
+def test_status_reads_the_last_minutes_and_decodes_only_each_members_newest(
+        settings, app_name):
+    """mig status reads the control records of the last --since seconds (the topic grows
+    by every member's heartbeat: a read from its start got slower every hour), decodes
+    only each member's newest heartbeat and status, and says what it left out; --since 0
+    reads them all, and a topic silent for longer is read whole."""
+    ensure_topics(settings, app_name)
+    now = int(time.time() * 1000)
+    _write_at(settings, app_name, [status("old", 1, now - 1_800_000, health="diverged")],
+              now - 1_800_000)
+    many = []
+    for i in range(300):  # what a primary and a replica write in 30 s
+        many += [beat("a", 1, now - 30_000 + 100 * i, host="host-a"),
+                 status("b", 1, now - 30_000 + 100 * i, lag=(i % 7, i), host="host-b")]
+    _write(settings, app_name, [*many, promotion("b", 2, now - 10, detection=900),
+                                beat("b", 2, now, host="host-b")])
+    shown = run_mig("status", app_name, "--json", "-b", settings.bootstrap_servers)
+    (recent,) = json.loads(shown.stdout)["apps"]
+    assert sorted(m["member"] for m in recent["members"]) == ["a", "b"]  # "old": 30 min
+    assert recent["records"] == 602 and recent["since_ms"] is not None
+    from mig.status import _read, collect, read_control
+
+    (whole,) = collect(settings, app_name, heartbeat_ms=2000, since_s=0)
+    assert whole.records == 603 and whole.since_ms is None
+    assert {m.member: m.state for m in whole.members}["old"] == "diverged"
+    # only the newest repeats decoded, the same answer as from every record
+    newest = _read(settings, [app_name], 10, None, latest_only=True)[app_name].records
+    assert len(newest) == 1 + 2 + 1 + 1  # old's status, a's and b's newest, the promotion
+    part = summarize(newest, now, 2000)
+    full = summarize(read_control(settings, app_name), now, 2000)
+    assert full.records == 603
+    assert (part.epoch, part.primary, part.members, part.last_promotion) == (
+        full.epoch, full.primary, full.members, full.last_promotion)
+    text = run_mig("status", app_name, "-b", settings.bootstrap_servers).stdout
+    assert "  read the control records of the last 10m00s (602): a member silent for" in text
+
+    other = f"{app_name}x"  # a topic whose every record is older: read whole
+    ensure_topics(settings, other)
+    _write_at(settings, other, [beat("z", 1, now - 1_800_000)], now - 1_800_000)
+    (quiet,) = collect(settings, other, since_s=600)
+    assert [m.member for m in quiet.members] == ["z"] and quiet.since_ms is None

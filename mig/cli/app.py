@@ -170,8 +170,13 @@ def replica_follow(
             return
         if stats.promoted_epoch is None or replayer.writer is None:
             return
+        if stats.promotion_reason == "handoff":  # planned: no failure was detected
+            timing = f"handoff, promotion {stats.promotion_ms} ms"
+        else:
+            detected = "?" if stats.detection_ms is None else stats.detection_ms
+            timing = f"failover, detection {detected} ms, promotion {stats.promotion_ms} ms"
         typer.echo(f"promoted to primary of {cfg.name} at epoch {stats.promoted_epoch}"
-                   f" (detection {stats.detection_ms} ms, promotion {stats.promotion_ms} ms)")
+                   f" ({timing})")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         recorder = Recorder(cfg, settings, folder, member=replayer.member,

@@ -20,15 +20,11 @@ def checkpoint(
 ) -> None:
     """Have the least-lagged hot replica of NAME take a checkpoint (CRIU image of the app
     at a replay barrier, stored in mig.NAME.checkpoints) and wait for it. With no hot
-    replica, the primary's host takes it by a local replay."""
-    import getpass
-    import socket
-    import uuid
-
-    from mig.checkpoint import list_manifests
+    replica, the primary's host takes it by a local replay. A member that cannot take it
+    says why at once (checkpoints off, no CRIU, the local replay diverged), and so does
+    this command."""
+    from mig.checkpoint import list_manifests, request_checkpoint
     from mig.connect import resolve_kafka
-    from mig.errors import MigError
-    from mig.logwriter import LogWriter
 
     settings = resolve_kafka(bootstrap, config)
     if list_only:
@@ -38,24 +34,7 @@ def checkpoint(
         for m in manifests:
             typer.echo(describe_manifest(m))
         return
-    asked = int(time.time() * 1000)
-    writer = LogWriter(settings, name)
-    event = str(uuid.uuid4())
-    writer.send("control", "mig.log.CheckpointRequest", {
-        "app": name, "event_id": event, "reason": "mig checkpoint",
-        "requested_by": f"{getpass.getuser()}@{socket.gethostname()}", "ts_ms": asked},
-        key=event)
-    writer.commit()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        fresh = [m for m in list_manifests(settings, name) if m["created_ms"] >= asked]
-        if fresh:
-            typer.echo(describe_manifest(fresh[-1]))
-            return
-        time.sleep(0.5)
-    raise MigError(f"no checkpoint of {name} within {timeout:g} s: does a replica follow it,"
-                   " or its primary run, with [checkpoints] enabled (and when_alone) and CRIU"
-                   " (see mig status and mig doctor)?")
+    typer.echo(describe_manifest(request_checkpoint(settings, name, timeout)))
 
 
 def describe_manifest(m: dict) -> str:  # type: ignore[type-arg]

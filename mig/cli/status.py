@@ -20,12 +20,16 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="One JSON document, for scripts."),
     watch: Optional[float] = typer.Option(None, "--watch", "-w", metavar="SECONDS", min=0.1,
                                           help="Redraw every SECONDS until Ctrl-C."),
+    since: float = typer.Option(600.0, "--since", metavar="SECONDS", min=0,
+                                help="Read the control records of the last SECONDS (0: all"
+                                     " of them; a member silent for longer is not shown)."),
     bootstrap: Optional[str] = BOOTSTRAP,
     config: Optional[Path] = CONFIG,
 ) -> None:
     """Show every member of an app: role, epoch, lag, last sign of life, health; and the
-    current primary and last promotion. Reads mig.NAME.control; with --config, a member
-    is stale after 10 of its [replica] heartbeat_ms (else after 2 s)."""
+    current primary and last promotion. Reads the last 10 minutes of mig.NAME.control
+    (--since); with --config, a member is stale after 10 of its [replica] heartbeat_ms
+    (else after 2 s)."""
     from mig.connect import resolve_kafka
     from mig.errors import MigError
     from mig.status import collect, render_text, to_json
@@ -38,7 +42,7 @@ def status(
     settings = resolve_kafka(bootstrap, config)
 
     def show() -> None:
-        statuses = collect(settings, name, heartbeat_ms)
+        statuses = collect(settings, name, heartbeat_ms, since_s=since)
         text = to_json(statuses) if as_json else render_text(statuses)
         if watch is not None and not as_json and sys.stdout.isatty():
             text = CLEAR + text

@@ -731,6 +731,42 @@ static const char *kind_name(unsigned kind)
     return "?";
 }
 
+static char *put_hex(char *p, char *end, uint64_t v)
+{
+    char tmp[16];
+    int n = 0;
+    do {
+        tmp[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v);
+    p = mig_put_str(p, end, "0x");
+    while (n && p < end)
+        *p++ = tmp[--n];
+    return p;
+}
+
+/* The call the replay made instead of the recorded one: its kind by name and what tells
+ * it apart (a mutex: which acquisition of which mutex, where the numbers alone said
+ * MUTEX_LOCK(3, ...); other calls: their first two arguments). */
+static char *put_call(char *p, char *end, const struct mig_call *call)
+{
+    static const char *const variant[] = {"lock", "trylock", "timedlock"};
+    p = mig_put_str(p, end, kind_name((unsigned)call->kind));
+    p = mig_put_str(p, end, "(");
+    if (call->kind == MIG_K_MUTEX_LOCK && call->args[0] == MIG_LOCK_RUN) {
+        p = mig_put_str(p, end, "mutex acquisitions without a record");
+    } else if (call->kind == MIG_K_MUTEX_LOCK && call->args[0] >= 0 && call->args[0] < 3) {
+        p = mig_put_str(p, end, variant[call->args[0]]);
+        p = mig_put_str(p, end, " of mutex ");
+        p = put_hex(p, end, (uint64_t)call->args[1]);
+    } else {
+        p = put_int(p, end, call->args[0]);
+        p = mig_put_str(p, end, ", ");
+        p = put_int(p, end, call->args[1]);
+    }
+    return mig_put_str(p, end, ")");
+}
+
 /* End the text being written at p into the ring's div_text, mark the ring diverged at
  * `seq` and stop the process: a backup that has diverged must not go on. */
 __attribute__((noreturn)) static void stop_diverged(char *p, uint64_t seq)
@@ -751,20 +787,17 @@ static void diverge(const struct mig_rec *rec, const struct mig_call *call, cons
     p = mig_put_str(p, end, what);
     p = mig_put_str(p, end, ": recorded ");
     p = mig_put_str(p, end, kind_name(rec->kind));
-    p = mig_put_str(p, end, " ");
-    p = put_int(p, end, expected);
-    p = mig_put_str(p, end, ", replay made ");
-    p = mig_put_str(p, end, kind_name((unsigned)call->kind));
-    p = mig_put_str(p, end, " ");
-    p = put_int(p, end, actual);
     if (rec->kind != (uint16_t)call->kind) {
-        /* which call the replay made instead: its arguments (a mutex's address...) */
-        p = mig_put_str(p, end, "(");
-        for (int i = 0; i < 2; i++) {
-            p = mig_put_str(p, end, i ? ", " : "");
-            p = put_int(p, end, call->args[i]);
-        }
-        p = mig_put_str(p, end, ")");
+        /* the kinds are the values: name them, and the call the replay made instead */
+        p = mig_put_str(p, end, ", replay made ");
+        p = put_call(p, end, call);
+    } else {
+        p = mig_put_str(p, end, " ");
+        p = put_int(p, end, expected);
+        p = mig_put_str(p, end, ", replay made ");
+        p = mig_put_str(p, end, kind_name((unsigned)call->kind));
+        p = mig_put_str(p, end, " ");
+        p = put_int(p, end, actual);
     }
     p = mig_put_str(p, end, " in thread ");
     p = put_int(p, end, mig_tid);

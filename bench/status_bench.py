@@ -1,0 +1,91 @@
+"""How long ``mig status NAME`` takes to answer, against a running app.
+
+Two figures, each over ``--runs`` calls: the whole command (a new ``python -m mig status``
+process: interpreter, imports, Kafka, exit) and ``mig.status.collect`` alone in this
+process (what each redraw of ``mig status --watch`` costs).
+Run (an app recording on the embedded broker, e.g. examples/counter under mig primary):
+    .venv/bin/python bench/status_bench.py counter --config app.toml --runs 20
+or, first writing HOURS of a primary's heartbeats and a replica's statuses (heartbeat_ms
+200, with their Kafka timestamps spread over those hours) for a new app NAME:
+    .venv/bin/python bench/status_bench.py big --bootstrap 127.0.0.1:9092 --synthetic 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("name")
+    ap.add_argument("--config", type=Path)
+    ap.add_argument("--bootstrap")
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--synthetic", type=float, metavar="HOURS")
+    args = ap.parse_args()
+    if args.synthetic:
+        synthetic_history(args.name, args.bootstrap, args.synthetic)
+    where = (["--config", str(args.config)] if args.config else []) + (
+        ["--bootstrap", args.bootstrap] if args.bootstrap else [])
+    command = []
+    for _ in range(args.runs):
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-m", "mig", "--log-format", "json", "status",
+                        args.name, *where], check=True, capture_output=True)
+        command.append((time.monotonic() - started) * 1000)
+
+    from mig.connect import resolve_kafka
+    from mig.status import collect
+
+    settings = resolve_kafka(args.bootstrap, args.config)
+    inner = []
+    for _ in range(args.runs):
+        started = time.monotonic()
+        collect(settings, args.name)
+        inner.append((time.monotonic() - started) * 1000)
+    for label, ms in (("mig status (whole command)", command), ("collect() alone", inner)):
+        ms.sort()
+        print(f"{label:28} median {statistics.median(ms):6.0f} ms   p90"
+              f" {ms[int(0.9 * (len(ms) - 1))]:6.0f} ms   min {ms[0]:6.0f} ms"
+              f"   ({len(ms)} runs)")
+
+
+def synthetic_history(app: str, bootstrap: str, hours: float) -> None:
+    from confluent_kafka import Producer
+
+    from mig.codec import Codec
+    from mig.connect import resolve_kafka
+    from mig.topics import ensure_topics
+
+    settings = resolve_kafka(bootstrap, None)
+    ensure_topics(settings, app)
+    codec = Codec.default()
+    prod = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 50})
+    now = int(time.time() * 1000)
+    count = int(hours * 3600 * 10)  # 5 heartbeats and 5 statuses a second
+    for i in range(count):
+        ts = now - (count - i) * 100
+        if i % 2:
+            name, rec = "mig.log.Heartbeat", {
+                "app": app, "member": "p", "role": "PRIMARY", "epoch": 1, "ts_ms": ts,
+                "calls_offset": i, "host": "h"}
+        else:
+            name, rec = "mig.log.MemberStatus", {
+                "app": app, "member": "r", "role": "REPLICA", "epoch": 1, "lag_records": 0,
+                "lag_ms": 0, "health": "replaying", "ts_ms": ts, "host": "h",
+                "calls_offset": i}
+        prod.produce(f"mig.{app}.control", codec.encode(name, rec), key=rec["member"],
+                     headers=codec.headers(name), timestamp=ts)
+        if i % 10_000 == 0:
+            prod.poll(0)
+    prod.flush(60)
+    print(f"wrote {count} control records over {hours:g} h for {app}")
+
+
+if __name__ == "__main__":
+    main()

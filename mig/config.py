@@ -101,8 +101,10 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "heartbeat_ms": Key("int", 200, "Interval of the primary's heartbeats.", minimum=10),
         "failover_timeout_ms": Key("int", 1000, "No heartbeat and no committed record for"
                                    " this long: the primary is presumed dead.", minimum=50),
-        "max_lag_records": Key("int", 1_000_000, "A replica with more records than this"
-                               " still to replay never claims the primary role.", minimum=0),
+        "max_lag_records": Key("int", 10_000, "A replica with more records than this"
+                               " still to replay does not claim the primary role (it claims"
+                               " once it has caught up that far: about 0.1 s of replay)."
+                               , minimum=0),
     },
     "checkpoints": {
         "enabled": Key("bool", True, "Replicas take checkpoints (CRIU images of the app) into"

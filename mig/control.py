@@ -88,6 +88,14 @@ class ControlView:
                 return seen
         return None
 
+    def answers_checkpoint_request(self, member: str, now: float, fresh_s: float) -> bool:
+        """Whether ``member`` (a replica) takes the checkpoint a CheckpointRequest asks for:
+        only the least-lagged hot replica does. With none hot, the primary's host takes it
+        (mig/checkpointer.py), by the same view of the statuses; a replica still catching
+        up took it too, and one request made two checkpoints."""
+        hot = self.hot_replicas(now, fresh_s)
+        return bool(hot) and hot[0]["member"] == member
+
     def hot_replicas(self, now: float, fresh_s: float) -> list[dict[str, Any]]:
         """Replicas whose latest status is recent and healthy, least lag first."""
         out = [s.record for s in self.statuses.values()

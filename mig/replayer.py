@@ -519,10 +519,9 @@ class Replayer:
             self._own_status_back(rec["ts_ms"])
         if (name == "mig.log.CheckpointRequest" and rec["ts_ms"] >= self._started_ms
                 and not self.checkpoint_once):
-            # one replica answers: the least-lagged hot one (all read the same statuses)
+            # one member answers: the least-lagged hot replica, else the primary's host
             fresh = max(1.0, 5 * self.cfg.replica["heartbeat_ms"] / 1000)
-            hot = self.control.hot_replicas(time.monotonic(), fresh)
-            if not hot or hot[0]["member"] == self.member:
+            if self.control.answers_checkpoint_request(self.member, time.monotonic(), fresh):
                 self._ckpt_asked = rec["event_id"]
 
     def _own_status_back(self, ts_ms: int) -> None:

@@ -40,7 +40,7 @@ def test_good_config_is_typed_and_resolved(tmp_path):
     assert cfg.barrier_mode == "sync"
     assert cfg.topics["partitions"] == 2 and cfg.topics["max_message_bytes"] == 1048576
     assert cfg.replica == {"heartbeat_ms": 200, "failover_timeout_ms": 1500,
-                           "max_lag_records": 1_000_000}
+                           "max_lag_records": 10_000}
     assert cfg.failover["on_promote"] == "" and cfg.failover["migrate_on_stop"] is True
     settings = cfg.kafka_settings()
     assert settings is not None

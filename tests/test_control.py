@@ -68,6 +68,17 @@ def test_hot_replicas_are_fresh_healthy_and_least_lagged_first():
     assert [r["member"] for r in view.hot_replicas(now=10.5, fresh_s=1.0)] == ["c", "b"]
 
 
+def test_a_checkpoint_request_is_answered_by_the_least_lagged_hot_replica_only():
+    """With no hot replica the primary's host answers (mig/checkpointer.py): a replica
+    still catching up must not answer too (one request made two checkpoints)."""
+    view = ControlView("a")
+    _feed(view, [_status("late", 9000, "catching-up")], at=10.0)
+    assert not view.answers_checkpoint_request("late", now=10.5, fresh_s=1.0)
+    _feed(view, [_status("b", 7), _status("c", 2), _status("late", 0)], at=11.0)
+    assert [m for m in ("b", "c", "late")
+            if view.answers_checkpoint_request(m, now=11.5, fresh_s=1.0)] == ["late"]
+
+
 def test_pending_handoff_is_the_current_epochs():
     view = ControlView("a")
     handoff = {"app": "a", "event_id": "e", "from_member": "p", "to_member": "r",

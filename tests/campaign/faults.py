@@ -19,7 +19,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from tests.campaign.world import App, wait_for
+from tests.campaign.world import App, Member, wait_for
 
 # the Avro single-object marker: garbage that starts like a record, to reach the decoder
 _AVRO_MAGIC = b"\xc3\x01"
@@ -329,6 +329,116 @@ _HOSTILE = [(role, kind) for kind in ("replayed", "garbage", "avro-like", "overs
             for role in ("calls", "control", "checkpoints")]
 hostile.rounds = 0  # type: ignore[attr-defined]
 
+# -- members that live and die together (docs/failover.md, "Who ends the app")
+
+
+def _left_on(app: App, host: int, timeout: float = 15.0) -> list[str]:
+    """What still runs on ``host`` ``timeout`` seconds after its member's agent ended: one
+    member per host, so nothing may (its app, restored or not, ends with it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = app.world.net.pids(host)
+        if not pids or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    left = []
+    for pid in pids:
+        try:
+            left.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                        .decode(errors="replace").strip()[:120])
+        except OSError:
+            pass
+    return [c for c in left if c]
+
+
+def _restored_primary(app: App, rng: random.Random) -> tuple[Member, dict]:
+    """A replica restarted from the newest checkpoint (one is taken first), then made the
+    primary by `mig migrate`: the member the issue found outliving its agent."""
+    ck = _mig(app, "checkpoint", app.name)
+    victim = rng.choice(app.replicas())
+    app.kill_host(victim.host)
+    victim.proc.wait(30)
+    fresh = app.start_replica(victim.host)
+    wait_for(lambda: "mig.replayer.restored" in fresh.log.read_text(errors="replace"), 90,
+             f"{fresh.name} to restore the checkpoint")
+    app.wait_hot(120)
+    run = _mig(app, "migrate", app.name, "--to", fresh.name, "--timeout", "30")
+    wait_for(lambda: app.primary() is fresh, 30, f"{fresh.name} to be the primary")
+    return fresh, {"checkpoint": _said(ck), "migrate": _said(run), "primary": fresh.name}
+
+
+def kill_restored_primary(app: App, rng: random.Random) -> dict:
+    """kill -9 of the agent alone of a primary restored from a checkpoint: its app (under
+    CRIU's restore, in the holder's namespace) must end with it, and a replica take over."""
+    primary, facts = _restored_primary(app, rng)
+    after = _sleep(rng, 0.0, 1.0)
+    os.kill(primary.proc.pid, signal.SIGKILL)
+    left = _left_on(app, primary.host)
+    facts.update(after_s=after, problems=[f"{primary.name}'s agent was killed and this still"
+                                          f" runs on its host: {c}" for c in left])
+    return facts
+
+
+def term_restored_primary(app: App, rng: random.Random) -> dict:
+    """SIGTERM to a primary restored from a checkpoint: it hands the app to a hot replica
+    (or stops it) and ends, and nothing of it stays behind."""
+    primary, facts = _restored_primary(app, rng)
+    after = _sleep(rng, 0.0, 1.0)
+    os.kill(primary.proc.pid, signal.SIGTERM)
+    try:
+        primary.proc.wait(60)
+    except subprocess.TimeoutExpired:
+        facts["problems"] = [f"{primary.name} still runs 60 s after SIGTERM"]
+        return facts
+    left = _left_on(app, primary.host)
+    facts.update(after_s=after, exit=primary.proc.returncode,
+                 problems=[f"{primary.name} ended on SIGTERM and this still runs on its"
+                           f" host: {c}" for c in left])
+    return facts
+
+
+def kill_replica_agent(app: App, rng: random.Random) -> dict:
+    """kill -9 of a replica's agent alone: its replaying app must go too."""
+    victim = rng.choice(app.replicas())
+    after = _sleep(rng, 0.0, 1.0)
+    os.kill(victim.proc.pid, signal.SIGKILL)
+    left = _left_on(app, victim.host)
+    return {"killed": victim.name, "after_s": after,
+            "problems": [f"{victim.name}'s agent was killed and this still runs on its"
+                         f" host: {c}" for c in left]}
+
+
+def promotion_cannot_bind(app: App, rng: random.Random) -> dict:
+    """One replica's host has the app's port taken by another program; the primary's host
+    is killed. Whichever replica wins: one that cannot listen fails its promotion (exit 5,
+    no Promotion) and another takes over; the app must end up served."""
+    blocked = rng.choice(app.replicas())
+    probe = ("import socket, time; s = socket.socket();"
+             f" s.bind(('0.0.0.0', {app.port})); s.listen(); print('bound', flush=True);"
+             " time.sleep(120)")
+    blocker = subprocess.Popen(app.world.net.wrap(blocked.host, [sys.executable, "-c", probe]),
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert blocker.stdout is not None and blocker.stdout.readline().strip() == "bound"
+        primary = app.primary()
+        after = _sleep(rng, 0.0, 1.0)
+        app.kill_host(primary.host)
+
+        def served() -> Member | None:
+            p = app.primary()
+            return p if p is not primary and p.alive() else None
+
+        winner = wait_for(served, 60, "a new primary")
+        failed = not blocked.alive() and blocked.proc.returncode == 5
+    finally:
+        blocker.kill()
+        blocker.wait(10)
+    return {"blocked": blocked.name, "killed": primary.name, "after_s": after,
+            "promoted": winner.name, "blocked_failed_promotion": failed,
+            "problems": [] if winner is not blocked else
+            [f"{blocked.name} was announced primary though its port was taken"]}
+
+
 FAULTS = {
     "kill-primary": kill_primary,
     "pause-primary": pause_primary,
@@ -345,6 +455,10 @@ FAULTS = {
     "failover-during-migrate": failover_during_migrate,
     "overload": overload,
     "hostile": hostile,
+    "kill-restored-primary": kill_restored_primary,
+    "term-restored-primary": term_restored_primary,
+    "kill-replica-agent": kill_replica_agent,
+    "promotion-cannot-bind": promotion_cannot_bind,
 }
 
 __all__ = ["FAULTS", "wait_for"]

@@ -229,6 +229,7 @@ class Campaign:
                 try:
                     old = app.primary()
                     row.facts = FAULTS[fault](app, self.rng)
+                    row.problems += row.facts.pop("problems", [])  # what the fault saw
                     heal(app, old, row, ledger)
                     check(app, row, ledger)
                     row.ok = not row.problems

@@ -26,10 +26,15 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import structlog
 
 from mig.errors import ConfigError
 
-__all__ = ["Auth", "HEADER", "load_keys"]
+__all__ = ["Auth", "HEADER", "authentic", "load_keys"]
+
+log = structlog.get_logger()
 
 HEADER = "mig.auth"
 _KID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -119,3 +124,17 @@ def auth_from_config(base: Path, keys_file: str, keys_env: str, where: str) -> A
                               f"the environment variable {keys_env} is not set")
         return load_keys(text.replace(";", "\n"), f"${keys_env}")
     return None
+
+
+def authentic(auth: Auth | None, role: str, msg: Any, reader: str) -> bool:
+    """Whether the Kafka message ``msg`` of topic ``role`` may be acted on: always when the
+    app's records are not signed (``auth`` None), else only with a valid signature. A record
+    that is not signed rightly is left out with an error line naming ``reader``, the topic,
+    the offset and why: every reader of the app's topics treats forged records alike."""
+    if auth is None:
+        return True
+    why = auth.check(role, msg.key(), msg.value(), msg.headers())
+    if why is not None:
+        log.error(f"{reader}.unauthenticated", topic=msg.topic(), partition=msg.partition(),
+                  offset=msg.offset(), reason=why)
+    return why is None

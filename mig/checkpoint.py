@@ -44,6 +44,7 @@ from typing import Any
 
 import structlog
 
+from mig.auth import authentic
 from mig.errors import MigError
 from mig.holder import HeldApp
 from mig.kafka import KafkaSettings, consumer, quick_start
@@ -320,7 +321,8 @@ def _scan(settings: KafkaSettings, app: str, start: Any, accept: Any, on_record:
                         done.add(msg.partition())
                     continue
                 key = (msg.key() or b"").decode(errors="replace")
-                if not accept(key) or not _authentic(settings, msg):
+                if not accept(key) or not authentic(settings.auth, "checkpoints", msg,
+                                                    "mig.checkpoint"):
                     continue  # (a chunk when listing manifests is not even decoded)
                 if msg.value() is None:
                     on_record(key, None, None)
@@ -380,18 +382,6 @@ def _read_chunks(settings: KafkaSettings, app: str, manifest: dict[str, Any]
     return chunks
 
 
-def _authentic(settings: KafkaSettings, msg: Any) -> bool:
-    """A checkpoints record signed with the app's keys (always, when they are not set); one
-    that is not is left out, with an error line (mig/auth.py)."""
-    if settings.auth is None:
-        return True
-    why = settings.auth.check("checkpoints", msg.key(), msg.value(), msg.headers())
-    if why is not None:
-        log.error("mig.checkpoint.unauthenticated", topic=msg.topic(),
-                  partition=msg.partition(), offset=msg.offset(), reason=why)
-    return why is None
-
-
 def list_manifests(settings: KafkaSettings, app: str) -> list[dict[str, Any]]:
     """The live checkpoints of ``app``, oldest first."""
     return _read_manifests(settings, app)[0]
@@ -436,7 +426,8 @@ def request_checkpoint(settings: KafkaSettings, app: str, timeout: float = 60.0
         next_look = 0.0
         while time.monotonic() < deadline:
             for msg in cons.consume(100, 0.1):
-                if msg.error() is not None:
+                if msg.error() is not None or not authentic(settings.auth, "control", msg,
+                                                            "mig.checkpoint"):
                     continue
                 try:
                     name, rec = codec.decode_message(msg.value(), msg.headers())

@@ -98,6 +98,7 @@ def observe(settings: KafkaSettings, app: str, window_s: float,
     ``window_s`` seconds; None when the topic does not exist. Only reads."""
     from confluent_kafka import OFFSET_END, KafkaError, KafkaException, TopicPartition
 
+    from mig.auth import authentic
     from mig.codec import Codec
     from mig.errors import DecodeError
     from mig.kafka import consumer
@@ -129,6 +130,8 @@ def observe(settings: KafkaSettings, app: str, window_s: float,
                 if err.code() == KafkaError._PARTITION_EOF:
                     continue
                 raise MigError(f"reading {topic}: {err.str()}")
+            if not authentic(settings.auth, "control", msg, "mig.clocksync"):
+                continue
             try:
                 name, rec = codec.decode_message(msg.value(), msg.headers())
             except DecodeError:

@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import Any
 
+from mig.auth import authentic
 from mig.codec import Codec
 from mig.errors import DecodeError, MigError
 from mig.kafka import KafkaSettings, consumer, end_offsets
@@ -62,7 +63,9 @@ def request_migration(settings: KafkaSettings, app: str, to: str | None = None,
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for msg in cons.consume(100, 0.1):
-                if msg.error() is not None:
+                # with signed records, a forged Promotion or Handoff is no answer
+                if msg.error() is not None or not authentic(settings.auth, "control", msg,
+                                                            "mig.migrate"):
                     continue
                 try:
                     name, rec = codec.decode_message(msg.value(), msg.headers())

@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from mig.auth import authentic
 from mig.codec import SCHEMA_HEADER, Codec
 from mig.errors import DecodeError, MigError
 from mig.kafka import (
@@ -332,7 +333,9 @@ def _read(settings: KafkaSettings, apps: Sequence[str], timeout: float,
                     continue  # written after the read began
                 if msg.offset() >= ends[topic] - 1:
                     pending.discard(topic)
-                raw[topic].append(msg)
+                # with signed records, a forged one (a Promotion of "evil") is not a fact
+                if authentic(settings.auth, "control", msg, "mig.status"):
+                    raw[topic].append(msg)
         for topic, msgs in raw.items():
             read = out[names[topic]]
             read.count = len(msgs)

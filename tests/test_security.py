@@ -82,6 +82,46 @@ def test_forged_records_are_refused_and_the_app_goes_on(hosts, tmp_path):
         dep.stop()
 
 
+def test_status_and_migrate_refuse_forged_control_records(hosts, tmp_path):
+    """`mig status` and `mig migrate`, given the app.toml (its keys), act on signed control
+    records only, as the members do: a forged Promotion of "evil" does not make it the
+    primary in `mig status`, and a forged status saying the primary stopped does not make
+    `mig migrate` refuse; the migration itself (all signed) goes through."""
+    import json
+
+    from tests.conftest import run_mig
+
+    net, broker = hosts
+    dep = _signed(Deployment(net, broker, tmp_path,
+                             extra_toml='[security]\nhmac_keys_file = "keys.txt"\n'))
+    try:
+        ip0 = _start_with_writes(dep, "f", 20)
+        foreign = LogWriter(KafkaSettings(broker.settings.bootstrap_servers), dep.name)
+        now = int(time.time() * 1000)
+        foreign.send("control", "mig.log.Promotion", {
+            "app": dep.name, "member": "evil", "new_epoch": 9, "previous_epoch": 1,
+            "calls_offsets": [], "ts_ms": now, "detection_ms": None, "promotion_ms": 0,
+            "reason": "failover"}, key="evil")
+        foreign.send("control", "mig.log.MemberStatus", {
+            "app": dep.name, "member": "host0", "role": "PRIMARY", "epoch": 1,
+            "lag_records": 0, "lag_ms": 0, "health": "stopped", "ts_ms": now + 5000,
+            "host": None, "calls_offset": -1}, key="host0")
+        foreign.commit()
+        toml = ["--config", str(dep.app_toml)]
+        shown = json.loads(run_mig("status", dep.name, "--json", *toml, check=True).stdout)
+        (app,) = shown["apps"]
+        assert (app["primary"], app["epoch"]) == ("host0", 1), app
+        run = run_mig("migrate", dep.name, "--to", "host1", *toml, timeout=90)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "migrated" in run.stdout, run.stdout
+        assert "mig.status.unauthenticated" in run.stderr
+        _wait_for(lambda: _answers(net.host_ips[1], dep.port), 30, "host 1 to serve")
+        assert request(net.host_ips[1], dep.port, "GET f19").startswith("VALUE 19")
+        assert ip0 != net.host_ips[1]
+    finally:
+        dep.stop()
+
+
 def test_a_signed_batch_written_again_is_refused(hosts, tmp_path):
     """A copy of a correctly signed CallBatch produced again (a replay attack, or a
     misbehaving mirror) would make the replica run those calls twice: it is refused by its

@@ -117,7 +117,7 @@ class Deployment:
 
     def __init__(self, net: HostNet, broker: EmbeddedBroker, tmp: Path,
                  replicas: tuple[int, ...] = (1,), extra_toml: str = "",
-                 app: str = "kvserver", kafka_toml: str = "") -> None:
+                 app: str = "kvserver", kafka_toml: str = "", app_keys: str = "") -> None:
         self.net, self.broker, self.tmp = net, broker, tmp
         self.app = app
         self.name = "fo" + uuid.uuid4().hex[:8]
@@ -132,7 +132,7 @@ class Deployment:
             "[app]\n"
             f'name = "{self.name}"\n'
             f"command = {json.dumps(_command(app, self.port, folder))}\n"
-            + ('stdin = "topic"\n' if app == "sqlite3" else "") +
+            + ('stdin = "topic"\n' if app == "sqlite3" else "") + app_keys +
             "[kafka]\n"
             + (kafka_toml or f'bootstrap_servers = "{broker.settings.bootstrap_servers}"\n') +
             "[replica]\nheartbeat_ms = 200\nfailover_timeout_ms = 1000\n"

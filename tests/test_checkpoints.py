@@ -177,13 +177,15 @@ def test_a_restored_app_ends_with_its_agent(hosts, tmp_path, sig):
         dep.stop()
 
 
-def test_a_multi_threaded_app_is_checkpointed_and_restored(hosts, tmp_path):
-    """poolserver (an accept thread and 4 workers waiting on condition variables): CRIU's
-    parasite runs in every thread, so each must wait for its records with its trap open
-    (a thread whose selector said "block" there got SIGSYS and failed the dump), and a
-    late replica restores it and replays on."""
+@pytest.mark.parametrize("threads", ["serialized", "parallel"])
+def test_a_multi_threaded_app_is_checkpointed_and_restored(hosts, tmp_path, threads):
+    """poolserver (an accept thread and 4 workers waiting on condition variables), in both
+    thread modes: CRIU's parasite runs in every thread, so each must wait for its records
+    with its trap open (a thread whose selector said "block" there got SIGSYS and failed
+    the dump), and a late replica restores it (with the run token's state, serialized)
+    and replays on."""
     net, broker = hosts
-    dep = Deployment(net, broker, tmp_path, app="poolserver")
+    dep = Deployment(net, broker, tmp_path, app="poolserver", app_keys=f'threads = "{threads}"\n')
     try:
         dep.start()
         _writes(dep, 0, 100)

@@ -51,14 +51,23 @@ def _wait_file(primary: Path, replica: Path, proc: subprocess.Popen, log: Path,
     assert replica.read_text() == primary.read_text()
 
 
-def test_thread_pool_server_replays_the_same_interleaving(net_broker, tmp_path, app_name):
+# the tests below hold in both thread modes (docs/threads.md): serialized (the default)
+# and parallel, for race-free programs
+MODES = pytest.mark.parametrize("threads", ["serialized", "parallel"])
+
+
+@MODES
+def test_thread_pool_server_replays_the_same_interleaving(net_broker, tmp_path, app_name,
+                                                          threads):
     net, broker = net_broker
-    for run in range(RUNS):
+    # parallel mode keeps the runs of the lock-order mode's own tests; its figures and
+    # its 20-run proof come from before serialized threads, which now take the full count
+    for run in range(RUNS if threads == "serialized" else max(1, RUNS // 4)):
         (port,) = free_ports(1)
         folder = tmp_path / f"run{run}"
         app = write_app(folder / "primary", f"{app_name}r{run}",
                         [str(BUILD / "poolserver"), str(port), "4"],
-                        broker.settings.bootstrap_servers)
+                        broker.settings.bootstrap_servers, threads=threads)
         primary = start_mig(["primary", "start", str(app)], folder / "home-p")
         replica = None
         try:
@@ -81,11 +90,13 @@ def test_thread_pool_server_replays_the_same_interleaving(net_broker, tmp_path, 
             stop_mig(primary)
 
 
-def test_reader_writer_lock_semaphore_and_joins_replay(net_broker, tmp_path, app_name):
+@MODES
+def test_reader_writer_lock_semaphore_and_joins_replay(net_broker, tmp_path, app_name,
+                                                       threads):
     _, broker = net_broker
     app = write_app(tmp_path / "primary", app_name,
                     [str(BUILD / "rwtable"), "out.txt", "3", "2", "2000"],
-                    broker.settings.bootstrap_servers)
+                    broker.settings.bootstrap_servers, threads=threads)
     record(app, tmp_path / "home-p")
     run = replay(app, tmp_path / "backup", tmp_path / "home-r", idle_exit=5)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -259,13 +270,14 @@ def test_a_thread_spinning_without_calls_ends_serialization_not_the_program(
     assert "the primary stopped serializing threads here" in run.stderr, run.stderr[-2000:]
 
 
-def test_python_threads_replay(net_broker, tmp_path, app_name):
+@MODES
+def test_python_threads_replay(net_broker, tmp_path, app_name, threads):
     """CPython's threads are pthreads and its GIL a mutex and a condition variable: a
     threaded Python program replays to the same interleaving."""
     _, broker = net_broker
     app = write_app(tmp_path / "primary", app_name,
                     [sys.executable, str(APPS / "py_threads.py"), "out.txt"],
-                    broker.settings.bootstrap_servers)
+                    broker.settings.bootstrap_servers, threads=threads)
     record(app, tmp_path / "home-p")
     run = replay(app, tmp_path / "backup", tmp_path / "home-r", idle_exit=5)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -40,10 +40,17 @@ def _ip(*args: str) -> None:
 
 
 def wait_for(cond, timeout: float, what: str, step: float = 0.2):  # noqa: ANN001
-    """Poll ``cond`` until it returns something true; that value, or AssertionError."""
+    """Poll ``cond`` until it returns something true; that value, or AssertionError. The
+    runner's own reads of the control topic may meet a broker a fault just killed: a Kafka
+    error there is "not yet", not the round's end."""
+    from confluent_kafka import KafkaException
+
     deadline = time.monotonic() + timeout
     while True:
-        value = cond()
+        try:
+            value = cond()
+        except KafkaException:
+            value = None
         if value:
             return value
         if time.monotonic() >= deadline:

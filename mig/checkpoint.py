@@ -397,10 +397,8 @@ def request_checkpoint(settings: KafkaSettings, app: str, timeout: float = 60.0
 
     from confluent_kafka import TopicPartition
 
-    from mig.codec import Codec
-    from mig.errors import DecodeError
     from mig.kafka import end_offsets
-    from mig.migrate import failure_line
+    from mig.migrate import answers
     from mig.status import refuse_if_nobody_runs
 
     topic = topic_names(app)["control"]
@@ -421,20 +419,11 @@ def request_checkpoint(settings: KafkaSettings, app: str, timeout: float = 60.0
             "requested_by": f"{getpass.getuser()}@{socket.gethostname()}", "ts_ms": asked},
             key=event)
         writer.commit()
-        codec = Codec.default()
         deadline = time.monotonic() + timeout
         next_look = 0.0
         while time.monotonic() < deadline:
-            for msg in cons.consume(100, 0.1):
-                if msg.error() is not None or not authentic(settings.auth, "control", msg,
-                                                            "mig.checkpoint"):
-                    continue
-                try:
-                    name, rec = codec.decode_message(msg.value(), msg.headers())
-                except DecodeError:
-                    continue
-                if name == "mig.log.RequestFailed" and rec["event_id"] == event:
-                    raise MigError(failure_line(app, rec))
+            for _ in answers(cons, settings, app, event, "mig.checkpoint"):
+                pass  # only a RequestFailed for this request matters here (it raises)
             if time.monotonic() >= next_look:
                 fresh = [m for m in list_manifests(settings, app) if m["created_ms"] >= asked]
                 if fresh:

@@ -15,6 +15,7 @@ import getpass
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from mig.auth import authentic
@@ -25,13 +26,31 @@ from mig.logwriter import LogWriter
 from mig.status import refuse_if_nobody_runs
 from mig.topics import topic_names
 
-__all__ = ["request_migration", "failure_line"]
+__all__ = ["answers", "request_migration", "failure_line"]
 
 
 def failure_line(app: str, rec: dict[str, Any]) -> str:
     """One line for a RequestFailed record: who could not do what, and why."""
     what = {"migrate": "migrate", "checkpoint": "checkpoint"}.get(rec["request"], rec["request"])
     return f"{rec['member']} could not {what} {app}: {rec['reason']}"
+
+
+def answers(cons: Any, settings: KafkaSettings, app: str, event: str,
+            reader: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The control records that arrived for a request (one consume of ``cons``): those
+    signed rightly when the app's are (mig/auth.py) and decodable. A ``RequestFailed`` for
+    ``event`` ends the request at once with its reason (MigError)."""
+    codec = Codec.default()
+    for msg in cons.consume(100, 0.1):
+        if msg.error() is not None or not authentic(settings.auth, "control", msg, reader):
+            continue
+        try:
+            name, rec = codec.decode_message(msg.value(), msg.headers())
+        except DecodeError:
+            continue
+        if name == "mig.log.RequestFailed" and rec["event_id"] == event:
+            raise MigError(failure_line(app, rec))
+        yield name, rec
 
 
 def request_migration(settings: KafkaSettings, app: str, to: str | None = None,
@@ -58,21 +77,11 @@ def request_migration(settings: KafkaSettings, app: str, to: str | None = None,
             "requested_by": f"{getpass.getuser()}@{socket.gethostname()}",
             "ts_ms": int(time.time() * 1000)}, key=event)
         writer.commit()
-        codec = Codec.default()
         handoff: dict[str, Any] | None = None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for msg in cons.consume(100, 0.1):
-                # with signed records, a forged Promotion or Handoff is no answer
-                if msg.error() is not None or not authentic(settings.auth, "control", msg,
-                                                            "mig.migrate"):
-                    continue
-                try:
-                    name, rec = codec.decode_message(msg.value(), msg.headers())
-                except DecodeError:
-                    continue
-                if name == "mig.log.RequestFailed" and rec["event_id"] == event:
-                    raise MigError(failure_line(app, rec))
+            # with signed records, a forged Promotion or Handoff is no answer
+            for name, rec in answers(cons, settings, app, event, "mig.migrate"):
                 if name == "mig.log.Handoff" and rec["event_id"] == event:
                     handoff = rec
                 elif name == "mig.log.Promotion" and handoff is None:

@@ -126,6 +126,8 @@ class Recorder:
         self.on_turn: Any = None  # adopt(): feeds processes still replaying
         self.last_calls_offset: dict[int, int] = {}
         self._migrate_asked: str | None = None  # why a handoff was asked for, not yet tried
+        self._backlog = False  # reading the control topic's records from before our start
+        self._view_fresh_at = 0.0  # from then on, hot_replicas() rests on live statuses
         self._next_trigger_check = 0.0
         self._load_high_since: float | None = None
         self.metrics = metrics  # mig/metrics.py, when this member serves them
@@ -232,15 +234,24 @@ class Recorder:
         topic = topic_names(self.cfg.name)["control"]
         control.assign([TopicPartition(topic, 0, 0)])
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # to the end: transaction markers have offsets
-            msgs = control.consume(500, 0.01)  # no record has, so wait for the EOF event
-            # (short polls: a promoted replica serves its app only after this read)
-            for msg in msgs:
-                if msg.error() is None:
-                    self._on_control(msg)
-            if any(m.error() is not None and m.error().code() == KafkaError._PARTITION_EOF
-                   for m in msgs):
-                return
+        # what the topic held before: history, not signs of life (a replica whose last
+        # status said "replaying" may have died since; a handoff to it would wait out its
+        # timeout while the app is frozen)
+        self._backlog = True
+        try:
+            while time.monotonic() < deadline:  # to the end: transaction markers have offsets
+                msgs = control.consume(500, 0.01)  # no record has, so wait for the EOF event
+                # (short polls: a promoted replica serves its app only after this read)
+                for msg in msgs:
+                    if msg.error() is None:
+                        self._on_control(msg)
+                if any(m.error() is not None and m.error().code() == KafkaError._PARTITION_EOF
+                       for m in msgs):
+                    return
+        finally:
+            self._backlog = False
+            # the replicas' next statuses (every heartbeat_ms) say who is hot
+            self._view_fresh_at = time.monotonic() + self._fresh_s()
 
     def _on_control(self, msg: Any) -> None:
         auth = self.settings.auth
@@ -256,7 +267,7 @@ class Recorder:
             log.warning("mig.recorder.control_undecodable", offset=msg.offset(),
                         reason=exc.reason)
             return
-        self.control.on_record(name, rec)
+        self.control.on_record(name, rec, now=0.0 if self._backlog else None)
         if name == "mig.log.Promotion" and rec["new_epoch"] > self.epoch:
             raise Fenced(f"{rec['member']} became primary of {self.cfg.name} at epoch"
                          f" {rec['new_epoch']} (this primary had epoch {self.epoch})")
@@ -330,6 +341,9 @@ class Recorder:
                     # control turn; if it fails, the app is stopped after all)
                     self._stop_handoff_tried = True
                     self._ask_migrate("SIGTERM to mig primary")
+                elif (not self._stop_handoff_tried and now < self._view_fresh_at
+                      and self.cfg.failover.get("migrate_on_stop", True)):
+                    pass  # just started: which replicas are hot is known within a second
                 elif self._migrate_asked is None:
                     # ask the app to end, and keep answering its barriers while it does:
                     # its last outputs (held until acknowledged) are part of ending
@@ -359,9 +373,11 @@ class Recorder:
                 time.sleep(0.0001 * idle)
 
     # -- planned handoff
+    def _fresh_s(self) -> float:
+        return max(1.0, 5 * self.cfg.replica["heartbeat_ms"] / 1000)
+
     def _hot(self, now: float) -> list[dict[str, Any]]:
-        fresh = max(1.0, 5 * self.cfg.replica["heartbeat_ms"] / 1000)
-        return self.control.hot_replicas(now, fresh)
+        return self.control.hot_replicas(now, self._fresh_s())
 
     def _ask_migrate(self, reason: str, to: str | None = None) -> None:
         self._migrate_asked = f"{self.member}-{int(time.time() * 1000)}"

@@ -237,6 +237,32 @@ def test_planned_handoff_triggers(hosts, tmp_path, trigger):
         dep.stop()
 
 
+def test_a_new_primary_hands_over_only_to_replicas_alive_now(hosts, tmp_path):
+    """The control topic's old records are history, not signs of life: a replica killed
+    just before a migration still has "replaying" as its last status there. The new
+    primary, stopped with SIGTERM at once, must not hand the app to it (it would freeze
+    the app for the handoff's timeout and then stop it); with no replica alive it stops
+    the app at once."""
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, replicas=(1, 2))
+    try:
+        dep.start()
+        net.signal(2, signal.SIGKILL)
+        run = subprocess.run([sys.executable, "-m", "mig", "migrate", dep.name, "--to", "host1",
+                              "--bootstrap", broker.settings.bootstrap_servers],
+                             capture_output=True, text=True, timeout=90)
+        assert run.returncode == 0, run.stdout + run.stderr
+        dep.procs[1].send_signal(signal.SIGTERM)  # host 0 has handed over and ends
+        started = time.monotonic()
+        dep.procs[1].wait(60)
+        took = time.monotonic() - started
+        text = dep.log_text(1)
+        assert "mig.recorder.handoff_start" not in text, text[-2000:]
+        assert took < 8, f"SIGTERM to the stop took {took:.1f} s"
+    finally:
+        dep.stop()
+
+
 def _stall(broker, seconds: float) -> None:  # noqa: ANN001 - the fixture's broker
     """The broker stops answering (SIGSTOP) for ``seconds``, then goes on."""
     pid = broker.node.pid()

@@ -349,7 +349,9 @@ class Recorder:
                     # its last outputs (held until acknowledged) are part of ending
                     proc.terminate()  # the holder passes it on to the app (mig/holder.py)
                     self.stats.stop_signal = signal.SIGTERM
-                    stop_sent = now
+                    # (not `now`: a handoff that failed this turn took its whole timeout,
+                    # and the app's 10 s to end would have been over before they began)
+                    stop_sent = time.monotonic()
             if stop_sent is not None and now - stop_sent > self.stop_timeout_s:
                 proc.kill()
                 self.stats.stop_timed_out = True

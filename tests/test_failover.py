@@ -263,6 +263,28 @@ def test_a_new_primary_hands_over_only_to_replicas_alive_now(hosts, tmp_path):
         dep.stop()
 
 
+def test_after_a_failed_stop_handoff_the_app_still_gets_its_time_to_end(hosts, tmp_path):
+    """SIGTERM to mig primary with a hot replica that does not take over (here one that
+    follows only, --no-promote): the handoff waits out handoff_timeout_ms (12 s), then the
+    app is asked to end and has its 10 s to do so. The stop used to count those 10 s from
+    before the handoff, and killed the app at once."""
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, replicas=(),
+                     extra_toml="handoff_timeout_ms = 12000\n")
+    try:
+        dep.start()
+        dep.start_replica(1, "--no-promote")
+        _wait_for(lambda: "host1" in dep.hot(), 60, "the replica to be hot")
+        dep.procs[0].send_signal(signal.SIGTERM)
+        dep.procs[0].wait(60)
+        text = dep.log_text(0)
+        assert "mig.recorder.handoff_timeout" in text, text[-2000:]
+        assert "did not end after SIGTERM" not in text, text[-2000:]
+        assert "app exit code -9" not in text, text[-2000:]
+    finally:
+        dep.stop()
+
+
 def _stall(broker, seconds: float) -> None:  # noqa: ANN001 - the fixture's broker
     """The broker stops answering (SIGSTOP) for ``seconds``, then goes on."""
     pid = broker.node.pid()

@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 
 import structlog
 
-from mig.errors import MigError
+from mig.errors import DecodeError, MigError
 from mig.kafka import KafkaSettings
 
 __all__ = ["StdinPipe", "Feeder", "publish", "consumed", "CHUNK"]
@@ -132,13 +132,15 @@ class Feeder:
         try:
             self._feed()
         except Exception as exc:  # the thread's end: say why in the agent's log
+            # the pipe stays open: the program waits for input rather than take this for
+            # the end of it
             self.error = str(exc)
             log.error("mig.appinput.feed_failed", app=self.app, error=str(exc))
-        finally:
-            try:
-                os.close(self.pipe.write_fd)
-            except OSError:
-                pass
+            return
+        try:  # the end of the input (or this member feeds no more): end-of-file
+            os.close(self.pipe.write_fd)
+        except OSError:
+            pass
 
     def _feed(self) -> None:
         from confluent_kafka import KafkaError, TopicPartition
@@ -157,21 +159,36 @@ class Feeder:
         try:
             cons.assign([TopicPartition(topic, 0, 0)])
             at = 0  # stream position of the next byte of the topic
+            first = True
             while not self._stop.is_set():
                 msg = cons.poll(0.2)
                 if msg is None:
                     continue
                 if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise MigError(f"reading {topic}: {msg.error().str()}")
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        # a broker lost or moving: the consumer goes on by itself
+                        log.warning("mig.appinput.read_error", topic=topic,
+                                    error=msg.error().str())
+                    continue
+                if first and msg.offset() > 0:
+                    # the bytes are counted from the topic's first record: without it,
+                    # no position in the input can be found (never skip or repeat input)
+                    raise MigError(f"{topic} no longer starts at offset 0 (its first"
+                                   f" record is at {msg.offset()}): the input's position"
+                                   f" {self.skip} cannot be found")
+                first = False
                 if auth is not None:
                     why = auth.check("input", msg.key(), msg.value(), msg.headers())
                     if why is not None:
                         log.error("mig.appinput.unauthenticated", topic=topic,
                                   offset=msg.offset(), reason=why)
                         continue
-                name, rec = codec.decode_message(msg.value(), msg.headers())
+                try:
+                    name, rec = codec.decode_message(msg.value(), msg.headers())
+                except DecodeError as exc:
+                    log.error("mig.appinput.undecodable", topic=topic, offset=msg.offset(),
+                              reason=exc.reason)
+                    continue
                 if name != "mig.log.InputChunk":
                     continue
                 data: bytes = rec["data"]

@@ -27,17 +27,24 @@ def main() -> None:
     ap.add_argument("--bootstrap")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--synthetic", type=float, metavar="HOURS")
+    ap.add_argument("--against", metavar="PYTHON", help="also time `PYTHON -m mig status`"
+                    " (another install of mig, e.g. with other library versions), each of"
+                    " its calls right after one of this interpreter's")
     args = ap.parse_args()
     if args.synthetic:
         synthetic_history(args.name, args.bootstrap, args.synthetic)
     where = (["--config", str(args.config)] if args.config else []) + (
         ["--bootstrap", args.bootstrap] if args.bootstrap else [])
-    command = []
+    command: list[float] = []
+    against: list[float] = []
     for _ in range(args.runs):
-        started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "mig", "--log-format", "json", "status",
-                        args.name, *where], check=True, capture_output=True)
-        command.append((time.monotonic() - started) * 1000)
+        for python, into in ((sys.executable, command), (args.against, against)):
+            if python is None:
+                continue
+            started = time.monotonic()
+            subprocess.run([python, "-m", "mig", "--log-format", "json", "status",
+                            args.name, *where], check=True, capture_output=True)
+            into.append((time.monotonic() - started) * 1000)
 
     from mig.connect import resolve_kafka
     from mig.status import collect
@@ -48,7 +55,12 @@ def main() -> None:
         started = time.monotonic()
         collect(settings, args.name)
         inner.append((time.monotonic() - started) * 1000)
-    for label, ms in (("mig status (whole command)", command), ("collect() alone", inner)):
+    rows = [("mig status (whole command)", command), ("collect() alone", inner)]
+    if against:
+        rows.insert(1, (f"mig status with {args.against}", list(against)))
+        print(f"this interpreter / {args.against}: median ratio"
+              f" {statistics.median(command) / statistics.median(against):.2f}")
+    for label, ms in rows:
         ms.sort()
         print(f"{label:28} median {statistics.median(ms):6.0f} ms   p90"
               f" {ms[int(0.9 * (len(ms) - 1))]:6.0f} ms   min {ms[0]:6.0f} ms"

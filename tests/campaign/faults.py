@@ -413,13 +413,17 @@ def promotion_cannot_bind(app: App, rng: random.Random) -> dict:
     is killed. Whichever replica wins: one that cannot listen fails its promotion (exit 5,
     no Promotion) and another takes over; the app must end up served."""
     blocked = rng.choice(app.replicas())
+    # SO_REUSEADDR: the host may have been the primary, its clients' connections still in
+    # TIME_WAIT; a second listener on the port is refused all the same
     probe = ("import socket, time; s = socket.socket();"
+             " s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);"
              f" s.bind(('0.0.0.0', {app.port})); s.listen(); print('bound', flush=True);"
              " time.sleep(120)")
     blocker = subprocess.Popen(app.world.net.wrap(blocked.host, [sys.executable, "-c", probe]),
                                stdout=subprocess.PIPE, text=True)
     try:
-        assert blocker.stdout is not None and blocker.stdout.readline().strip() == "bound"
+        said = blocker.stdout.readline().strip() if blocker.stdout is not None else ""
+        assert said == "bound", f"the port could not be taken on {blocked.name}'s host"
         primary = app.primary()
         after = _sleep(rng, 0.0, 1.0)
         app.kill_host(primary.host)

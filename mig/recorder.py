@@ -23,7 +23,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,6 @@ class RecordStats:
     commits: int = 0
     barrier_commits: int = 0
     exit_code: int | None = None
-    per_lpid: dict[str, int] = field(default_factory=dict)
     migrated_to: str | None = None  # a planned handoff ended this primary's run
     traps: int = 0  # system calls the shim trapped, all processes (docs/interceptor.md)
     shim_fatal: str | None = None  # the shim's reason, when it stopped the app (exit 86)

@@ -26,7 +26,7 @@ import subprocess
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,6 @@ class ReplayStats:
     batches: int = 0
     last_offset: int = -1
     divergence: str | None = None
-    per_lpid: dict[str, int] = field(default_factory=dict)
     promoted_epoch: int | None = None  # this replica became the primary at this epoch
     detection_ms: int | None = None  # None after a handoff: nothing was detected
     promotion_ms: int | None = None
@@ -432,7 +431,6 @@ class Replayer:
                 self.stats.calls += fed
                 if self.metrics is not None:
                     self.metrics.calls("replayed", fed)
-                self.stats.per_lpid[lpid] = self.stats.per_lpid.get(lpid, 0) + fed
                 ring.wake_reader()
 
     def _check(self) -> None:

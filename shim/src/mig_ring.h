@@ -31,7 +31,6 @@ enum mig_ring_state { MIG_RS_INIT = 0, MIG_RS_READY = 1, MIG_RS_EXITED = 2, MIG_
 /* Flags of a record. */
 #define MIG_F_PAD 1u      /* filler up to the end of the data area: skip */
 #define MIG_F_OUTPUT 2u   /* out_len/out_hash describe bytes the call wrote */
-#define MIG_F_BARRIER 4u  /* the thread waited after this record until it was committed */
 
 struct mig_ring_hdr {
     uint64_t magic;            /*   0 */

@@ -405,8 +405,8 @@ static inline void mig_gate_close(char *prev)
     MIG_CHECK(call_real)
 
 /* Poison what the hot path must not use (rr's habit): a wrapper file that calls malloc
- * or printf fails to compile. The core files (mig_core.c, mig_trap.c, mig_live.c, mig_fileid.c) define MIG_CORE before
- * including this. */
+ * or printf fails to compile. The core files (mig_core.c, mig_trap.c, mig_live.c,
+ * mig_fileid.c) define MIG_CORE before including this. */
 #ifndef MIG_CORE
 #pragma GCC poison malloc calloc realloc printf fprintf sprintf snprintf
 #endif

@@ -66,3 +66,38 @@ def test_rings_and_run_folders_must_be_private(tmp_path):
     os.chmod(run, 0o777)
     with pytest.raises(MigError, match="other users could plant rings"):
         private_run_dir(run)
+
+
+def test_python_ring_layout_is_the_c_headers(tmp_path):
+    """mig/channel.py re-states shim/src/mig_ring.h: every header field at the C offset,
+    the record header of the same size and field order (compiled and asked, not read)."""
+    import subprocess
+    from pathlib import Path
+
+    from mig.channel import _OFF, HDR_SIZE
+
+    src = Path(__file__).resolve().parent.parent / "shim" / "src"
+    fields = sorted(_OFF)
+    rec = ["len", "kind", "flags", "tid", "err", "seq", "result", "args", "wall_ns",
+           "out_len", "out_hash", "payload_len", "reserved"]
+    prog = tmp_path / "layout.c"
+    prog.write_text(
+        "#include <stdio.h>\n#include <stddef.h>\n#include \"mig_ring.h\"\nint main(void){\n"
+        + "".join(f'printf("{f} %zu\\n", offsetof(struct mig_ring_hdr, {f}));\n'
+                  for f in fields)
+        + "".join(f'printf("rec.{f} %zu\\n", offsetof(struct mig_rec, {f}));\n' for f in rec)
+        + 'printf("rec %zu\\nhdr %d\\n", sizeof(struct mig_rec), MIG_RING_HDR);\nreturn 0;}\n')
+    subprocess.run(["cc", "-I", str(src), "-o", str(tmp_path / "layout"), str(prog)],
+                   check=True, capture_output=True)
+    out = dict(line.split() for line in subprocess.run(
+        [str(tmp_path / "layout")], check=True, capture_output=True, text=True).stdout.split("\n")
+        if line)
+    assert {f: int(out[f]) for f in fields} == _OFF
+    assert int(out["rec"]) == REC.size and int(out["hdr"]) == HDR_SIZE
+    # the struct format's fields in the C order: each offset is where Python packs it
+    sizes = {"I": 4, "H": 2, "i": 4, "Q": 8, "q": 8}
+    offsets, at = [], 0
+    for code in REC.format.lstrip("<").replace("4q", "q"):
+        offsets.append(at)
+        at += sizes[code] * (4 if len(offsets) == rec.index("args") + 1 else 1)
+    assert [int(out[f"rec.{f}"]) for f in rec] == offsets

@@ -33,7 +33,7 @@ from mig.channel import MODE_RECORD, Ring, new_rings
 from mig.checkpointer import PrimaryCheckpointer, snapshot_start
 from mig.codec import Codec
 from mig.config import AppConfig
-from mig.control import ControlView
+from mig.control import ControlView, fresh_s
 from mig.elfcheck import check_program
 from mig.errors import DecodeError, Fenced, MigError
 from mig.fastbatch import BatchEncoder
@@ -375,7 +375,7 @@ class Recorder:
 
     # -- planned handoff
     def _fresh_s(self) -> float:
-        return max(1.0, 5 * self.cfg.replica["heartbeat_ms"] / 1000)
+        return fresh_s(self.cfg.replica["heartbeat_ms"])
 
     def _hot(self, now: float) -> list[dict[str, Any]]:
         return self.control.hot_replicas(now, self._fresh_s())

@@ -43,7 +43,7 @@ from mig.channel import (
 )
 from mig.codec import Codec
 from mig.config import AppConfig
-from mig.control import ControlView
+from mig.control import ControlView, fresh_s
 from mig.errors import DecodeError, MigError
 from mig.identity import app_identity
 from mig.kafka import KafkaSettings, consumer, wait_reachable
@@ -518,7 +518,7 @@ class Replayer:
         if (name == "mig.log.CheckpointRequest" and rec["ts_ms"] >= self._started_ms
                 and not self.checkpoint_once):
             # one member answers: the least-lagged hot replica, else the primary's host
-            fresh = max(1.0, 5 * self.cfg.replica["heartbeat_ms"] / 1000)
+            fresh = fresh_s(self.cfg.replica["heartbeat_ms"])
             if self.control.answers_checkpoint_request(self.member, time.monotonic(), fresh):
                 self._ckpt_asked = rec["event_id"]
 
@@ -574,7 +574,7 @@ class Replayer:
         if calls > self.cfg.replica["max_lag_records"]:
             return False
         # the least-lagged healthy replica claims first; the others give it a head start
-        fresh = max(1.0, 5 * self.cfg.replica["heartbeat_ms"] / 1000)
+        fresh = fresh_s(self.cfg.replica["heartbeat_ms"])
         better = [r for r in ctl.hot_replicas(now, fresh) if r["member"] != self.member
                   and (r["lag_records"], r["member"]) < (calls, self.member)]
         if now < self.detected_at + 0.2 * len(better):

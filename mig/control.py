@@ -24,13 +24,13 @@ from typing import Any
 __all__ = ["ControlView", "Seen", "fresh_s"]
 
 
-@dataclass
-
 def fresh_s(heartbeat_ms: int) -> float:
     """How recent a member's status must be to count (hot replicas, claims): 5 of its
     heartbeats, at least a second."""
     return max(1.0, 5 * heartbeat_ms / 1000)
 
+
+@dataclass
 class Seen:
     record: dict[str, Any]
     at: float  # local monotonic time when it was read

@@ -166,13 +166,15 @@ class Deployment:
         _wait_for(lambda: self.hot() >= {f"host{h}" for h in self.replica_hosts}, 60,
                   "the replicas to be hot")
 
-    def start_replica(self, host: int, *extra: str) -> subprocess.Popen:
+    def start_replica(self, host: int, *extra: str, workdir: bool = True) -> subprocess.Popen:
+        """A replica on test host ``host``, in ``host<N>`` of the test's folder (without
+        ``workdir``: mig's default folder under that host's MIG_HOME)."""
         folder = self.tmp / f"host{host}"
         if self.app == "nginx" and not (folder / "nginx.conf").exists():
             folder.mkdir(parents=True, exist_ok=True)
             shutil.copy(self.tmp / "host0" / "nginx.conf", folder / "nginx.conf")
-        self.procs[host] = self._mig(host, ["replica", "follow", str(self.app_toml),
-                                            "--workdir", str(self.tmp / f"host{host}"),
+        where = ["--workdir", str(folder)] if workdir else []
+        self.procs[host] = self._mig(host, ["replica", "follow", str(self.app_toml), *where,
                                             "--member", f"host{host}",
                                             "--run-dir", str(self.tmp / f"run{host}"),
                                             *extra])

@@ -285,6 +285,29 @@ def test_after_a_failed_stop_handoff_the_app_still_gets_its_time_to_end(hosts, t
         dep.stop()
 
 
+def test_a_replica_in_its_default_folder_takes_over(hosts, tmp_path):
+    """A replica started without --workdir (it runs in MIG_HOME/replicas/NAME/MEMBER, a
+    copy of the app's folder) follows, takes over after kill -9 of the primary, and
+    serves from that folder."""
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, replicas=())
+    try:
+        dep.start()
+        for i in range(20):
+            assert request(net.host_ips[0], dep.port, f"SET d{i} {i}").startswith("OK")
+        dep.start_replica(1, workdir=False)
+        _wait_for(lambda: "host1" in dep.hot(), 60, "the replica to be hot")
+        net.signal(0, signal.SIGKILL)
+        _wait_for(lambda: _answers(net.host_ips[1], dep.port), 30, "host 1 to take over")
+        assert request(net.host_ips[1], dep.port, "GET d19").startswith("VALUE 19")
+        assert dep.procs[1].poll() is None, dep.log_text(1)[-2000:]
+        folder = tmp_path / "home1" / "replicas" / dep.name / "host1"
+        assert (folder / "state" / "mig-app.log").is_file()
+        assert not (tmp_path / "host1").exists()
+    finally:
+        dep.stop()
+
+
 def _stall(broker, seconds: float) -> None:  # noqa: ANN001 - the fixture's broker
     """The broker stops answering (SIGSTOP) for ``seconds``, then goes on."""
     pid = broker.node.pid()

@@ -150,9 +150,9 @@ def replica_follow(
     if workdir is None:
         from mig.launch import replica_workdir
 
-        workdir, previous = replica_workdir(cfg, member)
+        workdir, last_run = replica_workdir(cfg, member)
         typer.echo(f"replica {member} of {cfg.name} runs the app in {workdir}, a fresh copy"
-                   f" of {cfg.cwd}" + (f" (the last run's: {previous})" if previous else ""),
+                   f" of {cfg.cwd}" + (f" (the last run's: {last_run})" if last_run else ""),
                    err=True)
     # the checkpointer of a primary serves none: its primary's address is taken
     served = None if checkpoint_once else _metrics(cfg, member, metrics)

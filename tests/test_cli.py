@@ -13,7 +13,7 @@ from tests.conftest import run_mig
 COMMANDS = [[], ["broker"], ["broker", "up"], ["broker", "down"], ["broker", "status"],
             ["broker", "classpath"], ["topics"], ["topics", "ensure"], ["config"],
             ["config", "check"], ["config", "reference"], ["log"], ["log", "tail"],
-            ["log", "verify"], ["demo"], ["status"]]
+            ["log", "verify"], ["demo"], ["status"], ["input"]]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -84,3 +84,15 @@ def test_json_log_lines_when_not_a_tty(tmp_path):
                    "--json", env={"MIG_HOME": str(tmp_path)})
     assert proc.returncode == 1
     assert json.loads(proc.stdout)["running"] is False
+
+
+def test_input_refuses_an_app_whose_stdin_is_not_its_topic(tmp_path):
+    """`mig input` feeds apps with [app] stdin = "topic" only: for another it says which
+    setting is in the way, in one line, and sends nothing (no broker is even asked)."""
+    app = tmp_path / "app.toml"
+    app.write_text('[app]\nname = "plain"\ncommand = ["cat"]\n')
+    run = run_mig("input", str(app), input="select 1;\n")
+    assert run.returncode == 1
+    assert run.stderr.strip() == (f"mig: error: {app}: app.stdin is 'inherit': mig input"
+                                  " feeds apps with stdin = \"topic\" (their stdin is then"
+                                  " mig.NAME.input)")

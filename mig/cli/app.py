@@ -134,7 +134,7 @@ def replica_follow(
     from mig.config import load_config
     from mig.connect import resolve_kafka
     from mig.errors import MigError
-    from mig.recorder import Recorder
+    from mig.handover import take_over
     from mig.replayer import Replayer
 
     cfg = load_config(config)
@@ -179,12 +179,7 @@ def replica_follow(
                    f" ({timing})")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        recorder = Recorder(cfg, settings, folder, member=replayer.member,
-                            epoch=stats.promoted_epoch, metrics=served)
-        rec_stats = recorder.adopt(replayer.writer, replayer.proc, replayer.rings,
-                                   replayer.batch_next, on_turn=replayer.settle_step,
-                                   stdin_pipe=replayer.stdin_pipe,
-                                   replayed=replayer.stdin_replayed)
+        rec_stats = take_over(replayer, metrics=served)
     finally:
         _cleanup(folder, run_dir)
         if served is not None:

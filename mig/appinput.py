@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import select
-import socket
 import threading
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, BinaryIO
 import structlog
 
 from mig.errors import DecodeError, MigError
+from mig.identity import member_id
 from mig.kafka import KafkaSettings
 
 __all__ = ["StdinPipe", "Feeder", "publish", "consumed", "CHUNK"]
@@ -81,7 +81,7 @@ def publish(settings: KafkaSettings, app: str, stream: BinaryIO, end: bool,
     from mig.logwriter import LogWriter
 
     writer = LogWriter(settings, app)
-    key = f"{socket.gethostname()}-{os.getpid()}"
+    key = member_id("input")
     sent = records = 0
     fd = stream.fileno()
     while True:

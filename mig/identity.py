@@ -18,7 +18,13 @@ from typing import Any
 from mig import __version__
 from mig.errors import MigError
 
-__all__ = ["app_identity", "env_digest", "sha256_file"]
+__all__ = ["app_identity", "env_digest", "member_id", "sha256_file"]
+
+
+def member_id(role: str = "") -> str:
+    """A member's id when none is given: this host and process (``HOST-PID``, or
+    ``HOST-ROLE-PID``), unique among the members of an app."""
+    return "-".join([socket.gethostname(), *([role] if role else []), str(os.getpid())])
 
 
 def sha256_file(path: Path) -> str:

@@ -37,7 +37,7 @@ from mig.control import ControlView, fresh_s
 from mig.elfcheck import check_program
 from mig.errors import DecodeError, Fenced, MigError
 from mig.fastbatch import BatchEncoder
-from mig.identity import app_identity
+from mig.identity import app_identity, member_id
 from mig.kafka import KafkaSettings, consumer, end_offsets
 from mig.launch import app_env, kill_group, launch, private_run_dir
 from mig.logwriter import LogWriter
@@ -101,7 +101,7 @@ class Recorder:
         self.cfg = cfg
         self.settings = settings
         self.run_dir = run_dir
-        self.member = member or f"{socket.gethostname()}-{os.getpid()}"
+        self.member = member or member_id()
         self.host = socket.gethostname()
         self.epoch = epoch
         self.flush_ms = flush_ms
@@ -451,7 +451,7 @@ class Recorder:
         writer.commit()
         log.info("mig.recorder.handoff_written", to=to,
                  freeze_to_handoff_ms=int(time.time() * 1000) - frozen_ms, calls_end=ends)
-        deadline = now + self.cfg.failover.get("handoff_timeout_ms", 10000) / 1000
+        deadline = now + self.cfg.failover["handoff_timeout_ms"] / 1000
         while time.monotonic() < deadline:
             try:
                 for msg in control.consume(100, 0.05):

@@ -45,7 +45,7 @@ from mig.codec import Codec
 from mig.config import AppConfig
 from mig.control import ControlView, fresh_s
 from mig.errors import DecodeError, MigError
-from mig.identity import app_identity
+from mig.identity import app_identity, member_id
 from mig.kafka import KafkaSettings, consumer, wait_reachable
 from mig.launch import app_env, kill_group, launch, private_run_dir
 from mig.logwriter import LogWriter
@@ -124,7 +124,7 @@ class Replayer:
         self.stdin_pipe: Any = None  # [app] stdin = "topic": mig/appinput.py
         self.epoch = 0
         self.host = socket.gethostname()
-        self.member = member or f"{self.host}-replica-{os.getpid()}"
+        self.member = member or member_id("replica")
         self.status: LogWriter
         self.can_promote = can_promote
         self.control = ControlView(cfg.name)
@@ -548,7 +548,7 @@ class Replayer:
                 return self._promote("handoff", handoff.at, None, ctl.epoch + 1,
                                      handoff.record)
             # a planned migration to another member: not a failure, unless it never ends
-            if now - handoff.at < self.cfg.failover.get("handoff_timeout_ms", 10000) / 1000:
+            if now - handoff.at < self.cfg.failover["handoff_timeout_ms"] / 1000:
                 return False
         last_alive = max(ctl.last_primary_seen, self.last_calls_at, self.started_at,
                          self.log_resumed)

@@ -63,16 +63,14 @@ def primary_start(
 ) -> None:
     """Start the app under the shim and record it into Kafka until it exits (or until it
     is handed to a replica: mig migrate, SIGTERM with a hot replica)."""
-    import os
-    import socket
-
     from mig.config import load_config
     from mig.connect import resolve_kafka
+    from mig.identity import member_id
     from mig.recorder import Recorder
 
     cfg = load_config(config)
     settings = resolve_kafka(bootstrap, config, start_embedded=True)
-    member = member or f"{socket.gethostname()}-{os.getpid()}"
+    member = member or member_id()
     served = _metrics(cfg, member, metrics)
     folder = _run_dir(cfg.name, run_dir, "primary")
     try:
@@ -143,10 +141,9 @@ def replica_follow(
     previous = {sig: signal.signal(sig, lambda signum, frame: stopping.append(signum))
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     folder = _run_dir(cfg.name, run_dir, "replica")
-    import os
-    import socket
+    from mig.identity import member_id
 
-    member = member or f"{socket.gethostname()}-replica-{os.getpid()}"
+    member = member or member_id("replica")
     if workdir is None:
         from mig.launch import replica_workdir
 

@@ -81,6 +81,7 @@ class HeldApp(subprocess.Popen[bytes]):
     init_pid: int = 0
     app_pid: int = 0
     namespaced: bool = True  # False: no namespaces could be made (see _holder)
+    app_cwd: Path | None = None  # the app's folder as the app sees it (launch: a bind)
 
 
 def _libc() -> Any:
@@ -178,7 +179,9 @@ def _holder(spec: dict[str, Any], ready: Path) -> int:
             print(f"mig holder: cannot make a pid and mount namespace: {os.strerror(err)}"
                   " (run mig as root)", file=sys.stderr, flush=True)
             return 1
-        spec = dict(spec, namespaced=False)
+        # no mount namespace, no binds: the app runs in the folder they would have shown
+        spec = dict(spec, namespaced=False, cwd=spec.get("host_cwd", spec.get("cwd")),
+                    log=spec.get("host_log", spec.get("log")), binds=[])
     alive_r, alive_w = os.pipe()  # init sees EOF here if the holder died before its prctl
     status_r, status_w = os.pipe()  # init writes the app's wait status here
     # held until each side has its handlers: none is lost, none runs the other's
@@ -246,7 +249,10 @@ def _init(spec: dict[str, Any], ready: Path, alive: int, status: int) -> int:
     the namespace) when the app's first process ends.
 
     ``spec``: ``{"mode": "run", "command": [...], "env": {...}, "cwd": ..., "log": ...,
-    "stdin": "null" or "inherit"}`` or ``{"mode":
+    "stdin": "null" or "inherit", "binds": [[here, there], ...], "host_cwd": ...,
+    "host_log": ...}`` (a replica's folder bound at the primary's path: ``cwd`` and ``log``
+    are in that path, ``host_cwd`` and ``host_log`` where they are when no namespace can be
+    made) or ``{"mode":
     "restore", "images": ..., "root_pid": N, "criu": [...], "binds": [[here, there], ...],
     "nice": N}`` (nice: the restored threads' nice value; absent: as dumped).
     """

@@ -19,7 +19,8 @@ from typing import Any
 from mig.errors import KafkaRefused, KafkaUnavailable
 
 __all__ = ["KafkaSettings", "admin_client", "producer", "consumer", "wait_reachable",
-           "reachable_consumer", "quick_start", "end_offsets", "is_sensitive", "REDACTED"]
+           "reachable_consumer", "quick_start", "end_offsets", "watermarks", "is_sensitive",
+           "REDACTED"]
 
 _rdkafka_log = logging.getLogger("mig.rdkafka")
 _rdkafka_log.addHandler(logging.NullHandler())
@@ -217,6 +218,33 @@ class _Failures:
 def _reason(text: str) -> str:
     """librdkafka's error text without its ``[proto://]host:port/id: `` prefix."""
     return re.sub(r"^(?:\w+://)?[^\s/]+/[^\s:]+: ", "", text)
+
+
+def watermarks(cons: Any, topic: str, partition: int, timeout: float = 30.0
+               ) -> tuple[int, int]:
+    """(low, high) watermark of one partition, asked of its leader. A partition whose leader
+    just moved answers with a retriable error for a moment ("Leader high watermark is not
+    caught up"): asked again until ``timeout`` seconds have passed."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = cons.get_watermark_offsets(TopicPartition(topic, partition),
+                                                   timeout=min(10.0, max(1.0, deadline
+                                                                         - time.monotonic())))
+            return low, high
+        except KafkaException as exc:
+            err = exc.args[0]
+            if time.monotonic() >= deadline or not (err.retriable() or err.code() in (
+                    _OFFSET_NOT_AVAILABLE, _LEADER_NOT_AVAILABLE, _NOT_LEADER)):
+                raise KafkaUnavailable(f"cannot read the offsets of {topic} [{partition}]:"
+                                       f" {err.str()}") from exc
+            time.sleep(0.2)
+
+
+# broker errors of a partition whose leadership is moving (confluent_kafka.KafkaError)
+_OFFSET_NOT_AVAILABLE, _LEADER_NOT_AVAILABLE, _NOT_LEADER = 78, 5, 6
 
 
 def end_offsets(cons: Any, topic: str, timeout: float = 15.0) -> dict[int, int]:

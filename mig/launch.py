@@ -109,6 +109,22 @@ def replica_workdir(cfg: AppConfig, member: str) -> tuple[Path, Path | None]:
     return folder, previous
 
 
+def _binds_to_app_folder(cfg: AppConfig, cwd: Path, run_dir: Path, log_file: Path) -> bool:
+    """Whether a replica running in ``cwd`` can have it bound at the app's path
+    (``cfg.cwd``) in its mount namespace: not when it is that folder, and not when either
+    holds the other or the app's folder holds the rings or the log (the bind would hide
+    them)."""
+    here, there = cwd.resolve(), cfg.cwd.resolve()
+    if here == there or not there.is_dir():
+        return False
+
+    def inside(a: Path, b: Path) -> bool:
+        return a == b or b in a.parents
+
+    return not (inside(here, there) or inside(there, here)
+                or inside(run_dir.resolve(), there) or inside(log_file.resolve(), there))
+
+
 def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
            log_file: Path, stdin_pipe: Any = None) -> HeldApp:
     """Start the app under the shim in ``mode`` (record or replay), under its holder
@@ -138,12 +154,24 @@ def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
     inherit = mode == "record" or stdin_pipe is not None
     spec = {"mode": "run", "command": cfg.command, "env": env, "cwd": str(cwd),
             "log": str(log_file), "stdin": "inherit" if inherit else "null"}
+    if mode == "replay" and _binds_to_app_folder(cfg, cwd, run_dir, log_file):
+        # the replica's folder shows at the app's own path, as on the primary: a program
+        # that takes its path from getcwd() or realpath() (node resolving its script)
+        # sees the same string, of the same length, on every member
+        spec.update(cwd=str(cfg.cwd), host_cwd=str(cwd), binds=[[str(cwd.resolve()),
+                                                                  str(cfg.cwd)]])
+        try:  # the log too, at its path in the bound folder: a checkpoint names it there
+            spec.update(log=str(cfg.cwd / log_file.resolve().relative_to(cwd.resolve())),
+                        host_log=str(log_file))
+        except ValueError:
+            pass
     stdin: Any = subprocess.DEVNULL
     if stdin_pipe is not None:
         stdin = stdin_pipe.read_fd
     elif mode == "record":
         stdin = None
     held = start_held(spec, run_dir / "app.ready", log_file, stdin)
+    held.app_cwd = Path(spec["cwd"]) if held.namespaced else cwd
     if not held.namespaced:
         log.warning("mig.launch.no_namespace", pid=held.app_pid,
                     reason="this member may not make a pid namespace (CAP_SYS_ADMIN): only"

@@ -46,7 +46,7 @@ from mig.config import AppConfig
 from mig.control import ControlView, fresh_s
 from mig.errors import DecodeError, MigError
 from mig.identity import app_identity, member_id
-from mig.kafka import KafkaSettings, consumer, wait_reachable
+from mig.kafka import KafkaSettings, consumer, wait_reachable, watermarks
 from mig.launch import app_env, kill_group, launch, private_run_dir
 from mig.logwriter import LogWriter
 from mig.metrics import Metrics
@@ -803,7 +803,6 @@ class Replayer:
         """Start from the newest checkpoint this host can restore (its calls offsets), or
         from the log's start. A checkpoint is refused, with the reason logged, when its CRIU
         or kernel is not this host's kind, its app identity differs, or it is corrupt."""
-        from confluent_kafka import TopicPartition
 
         from mig.checkpoint import list_manifests
 
@@ -813,8 +812,7 @@ class Replayer:
         # before it deleted while this member fetches it: list again, a few times, while
         # new checkpoints keep appearing.
         for _ in range(3):
-            low = {p: cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]
-                   for p in parts}
+            low = {p: watermarks(cons, topic, p)[0] for p in parts}
             if not self.use_checkpoints:
                 if any(o > 0 for o in low.values()):
                     raise MigError(f"{topic} no longer holds its start (records before"
@@ -831,8 +829,7 @@ class Replayer:
                 continue
             # a newer checkpoint may have been stored, and the calls this one continues
             # from deleted, while it was fetched and restored: then it cannot be used
-            now_low = {p: cons.get_watermark_offsets(TopicPartition(topic, p),
-                                                     timeout=10)[0] for p in parts}
+            now_low = {p: watermarks(cons, topic, p)[0] for p in parts}
             gone = {p: o for p, o in offsets.items() if o < now_low.get(p, 0)}
             if not gone:
                 return {p: offsets.get(p, 0) for p in parts}
@@ -1035,7 +1032,9 @@ class Replayer:
         images, staged = folder / "images", folder / "staged"
         # the app is dumped from inside its holder's namespaces (dump_app); a restored one
         # under the pids and paths of the image it came from
-        where: dict[str, Any] = {"workdir": str(self.workdir.resolve()),
+        # (the folder at the path the app sees it: the app's own, where it was bound)
+        seen = getattr(self.proc, "app_cwd", None) or self.workdir
+        where: dict[str, Any] = {"workdir": str(Path(seen).resolve()),
                                  "run_dir": str(self.run_dir.resolve())}
         if self._restored is not None:
             where = {k: self._restored[k] for k in where}

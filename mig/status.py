@@ -34,6 +34,7 @@ from mig.kafka import (
     admin_client,
     reachable_consumer,
     wait_reachable,
+    watermarks,
 )
 from mig.topics import topic_names
 
@@ -302,8 +303,7 @@ def _read(settings: KafkaSettings, apps: Sequence[str], timeout: float,
         starts: dict[str, int] = {}
         ends: dict[str, int] = {}
         for topic, app in names.items():
-            low, ends[topic] = cons.get_watermark_offsets(TopicPartition(topic, 0),
-                                                         timeout=timeout)
+            low, ends[topic] = watermarks(cons, topic, 0, timeout)
             starts[topic] = low
             if since_ms is not None:
                 found = cons.offsets_for_times([TopicPartition(topic, 0, since_ms)],

@@ -231,3 +231,36 @@ def test_a_replica_without_workdir_runs_in_a_fresh_copy_of_its_own(built, tmp_pa
     assert (folder / "out.txt").read_text() == (prim / "out.txt").read_text()
     replayed = (folder / "state" / "mig-app.log").read_text()
     assert replayed == (prim / "state" / "mig-app.log").read_text()
+
+
+def test_a_replica_runs_its_app_at_the_primarys_path(tmp_path, settings, app_name):
+    """A replica's folder is bound at the app's own path in the replica's mount namespace:
+    a program that takes its path from getcwd() (node resolving its script, here pwd) sees
+    the primary's, of the same length, and replays; the files land in the replica's
+    folder, and the app's own folder is left alone."""
+    prim = tmp_path / "primary"
+    app = write_app(prim, app_name, ["/bin/sh", "-c", "pwd; echo made > made.txt"],
+                    settings.bootstrap_servers)
+    record(app, tmp_path / "home-p")
+    (prim / "made.txt").unlink()
+    rep = tmp_path / "a-replica-folder-with-a-longer-name"
+    out = replay(app, rep, tmp_path / "home-r")
+    assert out.returncode == 0, out.stderr
+    said = (rep / "state" / "mig-app.log").read_text()
+    assert said == (prim / "state" / "mig-app.log").read_text() == f"{prim}\n"
+    assert (rep / "made.txt").read_text() == "made\n"
+    assert not (prim / "made.txt").exists()
+
+
+def test_memory_protection_keys_are_absent_on_every_member(tmp_path, settings, app_name):
+    """pkey_alloc depends on the CPU, which members may not share: every member answers as
+    a host without protection keys (ENOSPC), so a program that would use them (V8, which
+    node runs) takes the same path on all of them. Before, the call was refused (exit 86)."""
+    code = ("import ctypes, errno, sys; libc = ctypes.CDLL(None, use_errno=True);"
+            " a = libc.syscall(330, 0, 0), errno.errorcode.get(ctypes.get_errno());"
+            " f = libc.syscall(331, 1), errno.errorcode.get(ctypes.get_errno());"
+            " open(sys.argv[1], 'w').write(f'{a[0]} {a[1]} {f[0]} {f[1]}')")
+    _, _, primary, backup = _record_replay(tmp_path, app_name, [sys.executable, "-c", code],
+                                           settings.bootstrap_servers)
+    assert primary == "-1 ENOSPC -1 EINVAL"
+    assert backup == primary

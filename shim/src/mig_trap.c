@@ -1085,6 +1085,13 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
             return raw(nr, a);
         REFUSE("tee copies a pipe's bytes without consuming them, which no recorded read "
                "and write can do (docs/interceptor.md)");
+    case SYS_pkey_alloc:
+        /* memory protection keys depend on the CPU, which may differ between members: every
+         * member answers as a host without them (ENOSPC), so a program that would use them
+         * (V8 hardening its JIT code) takes the same path everywhere */
+        return -ENOSPC;
+    case SYS_pkey_free:
+        return -EINVAL; /* no key was ever allocated */
     case SYS_getrusage: case SYS_sysinfo: case SYS_times: case SYS_getcpu:
         /* host facts the app may only report: passed, not recorded (docs/interceptor.md) */
         return raw(nr, a);

@@ -395,22 +395,10 @@ def request_checkpoint(settings: KafkaSettings, app: str, timeout: float = 60.0
     import getpass
     import socket
 
-    from confluent_kafka import TopicPartition
+    from mig.migrate import answers, request_reader
 
-    from mig.kafka import end_offsets
-    from mig.migrate import answers
-    from mig.status import refuse_if_nobody_runs
-
-    topic = topic_names(app)["control"]
-    cons = consumer(settings, **{"group.id": f"mig-checkpoint-{app}",
-                                 "isolation.level": "read_committed",
-                                 "fetch.wait.max.ms": 20})
+    cons = request_reader(settings, app, "checkpoint", primary=False, committed=True)
     try:
-        meta = cons.list_topics(topic, timeout=10)
-        if topic not in meta.topics or meta.topics[topic].error is not None:
-            raise MigError(f"no app named {app!r}: topic {topic} does not exist")
-        refuse_if_nobody_runs(settings, app, primary=False)
-        cons.assign([TopicPartition(topic, 0, end_offsets(cons, topic).get(0, 0))])
         asked = int(time.time() * 1000)
         event = str(uuid.uuid4())
         writer = LogWriter(settings, app)

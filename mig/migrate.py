@@ -26,13 +26,38 @@ from mig.logwriter import LogWriter
 from mig.status import refuse_if_nobody_runs
 from mig.topics import topic_names
 
-__all__ = ["answers", "request_migration", "failure_line"]
+__all__ = ["answers", "request_migration", "request_reader", "failure_line"]
 
 
 def failure_line(app: str, rec: dict[str, Any]) -> str:
     """One line for a RequestFailed record: who could not do what, and why."""
     what = {"migrate": "migrate", "checkpoint": "checkpoint"}.get(rec["request"], rec["request"])
     return f"{rec['member']} could not {what} {app}: {rec['reason']}"
+
+
+def request_reader(settings: KafkaSettings, app: str, purpose: str, primary: bool,
+                   committed: bool) -> Any:
+    """A consumer of ``app``'s control topic from its end, for the answers to a request
+    about to be written (``purpose``: migrate, checkpoint). Refuses an app whose topic does
+    not exist, and one whose members' last statuses say nobody can answer
+    (``refuse_if_nobody_runs``; ``primary``: the primary must)."""
+    from confluent_kafka import TopicPartition
+
+    topic = topic_names(app)["control"]
+    cons = consumer(settings, **{"group.id": f"mig-{purpose}-{app}",
+                                 "isolation.level": "read_committed" if committed
+                                 else "read_uncommitted",
+                                 "fetch.wait.max.ms": 20})
+    try:
+        meta = cons.list_topics(topic, timeout=10)
+        if topic not in meta.topics or meta.topics[topic].error is not None:
+            raise MigError(f"no app named {app!r}: topic {topic} does not exist")
+        refuse_if_nobody_runs(settings, app, primary=primary)
+        cons.assign([TopicPartition(topic, 0, end_offsets(cons, topic).get(0, 0))])
+    except BaseException:
+        cons.close()
+        raise
+    return cons
 
 
 def answers(cons: Any, settings: KafkaSettings, app: str, event: str,
@@ -57,19 +82,8 @@ def request_migration(settings: KafkaSettings, app: str, to: str | None = None,
                       reason: str = "mig migrate", timeout: float = 30.0) -> dict[str, Any]:
     """Write the request and wait for its handoff and promotion. Returns what happened:
     event_id, from_member, to_member, epoch, gap_ms."""
-    from confluent_kafka import TopicPartition
-
-    topic = topic_names(app)["control"]
-    cons = consumer(settings, **{"group.id": f"mig-migrate-{app}",
-                                 "isolation.level": "read_uncommitted",
-                                 "fetch.wait.max.ms": 20})
+    cons = request_reader(settings, app, "migrate", primary=True, committed=False)
     try:
-        meta = cons.list_topics(topic, timeout=10)
-        if topic not in meta.topics or meta.topics[topic].error is not None:
-            raise MigError(f"no app named {app!r}: topic {topic} does not exist")
-        refuse_if_nobody_runs(settings, app, primary=True)
-        start = end_offsets(cons, topic).get(0, 0)
-        cons.assign([TopicPartition(topic, 0, start)])
         event = str(uuid.uuid4())
         writer = LogWriter(settings, app)
         writer.send("control", "mig.log.Migrate", {

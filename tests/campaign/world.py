@@ -45,11 +45,13 @@ def wait_for(cond, timeout: float, what: str, step: float = 0.2):  # noqa: ANN00
     error there is "not yet", not the round's end."""
     from confluent_kafka import KafkaException
 
+    from mig.errors import KafkaUnavailable
+
     deadline = time.monotonic() + timeout
     while True:
         try:
             value = cond()
-        except KafkaException:
+        except (KafkaException, KafkaUnavailable):
             value = None
         if value:
             return value
@@ -205,8 +207,12 @@ class App:
         self.world.net.signal(host, sig)
 
     def control(self) -> list[tuple[str, dict]]:
+        """The control topic's records. The runner's own reads may meet a broker a fault
+        has just killed: asked again for up to 60 s (a fault is not the runner's end)."""
         assert self.world.cluster is not None
-        return read_control(self.world.cluster.settings, self.name)
+        settings = self.world.cluster.settings
+        return wait_for(lambda: read_control(settings, self.name) or [("", {})], 60,
+                        "the control topic to be read")
 
     def promotions(self) -> list[dict]:
         return [rec for kind, rec in self.control() if kind == "mig.log.Promotion"]

@@ -145,13 +145,13 @@ class Feeder:
     def _feed(self) -> None:
         from confluent_kafka import KafkaError, TopicPartition
 
+        from mig.auth import authentic
         from mig.codec import Codec
         from mig.kafka import consumer
         from mig.topics import topic_names
 
         topic = topic_names(self.app)["input"]
         codec = Codec.default()
-        auth = self.settings.auth
         cons = consumer(self.settings, **{"group.id": f"mig-input-{self.app}",
                                           "enable.auto.commit": False,
                                           "isolation.level": "read_committed",
@@ -177,12 +177,8 @@ class Feeder:
                                    f" record is at {msg.offset()}): the input's position"
                                    f" {self.skip} cannot be found")
                 first = False
-                if auth is not None:
-                    why = auth.check("input", msg.key(), msg.value(), msg.headers())
-                    if why is not None:
-                        log.error("mig.appinput.unauthenticated", topic=topic,
-                                  offset=msg.offset(), reason=why)
-                        continue
+                if not authentic(self.settings.auth, "input", msg, "mig.appinput"):
+                    continue
                 try:
                     name, rec = codec.decode_message(msg.value(), msg.headers())
                 except DecodeError as exc:

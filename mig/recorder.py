@@ -29,6 +29,7 @@ from typing import Any
 
 import structlog
 
+from mig.auth import authentic
 from mig.channel import MODE_RECORD, Ring, new_rings
 from mig.checkpointer import PrimaryCheckpointer, snapshot_start
 from mig.codec import Codec
@@ -253,13 +254,9 @@ class Recorder:
             self._view_fresh_at = time.monotonic() + self._fresh_s()
 
     def _on_control(self, msg: Any) -> None:
-        auth = self.settings.auth
-        if auth is not None:  # a record not signed with the app's keys is not acted on
-            why = auth.check("control", msg.key(), msg.value(), msg.headers())
-            if why is not None:
-                log.error("mig.recorder.unauthenticated", topic=msg.topic(),
-                          partition=msg.partition(), offset=msg.offset(), reason=why)
-                return
+        # a record not signed with the app's keys is not acted on
+        if not authentic(self.settings.auth, "control", msg, "mig.recorder"):
+            return
         try:
             name, rec = Codec.default().decode_message(msg.value(), msg.headers())
         except DecodeError as exc:

@@ -32,6 +32,7 @@ from typing import Any
 
 import structlog
 
+from mig.auth import authentic
 from mig.calls import describe, from_avro
 from mig.channel import (
     RawCall,
@@ -493,15 +494,9 @@ class Replayer:
     def _refused(self, msg: Any, role: str) -> bool:
         """True (and said in an error line) for a record without a valid signature when the
         app's records are signed: it is skipped, the replay goes on (mig/auth.py)."""
-        auth = self.settings.auth
-        if auth is None:
-            return False
-        why = auth.check(role, msg.key(), msg.value(), msg.headers())
-        if why is None:
+        if authentic(self.settings.auth, role, msg, "mig.replayer"):
             return False
         self.stats.refused += 1
-        log.error("mig.replayer.unauthenticated", topic=msg.topic(), partition=msg.partition(),
-                  offset=msg.offset(), reason=why)
         return True
 
     # -- control and failover

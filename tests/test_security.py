@@ -31,7 +31,10 @@ def hosts(tmp_path_factory):
         yield pair
 
 
-def _signed(dep: Deployment) -> Deployment:
+def _signed(net, broker, tmp_path) -> Deployment:  # noqa: ANN001 - the fixtures'
+    """A deployment whose records are signed ([security] hmac_keys_file, its keys file)."""
+    dep = Deployment(net, broker, tmp_path,
+                     extra_toml='[security]\nhmac_keys_file = "keys.txt"\n')
     keys = dep.tmp / "host0" / "keys.txt"
     keys.write_text("# rotated 2026-11\n" + KEY)
     os.chmod(keys, 0o600)
@@ -50,8 +53,7 @@ def _start_with_writes(dep: Deployment, prefix: str, count: int) -> str:
 
 def test_forged_records_are_refused_and_the_app_goes_on(hosts, tmp_path):
     net, broker = hosts
-    dep = _signed(Deployment(net, broker, tmp_path,
-                             extra_toml='[security]\nhmac_keys_file = "keys.txt"\n'))
+    dep = _signed(net, broker, tmp_path)
     try:
         ip0 = _start_with_writes(dep, "s", 50)
         # a producer without the keys: a promotion of "evil" (which, acted on, would make
@@ -92,8 +94,7 @@ def test_status_and_migrate_refuse_forged_control_records(hosts, tmp_path):
     from tests.conftest import run_mig
 
     net, broker = hosts
-    dep = _signed(Deployment(net, broker, tmp_path,
-                             extra_toml='[security]\nhmac_keys_file = "keys.txt"\n'))
+    dep = _signed(net, broker, tmp_path)
     try:
         ip0 = _start_with_writes(dep, "f", 20)
         foreign = LogWriter(KafkaSettings(broker.settings.bootstrap_servers), dep.name)
@@ -129,8 +130,7 @@ def test_a_signed_batch_written_again_is_refused(hosts, tmp_path):
     from confluent_kafka import Consumer, Producer, TopicPartition
 
     net, broker = hosts
-    dep = _signed(Deployment(net, broker, tmp_path,
-                             extra_toml='[security]\nhmac_keys_file = "keys.txt"\n'))
+    dep = _signed(net, broker, tmp_path)
     try:
         ip0 = _start_with_writes(dep, "r", 30)
         conf = {"bootstrap.servers": broker.settings.bootstrap_servers}

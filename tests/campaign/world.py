@@ -211,8 +211,8 @@ class App:
         has just killed: asked again for up to 60 s (a fault is not the runner's end)."""
         assert self.world.cluster is not None
         settings = self.world.cluster.settings
-        return wait_for(lambda: read_control(settings, self.name) or [("", {})], 60,
-                        "the control topic to be read")
+        return wait_for(lambda: (read_control(settings, self.name),), 60,
+                        "the control topic to be read")[0]
 
     def promotions(self) -> list[dict]:
         return [rec for kind, rec in self.control() if kind == "mig.log.Promotion"]

@@ -112,7 +112,7 @@ class PrimaryCheckpointer:
         self.started_at = 0.0
         self.last_at = time.monotonic()  # the schedule counts from the primary's start
         self.last_calls = 0
-        self.asked: str | None = None  # a CheckpointRequest nobody else answers
+        self.asked: str | None = None  # a CheckpointRequest no replica answers
         self.running_for: str | None = None  # the request the running checkpointer answers
         # (event_id, reason) of requests that failed here: the primary publishes them
         # (RequestFailed), so mig checkpoint says why at once instead of timing out
@@ -132,8 +132,9 @@ class PrimaryCheckpointer:
             if self.proc.poll() is None:
                 return
             self._reaped(now)
-        if replica_hot:  # a hot replica checkpoints on its own schedule and answers requests
-            self.asked = None
+        if replica_hot and self.asked is None:
+            # a hot replica checkpoints on its own schedule; a request asked here was
+            # decided when it was read (no replica hot then, mig/control.py), and is taken
             self.last_at, self.last_calls = now, calls
             return
         if not self.enabled:

@@ -9,10 +9,15 @@ order. That order is the only coordination mig uses:
 - the successor for epoch E is the member of the *first* ``Claim`` for E in the topic; a
   claim for E that was not followed by a promotion within ``stale_after_s`` lets the next
   claimer try E + 1 (the winner died while promoting);
-- a ``Handoff`` names the replica a planned migration hands the app to.
+- a ``Handoff`` names the replica a planned migration hands the app to;
+- a ``CheckpointRequest`` is answered by the replica that was hot *in the topic's order*
+  at the request (least lag first), or by the primary's host when none was: every member
+  decides it alike, whatever its own clock or a pause made of the records' arrival.
 
 Times are the reader's own monotonic clock at the moment it read a record, so members
-never compare their clocks. docs/failover.md tells the whole protocol.
+never compare their clocks. In the topic's order a member's status grows old by beats:
+the heartbeats and statuses other members published after it (each member publishes one
+every ``heartbeat_ms``). docs/failover.md tells the whole protocol.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ def fresh_s(heartbeat_ms: int) -> float:
     """How recent a member's status must be to count (hot replicas, claims): 5 of its
     heartbeats, at least a second."""
     return max(1.0, 5 * heartbeat_ms / 1000)
+
+
+# a status is stale in the topic's order once another member beat this often after it
+FRESH_BEATS = 5
 
 
 @dataclass
@@ -48,9 +57,14 @@ class ControlView:
     claims: dict[int, Seen] = field(default_factory=dict)  # first claim per epoch
     handoffs: list[Seen] = field(default_factory=list)
     migrates: list[Seen] = field(default_factory=list)
+    beats: dict[str, int] = field(default_factory=dict)  # heartbeats and statuses per member
+    # per member: everyone's beats when its latest status was read
+    beats_at_status: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def on_record(self, name: str, rec: dict[str, Any], now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        if name in ("mig.log.Heartbeat", "mig.log.MemberStatus"):
+            self.beats[rec["member"]] = self.beats.get(rec["member"], 0) + 1
         if name == "mig.log.Heartbeat":
             if rec["role"] == "PRIMARY" and rec["epoch"] >= self.epoch:
                 self.epoch = rec["epoch"]
@@ -58,6 +72,7 @@ class ControlView:
                 self.last_primary_seen = now
         elif name == "mig.log.MemberStatus":
             self.statuses[rec["member"]] = Seen(rec, now)
+            self.beats_at_status[rec["member"]] = dict(self.beats)
             if (rec["role"] == "PRIMARY" and rec["health"] == "stopped"
                     and rec["epoch"] >= self.epoch):
                 self.primary_stopped = True
@@ -94,13 +109,29 @@ class ControlView:
                 return seen
         return None
 
-    def answers_checkpoint_request(self, member: str, now: float, fresh_s: float) -> bool:
-        """Whether ``member`` (a replica) takes the checkpoint a CheckpointRequest asks for:
-        only the least-lagged hot replica does. With none hot, the primary's host takes it
-        (mig/checkpointer.py), by the same view of the statuses; a replica still catching
-        up took it too, and one request made two checkpoints."""
-        hot = self.hot_replicas(now, fresh_s)
+    def answers_checkpoint_request(self, member: str) -> bool:
+        """Whether ``member`` (a replica) takes the checkpoint of the CheckpointRequest just
+        read: the least-lagged replica hot in the topic's order does; with none, the
+        primary's host (mig/checkpointer.py). Every member reads the same records in the
+        same order, so exactly one answers. Judged by the readers' clocks, a replica still
+        catching up answered beside the primary's host, and so did a replica whose agent
+        had been paused: its old statuses, read late, looked new to it."""
+        hot = self.hot_in_topic()
         return bool(hot) and hot[0]["member"] == member
+
+    def hot_in_topic(self) -> list[dict[str, Any]]:
+        """Replicas whose latest status says replaying and is fresh in the topic's order
+        (no other member beat FRESH_BEATS times since), least lag first."""
+        out = []
+        for member, seen in self.statuses.items():
+            rec = seen.record
+            if rec["role"] != "REPLICA" or rec["health"] != "replaying":
+                continue
+            then = self.beats_at_status.get(member, {})
+            if all(n - then.get(other, 0) < FRESH_BEATS
+                   for other, n in self.beats.items() if other != member):
+                out.append(rec)
+        return sorted(out, key=lambda r: (r["lag_records"], r["member"]))
 
     def hot_replicas(self, now: float, fresh_s: float) -> list[dict[str, Any]]:
         """Replicas whose latest status is recent and healthy, least lag first."""

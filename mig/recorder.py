@@ -268,7 +268,8 @@ class Recorder:
             raise Fenced(f"{rec['member']} became primary of {self.cfg.name} at epoch"
                          f" {rec['new_epoch']} (this primary had epoch {self.epoch})")
         if name == "mig.log.CheckpointRequest" and rec["ts_ms"] >= self._started_ms:
-            self.checkpointer.ask(rec["event_id"])  # taken here if no hot replica answers
+            if not self.control.hot_in_topic():  # else that replica answers it
+                self.checkpointer.ask(rec["event_id"])
         if name == "mig.log.Migrate" and rec["ts_ms"] >= self._started_ms:
             self._migrate_asked = rec["event_id"]
             self._migrate_to = rec["to_member"]

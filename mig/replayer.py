@@ -513,8 +513,7 @@ class Replayer:
         if (name == "mig.log.CheckpointRequest" and rec["ts_ms"] >= self._started_ms
                 and not self.checkpoint_once):
             # one member answers: the least-lagged hot replica, else the primary's host
-            fresh = fresh_s(self.cfg.replica["heartbeat_ms"])
-            if self.control.answers_checkpoint_request(self.member, time.monotonic(), fresh):
+            if self.control.answers_checkpoint_request(self.member):
                 self._ckpt_asked = rec["event_id"]
 
     def _own_status_back(self, ts_ms: int) -> None:

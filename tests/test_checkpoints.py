@@ -265,6 +265,47 @@ def test_mig_checkpoint_list_and_log(hosts, tmp_path):
         dep.stop()
 
 
+def test_one_request_makes_one_checkpoint_when_the_replica_is_not_hot(hosts, tmp_path):
+    """The replica's host is paused (SIGSTOP) long enough that its status is old, and a
+    checkpoint is asked for: the primary's host answers (a local replay), and the replica,
+    once it runs again and reads the request, must not answer too. It did: a replica that
+    was not hot answered every request, and one request made two checkpoints."""
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path)
+    paused = False
+    try:
+        dep.start()
+        _writes(dep, 0, 20)
+        net.signal(1, signal.SIGSTOP)
+        paused = True
+        time.sleep(2.5)  # more than 5 of the primary's heartbeats (200 ms)
+        _writes(dep, 20, 20)
+        asked_ms = int(time.time() * 1000)
+        run = subprocess.Popen([sys.executable, "-m", "mig", "checkpoint", dep.name,
+                                "--bootstrap", broker.settings.bootstrap_servers,
+                                "--timeout", "60"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_for(lambda: any(name == "mig.log.CheckpointRequest" for name, _ in dep.control()),
+                  30, "the request in the control topic")
+        net.signal(1, signal.SIGCONT)
+        paused = False
+        out, err = run.communicate(timeout=90)
+        assert run.returncode == 0, out + err
+        _wait_for(lambda: "host1" in dep.hot(), 60, "the replica to be hot again")
+        deadline = time.monotonic() + 10  # a second answer would be there by then
+        while True:
+            made = [m for m in list_manifests(broker.settings, dep.name)
+                    if m["created_ms"] >= asked_ms]
+            if len(made) > 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert [m["member"] for m in made] == ["host0-checkpointer"], made
+    finally:
+        if paused:
+            net.signal(1, signal.SIGCONT)
+        dep.stop()
+
+
 def test_a_primary_alone_checkpoints_by_a_local_replay(hosts, tmp_path):
     """No replica: mig checkpoint is answered by the primary's host, which replays the app
     locally (mig replica follow --checkpoint-once) and dumps that; the second time it starts

@@ -72,11 +72,27 @@ def test_a_checkpoint_request_is_answered_by_the_least_lagged_hot_replica_only()
     """With no hot replica the primary's host answers (mig/checkpointer.py): a replica
     still catching up must not answer too (one request made two checkpoints)."""
     view = ControlView("a")
-    _feed(view, [_status("late", 9000, "catching-up")], at=10.0)
-    assert not view.answers_checkpoint_request("late", now=10.5, fresh_s=1.0)
+    _feed(view, [_beat("p", 1), _status("late", 9000, "catching-up")], at=10.0)
+    assert not view.answers_checkpoint_request("late") and view.hot_in_topic() == []
     _feed(view, [_status("b", 7), _status("c", 2), _status("late", 0)], at=11.0)
-    assert [m for m in ("b", "c", "late")
-            if view.answers_checkpoint_request(m, now=11.5, fresh_s=1.0)] == ["late"]
+    assert [m for m in ("b", "c", "late") if view.answers_checkpoint_request(m)] == ["late"]
+
+
+def test_a_status_grows_old_by_the_topics_beats_not_by_the_readers_clock():
+    """Freshness at a request is judged in the topic's order, so every member decides
+    alike. A replica whose agent was paused reads its own old status together with the
+    request; by its clock the status is new, by the topic it is 5 primary heartbeats old."""
+    view = ControlView("a")
+    _feed(view, [_beat("p", 1), _status("r", 3)], at=10.0)
+    _feed(view, [_beat("p", 1)] * 4, at=10.0)
+    assert view.answers_checkpoint_request("r")
+    _feed(view, [_beat("p", 1)], at=10.0)
+    assert not view.answers_checkpoint_request("r") and view.hot_in_topic() == []
+    _feed(view, [_status("r", 3)], at=10.0)  # it beats again
+    assert view.answers_checkpoint_request("r")
+    # another replica's statuses age it as well, the primary being gone
+    _feed(view, [_status("s", 0, "catching-up")] * 5, at=10.0)
+    assert view.hot_in_topic() == []
 
 
 def test_pending_handoff_is_the_current_epochs():

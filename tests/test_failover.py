@@ -308,6 +308,62 @@ def test_a_replica_in_its_default_folder_takes_over(hosts, tmp_path):
         dep.stop()
 
 
+def _app_pids(net, host: int, comm: str) -> list[int]:  # noqa: ANN001 - the fixture's net
+    out = []
+    for pid in net.pids(host):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
+                out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+def test_a_replica_far_behind_claims_only_once_it_has_caught_up(hosts, tmp_path):
+    """[replica] max_lag_records: a replica with more records than that still to replay
+    does not claim the primary role when the primary dies, and claims once it has caught
+    up that far. Here the replica's app is stopped while the primary records, so records
+    pile up for it; the primary is killed; the replica waits; its app goes on, and it
+    claims with at most max_lag_records to replay and serves every write. It used to claim
+    at once, with thousands of records still to replay (the claim is a promise to be live
+    within about a second)."""
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path)
+    dep.app_toml.write_text(dep.app_toml.read_text().replace(
+        "[replica]\n", "[replica]\nmax_lag_records = 40\n"))
+    stopped: list[int] = []
+    try:
+        dep.start()
+        stopped = _app_pids(net, 1, "kvserver")
+        assert len(stopped) == 1, net.pids(1)
+        os.kill(stopped[0], signal.SIGSTOP)
+        for i in range(100):
+            assert request(net.host_ips[0], dep.port, f"SET b{i} {i}").startswith("OK")
+
+        def behind() -> bool:
+            rows = [rec for name, rec in dep.control()
+                    if name == "mig.log.MemberStatus" and rec["member"] == "host1"]
+            return bool(rows) and rows[-1]["lag_records"] > 40
+
+        _wait_for(behind, 20, "the replica to report more than 40 records to replay")
+        net.signal(0, signal.SIGKILL)
+        _wait_for(lambda: "mig.replayer.primary_lost" in dep.log_text(1), 20,
+                  "the replica to see the primary gone")
+        time.sleep(3)  # time enough to claim (failover_timeout_ms is 1000)
+        claims = [rec for name, rec in dep.control() if name == "mig.log.Claim"]
+        assert claims == [], f"claimed while far behind: {claims}"
+        os.kill(stopped.pop(), signal.SIGCONT)
+        _wait_for(lambda: _answers(net.host_ips[1], dep.port), 30, "host 1 to take over")
+        claims = [rec for name, rec in dep.control() if name == "mig.log.Claim"]
+        assert [c["member"] for c in claims] == ["host1"], claims
+        assert claims[0]["lag_records"] <= 40, claims
+        assert request(net.host_ips[1], dep.port, "GET b99").startswith("VALUE 99")
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        dep.stop()
+
+
 def _stall(broker, seconds: float) -> None:  # noqa: ANN001 - the fixture's broker
     """The broker stops answering (SIGSTOP) for ``seconds``, then goes on."""
     pid = broker.node.pid()

@@ -73,7 +73,7 @@ def broker_up(mig: list[str], env: dict[str, str]) -> int:
     """``mig broker up`` on free ports (the mig home in ``env``); returns the Kafka port."""
     import subprocess
 
-    from mig.broker.cluster import free_ports
+    from mig.broker.node import free_ports
 
     port, cport = free_ports(2)
     out = subprocess.run([*mig, "broker", "up", "--port", str(port), "--controller-port",

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mig.broker.cluster import free_ports
+from mig.broker.node import free_ports
 
 
 def mig(args: list[str], env: dict[str, str]) -> float:

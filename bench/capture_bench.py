@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchlib import broker_down, broker_up, machine  # noqa: E402 - a sibling
 
-from mig.broker.cluster import free_ports  # noqa: E402
+from mig.broker.node import free_ports  # noqa: E402
 from tests.apps.client import wait_port  # noqa: E402
 from tests.harness import stop_mig  # noqa: E402
 

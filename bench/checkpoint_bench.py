@@ -89,10 +89,10 @@ sys.path.insert(0, str(ROOT))  # tests/ (the test hosts, the test apps' clients)
 import benchlib  # noqa: E402 - a sibling of this script
 from benchlib import count_lines, machine, percentile, print_table  # noqa: E402
 
-from mig.broker.cluster import free_ports  # noqa: E402
-from mig.checkpoint import list_manifests  # noqa: E402
-from mig.criu import find_criu  # noqa: E402
-from mig.kafka import consumer, end_offsets  # noqa: E402
+from mig.broker.node import free_ports  # noqa: E402
+from mig.checkpoint.criu import find_criu  # noqa: E402
+from mig.checkpoint.store import list_manifests  # noqa: E402
+from mig.kafka.clients import consumer, end_offsets  # noqa: E402
 from tests.apps.ackclient import run_writes  # noqa: E402
 from tests.apps.client import dump, request  # noqa: E402
 from tests.deploy import Deployment  # noqa: E402

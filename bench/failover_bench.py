@@ -64,13 +64,13 @@ sys.path.insert(0, str(ROOT))  # tests/ (the test hosts, the test apps' clients)
 import benchlib  # noqa: E402 - a sibling of this script
 from benchlib import count_lines, machine, percentile, print_table  # noqa: E402
 
-from mig.broker.cluster import free_ports  # noqa: E402
 from mig.broker.embedded import EmbeddedBroker  # noqa: E402
-from mig.codec import Codec  # noqa: E402
+from mig.broker.node import free_ports  # noqa: E402
 from mig.errors import DecodeError  # noqa: E402
-from mig.kafka import KafkaSettings, consumer  # noqa: E402
+from mig.kafka.clients import KafkaSettings, consumer  # noqa: E402
+from mig.kafka.topics import topic_names  # noqa: E402
 from mig.paths import run_root  # noqa: E402
-from mig.topics import topic_names  # noqa: E402
+from mig.wire.codec import Codec  # noqa: E402
 from tests.apps.ackclient import WriteReport, check_acked, run_writes  # noqa: E402
 from tests.apps.client import dump, read_dump, request  # noqa: E402
 from tests.testnet import HostNet  # noqa: E402

@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mig.broker.cluster import free_ports
+from mig.broker.node import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGS = ROOT / "bench" / "progs"
@@ -208,7 +208,7 @@ class Bench:
 
     @staticmethod
     def shim_env(run_dir: Path) -> dict[str, str]:
-        """The environment mig's launcher gives a recorded app (mig/launch.py), with a
+        """The environment mig's launcher gives a recorded app (mig/member/launch.py), with a
         1 GiB ring, for running a program under the shim without any agent."""
         from mig.paths import shim_library
 

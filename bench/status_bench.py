@@ -46,8 +46,8 @@ def main() -> None:
                             args.name, *where], check=True, capture_output=True)
             into.append((time.monotonic() - started) * 1000)
 
-    from mig.connect import resolve_kafka
-    from mig.status import collect
+    from mig.control.status import collect
+    from mig.kafka.connect import resolve_kafka
 
     settings = resolve_kafka(args.bootstrap, args.config)
     inner = []
@@ -70,9 +70,9 @@ def main() -> None:
 def synthetic_history(app: str, bootstrap: str, hours: float) -> None:
     from confluent_kafka import Producer
 
-    from mig.codec import Codec
-    from mig.connect import resolve_kafka
-    from mig.topics import ensure_topics
+    from mig.kafka.connect import resolve_kafka
+    from mig.kafka.topics import ensure_topics
+    from mig.wire.codec import Codec
 
     settings = resolve_kafka(bootstrap, None)
     ensure_topics(settings, app)

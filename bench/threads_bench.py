@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchlib import broker_down, broker_up, machine, print_table  # noqa: E402 - a sibling
 
-from mig.broker.cluster import free_ports  # noqa: E402
+from mig.broker.node import free_ports  # noqa: E402
 from tests.apps.client import dump, run_ops, wait_port  # noqa: E402
 from tests.harness import logged_calls, stop_mig  # noqa: E402
 
@@ -279,7 +279,7 @@ def _shm() -> str | None:
 
 
 def _shim_env(run_dir: Path) -> dict[str, str]:
-    """What mig's launcher gives a recorded app (mig/launch.py), with a 1 GiB ring and no
+    """What mig's launcher gives a recorded app (mig/member/launch.py), with a 1 GiB ring and no
     agent reading it: the program runs under the shim alone."""
     from mig.paths import shim_library
 

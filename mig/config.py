@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mig.errors import ConfigError
-from mig.kafka import KafkaSettings, is_sensitive
+from mig.kafka.clients import KafkaSettings, is_sensitive
 
 __all__ = ["AppConfig", "Key", "SECTIONS", "load_config", "parse_config", "reference_markdown"]
 
@@ -204,8 +204,8 @@ class AppConfig:
                              secrets=self.kafka_secrets)
 
     def auth(self) -> Any:
-        """The record keys of ``[security]`` (mig/auth.py), or None."""
-        from mig.auth import auth_from_config
+        """The record keys of ``[security]`` (mig/wire/auth.py), or None."""
+        from mig.wire.auth import auth_from_config
 
         sec = self.security or {}
         return auth_from_config(self.path.parent, sec.get("hmac_keys_file", ""),
@@ -244,7 +244,7 @@ def parse_config(text: str, path: Path) -> AppConfig:
     for name in secrets:
         kafka[name] = _read_secret(kafka[name], base, str(path), f"kafka.{name}")
     if values["metrics"]["address"]:
-        from mig.metrics import parse_address
+        from mig.member.metrics import parse_address
 
         try:
             parse_address(values["metrics"]["address"])

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from mig.broker import EmbeddedBroker
-from mig.broker.cluster import free_ports
-from mig.kafka import KafkaSettings
+from mig.broker.node import free_ports
+from mig.kafka.clients import KafkaSettings
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,9 @@ import time
 import uuid
 from pathlib import Path
 
-from mig.broker.cluster import free_ports
 from mig.broker.embedded import EmbeddedBroker
-from mig.status import read_control
+from mig.broker.node import free_ports
+from mig.control.status import read_control
 from tests.apps.client import request
 from tests.testnet import HostNet
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mig.broker.cluster import free_ports
+from mig.broker.node import free_ports
 from tests.apps.client import dump, run_ops, wait_port
 from tests.harness import start_mig, stop_mig, write_app
 from tests.testnet import hosts_and_broker

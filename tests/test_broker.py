@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from mig.broker.cluster import free_ports
+from mig.broker.node import free_ports
 from tests.conftest import run_mig
 
 

@@ -1,4 +1,4 @@
-"""mig/channel.py against rings written by the real shim and by hand."""
+"""mig/ring/memory.py against rings written by the real shim and by hand."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from mig.channel import F_PAD, REC, RawCall, RingError, parse_record
+from mig.ring.memory import F_PAD, REC, RawCall, RingError, parse_record
 
 
 def _call(seq: int, payload: bytes = b"") -> RawCall:
@@ -49,9 +49,9 @@ def test_rings_and_run_folders_must_be_private(tmp_path):
     write (or read) is ignored with an error, and a run folder others can write is refused."""
     import os
 
-    from mig.channel import Ring, RingForeign, new_rings
     from mig.errors import MigError
-    from mig.launch import private_run_dir
+    from mig.member.launch import private_run_dir
+    from mig.ring.memory import Ring, RingForeign, new_rings
 
     run = tmp_path / "run"
     private_run_dir(run)
@@ -69,12 +69,12 @@ def test_rings_and_run_folders_must_be_private(tmp_path):
 
 
 def test_python_ring_layout_is_the_c_headers(tmp_path):
-    """mig/channel.py re-states shim/src/mig_ring.h: every header field at the C offset,
+    """mig/ring/memory.py re-states shim/src/mig_ring.h: every header field at the C offset,
     the record header of the same size and field order (compiled and asked, not read)."""
     import subprocess
     from pathlib import Path
 
-    from mig.channel import _OFF, HDR_SIZE
+    from mig.ring.memory import _OFF, HDR_SIZE
 
     src = Path(__file__).resolve().parent.parent / "shim" / "src"
     fields = sorted(_OFF)

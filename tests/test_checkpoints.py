@@ -18,9 +18,9 @@ import time
 
 import pytest
 
-from mig.checkpoint import CHUNKS, MANIFESTS, list_manifests
-from mig.kafka import consumer
-from mig.logwriter import LogWriter
+from mig.checkpoint.store import CHUNKS, MANIFESTS, list_manifests
+from mig.kafka.clients import consumer
+from mig.kafka.writer import LogWriter
 from tests.apps.client import dump, request
 from tests.deploy import Deployment, _answers, _wait_for, port_free
 from tests.testnet import hosts_and_broker
@@ -388,7 +388,7 @@ def test_checkpoint_and_migrate_of_an_app_nobody_follows_fail_at_once_with_the_r
 
 
 def _end_offsets(dep: Deployment, role: str) -> dict[int, int]:
-    from mig.kafka import end_offsets
+    from mig.kafka.clients import end_offsets
 
     cons = consumer(dep.broker.settings)
     try:
@@ -505,9 +505,9 @@ def test_storage_layouts(hosts, partitions):
     made with one partition (the earlier layout) still stores and serves checkpoints."""
     from confluent_kafka.admin import NewTopic
 
-    from mig.checkpoint import Archive, fetch_checkpoint, store_checkpoint
-    from mig.kafka import admin_client
-    from mig.topics import ensure_topics, topic_specs
+    from mig.checkpoint.store import Archive, fetch_checkpoint, store_checkpoint
+    from mig.kafka.clients import admin_client
+    from mig.kafka.topics import ensure_topics, topic_specs
     from tests.samples import sample
 
     _, broker = hosts

@@ -9,10 +9,10 @@ import pytest
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from mig.broker.cluster import LocalCluster
-from mig.logtool import read_rows
-from mig.logwriter import LogWriter
-from mig.topics import ensure_topics
+from mig.kafka.topics import ensure_topics
+from mig.kafka.writer import LogWriter
+from mig.ops.logtool import read_rows
+from tests.cluster import LocalCluster
 from tests.samples import sample
 
 pytestmark = pytest.mark.cluster

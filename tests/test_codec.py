@@ -1,4 +1,4 @@
-"""Tests of mig/codec.py: wire format, fingerprints, round trips, and decode's one error type."""
+"""Tests of mig/wire/codec.py: wire format, fingerprints, round trips, decode's one error type."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from fastavro.schema import load_schema, to_parsing_canonical_form
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mig.codec import MAGIC, SCHEMA_HEADER, Codec
 from mig.errors import DecodeError, SchemaError
 from mig.paths import schema_dir
+from mig.wire.codec import MAGIC, SCHEMA_HEADER, Codec
 from tests.avro_strategies import records
 from tests.samples import ALL_TYPES, PART_TYPES, sample
 

@@ -141,7 +141,7 @@ def test_command_error_shows_the_refused_element_whole(tmp_path):
 
 def test_command_arguments_reach_the_program(tmp_path):
     """launch() starts app.command as it is: an empty argument, spaces, quotes, unicode."""
-    from mig.launch import kill_group, launch
+    from mig.member.launch import kill_group, launch
     from mig.paths import shim_library
 
     assert shim_library().is_file(), "the shim is not built: run `make install`"
@@ -266,6 +266,6 @@ def test_kafka_secret_errors_name_file_or_variable_never_the_value(tmp_path, mon
     ("security.protocol", False), ("linger.ms", False),
 ])
 def test_which_kafka_properties_are_secret(name, secret):
-    from mig.kafka import is_sensitive
+    from mig.kafka.clients import is_sensitive
 
     assert is_sensitive(name) is secret

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mig.control import ControlView
+from mig.control.view import ControlView
 
 
 def _beat(member: str, epoch: int, role: str = "PRIMARY") -> tuple[str, dict]:
@@ -69,7 +69,7 @@ def test_hot_replicas_are_fresh_healthy_and_least_lagged_first():
 
 
 def test_a_checkpoint_request_is_answered_by_the_least_lagged_hot_replica_only():
-    """With no hot replica the primary's host answers (mig/checkpointer.py): a replica
+    """With no hot replica the primary's host answers (mig/checkpoint/local.py): a replica
     still catching up must not answer too (one request made two checkpoints)."""
     view = ControlView("a")
     _feed(view, [_beat("p", 1), _status("late", 9000, "catching-up")], at=10.0)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mig.criu import CriuInfo, CriuMissing, criu_version, find_criu
+from mig.checkpoint.criu import CriuInfo, CriuMissing, criu_version, find_criu
 
 COUNTER = """\
 import os, sys, time

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from mig.doctor import Check, app_checks, exit_code, render_text
-from mig.kafka import KafkaSettings, admin_client
-from mig.topics import ensure_topics, topic_names
+from mig.kafka.clients import KafkaSettings, admin_client
+from mig.kafka.topics import ensure_topics, topic_names
+from mig.ops.doctor import Check, app_checks, exit_code, render_text
 from tests.conftest import run_mig
 from tests.harness import write_app
 
@@ -161,8 +161,8 @@ def test_text_output() -> None:
 
 def shapes(binary: Path | str, capture: str = "trap", threads: str = "serialized",
            stdin: str = "inherit") -> dict[str, Check]:
-    from mig.doctor import program_shapes
-    from mig.elfcheck import find_program
+    from mig.ops.doctor import program_shapes
+    from mig.ops.elfcheck import find_program
 
     return {c.check: c for c in program_shapes(find_program(str(binary)), capture, threads,
                                                stdin)}
@@ -212,8 +212,8 @@ def test_jit_runtime_is_named(programs: Path) -> None:
     assert jit["program.jit"].detail.startswith("jituser loads libluajit-5.1.so.2 (LuaJIT), a"
                                                 " JIT runtime:")
     assert shapes(programs / "dynamic") == {}
-    from mig.doctor import program_shapes
-    from mig.elfcheck import Program
+    from mig.ops.doctor import program_shapes
+    from mig.ops.elfcheck import Program
 
     unread = program_shapes(Program(programs / "static", programs / "static"))
     assert [(c.check, c.status) for c in unread] == [("program.imports", "warn")]
@@ -237,7 +237,7 @@ def test_program_behind_a_link_is_named_with_its_target(programs: Path,
 @pytest.mark.skipif(not Path("/usr/bin/redis-server").is_symlink(),
                     reason="needs Debian's redis-server (a link to redis-check-rdb)")
 def test_redis_server_is_named_as_a_link() -> None:
-    from mig.elfcheck import find_program
+    from mig.ops.elfcheck import find_program
 
     program = find_program("/usr/bin/redis-server")
     assert str(program) == "/usr/bin/redis-server (a link to /usr/bin/redis-check-rdb)"
@@ -248,7 +248,7 @@ def test_redis_server_is_named_as_a_link() -> None:
 def test_capture_check_says_which_calls_are_seen(programs: Path, tmp_path: Path) -> None:
     """`mig doctor APP.TOML` reports the capture mode: trap (this kernel has Syscall User
     Dispatch) or symbols, which is incomplete and says so."""
-    from mig.doctor import check_capture
+    from mig.ops.doctor import check_capture
 
     trap = check_capture("trap")
     assert trap.status == "ok" and "Syscall User Dispatch" in trap.detail
@@ -264,7 +264,7 @@ def test_capture_check_says_which_calls_are_seen(programs: Path, tmp_path: Path)
 
 
 def test_threads_check_says_which_mode_applies_and_why() -> None:
-    from mig.doctor import check_threads
+    from mig.ops.doctor import check_threads
 
     default = check_threads("serialized", "trap")
     assert default.status == "ok" and "one thread of a process runs at a time" in default.detail
@@ -278,7 +278,7 @@ def test_threads_check_says_which_mode_applies_and_why() -> None:
 # --- clocks -------------------------------------------------------------------------------
 
 def test_clock_estimate_takes_the_least_delayed_sample_and_the_spread() -> None:
-    from mig.clocksync import BROKER, estimate, samples_of, spread
+    from mig.ops.clocks import BROKER, estimate, samples_of, spread
 
     beat = {"member": "a", "host": "host-a", "ts_ms": 10_000}
     # CreateTime: the producer's clock; the body's ts_ms is not looked at
@@ -301,7 +301,7 @@ def test_clock_estimate_takes_the_least_delayed_sample_and_the_spread() -> None:
 
 def _clocks_while_beating(settings, app_name, skews):  # noqa: ANN001, ANN202
     """The clocks check, run while _beats writes heartbeats with the given skews (ms)."""
-    from mig.doctor import check_clocks
+    from mig.ops.doctor import check_clocks
 
     stop = threading.Event()
     writer = threading.Thread(target=_beats, args=(settings, app_name, skews, stop))
@@ -318,8 +318,8 @@ def _beats(settings: KafkaSettings, app: str, skews: dict[str, int], stop: threa
            ) -> None:
     """Members on hosts whose clocks are ``skews`` ms off, writing heartbeats until stopped:
     the producer's timestamp argument stands for the member's clock."""
-    from mig.codec import Codec
-    from mig.kafka import producer
+    from mig.kafka.clients import producer
+    from mig.wire.codec import Codec
 
     codec = Codec.default()
     headers = codec.headers("mig.log.Heartbeat")
@@ -359,7 +359,7 @@ def test_clocks_of_members(settings: KafkaSettings, app_name: str, skew: int,
 
 
 def test_clocks_without_members(settings: KafkaSettings, app_name: str) -> None:
-    from mig.doctor import check_clocks
+    from mig.ops.doctor import check_clocks
 
     ensure_topics(settings, app_name)
     wait_listed(settings, app_name)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mig.elfcheck import UnsupportedProgram, check_program, dynamic_imports, find_program
+from mig.ops.elfcheck import UnsupportedProgram, check_program, dynamic_imports, find_program
 from tests.conftest import run_mig
 from tests.harness import write_app
 

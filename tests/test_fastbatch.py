@@ -7,11 +7,11 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mig.calls import to_avro
-from mig.channel import F_OUTPUT, RawCall, Ring
-from mig.codec import Codec
-from mig.fastbatch import BatchEncoder
-from mig.kinds import KIND_NUMBERS
+from mig.ring.batch import BatchEncoder
+from mig.ring.calls import to_avro
+from mig.ring.kinds import KIND_NUMBERS
+from mig.ring.memory import F_OUTPUT, RawCall, Ring
+from mig.wire.codec import Codec
 
 CODEC = Codec.default()
 I64 = st.integers(-(2**63), 2**63 - 1)
@@ -78,7 +78,7 @@ def test_batches_are_cut_under_the_limit(tmp_path):
 def test_recorder_drain_budget_never_splits_a_record(tmp_path):
     # records of 112 bytes never end exactly on a 256 KiB budget: the drain must take the
     # record that straddles it (this crashed the recorder once)
-    from mig.recorder import Recorder
+    from mig.member.primary import Recorder
 
     ring = Ring.create(tmp_path / "1.ring", capacity=1 << 20)
     calls = [RawCall(3, 0, 0, 0, i, 0, (1, 0, 0, 0), 7, 0, 0, b"x" * 16) for i in range(5000)]

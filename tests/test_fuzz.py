@@ -31,16 +31,16 @@ from confluent_kafka import Message
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mig.auth import HEADER, load_keys
-from mig.calls import from_avro, to_avro
-from mig.channel import RawCall, Ring, RingError, parse_record
-from mig.checkpoint import CheckpointError, chunk_index, compatible, unpack
-from mig.codec import MAGIC, SCHEMA_HEADER, Codec
+from mig.checkpoint.store import CheckpointError, chunk_index, compatible, unpack
 from mig.config import load_config, parse_config
-from mig.control import ControlView
+from mig.control.view import ControlView
 from mig.errors import ConfigError, DecodeError, MigError
-from mig.fastbatch import BatchEncoder
-from mig.logtool import EXPECTED, _decode, render_json, render_text
+from mig.ops.logtool import EXPECTED, _decode, render_json, render_text
+from mig.ring.batch import BatchEncoder
+from mig.ring.calls import from_avro, to_avro
+from mig.ring.memory import RawCall, Ring, RingError, parse_record
+from mig.wire.auth import HEADER, load_keys
+from mig.wire.codec import MAGIC, SCHEMA_HEADER, Codec
 from tests.avro_strategies import records
 from tests.samples import sample
 from tests.test_codec import _zigzag
@@ -679,8 +679,8 @@ def test_the_shim_refuses_recorded_input_longer_than_the_buffer(tmp_path: Path) 
     """A READ record (checked and well formed) whose payload is longer than the buffer the
     app passed: copying it would overrun the app's memory, so the shim reports a divergence
     before copying anything."""
-    from mig.kinds import KIND_NUMBERS
     from mig.paths import shim_library
+    from mig.ring.kinds import KIND_NUMBERS
 
     src = tmp_path / "reader.c"
     src.write_text("#include <unistd.h>\nint main(void) { char b[4];"

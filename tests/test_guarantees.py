@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mig.broker.cluster import free_ports
+from mig.broker.node import free_ports
 from tests.apps.client import Connection, wait_port
 from tests.conftest import run_mig
 from tests.harness import record, replay, write_app

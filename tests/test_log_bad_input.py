@@ -8,9 +8,9 @@ import os
 
 from confluent_kafka import Producer
 
-from mig.codec import Codec
-from mig.logwriter import LogWriter
-from mig.topics import ensure_topics
+from mig.kafka.topics import ensure_topics
+from mig.kafka.writer import LogWriter
+from mig.wire.codec import Codec
 from tests.conftest import run_mig
 from tests.samples import sample
 

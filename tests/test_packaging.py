@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mig.broker.cluster import free_ports
+from mig.broker.node import free_ports
 from tests.conftest import run_mig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +86,7 @@ def test_restart_policy_never_brings_back_a_fenced_primary() -> None:
     assert primary["Unit"]["Conflicts"] == "mig-replica@%i.service"
     assert replica["Unit"]["Conflicts"] == "mig-primary@%i.service"
     from mig.errors import ConfigError, Fenced
-    from mig.replayer import Divergence
+    from mig.member.replica import Divergence
 
     assert (ConfigError.exit_code, Divergence.exit_code, Fenced.exit_code) == (2, 3, 4)
 

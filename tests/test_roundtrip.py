@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from mig.logtool import EXPECTED, read_rows
-from mig.logwriter import LogWriter
-from mig.topics import ensure_topics
+from mig.kafka.topics import ensure_topics
+from mig.kafka.writer import LogWriter
+from mig.ops.logtool import EXPECTED, read_rows
 from tests.conftest import run_mig
 from tests.samples import ALL_TYPES, sample
 

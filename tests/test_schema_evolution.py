@@ -12,9 +12,9 @@ import pytest
 from fastavro import parse_schema, schemaless_writer
 from fastavro.schema import load_schema
 
-from mig.codec import MAGIC, Codec
 from mig.errors import DecodeError, SchemaError
 from mig.paths import schema_dir
+from mig.wire.codec import MAGIC, Codec
 from tests.samples import sample
 
 HEARTBEAT = "mig.log.Heartbeat"

@@ -1,4 +1,4 @@
-"""Signed records (mig/auth.py): with [security] hmac_keys_file, every record mig writes is
+"""Signed records (mig/wire/auth.py): with [security] hmac_keys_file, every record mig writes is
 signed, and a record a foreign producer writes into the app's topics is refused by every
 member, with its offset said, while the app goes on.
 
@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from mig.auth import load_keys
 from mig.errors import ConfigError
-from mig.kafka import KafkaSettings
-from mig.logwriter import LogWriter
+from mig.kafka.clients import KafkaSettings
+from mig.kafka.writer import LogWriter
+from mig.wire.auth import load_keys
 from tests.apps.client import dump, request
 from tests.deploy import Deployment, _answers, _wait_for
 from tests.testnet import hosts_and_broker

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mig.channel import STATE_EXITED, Ring
-from mig.kinds import KIND_NUMBERS
 from mig.paths import shim_library
+from mig.ring.kinds import KIND_NUMBERS
+from mig.ring.memory import STATE_EXITED, Ring
 
 PROBE = ("import ctypes; lib = ctypes.CDLL(None); f = lib.mig_shim_version;"
          " f.restype = ctypes.c_char_p; print(f().decode())")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mig.codec import Codec
-from mig.kinds import KIND_NUMBERS
+from mig.ring.kinds import KIND_NUMBERS
+from mig.wire.codec import Codec
 
 HEADER = Path(__file__).resolve().parent.parent / "shim" / "src" / "mig_kinds.h"
 

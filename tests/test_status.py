@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import time
 
-from mig.logwriter import LogWriter
-from mig.status import summarize
-from mig.topics import ensure_topics
+from mig.control.status import summarize
+from mig.kafka.topics import ensure_topics
+from mig.kafka.writer import LogWriter
 from tests.conftest import run_mig
 
 NOW = 1_764_000_100_000
@@ -224,7 +224,7 @@ def _write_at(settings, app, records, kafka_ts_ms):
     """Records with an old Kafka timestamp, as a member wrote them that long ago."""
     from confluent_kafka import Producer
 
-    from mig.codec import Codec
+    from mig.wire.codec import Codec
 
     codec = Codec.default()
     prod = Producer({"bootstrap.servers": settings.bootstrap_servers})
@@ -254,7 +254,7 @@ def test_status_reads_the_last_minutes_and_decodes_only_each_members_newest(
     (recent,) = json.loads(shown.stdout)["apps"]
     assert sorted(m["member"] for m in recent["members"]) == ["a", "b"]  # "old": 30 min
     assert recent["records"] == 602 and recent["since_ms"] is not None
-    from mig.status import _read, collect, read_control
+    from mig.control.status import _read, collect, read_control
 
     (whole,) = collect(settings, app_name, heartbeat_ms=2000, since_s=0)
     assert whole.records == 603 and whole.since_ms is None

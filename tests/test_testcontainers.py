@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from mig.kafka import KafkaSettings
-from mig.logtool import read_rows
-from mig.logwriter import LogWriter
-from mig.topics import ensure_topics
+from mig.kafka.clients import KafkaSettings
+from mig.kafka.topics import ensure_topics
+from mig.kafka.writer import LogWriter
+from mig.ops.logtool import read_rows
 from tests.samples import sample
 
 

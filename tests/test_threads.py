@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from mig.broker.cluster import free_ports
+from mig.broker.node import free_ports
 from tests.apps.client import dump, read_dump, run_ops, wait_port
 from tests.conftest import run_mig
 from tests.harness import logged_calls, record, replay, start_mig, stop_mig, write_app

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 
 from mig.broker import EmbeddedBroker
-from mig.broker.cluster import free_ports
 from mig.broker.jars import classpath, ensure_jars, java_command
+from mig.broker.node import free_ports
 from mig.broker.secure import SaslListener
 from mig.errors import KafkaRefused, KafkaUnavailable, MigError
-from mig.kafka import KafkaSettings, consumer, end_offsets, wait_reachable
-from mig.logwriter import LogWriter
+from mig.kafka.clients import KafkaSettings, consumer, end_offsets, wait_reachable
+from mig.kafka.writer import LogWriter
 from tests.apps.client import request
 from tests.conftest import run_mig
 from tests.deploy import Deployment, _answers, _wait_for

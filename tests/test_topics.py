@@ -1,4 +1,4 @@
-"""mig/topics.py against the real broker: creation, configs, refusal of a wrong policy."""
+"""mig/kafka/topics.py against the real broker: creation, configs, refusal of a wrong policy."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from mig.errors import TopicConfigError
-from mig.kafka import KafkaSettings
-from mig.topics import ensure_topics, topic_names
+from mig.kafka.clients import KafkaSettings
+from mig.kafka.topics import ensure_topics, topic_names
 from tests.conftest import run_mig
 
 

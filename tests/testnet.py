@@ -105,8 +105,8 @@ def _free_second_octet(start: int) -> int:
 def hosts_and_broker(home: Path, hosts: int) -> Iterator[tuple[HostNet, object]]:
     """``hosts`` test hosts and an embedded broker on the root side that all of them reach
     (the test apps built first). Everything is stopped and removed at the end."""
-    from mig.broker.cluster import free_ports
     from mig.broker.embedded import EmbeddedBroker
+    from mig.broker.node import free_ports
 
     apps = Path(__file__).resolve().parent / "apps"
     subprocess.run(["make", "-s", "-C", str(apps)], check=True)

@@ -18,7 +18,7 @@ from mig.broker.jars import KAFKA_VERSION
 from mig.broker.node import KafkaNode, new_cluster_id
 from mig.broker.secure import SaslListener
 from mig.errors import BrokerError, KafkaUnavailable
-from mig.kafka import KafkaSettings, wait_reachable
+from mig.kafka.clients import KafkaSettings, wait_reachable
 from mig.paths import mig_home
 
 __all__ = ["EmbeddedBroker", "BrokerStatus", "DEFAULT_PORT", "DEFAULT_CONTROLLER_PORT"]

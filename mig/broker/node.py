@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -20,7 +21,7 @@ from mig.broker.jars import classpath, ensure_jars, java_command
 from mig.broker.secure import SaslListener
 from mig.errors import BrokerError
 
-__all__ = ["KafkaNode", "new_cluster_id"]
+__all__ = ["KafkaNode", "free_ports", "new_cluster_id"]
 
 _LOG4J2 = """status = warn
 appender.file.type = File
@@ -33,6 +34,19 @@ rootLogger.appenderRef.file.ref = file
 logger.server.name = kafka.server.KafkaRaftServer
 logger.server.level = INFO
 """
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on 127.0.0.1 at the time of the call."""
+    socks, ports = [], []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        socks.append(sock)
+        ports.append(sock.getsockname()[1])
+    for sock in socks:
+        sock.close()
+    return ports
 
 
 def new_cluster_id() -> str:

@@ -43,7 +43,7 @@ def _metrics(cfg, member: str, given: Optional[str]):  # type: ignore[no-untyped
         return None
     import structlog
 
-    from mig.metrics import Metrics
+    from mig.member.metrics import Metrics
 
     served = Metrics(cfg.name, member)
     port = served.serve(address)
@@ -64,9 +64,9 @@ def primary_start(
     """Start the app under the shim and record it into Kafka until it exits (or until it
     is handed to a replica: mig migrate, SIGTERM with a hot replica)."""
     from mig.config import load_config
-    from mig.connect import resolve_kafka
-    from mig.identity import member_id
-    from mig.recorder import Recorder
+    from mig.kafka.connect import resolve_kafka
+    from mig.member.primary import Recorder
+    from mig.wire.identity import member_id
 
     cfg = load_config(config)
     settings = resolve_kafka(bootstrap, config, start_embedded=True)
@@ -130,10 +130,10 @@ def replica_follow(
     import signal
 
     from mig.config import load_config
-    from mig.connect import resolve_kafka
     from mig.errors import MigError
-    from mig.handover import take_over
-    from mig.replayer import Replayer
+    from mig.kafka.connect import resolve_kafka
+    from mig.member.handover import take_over
+    from mig.member.replica import Replayer
 
     cfg = load_config(config)
     settings = resolve_kafka(bootstrap, config)
@@ -141,11 +141,11 @@ def replica_follow(
     previous = {sig: signal.signal(sig, lambda signum, frame: stopping.append(signum))
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     folder = _run_dir(cfg.name, run_dir, "replica")
-    from mig.identity import member_id
+    from mig.wire.identity import member_id
 
     member = member or member_id("replica")
     if workdir is None:
-        from mig.launch import replica_workdir
+        from mig.member.launch import replica_workdir
 
         workdir, last_run = replica_workdir(cfg, member)
         typer.echo(f"replica {member} of {cfg.name} runs the app in {workdir}, a fresh copy"

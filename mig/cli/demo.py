@@ -12,6 +12,6 @@ def demo(app: Optional[str] = typer.Option(None, help="Name of the demo app"
     """Run the demo: a counter server recorded on the embedded broker and replayed."""
     import uuid
 
-    from mig.demo import run_demo
+    from mig.ops.demo import run_demo
 
     raise typer.Exit(0 if run_demo(typer.echo, app or f"demo-{uuid.uuid4().hex[:6]}") else 1)

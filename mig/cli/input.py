@@ -21,11 +21,11 @@ def input_(
     "topic": each piece is in Kafka (mig.NAME.input) before the next is read, and whichever
     member is primary feeds it to the program, the same bytes once, across failover and
     migration. `producer | mig input app.toml`."""
-    from mig.appinput import publish
     from mig.config import load_config
-    from mig.connect import resolve_kafka
     from mig.errors import MigError
-    from mig.topics import ensure_topics, topic_names
+    from mig.kafka.connect import resolve_kafka
+    from mig.kafka.topics import ensure_topics, topic_names
+    from mig.member.stdin import publish
 
     cfg = load_config(config)
     if cfg.stdin != "topic":

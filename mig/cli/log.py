@@ -42,8 +42,8 @@ def tail(
     config: Optional[Path] = CONFIG,
 ) -> None:
     """Decode every record of the app's topics into readable lines or JSON lines."""
-    from mig.connect import resolve_kafka
-    from mig.logtool import read_rows, render_json, render_text
+    from mig.kafka.connect import resolve_kafka
+    from mig.ops.logtool import read_rows, render_json, render_text
 
     for role in topic:
         if role not in ("calls", "checkpoints", "control", "input"):
@@ -62,8 +62,8 @@ def verify(
     config: Optional[Path] = CONFIG,
 ) -> None:
     """Walk all of the app's topics; report undecodable records and sequence gaps (exit 1)."""
-    from mig.connect import resolve_kafka
-    from mig.logtool import verify as run_verify
+    from mig.kafka.connect import resolve_kafka
+    from mig.ops.logtool import verify as run_verify
 
     report = run_verify(resolve_kafka(bootstrap, config), name)
     for problem in report.problems:

@@ -22,8 +22,8 @@ def migrate(
     """Move the primary role of NAME to a replica with no committed work lost: the primary
     stops taking input at a barrier, commits everything, and the replica replays to that
     point and goes live."""
-    from mig.connect import resolve_kafka
-    from mig.migrate import request_migration
+    from mig.kafka.connect import resolve_kafka
+    from mig.ops.migrate import request_migration
 
     settings = resolve_kafka(bootstrap, config)
     result = request_migration(settings, name, to=to, timeout=timeout)

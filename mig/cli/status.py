@@ -30,9 +30,9 @@ def status(
     current primary and last promotion. Reads the last 10 minutes of mig.NAME.control
     (--since); with --config, a member is stale after 10 of its [replica] heartbeat_ms
     (else after 2 s)."""
-    from mig.connect import resolve_kafka
+    from mig.control.status import collect, render_text, to_json
     from mig.errors import MigError
-    from mig.status import collect, render_text, to_json
+    from mig.kafka.connect import resolve_kafka
 
     heartbeat_ms = None
     if config is not None:

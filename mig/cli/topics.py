@@ -17,8 +17,8 @@ def ensure(config: Path = typer.Argument(..., metavar="APP.TOML"),
            bootstrap: Optional[str] = BOOTSTRAP) -> None:
     """Create the app's calls, checkpoints and control topics; refuse wrong existing ones."""
     from mig.config import load_config
-    from mig.connect import resolve_kafka
-    from mig.topics import ensure_topics
+    from mig.kafka.connect import resolve_kafka
+    from mig.kafka.topics import ensure_topics
 
     cfg = load_config(config)
     settings = resolve_kafka(bootstrap, config, start_embedded=True)

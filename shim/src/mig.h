@@ -233,7 +233,7 @@ uint64_t mig_out_hash(const struct mig_call *call, uint64_t limit);
 int mig_fd_recorded(int fd);
 void mig_fd_forget(int fd);
 /* After a read of fd that returned `result` (recorded or replayed): count the bytes in the
- * ring's stdin_read when fd is the app's stdin pipe (mig/appinput.py). */
+ * ring's stdin_read when fd is the app's stdin pipe (mig/member/stdin.py). */
 void mig_stdin_count(int fd, int64_t result);
 /* A regular file's (st_dev, st_ino) as the program first saw them, across a restore
  * (mig_fileid.c): after a successful trapped stat-family call `nr` with arguments a; and

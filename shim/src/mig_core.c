@@ -176,7 +176,7 @@ static void resolve_all(void)
         "clock_gettime", "GLIBC_2.17");
 }
 
-/* The app's stdin pipe ([app] stdin = "topic", mig/appinput.py): MIG_STDIN="DEV:INO" for
+/* The app's stdin pipe ([app] stdin = "topic", mig/member/stdin.py): MIG_STDIN="DEV:INO" for
  * the first process, the parent's ring for a forked one (the agent rewrites the rings of a
  * checkpoint for the pipe of the host that restores it), the ring itself after exec. */
 static uint64_t stdin_dev, stdin_ino;

@@ -502,7 +502,7 @@ void mig_go_live(void)
         t->what = T_NONE;
     }
     went_live = 1;
-    /* No PR_SET_PDEATHSIG here: the app's pid namespace ends with its agent (mig/holder.py),
+    /* No PR_SET_PDEATHSIG here: the app's pid namespace ends with its agent (mig/member/holder.py),
      * and a death signal would kill this process when the *thread* that forked it exits. */
 }
 

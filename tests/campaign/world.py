@@ -25,10 +25,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mig.broker.cluster import LocalCluster, free_ports
-from mig.status import read_control
+from mig.broker.node import free_ports
+from mig.control.status import read_control
 from tests.apps.ackclient import WriteReport, run_writes
 from tests.apps.client import request
+from tests.cluster import LocalCluster
 from tests.testnet import HostNet
 
 APPS = Path(__file__).resolve().parents[1] / "apps"

@@ -111,7 +111,7 @@ def start(spec: dict[str, Any], ready: Path, log_file: Path, stdin: Any,
     spec_r, spec_w = os.pipe()
     with open(log_file, "ab") as out:
         try:
-            holder = HeldApp([sys.executable, "-m", "mig.holder", str(spec_r), str(ready)],
+            holder = HeldApp([sys.executable, "-m", "mig.member.holder", str(spec_r), str(ready)],
                              stdin=stdin, stdout=out, stderr=out, pass_fds=(spec_r,),
                              preexec_fn=lambda: _die_with_parent(agent),
                              start_new_session=True)
@@ -164,7 +164,7 @@ def _first_child(pid: int) -> int:
     return int(children[0])
 
 
-# -- in the holder (python -m mig.holder SPEC_FD READY)
+# -- in the holder (python -m mig.member.holder SPEC_FD READY)
 
 def _holder(spec: dict[str, Any], ready: Path) -> int:
     """Make the namespaces, fork init, pass signals on, end as the app ended."""
@@ -288,7 +288,7 @@ def _init(spec: dict[str, Any], ready: Path, alive: int, status: int) -> int:
             mount(here, there, None, MS_BIND)
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     if spec["mode"] == "run":
-        from mig.launch import prepare_child
+        from mig.member.launch import prepare_child
 
         if namespaced:
             Path("/proc/sys/kernel/ns_last_pid").write_text(str(APP_PID - 1))

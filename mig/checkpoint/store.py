@@ -20,7 +20,7 @@ Taking one (on a hot replica, so the primary never stalls; ``Replayer._checkpoin
 Restoring one (a replica that starts late, ``restore``): pick the newest manifest this host
 can restore (CRIU not older than the image's, same major; same kernel release series),
 fetch and verify its chunks, unpack, and run ``criu restore`` under the app's holder
-(mig/holder.py), in a new pid and mount namespace where this member's folders are mounted
+(mig/member/holder.py), in a new pid and mount namespace where this member's folders are mounted
 at the paths the image names, so it can run beside other members on one machine. The
 worker then attaches to the rings and replays from the manifest's offsets.
 """
@@ -44,12 +44,12 @@ from typing import Any
 
 import structlog
 
-from mig.auth import authentic
 from mig.errors import MigError
-from mig.holder import HeldApp
-from mig.kafka import KafkaSettings, consumer, quick_start
-from mig.logwriter import LogWriter
-from mig.topics import topic_names
+from mig.kafka.clients import KafkaSettings, consumer, quick_start
+from mig.kafka.topics import topic_names
+from mig.kafka.writer import LogWriter
+from mig.member.holder import HeldApp
+from mig.wire.auth import authentic
 
 __all__ = ["Archive", "CheckpointError", "compatible", "dump_app", "fetch_checkpoint",
            "list_manifests", "pack", "request_checkpoint", "restore_app", "stage",
@@ -73,12 +73,12 @@ class Archive:
 def dump_app(pid: int, images: Path, holder: int) -> None:
     """``criu dump --leave-running`` of the process tree rooted at ``pid``.
 
-    Every app runs in its holder's pid and mount namespaces (mig/holder.py; a restored one
+    Every app runs in its holder's pid and mount namespaces (mig/member/holder.py; a restored one
     under the pids it had when it was dumped); CRIU dumps a subtree only from inside its pid
     namespace, so CRIU runs there (``nsenter``: ``holder`` is the host pid of the
     namespace's init) and ``pid`` is the app's pid in that namespace. The image of a
     restored app then names the same pids and paths as the one it was restored from."""
-    from mig.criu import find_criu
+    from mig.checkpoint.criu import find_criu
 
     criu = find_criu()
     images.mkdir(parents=True, exist_ok=True)
@@ -205,7 +205,7 @@ def store_checkpoint(settings: KafkaSettings, app: str, member: str, archive: Ar
                      ) -> dict[str, Any]:
     """Write the chunks and the manifest in one transaction; drop checkpoints beyond
     ``keep`` and the calls records before the oldest kept one. Returns the manifest."""
-    from mig.criu import find_criu
+    from mig.checkpoint.criu import find_criu
     from mig.progress import Progress
 
     checkpoint_id = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:8]}"
@@ -263,7 +263,7 @@ def _trim_calls(settings: KafkaSettings, app: str, offsets: list[dict[str, int]]
     """Delete the calls records no kept checkpoint needs (best effort: logged on failure)."""
     from confluent_kafka import TopicPartition
 
-    from mig.kafka import admin_client
+    from mig.kafka.clients import admin_client
 
     topic = topic_names(app)["calls"]
     parts = [TopicPartition(topic, po["partition"], po["offset"]) for po in offsets
@@ -283,13 +283,13 @@ def _scan(settings: KafkaSettings, app: str, start: Any, accept: Any, on_record:
           timeout: float = 30.0) -> list[int]:
     """Read ``mig.NAME.checkpoints`` (committed records) to the end of the partitions that
     ``start(partitions)`` returns as {partition: offset}. Records whose key ``accept(key)``
-    takes, and that are signed when the app's records are (mig/auth.py), are decoded and
+    takes, and that are signed when the app's records are (mig/wire/auth.py), are decoded and
     given to ``on_record(key, name, record)``; a tombstone comes as ``(key, None, None)``.
     Returns the topic's partitions ([] when it does not exist)."""
     from confluent_kafka import KafkaError, TopicPartition
 
-    from mig.codec import Codec
     from mig.errors import DecodeError
+    from mig.wire.codec import Codec
 
     codec = Codec.default()
     topic = topic_names(app)["checkpoints"]
@@ -395,7 +395,7 @@ def request_checkpoint(settings: KafkaSettings, app: str, timeout: float = 60.0
     import getpass
     import socket
 
-    from mig.migrate import answers, request_reader
+    from mig.ops.migrate import answers, request_reader
 
     cons = request_reader(settings, app, "checkpoint", primary=False, committed=True)
     try:
@@ -449,7 +449,7 @@ def fetch_checkpoint(settings: KafkaSettings, app: str, manifest: dict[str, Any]
 
 def restore_app(images: Path, root_pid: int, binds: list[tuple[Path, Path]],
                 log_file: Path, stdin: tuple[Any, int] | None = None) -> HeldApp:
-    """Restore the image under its holder (mig/holder.py): in a new pid and mount
+    """Restore the image under its holder (mig/member/holder.py): in a new pid and mount
     namespace, bind ``binds`` (here -> image's path), ``criu restore``; the holder's init
     stays until the app's first process ends, and the whole namespace ends with this
     agent. Returns the holder (its signals reach the app, its exit is the app's).
@@ -457,9 +457,9 @@ def restore_app(images: Path, root_pid: int, binds: list[tuple[Path, Path]],
     ``stdin``: (this host's stdin pipe, the inode of the pipe the image's app had as its
     stdin): CRIU gives every fd of the app that was that pipe this host's pipe instead
     (``--inherit-fd``; the pipe is criu's own stdin, passed down by the holder)."""
-    from mig.criu import find_criu
-    from mig.holder import HolderError
-    from mig.holder import start as start_held
+    from mig.checkpoint.criu import find_criu
+    from mig.member.holder import HolderError
+    from mig.member.holder import start as start_held
 
     criu = find_criu().argv()
     held_stdin: Any = subprocess.DEVNULL

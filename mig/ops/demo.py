@@ -22,8 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mig.broker import EmbeddedBroker
-from mig.broker.cluster import free_ports
-from mig.logtool import verify
+from mig.broker.node import free_ports
+from mig.ops.logtool import verify
 from mig.paths import source_root
 
 __all__ = ["run_demo"]
@@ -199,7 +199,7 @@ def _request_once(port: int, line: str) -> str:
 
 
 def _control(broker: EmbeddedBroker, app: str) -> list[tuple[str, dict]]:
-    from mig.status import read_control
+    from mig.control.status import read_control
 
     return read_control(broker.settings, app)
 

@@ -7,29 +7,15 @@ replication factor 3 and min.insync.replicas 2 (for three nodes).
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 from types import TracebackType
 
-from mig.broker.node import KafkaNode, new_cluster_id
+from mig.broker.node import KafkaNode, free_ports, new_cluster_id
 from mig.errors import BrokerError, KafkaUnavailable
-from mig.kafka import KafkaSettings, wait_reachable
+from mig.kafka.clients import KafkaSettings, wait_reachable
 
 __all__ = ["LocalCluster", "free_ports"]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports free on 127.0.0.1 at the time of the call."""
-    socks, ports = [], []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        socks.append(sock)
-        ports.append(sock.getsockname()[1])
-    for sock in socks:
-        sock.close()
-    return ports
 
 
 class LocalCluster:

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from mig.codec import Codec
 from mig.errors import DecodeError, MigError
-from mig.kafka import KafkaSettings, consumer, wait_reachable
-from mig.topics import topic_names
+from mig.kafka.clients import KafkaSettings, consumer, wait_reachable
+from mig.kafka.topics import topic_names
+from mig.wire.codec import Codec
 
 __all__ = ["Row", "read_rows", "render_text", "render_json", "verify", "VerifyReport",
            "latest_manifest"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from mig.channel import F_OUTPUT, RawCall
 from mig.errors import DecodeError
-from mig.kinds import KIND_NAMES, KIND_NUMBERS
+from mig.ring.kinds import KIND_NAMES, KIND_NUMBERS
+from mig.ring.memory import F_OUTPUT, RawCall
 
 __all__ = ["to_avro", "from_avro", "describe"]
 

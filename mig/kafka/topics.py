@@ -4,7 +4,7 @@
 delete_records), ``mig.NAME.checkpoints`` (compacted, short segments so superseded chunks
 go soon) and ``mig.NAME.control`` (delete policy, bounded retention); with ``[app] stdin =
 "topic"`` also ``mig.NAME.input`` (delete policy, kept forever: the program's standard
-input, mig/appinput.py). An existing topic whose cleanup policy differs is refused: mig
+input, mig/member/stdin.py). An existing topic whose cleanup policy differs is refused: mig
 would silently lose or keep the wrong data.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from mig.errors import MigError, TopicConfigError
-from mig.kafka import KafkaSettings, admin_client, wait_reachable
+from mig.kafka.clients import KafkaSettings, admin_client, wait_reachable
 
 __all__ = ["TopicSpec", "topic_names", "topic_specs", "ensure_topics", "DEFAULT_TOPICS"]
 
@@ -52,7 +52,7 @@ def topic_specs(app: str, topics: dict[str, int] | None = None,
         TopicSpec(names["calls"], "calls", t["partitions"], {
             **common, "cleanup.policy": "delete", "retention.ms": "-1",
             "retention.bytes": "-1"}),
-        # two partitions: manifests and chunks (mig/checkpoint.py, MANIFESTS and CHUNKS)
+        # two partitions: manifests and chunks (mig/checkpoint/store.py, MANIFESTS and CHUNKS)
         TopicSpec(names["checkpoints"], "checkpoints", 2, {
             **common, "cleanup.policy": "compact",
             "segment.ms": str(t["checkpoint_segment_ms"]),

@@ -33,7 +33,7 @@ from pathlib import Path
 import structlog
 
 from mig.config import AppConfig
-from mig.kafka import KafkaSettings
+from mig.kafka.clients import KafkaSettings
 
 log = structlog.get_logger()
 
@@ -134,7 +134,7 @@ class PrimaryCheckpointer:
             self._reaped(now)
         if replica_hot and self.asked is None:
             # a hot replica checkpoints on its own schedule; a request asked here was
-            # decided when it was read (no replica hot then, mig/control.py), and is taken
+            # decided when it was read (no replica hot then, mig/control/view.py), and is taken
             self.last_at, self.last_calls = now, calls
             return
         if not self.enabled:
@@ -166,7 +166,7 @@ class PrimaryCheckpointer:
             self.failed_requests.append((event, reason))
 
     def _criu_ok(self) -> bool:
-        from mig.criu import CriuMissing, find_criu
+        from mig.checkpoint.criu import CriuMissing, find_criu
 
         if self._criu_checked:
             return self.enabled

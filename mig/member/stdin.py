@@ -27,8 +27,8 @@ from typing import Any, BinaryIO
 import structlog
 
 from mig.errors import DecodeError, MigError
-from mig.identity import member_id
-from mig.kafka import KafkaSettings
+from mig.kafka.clients import KafkaSettings
+from mig.wire.identity import member_id
 
 __all__ = ["StdinPipe", "Feeder", "publish", "consumed", "CHUNK"]
 
@@ -60,7 +60,7 @@ class StdinPipe:
 
 def consumed(run_dir: Path) -> int:
     """Bytes of stdin the app's processes have read, by their rings (live or ended)."""
-    from mig.channel import Ring
+    from mig.ring.memory import Ring
 
     total = 0
     for path in sorted(run_dir.glob("*.ring")):
@@ -78,7 +78,7 @@ def publish(settings: KafkaSettings, app: str, stream: BinaryIO, end: bool,
     before the next read (a producer piping into ``mig input`` is told its bytes are safe
     as soon as it can write more); with ``end``, then mark the end of the input. Returns
     (bytes, records)."""
-    from mig.logwriter import LogWriter
+    from mig.kafka.writer import LogWriter
 
     writer = LogWriter(settings, app)
     key = member_id("input")
@@ -145,10 +145,10 @@ class Feeder:
     def _feed(self) -> None:
         from confluent_kafka import KafkaError, TopicPartition
 
-        from mig.auth import authentic
-        from mig.codec import Codec
-        from mig.kafka import consumer
-        from mig.topics import topic_names
+        from mig.kafka.clients import consumer
+        from mig.kafka.topics import topic_names
+        from mig.wire.auth import authentic
+        from mig.wire.codec import Codec
 
         topic = topic_names(self.app)["input"]
         codec = Codec.default()

@@ -195,7 +195,7 @@ class Ring:
 
     @property
     def stdin_read(self) -> int:
-        """Bytes this process read from the app's stdin pipe (mig/appinput.py)."""
+        """Bytes this process read from the app's stdin pipe (mig/member/stdin.py)."""
         return self._u64("stdin_read")
 
     @property
@@ -357,7 +357,7 @@ _REFUSED: set[Path] = set()  # foreign rings already reported
 
 def set_stdin_pipe(path: Path, dev: int, ino: int) -> None:
     """Name this host's stdin pipe in a ring file of a checkpoint before the app is
-    restored from it (the shim counts reads of the pipe it names: mig/appinput.py)."""
+    restored from it (the shim counts reads of the pipe it names: mig/member/stdin.py)."""
     with open(path, "r+b") as f:
         f.seek(_OFF["stdin_dev"])
         f.write(struct.pack("<QQ", dev, ino))

@@ -21,8 +21,8 @@ import structlog
 
 from mig.config import AppConfig
 from mig.errors import MigError
-from mig.holder import HeldApp
-from mig.holder import start as start_held
+from mig.member.holder import HeldApp
+from mig.member.holder import start as start_held
 from mig.paths import shim_library
 
 __all__ = ["app_env", "launch", "kill_group", "prepare_child", "replica_workdir", "BASE_ENV",
@@ -54,7 +54,7 @@ def prepare_child() -> None:
     and the agent's own handlers differ by role: what the app inherits would differ between
     hosts, and so would what it does (Python's asyncio, for one, takes another path when
     SIGINT is ignored, and the replica diverged at start). That the app ends with its
-    agent is the holder's work (mig/holder.py), not a setting of the app's processes."""
+    agent is the holder's work (mig/member/holder.py), not a setting of the app's processes."""
     libc = ctypes.CDLL(None, use_errno=True)
     current = libc.personality(0xFFFFFFFF)
     libc.personality(current | ADDR_NO_RANDOMIZE)
@@ -92,7 +92,7 @@ def replica_workdir(cfg: AppConfig, member: str) -> tuple[Path, Path | None]:
     Returns (folder, the previous one or None)."""
     import shutil
 
-    from mig.checkpointer import copy_folder
+    from mig.checkpoint.local import copy_folder
     from mig.paths import mig_home, run_root
 
     folder = mig_home() / "replicas" / cfg.name / member
@@ -128,13 +128,13 @@ def _binds_to_app_folder(cfg: AppConfig, cwd: Path, run_dir: Path, log_file: Pat
 def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
            log_file: Path, stdin_pipe: Any = None) -> HeldApp:
     """Start the app under the shim in ``mode`` (record or replay), under its holder
-    (mig/holder.py: the app runs in a pid namespace of its own and ends with this agent).
+    (mig/member/holder.py: the app runs in a pid namespace of its own and ends with this agent).
 
     Recording, the app's stdin is mig's own: what the app reads from it is a recorded input
     like a socket's (``producer | mig primary start app.toml``). Replaying, it is /dev/null:
     the reads come from the log; after promotion the program reads the end of its input
     (docs/interceptor.md, "Standard input"). With ``stdin_pipe`` (``[app] stdin =
-    "topic"``, mig/appinput.py) it is that pipe's read end, in either mode, and the shim
+    "topic"``, mig/member/stdin.py) it is that pipe's read end, in either mode, and the shim
     counts what the app reads from it."""
     shim = shim_library()
     if not shim.is_file():

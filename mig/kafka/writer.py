@@ -14,11 +14,11 @@ from typing import Any
 
 import structlog
 
-from mig.auth import HEADER as AUTH_HEADER
-from mig.codec import Codec
 from mig.errors import Fenced, MigError
-from mig.kafka import KafkaSettings, producer
-from mig.topics import topic_names
+from mig.kafka.clients import KafkaSettings, producer
+from mig.kafka.topics import topic_names
+from mig.wire.auth import HEADER as AUTH_HEADER
+from mig.wire.codec import Codec
 
 __all__ = ["LogWriter"]
 
@@ -52,7 +52,7 @@ class LogWriter:
         self.fenced = ""  # why, once a newer writer with the same transactional id fenced us
         self._transactional_id = transactional_id
         self._bootstrap = settings.bootstrap_servers
-        self._auth = settings.auth  # mig/auth.py: every record signed when set
+        self._auth = settings.auth  # mig/wire/auth.py: every record signed when set
         if self._transactional and fence_now:
             self.fence()
         elif self._transactional:

@@ -18,13 +18,13 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from mig.auth import authentic
-from mig.codec import Codec
+from mig.control.status import refuse_if_nobody_runs
 from mig.errors import DecodeError, MigError
-from mig.kafka import KafkaSettings, consumer, end_offsets
-from mig.logwriter import LogWriter
-from mig.status import refuse_if_nobody_runs
-from mig.topics import topic_names
+from mig.kafka.clients import KafkaSettings, consumer, end_offsets
+from mig.kafka.topics import topic_names
+from mig.kafka.writer import LogWriter
+from mig.wire.auth import authentic
+from mig.wire.codec import Codec
 
 __all__ = ["answers", "request_migration", "request_reader", "failure_line"]
 
@@ -63,7 +63,7 @@ def request_reader(settings: KafkaSettings, app: str, purpose: str, primary: boo
 def answers(cons: Any, settings: KafkaSettings, app: str, event: str,
             reader: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """The control records that arrived for a request (one consume of ``cons``): those
-    signed rightly when the app's are (mig/auth.py) and decodable. A ``RequestFailed`` for
+    signed rightly when the app's are (mig/wire/auth.py) and decodable. A ``RequestFailed`` for
     ``event`` ends the request at once with its reason (MigError)."""
     codec = Codec.default()
     for msg in cons.consume(100, 0.1):

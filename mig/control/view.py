@@ -112,7 +112,7 @@ class ControlView:
     def answers_checkpoint_request(self, member: str) -> bool:
         """Whether ``member`` (a replica) takes the checkpoint of the CheckpointRequest just
         read: the least-lagged replica hot in the topic's order does; with none, the
-        primary's host (mig/checkpointer.py). Every member reads the same records in the
+        primary's host (mig/checkpoint/local.py). Every member reads the same records in the
         same order, so exactly one answers. Judged by the readers' clocks, a replica still
         catching up answered beside the primary's host, and so did a replica whose agent
         had been paused: its old statuses, read late, looked new to it."""

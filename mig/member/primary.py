@@ -29,21 +29,21 @@ from typing import Any
 
 import structlog
 
-from mig.auth import authentic
-from mig.channel import MODE_RECORD, Ring, new_rings
-from mig.checkpointer import PrimaryCheckpointer, snapshot_start
-from mig.codec import Codec
+from mig.checkpoint.local import PrimaryCheckpointer, snapshot_start
 from mig.config import AppConfig
-from mig.control import ControlView, fresh_s
-from mig.elfcheck import check_program
+from mig.control.view import ControlView, fresh_s
 from mig.errors import DecodeError, Fenced, MigError
-from mig.fastbatch import BatchEncoder
-from mig.identity import app_identity, member_id
-from mig.kafka import KafkaSettings, consumer, end_offsets
-from mig.launch import app_env, kill_group, launch, private_run_dir
-from mig.logwriter import LogWriter
-from mig.metrics import Metrics
-from mig.topics import ensure_topics, topic_names
+from mig.kafka.clients import KafkaSettings, consumer, end_offsets
+from mig.kafka.topics import ensure_topics, topic_names
+from mig.kafka.writer import LogWriter
+from mig.member.launch import app_env, kill_group, launch, private_run_dir
+from mig.member.metrics import Metrics
+from mig.ops.elfcheck import check_program
+from mig.ring.batch import BatchEncoder
+from mig.ring.memory import MODE_RECORD, Ring, new_rings
+from mig.wire.auth import authentic
+from mig.wire.codec import Codec
+from mig.wire.identity import app_identity, member_id
 
 __all__ = ["Recorder", "RecordStats"]
 
@@ -130,10 +130,10 @@ class Recorder:
         self._view_fresh_at = 0.0  # from then on, hot_replicas() rests on live statuses
         self._next_trigger_check = 0.0
         self._load_high_since: float | None = None
-        self.metrics = metrics  # mig/metrics.py, when this member serves them
-        # checkpoints when no hot replica takes them (mig/checkpointer.py)
+        self.metrics = metrics  # mig/member/metrics.py, when this member serves them
+        # checkpoints when no hot replica takes them (mig/checkpoint/local.py)
         self.checkpointer = PrimaryCheckpointer(cfg, settings, run_dir, self.member)
-        # [app] stdin = "topic" (mig/appinput.py): the pipe, and its feeder once it may run
+        # [app] stdin = "topic" (mig/member/stdin.py): the pipe, and its feeder once it may run
         self.stdin_pipe: Any = None
         self.feeder: Any = None
         self._feed_when: Any = None  # adopt(): true once every byte the log read is counted
@@ -155,7 +155,7 @@ class Recorder:
             private_run_dir(self.run_dir)
             snapshot_start(self.cfg.cwd, self.run_dir)
         if self.cfg.stdin == "topic":
-            from mig.appinput import StdinPipe
+            from mig.member.stdin import StdinPipe
 
             self.stdin_pipe = StdinPipe()
         proc = launch(self.cfg, "record", self.run_dir, self.cfg.cwd,
@@ -184,7 +184,7 @@ class Recorder:
         return self._serve(writer, proc)
 
     def _start_feeder(self) -> None:
-        from mig.appinput import Feeder, consumed
+        from mig.member.stdin import Feeder, consumed
 
         self._feed_when = None
         self.feeder = Feeder(self.settings, self.cfg.name, self.stdin_pipe,
@@ -344,7 +344,7 @@ class Recorder:
                 elif self._migrate_asked is None:
                     # ask the app to end, and keep answering its barriers while it does:
                     # its last outputs (held until acknowledged) are part of ending
-                    proc.terminate()  # the holder passes it on to the app (mig/holder.py)
+                    proc.terminate()  # the holder passes it on to the app (mig/member/holder.py)
                     self.stats.stop_signal = signal.SIGTERM
                     # (not `now`: a handoff that failed this turn took its whole timeout,
                     # and the app's 10 s to end would have been over before they began)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass
 
-from mig.channel import Ring
-from mig.codec import MAGIC, Codec
 from mig.errors import MigError
-from mig.kinds import KIND_NAMES
 from mig.paths import encoder_library
+from mig.ring.kinds import KIND_NAMES
+from mig.ring.memory import Ring
+from mig.wire.codec import MAGIC, Codec
 
 __all__ = ["BatchEncoder", "EncodedBatch"]
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mig.errors import MigError
-from mig.kafka import KafkaSettings
+from mig.kafka.clients import KafkaSettings
 
 __all__ = ["Sample", "Clock", "samples_of", "estimate", "spread", "observe", "WARN_MS",
            "FAIL_MS", "BROKER"]
@@ -98,11 +98,11 @@ def observe(settings: KafkaSettings, app: str, window_s: float,
     ``window_s`` seconds; None when the topic does not exist. Only reads."""
     from confluent_kafka import OFFSET_END, KafkaError, KafkaException, TopicPartition
 
-    from mig.auth import authentic
-    from mig.codec import Codec
     from mig.errors import DecodeError
-    from mig.kafka import consumer
-    from mig.topics import topic_names
+    from mig.kafka.clients import consumer
+    from mig.kafka.topics import topic_names
+    from mig.wire.auth import authentic
+    from mig.wire.codec import Codec
 
     topic = topic_names(app)["control"]
     cons = consumer(settings, **{"group.id": "mig-doctor",

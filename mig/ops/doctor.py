@@ -4,7 +4,7 @@ Every check returns what it found and, unless all is well, what to do about it; 
 changes anything (no broker is started, no topic is created). The host checks cover what
 recording, replay and checkpoints rely on: the kernel, glibc, CRIU, ptrace, namespaces and
 the shim. With an app.toml, the app's program, its Kafka and its topics are checked too,
-and whether the clocks of its running members agree (mig/clocksync.py). The program's
+and whether the clocks of its running members agree (mig/ops/clocks.py). The program's
 dynamic imports tell what it does that matters to replay (threads, child processes, a JIT
 runtime, reading stdin): one line each, saying what it means.
 """
@@ -26,8 +26,8 @@ from mig.errors import MigError
 
 if TYPE_CHECKING:
     from mig.config import AppConfig
-    from mig.elfcheck import Program
-    from mig.kafka import KafkaSettings
+    from mig.kafka.clients import KafkaSettings
+    from mig.ops.elfcheck import Program
 
 __all__ = ["Check", "run_checks", "host_checks", "app_checks", "program_shapes", "exit_code",
            "render_text", "to_json", "STATUSES"]
@@ -120,7 +120,7 @@ def check_glibc() -> Check:
 
 
 def check_criu() -> Check:
-    from mig.criu import MIN_VERSION, find_criu, install_hint
+    from mig.checkpoint.criu import MIN_VERSION, find_criu, install_hint
 
     try:
         info = find_criu()
@@ -164,7 +164,7 @@ def check_namespaces() -> Check:
         return Check("namespaces", "fail", "no `unshare` on PATH",
                      "install util-linux")
     failed = []
-    # every app runs in a pid and mount namespace of its own (mig/holder.py)
+    # every app runs in a pid and mount namespace of its own (mig/member/holder.py)
     for what, args in (("pid and mount", ["--pid", "--mount", "--fork"]),
                        ("network", ["--net"])):
         ok, out = _run([unshare, *args, "true"])
@@ -243,7 +243,7 @@ def program_shapes(program: Program, capture: str = "trap",
     """What the program's dynamic imports say it does that matters to replay (threads,
     child processes, a JIT runtime, reading stdin): one line for each it does. The
     program's own imports only: its libraries may start threads of their own."""
-    from mig.elfcheck import dynamic_imports
+    from mig.ops.elfcheck import dynamic_imports
 
     try:
         imports = dynamic_imports(program.binary)
@@ -314,8 +314,8 @@ def _threads_shape(name: str, starts: str, symbols: frozenset[str], capture: str
 def app_checks(app_toml: Path, kafka_timeout: float = 3.0) -> list[Check]:
     """The app.toml itself, its program, its Kafka and its topics (read-only)."""
     from mig.config import load_config
-    from mig.elfcheck import find_program
-    from mig.launch import app_env
+    from mig.member.launch import app_env
+    from mig.ops.elfcheck import find_program
 
     try:
         cfg = load_config(app_toml)
@@ -344,8 +344,8 @@ def app_checks(app_toml: Path, kafka_timeout: float = 3.0) -> list[Check]:
 def check_clocks(settings: KafkaSettings, app: str, window_s: float,
                  timeout: float = 3.0) -> Check:
     """Whether the wall clocks of the app's members (and this host's) agree, from the
-    records arriving on its control topic for ``window_s`` seconds (mig/clocksync.py)."""
-    from mig.clocksync import FAIL_MS, WARN_MS, estimate, observe, spread
+    records arriving on its control topic for ``window_s`` seconds (mig/ops/clocks.py)."""
+    from mig.ops.clocks import FAIL_MS, WARN_MS, estimate, observe, spread
 
     advice = ("synchronise the hosts' clocks with chrony or NTP (docs/operations.md,"
               " \"Clocks\")")
@@ -386,9 +386,9 @@ def _clock_name(clock: str, members: tuple[str, ...]) -> str:
 
 def _check_kafka(cfg: AppConfig, app_toml: Path,
                  timeout: float) -> tuple[Check, KafkaSettings | None]:
-    from mig.connect import resolve_kafka
     from mig.errors import KafkaRefused
-    from mig.kafka import wait_reachable
+    from mig.kafka.clients import wait_reachable
+    from mig.kafka.connect import resolve_kafka
 
     try:
         settings = resolve_kafka(None, app_toml)
@@ -415,8 +415,8 @@ def _check_topics(settings: KafkaSettings, app: str, topics: dict[str, int],
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import ConfigResource
 
-    from mig.kafka import admin_client
-    from mig.topics import STRICT_KEYS, topic_specs
+    from mig.kafka.clients import admin_client
+    from mig.kafka.topics import STRICT_KEYS, topic_specs
 
     admin = admin_client(settings)
     try:

@@ -7,7 +7,7 @@ refused, naming the difference), launches the app, and writes each CallBatch's c
 the ring of its logical process. A ring that reports a divergence stops the replica with the logical
 process, sequence number, Kafka offset and both sides of the mismatch.
 
-It also reads ``mig.NAME.control`` (mig/control.py) and takes over when the primary is gone:
+It also reads ``mig.NAME.control`` (mig/control/view.py) and takes over when the primary is gone:
 no heartbeat and no new call record for ``failover_timeout_ms`` -> claim the next epoch
 (the least-lagged healthy replica first) -> the first claim in the topic wins -> the
 winner fences the old primary (initialising the app's transactional producer), reads the
@@ -32,9 +32,17 @@ from typing import Any
 
 import structlog
 
-from mig.auth import authentic
-from mig.calls import describe, from_avro
-from mig.channel import (
+from mig.config import AppConfig
+from mig.control.view import ControlView, fresh_s
+from mig.errors import DecodeError, MigError
+from mig.kafka.clients import KafkaSettings, consumer, wait_reachable, watermarks
+from mig.kafka.topics import topic_names
+from mig.kafka.writer import LogWriter
+from mig.member.launch import app_env, kill_group, launch, private_run_dir
+from mig.member.metrics import Metrics
+from mig.progress import Progress
+from mig.ring.calls import describe, from_avro
+from mig.ring.memory import (
     RawCall,
     Ring,
     new_rings,
@@ -42,17 +50,9 @@ from mig.channel import (
     set_stdin_pipe,
     stdin_pipe_of,
 )
-from mig.codec import Codec
-from mig.config import AppConfig
-from mig.control import ControlView, fresh_s
-from mig.errors import DecodeError, MigError
-from mig.identity import app_identity, member_id
-from mig.kafka import KafkaSettings, consumer, wait_reachable, watermarks
-from mig.launch import app_env, kill_group, launch, private_run_dir
-from mig.logwriter import LogWriter
-from mig.metrics import Metrics
-from mig.progress import Progress
-from mig.topics import topic_names
+from mig.wire.auth import authentic
+from mig.wire.codec import Codec
+from mig.wire.identity import app_identity, member_id
 
 __all__ = ["Replayer", "Divergence", "PromotionFailed", "ReplayStats", "compare_identity"]
 
@@ -88,7 +88,7 @@ class ReplayStats:
     detection_ms: int | None = None  # None after a handoff: nothing was detected
     promotion_ms: int | None = None
     promotion_reason: str | None = None  # "failover" or "handoff"
-    refused: int = 0  # records without a valid signature (mig/auth.py) or copies, skipped
+    refused: int = 0  # records without a valid signature (mig/wire/auth.py) or copies, skipped
 
 
 def compare_identity(recorded: dict[str, Any], local: dict[str, Any]) -> list[str]:
@@ -122,7 +122,7 @@ class Replayer:
         self._paused = False  # fetching calls paused (MAX_PENDING)
         self.stats = ReplayStats()
         self.proc: Any = None
-        self.stdin_pipe: Any = None  # [app] stdin = "topic": mig/appinput.py
+        self.stdin_pipe: Any = None  # [app] stdin = "topic": mig/member/stdin.py
         self.epoch = 0
         self.host = socket.gethostname()
         self.member = member or member_id("replica")
@@ -152,7 +152,7 @@ class Replayer:
         self._calls_topic = topic_names(cfg.name)["calls"]
         self._live_marked: set[str] = set()
         self._standby: list[LogWriter] = []
-        # checkpoints (mig/checkpoint.py)
+        # checkpoints (mig/checkpoint/store.py)
         self.use_checkpoints = use_checkpoints and cfg.checkpoints.get("enabled", True)
         self.identity_rec: dict[str, Any] | None = None  # the recorded AppIdentity
         self.last_seq: dict[str, int] = {}  # lpid -> seq of the last call fed
@@ -168,9 +168,9 @@ class Replayer:
         self._ckpt_error: str | None = None  # why the last checkpoint failed
         self._ckpt_failed: tuple[str, str] | None = None  # (request, why) to publish
         self.stored: str | None = None  # the id of the last checkpoint stored
-        # --checkpoint-once (the primary's own checkpoints, mig/checkpointer.py): replay to
+        # --checkpoint-once (the primary's own checkpoints, mig/checkpoint/local.py): replay to
         # the end of the log as it is at the start, store one checkpoint, stop
-        self.metrics = metrics  # mig/metrics.py, when this member serves them
+        self.metrics = metrics  # mig/member/metrics.py, when this member serves them
         self.checkpoint_once = checkpoint_once
         if checkpoint_once:
             self.can_promote = False
@@ -388,9 +388,9 @@ class Replayer:
         ck = self.cfg.checkpoints
         if (self.can_promote and ck.get("enabled", True) and ck.get("when_alone", True)):
             # for the checkpoints this member takes alone once it is the primary
-            # (mig/checkpointer.py): the app's folder before the app starts from the log's
+            # (mig/checkpoint/local.py): the app's folder before the app starts from the log's
             # start
-            from mig.checkpointer import snapshot_start
+            from mig.checkpoint.local import snapshot_start
 
             private_run_dir(self.run_dir)
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -493,7 +493,7 @@ class Replayer:
 
     def _refused(self, msg: Any, role: str) -> bool:
         """True (and said in an error line) for a record without a valid signature when the
-        app's records are signed: it is skipped, the replay goes on (mig/auth.py)."""
+        app's records are signed: it is skipped, the replay goes on (mig/wire/auth.py)."""
         if authentic(self.settings.auth, role, msg, "mig.replayer"):
             return False
         self.stats.refused += 1
@@ -727,7 +727,7 @@ class Replayer:
         real: shim/src/mig_live.c). A process that cannot go live fails the promotion
         (PromotionFailed, from _check); one still waiting at the deadline goes live at its
         next call, and is named."""
-        from mig.channel import MODE_RECORD, STATE_EXITED
+        from mig.ring.memory import MODE_RECORD, STATE_EXITED
 
         # a process none of whose threads waits in the shim for a record (an nginx master
         # in sigsuspend) goes live whenever it next calls: not waited for. A waiting
@@ -751,17 +751,17 @@ class Replayer:
 
     def _new_stdin_pipe(self) -> Any:
         """``[app] stdin = "topic"``: the app's stdin pipe on this host, which this member
-        feeds once it is the primary (mig/appinput.py); None otherwise."""
+        feeds once it is the primary (mig/member/stdin.py); None otherwise."""
         if self.cfg.stdin != "topic":
             return None
-        from mig.appinput import StdinPipe
+        from mig.member.stdin import StdinPipe
 
         return StdinPipe()
 
     def stdin_replayed(self) -> bool:
         """After promotion: every process has taken the last record the log had for it
-        (or ended), so the rings' stdin counts are final (mig/appinput.py)."""
-        from mig.channel import MODE_RECORD, STATE_EXITED
+        (or ended), so the rings' stdin counts are final (mig/member/stdin.py)."""
+        from mig.ring.memory import MODE_RECORD, STATE_EXITED
 
         return all(not self.pending.get(lpid)
                    and (ring.state == STATE_EXITED or ring.mode == MODE_RECORD
@@ -798,7 +798,7 @@ class Replayer:
         from the log's start. A checkpoint is refused, with the reason logged, when its CRIU
         or kernel is not this host's kind, its app identity differs, or it is corrupt."""
 
-        from mig.checkpoint import list_manifests
+        from mig.checkpoint.store import list_manifests
 
         start = {p: 0 for p in parts}
         tried: set[str] = set()
@@ -850,14 +850,14 @@ class Replayer:
     def _restore_newest(self, manifests: list[dict[str, Any]], low: dict[int, int]
                         ) -> dict[int, int] | None:
         """Restore the newest of ``manifests`` this host can; its calls offsets, or None."""
-        from mig.checkpoint import (
+        from mig.checkpoint.criu import CriuMissing, find_criu
+        from mig.checkpoint.store import (
             CheckpointError,
             compatible,
             fetch_checkpoint,
             restore_app,
             unpack,
         )
-        from mig.criu import CriuMissing, find_criu
 
         try:
             criu = find_criu()
@@ -992,7 +992,7 @@ class Replayer:
     def _quiet(self) -> bool:
         """Every record read is in a ring and taken, and every process sleeps in the shim
         waiting for its next one (or has ended)."""
-        from mig.channel import STATE_EXITED
+        from mig.ring.memory import STATE_EXITED
 
         if any(self.pending.values()):
             return False
@@ -1002,7 +1002,7 @@ class Replayer:
     def _checkpoint(self, reason: str, event: str | None = None) -> None:
         """Dump at a cut (the app held only for the dump and a copy of its files), then
         compress and store in a background thread."""
-        from mig.checkpoint import (
+        from mig.checkpoint.store import (
             Archive,
             CheckpointError,
             dump_app,

@@ -53,7 +53,7 @@ class KafkaSettings:
     bootstrap_servers: str
     properties: dict[str, Any] = field(default_factory=dict)
     source: str = "config"  # "config", "option" or "embedded": said in errors
-    # mig/auth.py: the app's record keys ([security] of app.toml); None: records unsigned
+    # mig/wire/auth.py: the app's record keys ([security] of app.toml); None: records unsigned
     auth: Any = field(default=None, compare=False, repr=False)
     secrets: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mig.errors import MigError
-from mig.kafka import KafkaSettings
+from mig.kafka.clients import KafkaSettings
 
 __all__ = ["resolve_kafka"]
 

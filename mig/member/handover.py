@@ -6,15 +6,15 @@ is open, the rings are turning around. ``take_over`` hands those to a ``Recorder
 records from there on as any primary does; processes still replaying their last records
 are fed on each turn (``Replayer.settle_step``), and with ``[app] stdin = "topic"`` the
 input is fed on once every process has taken its last logged record
-(``Replayer.stdin_replayed``, mig/appinput.py).
+(``Replayer.stdin_replayed``, mig/member/stdin.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mig.recorder import Recorder, RecordStats
-from mig.replayer import Replayer
+from mig.member.primary import Recorder, RecordStats
+from mig.member.replica import Replayer
 
 __all__ = ["take_over"]
 

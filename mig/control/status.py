@@ -26,17 +26,17 @@ from typing import Any
 
 import structlog
 
-from mig.auth import authentic
-from mig.codec import SCHEMA_HEADER, Codec
 from mig.errors import DecodeError, MigError
-from mig.kafka import (
+from mig.kafka.clients import (
     KafkaSettings,
     admin_client,
     reachable_consumer,
     wait_reachable,
     watermarks,
 )
-from mig.topics import topic_names
+from mig.kafka.topics import topic_names
+from mig.wire.auth import authentic
+from mig.wire.codec import SCHEMA_HEADER, Codec
 
 __all__ = ["MemberView", "AppStatus", "summarize", "list_apps", "read_control",
            "read_controls", "collect", "render_text", "to_json", "DEFAULT_STALE_MS",
@@ -428,7 +428,7 @@ def refuse_if_nobody_runs(settings: KafkaSettings, app: str, primary: bool,
 
 
 def _manifests(settings: KafkaSettings, app: str) -> list[dict[str, Any]]:
-    from mig.checkpoint import list_manifests
+    from mig.checkpoint.store import list_manifests
 
     try:
         return list_manifests(settings, app)

@@ -1,0 +1,2 @@
+"""What crosses Kafka: the Avro codec of mig's records, their signatures and the
+app identity a log carries."""

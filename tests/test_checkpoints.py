@@ -505,7 +505,8 @@ def test_storage_layouts(hosts, partitions):
     made with one partition (the earlier layout) still stores and serves checkpoints."""
     from confluent_kafka.admin import NewTopic
 
-    from mig.checkpoint.store import Archive, fetch_checkpoint, store_checkpoint
+    from mig.checkpoint.image import Archive
+    from mig.checkpoint.store import fetch_checkpoint, store_checkpoint
     from mig.kafka.clients import admin_client
     from mig.kafka.topics import ensure_topics, topic_specs
     from tests.samples import sample

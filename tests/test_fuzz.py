@@ -31,7 +31,8 @@ from confluent_kafka import Message
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mig.checkpoint.store import CheckpointError, chunk_index, compatible, unpack
+from mig.checkpoint.image import CheckpointError, compatible, unpack
+from mig.checkpoint.store import chunk_index
 from mig.config import load_config, parse_config
 from mig.control.view import ControlView
 from mig.errors import ConfigError, DecodeError, MigError

@@ -1,173 +1,39 @@
-"""Checkpoints: CRIU images of a replica's app, stored in ``mig.NAME.checkpoints``.
+"""Checkpoints in Kafka: the archive of a checkpoint (mig/checkpoint/image.py) stored in
+``mig.NAME.checkpoints``, listed, fetched and trimmed.
 
-Taking one (on a hot replica, so the primary never stalls; ``Replayer._checkpoint``):
+Storing one: the archive is cut into chunks well under the topic's message size and
+written with a ``CheckpointManifest`` (the calls offsets of the cut, the last sequence
+number and batch number per process, sizes and SHA-256 of every chunk and of the whole,
+CRIU and kernel versions, the app identity, the paths) in one Kafka transaction;
+checkpoints beyond the newest ``keep`` are tombstoned (manifest and chunks, so compaction
+reclaims them) and the calls records before the oldest kept checkpoint's offsets are
+deleted (AdminClient ``delete_records``).
 
-1. the replay worker stops feeding at a cut: every record it has read is in the rings and
-   every process has taken its last one and sleeps in the shim waiting for the next (its
-   ring is empty and it counts as a waiter). Nothing the app does then changes its state;
-2. ``criu dump --leave-running`` of the app's process tree (the shim's channel is a mapped
-   file, which CRIU keeps as a file mapping: nothing to close);
-3. the images, the ring files and the app's working folder (its ``state_dir`` lives there)
-   go into one gzip'd tar; then feeding resumes;
-4. the archive is cut into chunks well under the topic's message size and written with a
-   ``CheckpointManifest`` (the calls offsets of the cut, the last sequence number and batch
-   number per process, sizes and SHA-256 of every chunk and of the whole, CRIU and kernel
-   versions, the app identity, the paths) in one Kafka transaction;
-5. checkpoints beyond the newest ``keep`` are tombstoned (manifest and chunks, so
-   compaction reclaims them) and the calls records before the oldest kept checkpoint's
-   offsets are deleted (AdminClient ``delete_records``).
-
-Restoring one (a replica that starts late, ``restore``): pick the newest manifest this host
-can restore (CRIU not older than the image's, same major; same kernel release series),
-fetch and verify its chunks, unpack, and run ``criu restore`` under the app's holder
-(mig/member/holder.py), in a new pid and mount namespace where this member's folders are mounted
-at the paths the image names, so it can run beside other members on one machine. The
-worker then attaches to the rings and replays from the manifest's offsets.
+Fetching one: its chunks are read from the manifest's ``chunks_from`` on, and each and the
+whole checked against their SHA-256.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
-import os
-import platform
-import shutil
-import subprocess
-import tarfile
 import time
 import uuid
-import zlib
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import structlog
 
-from mig.errors import MigError
+from mig.checkpoint.image import Archive, CheckpointError, kernel_release
 from mig.kafka.clients import KafkaSettings, consumer, quick_start
 from mig.kafka.topics import topic_names
 from mig.kafka.writer import LogWriter
-from mig.member.holder import HeldApp
 from mig.wire.auth import authentic
 
-__all__ = ["Archive", "CheckpointError", "compatible", "dump_app", "fetch_checkpoint",
-           "list_manifests", "pack", "request_checkpoint", "restore_app", "stage",
-           "store_checkpoint", "unpack"]
+__all__ = ["CHUNKS", "MANIFESTS", "chunk_index", "checkpoint_partition", "fetch_checkpoint",
+           "list_manifests", "store_checkpoint"]
 
 log = structlog.get_logger("mig.checkpoint")
 
 CHUNK_BYTES = 256 * 1024
-
-
-class CheckpointError(MigError):
-    """A checkpoint cannot be taken, stored, fetched or restored."""
-
-
-@dataclass
-class Archive:
-    data: bytes
-    dump_ms: int
-
-
-def dump_app(pid: int, images: Path, holder: int) -> None:
-    """``criu dump --leave-running`` of the process tree rooted at ``pid``.
-
-    Every app runs in its holder's pid and mount namespaces (mig/member/holder.py; a restored one
-    under the pids it had when it was dumped); CRIU dumps a subtree only from inside its pid
-    namespace, so CRIU runs there (``nsenter``: ``holder`` is the host pid of the
-    namespace's init) and ``pid`` is the app's pid in that namespace. The image of a
-    restored app then names the same pids and paths as the one it was restored from."""
-    from mig.checkpoint.criu import find_criu
-
-    criu = find_criu()
-    images.mkdir(parents=True, exist_ok=True)
-    cmd = criu.argv("dump", "-t", str(pid), "-D", str(images), "--leave-running",
-                    "-o", "dump.log", "-v2")
-    cmd = ["nsenter", "-t", str(holder), "--pid", "--mount", *cmd]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    if run.returncode != 0:
-        tail = _log_tail(images / "dump.log")
-        raise CheckpointError(f"criu dump of pid {pid} failed (exit {run.returncode}): {tail}")
-
-
-def pack(images: Path, workdir: Path, run_dir: Path) -> bytes:
-    """One gzip'd tar: ``images/``, ``work/`` (the app's folder), ``run/`` (the rings)."""
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=3, mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w") as tar:
-        tar.add(images, arcname="images")
-        tar.add(workdir, arcname="work")
-        for ring in sorted(run_dir.glob("*.ring")):
-            tar.add(ring, arcname=f"run/{ring.name}")
-    return buf.getvalue()
-
-
-def stage(workdir: Path, run_dir: Path, dest: Path) -> None:
-    """Copy the app's folder and the rings as they are at the dump (``dest/work``,
-    ``dest/run``), so compressing them can wait until the app runs again."""
-    shutil.copytree(workdir, dest / "work", symlinks=True)
-    (dest / "run").mkdir(parents=True)
-    for ring in run_dir.glob("*.ring"):
-        shutil.copy2(ring, dest / "run" / ring.name)
-
-
-def unpack(data: bytes, images: Path, workdir: Path, run_dir: Path) -> None:
-    for folder in (images, workdir, run_dir):
-        folder.mkdir(parents=True, exist_ok=True)
-    try:
-        raw = gzip.decompress(data)
-        tar = tarfile.open(fileobj=io.BytesIO(raw), mode="r")
-        members = tar.getmembers()  # reads every header: a damaged one raises here
-    except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"the archive is truncated or not a checkpoint ({first})") from exc
-    with tar:
-        for member in members:
-            top, _, rest = member.name.partition("/")
-            dest = {"images": images, "work": workdir, "run": run_dir}.get(top)
-            if dest is None or ".." in Path(rest).parts:
-                raise CheckpointError(f"unexpected entry in the checkpoint: {member.name}")
-            if not rest:
-                continue
-            member.name = rest
-            try:
-                tar.extract(member, dest, filter="tar")
-            except (OSError, EOFError, tarfile.TarError) as exc:
-                raise CheckpointError(f"the archive is truncated or damaged at {rest}"
-                                      f" ({exc})") from exc
-
-
-def _kernel() -> str:
-    return platform.release()
-
-
-def compatible(manifest: dict[str, Any], criu_version: str, kernel: str) -> str | None:
-    """Why this host cannot restore ``manifest`` (None: it can). CRIU must be the same major
-    version and not older than the one that dumped; the kernel the same release series."""
-    def nums(text: str) -> tuple[int, ...]:
-        out = []
-        for part in text.split("."):
-            digits = "".join(ch for ch in part if ch.isascii() and ch.isdigit())
-            if not digits or len(digits) > 9:  # not a version number (int() refuses 4300)
-                break
-            out.append(int(digits))
-        return tuple(out)
-
-    theirs, ours = nums(manifest["criu_version"]), nums(criu_version)
-    if not theirs or not ours or theirs[0] != ours[0] or ours < theirs:
-        return (f"the image was dumped by CRIU {_shown(manifest['criu_version'])}, this host"
-                f" has CRIU {_shown(criu_version) or 'unknown'}")
-    if nums(manifest["kernel"])[:2] != nums(kernel)[:2]:
-        return (f"the image was dumped on kernel {_shown(manifest['kernel'])}, this host runs"
-                f" {_shown(kernel)}")
-    return None
-
-
-def _shown(text: str, limit: int = 60) -> str:
-    """A manifest's text in a message: one line, at most ``limit`` characters."""
-    text = text.encode("unicode_escape").decode("ascii")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def chunk_index(key: str) -> int | None:
@@ -218,7 +84,7 @@ def store_checkpoint(settings: KafkaSettings, app: str, member: str, archive: Ar
         "sha256": hashlib.sha256(data).hexdigest(),
         "chunks": [{"index": i, "size": len(p), "sha256": hashlib.sha256(p).hexdigest()}
                    for i, p in enumerate(pieces)],
-        "criu_version": find_criu().version, "kernel": _kernel(),
+        "criu_version": find_criu().version, "kernel": kernel_release(),
         "identity": meta["identity"], "workdir": meta["workdir"], "run_dir": meta["run_dir"],
         "root_pid": meta["root_pid"], "batch_seqs": meta["batch_seqs"], "member": member,
         "dump_ms": archive.dump_ms, "chunks_from": None,
@@ -387,43 +253,6 @@ def list_manifests(settings: KafkaSettings, app: str) -> list[dict[str, Any]]:
     return _read_manifests(settings, app)[0]
 
 
-def request_checkpoint(settings: KafkaSettings, app: str, timeout: float = 60.0
-                       ) -> dict[str, Any]:
-    """Ask for a checkpoint now (a CheckpointRequest in mig.NAME.control) and wait for its
-    manifest, which is returned. A member that cannot take it answers with a RequestFailed:
-    raises MigError with its reason at once; with no answer, after ``timeout`` seconds."""
-    import getpass
-    import socket
-
-    from mig.ops.migrate import answers, request_reader
-
-    cons = request_reader(settings, app, "checkpoint", primary=False, committed=True)
-    try:
-        asked = int(time.time() * 1000)
-        event = str(uuid.uuid4())
-        writer = LogWriter(settings, app)
-        writer.send("control", "mig.log.CheckpointRequest", {
-            "app": app, "event_id": event, "reason": "mig checkpoint",
-            "requested_by": f"{getpass.getuser()}@{socket.gethostname()}", "ts_ms": asked},
-            key=event)
-        writer.commit()
-        deadline = time.monotonic() + timeout
-        next_look = 0.0
-        while time.monotonic() < deadline:
-            for _ in answers(cons, settings, app, event, "mig.checkpoint"):
-                pass  # only a RequestFailed for this request matters here (it raises)
-            if time.monotonic() >= next_look:
-                fresh = [m for m in list_manifests(settings, app) if m["created_ms"] >= asked]
-                if fresh:
-                    return fresh[-1]
-                next_look = time.monotonic() + 0.5
-    finally:
-        cons.close()
-    raise MigError(f"no checkpoint of {app} within {timeout:g} s: does a replica follow it,"
-                   " or its primary run, with [checkpoints] enabled (and when_alone) and CRIU"
-                   " (see mig status and mig doctor)?")
-
-
 def fetch_checkpoint(settings: KafkaSettings, app: str, manifest: dict[str, Any],
                      progress: Any = None) -> bytes:
     """The archive of ``manifest``, every chunk and the whole checked against its SHA-256."""
@@ -447,42 +276,3 @@ def fetch_checkpoint(settings: KafkaSettings, app: str, manifest: dict[str, Any]
     return bytes(out)
 
 
-def restore_app(images: Path, root_pid: int, binds: list[tuple[Path, Path]],
-                log_file: Path, stdin: tuple[Any, int] | None = None) -> HeldApp:
-    """Restore the image under its holder (mig/member/holder.py): in a new pid and mount
-    namespace, bind ``binds`` (here -> image's path), ``criu restore``; the holder's init
-    stays until the app's first process ends, and the whole namespace ends with this
-    agent. Returns the holder (its signals reach the app, its exit is the app's).
-
-    ``stdin``: (this host's stdin pipe, the inode of the pipe the image's app had as its
-    stdin): CRIU gives every fd of the app that was that pipe this host's pipe instead
-    (``--inherit-fd``; the pipe is criu's own stdin, passed down by the holder)."""
-    from mig.checkpoint.criu import find_criu
-    from mig.member.holder import HolderError
-    from mig.member.holder import start as start_held
-
-    criu = find_criu().argv()
-    held_stdin: Any = subprocess.DEVNULL
-    if stdin is not None and stdin[1]:
-        criu += ["--inherit-fd", f"fd[0]:pipe:[{stdin[1]}]"]
-        held_stdin = stdin[0].read_fd
-    # at this agent's priority, not the one dumped (a primary's checkpointer runs niced)
-    spec = {"mode": "restore", "images": str(images), "root_pid": root_pid,
-            "criu": criu, "binds": [[str(a), str(b)] for a, b in binds],
-            "nice": os.getpriority(os.PRIO_PROCESS, 0)}
-    try:
-        return start_held(spec, images / "restored", log_file, held_stdin)
-    except HolderError as exc:
-        raise CheckpointError(f"criu restore failed: {_log_tail(images / 'restore.log')}"
-                              f" ({exc})") from exc
-
-
-def _log_tail(path: Path, lines: int = 4) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    # (CRIU's complaint about RLIMIT_NOFILE is harmless and would hide the cause)
-    errors = [line.strip() for line in text if ("Error" in line or "error" in line)
-              and "RLIMIT_NOFILE" not in line]
-    return " | ".join((errors or text)[-lines:])

@@ -23,7 +23,8 @@ def checkpoint(
     replica, the primary's host takes it by a local replay. A member that cannot take it
     says why at once (checkpoints off, no CRIU, the local replay diverged), and so does
     this command."""
-    from mig.checkpoint.store import list_manifests, request_checkpoint
+    from mig.checkpoint.store import list_manifests
+    from mig.control.requests import request_checkpoint
     from mig.kafka.connect import resolve_kafka
 
     settings = resolve_kafka(bootstrap, config)

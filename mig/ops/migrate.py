@@ -11,71 +11,16 @@ client-visible gap of the switchover is from the primary's freeze
 
 from __future__ import annotations
 
-import getpass
-import socket
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-from mig.control.status import refuse_if_nobody_runs
-from mig.errors import DecodeError, MigError
-from mig.kafka.clients import KafkaSettings, consumer, end_offsets
-from mig.kafka.topics import topic_names
+from mig.control.requests import answers, request_reader, requested_by
+from mig.errors import MigError
+from mig.kafka.clients import KafkaSettings
 from mig.kafka.writer import LogWriter
-from mig.wire.auth import authentic
-from mig.wire.codec import Codec
 
-__all__ = ["answers", "request_migration", "request_reader", "failure_line"]
-
-
-def failure_line(app: str, rec: dict[str, Any]) -> str:
-    """One line for a RequestFailed record: who could not do what, and why."""
-    what = {"migrate": "migrate", "checkpoint": "checkpoint"}.get(rec["request"], rec["request"])
-    return f"{rec['member']} could not {what} {app}: {rec['reason']}"
-
-
-def request_reader(settings: KafkaSettings, app: str, purpose: str, primary: bool,
-                   committed: bool) -> Any:
-    """A consumer of ``app``'s control topic from its end, for the answers to a request
-    about to be written (``purpose``: migrate, checkpoint). Refuses an app whose topic does
-    not exist, and one whose members' last statuses say nobody can answer
-    (``refuse_if_nobody_runs``; ``primary``: the primary must)."""
-    from confluent_kafka import TopicPartition
-
-    topic = topic_names(app)["control"]
-    cons = consumer(settings, **{"group.id": f"mig-{purpose}-{app}",
-                                 "isolation.level": "read_committed" if committed
-                                 else "read_uncommitted",
-                                 "fetch.wait.max.ms": 20})
-    try:
-        meta = cons.list_topics(topic, timeout=10)
-        if topic not in meta.topics or meta.topics[topic].error is not None:
-            raise MigError(f"no app named {app!r}: topic {topic} does not exist")
-        refuse_if_nobody_runs(settings, app, primary=primary)
-        cons.assign([TopicPartition(topic, 0, end_offsets(cons, topic).get(0, 0))])
-    except BaseException:
-        cons.close()
-        raise
-    return cons
-
-
-def answers(cons: Any, settings: KafkaSettings, app: str, event: str,
-            reader: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The control records that arrived for a request (one consume of ``cons``): those
-    signed rightly when the app's are (mig/wire/auth.py) and decodable. A ``RequestFailed`` for
-    ``event`` ends the request at once with its reason (MigError)."""
-    codec = Codec.default()
-    for msg in cons.consume(100, 0.1):
-        if msg.error() is not None or not authentic(settings.auth, "control", msg, reader):
-            continue
-        try:
-            name, rec = codec.decode_message(msg.value(), msg.headers())
-        except DecodeError:
-            continue
-        if name == "mig.log.RequestFailed" and rec["event_id"] == event:
-            raise MigError(failure_line(app, rec))
-        yield name, rec
+__all__ = ["request_migration"]
 
 
 def request_migration(settings: KafkaSettings, app: str, to: str | None = None,
@@ -88,7 +33,7 @@ def request_migration(settings: KafkaSettings, app: str, to: str | None = None,
         writer = LogWriter(settings, app)
         writer.send("control", "mig.log.Migrate", {
             "app": app, "event_id": event, "to_member": to, "reason": reason,
-            "requested_by": f"{getpass.getuser()}@{socket.gethostname()}",
+            "requested_by": requested_by(),
             "ts_ms": int(time.time() * 1000)}, key=event)
         writer.commit()
         handoff: dict[str, Any] | None = None

@@ -1,0 +1,220 @@
+"""Feeding a replica's app: the calls topic's records taken in order, checked,
+and written into the ring of each logical process; a divergence stopped with its report.
+Part of the Replayer (mig/member/replica.py), which holds the state."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import structlog
+
+from mig.errors import DecodeError, MigError
+from mig.member.launch import app_env, launch, private_run_dir
+from mig.member.replay_state import (
+    MAX_PENDING,
+    RECENT_CALLS,
+    Divergence,
+    PromotionFailed,
+    compare_identity,
+)
+from mig.ring.calls import describe, from_avro
+from mig.ring.memory import (
+    new_rings,
+)
+from mig.wire.auth import authentic
+from mig.wire.identity import app_identity
+
+log = structlog.get_logger("mig.replayer")
+
+
+class Feeding:
+    """The replay path's input: records in, rings fed, divergences caught."""
+
+    # -- input
+    def _on_message(self, msg: Any) -> None:
+        try:
+            name, rec = self.codec.decode_message(msg.value(), msg.headers())
+        except DecodeError as exc:
+            raise MigError(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: cannot replay an"
+                           f" undecodable record: {exc.reason}") from exc
+        self.stats.last_offset = msg.offset()
+        self.next_offset[msg.partition()] = msg.offset() + 1
+        self.last_calls_at = time.monotonic()
+        if name == "mig.log.AppIdentity":
+            self._start_app(rec)
+        elif name == "mig.log.CallBatch":
+            if self.metrics is not None:
+                self.metrics.log_bytes("replayed", len(msg.value()))
+            if self.proc is None:
+                raise MigError(f"offset {msg.offset()}: calls before the app identity record")
+            lpid = rec["lpid"]
+            expected = self.batch_next.get(lpid)
+            if expected is not None and rec["batch_seq"] != expected:
+                if rec["batch_seq"] < expected:
+                    # a copy of a batch already replayed (written again into the topic):
+                    # replaying it twice would drift the app silently
+                    self.stats.refused += 1
+                    log.error("mig.replayer.duplicate_batch", topic=msg.topic(),
+                              partition=msg.partition(), offset=msg.offset(), lpid=lpid,
+                              batch_seq=rec["batch_seq"], expected=expected)
+                    return
+                raise MigError(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: batch"
+                               f" {rec['batch_seq']} of process {lpid}, expected {expected}:"
+                               " batches are missing from the log; replaying on would diverge"
+                               " (mig log verify shows the gap)")
+            try:
+                raws = [from_avro(call) for call in rec["calls"]]
+            except DecodeError as exc:
+                raise MigError(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: cannot"
+                               f" replay a call of process {lpid}: {exc.reason}") from exc
+            self.epoch = max(self.epoch, rec["epoch"])
+            self.batch_next[lpid] = rec["batch_seq"] + 1
+            queue = self.pending.setdefault(lpid, deque())
+            for call, raw in zip(rec["calls"], raws, strict=True):
+                queue.append((raw, msg.offset()))
+                self.recorded[(lpid, call["seq"])] = (call, msg.offset())
+            self._pending_n += len(rec["calls"])
+            while len(self.recorded) > RECENT_CALLS:  # divergences concern recent calls
+                self.recorded.popitem(last=False)
+            self.stats.batches += 1
+
+    def _start_app(self, recorded: dict[str, Any]) -> None:
+        if self.proc is not None:
+            return  # a later identity (a restarted primary) changes nothing for this run
+        local = app_identity(self.cfg.name, self.cfg.command, self.cfg.cwd, app_env(self.cfg))
+        problems = compare_identity(recorded, local)
+        if problems:
+            raise MigError("this host cannot replay the recorded app: " + "; ".join(problems))
+        self.identity_rec = recorded
+        ck = self.cfg.checkpoints
+        if (self.can_promote and ck.get("enabled", True) and ck.get("when_alone", True)):
+            # for the checkpoints this member takes alone once it is the primary
+            # (mig/checkpoint/local.py): the app's folder before the app starts from the log's
+            # start
+            from mig.checkpoint.local import snapshot_start
+
+            private_run_dir(self.run_dir)
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            snapshot_start(self.workdir, self.run_dir)
+        self.stdin_pipe = self._new_stdin_pipe()
+        # the app's state folder, where the primary has one, and its output in it
+        state = self.cfg.state_dir_at(self.workdir)
+        state.mkdir(parents=True, exist_ok=True)
+        self.proc = launch(self.cfg, "replay", self.run_dir, self.workdir,
+                           state / "mig-app.log", stdin_pipe=self.stdin_pipe)
+        if self.stdin_pipe is not None:
+            self.stdin_pipe.close_read_end()
+        self.launched = True
+        if self.can_promote:
+            self._standby_writer()
+        log.info("mig.replayer.started", app=self.cfg.name, pid=self.proc.pid,
+                 app_pid=self.proc.app_pid)
+
+    # -- feeding the shim
+    def _discover(self) -> None:
+        if self.proc is not None:  # rings before the launch are a previous run's
+            self.rings.update(new_rings(self.run_dir, self.rings))
+
+    def _backlog(self) -> bool:
+        return any(self.pending.get(lpid) for lpid in self.rings)
+
+    def _feed(self) -> None:
+        for lpid, ring in self.rings.items():
+            queue = self.pending.get(lpid)
+            fed = 0
+            flight = self.in_ring.setdefault(lpid, deque())
+            while queue and ring.put(queue[0][0]):
+                call = queue.popleft()[0]
+                self.last_seq[lpid] = call.seq
+                flight.append((ring.head, call.wall_ns))  # taken once the tail passes it
+                fed += 1
+            if fed:
+                self._pending_n -= fed
+                self.stats.calls += fed
+                if self.metrics is not None:
+                    self.metrics.calls("replayed", fed)
+                ring.wake_reader()
+
+    def _check(self) -> None:
+        for lpid, ring in self.rings.items():
+            failed = ring.live_failure()
+            if failed is not None:
+                self.stats.divergence = f"promotion failed: process {lpid}: {failed}"
+                self.health = "promotion-failed"
+                raise PromotionFailed(self.stats.divergence)
+            div = ring.divergence()
+            if div is None:
+                continue
+            seq, text = div
+            self.stats.divergence = self._divergence_line(lpid, seq, text)
+            if self.metrics is not None:
+                self.metrics.diverged()
+            raise Divergence(self.stats.divergence)
+
+    def _divergence_line(self, lpid: str, seq: int, text: str) -> str:
+        """One line: where (logical process, thread, call, offset), what differs, what the
+        log has, and what to do next (look at the records there, check the host)."""
+        rec, offset = self.recorded.get((lpid, seq), (None, -1))
+        where = f"lpid {lpid} seq {seq}"
+        if rec is not None:
+            where += f" (thread {rec['tid']}, {rec['kind']})"
+        look = (f"mig log tail {self.cfg.name} -t calls --from {offset}" if offset >= 0
+                else f"mig log tail {self.cfg.name} -t calls")
+        return (f"divergence at {where}, calls offset {offset}: {text};"
+                f" the log has {describe(rec) if rec else '?'}."
+                f" Next: `{look}` shows the records there, `mig doctor {self.cfg.path}`"
+                " checks this host and the program (docs/operations.md, re-bootstrap a"
+                " diverged replica)")
+
+    def _take(self, msg: Any) -> bool | str:
+        """One message of the consumer (calls or control): True for a calls record, False
+        for anything else taken, the error text for a consumer error. End-of-partition
+        events note how far each topic was read."""
+        from confluent_kafka import KafkaError
+
+        calls = msg.topic() == self._calls_topic
+        err = msg.error()
+        if err is not None and err.code() == KafkaError._PARTITION_EOF:
+            if calls:
+                self.eof_at[msg.partition()] = msg.offset()
+                self._at_end.add(msg.partition())
+            else:
+                self.control_read = True
+            return False
+        if err is not None:
+            return f"reading {msg.topic()}: {err.str()}"
+        if self._refused(msg, "calls" if calls else "control"):
+            return False
+        if calls:
+            self._at_end.discard(msg.partition())
+            self._on_message(msg)
+            return True
+        self._on_control(msg)
+        return False
+
+    def _refused(self, msg: Any, role: str) -> bool:
+        """True (and said in an error line) for a record without a valid signature when the
+        app's records are signed: it is skipped, the replay goes on (mig/wire/auth.py)."""
+        if authentic(self.settings.auth, role, msg, "mig.replayer"):
+            return False
+        self.stats.refused += 1
+        return True
+
+    def _flow(self, resume: bool = False) -> None:
+        """Pause fetching calls while MAX_PENDING of them wait to be fed (the control topic
+        goes on: heartbeats and promotions are read whatever the backlog)."""
+        n = self._pending_n
+        if not self._paused and n > MAX_PENDING and not resume:
+            self._cons.pause(self._calls_partitions())
+            self._paused = True
+        elif self._paused and (resume or n < MAX_PENDING // 2):
+            self._cons.resume(self._calls_partitions())
+            self._paused = False
+
+    def _calls_partitions(self) -> list[Any]:
+        from confluent_kafka import TopicPartition
+
+        return [TopicPartition(self._calls_topic, p) for p in self.next_offset]
+

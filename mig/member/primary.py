@@ -31,16 +31,18 @@ import structlog
 
 from mig.checkpoint.local import PrimaryCheckpointer, snapshot_start
 from mig.config import AppConfig
-from mig.control.view import ControlView, fresh_s
+from mig.control.view import ControlView
 from mig.errors import DecodeError, Fenced, MigError
 from mig.kafka.clients import KafkaSettings, consumer, end_offsets
 from mig.kafka.topics import ensure_topics, topic_names
 from mig.kafka.writer import LogWriter
+from mig.member.commit import Committing
+from mig.member.handoff import Handing
 from mig.member.launch import app_env, kill_group, launch, private_run_dir
 from mig.member.metrics import Metrics
 from mig.ops.elfcheck import check_program
 from mig.ring.batch import BatchEncoder
-from mig.ring.memory import MODE_RECORD, Ring, new_rings
+from mig.ring.memory import Ring
 from mig.wire.auth import authentic
 from mig.wire.codec import Codec
 from mig.wire.identity import app_identity, member_id
@@ -95,7 +97,11 @@ class RecordStats:
         return signal.Signals(self.stop_signal).name if self.stop_signal else "the stop"
 
 
-class Recorder:
+class Recorder(Handing, Committing):
+    """A primary: its loop and the control topic it follows. The planned handoff
+    (mig/member/handoff.py) and the output commit (mig/member/commit.py) are its parts;
+    this class holds the state they share."""
+
     def __init__(self, cfg: AppConfig, settings: KafkaSettings, run_dir: Path,
                  member: str | None = None, epoch: int = 1, flush_ms: int = 5,
                  metrics: Metrics | None = None) -> None:
@@ -371,185 +377,3 @@ class Recorder:
                 idle = min(idle + 1, 10)
                 time.sleep(0.0001 * idle)
 
-    # -- planned handoff
-    def _fresh_s(self) -> float:
-        return fresh_s(self.cfg.replica["heartbeat_ms"])
-
-    def _hot(self, now: float) -> list[dict[str, Any]]:
-        return self.control.hot_replicas(now, self._fresh_s())
-
-    def _ask_migrate(self, reason: str, to: str | None = None) -> None:
-        self._migrate_asked = f"{self.member}-{int(time.time() * 1000)}"
-        self._migrate_to = to
-        self._migrate_reason = reason
-
-    def _check_triggers(self, now: float) -> None:
-        """The maintenance file and the load threshold (app.toml [failover])."""
-        if now < self._next_trigger_check or self._migrate_asked is not None:
-            return
-        self._next_trigger_check = now + 0.5
-        fo = self.cfg.failover
-        if fo.get("maintenance_file"):
-            path = self.cfg.cwd / fo["maintenance_file"]
-            if path.exists() and self._hot(now):
-                self._ask_migrate(f"maintenance file {path}")
-                self._next_trigger_check = now + 10  # if it fails, not again at once
-                return
-        if fo.get("load_threshold"):
-            try:
-                load = float(Path("/proc/loadavg").read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                return
-            if load <= fo["load_threshold"]:
-                self._load_high_since = None
-            elif self._load_high_since is None:
-                self._load_high_since = now
-            elif now - self._load_high_since >= 10 and self._hot(now):
-                self._ask_migrate(f"load average {load:.1f} above {fo['load_threshold']}")
-                self._load_high_since = None
-                self._next_trigger_check = now + 30
-
-    def _handoff(self, writer: LogWriter, proc: subprocess.Popen[bytes], control: Any) -> bool:
-        """Planned migration: stop taking input at a barrier, commit everything, name the
-        successor in a Handoff record with the log's end, and wait for its promotion.
-        True when the app was handed over (this primary is done)."""
-        event, self._migrate_asked = self._migrate_asked, None
-        assert event is not None
-        now = time.monotonic()
-        hot = self._hot(now)
-        to = self._migrate_to or (hot[0]["member"] if hot else None)
-        if to is None or to not in {r["member"] for r in hot}:
-            why = "no hot replica" if not hot else f"{to} is not a hot replica"
-            log.warning("mig.recorder.migrate_refused", event_id=event, to=to, reason=why,
-                        hot=[r["member"] for r in hot])
-            if hot:
-                why += f" (hot: {', '.join(r['member'] for r in hot)})"
-            else:  # what the replicas said of themselves last
-                seen = sorted(f"{s.record['member']} {s.record['health']}"
-                              for s in self.control.statuses.values()
-                              if s.record["role"] == "REPLICA")
-                why += f" (replicas: {', '.join(seen)})" if seen else " (no replica reported)"
-            self._request_failed(writer, "migrate", event, why)
-            return False
-        frozen_ms = int(time.time() * 1000)
-        log.info("mig.recorder.handoff_start", event_id=event, to=to,
-                 reason=self._migrate_reason)
-        for ring in self.rings.values():
-            if not ring.freeze():
-                log.warning("mig.recorder.freeze_slow", lpid=ring.lpid)
-        while self._drain(writer):
-            pass
-        self._commit(writer)
-        ends = {p: o for p, o in end_offsets(control, topic_names(self.cfg.name)["calls"]).items()}
-        writer.send("control", "mig.log.Handoff", {
-            "app": self.cfg.name, "event_id": event, "from_member": self.member,
-            "to_member": to, "epoch": self.epoch,
-            "calls_offsets": [{"partition": p, "offset": o} for p, o in sorted(ends.items())],
-            "frozen_ts_ms": frozen_ms, "ts_ms": int(time.time() * 1000)}, key=self.member)
-        writer.commit()
-        log.info("mig.recorder.handoff_written", to=to,
-                 freeze_to_handoff_ms=int(time.time() * 1000) - frozen_ms, calls_end=ends)
-        deadline = now + self.cfg.failover["handoff_timeout_ms"] / 1000
-        while time.monotonic() < deadline:
-            try:
-                for msg in control.consume(100, 0.05):
-                    if msg.error() is None:
-                        self._on_control(msg)
-            except Fenced as exc:
-                # the successor is primary: our held outputs were all released (everything
-                # was acknowledged before the handoff); the app must not run on
-                kill_group(proc)
-                self.stats.migrated_to = to
-                log.info("mig.recorder.handed_over", to=to, reason=str(exc))
-                return True
-        log.warning("mig.recorder.handoff_timeout", event_id=event, to=to)
-        for ring in self.rings.values():
-            ring.thaw()
-        self._request_failed(writer, "migrate", event, f"{to} did not become primary within"
-                             f" {self.cfg.failover.get('handoff_timeout_ms', 10000)} ms of"
-                             " the handoff; the app runs on here")
-        return False
-
-    def _request_failed(self, writer: LogWriter, request: str, event: str, why: str) -> None:
-        """Say in the control topic, at once, why a request failed here (RequestFailed,
-        committed with the next transaction): mig migrate and mig checkpoint wait for it."""
-        writer.send("control", "mig.log.RequestFailed", {
-            "app": self.cfg.name, "event_id": event, "request": request,
-            "member": self.member, "reason": why, "ts_ms": int(time.time() * 1000)},
-            key=event)
-        log.info("mig.recorder.request_failed", request=request, event_id=event, reason=why)
-
-    def _discover(self) -> None:
-        for lpid, ring in new_rings(self.run_dir, self.rings).items():
-            self.rings[lpid] = ring
-            self.batch_seq.setdefault(lpid, 0)
-            log.info("mig.recorder.process", lpid=lpid, pid=ring.pid)
-
-    def _drain(self, writer: LogWriter) -> int:
-        """Move what the rings hold into CallBatch records (at most ``drain_bytes`` of ring
-        per process per turn). Returns the number of calls sent."""
-        sent = 0
-        for lpid, ring in self.rings.items():
-            if ring.mode != MODE_RECORD:
-                continue  # adopt(): this process is still replaying
-            start = pos = ring.tail
-            head = ring.head
-            # the budget bounds how much is taken per turn, never where a record may end
-            while pos < head and pos - start < self.drain_bytes:
-                batch, pos = self.encoder.encode(
-                    ring, pos, head, self.cfg.name, self.epoch, lpid, self.batch_seq[lpid],
-                    time.time_ns())
-                if batch is None:
-                    continue
-                writer.send_raw("calls", batch.value, key=lpid, headers=self.headers)
-                if self.metrics is not None:
-                    self.metrics.calls("recorded", batch.count)
-                    self.metrics.log_bytes("recorded", len(batch.value))
-                self.batch_seq[lpid] += 1
-                self.sent_seq[lpid] = batch.last_seq + 1
-                self.stats.batches += 1
-                self.stats.calls += batch.count
-                sent += batch.count
-            if pos != start:
-                ring.release(pos)
-        return sent
-
-    def _unacked(self) -> bool:
-        return any(self.sent_seq.get(lpid, 0) > ring.committed_seq
-                   for lpid, ring in self.rings.items())
-
-    def _acknowledge(self, writer: LogWriter) -> None:
-        """Answer barriers: once every record sent is acknowledged by all in-sync replicas
-        it is in the log for good (a promoting replica fences, then reads the log to its
-        end read_uncommitted: docs/interceptor.md), so waiting outputs may go."""
-        started = time.monotonic()
-        writer.flush()
-        if self.metrics is not None:
-            self.metrics.commit(time.monotonic() - started)
-        self.stats.barrier_commits += 1
-        self._release_rings()
-
-    def _commit(self, writer: LogWriter) -> None:
-        """Commit the open transaction: replicas reading read_committed see the records."""
-        started = time.monotonic()
-        committed = writer.commit()
-        if self.metrics is not None:
-            self.metrics.commit(time.monotonic() - started)
-        for topic, partition, offset in committed:
-            if topic.endswith(".calls"):
-                self.last_calls_offset[partition] = max(
-                    offset, self.last_calls_offset.get(partition, -1))
-        self.stats.commits += 1
-        self._release_rings()
-
-    def _release_rings(self) -> None:
-        for lpid, ring in self.rings.items():
-            if lpid in self.sent_seq:
-                ring.commit(self.sent_seq[lpid])
-
-    def _heartbeat(self, writer: LogWriter) -> None:
-        writer.send("control", "mig.log.Heartbeat", {
-            "app": self.cfg.name, "member": self.member, "role": "PRIMARY",
-            "epoch": self.epoch, "ts_ms": int(time.time() * 1000),
-            "calls_offset": max(self.last_calls_offset.values(), default=-1),
-            "host": self.host}, key=self.member)

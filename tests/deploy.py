@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mig.broker.embedded import EmbeddedBroker
 from mig.broker.node import free_ports
-from mig.control.status import read_control
+from mig.control.read import read_control
 from tests.apps.client import request
 from tests.testnet import HostNet
 

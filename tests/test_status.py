@@ -254,13 +254,14 @@ def test_status_reads_the_last_minutes_and_decodes_only_each_members_newest(
     (recent,) = json.loads(shown.stdout)["apps"]
     assert sorted(m["member"] for m in recent["members"]) == ["a", "b"]  # "old": 30 min
     assert recent["records"] == 602 and recent["since_ms"] is not None
-    from mig.control.status import _read, collect, read_control
+    from mig.control.read import read_apps, read_control
+    from mig.control.status import collect
 
     (whole,) = collect(settings, app_name, heartbeat_ms=2000, since_s=0)
     assert whole.records == 603 and whole.since_ms is None
     assert {m.member: m.state for m in whole.members}["old"] == "diverged"
     # only the newest repeats decoded, the same answer as from every record
-    newest = _read(settings, [app_name], 10, None, latest_only=True)[app_name].records
+    newest = read_apps(settings, [app_name], 10, None, latest_only=True)[app_name].records
     assert len(newest) == 1 + 2 + 1 + 1  # old's status, a's and b's newest, the promotion
     part = summarize(newest, now, 2000)
     full = summarize(read_control(settings, app_name), now, 2000)

@@ -1,46 +1,29 @@
 """``mig status``: who is primary, at which epoch, and how every member of an app is doing.
 
-Everything comes from the app's one-partition ``mig.NAME.control`` topic, read up to its
-end offset from the first record of the last ``since_s`` seconds (10 minutes; 0: from its
-beginning). Every member writes a heartbeat or status each heartbeat_ms, so the topic grows
-by about 10 records a second for a primary and one replica: a read from the beginning took
-seconds after a day. Of those repeated records only each member's newest is decoded.
-``summarize`` is the pure part: it folds the decoded records,
-in topic order, into an ``AppStatus`` (latest record per member, current epoch and primary,
-last promotion, last migration). ``read_control`` and ``collect`` do the reading;
-``render_text`` and ``to_json`` the showing.
-
-The control topic is read read_uncommitted: heartbeats travel in the primary's
-transactions, and a live primary must not look silent until its next commit. A record of an
-aborted transaction was still sent by a live member, which is what status reports.
+``summarize`` is the pure part: it folds the decoded control records, in topic order,
+into an ``AppStatus`` (latest record per member, current epoch and primary, last
+promotion, last migration). ``collect`` reads them (mig/control/read.py) with the app's
+kept checkpoints; mig/cli/status.py shows the result (``render_text``, ``to_json``).
+``refuse_if_nobody_runs`` tells a request that could only time out before it is made.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from mig.errors import DecodeError, MigError
+from mig.control.read import Record, list_apps, read_apps
+from mig.errors import MigError
 from mig.kafka.clients import (
     KafkaSettings,
-    admin_client,
-    reachable_consumer,
-    wait_reachable,
-    watermarks,
 )
-from mig.kafka.topics import topic_names
-from mig.wire.auth import authentic
-from mig.wire.codec import SCHEMA_HEADER, Codec
 
-__all__ = ["MemberView", "AppStatus", "summarize", "list_apps", "read_control",
-           "read_controls", "collect", "render_text", "to_json", "DEFAULT_STALE_MS",
-           "DEFAULT_SINCE_S", "refuse_if_nobody_runs"]
+__all__ = ["MemberView", "AppStatus", "summarize", "collect", "DEFAULT_STALE_MS",
+           "DEFAULT_SINCE_S", "refuse_if_nobody_runs", "ago"]
 
 log = structlog.get_logger("mig.status")
 
@@ -49,9 +32,6 @@ DEFAULT_STALE_MS = 2000  # 10 x the default heartbeat_ms (200), when the interva
 STALE_HEARTBEATS = 10
 # healths that explain a member's silence: shown as they are, however old
 TERMINAL = frozenset({"stopped", "diverged", "promotion-failed"})
-_CONTROL_RE = re.compile(r"^mig\.([^.]+)\.control$")
-
-Record = tuple[str, dict[str, Any]]
 
 
 @dataclass
@@ -243,138 +223,6 @@ def _promotion(rec: dict[str, Any] | None, now_ms: int) -> dict[str, Any] | None
 
 # ---------------------------------------------------------------- reading
 
-def list_apps(settings: KafkaSettings, timeout: float = 10.0) -> list[str]:
-    """Names of the apps that have a control topic, sorted."""
-    from confluent_kafka import KafkaException
-
-    wait_reachable(settings, timeout)
-    try:
-        meta = admin_client(settings).list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise MigError(f"cannot list topics at {settings.bootstrap_servers}: {exc}") from exc
-    return sorted(m.group(1) for t in meta.topics if (m := _CONTROL_RE.match(t)))
-
-
-def read_control(settings: KafkaSettings, app: str, timeout: float = 10.0) -> list[Record]:
-    """The decoded records of ``app``'s control topic, from its beginning to its end."""
-    return read_controls(settings, [app], timeout)[app]
-
-
-def read_controls(settings: KafkaSettings, apps: Sequence[str],
-                  timeout: float = 10.0) -> dict[str, list[Record]]:
-    """Read the control topics of ``apps`` with one consumer, each up to the end offset it
-    had when the read began: the walk ends. Undecodable records are skipped (and logged).
-    Raises MigError when a topic does not exist or nothing arrives for ``timeout`` seconds
-    (a long topic may take longer than that as a whole)."""
-    return {app: read.records for app, read in _read(settings, apps, timeout).items()}
-
-
-@dataclass
-class _Read:
-    records: list[Record] = field(default_factory=list)
-    count: int = 0  # records read (more than ``records`` when superseded ones were skipped)
-    whole: bool = True  # read from the topic's first record
-
-
-# written again and again by every member: only the newest of each per member counts
-_REPEATED = frozenset({"mig.log.Heartbeat", "mig.log.MemberStatus"})
-
-
-def _read(settings: KafkaSettings, apps: Sequence[str], timeout: float,
-          since_ms: int | None = None, latest_only: bool = False) -> dict[str, _Read]:
-    """``read_controls``, from the first record written at ``since_ms`` or later (None: the
-    topic's start). ``latest_only``: of the heartbeats and statuses of a member (most of
-    the topic: every member writes one each heartbeat_ms), only its newest of each kind
-    is decoded and returned; ``summarize`` gives the same answer from what is left."""
-    from confluent_kafka import KafkaError, TopicPartition
-
-    names = {topic_names(app)["control"]: app for app in apps}
-    # one client, whose first answer is also the wait for the broker; the end of a topic
-    # comes in a fetch answer, which the broker holds fetch.wait.max.ms when there is none
-    cons, meta = reachable_consumer(settings, timeout, **{
-        "group.id": "mig-status", "isolation.level": "read_uncommitted",
-        "fetch.wait.max.ms": 20})
-    try:
-        for topic, app in names.items():
-            if topic not in meta.topics or meta.topics[topic].error is not None:
-                raise MigError(f"no app '{app}': topic {topic} does not exist"
-                               " (`mig status` without a name lists the apps)")
-        out = {app: _Read() for app in apps}
-        starts: dict[str, int] = {}
-        ends: dict[str, int] = {}
-        for topic, app in names.items():
-            low, ends[topic] = watermarks(cons, topic, 0, timeout)
-            starts[topic] = low
-            if since_ms is not None:
-                found = cons.offsets_for_times([TopicPartition(topic, 0, since_ms)],
-                                               timeout=timeout)[0].offset
-                starts[topic] = ends[topic] if found < 0 else max(low, found)
-                out[app].whole = starts[topic] <= low
-        raw: dict[str, list[Any]] = {topic: [] for topic in names}
-        pending = {topic for topic in names if ends[topic] > starts[topic]}
-        cons.assign([TopicPartition(t, 0, starts[t]) for t in sorted(pending)])
-        idle_since = time.monotonic()
-        while pending:
-            msgs = cons.consume(1000, 0.02)  # (a batch is returned full, or at the timeout)
-            if not msgs and time.monotonic() - idle_since > timeout:
-                raise MigError(f"no record for {timeout:g} s while reading"
-                               f" {', '.join(sorted(pending))}")
-            if msgs:
-                idle_since = time.monotonic()
-            for msg in msgs:
-                topic = msg.topic()
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(topic)
-                        continue
-                    raise MigError(f"reading {topic}: {err.str()}")
-                if topic not in pending or msg.offset() >= ends[topic]:
-                    continue  # written after the read began
-                if msg.offset() >= ends[topic] - 1:
-                    pending.discard(topic)
-                # with signed records, a forged one (a Promotion of "evil") is not a fact
-                if authentic(settings.auth, "control", msg, "mig.status"):
-                    raw[topic].append(msg)
-        for topic, msgs in raw.items():
-            read = out[names[topic]]
-            read.count = len(msgs)
-            read.records = _decode(topic, _newest(msgs) if latest_only else msgs)
-        return out
-    finally:
-        cons.close()
-
-
-def _schema_of(msg: Any) -> str | None:
-    for key, value in msg.headers() or ():
-        if key == SCHEMA_HEADER:
-            return value.decode(errors="replace") if isinstance(value, bytes) else None
-    return None
-
-
-def _newest(msgs: list[Any]) -> list[Any]:
-    """``msgs`` without the heartbeats and statuses a newer one of the same member (the
-    key) and kind supersedes, in topic order."""
-    last: dict[tuple[str, bytes | None], int] = {}
-    for i, msg in enumerate(msgs):
-        name = _schema_of(msg)
-        if name in _REPEATED:
-            last[(name, msg.key())] = i
-    keep = set(last.values())
-    return [msg for i, msg in enumerate(msgs) if i in keep or _schema_of(msg) not in _REPEATED]
-
-
-def _decode(topic: str, msgs: list[Any]) -> list[Record]:
-    codec = Codec.default()
-    out: list[Record] = []
-    for msg in msgs:
-        try:
-            out.append(codec.decode_message(msg.value(), msg.headers()))
-        except DecodeError as exc:
-            log.warning("mig.status.undecodable", topic=topic, offset=msg.offset(),
-                        reason=exc.reason)
-    return out
-
 
 def collect(settings: KafkaSettings, app: str | None = None, heartbeat_ms: int | None = None,
             timeout: float = 10.0, since_s: float | None = DEFAULT_SINCE_S) -> list[AppStatus]:
@@ -389,13 +237,13 @@ def collect(settings: KafkaSettings, app: str | None = None, heartbeat_ms: int |
     # control topics are: a status is two short reads at once, not one after the other
     with ThreadPoolExecutor(max_workers=2) as pool:
         manifests = {a: pool.submit(_manifests, settings, a) for a in apps}
-        reads = _read(settings, apps, timeout, since_ms, latest_only=True) if apps else {}
+        reads = read_apps(settings, apps, timeout, since_ms, latest_only=True) if apps else {}
         now_ms = int(time.time() * 1000)
         out = []
         for a in apps:
             st = summarize(reads[a].records, now_ms, heartbeat_ms, app=a)
             if not st.members and not reads[a].whole:  # silent for long: look further back
-                reads[a] = _read(settings, [a], timeout, None, latest_only=True)[a]
+                reads[a] = read_apps(settings, [a], timeout, None, latest_only=True)[a]
                 st = summarize(reads[a].records, now_ms, heartbeat_ms, app=a)
             st.records = reads[a].count
             st.since_ms = None if reads[a].whole else since_ms
@@ -412,17 +260,17 @@ def refuse_if_nobody_runs(settings: KafkaSettings, app: str, primary: bool,
     stopped; without, every member's says it stopped, diverged or failed its promotion.
     (Silence is not judged here: ages compare other hosts' clocks with ours.)"""
     now_ms = int(time.time() * 1000)
-    read = _read(settings, [app], timeout, now_ms - int(DEFAULT_SINCE_S * 1000),
+    read = read_apps(settings, [app], timeout, now_ms - int(DEFAULT_SINCE_S * 1000),
                  latest_only=True)[app]
     st = summarize(read.records, now_ms, app=app)
     if primary:
         p = next((m for m in st.members if m.member == st.primary), None)
         if p is not None and p.health == "stopped":
             raise MigError(f"the primary of {app}, {p.member}, stopped its app"
-                           f" {_ago(p.age_ms)} ago: there is nothing to move (see mig"
+                           f" {ago(p.age_ms)} ago: there is nothing to move (see mig"
                            f" status {app})")
     elif st.members and all(m.health in TERMINAL for m in st.members):
-        said = ", ".join(f"{m.member} {m.health} {_ago(m.age_ms)} ago" for m in st.members)
+        said = ", ".join(f"{m.member} {m.health} {ago(m.age_ms)} ago" for m in st.members)
         raise MigError(f"no member of {app} can take a checkpoint: {said} (see mig status"
                        f" {app})")
 
@@ -448,17 +296,12 @@ def add_checkpoints(st: AppStatus, manifests: list[dict[str, Any]]) -> None:
     for view in st.members:
         mine = [c for c in st.checkpoints if c["member"] == view.member]
         if mine:
-            view.checkpoint = f"{mine[-1]['checkpoint_id']}, {_ago(mine[-1]['age_ms'])} ago"
+            view.checkpoint = f"{mine[-1]['checkpoint_id']}, {ago(mine[-1]['age_ms'])} ago"
 
 
-# ---------------------------------------------------------------- showing
-
-def to_json(statuses: Sequence[AppStatus]) -> str:
-    """One JSON document: ``{"apps": [...]}``."""
-    return json.dumps({"apps": [asdict(st) for st in statuses]}, separators=(",", ":"))
 
 
-def _ago(ms: int) -> str:
+def ago(ms: int) -> str:
     if ms < 1000:
         return f"{ms}ms"
     s = ms / 1000
@@ -470,69 +313,3 @@ def _ago(ms: int) -> str:
         return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
     return f"{int(s // 86400)}d{int(s % 86400 // 3600):02d}h"
 
-
-def _dash(value: Any) -> str:
-    return "-" if value is None else str(value)
-
-
-def _header(st: AppStatus) -> list[str]:
-    line = (f"app {st.app}  epoch {_dash(st.epoch)}  primary {_dash(st.primary)}")
-    p = st.last_promotion
-    if p is None:
-        line += "  last promotion: none"
-    else:
-        timing = ", ".join(f"{k} {p[k + '_ms']} ms" for k in ("detection", "promotion")
-                           if p[k + "_ms"] is not None)
-        line += (f"  last promotion: {p['member']} epoch {p['previous_epoch']}->"
-                 f"{p['new_epoch']} ({p['reason']}{', ' + timing if timing else ''})"
-                 f" {_ago(p['age_ms'])} ago")
-    lines = [line]
-    m = st.last_migration
-    if m is not None and m["kind"] == "handoff":
-        lines.append(f"  last handoff: {m['from_member']} -> {m['to_member']} at epoch"
-                     f" {m['epoch']}, {_ago(m['age_ms'])} ago")
-    elif m is not None:
-        lines.append(f"  migration requested: to {m['to_member'] or 'any replica'}"
-                     f" by {m['requested_by']} ({m['reason']}), {_ago(m['age_ms'])} ago,"
-                     " no handoff yet")
-    if st.checkpoints:
-        k = st.checkpoints[-1]
-        offsets = ",".join(f"{p}:{o}" for p, o in sorted(k["offsets"].items()))
-        lines.append(f"  last checkpoint: {k['checkpoint_id']} by {k['member']}, calls offsets"
-                     f" {offsets}, {k['size']} bytes, {_ago(k['age_ms'])} ago"
-                     f" ({len(st.checkpoints)} kept)")
-    if st.since_ms is not None:
-        lines.append(f"  read the control records of the last"
-                     f" {_ago(max(0, st.now_ms - st.since_ms))} ({st.records}): a member"
-                     " silent for longer is not shown (--since 0 reads them all)")
-    c = st.pending_claim
-    if c is not None:
-        lines.append(f"  claim in progress: {c['member']} for epoch {c['epoch']}"
-                     f" ({c['reason']}), {_ago(c['age_ms'])} ago")
-    return lines
-
-
-COLUMNS = ("MEMBER", "HOST", "ROLE", "EPOCH", "LAG", "LAG_MS", "SEEN", "CHECKPOINT", "STATE")
-
-
-def _row(m: MemberView) -> tuple[str, ...]:
-    return (m.member, _dash(m.host), m.role, str(m.epoch), _dash(m.lag_records),
-            _dash(m.lag_ms), f"{_ago(m.age_ms)} ago", _dash(m.checkpoint), m.state)
-
-
-def render_text(statuses: Sequence[AppStatus]) -> str:
-    """A header per app and an aligned table of its members."""
-    if not statuses:
-        return "no apps (no mig.*.control topics)"
-    blocks = []
-    for st in statuses:
-        lines = _header(st)
-        if not st.members:
-            lines.append("  no members have reported (no heartbeat or status records)")
-        else:
-            rows = [COLUMNS, *(_row(m) for m in st.members)]
-            widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-            lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
-                      .rstrip() for r in rows]
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks)

@@ -199,7 +199,7 @@ def _request_once(port: int, line: str) -> str:
 
 
 def _control(broker: EmbeddedBroker, app: str) -> list[tuple[str, dict]]:
-    from mig.control.status import read_control
+    from mig.control.read import read_control
 
     return read_control(broker.settings, app)
 

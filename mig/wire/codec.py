@@ -1,7 +1,8 @@
 """Avro single-object encoding of every record mig writes to Kafka.
 
-This module owns the schemas in ``avro/`` once they are loaded (reference resolution,
-fingerprints, writer versions) and the conversion of records to bytes and back.
+This module owns the conversion of records to bytes and back, and the writer versions it
+knows; the schemas of ``avro/`` are loaded by mig/wire/schemas.py (reference resolution,
+canonical forms, fingerprints).
 
 Wire format (Avro specification, "Single object encoding"): ``C3 01``, then the 8-byte
 little-endian CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form, then the
@@ -28,13 +29,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
-from fastavro.schema import fingerprint as _fastavro_fingerprint
-from fastavro.schema import to_parsing_canonical_form
+from fastavro import schemaless_reader, schemaless_writer
 from fastavro.validation import validate as _fastavro_validate
 
 from mig.errors import DecodeError, SchemaError
 from mig.paths import schema_dir
+from mig.wire.schemas import (
+    Compiled,
+    compile_schema,
+    load_folder,
+    normalize,
+    read_json,
+    schema_value,
+    short,
+)
 
 __all__ = ["SCHEMA_HEADER", "MAGIC", "Codec"]
 
@@ -42,24 +50,9 @@ SCHEMA_HEADER = "mig.schema"
 MAGIC = b"\xc3\x01"
 
 _HEADER_LEN = len(MAGIC) + 8
-_PRIMITIVES = frozenset(
-    {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
-)
 _NAMED = frozenset({"record", "error", "enum", "fixed"})
-_MAX_CAUSE = 160
 
 _Json = Any  # a JSON schema value: str, list or dict
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """One self-contained schema, ready for fastavro."""
-
-    name: str
-    expanded: dict[str, Any]
-    parsed: Any
-    canonical: str
-    fingerprint: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +80,11 @@ class Codec:
 
     def __init__(self, schema_folder: Path) -> None:
         self._folder = Path(schema_folder)
-        tops, self._definitions = _load_folder(self._folder)
-        self._current: dict[str, _Compiled] = {}
+        tops, self._definitions = load_folder(self._folder)
+        self._current: dict[str, Compiled] = {}
         for name, schema in tops.items():
             if schema.get("type") in ("record", "error"):
-                self._current[name] = _compile(schema, self._definitions, f"{name}.avsc")
+                self._current[name] = compile_schema(schema, self._definitions, f"{name}.avsc")
         self._writers: dict[bytes, _Writer] = {}
         for compiled in self._current.values():
             self._add_writer(compiled, reader=None)
@@ -99,7 +92,7 @@ class Codec:
         # earlier versions of the schemas, so records written by an older mig still decode
         for old in sorted((self._folder / "history").glob("*.avsc")):
             try:
-                self.register_writer(_read_json(old))
+                self.register_writer(read_json(old))
             except SchemaError as exc:
                 raise SchemaError(f"history/{old.name}: {exc}") from exc
 
@@ -128,12 +121,12 @@ class Codec:
         schema of the same full name (Avro schema resolution), or as written if there is
         no current schema of that name.
         """
-        raw = _schema_value(schema)
+        raw = schema_value(schema)
         own: dict[str, dict[str, Any]] = {}
-        normalized = _normalize(raw, "", own, "writer schema")
+        normalized = normalize(raw, "", own, "writer schema")
         if not isinstance(normalized, dict) or normalized.get("type") not in ("record", "error"):
             raise SchemaError("writer schema: top level must be a record")
-        compiled = _compile(normalized, {**self._definitions, **own}, "writer schema")
+        compiled = compile_schema(normalized, {**self._definitions, **own}, "writer schema")
         current = self._current.get(compiled.name)
         self._add_writer(compiled, reader=current.parsed if current else None)
         return compiled.fingerprint
@@ -156,7 +149,7 @@ class Codec:
         try:
             schemaless_writer(out, compiled.parsed, record, strict_allow_default=True)
         except Exception as exc:
-            raise SchemaError(f"record does not fit {compiled.name}: {_short(exc)}") from exc
+            raise SchemaError(f"record does not fit {compiled.name}: {short(exc)}") from exc
         return out.getvalue()
 
     def decode(self, data: bytes | None) -> tuple[str, dict[str, Any]]:
@@ -177,13 +170,13 @@ class Codec:
 
     # -- internals -------------------------------------------------------------------
 
-    def _get(self, full_name: str) -> _Compiled:
+    def _get(self, full_name: str) -> Compiled:
         compiled = self._current.get(full_name)
         if compiled is None:
             raise SchemaError(f"no record schema named {full_name!r} in {self._folder}")
         return compiled
 
-    def _add_writer(self, compiled: _Compiled, reader: Any | None) -> None:
+    def _add_writer(self, compiled: Compiled, reader: Any | None) -> None:
         known = self._writers.get(compiled.fingerprint)
         if known is not None:
             if known.canonical != compiled.canonical:
@@ -338,7 +331,7 @@ def _union_checker(branches: list[_Json], named: dict[str, _Check | None]) -> _C
 
 
 def _decode_cause(exc: Exception) -> str:
-    text = _short(exc)
+    text = short(exc)
     if isinstance(exc, EOFError):
         return f"ends early ({text})" if text else "ends early"
     if isinstance(exc, IndexError):
@@ -349,12 +342,6 @@ def _decode_cause(exc: Exception) -> str:
     if type(exc).__name__ == "SchemaResolutionError":
         return f"writer schema is not compatible ({text})"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return first if len(first) <= _MAX_CAUSE else first[: _MAX_CAUSE - 3] + "..."
 
 
 def _header_name(headers: Any) -> str | None:
@@ -382,7 +369,7 @@ def _header_name(headers: Any) -> str | None:
 # -- encoding helpers --------------------------------------------------------------------
 
 
-def _check_record(compiled: _Compiled, record: Any) -> None:
+def _check_record(compiled: Compiled, record: Any) -> None:
     try:
         _fastavro_validate(record, compiled.parsed, raise_errors=True)
     except Exception as exc:
@@ -394,7 +381,7 @@ def _check_record(compiled: _Compiled, record: Any) -> None:
 def _validation_cause(exc: Exception) -> str:
     errors = getattr(exc, "errors", None)
     if not errors:
-        return _short(exc)
+        return short(exc)
     first = errors[0]
     datum = repr(first.datum)
     if len(datum) > 40:
@@ -413,198 +400,3 @@ def _type_label(schema: _Json) -> str:
     return str(schema)
 
 
-# -- schema loading ----------------------------------------------------------------------
-
-
-def _load_folder(folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Top-level schemas by full name, and every named type defined anywhere in the folder."""
-    if not folder.is_dir():
-        raise SchemaError(f"schema folder {folder} does not exist")
-    files = sorted(folder.glob("*.avsc"))
-    if not files:
-        raise SchemaError(f"no .avsc files in {folder}")
-    definitions: dict[str, dict[str, Any]] = {}
-    tops: dict[str, dict[str, Any]] = {}
-    for path in files:
-        schema = _normalize(_read_json(path), "", definitions, path.name)
-        name = schema.get("name") if isinstance(schema, dict) else None
-        if name is None:
-            raise SchemaError(f"{path.name}: the top level must be a named type")
-        if path.name != f"{name}.avsc":
-            raise SchemaError(f"{path.name}: defines {name}, so must be named {name}.avsc")
-        tops[name] = schema
-    return tops, definitions
-
-
-def _read_json(path: Path) -> _Json:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SchemaError(f"{path.name}: not readable JSON: {_short(exc)}") from exc
-
-
-def _schema_value(schema: Any) -> _Json:
-    if isinstance(schema, str):
-        try:
-            return json.loads(schema)
-        except ValueError as exc:
-            raise SchemaError(f"writer schema is not JSON: {_short(exc)}") from exc
-    if isinstance(schema, dict):
-        # A fastavro-parsed schema would be taken as already parsed; start from plain JSON.
-        return {k: v for k, v in schema.items() if not k.startswith("__")}
-    raise SchemaError(f"writer schema is a {type(schema).__name__}, not a dict or JSON text")
-
-
-def _full_name(name: str, namespace: str) -> str:
-    if "." in name or not namespace:
-        return name
-    return f"{namespace}.{name}"
-
-
-def _normalize(
-    schema: _Json, namespace: str, found: dict[str, dict[str, Any]], where: str
-) -> _Json:
-    """A copy with every name and reference made a full name and ``namespace`` dropped.
-
-    Named types met on the way are added to ``found``; a name already there with a
-    different definition is an error (one name, one type).
-    """
-    if isinstance(schema, str):
-        return schema if schema in _PRIMITIVES else _full_name(schema, namespace)
-    if isinstance(schema, list):
-        return [_normalize(branch, namespace, found, where) for branch in schema]
-    if not isinstance(schema, dict) or "type" not in schema:
-        raise SchemaError(f"{where}: not an Avro schema: {str(schema)[:60]}")
-    kind = schema["type"]
-    if not isinstance(kind, str):
-        return _normalize(kind, namespace, found, where)
-    if kind in ("array", "map"):
-        inner = "items" if kind == "array" else "values"
-        if inner not in schema:
-            raise SchemaError(f"{where}: {kind} without {inner!r}")
-        return {**schema, inner: _normalize(schema[inner], namespace, found, where)}
-    if kind in _PRIMITIVES:
-        return dict(schema)
-    if kind not in _NAMED:
-        return _normalize(kind, namespace, found, where)
-    return _normalize_named(schema, namespace, found, where)
-
-
-def _normalize_named(
-    schema: dict[str, Any], namespace: str, found: dict[str, dict[str, Any]], where: str
-) -> dict[str, Any]:
-    name = schema.get("name")
-    if not isinstance(name, str) or not name:
-        raise SchemaError(f"{where}: a {schema['type']} without a name")
-    full = _full_name(name, schema.get("namespace") or namespace)
-    own_namespace = full.rpartition(".")[0]
-    out = {k: v for k, v in schema.items() if k != "namespace"}
-    out["name"] = full
-    if schema["type"] in ("record", "error"):
-        out["fields"] = [
-            _normalize_field(field, own_namespace, found, where)
-            for field in schema.get("fields", [])
-        ]
-    known = found.get(full)
-    if known is not None and known != out:
-        raise SchemaError(f"{where}: {full} is defined twice, differently")
-    found[full] = out
-    return out
-
-
-def _normalize_field(
-    field: Any, namespace: str, found: dict[str, dict[str, Any]], where: str
-) -> dict[str, Any]:
-    if not isinstance(field, dict) or "name" not in field or "type" not in field:
-        raise SchemaError(f"{where}: a field needs a name and a type: {str(field)[:60]}")
-    return {**field, "type": _normalize(field["type"], namespace, found, where)}
-
-
-def _expand(schema: _Json, definitions: Mapping[str, dict[str, Any]], defined: set[str]) -> _Json:
-    """Inline each named type at its first use; later uses stay references by full name."""
-    if isinstance(schema, str):
-        if schema in _PRIMITIVES or schema in defined:
-            return schema
-        if schema not in definitions:
-            raise SchemaError(f"unknown type {schema}")
-        return _expand(definitions[schema], definitions, defined)
-    if isinstance(schema, list):
-        return [_expand(branch, definitions, defined) for branch in schema]
-    kind = schema["type"]
-    if kind in ("array", "map"):
-        inner = "items" if kind == "array" else "values"
-        return {**schema, inner: _expand(schema[inner], definitions, defined)}
-    if kind not in _NAMED:
-        return dict(schema)
-    if schema["name"] in defined:
-        return schema["name"]
-    defined.add(schema["name"])
-    if kind not in ("record", "error"):
-        return dict(schema)
-    fields = [
-        {**field, "type": _expand(field["type"], definitions, defined)}
-        for field in schema["fields"]
-    ]
-    return {**schema, "fields": fields}
-
-
-def _compile(
-    schema: dict[str, Any], definitions: Mapping[str, dict[str, Any]], where: str
-) -> _Compiled:
-    try:
-        expanded = _expand(schema, definitions, set())
-    except SchemaError as exc:
-        raise SchemaError(f"{where}: {exc}") from exc
-    try:
-        parsed = parse_schema(expanded)
-        canonical = to_parsing_canonical_form(expanded)
-        fingerprint = bytes.fromhex(_fastavro_fingerprint(canonical, "CRC-64-AVRO"))
-    except Exception as exc:
-        raise SchemaError(f"{where}: invalid schema: {_short(exc)}") from exc
-    _refuse_unbounded_arrays(expanded, {}, where)
-    return _Compiled(schema["name"], expanded, parsed, canonical, fingerprint)
-
-
-def _refuse_unbounded_arrays(schema: _Json, named: dict[str, Any], where: str) -> None:
-    """Refuse arrays whose items may encode to zero bytes.
-
-    A body may declare 2**60 such items in one byte, and no input length check would stop
-    the decoder's loop; every other length in a body is bounded by the bytes it spans.
-    """
-    if isinstance(schema, list):
-        for branch in schema:
-            _refuse_unbounded_arrays(branch, named, where)
-        return
-    if not isinstance(schema, dict):
-        return
-    kind = schema["type"]
-    if kind in _NAMED:
-        named[schema["name"]] = schema
-    if kind == "array":
-        if _may_be_empty(schema["items"], named, set()):
-            raise SchemaError(f"{where}: an array of items that encode to zero bytes")
-        _refuse_unbounded_arrays(schema["items"], named, where)
-    elif kind == "map":
-        _refuse_unbounded_arrays(schema["values"], named, where)
-    elif kind in ("record", "error"):
-        for field in schema["fields"]:
-            _refuse_unbounded_arrays(field["type"], named, where)
-
-
-def _may_be_empty(schema: _Json, named: Mapping[str, Any], seen: set[str]) -> bool:
-    """Whether a value of this schema can encode to zero bytes."""
-    if isinstance(schema, str):
-        if schema in _PRIMITIVES:
-            return schema == "null"
-        if schema in seen or schema not in named:
-            return False
-        return _may_be_empty(named[schema], named, seen)
-    if isinstance(schema, list):
-        return False  # a union always writes its branch index
-    kind = schema["type"]
-    if kind == "fixed":
-        return schema["size"] == 0
-    if kind in ("record", "error"):
-        inner = seen | {schema["name"]}
-        return all(_may_be_empty(f["type"], named, inner) for f in schema["fields"])
-    return kind == "null"

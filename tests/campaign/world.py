@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mig.broker.node import free_ports
-from mig.control.status import read_control
+from mig.control.read import read_control
 from tests.apps.ackclient import WriteReport, run_writes
 from tests.apps.client import request
 from tests.cluster import LocalCluster

@@ -15,7 +15,8 @@ import pytest
 
 from mig.kafka.clients import KafkaSettings, admin_client
 from mig.kafka.topics import ensure_topics, topic_names
-from mig.ops.doctor import Check, app_checks, exit_code, render_text
+from mig.ops.check import Check, exit_code, render_text
+from mig.ops.doctor import app_checks
 from tests.conftest import run_mig
 from tests.harness import write_app
 
@@ -161,8 +162,8 @@ def test_text_output() -> None:
 
 def shapes(binary: Path | str, capture: str = "trap", threads: str = "serialized",
            stdin: str = "inherit") -> dict[str, Check]:
-    from mig.ops.doctor import program_shapes
     from mig.ops.elfcheck import find_program
+    from mig.ops.shapes import program_shapes
 
     return {c.check: c for c in program_shapes(find_program(str(binary)), capture, threads,
                                                stdin)}
@@ -212,8 +213,8 @@ def test_jit_runtime_is_named(programs: Path) -> None:
     assert jit["program.jit"].detail.startswith("jituser loads libluajit-5.1.so.2 (LuaJIT), a"
                                                 " JIT runtime:")
     assert shapes(programs / "dynamic") == {}
-    from mig.ops.doctor import program_shapes
     from mig.ops.elfcheck import Program
+    from mig.ops.shapes import program_shapes
 
     unread = program_shapes(Program(programs / "static", programs / "static"))
     assert [(c.check, c.status) for c in unread] == [("program.imports", "warn")]
@@ -264,7 +265,7 @@ def test_capture_check_says_which_calls_are_seen(programs: Path, tmp_path: Path)
 
 
 def test_threads_check_says_which_mode_applies_and_why() -> None:
-    from mig.ops.doctor import check_threads
+    from mig.ops.shapes import check_threads
 
     default = check_threads("serialized", "trap")
     assert default.status == "ok" and "one thread of a process runs at a time" in default.detail

@@ -21,7 +21,8 @@ def doctor(
     processes, a JIT runtime, stdin), Kafka, topics and whether its running members' clocks
     agree. One line per check: ok, warn or fail, what was found and what to do. Changes
     nothing. Exit 1 if any check fails."""
-    from mig.ops.doctor import exit_code, render_text, run_checks, to_json
+    from mig.ops.check import exit_code, render_text, to_json
+    from mig.ops.doctor import run_checks
 
     checks = run_checks(app_toml)
     typer.echo(to_json(checks) if as_json else render_text(checks))

@@ -1,165 +1,38 @@
 """app.toml: the one place mig's application configuration is defined, parsed and validated.
 
-Every key is declared once in ``SECTIONS`` (type, default, doc). ``load_config`` turns a file
-into a typed ``AppConfig`` or raises ``ConfigError`` naming the file, the key and what was
-expected; ``reference_markdown`` renders the same table as docs/app-toml.md, so the docs
-cannot drift from the code. The ``[kafka]`` table passes any librdkafka property through;
-a property's value may instead be read from a file (``{ file = "path" }``, relative to
-app.toml, not readable by other users) or an environment variable (``{ env = "NAME" }``),
-so secrets such as ``sasl.password`` stay out of app.toml. Such values are never shown.
+Every key is declared once in ``SECTIONS`` (mig/config/keys.py: type, default, doc).
+``load_config`` turns a file into a typed ``AppConfig`` or raises ``ConfigError`` naming the
+file, the key and what was expected; ``reference_markdown`` renders the same table as
+docs/app-toml.md, so the docs cannot drift from the code. The ``[kafka]`` table passes
+any librdkafka property through; a property's value may instead be read from a file
+(``{ file = "path" }``, relative to app.toml, not readable by other users) or an
+environment variable (``{ env = "NAME" }``), so secrets such as ``sasl.password`` stay out
+of app.toml. Such values are never shown.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mig.config.keys import (
+    NAME_RE,
+    OPEN_SECTIONS,
+    SECTIONS,
+    TYPE_WORDS,
+    Key,
+    reference_markdown,
+)
 from mig.errors import ConfigError
 from mig.kafka.clients import KafkaSettings, is_sensitive
 
 __all__ = ["AppConfig", "Key", "SECTIONS", "load_config", "parse_config", "reference_markdown"]
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-BARRIER_MODES = ("sync", "output", "async")
-CAPTURE_MODES = ("trap", "symbols")
-THREAD_MODES = ("serialized", "parallel")
-STDIN_MODES = ("inherit", "topic")
 
-
-@dataclass(frozen=True)
-class Key:
-    type: str  # "str", "int", "bool", "argv", "strmap", "choice"
-    default: Any
-    doc: str
-    required: bool = False
-    choices: tuple[str, ...] = ()
-    minimum: int | None = None
-
-
-SECTIONS: dict[str, dict[str, Key]] = {
-    "app": {
-        "name": Key("str", None, "Application name; used in topic names `mig.NAME.*`."
-                    " Lower-case letters, digits, `-` and `_`, at most 63.", required=True),
-        "command": Key("argv", None, "The program and its arguments. The program must not"
-                       " be empty; each argument reaches it as written, empty strings"
-                       " included (e.g. `[\"redis-server\", \"--save\", \"\"]`).",
-                       required=True),
-        "cwd": Key("str", ".", "Working directory of the program, relative to app.toml."),
-        "state_dir": Key("str", "state", "The app's own files (relative to cwd); a backup"
-                         " keeps its own copy and checkpoints carry it."),
-        "env": Key("strmap", {}, "Extra environment variables for the program."),
-        "barrier_mode": Key("choice", "output", "`sync`: a barrier after every call;"
-                            " `output`: before every externally visible output;"
-                            " `async`: no barriers (bounded loss window).",
-                            choices=BARRIER_MODES),
-        "capture": Key("choice", "trap", "`trap`: every system call the program makes is"
-                       " handled, whoever makes it (libc's internal calls, `dlsym`, raw"
-                       " `syscall()`), by Syscall User Dispatch (Linux 5.11+); `symbols`:"
-                       " only calls through libc's exported functions (incomplete: for"
-                       " comparison and old kernels). The same on every member."
-                       " docs/interceptor.md.", choices=CAPTURE_MODES),
-        "threads": Key("choice", "serialized", "`serialized`: one thread of a process runs"
-                       " at a time and where they switch is logged, so threads that share"
-                       " memory without locks replay (needs capture `trap`); `parallel`:"
-                       " threads run at once and only their lock acquisitions are ordered"
-                       " (for programs known to be free of data races). The same on every"
-                       " member. docs/threads.md.", choices=THREAD_MODES),
-        "serial_stall_ms": Key("int", 2000, "Serialized threads: how long a thread waits to"
-                               " run while another runs without any system call before"
-                               " the primary stops serializing (and replicas stop there)"
-                               " rather than hang the program.", minimum=10),
-        "stdin": Key("choice", "inherit", "Where the program's standard input comes from."
-                     " `inherit`: `mig primary start`'s own (`producer | mig primary"
-                     " start`); a promoted replica's is at its end. `topic`: the topic"
-                     " `mig.NAME.input`, which `producer | mig input APP.TOML` appends to;"
-                     " whichever member is primary feeds it on from the first byte the"
-                     " program has not read, so a piped program survives failover and"
-                     " migration. docs/interceptor.md.", choices=STDIN_MODES),
-    },
-    "kafka": {
-        "bootstrap_servers": Key("str", None, "Kafka brokers, `host:port,...`. Unset: the"
-                                 " embedded broker (`mig broker up`)."),
-    },
-    "topics": {
-        "partitions": Key("int", 1, "Partitions of `mig.NAME.calls`.", minimum=1),
-        "replication_factor": Key("int", 0, "Replication factor of the app's topics;"
-                                  " 0 = min(3, number of brokers).", minimum=0),
-        "checkpoint_segment_ms": Key("int", 60000, "`segment.ms` of the compacted"
-                                     " checkpoints topic (short, so compaction runs soon).",
-                                     minimum=1000),
-        "control_retention_ms": Key("int", 7 * 24 * 3600 * 1000,
-                                    "`retention.ms` of `mig.NAME.control`.", minimum=60000),
-        "max_message_bytes": Key("int", 1048576, "`max.message.bytes` of the app's topics;"
-                                 " checkpoint chunks are cut below it.", minimum=65536),
-    },
-    "replica": {
-        "heartbeat_ms": Key("int", 200, "Interval of the primary's heartbeats.", minimum=10),
-        "failover_timeout_ms": Key("int", 1000, "No heartbeat and no committed record for"
-                                   " this long: the primary is presumed dead.", minimum=50),
-        "max_lag_records": Key("int", 10_000, "A replica with more records than this"
-                               " still to replay does not claim the primary role (it claims"
-                               " once it has caught up that far: about 0.1 s of replay)."
-                               , minimum=0),
-    },
-    "checkpoints": {
-        "enabled": Key("bool", True, "Replicas take checkpoints (CRIU images of the app) into"
-                       " `mig.NAME.checkpoints`, and a replica that starts late restores"
-                       " the newest one instead of replaying the whole log."),
-        "every_records": Key("int", 0, "A replica checkpoints after this many replayed"
-                             " calls (the primary alone: recorded calls). 0: no such"
-                             " trigger.", minimum=0),
-        "every_seconds": Key("int", 600, "A replica (or the primary alone) checkpoints this"
-                             " often. 0: no such"
-                             " trigger.", minimum=0),
-        "when_alone": Key("bool", True, "With no hot replica, the primary's host takes the"
-                          " checkpoints: a short-lived local replay of the app, niced, that"
-                          " dumps it and exits (the live app is not stopped)."),
-        "keep": Key("int", 2, "Checkpoints kept; older ones are tombstoned, and calls"
-                    " records before the oldest kept one are deleted.", minimum=1),
-    },
-    "security": {
-        "hmac_keys_file": Key("str", "", "File of record keys (`KEY_ID HEX` per line, the"
-                              " first signs; relative to app.toml; not readable by other"
-                              " users): every record mig writes is signed and every member"
-                              " refuses unsigned or tampered ones (docs/security.md). Empty:"
-                              " records are not signed."),
-        "hmac_keys_env": Key("str", "", "Name of an environment variable holding the keys"
-                             " instead (lines separated by newlines or ';')."),
-    },
-    "metrics": {
-        "address": Key("str", "", "host:port where this member serves Prometheus metrics"
-                       " (/metrics), e.g. 0.0.0.0:9464; every member of the app uses it on"
-                       " its own host. `--metrics` overrides it. Empty: none."),
-    },
-    "failover": {
-        "on_promote": Key("str", "", "Shell command run (in the background, from app.cwd)"
-                          " when this member becomes primary, e.g. to move a service"
-                          " address. It gets MIG_APP, MIG_MEMBER and MIG_EPOCH in its"
-                          " environment. Empty: none."),
-        "migrate_on_stop": Key("bool", True, "SIGTERM to `mig primary` hands the app to a"
-                               " hot replica (a planned migration) when there is one,"
-                               " instead of stopping it."),
-        "maintenance_file": Key("str", "", "When this file (relative to app.cwd) appears,"
-                                " the primary migrates the app to a hot replica. Empty:"
-                                " no such trigger."),
-        "load_threshold": Key("int", 0, "When the 1-minute load average of the primary's"
-                              " host stays above this for 10 s, the primary migrates the"
-                              " app to a hot replica. 0: no such trigger.", minimum=0),
-        "handoff_timeout_ms": Key("int", 10000, "How long a planned migration may take"
-                                  " before the primary calls it off and resumes.",
-                                  minimum=100),
-    },
-}
-
-_OPEN_SECTIONS = {"kafka"}  # extra keys allowed: librdkafka properties
-_TYPE_WORDS = {"str": "a string", "int": "an integer", "bool": "true or false",
-               "argv": "a list of strings, the program first", "strmap": "a table of strings",
-               "choice": "one of"}
 
 
 @dataclass(frozen=True)
@@ -276,7 +149,7 @@ def _validate(doc: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
         for name, value in body.items():
             dotted = f"{section}.{name}"
             if name not in keys:
-                if section in _OPEN_SECTIONS:
+                if section in OPEN_SECTIONS:
                     values[name] = _passthrough(value, where, dotted)
                     continue
                 raise ConfigError(where, dotted, "unknown key" + _suggest(name, keys))
@@ -285,7 +158,7 @@ def _validate(doc: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
             if name not in values:
                 if key.required:
                     raise ConfigError(where, f"{section}.{name}",
-                                      f"missing (required: {_TYPE_WORDS[key.type]})")
+                                      f"missing (required: {TYPE_WORDS[key.type]})")
                 values[name] = key.default
         out[section] = values
     return out
@@ -302,7 +175,7 @@ def _check(key: Key, value: Any, where: str, dotted: str) -> Any:
                           " arguments or environment variables)")
     if key.type in ("str", "choice"):
         if not isinstance(value, str):
-            raise bad(_TYPE_WORDS["str"])
+            raise bad(TYPE_WORDS["str"])
         if key.choices and value not in key.choices:
             raise ConfigError(where, dotted, f"expected one of {', '.join(key.choices)};"
                               f" got '{value}'")
@@ -330,7 +203,7 @@ def _check_argv(value: Any, where: str, dotted: str) -> list[str]:
     element it refuses, ``app.command[2]``, and shows it whole."""
     if not isinstance(value, list) or not value:
         got = "an empty list" if isinstance(value, list) else _describe(value, cut=False)
-        raise ConfigError(where, dotted, f"expected {_TYPE_WORDS['argv']}; got {got}")
+        raise ConfigError(where, dotted, f"expected {TYPE_WORDS['argv']}; got {got}")
     for index, item in enumerate(value):
         if not isinstance(item, str):
             raise ConfigError(where, f"{dotted}[{index}]",
@@ -409,31 +282,3 @@ def _suggest(name: str, known: dict[str, Any]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
 
 
-def reference_markdown() -> str:
-    """docs/app-toml.md, generated from SECTIONS."""
-    lines = ["# app.toml reference", "",
-             "Generated from `mig/config.py` by `mig config reference`; do not edit by hand.",
-             ""]
-    for section, keys in SECTIONS.items():
-        lines += [f"## [{section}]", "", "| key | type | default | meaning |",
-                  "| --- | --- | --- | --- |"]
-        for name, key in keys.items():
-            kind = _TYPE_WORDS[key.type]
-            if key.choices:
-                kind += " " + ", ".join(f"`{c}`" for c in key.choices)
-            default = "required" if key.required else (
-                "unset" if key.default is None else f"`{key.default!r}`")
-            lines.append(f"| `{name}` | {kind} | {default} | {key.doc} |")
-        if section in _OPEN_SECTIONS:
-            lines += ["", "Any other key in `[kafka]` is passed to librdkafka as a property,"
-                      " e.g. `\"security.protocol\" = \"SASL_SSL\"`. A value may instead"
-                      " come from a file, `\"sasl.password\" = { file = \"kafka.pass\" }`"
-                      " (relative to app.toml, trailing newlines dropped; refused when other"
-                      " users can read it), or from an environment variable,"
-                      " `\"sasl.password\" = { env = \"KAFKA_PASSWORD\" }`; a missing file"
-                      " or variable is an error naming it. Such values, and those of"
-                      " properties named like a secret (`password`, `secret`, `key`, `token`,"
-                      " ... but not `*.location` paths), are never shown in logs, errors or"
-                      " status (docs/security.md)."]
-        lines.append("")
-    return "\n".join(lines)

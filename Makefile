@@ -11,6 +11,7 @@ demo: install
 
 test: install criu
 	$(BIN)/ruff check mig tests bench setup.py
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 install: $(VENV)/.installed

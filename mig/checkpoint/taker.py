@@ -16,7 +16,7 @@ import structlog
 from mig.errors import MigError
 from mig.kafka.clients import watermarks
 from mig.member.launch import app_env, kill_group
-from mig.member.replay_state import compare_identity
+from mig.member.replay_state import ReplicaState, compare_identity
 from mig.progress import Progress
 from mig.ring.memory import (
     rearm_after_restore,
@@ -28,7 +28,7 @@ from mig.wire.identity import app_identity
 log = structlog.get_logger("mig.replayer")
 
 
-class Checkpointing:
+class Checkpointing(ReplicaState):
     """Restore at start; take checkpoints while replaying."""
 
     # -- checkpoints

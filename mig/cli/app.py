@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from mig.cli.common import BOOTSTRAP
+
+if TYPE_CHECKING:
+    from mig.config import AppConfig
+    from mig.member.record_state import RecordStats
 
 primary = typer.Typer(no_args_is_help=True, help="Run an app as the primary, recording it.")
 replica = typer.Typer(no_args_is_help=True, help="Run a replaying replica of an app.")
@@ -36,7 +40,7 @@ METRICS = typer.Option(None, "--metrics", metavar="HOST:PORT",
                             " [metrics] address of the app.toml; none if empty).")
 
 
-def _metrics(cfg, member: str, given: Optional[str]):  # type: ignore[no-untyped-def]
+def _metrics(cfg: AppConfig, member: str, given: Optional[str]) -> Any:
     """The member's Metrics, served at --metrics or [metrics] address; None when neither."""
     address = given if given is not None else cfg.metrics.get("address", "")
     if not address:
@@ -84,7 +88,7 @@ def primary_start(
 
 
 
-def _report_recording(stats) -> None:  # type: ignore[no-untyped-def]
+def _report_recording(stats: RecordStats) -> None:
     typer.echo(f"recorded {stats.calls} calls in {stats.batches} batches,"
                f" {stats.commits} commits, {stats.traps} trapped;"
                f" app exit code {stats.exit_code}")
@@ -96,7 +100,7 @@ def _report_recording(stats) -> None:  # type: ignore[no-untyped-def]
     unclean = stats.unclean()
     if unclean:  # killed by a signal mig did not send to stop it: 128 + signal, as a shell
         typer.echo(f"mig: error: {unclean}", err=True)
-        raise typer.Exit(128 - stats.exit_code)
+        raise typer.Exit(128 - (stats.exit_code or 0))
     raise typer.Exit(stats.exit_code if stats.exit_code and stats.exit_code > 0 else 0)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -38,7 +38,7 @@ def checkpoint(
     typer.echo(describe_manifest(request_checkpoint(settings, name, timeout)))
 
 
-def describe_manifest(m: dict) -> str:  # type: ignore[type-arg]
+def describe_manifest(m: dict[str, Any]) -> str:
     offsets = ",".join(f"{po['partition']}:{po['offset']}" for po in m["barrier_offsets"])
     age = max(0, int(time.time() * 1000) - m["created_ms"]) / 1000
     return (f"checkpoint {m['checkpoint_id']}: calls offsets {offsets}, {m['total_size']}"

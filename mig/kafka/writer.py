@@ -181,16 +181,16 @@ class LogWriter:
             self._raise_if_fenced(exc.args[0])
             raise MigError(f"the Kafka producer failed: {exc.args[0].str()}") from exc
         except:  # noqa: E722 - a bare KafkaError object is not an exception class (error_cb)
-            exc = sys.exc_info()[1]
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            failure = sys.exc_info()[1]
+            if isinstance(failure, (KeyboardInterrupt, SystemExit)):
                 raise
-            if hasattr(exc, "code"):
-                self._raise_if_fenced(exc)
+            if hasattr(failure, "code"):
+                self._raise_if_fenced(failure)
             # the client can also fail a flush with a SystemError ("returned NULL without
             # setting an exception") when librdkafka has just entered its fatal state: ask
             # librdkafka why before calling it a generic failure
             self._probe_fatal()
-            raise MigError(f"the Kafka producer failed: {self._last_error_text(exc)}") from None
+            raise MigError(f"the Kafka producer failed: {self._last_error_text(failure)}") from None
         if remaining:
             raise MigError(f"{remaining} records not acknowledged within"
                            f" {max(self.timeout, COMMIT_RETRY_S):g} s")

@@ -10,12 +10,13 @@ import time
 import structlog
 
 from mig.kafka.writer import LogWriter
+from mig.member.record_state import RecorderState
 from mig.ring.memory import MODE_RECORD, new_rings
 
 log = structlog.get_logger("mig.recorder")
 
 
-class Committing:
+class Committing(RecorderState):
     """Drain the rings, commit, acknowledge, beat."""
 
     def _discover(self) -> None:

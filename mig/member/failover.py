@@ -16,11 +16,12 @@ from mig.control.view import fresh_s
 from mig.errors import DecodeError, MigError
 from mig.kafka.topics import topic_names
 from mig.kafka.writer import LogWriter
+from mig.member.replay_state import ReplicaState
 
 log = structlog.get_logger("mig.replayer")
 
 
-class Failover:
+class Failover(ReplicaState):
     """Watch the primary, claim, promote."""
 
     # -- control and failover

@@ -17,6 +17,7 @@ from mig.member.replay_state import (
     RECENT_CALLS,
     Divergence,
     PromotionFailed,
+    ReplicaState,
     compare_identity,
 )
 from mig.ring.calls import describe, from_avro
@@ -29,7 +30,7 @@ from mig.wire.identity import app_identity
 log = structlog.get_logger("mig.replayer")
 
 
-class Feeding:
+class Feeding(ReplicaState):
     """The replay path's input: records in, rings fed, divergences caught."""
 
     # -- input

@@ -18,11 +18,12 @@ from mig.kafka.clients import end_offsets
 from mig.kafka.topics import topic_names
 from mig.kafka.writer import LogWriter
 from mig.member.launch import kill_group
+from mig.member.record_state import RecorderState
 
 log = structlog.get_logger("mig.recorder")
 
 
-class Handing:
+class Handing(RecorderState):
     """The planned handoff of a primary to a hot replica."""
 
     # -- planned handoff

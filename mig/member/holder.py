@@ -207,12 +207,12 @@ def _holder(spec: dict[str, Any], ready: Path) -> int:
     if text:
         st = int(text)
     if os.WIFSIGNALED(st):  # end by the app's signal, so our parent sees it as the app's
-        sig = os.WTERMSIG(st)
+        ended_by = os.WTERMSIG(st)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
-        os.kill(os.getpid(), sig)
-        return 128 + sig
+        signal.signal(ended_by, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [ended_by])
+        os.kill(os.getpid(), ended_by)
+        return 128 + ended_by
     return os.waitstatus_to_exitcode(st) if os.WIFEXITED(st) else 1
 
 
@@ -319,8 +319,8 @@ def _init(spec: dict[str, Any], ready: Path, alive: int, status: int) -> int:
         app = int(spec["root_pid"])
         if namespaced and spec.get("nice") is not None:
             _renice_namespace(int(spec["nice"]))
-    for sig in pending:
-        _send(app, sig)
+    for held_back in pending:
+        _send(app, held_back)
     tmp = ready.with_name(ready.name + ".tmp")
     tmp.write_text(f"{app} {'ns' if namespaced else 'host'}")
     tmp.rename(ready)

@@ -152,7 +152,7 @@ def launch(cfg: AppConfig, mode: str, run_dir: Path, cwd: Path,
     (run_dir / "listeners").unlink(missing_ok=True)  # going live: shared listeners
     log_file.parent.mkdir(parents=True, exist_ok=True)
     inherit = mode == "record" or stdin_pipe is not None
-    spec = {"mode": "run", "command": cfg.command, "env": env, "cwd": str(cwd),
+    spec: dict[str, Any] = {"mode": "run", "command": cfg.command, "env": env, "cwd": str(cwd),
             "log": str(log_file), "stdin": "inherit" if inherit else "null"}
     if mode == "replay" and _binds_to_app_folder(cfg, cwd, run_dir, log_file):
         # the replica's folder shows at the app's own path, as on the primary: a program

@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from mig.member.commit import Committing
 from mig.member.handoff import Handing
 from mig.member.launch import app_env, kill_group, launch, private_run_dir
 from mig.member.metrics import Metrics
+from mig.member.record_state import RecordStats
 from mig.ops.elfcheck import check_program
 from mig.ring.batch import BatchEncoder
 from mig.ring.memory import Ring
@@ -67,36 +67,6 @@ def shim_fatal_line(app_log: Path) -> str | None:
     return lines[-1].removeprefix("mig-shim: fatal: ") if lines else None
 
 
-@dataclass
-class RecordStats:
-    calls: int = 0
-    batches: int = 0
-    commits: int = 0
-    barrier_commits: int = 0
-    exit_code: int | None = None
-    migrated_to: str | None = None  # a planned handoff ended this primary's run
-    traps: int = 0  # system calls the shim trapped, all processes (docs/interceptor.md)
-    shim_fatal: str | None = None  # the shim's reason, when it stopped the app (exit 86)
-    stop_signal: int | None = None  # the signal mig sent the app to stop it (SIGTERM)
-    stop_timed_out: bool = False  # it did not end within the stop timeout: SIGKILL
-
-    def unclean(self) -> str | None:
-        """Why the app did not stop cleanly: it was killed by a signal other than the one mig
-        sent it to stop it (a crash, the OOM killer, an operator's kill -9, or mig's SIGKILL
-        when it did not end in time). None when it exited by itself, ended by mig's stop
-        signal, or was handed over to another member."""
-        code = self.exit_code
-        if self.migrated_to or code is None or code >= 0 or -code == self.stop_signal:
-            return None
-        name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-        if self.stop_timed_out:
-            return f"the app did not end after {self._stop_name()} and was killed ({name})"
-        return f"the app was killed by {name}"
-
-    def _stop_name(self) -> str:
-        return signal.Signals(self.stop_signal).name if self.stop_signal else "the stop"
-
-
 class Recorder(Handing, Committing):
     """A primary: its loop and the control topic it follows. The planned handoff
     (mig/member/handoff.py) and the output commit (mig/member/commit.py) are its parts;
@@ -112,13 +82,13 @@ class Recorder(Handing, Committing):
         self.host = socket.gethostname()
         self.epoch = epoch
         self.flush_ms = flush_ms
-        self.rings: dict[str, Ring] = {}
-        self.batch_seq: dict[str, int] = {}
-        self.sent_seq: dict[str, int] = {}  # lpid -> next seq after the last one sent
+        self.rings = {}
+        self.batch_seq = {}
+        self.sent_seq = {}  # lpid -> next seq after the last one sent
         self.stats = RecordStats()
         self._stop = False
         self._stop_handoff_tried = False
-        self._migrate_to: str | None = None
+        self._migrate_to = None
         self._migrate_reason = ""
         self._started_ms = int(time.time() * 1000)
         self.stop_timeout_s = 10.0  # SIGTERM to SIGKILL when the app does not end
@@ -129,20 +99,20 @@ class Recorder(Handing, Committing):
         # bounded work per loop turn, so commits (and barrier answers) stay regular
         self.drain_bytes = 256 * 1024
         self.control = ControlView(cfg.name, epoch=epoch)
-        self.on_turn: Any = None  # adopt(): feeds processes still replaying
-        self.last_calls_offset: dict[int, int] = {}
-        self._migrate_asked: str | None = None  # why a handoff was asked for, not yet tried
+        self.on_turn = None  # adopt(): feeds processes still replaying
+        self.last_calls_offset = {}
+        self._migrate_asked = None  # why a handoff was asked for, not yet tried
         self._backlog = False  # reading the control topic's records from before our start
         self._view_fresh_at = 0.0  # from then on, hot_replicas() rests on live statuses
         self._next_trigger_check = 0.0
-        self._load_high_since: float | None = None
+        self._load_high_since = None
         self.metrics = metrics  # mig/member/metrics.py, when this member serves them
         # checkpoints when no hot replica takes them (mig/checkpoint/local.py)
         self.checkpointer = PrimaryCheckpointer(cfg, settings, run_dir, self.member)
         # [app] stdin = "topic" (mig/member/stdin.py): the pipe, and its feeder once it may run
-        self.stdin_pipe: Any = None
-        self.feeder: Any = None
-        self._feed_when: Any = None  # adopt(): true once every byte the log read is counted
+        self.stdin_pipe = None
+        self.feeder = None
+        self._feed_when = None  # adopt(): true once every byte the log read is counted
 
     def run(self) -> RecordStats:
         """Record until the app exits (or SIGTERM/SIGINT stops it). Returns the figures."""

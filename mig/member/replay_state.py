@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mig.errors import MigError
+
+if TYPE_CHECKING:
+    from mig.config import AppConfig
+    from mig.control.view import ControlView
+    from mig.kafka.clients import KafkaSettings
+    from mig.kafka.writer import LogWriter
+    from mig.member.metrics import Metrics
+    from mig.progress import Progress
+    from mig.ring.memory import RawCall, Ring
+    from mig.wire.codec import Codec
 
 RECENT_CALLS = 200_000
 # calls read but not yet fed to the app above which the replica stops fetching (and below
@@ -48,3 +61,81 @@ def compare_identity(recorded: dict[str, Any], local: dict[str, Any]) -> list[st
             out.append(f"{key}: recorded {recorded[key]!r}, here {local[key]!r}")
     return out
 
+
+
+class ReplicaState:
+    """The state a replica's parts share (mig/member/replica.py sets it, mig/member/feed.py,
+    mig/member/failover.py and mig/checkpoint/taker.py use it): declared here, so each
+    part's use of it is checked."""
+
+    cfg: AppConfig
+    settings: KafkaSettings
+    run_dir: Path
+    workdir: Path
+    idle_exit_s: float | None
+    codec: Codec
+    rings: dict[str, Ring]
+    pending: dict[str, deque[tuple[RawCall, int]]]
+    in_ring: dict[str, deque[tuple[int, int]]]
+    recorded: OrderedDict[tuple[str, int], tuple[dict[str, Any], int]]
+    _pending_n: int
+    _paused: bool
+    stats: ReplayStats
+    proc: Any
+    stdin_pipe: Any
+    epoch: int
+    host: str
+    member: str
+    status: LogWriter
+    can_promote: bool
+    control: ControlView
+    next_offset: dict[int, int]
+    eof_at: dict[int, int]
+    _at_end: set[int]
+    batch_next: dict[str, int]
+    last_calls_at: float
+    started_at: float
+    detected_at: float | None
+    last_alive: float
+    claimed: set[int]
+    writer: LogWriter | None
+    health: str
+    _cons: Any
+    control_read: bool
+    _catching_up: Progress | None
+    _status_sent: dict[int, float]
+    log_resumed: float
+    own_read_at: float
+    _calls_topic: str
+    _live_marked: set[str]
+    _standby: list[LogWriter]
+    use_checkpoints: bool
+    identity_rec: dict[str, Any] | None
+    last_seq: dict[str, int]
+    launched: bool
+    restored_from: str | None
+    _restored: dict[str, Any] | None
+    _ckpt_calls: int
+    _ckpt_at: float
+    _ckpt_asked: str | None
+    _started_ms: int
+    _ckpt_retry_at: float
+    _ckpt_thread: threading.Thread | None
+    _ckpt_error: str | None
+    _ckpt_failed: tuple[str, str] | None
+    stored: str | None
+    metrics: Metrics | None
+    checkpoint_once: bool
+
+    if TYPE_CHECKING:  # the parts' methods another part calls
+        def _backlog(self) -> bool: ...
+        def _check(self) -> None: ...
+        def _discover(self) -> None: ...
+        def _feed(self) -> None: ...
+        def _flow(self, resume: bool = False) -> None: ...
+        def lag(self) -> tuple[int, int]: ...
+        def _new_stdin_pipe(self) -> Any: ...
+        def _on_control(self, msg: Any) -> None: ...
+        def _publish_status(self, final: bool = False) -> None: ...
+        def _standby_writer(self) -> None: ...
+        def _take(self, msg: Any) -> bool | str: ...

@@ -19,9 +19,8 @@ planned migration. docs/failover.md tells the protocol and what is measured.
 from __future__ import annotations
 
 import socket
-import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +45,6 @@ from mig.member.replay_state import (
     compare_identity,
 )
 from mig.progress import Progress
-from mig.ring.memory import (
-    RawCall,
-    Ring,
-)
 from mig.wire.codec import Codec
 from mig.wire.identity import member_id
 
@@ -73,63 +68,62 @@ class Replayer(Feeding, Failover, Checkpointing):
         self.workdir = workdir
         self.idle_exit_s = idle_exit_s
         self.codec = Codec.default()
-        self.rings: dict[str, Ring] = {}
-        self.pending: dict[str, deque[tuple[RawCall, int]]] = {}
+        self.rings = {}
+        self.pending = {}
         # lpid -> (ring position after the record, its wall_ns) of calls fed, not yet taken
-        self.in_ring: dict[str, deque[tuple[int, int]]] = {}
+        self.in_ring = {}
         # (lpid, seq) -> (recorded call, Kafka offset), for divergence reports
         # (an OrderedDict: dropping the oldest of a plain dict scans its deleted slots)
-        self.recorded: OrderedDict[tuple[str, int], tuple[dict[str, Any], int]] = OrderedDict()
+        self.recorded = OrderedDict()
         self._pending_n = 0  # calls in self.pending
         self._paused = False  # fetching calls paused (MAX_PENDING)
         self.stats = ReplayStats()
-        self.proc: Any = None
-        self.stdin_pipe: Any = None  # [app] stdin = "topic": mig/member/stdin.py
+        self.proc = None
+        self.stdin_pipe = None  # [app] stdin = "topic": mig/member/stdin.py
         self.epoch = 0
         self.host = socket.gethostname()
         self.member = member or member_id("replica")
-        self.status: LogWriter
         self.can_promote = can_promote
         self.control = ControlView(cfg.name)
-        self.next_offset: dict[int, int] = {}  # calls partition -> next offset to read
-        self.eof_at: dict[int, int] = {}       # calls partition -> offset of the last EOF
-        self._at_end: set[int] = set()  # calls partitions read to their end (no record since)
-        self.batch_next: dict[str, int] = {}   # lpid -> batch_seq after the last one read
+        self.next_offset = {}  # calls partition -> next offset to read
+        self.eof_at = {}       # calls partition -> offset of the last EOF
+        self._at_end = set()  # calls partitions read to their end (no record since)
+        self.batch_next = {}   # lpid -> batch_seq after the last one read
         self.last_calls_at = time.monotonic()
         self.started_at = time.monotonic()
-        self.detected_at: float | None = None
+        self.detected_at = None
         self.last_alive = 0.0
-        self.claimed: set[int] = set()
-        self.writer: LogWriter | None = None  # the app's transactional writer, once promoted
+        self.claimed = set()
+        self.writer = None  # the app's transactional writer, once promoted
         self.health = "replaying"
-        self._cons: Any = None
+        self._cons = None
         self.control_read = False  # the control topic was read to its end once
-        self._catching_up: Progress | None = None  # while far behind the log's end
+        self._catching_up = None  # while far behind the log's end
         # Our own statuses read back from the control topic tell whether the log flows for
         # us: while it stalls (a broker lost, its partitions moving) the primary's silence
         # proves nothing, so detection waits for a whole timeout of flowing log afterwards.
-        self._status_sent: dict[int, float] = {}  # ts_ms of our status -> monotonic sent
+        self._status_sent = {}  # ts_ms of our status -> monotonic sent
         self.log_resumed = 0.0  # when our statuses came back after a stall
         self.own_read_at = 0.0  # when we last read one of our statuses back
         self._calls_topic = topic_names(cfg.name)["calls"]
-        self._live_marked: set[str] = set()
-        self._standby: list[LogWriter] = []
+        self._live_marked = set()
+        self._standby = []
         # checkpoints (mig/checkpoint/store.py)
         self.use_checkpoints = use_checkpoints and cfg.checkpoints.get("enabled", True)
-        self.identity_rec: dict[str, Any] | None = None  # the recorded AppIdentity
-        self.last_seq: dict[str, int] = {}  # lpid -> seq of the last call fed
+        self.identity_rec = None  # the recorded AppIdentity
+        self.last_seq = {}  # lpid -> seq of the last call fed
         self.launched = False  # this worker started the app, or restored it (below)
-        self.restored_from: str | None = None
-        self._restored: dict[str, Any] | None = None  # the manifest restored from
+        self.restored_from = None
+        self._restored = None  # the manifest restored from
         self._ckpt_calls = 0
         self._ckpt_at = time.monotonic()
-        self._ckpt_asked: str | None = None
+        self._ckpt_asked = None
         self._started_ms = int(time.time() * 1000)
         self._ckpt_retry_at = 0.0
-        self._ckpt_thread: threading.Thread | None = None
-        self._ckpt_error: str | None = None  # why the last checkpoint failed
-        self._ckpt_failed: tuple[str, str] | None = None  # (request, why) to publish
-        self.stored: str | None = None  # the id of the last checkpoint stored
+        self._ckpt_thread = None
+        self._ckpt_error = None  # why the last checkpoint failed
+        self._ckpt_failed = None  # (request, why) to publish
+        self.stored = None  # the id of the last checkpoint stored
         # --checkpoint-once (the primary's own checkpoints, mig/checkpoint/local.py): replay to
         # the end of the log as it is at the start, store one checkpoint, stop
         self.metrics = metrics  # mig/member/metrics.py, when this member serves them

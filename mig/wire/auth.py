@@ -118,11 +118,11 @@ def auth_from_config(base: Path, keys_file: str, keys_env: str, where: str) -> A
                               " every user: chmod 600 (or 640) it")
         return load_keys(text, str(path))
     if keys_env:
-        text = os.environ.get(keys_env)
-        if not text:
+        env_text = os.environ.get(keys_env)
+        if not env_text:
             raise ConfigError(where, "security.hmac_keys_env",
                               f"the environment variable {keys_env} is not set")
-        return load_keys(text.replace(";", "\n"), f"${keys_env}")
+        return load_keys(env_text.replace(";", "\n"), f"${keys_env}")
     return None
 
 

@@ -9,12 +9,6 @@ little-endian CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical F
 Avro binary body. The schema's full name also travels in the Kafka header ``mig.schema`` so
 standard tools can find the schema without knowing the fingerprint.
 
-Schema files: one file per top-level named type, named by its full name
-(``avro/mig.log.CallBatch.avsc``). A file may name a type defined in another file
-(``"type": "mig.log.Role"``); the loader inlines the definition at its first use, so every
-top-level schema is self-contained and its fingerprint covers the expanded canonical form. One
-full name means one type: two different definitions of a name are a ``SchemaError``.
-
 ``decode`` raises only ``DecodeError``, whatever the bytes; ``encode`` and schema loading
 raise ``SchemaError``.
 """

@@ -1,9 +1,12 @@
-"""Loading the schemas of ``avro/``: every name made a full name, each named type inlined
-at its first use so every top-level schema is self-contained, compiled with its Parsing
-Canonical Form and CRC-64-AVRO fingerprint (mig/wire/codec.py encodes and decodes with
-them). One full name means one type: two different definitions of a name are a
-``SchemaError``, and so is an array whose items may encode to zero bytes (a body could
-declare 2**60 of them in one byte)."""
+"""Loading the schemas of ``avro/`` for the codec (mig/wire/codec.py).
+
+Schema files: one file per top-level named type, named by its full name
+(``avro/mig.log.CallBatch.avsc``). A file may name a type defined in another file
+(``"type": "mig.log.Role"``); the loader inlines the definition at its first use, so every
+top-level schema is self-contained and its fingerprint (CRC-64-AVRO of the Parsing
+Canonical Form) covers the expanded form. One full name means one type: two different
+definitions of a name are a ``SchemaError``, and so is an array whose items may encode to
+zero bytes (a body could declare 2**60 of them in one byte)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""mig/config.py: app.toml parsing and its one-line errors (file, key, what was expected)."""
+"""mig/config/: app.toml parsing and its one-line errors (file, key, what was expected)."""
 
 from __future__ import annotations
 

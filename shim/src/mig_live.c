@@ -336,8 +336,6 @@ struct shared_listener {
 };
 #define SHARED_LISTENERS 256
 
-const char *mig_run_dir(void);
-
 static int64_t placeholder_id(int fd)
 {
     char path[48] = "/proc/self/fdinfo/", buf[512];

@@ -18,7 +18,9 @@
  *  - a wrapper calls MIG_ENTER first: it runs mig_init() (a call can arrive before the
  *    constructor) and lets the shim's own calls and calls made while mig is off pass
  *    straight to the real function;
- *  - real functions are reached only through mig_real, resolved once in mig_init();
+ *  - real functions are reached only through mig_real, resolved once in mig_init(); the
+ *    core files (mig_*.c) include mig_poison.h last, which makes a direct call to an
+ *    interposed function a compile error;
  *  - nothing on the hot path allocates or uses stdio: records are written in place into
  *    the shared ring, mapped at start. malloc and printf are poisoned at the end of this
  *    file for every file but those that define MIG_CORE;

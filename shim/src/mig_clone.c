@@ -21,6 +21,7 @@
 #include <ucontext.h>
 
 #include "mig_trap.h"
+#include "mig_poison.h"
 
 MIG_TLS char mig_vfork_child;      /* this task is a vfork child about to exec */
 static char vfork_lpid[64];         /* its logical id (its parent waits meanwhile) */

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <sys/syscall.h>
 
+#include "mig_poison.h"
+
 static const char *kind_name(unsigned kind)
 {
     switch (kind) {

@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
+#include "mig_poison.h"
+
 /* 0: unknown, 1: recorded (socket, pipe, device...), 2: regular file or directory,
  * 3: recorded, and the app's stdin pipe (reads are counted in the ring's stdin_read). */
 static unsigned char fd_class[65536];

@@ -35,6 +35,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "mig_poison.h"
+
 #define TRACK_FDS 16384
 #define TRACK_OPTS 8
 #define TRACK_EPS 4

@@ -40,6 +40,8 @@
 #include <pthread.h>
 #include <sys/syscall.h>
 
+#include "mig_poison.h"
+
 MIG_TLS uint32_t mig_quiet; /* unrecorded mutex acquisitions since this thread's last record */
 
 #define LOCKS (1u << 20)

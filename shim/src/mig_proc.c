@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mig_poison.h"
+
 static char my_lpid[64] = "1";
 static unsigned children;    /* fork/spawn count of this process: names the next child */
 

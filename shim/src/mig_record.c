@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/syscall.h>
 
+#include "mig_poison.h"
+
 static void wait_space(uint64_t need)
 {
     /* The agent drains the ring; when it falls behind the app waits (back-pressure). */

@@ -14,6 +14,8 @@
 #include <linux/futex.h>
 #include <string.h>
 
+#include "mig_poison.h"
+
 static MIG_TLS uint64_t replay_pending; /* replay: length of this thread's record handed out,
                                          * not yet released */
 static uint64_t replay_next_seq; /* replay: seq after the last record handed out */

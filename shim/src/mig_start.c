@@ -19,6 +19,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "mig_poison.h"
+
 struct mig_real mig_real;
 enum mig_mode mig_mode;
 enum mig_barrier_mode mig_barrier_mode;

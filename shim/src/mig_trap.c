@@ -37,6 +37,7 @@
 
 #include "mig_sysnames.h"
 #include "mig_trap.h"
+#include "mig_poison.h"
 
 MIG_TLS char mig_sel;
 int mig_trapping;

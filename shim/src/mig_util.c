@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/syscall.h>
 
+#include "mig_poison.h"
+
 /* "mig-shim: fatal: <what>" on stderr, written directly. */
 void mig_fatal_line(const char *what)
 {

@@ -6,7 +6,8 @@
  *  - routed to the wrapper of the same call (read, close, getrandom, clock_gettime...):
  *    recorded and replayed exactly like a call through the symbol -- so this file calls
  *    the wrappers by their names, as the app would, and is a wrapper file: the core's
- *    rule that the real functions are reached only through mig_real does not apply here;
+ *    rule that the real functions are reached only through mig_real (mig_poison.h) does
+ *    not apply here;
  *  - emulated, when no wrapper has it: ioctl, fcntl and fstat on a recorded fd, futex
  *    under serialized threads, pause and sigsuspend;
  *  - run as it is from the shim's text when its result is decided by the app's own state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,42 @@ def test_shim_exports_nothing_but_its_api():
     declared = {name.strip() for name in listed.replace("\n", " ").split(";") if name.strip()}
     assert exported == declared
     assert {"mig_shim_version", "clock_gettime", "read", "epoll_wait"} <= exported
+
+
+SHIM = Path(__file__).resolve().parent.parent / "shim"
+
+
+def _interposed() -> set[str]:
+    listed = (SHIM / "libmigshim.map").read_text().split("global:")[1].split("local:")[0]
+    names = {name.strip() for name in listed.replace("\n", " ").split(";") if name.strip()}
+    return names - {"mig_shim_version"}
+
+
+def _core_sources() -> list[Path]:
+    # every file of the shim that is not a wrapper (mig_encode.c is the agent's encoder)
+    return [p for p in sorted((SHIM / "src").glob("mig_*.c")) if p.name != "mig_encode.c"]
+
+
+def test_poison_header_lists_every_interposed_function():
+    text = (SHIM / "src" / "mig_poison.h").read_text()
+    body = text.split("#define MIG_INTERPOSED(X)")[1].split("#define MIG_POISON")[0]
+    assert set(re.findall(r"X\((\w+)\)", body)) == _interposed()
+
+
+def test_every_core_file_includes_the_poison_header_last():
+    for src in _core_sources():
+        includes = re.findall(r'^#include [<"]([^>"]+)[>"]', src.read_text(), re.M)
+        assert includes[-1] == "mig_poison.h", f"{src.name} includes {includes[-1]} last"
+
+
+def test_no_core_object_calls_an_interposed_symbol():
+    # mig_poison.h makes such a call a compile error; a _FORTIFY_SOURCE build inlines
+    # some (read, recv, poll, open) past its attribute, and this sees those too
+    objects = [SHIM / "build" / (src.stem + ".o") for src in _core_sources()]
+    if not all(o.is_file() for o in objects):
+        pytest.skip("the shim's objects are not in shim/build (a packaged install)")
+    out = subprocess.run(["nm", "-u", *map(str, objects)], capture_output=True, text=True,
+                         check=True).stdout
+    undefined = {line.split()[-1].split("@")[0] for line in out.splitlines()
+                 if line.strip() and not line.endswith(":")}
+    assert undefined & _interposed() == set()

@@ -52,7 +52,7 @@ __all__ = ["Recorder", "RecordStats"]
 log = structlog.get_logger("mig.recorder")
 
 
-SHIM_FATAL = 86  # the shim's exit code when it stops the app (shim/src/mig_core.c)
+SHIM_FATAL = 86  # the shim's exit code when it stops the app (shim/src/mig_util.c, mig_die)
 
 
 def shim_fatal_line(app_log: Path) -> str | None:

@@ -373,7 +373,7 @@ def stdin_pipe_of(path: Path) -> tuple[int, int]:
 def rearm_after_restore(path: Path) -> None:
     """Bump the ``arm_gen`` of a ring file in a checkpoint's run folder before the app is
     restored from it: CRIU does not restore Syscall User Dispatch, so the shim's threads arm
-    their traps again when they see it changed (shim/src/mig_core.c)."""
+    their traps again when they see it changed (shim/src/mig_replay.c)."""
     with open(path, "r+b") as f:
         f.seek(_OFF["arm_gen"])
         (gen,) = struct.unpack("<I", f.read(4))

@@ -28,6 +28,8 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 
+#include "mig_poison.h"
+
 #define MIG_FILEIDS 512
 #define FILEID_PATH 256
 

@@ -25,6 +25,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "mig_poison.h"
+
 #define HOLD_BYTES (64ull << 20)
 #define HOLD_ITEMS 16384
 #define MAX_FD 65536

@@ -35,6 +35,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "mig_poison.h"
+
 #define TRACK_FDS 16384
 #define TRACK_OPTS 8
 #define TRACK_EPS 4
@@ -335,8 +337,6 @@ struct shared_listener {
     uint32_t pad;
 };
 #define SHARED_LISTENERS 256
-
-const char *mig_run_dir(void);
 
 static int64_t placeholder_id(int fd)
 {

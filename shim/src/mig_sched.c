@@ -38,6 +38,8 @@
 #include <string.h>
 #include <sys/syscall.h>
 
+#include "mig_poison.h"
+
 int mig_serial;              /* chosen for this app (record and replay agree) */
 int mig_serial_on;           /* on in this process: chosen, it has threads, not given up */
 MIG_TLS int mig_token_out;   /* this thread let the token go and must take it back */

@@ -56,7 +56,7 @@ void mig_remember_child(pid_t recorded, pid_t real)
     remember(recorded, real);
 }
 
-/* A fork, recorded; `make` makes it (libc's fork, or the trapped clone: mig_trap.c) and
+/* A fork, recorded; `make` makes it (libc's fork, or the trapped clone: mig_clone.c) and
  * returns -1 with errno on failure. */
 pid_t mig_fork_call(long (*make)(void *), void *ctx);
 pid_t mig_fork_call(long (*make)(void *), void *ctx)

@@ -5,7 +5,7 @@
  *   - mig_encode_calls (shim/src/mig_encode.c, compiled in below): record mode, ring bytes
  *     to Avro Call items. Its output is decoded again here: it must be exactly `count`
  *     well-formed Call items filling the bytes it said it wrote;
- *   - the replay side of the shim (shim/src/mig_core.c, next_record/take/mig_replay_done):
+ *   - the replay side of the shim (shim/src/mig_replay.c, tail_record/take/mig_replay_done):
  *     that code lives among the interposer's globals, futexes and TLS, so `replay_walk`
  *     below repeats its steps around the same check, mig_rec_problem (mig_ring.h): check
  *     the record at the tail, skip padding, hand out args, result and payload (every
@@ -107,7 +107,7 @@ static int check_calls(const unsigned char *out, uint64_t size, uint64_t count)
     return p == end ? 0 : -1;
 }
 
-/* -- the replay side's steps (mig_core.c) ------------------------------------------------ */
+/* -- the replay side's steps (mig_replay.c) ---------------------------------------------- */
 
 static volatile uint64_t sink;
 

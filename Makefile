@@ -24,10 +24,10 @@ $(VENV)/.installed: pyproject.toml setup.py $(wildcard shim/src/*) shim/Makefile
 	touch $@
 
 # CRIU 4.x for checkpoints: the host's when it is good, else a private copy (scripts/).
-# A machine where it cannot be installed still runs the other tests; tests/test_criu.py
+# A machine where it cannot be installed still runs the other tests; tests/checkpoint/test_criu.py
 # then fails, naming the install command.
 criu:
-	bash scripts/install-criu.sh || echo "warning: CRIU not installed (tests/test_criu.py will fail)"
+	bash scripts/install-criu.sh || echo "warning: CRIU not installed (tests/checkpoint/test_criu.py will fail)"
 
 lint: install
 	$(BIN)/ruff check mig tests

@@ -14,7 +14,7 @@
    counts them: ``mig primary start`` prints the total), per second and per request: the
    hot calls must go through the wrappers, not the trap.
 3. **nginx 1.22 (Debian), a master and 2 workers** (the configuration of
-   tests/test_programs.py, ``sendfile on``) under bench/progs/httpload.c: 16 keep-alive
+   tests/member/test_programs.py, ``sendfile on``) under bench/progs/httpload.c: 16 keep-alive
    connections of ``GET /ok`` (a ``return 200`` location) and, separately, of
    ``GET /index.html`` (a static file, sent with sendfile), natively and under ``mig
    primary start`` with ``capture = "trap"`` and ``"symbols"``, in async and output mode.

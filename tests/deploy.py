@@ -103,7 +103,7 @@ def _command(app: str, port: int, folder: Path) -> list[str]:
                 "--directory", str(folder.parent / "www")]
     if app == "kv-asyncio":
         return [sys.executable, str(APPS / "kv_asyncio.py"), str(port), "0.0.0.0"]
-    if app == "poolserver":  # threads: an accept thread and 4 workers (tests/test_threads.py)
+    if app == "poolserver":  # threads: an accept thread and 4 workers (tests/member/)
         return [str(APPS / "build" / "poolserver"), str(port), "4", "0.0.0.0"]
     return [str(APPS / "build" / "kvserver"), str(port), "0.0.0.0"]
 

@@ -44,7 +44,7 @@ from mig.wire.auth import HEADER, load_keys
 from mig.wire.codec import MAGIC, SCHEMA_HEADER, Codec
 from tests.avro_strategies import records
 from tests.samples import sample
-from tests.test_codec import _zigzag
+from tests.wire.test_codec import _zigzag
 
 CODEC = Codec.default()
 STRATEGIES = {name: records(CODEC.schema(name)) for name in CODEC.names}
@@ -65,7 +65,7 @@ def one_line(exc: BaseException) -> None:
 # -- mutations of valid encodings -------------------------------------------------------------
 
 
-zigzag = _zigzag  # an Avro long (tests/test_codec.py)
+zigzag = _zigzag  # an Avro long (tests/wire/test_codec.py)
 
 
 HUGE = st.sampled_from([2**31 - 1, 2**31, 2**32, 2**40, 2**62, 2**63 - 1, -(2**63), -1, -2])

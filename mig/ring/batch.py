@@ -4,7 +4,7 @@ The Call items are encoded by ``mig_encode_calls`` in ``libmigenc.so`` (C, built
 the shim, called through ctypes), so no Python object is made per call; this module adds
 the batch's own fields and the single-object header. The bytes are exactly what
 ``Codec.encode("mig.log.CallBatch", ...)`` would produce for the same calls
-(tests/test_fastbatch.py checks it against fastavro).
+(tests/ring/test_fastbatch.py checks it against fastavro).
 """
 
 from __future__ import annotations

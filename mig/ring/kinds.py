@@ -1,6 +1,6 @@
 """Call kind numbers as the shim's ring carries them (mirror of shim/src/mig_kinds.h).
 
-tests/test_shim_kinds.py checks that this table, the C header and the Avro enum
+tests/shim/test_shim_kinds.py checks that this table, the C header and the Avro enum
 ``mig.log.CallKind`` agree; numbers never change once released.
 """
 

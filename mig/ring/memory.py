@@ -4,7 +4,7 @@ One ring per logical process of the app, ``RUN_DIR/<lpid>.ring``. In record mode
 writes call records and ``Ring.drain`` reads them; ``Ring.commit`` then tells the waiting
 threads that everything up to a sequence number is in Kafka. In replay mode ``Ring.put``
 writes recorded calls for the shim to take. Offsets and sizes here must match the C header:
-tests/test_shim_build.py reads a ring the real shim wrote, tests/test_fastbatch.py feeds
+tests/shim/test_shim_build.py reads a ring the real shim wrote, tests/ring/test_fastbatch.py feeds
 rings written here to the C encoder, and every record/replay test goes through both.
 """
 

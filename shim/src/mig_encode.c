@@ -5,7 +5,7 @@
  * ring it has mapped: the records between two positions
  * become the Avro binary encoding of mig.log.Call items (the body of CallBatch.calls), with
  * no Python object per call. The field order below is the schema's
- * (avro/mig.log.CallBatch.avsc); tests/test_fastbatch.py checks the bytes against fastavro. */
+ * (avro/mig.log.CallBatch.avsc); tests/ring/test_fastbatch.py checks the bytes against fastavro. */
 #include <stdint.h>
 #include <string.h>
 

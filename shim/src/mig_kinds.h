@@ -2,7 +2,7 @@
  *
  * X(NAME, number): NAME is the symbol of the Avro enum mig.log.CallKind, number is what the
  * ring carries. Numbers never change once released; mig/ring/kinds.py mirrors this list and
- * tests/test_shim_kinds.py checks that both agree with the Avro schema. */
+ * tests/shim/test_shim_kinds.py checks that both agree with the Avro schema. */
 #ifndef MIG_KINDS_H
 #define MIG_KINDS_H
 

@@ -12,7 +12,7 @@
  *
  * The wrapper files (wrap_*.c) define the wrappers, and wrap_syscall.c routes trapped
  * calls to them by name: they do not include this header. The list is the version script's
- * (libmigshim.map), and tests/test_shim_build.py checks that the two agree and that no
+ * (libmigshim.map), and tests/shim/test_shim_build.py checks that the two agree and that no
  * core object refers to an interposed symbol (which also covers a call that a
  * _FORTIFY_SOURCE inline wrapper would hide from the attribute). */
 #ifndef MIG_POISON_H

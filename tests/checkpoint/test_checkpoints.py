@@ -3,7 +3,7 @@ that starts late on another test host restores it (in its own pid and mount name
 beside the other members on this machine) and replays from the checkpoint's offsets to the
 primary's state; the calls topic is trimmed; bad checkpoints are refused with a reason.
 
-Test hosts and the broker as in tests/test_failover.py: the primary on host 0, the
+Test hosts and the broker as in tests/member/test_failover.py: the primary on host 0, the
 checkpointing replica on host 1, the late replica on host 2.
 """
 

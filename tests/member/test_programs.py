@@ -422,7 +422,7 @@ def _handed_over_then_restored(dep: Deployment, tmp_path) -> str:  # noqa: ANN00
     old primary ended cleanly; then `mig checkpoint` (host 1 has no replica: its own host
     replays the app to a cut and dumps it) and a late replica on host 0, from scratch,
     that restores it and becomes hot. Returns the checkpoint's id."""
-    from tests.test_checkpoints import _checkpoint, _log_events
+    from tests.checkpoint.test_checkpoints import _checkpoint, _log_events
 
     promos = [p for p in dep.promotions() if p["new_epoch"] == 2]
     assert [(p["member"], p["reason"]) for p in promos] == [("host1", "handoff")], promos

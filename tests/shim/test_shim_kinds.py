@@ -8,7 +8,7 @@ from pathlib import Path
 from mig.ring.kinds import KIND_NUMBERS
 from mig.wire.codec import Codec
 
-HEADER = Path(__file__).resolve().parent.parent / "shim" / "src" / "mig_kinds.h"
+HEADER = Path(__file__).resolve().parents[2] / "shim" / "src" / "mig_kinds.h"
 
 
 def test_c_header_matches_python():

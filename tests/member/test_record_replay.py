@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import run_mig
 from tests.harness import record, replay, write_app
 
-SNIPPETS = Path(__file__).resolve().parent / "snippets"
+SNIPPETS = Path(__file__).resolve().parents[1] / "snippets"
 C_SNIPPETS = ["clocks", "random", "ident", "pipes", "sleeps", "tcp", "procs", "signals",
               "procfs", "bigio", "rawcalls", "dlthread", "msgs", "clockwaits", "fdctl", "vdsoclock"]
 

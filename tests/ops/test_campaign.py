@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.campaign.faults import FAULTS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_short_campaign_every_fault_once(tmp_path):

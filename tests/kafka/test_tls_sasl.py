@@ -29,9 +29,9 @@ from tests.conftest import run_mig
 from tests.deploy import Deployment, _answers, _wait_for
 from tests.testnet import HostNet
 
-SNIPPETS = Path(__file__).resolve().parent / "snippets"
-APPS = Path(__file__).resolve().parent / "apps"
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+SNIPPETS = Path(__file__).resolve().parents[1] / "snippets"
+APPS = Path(__file__).resolve().parents[1] / "apps"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 USERS = ("admin", "member", "operator", "inspector", "nobody")
 
 

@@ -14,7 +14,7 @@ COMMANDS = [[], ["broker"], ["broker", "up"], ["broker", "down"], ["broker", "st
             ["broker", "classpath"], ["topics"], ["topics", "ensure"], ["config"],
             ["config", "check"], ["config", "reference"], ["log"], ["log", "tail"],
             ["log", "verify"], ["demo"], ["status"], ["input"]]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "mig")

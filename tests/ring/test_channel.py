@@ -76,7 +76,7 @@ def test_python_ring_layout_is_the_c_headers(tmp_path):
 
     from mig.ring.memory import _OFF, HDR_SIZE
 
-    src = Path(__file__).resolve().parent.parent / "shim" / "src"
+    src = Path(__file__).resolve().parents[2] / "shim" / "src"
     fields = sorted(_OFF)
     rec = ["len", "kind", "flags", "tid", "err", "seq", "result", "args", "wall_ns",
            "out_len", "out_hash", "payload_len", "reserved"]

@@ -173,7 +173,7 @@ def test_threads_say_what_their_mode_orders() -> None:
     """A program that starts threads: serialized (the default) is ok and says memory shared
     without locks replays; parallel is a warning saying what is ordered (locks) and what
     is not; a program that starts none gets no threads line."""
-    apps = Path(__file__).resolve().parent / "apps" / "build"
+    apps = Path(__file__).resolve().parents[1] / "apps" / "build"
     subprocess.run(["make", "-s", "-C", str(apps.parent)], check=True, timeout=300)
     serial = shapes(apps / "poolserver")["program.threads"]
     assert serial.status == "ok", serial

@@ -19,7 +19,7 @@ from tests.apps.client import Connection, wait_port
 from tests.conftest import run_mig
 from tests.harness import record, replay, write_app
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 KVSERVER = ROOT / "apps" / "build" / "kvserver"
 SNIPPETS = ROOT / "snippets" / "build"
 

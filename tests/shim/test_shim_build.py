@@ -59,14 +59,14 @@ def test_shim_exports_nothing_but_its_api():
     out = subprocess.run(["nm", "-D", "--defined-only", str(shim_library())],
                          capture_output=True, text=True, check=True).stdout
     exported = {line.split()[-1] for line in out.splitlines() if " T " in line}
-    version_script = (Path(__file__).resolve().parent.parent / "shim" / "libmigshim.map")
+    version_script = (Path(__file__).resolve().parents[2] / "shim" / "libmigshim.map")
     listed = version_script.read_text().split("global:")[1].split("local:")[0]
     declared = {name.strip() for name in listed.replace("\n", " ").split(";") if name.strip()}
     assert exported == declared
     assert {"mig_shim_version", "clock_gettime", "read", "epoll_wait"} <= exported
 
 
-SHIM = Path(__file__).resolve().parent.parent / "shim"
+SHIM = Path(__file__).resolve().parents[2] / "shim"
 
 
 def _interposed() -> set[str]:

@@ -18,7 +18,7 @@ from tests.apps.client import dump, run_ops, wait_port
 from tests.harness import start_mig, stop_mig, write_app
 from tests.testnet import hosts_and_broker
 
-APPS = Path(__file__).resolve().parent / "apps"
+APPS = Path(__file__).resolve().parents[1] / "apps"
 
 
 @pytest.fixture(scope="module")

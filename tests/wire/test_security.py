@@ -2,7 +2,7 @@
 signed, and a record a foreign producer writes into the app's topics is refused by every
 member, with its offset said, while the app goes on.
 
-Test hosts and a broker as in tests/test_failover.py: the primary on host 0, a replica on
+Test hosts and a broker as in tests/member/test_failover.py: the primary on host 0, a replica on
 host 1.
 """
 

@@ -27,7 +27,7 @@ from tests.conftest import run_mig
 from tests.harness import logged_calls, record, replay, start_mig, stop_mig, write_app
 from tests.testnet import hosts_and_broker
 
-APPS = Path(__file__).resolve().parent / "apps"
+APPS = Path(__file__).resolve().parents[1] / "apps"
 BUILD = APPS / "build"
 RUNS = int(os.environ.get("MIG_THREAD_RUNS", "20"))  # record + replay runs of poolserver
 

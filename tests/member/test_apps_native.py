@@ -24,7 +24,7 @@ import pytest
 
 from tests.apps import client
 
-APPS = Path(__file__).parent / "apps"
+APPS = Path(__file__).resolve().parents[1] / "apps"
 BUILD = APPS / "build"
 HOST = "127.0.0.1"
 NWORKERS = 3

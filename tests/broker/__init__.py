@@ -1,0 +1,1 @@
+"""The embedded broker (mig/broker/) and the test cluster."""

@@ -1,0 +1,1 @@
+"""Checkpoints (mig/checkpoint/) and the CRIU they use."""

@@ -1,0 +1,1 @@
+"""The mig command (mig/cli/)."""

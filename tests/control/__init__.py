@@ -1,0 +1,1 @@
+"""The control topic: the control view and mig status (mig/control/)."""

@@ -1,0 +1,1 @@
+"""mig's Kafka (mig/kafka/): topics, TLS and SASL."""

@@ -1,0 +1,1 @@
+"""The record path, the replay path and promotion (mig/member/), on real programs too."""

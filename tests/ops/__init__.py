@@ -1,0 +1,1 @@
+"""Operator tools (mig/ops/): doctor, log tools, the demo, the fault campaign."""

@@ -1,0 +1,1 @@
+"""The shared-memory ring and the batch codec (mig/ring/)."""

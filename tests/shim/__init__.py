@@ -1,0 +1,1 @@
+"""The interposer (shim/): its build and its tables against Python's."""

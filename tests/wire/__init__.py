@@ -1,0 +1,1 @@
+"""What crosses Kafka (mig/wire/): the codec, schema evolution, signatures."""

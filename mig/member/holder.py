@@ -84,6 +84,28 @@ class HeldApp(subprocess.Popen[bytes]):
     app_cwd: Path | None = None  # the app's folder as the app sees it (launch: a bind)
 
 
+ADDR_NO_RANDOMIZE = 0x0040000  # personality(2)
+
+
+def prepare_child() -> None:
+    """In the app's process before exec: no address randomisation, and every signal at its
+    default disposition and unblocked. A shell starts background jobs with SIGINT ignored,
+    and the agent's own handlers differ by role: what the app inherits would differ between
+    hosts, and so would what it does (Python's asyncio, for one, takes another path when
+    SIGINT is ignored, and the replica diverged at start). That the app ends with its
+    agent is the holder's work (mig/member/holder.py), not a setting of the app's processes."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    current = libc.personality(0xFFFFFFFF)
+    libc.personality(current | ADDR_NO_RANDOMIZE)
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 def _libc() -> Any:
     return ctypes.CDLL(None, use_errno=True)
 
@@ -288,8 +310,6 @@ def _init(spec: dict[str, Any], ready: Path, alive: int, status: int) -> int:
             mount(here, there, None, MS_BIND)
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     if spec["mode"] == "run":
-        from mig.member.launch import prepare_child
-
         if namespaced:
             Path("/proc/sys/kernel/ns_last_pid").write_text(str(APP_PID - 1))
             prepare = prepare_child

@@ -10,7 +10,6 @@ ASLR off the stack and heap addresses a program can observe stay the same. MIG_M
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -25,13 +24,12 @@ from mig.member.holder import HeldApp
 from mig.member.holder import start as start_held
 from mig.paths import shim_library
 
-__all__ = ["app_env", "launch", "kill_group", "prepare_child", "replica_workdir", "BASE_ENV",
+__all__ = ["app_env", "launch", "kill_group", "replica_workdir", "BASE_ENV",
            "RUN_DIR_WIDTH"]
 
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 RUN_DIR_WIDTH = 200
 log = structlog.get_logger("mig.launch")
-ADDR_NO_RANDOMIZE = 0x0040000
 
 
 def app_env(cfg: AppConfig) -> dict[str, str]:
@@ -46,25 +44,6 @@ def _padded(run_dir: Path) -> str:
     if len(text) > RUN_DIR_WIDTH:
         raise MigError(f"run folder path {text} is longer than {RUN_DIR_WIDTH} characters")
     return text + "/" * (RUN_DIR_WIDTH - len(text))
-
-
-def prepare_child() -> None:
-    """In the app's process before exec: no address randomisation, and every signal at its
-    default disposition and unblocked. A shell starts background jobs with SIGINT ignored,
-    and the agent's own handlers differ by role: what the app inherits would differ between
-    hosts, and so would what it does (Python's asyncio, for one, takes another path when
-    SIGINT is ignored, and the replica diverged at start). That the app ends with its
-    agent is the holder's work (mig/member/holder.py), not a setting of the app's processes."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    current = libc.personality(0xFFFFFFFF)
-    libc.personality(current | ADDR_NO_RANDOMIZE)
-    for sig in signal.valid_signals():
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):
-            try:
-                signal.signal(sig, signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def private_run_dir(run_dir: Path) -> None:

@@ -60,8 +60,11 @@ def dump_app(pid: int, images: Path, holder: int) -> None:
 
     criu = find_criu()
     images.mkdir(parents=True, exist_ok=True)
+    # --file-locks: a program may hold a lock when the cut comes (sqlite3 holds one on its
+    # database from a transaction's first write to its commit); CRIU refuses to dump such
+    # a tree without it, and restores the locks with it
     cmd = criu.argv("dump", "-t", str(pid), "-D", str(images), "--leave-running",
-                    "-o", "dump.log", "-v2")
+                    "--file-locks", "-o", "dump.log", "-v2")
     cmd = ["nsenter", "-t", str(holder), "--pid", "--mount", *cmd]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if run.returncode != 0:

@@ -333,7 +333,7 @@ def _init(spec: dict[str, Any], ready: Path, alive: int, status: int) -> int:
         app = proc.pid
     else:
         run = subprocess.run([*spec["criu"], "restore", "-D", spec["images"], "-d",
-                              "-o", "restore.log", "-v2"])
+                              "--file-locks", "-o", "restore.log", "-v2"])
         if run.returncode != 0:
             return run.returncode
         app = int(spec["root_pid"])

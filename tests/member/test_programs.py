@@ -140,6 +140,49 @@ def test_sqlite3_shell_fed_through_its_input_topic_migrates_restores_and_fails_o
         dep.stop()
 
 
+def test_a_program_holding_a_file_lock_is_checkpointed_and_restored(hosts, tmp_path):
+    """The sqlite3 shell in the middle of a transaction holds a lock on its database (from
+    the transaction's first write to its commit). `mig checkpoint` then dumps it with its
+    lock (CRIU refused such a tree: "Some file locks are hold by dumping tasks"), a fresh
+    replica restores it, and the transaction goes on to its commit there."""
+    need("sqlite3", "sqlite3")
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, app="sqlite3")
+    try:
+        dep.start()
+        feeder = SqlFeeder(dep)
+        sql = "create table t(n);\nbegin;\ninsert into t values(1);\n"
+        assert feeder.send(sql).returncode == 0
+        db = tmp_path / "host1" / "db.sqlite"
+        _wait_for(lambda: db.exists() and (tmp_path / "host1" / "db.sqlite-journal").exists(),
+                  30, "the replica's transaction to be open")
+        run = subprocess.run([sys.executable, "-m", "mig", "checkpoint", dep.name,
+                              "--bootstrap", broker.settings.bootstrap_servers,
+                              "--timeout", "60"], capture_output=True, text=True, timeout=90)
+        assert run.returncode == 0, run.stderr
+        # a fresh replica on host 1 restores it, lock and all
+        dep.procs[1].kill()
+        dep.procs[1].wait(10)
+        _wait_for(lambda: len(net.pids(1)) == 0, 10, "host 1's app to end with its agent")
+        subprocess.run(["rm", "-rf", str(tmp_path / "run1")], check=True)
+        (tmp_path / "host1.log").write_text("")
+        dep.start_replica(1)
+        _wait_for(lambda: '"mig.replayer.restored"' in dep.log_text(1), 90,
+                  "host 1 to restore the checkpoint")
+        _wait_for(lambda: "host1" in dep.hot(), 60, "the restored replica to be hot")
+        assert feeder.send("insert into t values(2);\ncommit;\n").returncode == 0
+
+        def committed() -> bool:
+            try:
+                return _sqlite_rows(db)[2] == {1, 2}
+            except subprocess.CalledProcessError:  # "database is locked" while it commits
+                return False
+
+        _wait_for(committed, 30, "the restored replica to commit the transaction")
+    finally:
+        dep.stop()
+
+
 # -- Redis and nginx on test hosts --------------------------------------------------------
 
 

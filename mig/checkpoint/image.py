@@ -88,12 +88,33 @@ def pack(images: Path, workdir: Path, run_dir: Path) -> bytes:
 
 def stage(workdir: Path, run_dir: Path, dest: Path) -> None:
     """Copy the app's folder and the rings as they are at the dump (``dest/work``,
-    ``dest/run``), so compressing them can wait until the app runs again."""
-    shutil.copytree(workdir, dest / "work", symlinks=True)
+    ``dest/run``), so compressing them can wait until the app runs again.
+
+    The app is held while this runs, but others may change its folder: a file or folder
+    removed meanwhile is not in the copy (as it is not in the folder), where it stopped
+    the replica with a traceback. Any other failure to copy is a CheckpointError."""
+    try:
+        shutil.copytree(workdir, dest / "work", symlinks=True, copy_function=_copy_if_there)
+    except shutil.Error as exc:
+        failed = [(src, why) for src, _dst, why in exc.args[0] if os.path.lexists(src)]
+        if failed:
+            raise CheckpointError(f"cannot copy the app's folder: {failed[0][0]}:"
+                                  f" {failed[0][1]}") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot copy the app's folder: {exc}") from exc
     (dest / "run").mkdir(parents=True)
     for ring in run_dir.glob("*.ring"):
         shutil.copy2(ring, dest / "run" / ring.name)
 
+
+
+def _copy_if_there(src: str, dst: str) -> str:
+    try:
+        return str(shutil.copy2(src, dst))
+    except FileNotFoundError:
+        if os.path.lexists(src):
+            raise
+        return dst  # removed while the folder was copied
 
 
 def unpack(data: bytes, images: Path, workdir: Path, run_dir: Path) -> None:

@@ -52,6 +52,7 @@ __all__ = ["Recorder", "RecordStats"]
 log = structlog.get_logger("mig.recorder")
 
 
+CONTROL_HISTORY_S = 60.0  # how far back a new primary reads the control topic
 SHIM_FATAL = 86  # the shim's exit code when it stops the app (shim/src/mig_util.c, mig_die)
 
 
@@ -176,6 +177,10 @@ class Recorder(Handing, Committing):
                                              "enable.partition.eof": True,
                                              "fetch.wait.max.ms": 20})
         try:
+            # heard at once: reading the control topic takes a while, and a promoted
+            # replica's peers wait failover_timeout_ms for its first heartbeat
+            self._heartbeat(writer)
+            self._commit(writer)
             self._follow_control(control)
             self._loop(writer, proc, control)
         except Fenced as exc:
@@ -208,7 +213,7 @@ class Recorder(Handing, Committing):
         from confluent_kafka import KafkaError, TopicPartition
 
         topic = topic_names(self.cfg.name)["control"]
-        control.assign([TopicPartition(topic, 0, 0)])
+        control.assign([TopicPartition(topic, 0, self._history_start(control, topic))])
         deadline = time.monotonic() + 10
         # what the topic held before: history, not signs of life (a replica whose last
         # status said "replaying" may have died since; a handoff to it would wait out its
@@ -228,6 +233,26 @@ class Recorder(Handing, Committing):
             self._backlog = False
             # the replicas' next statuses (every heartbeat_ms) say who is hot
             self._view_fresh_at = time.monotonic() + self._fresh_s()
+
+    def _history_start(self, control: Any, topic: str) -> int:
+        """Where the control read starts: CONTROL_HISTORY_S before now (never less than 10
+        of the statuses' freshness windows). Older records say nothing a primary acts on
+        (its epoch is its own, requests before its start are not for it, statuses are
+        history), and a week of them took a promoted replica seconds to read before its
+        first heartbeat: the other replicas took it for dead and promoted again."""
+        from confluent_kafka import TopicPartition
+
+        back_ms = int(max(CONTROL_HISTORY_S, 10 * self._fresh_s()) * 1000)
+        try:
+            found = control.offsets_for_times(
+                [TopicPartition(topic, 0, int(time.time() * 1000) - back_ms)], timeout=10)
+        except Exception as exc:  # noqa: BLE001 - a broker that cannot say: read it all
+            log.warning("mig.recorder.history_unknown", error=str(exc))
+            return 0
+        offset = found[0].offset
+        if offset < 0:  # nothing that recent: from the end
+            return end_offsets(control, topic).get(0, 0)
+        return offset
 
     def _on_control(self, msg: Any) -> None:
         # a record not signed with the app's keys is not acted on

@@ -78,6 +78,18 @@ class Ledger:
 
 
 def heal(app: App, old_primary: Member, row: Row, ledger: Ledger) -> None:
+    """Bring the app back to a serving primary and hot replicas. A failover may happen
+    while this runs (one of the round's, seen late): the pass over the members is then
+    made again for the new primary, up to three times."""
+    for _ in range(3):
+        primary = _heal_once(app, old_primary, row, ledger)
+        if app.primary() is primary:
+            return
+        old_primary = primary
+    raise AssertionError("the primary kept changing while the app was healed")
+
+
+def _heal_once(app: App, old_primary: Member, row: Row, ledger: Ledger) -> Member:
     ips = app.world.net.host_ips
 
     def serving() -> Member | None:
@@ -114,7 +126,12 @@ def heal(app: App, old_primary: Member, row: Row, ledger: Ledger) -> None:
             except subprocess.TimeoutExpired:
                 m.proc.kill()
             app.start_replica(host)
-    app.wait_hot(180)
+
+    def settled() -> bool:  # hot replicas, or a new primary to heal for
+        return app.primary() is not primary or app.all_hot()
+
+    wait_for(settled, 180, "the replicas to be hot", step=0.5)
+    return primary
 
 
 def _note_exit(m: Member, was_primary: bool, row: Row) -> None:
@@ -231,7 +248,11 @@ class Campaign:
                     row.facts = FAULTS[fault](app, self.rng)
                     row.problems += row.facts.pop("problems", [])  # what the fault saw
                     heal(app, old, row, ledger)
-                    check(app, row, ledger)
+                    try:
+                        check(app, row, ledger)
+                    except OSError:  # a failover after the heal: the primary asked is gone
+                        heal(app, app.primary(), row, ledger)
+                        check(app, row, ledger)
                     row.ok = not row.problems
                 except Exception as exc:  # noqa: BLE001 - a round that cannot recover
                     row.problems.append(f"round failed: {exc}")

@@ -240,11 +240,12 @@ class App:
         primary = self.primary()
         return [m for m in self.members.values() if m is not primary]
 
+    def all_hot(self) -> bool:
+        st = self.statuses()
+        return all(st.get(m.name, {}).get("health") == "replaying" for m in self.replicas())
+
     def wait_hot(self, timeout: float) -> None:
-        def hot() -> bool:
-            st = self.statuses()
-            return all(st.get(m.name, {}).get("health") == "replaying" for m in self.replicas())
-        wait_for(hot, timeout, "the replicas to be hot", step=0.5)
+        wait_for(self.all_hot, timeout, "the replicas to be hot", step=0.5)
 
     # -- the client
 

@@ -23,10 +23,10 @@ from typing import Any
 import structlog
 
 from mig.checkpoint.image import Archive, CheckpointError, kernel_release
-from mig.kafka.clients import KafkaSettings, consumer, quick_start
+from mig.kafka.clients import KafkaSettings, quick_start
+from mig.kafka.reader import END, Reader
 from mig.kafka.topics import topic_names
 from mig.kafka.writer import LogWriter
-from mig.wire.auth import authentic
 
 __all__ = ["CHUNKS", "MANIFESTS", "chunk_index", "checkpoint_partition", "fetch_checkpoint",
            "list_manifests", "store_checkpoint"]
@@ -152,56 +152,46 @@ def _scan(settings: KafkaSettings, app: str, start: Any, accept: Any, on_record:
     takes, and that are signed when the app's records are (mig/wire/auth.py), are decoded and
     given to ``on_record(key, name, record)``; a tombstone comes as ``(key, None, None)``.
     Returns the topic's partitions ([] when it does not exist)."""
-    from confluent_kafka import KafkaError, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    from mig.errors import DecodeError
-    from mig.wire.codec import Codec
-
-    codec = Codec.default()
     topic = topic_names(app)["checkpoints"]
-    cons = consumer(settings, **{"group.id": f"mig-checkpoints-{app}",
-                                 "isolation.level": "read_committed",
-                                 "fetch.message.max.bytes": 4 << 20,
-                                 # the end of a partition is known from a fetch the broker
-                                 # answers: at its default (500 ms) an empty or read-to-the-end
-                                 # topic held every listing (mig status) half a second
-                                 "fetch.wait.max.ms": 20, **quick_start(settings)})
+
+    def wanted(msg: Any) -> bool:  # (a chunk when listing manifests is not even checked)
+        return bool(accept((msg.key() or b"").decode(errors="replace")))
+
+    # consumer errors pass (the deadline below says when nothing comes); an undecodable
+    # record is logged (mig.checkpoint.undecodable) and skipped
+    reader = Reader(settings, app, "mig.checkpoint", errors="skip", tombstones=True,
+                    want=wanted, **{"group.id": f"mig-checkpoints-{app}",
+                                    "isolation.level": "read_committed",
+                                    "fetch.message.max.bytes": 4 << 20,
+                                    # the end of a partition is known from a fetch the
+                                    # broker answers: at its default (500 ms) an empty or
+                                    # read-to-the-end topic held every listing (mig status)
+                                    # half a second
+                                    "fetch.wait.max.ms": 20, **quick_start(settings)})
     try:
-        parts = _partitions(cons, topic)
+        parts = _partitions(reader.consumer, topic)
         if not parts:
             return []
         begin = start(parts)
-        cons.assign([TopicPartition(topic, p, o) for p, o in begin.items()])
+        reader.assign([TopicPartition(topic, p, o) for p, o in begin.items()])
         done: set[int] = set()
         deadline = time.monotonic() + timeout
         while len(done) < len(begin):
             if time.monotonic() > deadline:
                 raise CheckpointError(f"reading {topic} made no progress for {timeout:g} s")
-            msgs = cons.consume(500, 0.02)  # (a batch waits its whole timeout unless full)
-            if msgs:  # a large checkpoint on a busy host may take long: wait for progress
+            batch = reader.poll(500, 0.02)  # (a batch waits its whole timeout unless full)
+            if batch:  # a large checkpoint on a busy host may take long: wait for progress
                 deadline = time.monotonic() + timeout
-            for msg in msgs:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        done.add(msg.partition())
+            for item in batch:
+                if item.kind == END:
+                    done.add(item.partition)
                     continue
-                key = (msg.key() or b"").decode(errors="replace")
-                if not accept(key) or not authentic(settings.auth, "checkpoints", msg,
-                                                    "mig.checkpoint"):
-                    continue  # (a chunk when listing manifests is not even decoded)
-                if msg.value() is None:
-                    on_record(key, None, None)
-                    continue
-                try:
-                    name, rec = codec.decode_message(msg.value(), msg.headers())
-                except DecodeError as exc:
-                    log.warning("mig.checkpoint.undecodable", offset=msg.offset(),
-                                reason=exc.reason)
-                    continue
-                on_record(key, name, rec)
+                key = (item.msg.key() or b"").decode(errors="replace")
+                on_record(key, item.name, item.record)  # a tombstone: (key, None, None)
     finally:
-        cons.close()
+        reader.close()
     return parts
 
 

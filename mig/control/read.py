@@ -20,24 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-
-from mig.errors import DecodeError, MigError
-from mig.kafka.clients import (
-    KafkaSettings,
-    admin_client,
-    reachable_consumer,
-    wait_reachable,
-    watermarks,
-)
+from mig.errors import MigError
+from mig.kafka.clients import KafkaSettings, admin_client, wait_reachable, watermarks
+from mig.kafka.reader import END, RECORD, Item, Reader
 from mig.kafka.topics import topic_names
-from mig.wire.auth import authentic
-from mig.wire.codec import SCHEMA_HEADER, Codec
+from mig.wire.codec import SCHEMA_HEADER
 
 __all__ = ["AppRead", "Record", "list_apps", "read_apps", "read_control", "read_controls"]
-
-log = structlog.get_logger("mig.status")
-
 
 _CONTROL_RE = re.compile(r"^mig\.([^.]+)\.control$")
 
@@ -90,22 +79,29 @@ def read_apps(settings: KafkaSettings, apps: Sequence[str], timeout: float,
     topic's start). ``latest_only``: of the heartbeats and statuses of a member (most of
     the topic: every member writes one each heartbeat_ms), only its newest of each kind
     is decoded and returned; ``summarize`` gives the same answer from what is left."""
-    from confluent_kafka import KafkaError, TopicPartition
+    from confluent_kafka import TopicPartition
 
     names = {topic_names(app)["control"]: app for app in apps}
+    starts: dict[str, int] = {}
+    ends: dict[str, int] = {}
+    pending: set[str] = set()
+
+    def wanted(msg: Any) -> bool:  # (one written after the read began is not even checked)
+        return msg.topic() in pending and msg.offset() < ends[msg.topic()]
+
     # one client, whose first answer is also the wait for the broker; the end of a topic
-    # comes in a fetch answer, which the broker holds fetch.wait.max.ms when there is none
-    cons, meta = reachable_consumer(settings, timeout, **{
+    # comes in a fetch answer, which the broker holds fetch.wait.max.ms when there is none.
+    # Records are decoded once the newest of each member is known (below).
+    reader, meta = Reader.reachable(settings, apps, "mig.status", timeout, conf={
         "group.id": "mig-status", "isolation.level": "read_uncommitted",
-        "fetch.wait.max.ms": 20})
+        "fetch.wait.max.ms": 20}, refused="yield", decode=False, want=wanted)
     try:
+        cons = reader.consumer
         for topic, app in names.items():
             if topic not in meta.topics or meta.topics[topic].error is not None:
                 raise MigError(f"no app '{app}': topic {topic} does not exist"
                                " (`mig status` without a name lists the apps)")
         out = {app: AppRead() for app in apps}
-        starts: dict[str, int] = {}
-        ends: dict[str, int] = {}
         for topic, app in names.items():
             low, ends[topic] = watermarks(cons, topic, 0, timeout)
             starts[topic] = low
@@ -114,73 +110,65 @@ def read_apps(settings: KafkaSettings, apps: Sequence[str], timeout: float,
                                                timeout=timeout)[0].offset
                 starts[topic] = ends[topic] if found < 0 else max(low, found)
                 out[app].whole = starts[topic] <= low
-        raw: dict[str, list[Any]] = {topic: [] for topic in names}
-        pending = {topic for topic in names if ends[topic] > starts[topic]}
-        cons.assign([TopicPartition(t, 0, starts[t]) for t in sorted(pending)])
+        raw: dict[str, list[Item]] = {topic: [] for topic in names}
+        pending.update(topic for topic in names if ends[topic] > starts[topic])
+        reader.assign([TopicPartition(t, 0, starts[t]) for t in sorted(pending)])
         idle_since = time.monotonic()
         while pending:
-            msgs = cons.consume(1000, 0.02)  # (a batch is returned full, or at the timeout)
-            if not msgs and time.monotonic() - idle_since > timeout:
+            batch = reader.poll(1000, 0.02)  # (a batch is returned full, or at the timeout)
+            if not batch and time.monotonic() - idle_since > timeout:
                 raise MigError(f"no record for {timeout:g} s while reading"
                                f" {', '.join(sorted(pending))}")
-            if msgs:
+            if batch:
                 idle_since = time.monotonic()
-            for msg in msgs:
-                topic = msg.topic()
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(topic)
-                        continue
-                    raise MigError(f"reading {topic}: {err.str()}")
-                if topic not in pending or msg.offset() >= ends[topic]:
-                    continue  # written after the read began
-                if msg.offset() >= ends[topic] - 1:
-                    pending.discard(topic)
+            for item in batch:  # (a consumer error raises MigError: "reading TOPIC: why")
+                if item.kind == END:
+                    pending.discard(item.topic)
+                    continue
+                if item.offset >= ends[item.topic] - 1:
+                    pending.discard(item.topic)
                 # with signed records, a forged one (a Promotion of "evil") is not a fact
-                if authentic(settings.auth, "control", msg, "mig.status"):
-                    raw[topic].append(msg)
-        for topic, msgs in raw.items():
+                if item.kind == RECORD:
+                    raw[item.topic].append(item)
+        for topic, items in raw.items():
             read = out[names[topic]]
-            read.count = len(msgs)
-            read.records = _decode(topic, _newest(msgs) if latest_only else msgs)
+            read.count = len(items)
+            read.records = _decoded(reader, _newest(items) if latest_only else items)
         return out
     finally:
-        cons.close()
+        reader.close()
 
 
 
-def _schema_of(msg: Any) -> str | None:
-    for key, value in msg.headers() or ():
+def _decoded(reader: Reader, items: list[Item]) -> list[Record]:
+    """The records of ``items``, decoded now; an undecodable one is logged and left out."""
+    out: list[Record] = []
+    for item in items:
+        if reader.decode(item) and item.name is not None and item.record is not None:
+            out.append((item.name, item.record))
+    return out
+
+
+
+def _schema_of(item: Item) -> str | None:
+    for key, value in item.msg.headers() or ():
         if key == SCHEMA_HEADER:
             return value.decode(errors="replace") if isinstance(value, bytes) else None
     return None
 
 
 
-def _newest(msgs: list[Any]) -> list[Any]:
-    """``msgs`` without the heartbeats and statuses a newer one of the same member (the
+def _newest(items: list[Item]) -> list[Item]:
+    """``items`` without the heartbeats and statuses a newer one of the same member (the
     key) and kind supersedes, in topic order."""
     last: dict[tuple[str, bytes | None], int] = {}
-    for i, msg in enumerate(msgs):
-        name = _schema_of(msg)
+    for i, item in enumerate(items):
+        name = _schema_of(item)
         if name in _REPEATED:
-            last[(name, msg.key())] = i
+            last[(name, item.msg.key())] = i
     keep = set(last.values())
-    return [msg for i, msg in enumerate(msgs) if i in keep or _schema_of(msg) not in _REPEATED]
-
-
-
-def _decode(topic: str, msgs: list[Any]) -> list[Record]:
-    codec = Codec.default()
-    out: list[Record] = []
-    for msg in msgs:
-        try:
-            out.append(codec.decode_message(msg.value(), msg.headers()))
-        except DecodeError as exc:
-            log.warning("mig.status.undecodable", topic=topic, offset=msg.offset(),
-                        reason=exc.reason)
-    return out
+    return [item for i, item in enumerate(items)
+            if i in keep or _schema_of(item) not in _REPEATED]
 
 
 # written again and again by every member: only the newest of each per member counts

@@ -17,12 +17,11 @@ from typing import Any
 
 from mig.checkpoint.store import list_manifests
 from mig.control.status import refuse_if_nobody_runs
-from mig.errors import DecodeError, MigError
-from mig.kafka.clients import KafkaSettings, consumer, end_offsets
+from mig.errors import MigError
+from mig.kafka.clients import KafkaSettings, end_offsets
+from mig.kafka.reader import RECORD, Reader
 from mig.kafka.topics import topic_names
 from mig.kafka.writer import LogWriter
-from mig.wire.auth import authentic
-from mig.wire.codec import Codec
 
 __all__ = ["answers", "failure_line", "request_checkpoint", "request_reader", "requested_by"]
 
@@ -40,47 +39,45 @@ def failure_line(app: str, rec: dict[str, Any]) -> str:
 
 
 def request_reader(settings: KafkaSettings, app: str, purpose: str, primary: bool,
-                   committed: bool) -> Any:
-    """A consumer of ``app``'s control topic from its end, for the answers to a request
-    about to be written (``purpose``: migrate, checkpoint). Refuses an app whose topic does
-    not exist, and one whose members' last statuses say nobody can answer
-    (``refuse_if_nobody_runs``; ``primary``: the primary must)."""
+                   committed: bool) -> Reader:
+    """A reader of ``app``'s control topic from its end, for the answers to a request about
+    to be written (``purpose``: migrate, checkpoint; its refusals are said as
+    ``mig.PURPOSE.unauthenticated``). Refuses an app whose topic does not exist, and one
+    whose members' last statuses say nobody can answer (``refuse_if_nobody_runs``;
+    ``primary``: the primary must)."""
     from confluent_kafka import TopicPartition
 
     topic = topic_names(app)["control"]
-    cons = consumer(settings, **{"group.id": f"mig-{purpose}-{app}",
-                                 "isolation.level": "read_committed" if committed
-                                 else "read_uncommitted",
-                                 "fetch.wait.max.ms": 20})
+    # consumer errors and undecodable records are no answer: skipped
+    reader = Reader(settings, app, f"mig.{purpose}", errors="skip", undecodable="skip",
+                    **{"group.id": f"mig-{purpose}-{app}",
+                       "isolation.level": "read_committed" if committed
+                       else "read_uncommitted",
+                       "fetch.wait.max.ms": 20})
     try:
+        cons = reader.consumer
         meta = cons.list_topics(topic, timeout=10)
         if topic not in meta.topics or meta.topics[topic].error is not None:
             raise MigError(f"no app named {app!r}: topic {topic} does not exist")
         refuse_if_nobody_runs(settings, app, primary=primary)
-        cons.assign([TopicPartition(topic, 0, end_offsets(cons, topic).get(0, 0))])
+        reader.assign([TopicPartition(topic, 0, end_offsets(cons, topic).get(0, 0))])
     except BaseException:
-        cons.close()
+        reader.close()
         raise
-    return cons
+    return reader
 
 
 
-def answers(cons: Any, settings: KafkaSettings, app: str, event: str,
-            reader: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The control records that arrived for a request (one consume of ``cons``): those
+def answers(reader: Reader, app: str, event: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The control records that arrived for a request (one poll of ``reader``): those
     signed rightly when the app's are (mig/wire/auth.py) and decodable. A ``RequestFailed`` for
     ``event`` ends the request at once with its reason (MigError)."""
-    codec = Codec.default()
-    for msg in cons.consume(100, 0.1):
-        if msg.error() is not None or not authentic(settings.auth, "control", msg, reader):
-            continue
-        try:
-            name, rec = codec.decode_message(msg.value(), msg.headers())
-        except DecodeError:
-            continue
-        if name == "mig.log.RequestFailed" and rec["event_id"] == event:
-            raise MigError(failure_line(app, rec))
-        yield name, rec
+    for item in reader.poll(100, 0.1):
+        if item.kind != RECORD or item.name is None or item.record is None:
+            continue  # the end of the topic
+        if item.name == "mig.log.RequestFailed" and item.record["event_id"] == event:
+            raise MigError(failure_line(app, item.record))
+        yield item.name, item.record
 
 
 def request_checkpoint(settings: KafkaSettings, app: str, timeout: float = 60.0
@@ -88,7 +85,7 @@ def request_checkpoint(settings: KafkaSettings, app: str, timeout: float = 60.0
     """Ask for a checkpoint now (a CheckpointRequest in mig.NAME.control) and wait for its
     manifest, which is returned. A member that cannot take it answers with a RequestFailed:
     raises MigError with its reason at once; with no answer, after ``timeout`` seconds."""
-    cons = request_reader(settings, app, "checkpoint", primary=False, committed=True)
+    reader = request_reader(settings, app, "checkpoint", primary=False, committed=True)
     try:
         asked = int(time.time() * 1000)
         event = str(uuid.uuid4())
@@ -101,7 +98,7 @@ def request_checkpoint(settings: KafkaSettings, app: str, timeout: float = 60.0
         deadline = time.monotonic() + timeout
         next_look = 0.0
         while time.monotonic() < deadline:
-            for _ in answers(cons, settings, app, event, "mig.checkpoint"):
+            for _ in answers(reader, app, event):
                 pass  # only a RequestFailed for this request matters here (it raises)
             if time.monotonic() >= next_look:
                 fresh = [m for m in list_manifests(settings, app) if m["created_ms"] >= asked]
@@ -109,7 +106,7 @@ def request_checkpoint(settings: KafkaSettings, app: str, timeout: float = 60.0
                     return fresh[-1]
                 next_look = time.monotonic() + 0.5
     finally:
-        cons.close()
+        reader.close()
     raise MigError(f"no checkpoint of {app} within {timeout:g} s: does a replica follow it,"
                    " or its primary run, with [checkpoints] enabled (and when_alone) and CRIU"
                    " (see mig status and mig doctor)?")

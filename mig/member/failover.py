@@ -13,7 +13,8 @@ from typing import Any
 import structlog
 
 from mig.control.view import fresh_s
-from mig.errors import DecodeError, MigError
+from mig.errors import MigError
+from mig.kafka.reader import UNDECODABLE, Item
 from mig.kafka.topics import topic_names
 from mig.kafka.writer import LogWriter
 from mig.member.replay_state import ReplicaState
@@ -25,13 +26,13 @@ class Failover(ReplicaState):
     """Watch the primary, claim, promote."""
 
     # -- control and failover
-    def _on_control(self, msg: Any) -> None:
-        try:
-            name, rec = self.codec.decode_message(msg.value(), msg.headers())
-        except DecodeError as exc:
-            log.warning("mig.replayer.control_undecodable", offset=msg.offset(),
-                        reason=exc.reason)
+    def _on_control(self, item: Item) -> None:
+        if item.kind == UNDECODABLE:  # (the reader hands these over: a calls one stops us)
+            log.warning("mig.replayer.control_undecodable", offset=item.offset,
+                        reason=item.reason)
             return
+        name, rec = item.name, item.record
+        assert name is not None and rec is not None
         self.control.on_record(name, rec)
         if name == "mig.log.MemberStatus" and rec["member"] == self.member:
             self._own_status_back(rec["ts_ms"])
@@ -215,8 +216,8 @@ class Failover(ReplicaState):
                   for p, end in ends.items()):
             if time.monotonic() > deadline:
                 raise MigError(f"promotion: could not read {topic} to its end {ends}")
-            for msg in self._cons.consume(500, 0.05):
-                self._take(msg)  # a consumer error here is retried until the deadline
+            for item in self._reader.poll(500, 0.05):
+                self._take(item)  # a consumer error here is retried until the deadline
             self._discover()
             self._feed()
             self._check()

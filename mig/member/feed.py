@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 
 from mig.errors import DecodeError, MigError
+from mig.kafka.reader import END, ERROR, REFUSED, UNDECODABLE, Item
 from mig.member.launch import app_env, launch, private_run_dir
 from mig.member.replay_state import (
     MAX_PENDING,
@@ -24,7 +25,6 @@ from mig.ring.calls import describe, from_avro
 from mig.ring.memory import (
     new_rings,
 )
-from mig.wire.auth import authentic
 from mig.wire.identity import app_identity
 
 log = structlog.get_logger("mig.replayer")
@@ -34,12 +34,13 @@ class Feeding(ReplicaState):
     """The replay path's input: records in, rings fed, divergences caught."""
 
     # -- input
-    def _on_message(self, msg: Any) -> None:
-        try:
-            name, rec = self.codec.decode_message(msg.value(), msg.headers())
-        except DecodeError as exc:
+    def _on_message(self, item: Item) -> None:
+        msg = item.msg
+        if item.kind == UNDECODABLE:  # skipping it would replay the app wrong
             raise MigError(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: cannot replay an"
-                           f" undecodable record: {exc.reason}") from exc
+                           f" undecodable record: {item.reason}")
+        name, rec = item.name, item.record
+        assert name is not None and rec is not None
         self.stats.last_offset = msg.offset()
         self.next_offset[msg.partition()] = msg.offset() + 1
         self.last_calls_at = time.monotonic()
@@ -169,39 +170,30 @@ class Feeding(ReplicaState):
                 " checks this host and the program (docs/operations.md, re-bootstrap a"
                 " diverged replica)")
 
-    def _take(self, msg: Any) -> bool | str:
-        """One message of the consumer (calls or control): True for a calls record, False
-        for anything else taken, the error text for a consumer error. End-of-partition
-        events note how far each topic was read."""
-        from confluent_kafka import KafkaError
-
-        calls = msg.topic() == self._calls_topic
-        err = msg.error()
-        if err is not None and err.code() == KafkaError._PARTITION_EOF:
+    def _take(self, item: Item) -> bool | str:
+        """One item of the reader (calls or control): True for a calls record, False for
+        anything else taken, the error line for a consumer error. End-of-partition events
+        note how far each topic was read; a record refused by the signature check (said by
+        the reader, mig/wire/auth.py) is counted and skipped, the replay goes on."""
+        calls = item.role == "calls"
+        if item.kind == END:
             if calls:
-                self.eof_at[msg.partition()] = msg.offset()
-                self._at_end.add(msg.partition())
+                self.eof_at[item.partition] = item.offset
+                self._at_end.add(item.partition)
             else:
                 self.control_read = True
             return False
-        if err is not None:
-            return f"reading {msg.topic()}: {err.str()}"
-        if self._refused(msg, "calls" if calls else "control"):
+        if item.kind == ERROR:
+            return item.reason or ""
+        if item.kind == REFUSED:
+            self.stats.refused += 1
             return False
         if calls:
-            self._at_end.discard(msg.partition())
-            self._on_message(msg)
+            self._at_end.discard(item.partition)
+            self._on_message(item)
             return True
-        self._on_control(msg)
+        self._on_control(item)
         return False
-
-    def _refused(self, msg: Any, role: str) -> bool:
-        """True (and said in an error line) for a record without a valid signature when the
-        app's records are signed: it is skipped, the replay goes on (mig/wire/auth.py)."""
-        if authentic(self.settings.auth, role, msg, "mig.replayer"):
-            return False
-        self.stats.refused += 1
-        return True
 
     def _flow(self, resume: bool = False) -> None:
         """Pause fetching calls while MAX_PENDING of them wait to be fed (the control topic

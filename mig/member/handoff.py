@@ -15,6 +15,7 @@ import structlog
 from mig.control.view import fresh_s
 from mig.errors import Fenced
 from mig.kafka.clients import end_offsets
+from mig.kafka.reader import END, Reader
 from mig.kafka.topics import topic_names
 from mig.kafka.writer import LogWriter
 from mig.member.launch import kill_group
@@ -64,7 +65,8 @@ class Handing(RecorderState):
                 self._load_high_since = None
                 self._next_trigger_check = now + 30
 
-    def _handoff(self, writer: LogWriter, proc: subprocess.Popen[bytes], control: Any) -> bool:
+    def _handoff(self, writer: LogWriter, proc: subprocess.Popen[bytes],
+                 control: Reader) -> bool:
         """Planned migration: stop taking input at a barrier, commit everything, name the
         successor in a Handoff record with the log's end, and wait for its promotion.
         True when the app was handed over (this primary is done)."""
@@ -95,7 +97,7 @@ class Handing(RecorderState):
         while self._drain(writer):
             pass
         self._commit(writer)
-        ends = {p: o for p, o in end_offsets(control, topic_names(self.cfg.name)["calls"]).items()}
+        ends = dict(end_offsets(control.consumer, topic_names(self.cfg.name)["calls"]))
         writer.send("control", "mig.log.Handoff", {
             "app": self.cfg.name, "event_id": event, "from_member": self.member,
             "to_member": to, "epoch": self.epoch,
@@ -107,9 +109,9 @@ class Handing(RecorderState):
         deadline = now + self.cfg.failover["handoff_timeout_ms"] / 1000
         while time.monotonic() < deadline:
             try:
-                for msg in control.consume(100, 0.05):
-                    if msg.error() is None:
-                        self._on_control(msg)
+                for item in control.poll(100, 0.05):
+                    if item.kind != END:
+                        self._on_control(item)
             except Fenced as exc:
                 # the successor is primary: our held outputs were all released (everything
                 # was acknowledged before the handoff); the app must not run on

@@ -31,8 +31,9 @@ import structlog
 from mig.checkpoint.local import PrimaryCheckpointer, snapshot_start
 from mig.config import AppConfig
 from mig.control.view import ControlView
-from mig.errors import DecodeError, Fenced, MigError
+from mig.errors import Fenced, MigError
 from mig.kafka.clients import KafkaSettings, consumer, end_offsets
+from mig.kafka.reader import END, Item, Reader
 from mig.kafka.topics import ensure_topics, topic_names
 from mig.kafka.writer import LogWriter
 from mig.member.commit import Committing
@@ -43,7 +44,6 @@ from mig.member.record_state import RecordStats
 from mig.ops.elfcheck import check_program
 from mig.ring.batch import BatchEncoder
 from mig.ring.memory import Ring
-from mig.wire.auth import authentic
 from mig.wire.codec import Codec
 from mig.wire.identity import app_identity, member_id
 
@@ -172,10 +172,12 @@ class Recorder(Handing, Committing):
             self.metrics.role("primary", self.epoch)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in
                     (signal.SIGTERM, signal.SIGINT)}
-        control = consumer(self.settings, **{"group.id": f"mig-primary-{self.cfg.name}",
-                                             "isolation.level": "read_uncommitted",
-                                             "enable.partition.eof": True,
-                                             "fetch.wait.max.ms": 20})
+        # consumer errors pass (the client goes on by itself); forged records are refused
+        control = Reader(self.settings, self.cfg.name, "mig.recorder", errors="skip",
+                         undecodable_event="mig.recorder.control_undecodable",
+                         **{"group.id": f"mig-primary-{self.cfg.name}",
+                            "isolation.level": "read_uncommitted",
+                            "enable.partition.eof": True, "fetch.wait.max.ms": 20})
         try:
             # heard at once: reading the control topic takes a while, and a promoted
             # replica's peers wait failover_timeout_ms for its first heartbeat
@@ -208,12 +210,12 @@ class Recorder(Handing, Committing):
                  exit_code=self.stats.exit_code, migrated_to=self.stats.migrated_to)
         return self.stats
 
-    def _follow_control(self, control: Any) -> None:
+    def _follow_control(self, control: Reader) -> None:
         """Read the control topic from its start (bounded), then keep up with it."""
-        from confluent_kafka import KafkaError, TopicPartition
+        from confluent_kafka import TopicPartition
 
         topic = topic_names(self.cfg.name)["control"]
-        control.assign([TopicPartition(topic, 0, self._history_start(control, topic))])
+        control.assign([TopicPartition(topic, 0, self._history_start(control.consumer, topic))])
         deadline = time.monotonic() + 10
         # what the topic held before: history, not signs of life (a replica whose last
         # status said "replaying" may have died since; a handoff to it would wait out its
@@ -221,13 +223,14 @@ class Recorder(Handing, Committing):
         self._backlog = True
         try:
             while time.monotonic() < deadline:  # to the end: transaction markers have offsets
-                msgs = control.consume(500, 0.01)  # no record has, so wait for the EOF event
+                ended = False  # no record has, so wait for the end-of-partition event
                 # (short polls: a promoted replica serves its app only after this read)
-                for msg in msgs:
-                    if msg.error() is None:
-                        self._on_control(msg)
-                if any(m.error() is not None and m.error().code() == KafkaError._PARTITION_EOF
-                       for m in msgs):
+                for item in control.poll(500, 0.01):
+                    if item.kind == END:
+                        ended = True
+                    else:
+                        self._on_control(item)
+                if ended:
                     return
         finally:
             self._backlog = False
@@ -254,16 +257,11 @@ class Recorder(Handing, Committing):
             return end_offsets(control, topic).get(0, 0)
         return offset
 
-    def _on_control(self, msg: Any) -> None:
-        # a record not signed with the app's keys is not acted on
-        if not authentic(self.settings.auth, "control", msg, "mig.recorder"):
-            return
-        try:
-            name, rec = Codec.default().decode_message(msg.value(), msg.headers())
-        except DecodeError as exc:
-            log.warning("mig.recorder.control_undecodable", offset=msg.offset(),
-                        reason=exc.reason)
-            return
+    def _on_control(self, item: Item) -> None:
+        """A control record, signed rightly when the app's are, and decoded (the reader's
+        rules: a forged or undecodable one never gets here)."""
+        name, rec = item.name, item.record
+        assert name is not None and rec is not None
         self.control.on_record(name, rec, now=0.0 if self._backlog else None)
         if name == "mig.log.Promotion" and rec["new_epoch"] > self.epoch:
             raise Fenced(f"{rec['member']} became primary of {self.cfg.name} at epoch"
@@ -293,7 +291,7 @@ class Recorder(Handing, Committing):
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stop = True
 
-    def _loop(self, writer: LogWriter, proc: subprocess.Popen[bytes], control: Any) -> None:
+    def _loop(self, writer: LogWriter, proc: subprocess.Popen[bytes], control: Reader) -> None:
         last_commit = time.monotonic()
         stop_sent: float | None = None
         last_scan = 0.0
@@ -310,9 +308,9 @@ class Recorder(Handing, Committing):
                     self._start_feeder()
                 last_scan = now
             if now - last_control > 0.01:
-                for msg in control.consume(100, 0):
-                    if msg.error() is None:
-                        self._on_control(msg)
+                for item in control.poll(100, 0):
+                    if item.kind != END:
+                        self._on_control(item)
                 last_control = now
                 self._check_triggers(now)
                 self.checkpointer.step(now, self.stats.calls, bool(self._hot(now)))

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from mig.config import AppConfig
     from mig.control.view import ControlView
     from mig.kafka.clients import KafkaSettings
+    from mig.kafka.reader import Item
     from mig.kafka.writer import LogWriter
     from mig.member.metrics import Metrics
     from mig.ring.batch import BatchEncoder
@@ -94,4 +95,4 @@ class RecorderState:
     if TYPE_CHECKING:  # the parts' methods another part calls
         def _commit(self, writer: LogWriter) -> None: ...
         def _drain(self, writer: LogWriter) -> int: ...
-        def _on_control(self, msg: Any) -> None: ...
+        def _on_control(self, item: Item) -> None: ...

@@ -14,11 +14,11 @@ if TYPE_CHECKING:
     from mig.config import AppConfig
     from mig.control.view import ControlView
     from mig.kafka.clients import KafkaSettings
+    from mig.kafka.reader import Item, Reader
     from mig.kafka.writer import LogWriter
     from mig.member.metrics import Metrics
     from mig.progress import Progress
     from mig.ring.memory import RawCall, Ring
-    from mig.wire.codec import Codec
 
 RECENT_CALLS = 200_000
 # calls read but not yet fed to the app above which the replica stops fetching (and below
@@ -73,7 +73,6 @@ class ReplicaState:
     run_dir: Path
     workdir: Path
     idle_exit_s: float | None
-    codec: Codec
     rings: dict[str, Ring]
     pending: dict[str, deque[tuple[RawCall, int]]]
     in_ring: dict[str, deque[tuple[int, int]]]
@@ -100,7 +99,8 @@ class ReplicaState:
     claimed: set[int]
     writer: LogWriter | None
     health: str
-    _cons: Any
+    _cons: Any  # the reader's consumer (pause, watermarks)
+    _reader: Reader | None
     control_read: bool
     _catching_up: Progress | None
     _status_sent: dict[int, float]
@@ -135,7 +135,7 @@ class ReplicaState:
         def _flow(self, resume: bool = False) -> None: ...
         def lag(self) -> tuple[int, int]: ...
         def _new_stdin_pipe(self) -> Any: ...
-        def _on_control(self, msg: Any) -> None: ...
+        def _on_control(self, item: Item) -> None: ...
         def _publish_status(self, final: bool = False) -> None: ...
         def _standby_writer(self) -> None: ...
-        def _take(self, msg: Any) -> bool | str: ...
+        def _take(self, item: Item) -> bool | str: ...

@@ -30,7 +30,8 @@ from mig.checkpoint.taker import Checkpointing
 from mig.config import AppConfig
 from mig.control.view import ControlView
 from mig.errors import MigError
-from mig.kafka.clients import KafkaSettings, consumer, wait_reachable
+from mig.kafka.clients import KafkaSettings, wait_reachable
+from mig.kafka.reader import Reader
 from mig.kafka.topics import topic_names
 from mig.kafka.writer import LogWriter
 from mig.member.failover import Failover
@@ -45,7 +46,6 @@ from mig.member.replay_state import (
     compare_identity,
 )
 from mig.progress import Progress
-from mig.wire.codec import Codec
 from mig.wire.identity import member_id
 
 __all__ = ["Replayer", "Divergence", "PromotionFailed", "ReplayStats", "compare_identity"]
@@ -67,7 +67,6 @@ class Replayer(Feeding, Failover, Checkpointing):
         self.run_dir = run_dir
         self.workdir = workdir
         self.idle_exit_s = idle_exit_s
-        self.codec = Codec.default()
         self.rings = {}
         self.pending = {}
         # lpid -> (ring position after the record, its wall_ns) of calls fed, not yet taken
@@ -96,7 +95,8 @@ class Replayer(Feeding, Failover, Checkpointing):
         self.claimed = set()
         self.writer = None  # the app's transactional writer, once promoted
         self.health = "replaying"
-        self._cons = None
+        self._cons = None  # the reader's consumer (pause, watermarks)
+        self._reader = None
         self.control_read = False  # the control topic was read to its end once
         self._catching_up = None  # while far behind the log's end
         # Our own statuses read back from the control topic tell whether the log flows for
@@ -142,14 +142,20 @@ class Replayer(Feeding, Failover, Checkpointing):
         wait_reachable(self.settings, 15.0)  # a broker refusing our credentials says so
         # read_uncommitted: every record acknowledged by the in-sync replicas, as soon as it
         # is (docs/interceptor.md, "When is a record committed")
-        cons = consumer(self.settings, **{"group.id": f"mig-replica-{self.cfg.name}",
-                                          "enable.partition.eof": True,
-                                          "isolation.level": "read_uncommitted",
-                                          # an idle fetch returns after this long: it
-                                          # bounds the replica's lag and how soon it sees
-                                          # a handoff or the log's end when promoting
-                                          "fetch.wait.max.ms": 20})
-        self._cons = cons
+        # every item comes to _take (mig/member/feed.py): a consumer error ends the loop
+        # here and is retried while promoting, a refused record is counted, an undecodable
+        # call stops the replay and an undecodable control record is skipped
+        reader = Reader(self.settings, self.cfg.name, "mig.replayer", errors="yield",
+                        refused="yield", undecodable="yield",
+                        **{"group.id": f"mig-replica-{self.cfg.name}",
+                           "enable.partition.eof": True,
+                           "isolation.level": "read_uncommitted",
+                           # an idle fetch returns after this long: it bounds the replica's
+                           # lag and how soon it sees a handoff or the log's end when
+                           # promoting
+                           "fetch.wait.max.ms": 20})
+        cons = reader.consumer
+        self._reader, self._cons = reader, cons
         try:
             meta = cons.list_topics(topic, timeout=10)
         except KafkaException as exc:
@@ -160,8 +166,8 @@ class Replayer(Feeding, Failover, Checkpointing):
         parts = list(meta.topics[topic].partitions)
         self.status = LogWriter(self.settings, self.cfg.name)
         self.next_offset = self._maybe_restore(cons, topic, parts)
-        cons.assign([TopicPartition(topic, p, o) for p, o in self.next_offset.items()]
-                    + [TopicPartition(names["control"], 0, 0)])
+        reader.assign([TopicPartition(topic, p, o) for p, o in self.next_offset.items()]
+                      + [TopicPartition(names["control"], 0, 0)])
         last_input = time.monotonic()
         last_status = 0.0
         self.started_at = time.monotonic()  # after a restore: the silence starts now
@@ -172,8 +178,8 @@ class Replayer(Feeding, Failover, Checkpointing):
                     last_status = time.monotonic()
                 if stop is not None and stop():
                     return self.stats
-                for msg in cons.consume(500, 0.001 if self._backlog() else 0.02):
-                    taken = self._take(msg)
+                for item in reader.poll(500, 0.001 if self._backlog() else 0.02):
+                    taken = self._take(item)
                     if isinstance(taken, str):
                         raise MigError(taken)
                     if taken:
@@ -193,8 +199,8 @@ class Replayer(Feeding, Failover, Checkpointing):
                         and time.monotonic() - last_input > self.idle_exit_s):
                     return self.stats
         finally:
-            cons.close()
-            self._cons = None
+            reader.close()
+            self._cons = self._reader = None
             if self.stats.promoted_epoch is None:
                 try:  # never hide the error that ended the loop
                     self._publish_status(final=True)

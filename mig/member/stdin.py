@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 import structlog
 
-from mig.errors import DecodeError, MigError
+from mig.errors import MigError
 from mig.kafka.clients import KafkaSettings
 from mig.wire.identity import member_id
 
@@ -143,59 +143,51 @@ class Feeder:
             pass
 
     def _feed(self) -> None:
-        from confluent_kafka import KafkaError, TopicPartition
+        from confluent_kafka import TopicPartition
 
-        from mig.kafka.clients import consumer
+        from mig.kafka.reader import END, REFUSED, UNDECODABLE, Reader
         from mig.kafka.topics import topic_names
-        from mig.wire.auth import authentic
-        from mig.wire.codec import Codec
 
         topic = topic_names(self.app)["input"]
-        codec = Codec.default()
-        cons = consumer(self.settings, **{"group.id": f"mig-input-{self.app}",
-                                          "enable.auto.commit": False,
-                                          "isolation.level": "read_committed",
-                                          "fetch.wait.max.ms": 20})
+        # a consumer error is said and passes (a broker lost or moving: the consumer goes on
+        # by itself); forged and undecodable records come here to be placed first (below)
+        reader = Reader(self.settings, self.app, "mig.appinput", errors="log",
+                        refused="yield", undecodable="yield",
+                        **{"group.id": f"mig-input-{self.app}", "enable.auto.commit": False,
+                           "isolation.level": "read_committed", "fetch.wait.max.ms": 20})
         try:
-            cons.assign([TopicPartition(topic, 0, 0)])
+            reader.assign([TopicPartition(topic, 0, 0)])
             at = 0  # stream position of the next byte of the topic
             first = True
             while not self._stop.is_set():
-                msg = cons.poll(0.2)
-                if msg is None:
-                    continue
-                if msg.error() is not None:
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        # a broker lost or moving: the consumer goes on by itself
-                        log.warning("mig.appinput.read_error", topic=topic,
-                                    error=msg.error().str())
-                    continue
-                if first and msg.offset() > 0:
-                    # the bytes are counted from the topic's first record: without it,
-                    # no position in the input can be found (never skip or repeat input)
-                    raise MigError(f"{topic} no longer starts at offset 0 (its first"
-                                   f" record is at {msg.offset()}): the input's position"
-                                   f" {self.skip} cannot be found")
-                first = False
-                if not authentic(self.settings.auth, "input", msg, "mig.appinput"):
-                    continue
-                try:
-                    name, rec = codec.decode_message(msg.value(), msg.headers())
-                except DecodeError as exc:
-                    log.error("mig.appinput.undecodable", topic=topic, offset=msg.offset(),
-                              reason=exc.reason)
-                    continue
-                if name != "mig.log.InputChunk":
-                    continue
-                data: bytes = rec["data"]
-                if at + len(data) > self.skip:
-                    self._write(data[max(0, self.skip - at):])
-                at += len(data)
-                if rec["end"]:
-                    log.info("mig.appinput.end", app=self.app, bytes=at)
-                    return
+                for item in reader.poll(1, 0.2):
+                    if item.kind == END:
+                        continue
+                    if first and item.offset > 0:
+                        # the bytes are counted from the topic's first record: without it,
+                        # no position in the input can be found (never skip or repeat input)
+                        raise MigError(f"{topic} no longer starts at offset 0 (its first"
+                                       f" record is at {item.offset}): the input's position"
+                                       f" {self.skip} cannot be found")
+                    first = False
+                    if item.kind == REFUSED:
+                        continue
+                    if item.kind == UNDECODABLE:
+                        log.error("mig.appinput.undecodable", topic=topic, offset=item.offset,
+                                  reason=item.reason)
+                        continue
+                    if item.name != "mig.log.InputChunk":
+                        continue
+                    assert item.record is not None
+                    data: bytes = item.record["data"]
+                    if at + len(data) > self.skip:
+                        self._write(data[max(0, self.skip - at):])
+                    at += len(data)
+                    if item.record["end"]:
+                        log.info("mig.appinput.end", app=self.app, bytes=at)
+                        return
         finally:
-            cons.close()
+            reader.close()
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)

@@ -96,48 +96,35 @@ def observe(settings: KafkaSettings, app: str, window_s: float,
             timeout: float = 5.0) -> list[Sample] | None:
     """The clock samples of the records arriving on ``app``'s control topic during
     ``window_s`` seconds; None when the topic does not exist. Only reads."""
-    from confluent_kafka import OFFSET_END, KafkaError, KafkaException, TopicPartition
+    from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 
-    from mig.errors import DecodeError
-    from mig.kafka.clients import consumer
+    from mig.kafka.reader import RECORD, Reader
     from mig.kafka.topics import topic_names
-    from mig.wire.auth import authentic
-    from mig.wire.codec import Codec
 
     topic = topic_names(app)["control"]
-    cons = consumer(settings, **{"group.id": "mig-doctor",
-                                 "isolation.level": "read_uncommitted",
-                                 "enable.partition.eof": False, "fetch.wait.max.ms": 10})
+    # a consumer error ends the check ("reading TOPIC: why"); undecodable records pass
+    # (mig status and mig log verify report those)
+    reader = Reader(settings, app, "mig.clocksync", errors="raise", undecodable="skip",
+                    **{"group.id": "mig-doctor", "isolation.level": "read_uncommitted",
+                       "enable.partition.eof": False, "fetch.wait.max.ms": 10})
     try:
         try:
-            meta = cons.list_topics(timeout=timeout)
+            meta = reader.consumer.list_topics(timeout=timeout)
         except KafkaException as exc:
             raise MigError(f"cannot read topic {topic} at {settings.bootstrap_servers}:"
                            f" {exc}") from exc
         if topic not in meta.topics or meta.topics[topic].error is not None:
             return None
-        cons.assign([TopicPartition(topic, 0, OFFSET_END)])
-        codec = Codec.default()
+        reader.assign([TopicPartition(topic, 0, OFFSET_END)])
         out: list[Sample] = []
         deadline = time.monotonic() + window_s
         while (left := deadline - time.monotonic()) > 0:
-            msg = cons.poll(min(left, 0.1))
-            arrived_ms = int(time.time() * 1000)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise MigError(f"reading {topic}: {err.str()}")
-            if not authentic(settings.auth, "control", msg, "mig.clocksync"):
-                continue
-            try:
-                name, rec = codec.decode_message(msg.value(), msg.headers())
-            except DecodeError:
-                continue  # mig status and mig log verify report those
-            ts_type, ts_ms = msg.timestamp()
-            out += samples_of(name, rec, ts_type, ts_ms, arrived_ms)
+            for item in reader.poll(1, min(left, 0.1)):
+                if item.kind == RECORD and item.name is not None and item.record is not None:
+                    ts_type, ts_ms = item.msg.timestamp()
+                    # (the arrival: when the poll returned, before the checks)
+                    out += samples_of(item.name, item.record, ts_type, ts_ms,
+                                      reader.fetched_ms)
         return out
     finally:
-        cons.close()
+        reader.close()

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from mig.errors import DecodeError, MigError
-from mig.kafka.clients import KafkaSettings, consumer, wait_reachable
+from mig.errors import MigError
+from mig.kafka.clients import KafkaSettings, wait_reachable
+from mig.kafka.reader import END, TOMBSTONE, UNDECODABLE, Item, Reader
 from mig.kafka.topics import topic_names
-from mig.wire.codec import Codec
 
 __all__ = ["Row", "read_rows", "render_text", "render_json", "verify", "VerifyReport",
            "latest_manifest"]
@@ -49,18 +49,18 @@ class Row:
         return self.topic.rsplit(".", 1)[-1]
 
 
-def _decode(codec: Codec, msg: Any) -> Row:
+def _row(item: Item) -> Row:
+    msg = item.msg
     raw_key = msg.key()
     key = raw_key.decode("utf-8", "replace") if raw_key is not None else None
     row = Row(msg.topic(), msg.partition(), msg.offset(), key, msg.timestamp()[1])
-    if msg.value() is None:
+    if item.kind == TOMBSTONE:
         row.schema = "tombstone"
         return row
-    try:
-        row.schema, row.record = codec.decode_message(msg.value(), msg.headers())
-    except DecodeError as exc:
-        row.error = exc.reason
+    if item.kind == UNDECODABLE:
+        row.error = item.reason
         return row
+    row.schema, row.record = item.name, item.record
     if row.schema not in EXPECTED.get(row.role, {row.schema}):
         row.error = f"{row.schema} does not belong in the {row.role} topic"
     return row
@@ -105,27 +105,31 @@ def read_rows(settings: KafkaSettings, app: str, roles: list[str] | None = None,
         starts = {(names["calls"], po["partition"]): po["offset"]
                   for po in manifest["barrier_offsets"]}
     wait_reachable(settings, timeout)
-    codec = Codec.default()
-    cons = consumer(settings, **{"group.id": f"mig-inspect-{app}",
-                                 "isolation.level": "read_committed" if committed_only
-                                 else "read_uncommitted"})
+    # every record as it is: no signature check, undecodable ones and tombstones shown as
+    # such; a consumer error ends the walk ("reading TOPIC: why")
+    reader = Reader(settings, app, "mig.log", errors="raise", undecodable="yield",
+                    signed=False, tombstones=True,
+                    **{"group.id": f"mig-inspect-{app}",
+                       "isolation.level": "read_committed" if committed_only
+                       else "read_uncommitted"})
+    cons = reader.consumer
     parts = []
     for role in roles:
         try:  # one topic at a time: Kafka says which it refuses to describe to this user
             meta = cons.list_topics(names[role], timeout=timeout)
         except KafkaException as exc:
-            cons.close()
+            reader.close()
             raise MigError(f"cannot read topics at {settings.bootstrap_servers}: {exc}") from exc
         topic = meta.topics.get(names[role])
         if topic is not None and topic.error is not None \
                 and topic.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-            cons.close()
+            reader.close()
             raise MigError(f"not authorized to read topic {names[role]} at"
                            f" {settings.bootstrap_servers} (Kafka ACLs: docs/security.md)")
         if (topic is None or topic.error is not None) and every and role == "input":
             continue
         if topic is None or topic.error is not None:
-            cons.close()
+            reader.close()
             raise MigError(f"topic {names[role]} does not exist (is '{app}' the app's name?)")
         for pid in sorted(topic.partitions):
             if isinstance(start, int):
@@ -133,28 +137,26 @@ def read_rows(settings: KafkaSettings, app: str, roles: list[str] | None = None,
             else:
                 off = starts.get((names[role], pid), OFFSET_BEGINNING)
             parts.append(TopicPartition(names[role], pid, off))
-    cons.assign(parts)
+    reader.assign(parts)
     pending = {(p.topic, p.partition) for p in parts}
     idle_since = time.monotonic()
     try:
         while pending or follow:
             if stop is not None and stop():
                 return
-            msg = cons.poll(0.2)
-            if msg is None:
+            batch = reader.poll(1, 0.2)
+            if not batch:
                 if not follow and time.monotonic() - idle_since > timeout:
                     raise MigError(f"timed out after {timeout:g} s reading {sorted(pending)}")
                 continue
             idle_since = time.monotonic()
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard((msg.topic(), msg.partition()))
-                    continue
-                raise MigError(f"reading {msg.topic()}: {err.str()}")
-            yield _decode(codec, msg)
+            for item in batch:
+                if item.kind == END:
+                    pending.discard((item.topic, item.partition))
+                else:
+                    yield _row(item)
     finally:
-        cons.close()
+        reader.close()
 
 
 # ---------------------------------------------------------------- rendering

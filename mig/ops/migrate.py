@@ -27,7 +27,7 @@ def request_migration(settings: KafkaSettings, app: str, to: str | None = None,
                       reason: str = "mig migrate", timeout: float = 30.0) -> dict[str, Any]:
     """Write the request and wait for its handoff and promotion. Returns what happened:
     event_id, from_member, to_member, epoch, gap_ms."""
-    cons = request_reader(settings, app, "migrate", primary=True, committed=False)
+    reader = request_reader(settings, app, "migrate", primary=True, committed=False)
     try:
         event = str(uuid.uuid4())
         writer = LogWriter(settings, app)
@@ -40,7 +40,7 @@ def request_migration(settings: KafkaSettings, app: str, to: str | None = None,
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             # with signed records, a forged Promotion or Handoff is no answer
-            for name, rec in answers(cons, settings, app, event, "mig.migrate"):
+            for name, rec in answers(reader, app, event):
                 if name == "mig.log.Handoff" and rec["event_id"] == event:
                     handoff = rec
                 elif name == "mig.log.Promotion" and handoff is None:
@@ -63,4 +63,4 @@ def request_migration(settings: KafkaSettings, app: str, to: str | None = None,
         raise MigError(f"{handoff['to_member']} did not become primary within {timeout:g} s"
                        f" of the handoff (event {event})")
     finally:
-        cons.close()
+        reader.close()

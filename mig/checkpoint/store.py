@@ -162,7 +162,7 @@ def _scan(settings: KafkaSettings, app: str, start: Any, accept: Any, on_record:
     # consumer errors pass (the deadline below says when nothing comes); an undecodable
     # record is logged (mig.checkpoint.undecodable) and skipped
     reader = Reader(settings, app, "mig.checkpoint", errors="skip", tombstones=True,
-                    want=wanted, **{"group.id": f"mig-checkpoints-{app}",
+                    want=wanted, conf={"group.id": f"mig-checkpoints-{app}",
                                     "isolation.level": "read_committed",
                                     "fetch.message.max.bytes": 4 << 20,
                                     # the end of a partition is known from a fetch the

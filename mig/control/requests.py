@@ -50,7 +50,7 @@ def request_reader(settings: KafkaSettings, app: str, purpose: str, primary: boo
     topic = topic_names(app)["control"]
     # consumer errors and undecodable records are no answer: skipped
     reader = Reader(settings, app, f"mig.{purpose}", errors="skip", undecodable="skip",
-                    **{"group.id": f"mig-{purpose}-{app}",
+                    conf={"group.id": f"mig-{purpose}-{app}",
                        "isolation.level": "read_committed" if committed
                        else "read_uncommitted",
                        "fetch.wait.max.ms": 20})

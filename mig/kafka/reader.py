@@ -114,15 +114,15 @@ class Reader:
     ``name`` is the reading part's log name (``mig.replayer``): its refusals are said as
     ``NAME.unauthenticated``. ``conf`` are the consumer's properties
     (``mig.kafka.clients.consumer``); ``consumer`` is the client itself, for what a reader
-    does not do (assign, pause, watermarks). Close it with ``close()`` (or ``with``).
+    does not do (topics, pause, watermarks). Close it with ``close()`` (or ``with``).
     """
 
     def __init__(self, settings: KafkaSettings, apps: str | Sequence[str], name: str, *,
-                 errors: str = "raise", refused: str = "skip", undecodable: str = "log",
+                 conf: dict[str, Any] | None = None, errors: str = "raise",
+                 refused: str = "skip", undecodable: str = "log",
                  undecodable_event: str | None = None, signed: bool = True,
                  tombstones: bool = False, decode: bool = True,
-                 want: Callable[[Any], bool] | None = None, client: Any = None,
-                 **conf: Any) -> None:
+                 want: Callable[[Any], bool] | None = None, client: Any = None) -> None:
         from mig.wire.codec import Codec
 
         for rule, value in (("errors", errors), ("refused", refused),
@@ -145,7 +145,7 @@ class Reader:
         self._roles = {topic: role for app in ([apps] if isinstance(apps, str) else apps)
                        for role, topic in topic_names(app).items()}
         self._log = structlog.get_logger(name)
-        self.consumer = client if client is not None else consumer(settings, **conf)
+        self.consumer = client if client is not None else consumer(settings, **(conf or {}))
 
     @classmethod
     def reachable(cls, settings: KafkaSettings, apps: str | Sequence[str], name: str,

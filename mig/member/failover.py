@@ -210,13 +210,15 @@ class Failover(ReplicaState):
         """Read the calls topic until every partition reached ``ends`` (an end-of-partition
         event at or past it: transaction markers take offsets no record has)."""
         self._flow(resume=True)
+        reader = self._reader
+        assert reader is not None  # (a promotion runs inside run(), which holds the reader)
         topic = topic_names(self.cfg.name)["calls"]
         deadline = time.monotonic() + 60
         while any(self.eof_at.get(p, -1) < end and self.next_offset.get(p, 0) < end
                   for p, end in ends.items()):
             if time.monotonic() > deadline:
                 raise MigError(f"promotion: could not read {topic} to its end {ends}")
-            for item in self._reader.poll(500, 0.05):
+            for item in reader.poll(500, 0.05):
                 self._take(item)  # a consumer error here is retried until the deadline
             self._discover()
             self._feed()

@@ -175,7 +175,7 @@ class Recorder(Handing, Committing):
         # consumer errors pass (the client goes on by itself); forged records are refused
         control = Reader(self.settings, self.cfg.name, "mig.recorder", errors="skip",
                          undecodable_event="mig.recorder.control_undecodable",
-                         **{"group.id": f"mig-primary-{self.cfg.name}",
+                         conf={"group.id": f"mig-primary-{self.cfg.name}",
                             "isolation.level": "read_uncommitted",
                             "enable.partition.eof": True, "fetch.wait.max.ms": 20})
         try:

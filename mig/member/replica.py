@@ -147,7 +147,7 @@ class Replayer(Feeding, Failover, Checkpointing):
         # call stops the replay and an undecodable control record is skipped
         reader = Reader(self.settings, self.cfg.name, "mig.replayer", errors="yield",
                         refused="yield", undecodable="yield",
-                        **{"group.id": f"mig-replica-{self.cfg.name}",
+                        conf={"group.id": f"mig-replica-{self.cfg.name}",
                            "enable.partition.eof": True,
                            "isolation.level": "read_uncommitted",
                            # an idle fetch returns after this long: it bounds the replica's

@@ -153,7 +153,7 @@ class Feeder:
         # by itself); forged and undecodable records come here to be placed first (below)
         reader = Reader(self.settings, self.app, "mig.appinput", errors="log",
                         refused="yield", undecodable="yield",
-                        **{"group.id": f"mig-input-{self.app}", "enable.auto.commit": False,
+                        conf={"group.id": f"mig-input-{self.app}", "enable.auto.commit": False,
                            "isolation.level": "read_committed", "fetch.wait.max.ms": 20})
         try:
             reader.assign([TopicPartition(topic, 0, 0)])

@@ -105,7 +105,7 @@ def observe(settings: KafkaSettings, app: str, window_s: float,
     # a consumer error ends the check ("reading TOPIC: why"); undecodable records pass
     # (mig status and mig log verify report those)
     reader = Reader(settings, app, "mig.clocksync", errors="raise", undecodable="skip",
-                    **{"group.id": "mig-doctor", "isolation.level": "read_uncommitted",
+                    conf={"group.id": "mig-doctor", "isolation.level": "read_uncommitted",
                        "enable.partition.eof": False, "fetch.wait.max.ms": 10})
     try:
         try:

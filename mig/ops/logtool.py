@@ -109,7 +109,7 @@ def read_rows(settings: KafkaSettings, app: str, roles: list[str] | None = None,
     # such; a consumer error ends the walk ("reading TOPIC: why")
     reader = Reader(settings, app, "mig.log", errors="raise", undecodable="yield",
                     signed=False, tombstones=True,
-                    **{"group.id": f"mig-inspect-{app}",
+                    conf={"group.id": f"mig-inspect-{app}",
                        "isolation.level": "read_committed" if committed_only
                        else "read_uncommitted"})
     cons = reader.consumer

@@ -162,14 +162,14 @@ def _scan(settings: KafkaSettings, app: str, start: Any, accept: Any, on_record:
     # consumer errors pass (the deadline below says when nothing comes); an undecodable
     # record is logged (mig.checkpoint.undecodable) and skipped
     reader = Reader(settings, app, "mig.checkpoint", errors="skip", tombstones=True,
-                    want=wanted, conf={"group.id": f"mig-checkpoints-{app}",
-                                    "isolation.level": "read_committed",
-                                    "fetch.message.max.bytes": 4 << 20,
-                                    # the end of a partition is known from a fetch the
-                                    # broker answers: at its default (500 ms) an empty or
-                                    # read-to-the-end topic held every listing (mig status)
-                                    # half a second
-                                    "fetch.wait.max.ms": 20, **quick_start(settings)})
+                    want=wanted, conf={
+                        "group.id": f"mig-checkpoints-{app}",
+                        "isolation.level": "read_committed",
+                        "fetch.message.max.bytes": 4 << 20,
+                        # the end of a partition is known from a fetch the broker answers:
+                        # at its default (500 ms) an empty or read-to-the-end topic held
+                        # every listing (mig status) half a second
+                        "fetch.wait.max.ms": 20, **quick_start(settings)})
     try:
         parts = _partitions(reader.consumer, topic)
         if not parts:

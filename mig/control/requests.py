@@ -51,9 +51,9 @@ def request_reader(settings: KafkaSettings, app: str, purpose: str, primary: boo
     # consumer errors and undecodable records are no answer: skipped
     reader = Reader(settings, app, f"mig.{purpose}", errors="skip", undecodable="skip",
                     conf={"group.id": f"mig-{purpose}-{app}",
-                       "isolation.level": "read_committed" if committed
-                       else "read_uncommitted",
-                       "fetch.wait.max.ms": 20})
+                          "isolation.level": "read_committed" if committed
+                          else "read_uncommitted",
+                          "fetch.wait.max.ms": 20})
     try:
         cons = reader.consumer
         meta = cons.list_topics(topic, timeout=10)

@@ -176,8 +176,8 @@ class Recorder(Handing, Committing):
         control = Reader(self.settings, self.cfg.name, "mig.recorder", errors="skip",
                          undecodable_event="mig.recorder.control_undecodable",
                          conf={"group.id": f"mig-primary-{self.cfg.name}",
-                            "isolation.level": "read_uncommitted",
-                            "enable.partition.eof": True, "fetch.wait.max.ms": 20})
+                               "isolation.level": "read_uncommitted",
+                               "enable.partition.eof": True, "fetch.wait.max.ms": 20})
         try:
             # heard at once: reading the control topic takes a while, and a promoted
             # replica's peers wait failover_timeout_ms for its first heartbeat

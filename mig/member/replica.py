@@ -148,12 +148,12 @@ class Replayer(Feeding, Failover, Checkpointing):
         reader = Reader(self.settings, self.cfg.name, "mig.replayer", errors="yield",
                         refused="yield", undecodable="yield",
                         conf={"group.id": f"mig-replica-{self.cfg.name}",
-                           "enable.partition.eof": True,
-                           "isolation.level": "read_uncommitted",
-                           # an idle fetch returns after this long: it bounds the replica's
-                           # lag and how soon it sees a handoff or the log's end when
-                           # promoting
-                           "fetch.wait.max.ms": 20})
+                              "enable.partition.eof": True,
+                              "isolation.level": "read_uncommitted",
+                              # an idle fetch returns after this long: it bounds the replica's
+                              # lag and how soon it sees a handoff or the log's end when
+                              # promoting
+                              "fetch.wait.max.ms": 20})
         cons = reader.consumer
         self._reader, self._cons = reader, cons
         try:

@@ -154,7 +154,7 @@ class Feeder:
         reader = Reader(self.settings, self.app, "mig.appinput", errors="log",
                         refused="yield", undecodable="yield",
                         conf={"group.id": f"mig-input-{self.app}", "enable.auto.commit": False,
-                           "isolation.level": "read_committed", "fetch.wait.max.ms": 20})
+                              "isolation.level": "read_committed", "fetch.wait.max.ms": 20})
         try:
             reader.assign([TopicPartition(topic, 0, 0)])
             at = 0  # stream position of the next byte of the topic

@@ -106,7 +106,7 @@ def observe(settings: KafkaSettings, app: str, window_s: float,
     # (mig status and mig log verify report those)
     reader = Reader(settings, app, "mig.clocksync", errors="raise", undecodable="skip",
                     conf={"group.id": "mig-doctor", "isolation.level": "read_uncommitted",
-                       "enable.partition.eof": False, "fetch.wait.max.ms": 10})
+                          "enable.partition.eof": False, "fetch.wait.max.ms": 10})
     try:
         try:
             meta = reader.consumer.list_topics(timeout=timeout)

@@ -110,8 +110,8 @@ def read_rows(settings: KafkaSettings, app: str, roles: list[str] | None = None,
     reader = Reader(settings, app, "mig.log", errors="raise", undecodable="yield",
                     signed=False, tombstones=True,
                     conf={"group.id": f"mig-inspect-{app}",
-                       "isolation.level": "read_committed" if committed_only
-                       else "read_uncommitted"})
+                          "isolation.level": "read_committed" if committed_only
+                          else "read_uncommitted"})
     cons = reader.consumer
     parts = []
     for role in roles:

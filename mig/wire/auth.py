@@ -9,7 +9,8 @@ value (a tombstone signs an empty value, marked as such). Members check it on ev
 they act on: calls a replica replays, control records (heartbeats, claims, promotions,
 migrations) and checkpoint manifests and chunks. A record without a valid signature is
 refused, said in an error log line with its topic, partition and offset, and skipped: the
-records around it go on being replayed, and the primary is not harmed.
+records around it go on being replayed, and the primary is not harmed. Every reader of the
+app's topics checks through ``authentic``, called in one place: mig/kafka/reader.py.
 
 Keys file: one key per line, ``KID HEX`` (a key id of letters, digits, ``-``, ``_`` or
 ``.``, then at least 32 hex digits, 16 bytes); blank lines and ``#`` comments are

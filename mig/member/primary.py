@@ -258,8 +258,7 @@ class Recorder(Handing, Committing):
         return offset
 
     def _on_control(self, item: Item) -> None:
-        """A control record, signed rightly when the app's are, and decoded (the reader's
-        rules: a forged or undecodable one never gets here)."""
+        """A control record, checked and decoded (forged or undecodable ones: not here)."""
         name, rec = item.name, item.record
         assert name is not None and rec is not None
         self.control.on_record(name, rec, now=0.0 if self._backlog else None)

@@ -161,6 +161,17 @@ def clock_offset_replica(app: App, rng: random.Random) -> dict:
     return {"offset_s": offset, "offset_member": fresh.name, "killed": primary.name}
 
 
+def _folder_mb(folder: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += (Path(root) / name).lstat().st_size
+            except OSError:
+                pass
+    return total >> 20
+
+
 def disk_full_replica(app: App, rng: random.Random) -> dict:
     """A replica whose state folder is a small file system, filled up under load."""
     victim = rng.choice(app.replicas())
@@ -168,15 +179,21 @@ def disk_full_replica(app: App, rng: random.Random) -> dict:
     victim.proc.wait(30)
     mnt = app.folder / f"small-h{victim.host}g{app.gens[victim.host] + 1}"
     mnt.mkdir()
+    # room for the app's folder as it has grown (a replica restored into a file system it
+    # nearly fills cannot write its next DUMP once the filler is gone, and diverges rounds
+    # later, "ERR dump: No space left on device"), filled up whole below
+    others = [m.workdir for m in app.members.values() if m is not victim
+              and m.workdir != app.folder]  # (the first primary's is the whole app's)
+    size_mb = 64 + 3 * max((_folder_mb(w) for w in others), default=0)
     # (mode 0755 like the folders it replaces: CRIU refuses to restore a process whose
     # working directory changed its mode)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", str(mnt)],
-                   check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0755", "tmpfs",
+                    str(mnt)], check=True)
     app.mounts.append(mnt)
     fresh = app.start_replica(victim.host, workdir=mnt)
     app.wait_hot(120)
     filler = mnt / "filler"
-    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "count=100"],
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", f"count={size_mb}"],
                    capture_output=True)
     held = _sleep(rng, 2.0, 5.0)
     status = app.statuses().get(fresh.name, {}).get("health")

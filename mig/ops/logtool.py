@@ -66,6 +66,18 @@ def _row(item: Item) -> Row:
     return row
 
 
+def log_reader(settings: KafkaSettings, app: str, committed_only: bool = False,
+               client: Any = None) -> Reader:
+    """The reader of ``mig log``: every record as it is, no signature check, undecodable
+    ones and tombstones shown as such; a consumer error ends the walk ("reading TOPIC:
+    why"). ``client``: a consumer to read with instead of a new one."""
+    return Reader(settings, app, "mig.log", errors="raise", undecodable="yield",
+                  signed=False, tombstones=True, client=client,
+                  conf={"group.id": f"mig-inspect-{app}",
+                        "isolation.level": "read_committed" if committed_only
+                        else "read_uncommitted"})
+
+
 def latest_manifest(settings: KafkaSettings, app: str,
                     timeout: float = 10.0) -> dict[str, Any] | None:
     """The newest decodable checkpoint manifest of ``app``, or None."""
@@ -105,13 +117,7 @@ def read_rows(settings: KafkaSettings, app: str, roles: list[str] | None = None,
         starts = {(names["calls"], po["partition"]): po["offset"]
                   for po in manifest["barrier_offsets"]}
     wait_reachable(settings, timeout)
-    # every record as it is: no signature check, undecodable ones and tombstones shown as
-    # such; a consumer error ends the walk ("reading TOPIC: why")
-    reader = Reader(settings, app, "mig.log", errors="raise", undecodable="yield",
-                    signed=False, tombstones=True,
-                    conf={"group.id": f"mig-inspect-{app}",
-                          "isolation.level": "read_committed" if committed_only
-                          else "read_uncommitted"})
+    reader = log_reader(settings, app, committed_only)
     cons = reader.consumer
     parts = []
     for role in roles:

@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mig.errors import MigError
-from mig.kafka.clients import KafkaSettings, admin_client, wait_reachable, watermarks
+from mig.kafka.clients import (
+    KafkaSettings,
+    admin_client,
+    offset_since,
+    wait_reachable,
+    watermarks,
+)
 from mig.kafka.reader import END, RECORD, Item, Reader
 from mig.kafka.topics import topic_names
 from mig.wire.codec import SCHEMA_HEADER
@@ -106,9 +112,8 @@ def read_apps(settings: KafkaSettings, apps: Sequence[str], timeout: float,
             low, ends[topic] = watermarks(cons, topic, 0, timeout)
             starts[topic] = low
             if since_ms is not None:
-                found = cons.offsets_for_times([TopicPartition(topic, 0, since_ms)],
-                                               timeout=timeout)[0].offset
-                starts[topic] = ends[topic] if found < 0 else max(low, found)
+                found = offset_since(cons, topic, 0, since_ms, timeout)
+                starts[topic] = ends[topic] if found is None else max(low, found)
                 out[app].whole = starts[topic] <= low
         raw: dict[str, list[Item]] = {topic: [] for topic in names}
         pending.update(topic for topic in names if ends[topic] > starts[topic])

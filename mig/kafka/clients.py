@@ -19,8 +19,8 @@ from typing import Any
 from mig.errors import KafkaRefused, KafkaUnavailable
 
 __all__ = ["KafkaSettings", "admin_client", "producer", "consumer", "wait_reachable",
-           "reachable_consumer", "quick_start", "end_offsets", "watermarks", "is_sensitive",
-           "REDACTED"]
+           "reachable_consumer", "quick_start", "end_offsets", "watermarks", "offset_since",
+           "is_sensitive", "REDACTED"]
 
 _rdkafka_log = logging.getLogger("mig.rdkafka")
 _rdkafka_log.addHandler(logging.NullHandler())
@@ -242,6 +242,17 @@ def watermarks(cons: Any, topic: str, partition: int, timeout: float = 30.0
                 raise KafkaUnavailable(f"cannot read the offsets of {topic} [{partition}]:"
                                        f" {exc.args[0].str()}") from exc
             time.sleep(0.2)
+
+
+def offset_since(cons: Any, topic: str, partition: int, since_ms: int,
+                 timeout: float = 10.0) -> int | None:
+    """The offset of the first record of ``topic [partition]`` whose Kafka timestamp is
+    ``since_ms`` or later (the broker's time index); None when no record is that recent."""
+    from confluent_kafka import TopicPartition
+
+    found = cons.offsets_for_times([TopicPartition(topic, partition, since_ms)],
+                                   timeout=timeout)[0].offset
+    return None if found < 0 else found
 
 
 def end_offsets(cons: Any, topic: str, timeout: float = 15.0) -> dict[int, int]:

@@ -32,7 +32,7 @@ from mig.checkpoint.local import PrimaryCheckpointer, snapshot_start
 from mig.config import AppConfig
 from mig.control.view import ControlView
 from mig.errors import Fenced, MigError
-from mig.kafka.clients import KafkaSettings, consumer, end_offsets
+from mig.kafka.clients import KafkaSettings, consumer, end_offsets, offset_since
 from mig.kafka.reader import END, Item, Reader
 from mig.kafka.topics import ensure_topics, topic_names
 from mig.kafka.writer import LogWriter
@@ -243,19 +243,15 @@ class Recorder(Handing, Committing):
         (its epoch is its own, requests before its start are not for it, statuses are
         history), and a week of them took a promoted replica seconds to read before its
         first heartbeat: the other replicas took it for dead and promoted again."""
-        from confluent_kafka import TopicPartition
-
         back_ms = int(max(CONTROL_HISTORY_S, 10 * self._fresh_s()) * 1000)
         try:
-            found = control.offsets_for_times(
-                [TopicPartition(topic, 0, int(time.time() * 1000) - back_ms)], timeout=10)
+            found = offset_since(control, topic, 0, int(time.time() * 1000) - back_ms)
         except Exception as exc:  # noqa: BLE001 - a broker that cannot say: read it all
             log.warning("mig.recorder.history_unknown", error=str(exc))
             return 0
-        offset = found[0].offset
-        if offset < 0:  # nothing that recent: from the end
+        if found is None:  # nothing that recent: from the end
             return end_offsets(control, topic).get(0, 0)
-        return offset
+        return found
 
     def _on_control(self, item: Item) -> None:
         """A control record, checked and decoded (forged or undecodable ones: not here)."""

@@ -23,6 +23,7 @@ every ``heartbeat_ms``). docs/failover.md tells the whole protocol.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,20 +123,20 @@ class ControlView:
     def hot_in_topic(self) -> list[dict[str, Any]]:
         """Replicas whose latest status says replaying and is fresh in the topic's order
         (no other member beat FRESH_BEATS times since), least lag first."""
-        out = []
-        for member, seen in self.statuses.items():
-            rec = seen.record
-            if rec["role"] != "REPLICA" or rec["health"] != "replaying":
-                continue
-            then = self.beats_at_status.get(member, {})
-            if all(n - then.get(other, 0) < FRESH_BEATS
-                   for other, n in self.beats.items() if other != member):
-                out.append(rec)
-        return sorted(out, key=lambda r: (r["lag_records"], r["member"]))
+        return self._replaying(lambda member, _seen: self._fresh_in_topic(member))
 
     def hot_replicas(self, now: float, fresh_s: float) -> list[dict[str, Any]]:
         """Replicas whose latest status is recent and healthy, least lag first."""
-        out = [s.record for s in self.statuses.values()
-               if now - s.at <= fresh_s and s.record["role"] == "REPLICA"
-               and s.record["health"] == "replaying"]
+        return self._replaying(lambda _member, seen: now - seen.at <= fresh_s)
+
+    def _fresh_in_topic(self, member: str) -> bool:
+        then = self.beats_at_status.get(member, {})
+        return all(n - then.get(other, 0) < FRESH_BEATS
+                   for other, n in self.beats.items() if other != member)
+
+    def _replaying(self, fresh: Callable[[str, Seen], bool]) -> list[dict[str, Any]]:
+        """Replicas whose latest status says replaying and is ``fresh``, least lag first."""
+        out = [seen.record for member, seen in self.statuses.items()
+               if seen.record["role"] == "REPLICA" and seen.record["health"] == "replaying"
+               and fresh(member, seen)]
         return sorted(out, key=lambda r: (r["lag_records"], r["member"]))

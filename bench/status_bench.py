@@ -68,34 +68,12 @@ def main() -> None:
 
 
 def synthetic_history(app: str, bootstrap: str, hours: float) -> None:
-    from confluent_kafka import Producer
-
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
     from mig.kafka.connect import resolve_kafka
-    from mig.kafka.topics import ensure_topics
-    from mig.wire.codec import Codec
+    from tests.history import control_history
 
-    settings = resolve_kafka(bootstrap, None)
-    ensure_topics(settings, app)
-    codec = Codec.default()
-    prod = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 50})
-    now = int(time.time() * 1000)
     count = int(hours * 3600 * 10)  # 5 heartbeats and 5 statuses a second
-    for i in range(count):
-        ts = now - (count - i) * 100
-        if i % 2:
-            name, rec = "mig.log.Heartbeat", {
-                "app": app, "member": "p", "role": "PRIMARY", "epoch": 1, "ts_ms": ts,
-                "calls_offset": i, "host": "h"}
-        else:
-            name, rec = "mig.log.MemberStatus", {
-                "app": app, "member": "r", "role": "REPLICA", "epoch": 1, "lag_records": 0,
-                "lag_ms": 0, "health": "replaying", "ts_ms": ts, "host": "h",
-                "calls_offset": i}
-        prod.produce(f"mig.{app}.control", codec.encode(name, rec), key=rec["member"],
-                     headers=codec.headers(name), timestamp=ts)
-        if i % 10_000 == 0:
-            prod.poll(0)
-    prod.flush(60)
+    control_history(resolve_kafka(bootstrap, None), app, count, int(time.time() * 1000))
     print(f"wrote {count} control records over {hours:g} h for {app}")
 
 

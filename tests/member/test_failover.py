@@ -29,6 +29,7 @@ import pytest
 from tests.apps.ackclient import check_acked, run_writes
 from tests.apps.client import dump, read_dump, request
 from tests.deploy import Deployment, _answers, _wait_for, port_free
+from tests.history import control_history
 from tests.testnet import hosts_and_broker
 
 
@@ -308,48 +309,17 @@ def test_a_replica_in_its_default_folder_takes_over(hosts, tmp_path):
         dep.stop()
 
 
-def _old_history(dep: Deployment, records: int, age_s: float = 3600) -> None:
-    """``records`` statuses of a member long gone, an hour old by their Kafka timestamps:
-    the control topic of an app that has run for days (written before the app starts, so
-    the topic's timestamps grow with its offsets, as they do)."""
-    from mig.config import load_config
-    from mig.kafka.clients import producer
-    from mig.kafka.topics import ensure_topics
-    from mig.wire.codec import Codec
-
-    ensure_topics(dep.broker.settings, dep.name, load_config(dep.app_toml).topics)
-
-    codec = Codec.default()
-    topic = f"mig.{dep.name}.control"
-    prod = producer(dep.broker.settings, **{"linger.ms": 20})
-    old_ms = int((time.time() - age_s) * 1000)
-    for i in range(records):
-        value = codec.encode("mig.log.MemberStatus", {
-            "app": dep.name, "member": "gone", "role": "REPLICA", "epoch": 1,
-            "lag_records": 0, "lag_ms": 0, "health": "replaying", "ts_ms": old_ms + i,
-            "host": None, "calls_offset": -1}, validate=False)
-        while True:
-            try:
-                prod.produce(topic, value=value, key="gone", timestamp=old_ms + i // 100,
-                             headers=codec.headers("mig.log.MemberStatus"))
-                break
-            except BufferError:
-                prod.poll(0.05)
-        prod.poll(0)
-    assert prod.flush(60) == 0
-
-
 def test_a_promoted_replica_is_heard_at_once_whatever_the_control_history(hosts, tmp_path):
-    """An app whose control topic holds a long history (here 150,000 statuses an hour
-    old). kill -9 of the primary: one replica takes over, and it must heartbeat within
-    failover_timeout_ms of its promotion, or the other replica takes it for dead and
-    promotes again. A promoted replica read the whole topic before its first heartbeat
-    (seconds for a topic of some days), and the other promoted again a second later (the
-    fault campaign saw epochs 43 and 44 1.0 s apart)."""
+    """An app whose control topic holds a long history (150,000 heartbeats and statuses
+    of four hours, the newest an hour old). kill -9 of the primary: one replica takes
+    over, and it must heartbeat within failover_timeout_ms of its promotion, or the other
+    replica takes it for dead and promotes again. A promoted replica read the whole topic
+    before its first heartbeat (seconds for a topic of some days), and the other promoted
+    again a second later (the fault campaign saw epochs 43 and 44 1.0 s apart)."""
     net, broker = hosts
     dep = Deployment(net, broker, tmp_path, replicas=(1, 2))
     try:
-        _old_history(dep, 150_000)
+        control_history(broker.settings, dep.name, 150_000, int((time.time() - 3600) * 1000))
         dep.start()
         time.sleep(2)  # the replicas' statuses after the history
         net.signal(0, signal.SIGKILL)

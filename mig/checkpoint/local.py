@@ -44,10 +44,10 @@ START_COPY = "app-start"  # in the run folder: the app's folder as the app start
 START_COPY_LIMIT = 64 * 1024 * 1024
 
 
-def copy_folder(src: Path, dest: Path, skip: tuple[Path, ...] = (),
-                limit: int = START_COPY_LIMIT) -> str | None:
-    """Copy ``src`` to ``dest`` (a new folder), leaving out ``skip`` (folders inside src),
-    unless src holds more than ``limit`` bytes. None when copied, else why not."""
+def folder_bytes(src: Path, skip: tuple[Path, ...] = (), stop_above: int | None = None
+                 ) -> int:
+    """The bytes of the files under ``src``, leaving out ``skip`` (folders inside it); the
+    count stops once it is over ``stop_above``."""
     import os
 
     skipped = {p.resolve() for p in skip}
@@ -59,8 +59,18 @@ def copy_folder(src: Path, dest: Path, skip: tuple[Path, ...] = (),
                 total += (Path(root) / name).lstat().st_size
             except OSError:
                 pass
-        if total > limit:
-            return f"it holds more than {limit >> 20} MiB"
+        if stop_above is not None and total > stop_above:
+            break
+    return total
+
+
+def copy_folder(src: Path, dest: Path, skip: tuple[Path, ...] = (),
+                limit: int = START_COPY_LIMIT) -> str | None:
+    """Copy ``src`` to ``dest`` (a new folder), leaving out ``skip`` (folders inside src),
+    unless src holds more than ``limit`` bytes. None when copied, else why not."""
+    if folder_bytes(src, skip, stop_above=limit) > limit:
+        return f"it holds more than {limit >> 20} MiB"
+    skipped = {p.resolve() for p in skip}
 
     def ignore(where: str, names: list[str]) -> set[str]:
         return {n for n in names if (Path(where) / n).resolve() in skipped}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from mig.checkpoint.local import folder_bytes
 from tests.campaign.world import App, Member, wait_for
 
 # the Avro single-object marker: garbage that starts like a record, to reach the decoder
@@ -161,17 +162,6 @@ def clock_offset_replica(app: App, rng: random.Random) -> dict:
     return {"offset_s": offset, "offset_member": fresh.name, "killed": primary.name}
 
 
-def _folder_mb(folder: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                total += (Path(root) / name).lstat().st_size
-            except OSError:
-                pass
-    return total >> 20
-
-
 def disk_full_replica(app: App, rng: random.Random) -> dict:
     """A replica whose state folder is a small file system, filled up under load."""
     victim = rng.choice(app.replicas())
@@ -184,7 +174,7 @@ def disk_full_replica(app: App, rng: random.Random) -> dict:
     # later, "ERR dump: No space left on device"), filled up whole below
     others = [m.workdir for m in app.members.values() if m is not victim
               and m.workdir != app.folder]  # (the first primary's is the whole app's)
-    size_mb = 64 + 3 * max((_folder_mb(w) for w in others), default=0)
+    size_mb = 64 + 3 * (max((folder_bytes(w) for w in others), default=0) >> 20)
     # (mode 0755 like the folders it replaces: CRIU refuses to restore a process whose
     # working directory changed its mode)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0755", "tmpfs",

@@ -28,15 +28,7 @@ from fastavro.validation import validate as _fastavro_validate
 
 from mig.errors import DecodeError, SchemaError
 from mig.paths import schema_dir
-from mig.wire.schemas import (
-    Compiled,
-    compile_schema,
-    load_folder,
-    normalize,
-    read_json,
-    schema_value,
-    short,
-)
+from mig.wire.schemas import Compiled, compile_writer, load_folder, read_json, short
 
 __all__ = ["SCHEMA_HEADER", "MAGIC", "Codec"]
 
@@ -74,11 +66,7 @@ class Codec:
 
     def __init__(self, schema_folder: Path) -> None:
         self._folder = Path(schema_folder)
-        tops, self._definitions = load_folder(self._folder)
-        self._current: dict[str, Compiled] = {}
-        for name, schema in tops.items():
-            if schema.get("type") in ("record", "error"):
-                self._current[name] = compile_schema(schema, self._definitions, f"{name}.avsc")
+        self._current: dict[str, Compiled] = load_folder(self._folder)
         self._writers: dict[bytes, _Writer] = {}
         for compiled in self._current.values():
             self._add_writer(compiled, reader=None)
@@ -115,12 +103,7 @@ class Codec:
         schema of the same full name (Avro schema resolution), or as written if there is
         no current schema of that name.
         """
-        raw = schema_value(schema)
-        own: dict[str, dict[str, Any]] = {}
-        normalized = normalize(raw, "", own, "writer schema")
-        if not isinstance(normalized, dict) or normalized.get("type") not in ("record", "error"):
-            raise SchemaError("writer schema: top level must be a record")
-        compiled = compile_schema(normalized, {**self._definitions, **own}, "writer schema")
+        compiled = compile_writer(schema, self._folder)
         current = self._current.get(compiled.name)
         self._add_writer(compiled, reader=current.parsed if current else None)
         return compiled.fingerprint

@@ -2,11 +2,13 @@
 
 Schema files: one file per top-level named type, named by its full name
 (``avro/mig.log.CallBatch.avsc``). A file may name a type defined in another file
-(``"type": "mig.log.Role"``); the loader inlines the definition at its first use, so every
-top-level schema is self-contained and its fingerprint (CRC-64-AVRO of the Parsing
-Canonical Form) covers the expanded form. One full name means one type: two different
-definitions of a name are a ``SchemaError``, and so is an array whose items may encode to
-zero bytes (a body could declare 2**60 of them in one byte)."""
+(``"type": "mig.log.Role"``); fastavro's ``load_schema`` reads that file and inlines the
+definition at its first use, so every top-level schema is self-contained and its
+fingerprint (CRC-64-AVRO of the Parsing Canonical Form) covers the expanded form. What
+fastavro does not check, this module does: a file is named after the type it defines, one
+full name means one type across the folder (two different definitions are a
+``SchemaError``), and no array's items may encode to zero bytes (a body could declare
+2**60 of them in one byte)."""
 
 from __future__ import annotations
 
@@ -16,19 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastavro import parse_schema
+from fastavro.repository.base import AbstractSchemaRepository, SchemaRepositoryError
+from fastavro.schema import UnknownType, load_schema, to_parsing_canonical_form
 from fastavro.schema import fingerprint as _fastavro_fingerprint
-from fastavro.schema import to_parsing_canonical_form
 
 from mig.errors import SchemaError
 
-__all__ = ["Compiled", "compile_schema", "load_folder", "normalize", "read_json", "schema_value",
-           "short"]
+__all__ = ["Compiled", "compile_writer", "load_folder", "read_json", "short"]
 
 _PRIMITIVES = frozenset(
     {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 )
 _NAMED = frozenset({"record", "error", "enum", "fixed"})
+_RECORDS = frozenset({"record", "error"})
 _MAX_CAUSE = 160
 
 _Json = Any  # a JSON schema value: str, list or dict
@@ -45,26 +47,51 @@ class Compiled:
     fingerprint: bytes
 
 
+class _Folder(AbstractSchemaRepository):
+    """The folder's schema files by full name, as fastavro's loader asks for them, and
+    ``extra`` schemas that are not files (a writer schema, which wins over its file)."""
 
-def load_folder(folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Top-level schemas by full name, and every named type defined anywhere in the folder."""
+    def __init__(self, folder: Path, extra: Mapping[str, Any] | None = None) -> None:
+        self._folder = folder
+        self._extra = dict(extra or {})
+
+    def load(self, name: str) -> Any:
+        if name in self._extra:
+            return self._extra[name]
+        path = self._folder / f"{name}.avsc"
+        if not path.is_file():
+            raise SchemaRepositoryError(name)
+        return read_json(path)
+
+
+def load_folder(folder: Path) -> dict[str, Compiled]:
+    """The folder's record schemas by full name, each self-contained."""
     if not folder.is_dir():
         raise SchemaError(f"schema folder {folder} does not exist")
     files = sorted(folder.glob("*.avsc"))
     if not files:
         raise SchemaError(f"no .avsc files in {folder}")
-    definitions: dict[str, dict[str, Any]] = {}
-    tops: dict[str, dict[str, Any]] = {}
+    repo = _Folder(folder)
+    records: dict[str, Compiled] = {}
     for path in files:
-        schema = normalize(read_json(path), "", definitions, path.name)
-        name = schema.get("name") if isinstance(schema, dict) else None
-        if name is None:
-            raise SchemaError(f"{path.name}: the top level must be a named type")
+        schema = read_json(path)
+        name = _top_name(schema, path.name)
         if path.name != f"{name}.avsc":
             raise SchemaError(f"{path.name}: defines {name}, so must be named {name}.avsc")
-        tops[name] = schema
-    return tops, definitions
+        if schema.get("type") in _RECORDS:
+            records[name] = _compile(name, repo, path.name)
+    _one_name_one_type(records)
+    return records
 
+
+def compile_writer(schema: dict[str, Any] | str, folder: Path) -> Compiled:
+    """A writer schema (a record, dict or JSON text); names it does not define are taken
+    from the folder."""
+    raw = _schema_value(schema)
+    if not isinstance(raw, dict) or raw.get("type") not in _RECORDS:
+        raise SchemaError("writer schema: top level must be a record")
+    name = _top_name(raw, "writer schema")
+    return _compile(name, _Folder(folder, {name: raw}), "writer schema")
 
 
 def read_json(path: Path) -> _Json:
@@ -74,8 +101,7 @@ def read_json(path: Path) -> _Json:
         raise SchemaError(f"{path.name}: not readable JSON: {short(exc)}") from exc
 
 
-
-def schema_value(schema: Any) -> _Json:
+def _schema_value(schema: Any) -> _Json:
     if isinstance(schema, str):
         try:
             return json.loads(schema)
@@ -87,121 +113,61 @@ def schema_value(schema: Any) -> _Json:
     raise SchemaError(f"writer schema is a {type(schema).__name__}, not a dict or JSON text")
 
 
-
-def _full_name(name: str, namespace: str) -> str:
+def _top_name(schema: _Json, where: str) -> str:
+    name = schema.get("name") if isinstance(schema, dict) else None
+    if not isinstance(name, str) or not name:
+        raise SchemaError(f"{where}: the top level must be a named type")
+    namespace = schema.get("namespace")
     if "." in name or not namespace:
         return name
     return f"{namespace}.{name}"
 
 
-
-def normalize(
-    schema: _Json, namespace: str, found: dict[str, dict[str, Any]], where: str
-) -> _Json:
-    """A copy with every name and reference made a full name and ``namespace`` dropped.
-
-    Named types met on the way are added to ``found``; a name already there with a
-    different definition is an error (one name, one type).
-    """
-    if isinstance(schema, str):
-        return schema if schema in _PRIMITIVES else _full_name(schema, namespace)
-    if isinstance(schema, list):
-        return [normalize(branch, namespace, found, where) for branch in schema]
-    if not isinstance(schema, dict) or "type" not in schema:
-        raise SchemaError(f"{where}: not an Avro schema: {str(schema)[:60]}")
-    kind = schema["type"]
-    if not isinstance(kind, str):
-        return normalize(kind, namespace, found, where)
-    if kind in ("array", "map"):
-        inner = "items" if kind == "array" else "values"
-        if inner not in schema:
-            raise SchemaError(f"{where}: {kind} without {inner!r}")
-        return {**schema, inner: normalize(schema[inner], namespace, found, where)}
-    if kind in _PRIMITIVES:
-        return dict(schema)
-    if kind not in _NAMED:
-        return normalize(kind, namespace, found, where)
-    return _normalize_named(schema, namespace, found, where)
-
-
-
-def _normalize_named(
-    schema: dict[str, Any], namespace: str, found: dict[str, dict[str, Any]], where: str
-) -> dict[str, Any]:
-    name = schema.get("name")
-    if not isinstance(name, str) or not name:
-        raise SchemaError(f"{where}: a {schema['type']} without a name")
-    full = _full_name(name, schema.get("namespace") or namespace)
-    own_namespace = full.rpartition(".")[0]
-    out = {k: v for k, v in schema.items() if k != "namespace"}
-    out["name"] = full
-    if schema["type"] in ("record", "error"):
-        out["fields"] = [
-            _normalize_field(field, own_namespace, found, where)
-            for field in schema.get("fields", [])
-        ]
-    known = found.get(full)
-    if known is not None and known != out:
-        raise SchemaError(f"{where}: {full} is defined twice, differently")
-    found[full] = out
-    return out
-
-
-
-def _normalize_field(
-    field: Any, namespace: str, found: dict[str, dict[str, Any]], where: str
-) -> dict[str, Any]:
-    if not isinstance(field, dict) or "name" not in field or "type" not in field:
-        raise SchemaError(f"{where}: a field needs a name and a type: {str(field)[:60]}")
-    return {**field, "type": normalize(field["type"], namespace, found, where)}
-
-
-
-def _expand(schema: _Json, definitions: Mapping[str, dict[str, Any]], defined: set[str]) -> _Json:
-    """Inline each named type at its first use; later uses stay references by full name."""
-    if isinstance(schema, str):
-        if schema in _PRIMITIVES or schema in defined:
-            return schema
-        if schema not in definitions:
-            raise SchemaError(f"unknown type {schema}")
-        return _expand(definitions[schema], definitions, defined)
-    if isinstance(schema, list):
-        return [_expand(branch, definitions, defined) for branch in schema]
-    kind = schema["type"]
-    if kind in ("array", "map"):
-        inner = "items" if kind == "array" else "values"
-        return {**schema, inner: _expand(schema[inner], definitions, defined)}
-    if kind not in _NAMED:
-        return dict(schema)
-    if schema["name"] in defined:
-        return schema["name"]
-    defined.add(schema["name"])
-    if kind not in ("record", "error"):
-        return dict(schema)
-    fields = [
-        {**field, "type": _expand(field["type"], definitions, defined)}
-        for field in schema["fields"]
-    ]
-    return {**schema, "fields": fields}
-
-
-
-def compile_schema(
-    schema: dict[str, Any], definitions: Mapping[str, dict[str, Any]], where: str
-) -> Compiled:
+def _compile(name: str, repo: _Folder, where: str) -> Compiled:
     try:
-        expanded = _expand(schema, definitions, set())
-    except SchemaError as exc:
-        raise SchemaError(f"{where}: {exc}") from exc
-    try:
-        parsed = parse_schema(expanded)
-        canonical = to_parsing_canonical_form(expanded)
+        parsed = load_schema(name, repo=repo)
+        canonical = to_parsing_canonical_form(parsed)
         fingerprint = bytes.fromhex(_fastavro_fingerprint(canonical, "CRC-64-AVRO"))
+    except SchemaError:
+        raise
+    except UnknownType as exc:
+        raise SchemaError(f"{where}: unknown type {exc.name}") from exc
     except Exception as exc:
         raise SchemaError(f"{where}: invalid schema: {short(exc)}") from exc
+    if not isinstance(parsed, dict):
+        raise SchemaError(f"{where}: the top level must be a named type")
+    expanded = {k: v for k, v in parsed.items() if not k.startswith("__")}
     _refuse_unbounded_arrays(expanded, {}, where)
-    return Compiled(schema["name"], expanded, parsed, canonical, fingerprint)
+    return Compiled(name, expanded, parsed, canonical, fingerprint)
 
+
+def _one_name_one_type(records: Mapping[str, Compiled]) -> None:
+    """Refuse a full name that two schemas define differently (each file is loaded on its
+    own, so fastavro sees only the clashes inside one)."""
+    seen: dict[str, Any] = {}
+    for compiled in records.values():
+        for name, definition in compiled.parsed["__named_schemas"].items():
+            shape = _shape(definition, top=True)
+            if seen.setdefault(name, shape) != shape:
+                raise SchemaError(f"{compiled.name}.avsc: {name} is defined twice, differently")
+
+
+def _shape(schema: _Json, *, top: bool = False) -> _Json:
+    """A definition with the named types inside it reduced to their names: one type is
+    written out where it is first used, which differs from file to file."""
+    if isinstance(schema, list):
+        return [_shape(branch) for branch in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if schema.get("type") in _NAMED and not top:
+        return schema["name"]
+    out = {k: v for k, v in schema.items() if not k.startswith("__")}
+    for key in ("type", "items", "values"):
+        if key in out:
+            out[key] = _shape(out[key])
+    if "fields" in out:
+        out["fields"] = [{**field, "type": _shape(field["type"])} for field in out["fields"]]
+    return out
 
 
 def _refuse_unbounded_arrays(schema: _Json, named: dict[str, Any], where: str) -> None:

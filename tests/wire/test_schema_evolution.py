@@ -209,7 +209,7 @@ BAD_DEFAULT = {"name": "a", "type": "int", "default": "z"}
         ({"type": "enum", "name": "E", "symbols": ["A"]}, "top level must be a record"),
         ({"type": "record", "name": "x.R", "fields": [{"name": "a", "type": "x.Nope"}]},
          "unknown type x.Nope"),
-        ({"type": "record", "name": "x.R", "fields": [{"name": "a"}]}, "needs a name and a type"),
+        ({"type": "record", "name": "x.R", "fields": [{"name": "a"}]}, "missing 'type'"),
         (
             {"type": "record", "name": "x.R", "fields": [BAD_DEFAULT]},
             "invalid schema",

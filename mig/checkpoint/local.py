@@ -117,7 +117,7 @@ class PrimaryCheckpointer:
         self.folder = run_dir / "checkpointer"
         self.member = f"{member}-checkpointer"
         ck = cfg.checkpoints
-        self.enabled = bool(ck.get("enabled", True) and ck.get("when_alone", True))
+        self.enabled = ck.enabled and ck.when_alone
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.last_at = time.monotonic()  # the schedule counts from the primary's start
@@ -149,15 +149,15 @@ class PrimaryCheckpointer:
             return
         if not self.enabled:
             if self.asked is not None:
-                off = ("enabled = false" if not self.cfg.checkpoints.get("enabled", True)
+                off = ("enabled = false" if not self.cfg.checkpoints.enabled
                        else "when_alone = false")
                 self._request_failed(f"no hot replica, and this primary takes no"
                                      f" checkpoints itself ([checkpoints] {off})")
             return
         ck = self.cfg.checkpoints
         due = (self.asked is not None
-               or (ck.get("every_seconds") and now - self.last_at >= ck["every_seconds"])
-               or (ck.get("every_records") and calls - self.last_calls >= ck["every_records"]))
+               or (ck.every_seconds and now - self.last_at >= ck.every_seconds)
+               or (ck.every_records and calls - self.last_calls >= ck.every_records))
         if not due:
             return
         if not self._criu_ok():

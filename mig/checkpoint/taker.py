@@ -201,9 +201,9 @@ class Checkpointing(ReplicaState):
         now = time.monotonic()
         ck = self.cfg.checkpoints
         due = (self._ckpt_asked is not None
-               or (ck.get("every_records") and self.stats.calls - self._ckpt_calls
-                   >= ck["every_records"])
-               or (ck.get("every_seconds") and now - self._ckpt_at >= ck["every_seconds"]))
+               or (ck.every_records and self.stats.calls - self._ckpt_calls
+                   >= ck.every_records)
+               or (ck.every_seconds and now - self._ckpt_at >= ck.every_seconds))
         if not due or now < self._ckpt_retry_at:
             return
         if self._ckpt_thread is not None and self._ckpt_thread.is_alive():
@@ -277,7 +277,7 @@ class Checkpointing(ReplicaState):
                 data = pack(images, staged / "work", staged / "run")
                 manifest = store_checkpoint(self.settings, self.cfg.name, self.member,
                                             Archive(data, dump_ms), meta,
-                                            self.cfg.checkpoints["keep"])
+                                            self.cfg.checkpoints.keep)
                 self.stored = manifest["checkpoint_id"]
                 if self.metrics is not None:
                     self.metrics.checkpoint(time.monotonic() - started)

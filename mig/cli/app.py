@@ -42,7 +42,7 @@ METRICS = typer.Option(None, "--metrics", metavar="HOST:PORT",
 
 def _metrics(cfg: AppConfig, member: str, given: Optional[str]) -> Any:
     """The member's Metrics, served at --metrics or [metrics] address; None when neither."""
-    address = given if given is not None else cfg.metrics.get("address", "")
+    address = given if given is not None else cfg.metrics.address
     if not address:
         return None
     import structlog

@@ -42,7 +42,7 @@ def status(
     if config is not None:
         from mig.config import load_config
 
-        heartbeat_ms = load_config(config).replica["heartbeat_ms"]
+        heartbeat_ms = load_config(config).replica.heartbeat_ms
     settings = resolve_kafka(bootstrap, config)
 
     def show() -> None:

@@ -22,15 +22,23 @@ from typing import Any
 from mig.config.keys import (
     NAME_RE,
     OPEN_SECTIONS,
+    SECTION_TYPES,
     SECTIONS,
     TYPE_WORDS,
+    Checkpoints,
+    Failover,
     Key,
+    Metrics,
+    Replica,
+    Security,
+    Topics,
     reference_markdown,
 )
 from mig.errors import ConfigError
 from mig.kafka.clients import KafkaSettings, is_sensitive
 
-__all__ = ["AppConfig", "Key", "SECTIONS", "load_config", "parse_config", "reference_markdown"]
+__all__ = ["AppConfig", "Checkpoints", "Failover", "Key", "Metrics", "Replica", "SECTIONS",
+           "Security", "Topics", "load_config", "parse_config", "reference_markdown"]
 
 
 
@@ -47,13 +55,12 @@ class AppConfig:
     capture: str
     bootstrap_servers: str | None
     kafka_properties: dict[str, Any] = field(repr=False)  # may hold secrets
-    topics: dict[str, int]
-    replica: dict[str, int]
-    failover: dict[str, Any] = field(default_factory=dict)
-    checkpoints: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    security: dict[str, Any] = field(default_factory=dict)
-    raw: dict[str, dict[str, Any]] = field(repr=False, default_factory=dict)
+    topics: Topics = Topics()
+    replica: Replica = Replica()
+    failover: Failover = Failover()
+    checkpoints: Checkpoints = Checkpoints()
+    metrics: Metrics = Metrics()
+    security: Security = Security()
     # the [kafka] properties read from a file or an environment variable: never shown
     kafka_secrets: frozenset[str] = field(repr=False, default=frozenset())
     threads: str = "serialized"
@@ -80,9 +87,8 @@ class AppConfig:
         """The record keys of ``[security]`` (mig/wire/auth.py), or None."""
         from mig.wire.auth import auth_from_config
 
-        sec = self.security or {}
-        return auth_from_config(self.path.parent, sec.get("hmac_keys_file", ""),
-                                sec.get("hmac_keys_env", ""), str(self.path))
+        return auth_from_config(self.path.parent, self.security.hmac_keys_file,
+                                self.security.hmac_keys_env, str(self.path))
 
 
 def load_config(path: str | Path) -> AppConfig:
@@ -127,10 +133,9 @@ def parse_config(text: str, path: Path) -> AppConfig:
                      state_dir=(cwd / app["state_dir"]).resolve(), env=dict(app["env"]),
                      barrier_mode=app["barrier_mode"], capture=app["capture"],
                      bootstrap_servers=bootstrap,
-                     kafka_properties=kafka, topics=values["topics"],
-                     replica=values["replica"], failover=values["failover"],
-                     checkpoints=values["checkpoints"], metrics=values["metrics"],
-                     security=values["security"], raw=values, kafka_secrets=secrets,
+                     kafka_properties=kafka, kafka_secrets=secrets,
+                     **{section: kind(**values[section])
+                        for section, kind in SECTION_TYPES.items()},
                      threads=app["threads"], serial_stall_ms=app["serial_stall_ms"],
                      stdin=app["stdin"])
 

@@ -15,17 +15,14 @@ from typing import Any
 
 import structlog
 
+from mig.config.keys import Topics
 from mig.errors import MigError, TopicConfigError
 from mig.kafka.clients import KafkaSettings, admin_client, wait_reachable
 
-__all__ = ["TopicSpec", "topic_names", "topic_specs", "ensure_topics", "DEFAULT_TOPICS"]
+__all__ = ["TopicSpec", "topic_names", "topic_specs", "ensure_topics"]
 
 log = structlog.get_logger("mig.topics")
 
-DEFAULT_TOPICS: dict[str, int] = {
-    "partitions": 1, "replication_factor": 0, "checkpoint_segment_ms": 60000,
-    "control_retention_ms": 7 * 24 * 3600 * 1000, "max_message_bytes": 1048576,
-}
 STRICT_KEYS = ("cleanup.policy",)
 
 
@@ -41,31 +38,31 @@ def topic_names(app: str) -> dict[str, str]:
     return {role: f"mig.{app}.{role}" for role in ("calls", "checkpoints", "control", "input")}
 
 
-def topic_specs(app: str, topics: dict[str, int] | None = None,
+def topic_specs(app: str, topics: Topics | None = None,
                 brokers: int = 1, with_input: bool = False) -> list[TopicSpec]:
-    t = dict(DEFAULT_TOPICS, **(topics or {}))
-    rf = t["replication_factor"] or min(3, brokers)
+    t = topics or Topics()
+    rf = t.replication_factor or min(3, brokers)
     common = {"min.insync.replicas": str(min(2, rf)),
-              "max.message.bytes": str(t["max_message_bytes"])}
+              "max.message.bytes": str(t.max_message_bytes)}
     names = topic_names(app)
     return [
-        TopicSpec(names["calls"], "calls", t["partitions"], {
+        TopicSpec(names["calls"], "calls", t.partitions, {
             **common, "cleanup.policy": "delete", "retention.ms": "-1",
             "retention.bytes": "-1"}),
         # two partitions: manifests and chunks (mig/checkpoint/store.py, MANIFESTS and CHUNKS)
         TopicSpec(names["checkpoints"], "checkpoints", 2, {
             **common, "cleanup.policy": "compact",
-            "segment.ms": str(t["checkpoint_segment_ms"]),
+            "segment.ms": str(t.checkpoint_segment_ms),
             "min.cleanable.dirty.ratio": "0.1", "delete.retention.ms": "60000"}),
         TopicSpec(names["control"], "control", 1, {
             **common, "cleanup.policy": "delete",
-            "retention.ms": str(t["control_retention_ms"])}),
+            "retention.ms": str(t.control_retention_ms)}),
     ] + ([TopicSpec(names["input"], "input", 1, {
             **common, "cleanup.policy": "delete", "retention.ms": "-1",
             "retention.bytes": "-1"})] if with_input else [])
 
 
-def ensure_topics(settings: KafkaSettings, app: str, topics: dict[str, int] | None = None,
+def ensure_topics(settings: KafkaSettings, app: str, topics: Topics | None = None,
                   timeout: float = 15.0, with_input: bool = False) -> dict[str, str]:
     """Create the app's missing topics; check existing ones. Returns topic -> created|exists.
 
@@ -80,7 +77,7 @@ def ensure_topics(settings: KafkaSettings, app: str, topics: dict[str, int] | No
         meta = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise MigError(f"cannot list topics at {settings.bootstrap_servers}: {exc}") from exc
-    rf = (topics or {}).get("replication_factor") or min(3, len(meta.brokers))
+    rf = (topics or Topics()).replication_factor or min(3, len(meta.brokers))
     specs = topic_specs(app, topics, brokers=len(meta.brokers), with_input=with_input)
     result: dict[str, str] = {}
     missing = [s for s in specs if s.name not in meta.topics]

@@ -49,7 +49,7 @@ class Failover(ReplicaState):
         now = time.monotonic()
         self.own_read_at = now
         stalled = now - sent
-        if stalled > self.cfg.replica["failover_timeout_ms"] / 2000:
+        if stalled > self.cfg.replica.failover_timeout_ms / 2000:
             self.log_resumed = now
             log.warning("mig.replayer.control_stalled", stalled_ms=int(stalled * 1000))
 
@@ -61,21 +61,21 @@ class Failover(ReplicaState):
             return False  # nothing running, the recording simply ended, or we do not
             # know the primary's latest yet (the control topic is not read to its end)
         now = time.monotonic()
-        timeout = self.cfg.replica["failover_timeout_ms"] / 1000
+        timeout = self.cfg.replica.failover_timeout_ms / 1000
         handoff = ctl.pending_handoff()
         if handoff is not None:
             if handoff.record["to_member"] == self.member:
                 return self._promote("handoff", handoff.at, None, ctl.epoch + 1,
                                      handoff.record)
             # a planned migration to another member: not a failure, unless it never ends
-            if now - handoff.at < self.cfg.failover["handoff_timeout_ms"] / 1000:
+            if now - handoff.at < self.cfg.failover.handoff_timeout_ms / 1000:
                 return False
         last_alive = max(ctl.last_primary_seen, self.last_calls_at, self.started_at,
                          self.log_resumed)
         # the primary's silence counts only while the log flows for us too: one of our
         # statuses (sent every heartbeat_ms) came back recently
         flowing = now - self.own_read_at < max(timeout / 2,
-                                               3 * self.cfg.replica["heartbeat_ms"] / 1000)
+                                               3 * self.cfg.replica.heartbeat_ms / 1000)
         if now - last_alive < timeout or not flowing:
             self.detected_at = None
             return False
@@ -91,10 +91,10 @@ class Failover(ReplicaState):
         if winner is not None or epoch in self.claimed:
             return False  # someone claimed (or our claim is on its way): wait for it
         calls, _ = self.lag()
-        if calls > self.cfg.replica["max_lag_records"]:
+        if calls > self.cfg.replica.max_lag_records:
             return False
         # the least-lagged healthy replica claims first; the others give it a head start
-        fresh = fresh_s(self.cfg.replica["heartbeat_ms"])
+        fresh = fresh_s(self.cfg.replica.heartbeat_ms)
         better = [r for r in ctl.hot_replicas(now, fresh) if r["member"] != self.member
                   and (r["lag_records"], r["member"]) < (calls, self.member)]
         if now < self.detected_at + 0.2 * len(better):
@@ -292,7 +292,7 @@ class Failover(ReplicaState):
                 self._live_marked.add(lpid)
 
     def _on_promote(self, epoch: int) -> None:
-        command = self.cfg.failover.get("on_promote", "")
+        command = self.cfg.failover.on_promote
         if not command:
             return
         env = dict(os.environ, MIG_APP=self.cfg.name, MIG_MEMBER=self.member,

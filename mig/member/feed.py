@@ -91,7 +91,7 @@ class Feeding(ReplicaState):
             raise MigError("this host cannot replay the recorded app: " + "; ".join(problems))
         self.identity_rec = recorded
         ck = self.cfg.checkpoints
-        if (self.can_promote and ck.get("enabled", True) and ck.get("when_alone", True)):
+        if (self.can_promote and ck.enabled and ck.when_alone):
             # for the checkpoints this member takes alone once it is the primary
             # (mig/checkpoint/local.py): the app's folder before the app starts from the log's
             # start

@@ -29,7 +29,7 @@ class Handing(RecorderState):
 
     # -- planned handoff
     def _fresh_s(self) -> float:
-        return fresh_s(self.cfg.replica["heartbeat_ms"])
+        return fresh_s(self.cfg.replica.heartbeat_ms)
 
     def _hot(self, now: float) -> list[dict[str, Any]]:
         return self.control.hot_replicas(now, self._fresh_s())
@@ -45,23 +45,23 @@ class Handing(RecorderState):
             return
         self._next_trigger_check = now + 0.5
         fo = self.cfg.failover
-        if fo.get("maintenance_file"):
-            path = self.cfg.cwd / fo["maintenance_file"]
+        if fo.maintenance_file:
+            path = self.cfg.cwd / fo.maintenance_file
             if path.exists() and self._hot(now):
                 self._ask_migrate(f"maintenance file {path}")
                 self._next_trigger_check = now + 10  # if it fails, not again at once
                 return
-        if fo.get("load_threshold"):
+        if fo.load_threshold:
             try:
                 load = float(Path("/proc/loadavg").read_text().split()[0])
             except (OSError, ValueError, IndexError):
                 return
-            if load <= fo["load_threshold"]:
+            if load <= fo.load_threshold:
                 self._load_high_since = None
             elif self._load_high_since is None:
                 self._load_high_since = now
             elif now - self._load_high_since >= 10 and self._hot(now):
-                self._ask_migrate(f"load average {load:.1f} above {fo['load_threshold']}")
+                self._ask_migrate(f"load average {load:.1f} above {fo.load_threshold}")
                 self._load_high_since = None
                 self._next_trigger_check = now + 30
 
@@ -106,7 +106,7 @@ class Handing(RecorderState):
         writer.commit()
         log.info("mig.recorder.handoff_written", to=to,
                  freeze_to_handoff_ms=int(time.time() * 1000) - frozen_ms, calls_end=ends)
-        deadline = now + self.cfg.failover["handoff_timeout_ms"] / 1000
+        deadline = now + self.cfg.failover.handoff_timeout_ms / 1000
         while time.monotonic() < deadline:
             try:
                 for item in control.poll(100, 0.05):
@@ -123,7 +123,7 @@ class Handing(RecorderState):
         for ring in self.rings.values():
             ring.thaw()
         self._request_failed(writer, "migrate", event, f"{to} did not become primary within"
-                             f" {self.cfg.failover.get('handoff_timeout_ms', 10000)} ms of"
+                             f" {self.cfg.failover.handoff_timeout_ms} ms of"
                              " the handoff; the app runs on here")
         return False
 

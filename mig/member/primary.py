@@ -94,7 +94,7 @@ class Recorder(Handing, Committing):
         self._started_ms = int(time.time() * 1000)
         self.stop_timeout_s = 10.0  # SIGTERM to SIGKILL when the app does not end
         # a batch stays well under the topic's max.message.bytes (Avro adds little)
-        self.batch_bytes = cfg.topics["max_message_bytes"] // 2
+        self.batch_bytes = cfg.topics.max_message_bytes // 2
         self.encoder = BatchEncoder(self.batch_bytes)
         self.headers = Codec.default().headers("mig.log.CallBatch")
         # bounded work per loop turn, so commits (and barrier answers) stay regular
@@ -322,18 +322,18 @@ class Recorder(Handing, Committing):
             if writer.open_transaction and (now - last_commit) * 1000 >= self.flush_ms:
                 self._commit(writer)
                 last_commit = now
-            if (now - last_beat) * 1000 >= self.cfg.replica["heartbeat_ms"]:
+            if (now - last_beat) * 1000 >= self.cfg.replica.heartbeat_ms:
                 self._heartbeat(writer)
                 last_beat = now
             if self._stop and stop_sent is None:
                 if (not self._stop_handoff_tried and self._migrate_asked is None
-                        and self.cfg.failover.get("migrate_on_stop", True) and self._hot(now)):
+                        and self.cfg.failover.migrate_on_stop and self._hot(now)):
                     # hand the app to a hot replica instead (the handoff runs at the next
                     # control turn; if it fails, the app is stopped after all)
                     self._stop_handoff_tried = True
                     self._ask_migrate("SIGTERM to mig primary")
                 elif (not self._stop_handoff_tried and now < self._view_fresh_at
-                      and self.cfg.failover.get("migrate_on_stop", True)):
+                      and self.cfg.failover.migrate_on_stop):
                     pass  # just started: which replicas are hot is known within a second
                 elif self._migrate_asked is None:
                     # ask the app to end, and keep answering its barriers while it does:

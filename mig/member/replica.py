@@ -109,7 +109,7 @@ class Replayer(Feeding, Failover, Checkpointing):
         self._live_marked = set()
         self._standby = []
         # checkpoints (mig/checkpoint/store.py)
-        self.use_checkpoints = use_checkpoints and cfg.checkpoints.get("enabled", True)
+        self.use_checkpoints = use_checkpoints and cfg.checkpoints.enabled
         self.identity_rec = None  # the recorded AppIdentity
         self.last_seq = {}  # lpid -> seq of the last call fed
         self.launched = False  # this worker started the app, or restored it (below)
@@ -173,7 +173,7 @@ class Replayer(Feeding, Failover, Checkpointing):
         self.started_at = time.monotonic()  # after a restore: the silence starts now
         try:
             while True:
-                if (time.monotonic() - last_status) * 1000 >= self.cfg.replica["heartbeat_ms"]:
+                if (time.monotonic() - last_status) * 1000 >= self.cfg.replica.heartbeat_ms:
                     self._publish_status()
                     last_status = time.monotonic()
                 if stop is not None and stop():

@@ -25,7 +25,7 @@ from mig.ops.check import Check
 from mig.ops.shapes import check_threads, program_shapes
 
 if TYPE_CHECKING:
-    from mig.config import AppConfig
+    from mig.config import AppConfig, Topics
     from mig.kafka.clients import KafkaSettings
 
 __all__ = ["app_checks", "host_checks", "run_checks"]
@@ -211,7 +211,7 @@ def app_checks(app_toml: Path, kafka_timeout: float = 3.0) -> list[Check]:
     checks.append(kafka)
     if settings is not None:
         checks += _check_topics(settings, cfg.name, cfg.topics, kafka_timeout)
-        window = min(5.0, max(1.0, 3 * cfg.replica["heartbeat_ms"] / 1000))
+        window = min(5.0, max(1.0, 3 * cfg.replica.heartbeat_ms / 1000))
         checks.append(check_clocks(settings, cfg.name, window, kafka_timeout))
     return checks
 
@@ -285,7 +285,7 @@ def _check_kafka(cfg: AppConfig, app_toml: Path,
                  f" ({settings.source})"), settings
 
 
-def _check_topics(settings: KafkaSettings, app: str, topics: dict[str, int],
+def _check_topics(settings: KafkaSettings, app: str, topics: Topics,
                   timeout: float) -> list[Check]:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import ConfigResource

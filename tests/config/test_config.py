@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mig.config import SECTIONS, load_config, parse_config, reference_markdown
+from mig.config import SECTIONS, Replica, load_config, parse_config, reference_markdown
 from mig.errors import ConfigError
 from tests.conftest import run_mig
 
@@ -38,10 +38,10 @@ def test_good_config_is_typed_and_resolved(tmp_path):
     assert cfg.cwd == (tmp_path / "srv").resolve()
     assert cfg.state_dir == (tmp_path / "srv" / "state").resolve()
     assert cfg.barrier_mode == "sync"
-    assert cfg.topics["partitions"] == 2 and cfg.topics["max_message_bytes"] == 1048576
-    assert cfg.replica == {"heartbeat_ms": 200, "failover_timeout_ms": 1500,
-                           "max_lag_records": 10_000}
-    assert cfg.failover["on_promote"] == "" and cfg.failover["migrate_on_stop"] is True
+    assert cfg.topics.partitions == 2 and cfg.topics.max_message_bytes == 1048576
+    assert cfg.replica == Replica(heartbeat_ms=200, failover_timeout_ms=1500,
+                           max_lag_records=10_000)
+    assert cfg.failover.on_promote == "" and cfg.failover.migrate_on_stop is True
     settings = cfg.kafka_settings()
     assert settings is not None
     conf = settings.as_librdkafka_dict()

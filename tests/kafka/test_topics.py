@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from mig.config import Topics
 from mig.errors import TopicConfigError
 from mig.kafka.clients import KafkaSettings
 from mig.kafka.topics import ensure_topics, topic_names
@@ -38,7 +39,7 @@ def test_ensure_creates_three_topics_with_their_configs(settings, app_name):
 
 
 def test_custom_partitions_and_segment(settings, app_name):
-    ensure_topics(settings, app_name, {"partitions": 3, "checkpoint_segment_ms": 5000})
+    ensure_topics(settings, app_name, Topics(partitions=3, checkpoint_segment_ms=5000))
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
     meta = admin.list_topics(timeout=10)
     assert len(meta.topics[f"mig.{app_name}.calls"].partitions) == 3

@@ -8,7 +8,6 @@ idempotent: a running, answering broker is left alone.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import structlog
 from mig.broker.jars import KAFKA_VERSION
 from mig.broker.node import KafkaNode, new_cluster_id
 from mig.broker.secure import SaslListener
+from mig.deadline import Deadline, retry
 from mig.errors import BrokerError, KafkaUnavailable
 from mig.kafka.clients import KafkaSettings, wait_reachable
 from mig.paths import mig_home
@@ -112,21 +112,19 @@ class EmbeddedBroker:
                             brokers=brokers)
 
     def _wait_answering(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def answering(deadline: Deadline) -> None:
             if self.node.exited():
                 raise BrokerError(
                     f"the Kafka broker exited during start-up: {self.node.log_tail()}"
                     f" (logs: {self.directory})")
-            try:
-                left = deadline - time.monotonic()
-                wait_reachable(self.settings, timeout=min(2.0, max(0.2, left)))
-                return
-            except KafkaUnavailable:
-                if time.monotonic() >= deadline:
-                    raise BrokerError(
-                        f"the Kafka broker did not answer at {self.settings.bootstrap_servers}"
-                        f" within {timeout:g} s (logs: {self.directory})") from None
+            wait_reachable(self.settings, timeout=deadline.left(0.2, 2.0))
+
+        try:
+            retry(answering, timeout, on=KafkaUnavailable, pause=0)
+        except KafkaUnavailable:
+            raise BrokerError(
+                f"the Kafka broker did not answer at {self.settings.bootstrap_servers}"
+                f" within {timeout:g} s (logs: {self.directory})") from None
 
     def _saved(self) -> dict[str, int]:
         path = self.directory / "broker.json"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mig.broker.jars import classpath, ensure_jars, java_command
 from mig.broker.secure import SaslListener
+from mig.deadline import Deadline
 from mig.errors import BrokerError
 
 __all__ = ["KafkaNode", "free_ports", "new_cluster_id"]
@@ -202,12 +203,12 @@ class KafkaNode:
             self.pid_file.unlink(missing_ok=True)
             return False
         os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         while self.pid() is not None:
             _reap(pid)
-            if time.monotonic() > deadline:
+            if deadline.passed():
                 os.kill(pid, signal.SIGKILL)
-                deadline = time.monotonic() + 5
+                deadline.renew(5)
             time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
         return True

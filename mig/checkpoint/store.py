@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 
 from mig.checkpoint.image import Archive, CheckpointError, kernel_release
+from mig.deadline import Deadline
 from mig.kafka.clients import KafkaSettings, quick_start
 from mig.kafka.reader import END, Reader
 from mig.kafka.topics import topic_names
@@ -177,13 +178,13 @@ def _scan(settings: KafkaSettings, app: str, start: Any, accept: Any, on_record:
         begin = start(parts)
         reader.assign([TopicPartition(topic, p, o) for p, o in begin.items()])
         done: set[int] = set()
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         while len(done) < len(begin):
-            if time.monotonic() > deadline:
+            if deadline.passed():
                 raise CheckpointError(f"reading {topic} made no progress for {timeout:g} s")
             batch = reader.poll(500, 0.02)  # (a batch waits its whole timeout unless full)
             if batch:  # a large checkpoint on a busy host may take long: wait for progress
-                deadline = time.monotonic() + timeout
+                deadline.renew(timeout)
             for item in batch:
                 if item.kind == END:
                     done.add(item.partition)

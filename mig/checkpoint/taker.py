@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from mig.deadline import Deadline
 from mig.errors import MigError
 from mig.kafka.clients import watermarks
 from mig.member.launch import app_env, kill_group
@@ -242,9 +243,9 @@ class Checkpointing(ReplicaState):
         )
 
         started = time.monotonic()
-        deadline = started + 10
+        deadline = Deadline(10)
         while not self._quiet():  # the cut: feed what was read, then let the app take it
-            if time.monotonic() > deadline:
+            if deadline.passed():
                 raise CheckpointError("the app did not come to rest in the shim within 10 s"
                                       " (a process waits outside it, e.g. for a child)")
             self._discover()

@@ -17,6 +17,7 @@ from typing import Any
 
 from mig.checkpoint.store import list_manifests
 from mig.control.status import refuse_if_nobody_runs
+from mig.deadline import Deadline
 from mig.errors import MigError
 from mig.kafka.clients import KafkaSettings, end_offsets
 from mig.kafka.reader import RECORD, Reader
@@ -95,9 +96,9 @@ def request_checkpoint(settings: KafkaSettings, app: str, timeout: float = 60.0
             "requested_by": requested_by(), "ts_ms": asked},
             key=event)
         writer.commit()
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         next_look = 0.0
-        while time.monotonic() < deadline:
+        while not deadline.passed():
             for _ in answers(reader, app, event):
                 pass  # only a RequestFailed for this request matters here (it raises)
             if time.monotonic() >= next_look:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from mig.deadline import Deadline, retry
 from mig.errors import KafkaRefused, KafkaUnavailable
 
 __all__ = ["KafkaSettings", "admin_client", "producer", "consumer", "wait_reachable",
@@ -176,12 +177,11 @@ def _first_metadata(client: Any, settings: KafkaSettings, refusals: _Refusals,
                     failures: _Failures, timeout: float) -> Any:
     from confluent_kafka import KafkaException
 
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     last = "no answer"
     while True:
-        remaining = deadline - time.monotonic()
         try:
-            meta = client.list_topics(timeout=max(0.2, min(2.0, remaining)))
+            meta = client.list_topics(timeout=deadline.left(0.2, 2.0))
             if meta.brokers:
                 return meta
         except KafkaException as exc:
@@ -190,7 +190,7 @@ def _first_metadata(client: Any, settings: KafkaSettings, refusals: _Refusals,
         if refusals.first is not None:
             raise KafkaRefused(f"Kafka at {settings.bootstrap_servers} refused the"
                                f" connection: {_reason(refusals.first)}")
-        if time.monotonic() >= deadline:
+        if deadline.passed():
             if failures.last is not None:  # why the last connection failed says more
                 last = _reason(failures.last)
             if "state APIVERSION_QUERY" in last:
@@ -228,20 +228,18 @@ def watermarks(cons: Any, topic: str, partition: int, timeout: float = 30.0
     ``timeout`` seconds have passed."""
     from confluent_kafka import KafkaException, TopicPartition
 
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            low, high = cons.get_watermark_offsets(TopicPartition(topic, partition),
-                                                   timeout=min(10.0, max(1.0, deadline
-                                                                         - time.monotonic())))
-            return low, high
-        except KafkaException as exc:
-            # a leader moving, a broker connection torn down with it, a request timed out
-            # while the cluster re-elects: all pass; what is left at the deadline is said
-            if time.monotonic() >= deadline:
-                raise KafkaUnavailable(f"cannot read the offsets of {topic} [{partition}]:"
-                                       f" {exc.args[0].str()}") from exc
-            time.sleep(0.2)
+    def ask(deadline: Deadline) -> tuple[int, int]:
+        # a leader moving, a broker connection torn down with it, a request timed out
+        # while the cluster re-elects: all pass; what is left at the deadline is said
+        low, high = cons.get_watermark_offsets(TopicPartition(topic, partition),
+                                               timeout=deadline.left(1.0, 10.0))
+        return low, high
+
+    try:
+        return retry(ask, timeout, on=KafkaException)
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"cannot read the offsets of {topic} [{partition}]:"
+                               f" {exc.args[0].str()}") from exc
 
 
 def offset_since(cons: Any, topic: str, partition: int, since_ms: int,
@@ -260,15 +258,13 @@ def end_offsets(cons: Any, topic: str, timeout: float = 15.0) -> dict[int, int]:
     partitions have no leader yet (for at most ``timeout`` seconds)."""
     from confluent_kafka import KafkaException, TopicPartition
 
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            meta = cons.list_topics(topic, timeout=max(1.0, deadline - time.monotonic()))
-            return {p: cons.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
-                    for p in meta.topics[topic].partitions}
-        except KafkaException as exc:
-            err = exc.args[0]
-            if time.monotonic() >= deadline:  # leaderless right after creation: wait it out
-                raise KafkaUnavailable(f"cannot read the end offsets of {topic}:"
-                                       f" {err.str()}") from exc
-            time.sleep(0.2)
+    def ask(deadline: Deadline) -> dict[int, int]:
+        meta = cons.list_topics(topic, timeout=deadline.left(1.0))
+        return {p: cons.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+                for p in meta.topics[topic].partitions}
+
+    try:  # leaderless right after creation: wait it out
+        return retry(ask, timeout, on=KafkaException)
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"cannot read the end offsets of {topic}:"
+                               f" {exc.args[0].str()}") from exc

@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from mig.deadline import Deadline
 from mig.errors import Fenced, MigError
 from mig.kafka.clients import KafkaSettings, producer
 from mig.kafka.topics import topic_names
@@ -137,7 +138,7 @@ class LogWriter:
         """Make everything sent so far durable; returns (topic, partition, offset) of each."""
         from confluent_kafka import KafkaException
 
-        deadline = time.monotonic() + max(self.timeout, COMMIT_RETRY_S)
+        deadline = Deadline(max(self.timeout, COMMIT_RETRY_S))
         while True:
             try:
                 if self._transactional and self._open:
@@ -149,7 +150,7 @@ class LogWriter:
                 self._raise_if_fenced(err)
                 # a broker that stalls (a slow controller, a leader moving) times the commit
                 # out with a retriable error: calling commit again resumes it
-                if err.retriable() and time.monotonic() < deadline:
+                if err.retriable() and not deadline.passed():
                     log.warning("mig.logwriter.commit_retry", error=err.str())
                     continue
                 raise MigError(f"commit to Kafka failed: {err.str()}") from exc
@@ -166,17 +167,16 @@ class LogWriter:
         from confluent_kafka import KafkaException
 
         started = time.monotonic()
-        deadline = started + max(self.timeout, COMMIT_RETRY_S)
+        deadline = Deadline(max(self.timeout, COMMIT_RETRY_S))
         try:
             remaining = self._producer.flush(self.timeout)
             # the brokers cannot take them yet (a partition below min.insync.replicas while
             # a broker restarts): librdkafka keeps trying, and so does the primary, like a
             # commit, rather than give its app up
-            while remaining and not self.fenced and time.monotonic() < deadline:
+            while remaining and not self.fenced and not deadline.passed():
                 log.warning("mig.logwriter.flush_waiting", records=remaining,
                             waited_s=round(time.monotonic() - started))
-                remaining = self._producer.flush(min(self.timeout,
-                                                     max(0.1, deadline - time.monotonic())))
+                remaining = self._producer.flush(deadline.left(0.1, self.timeout))
         except KafkaException as exc:  # librdkafka's fatal errors surface here too
             self._raise_if_fenced(exc.args[0])
             raise MigError(f"the Kafka producer failed: {exc.args[0].str()}") from exc

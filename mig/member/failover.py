@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from mig.control.view import fresh_s
+from mig.deadline import Deadline
 from mig.errors import MigError
 from mig.kafka.reader import UNDECODABLE, Item
 from mig.kafka.topics import topic_names
@@ -119,15 +120,15 @@ class Failover(ReplicaState):
         # Kafka refuses its records, and its open transaction is aborted
         writer = self._fence()
         fenced_at = time.monotonic()
-        ends = self._high_watermarks(topic, deadline=time.monotonic() + 30)
+        ends = self._high_watermarks(topic, Deadline(30))
         if handoff is not None:
             planned = {po["partition"]: po["offset"] for po in handoff["calls_offsets"]}
             if planned != ends:
                 log.warning("mig.replayer.handoff_offsets_differ", planned=planned, ends=ends)
         self._read_to(ends)
         read_at = time.monotonic()
-        self._settle(deadline=time.monotonic() + 30)
-        self._wait_live(deadline=time.monotonic() + 15)
+        self._settle(Deadline(30))
+        self._wait_live(Deadline(15))
         settled_at = time.monotonic()
         new_epoch = max(epoch, self.control.epoch + 1)
         now_ms = int(time.time() * 1000)
@@ -163,7 +164,7 @@ class Failover(ReplicaState):
         self._on_promote(new_epoch)
         return True
 
-    def _high_watermarks(self, topic: str, deadline: float) -> dict[int, int]:
+    def _high_watermarks(self, topic: str, deadline: Deadline) -> dict[int, int]:
         """The calls partitions' ends, asked of the broker; a broker that stalls or is
         still updating its metadata is asked again until ``deadline``."""
         from confluent_kafka import KafkaException, TopicPartition
@@ -176,7 +177,7 @@ class Failover(ReplicaState):
                                                                timeout=10)[1]
                     break
                 except KafkaException as exc:
-                    if time.monotonic() > deadline:
+                    if deadline.passed():
                         raise MigError(f"cannot read the end of {topic} [{p}] to promote:"
                                        f" {exc.args[0].str()}") from exc
                     log.warning("mig.replayer.watermark_retry", partition=p,
@@ -213,10 +214,10 @@ class Failover(ReplicaState):
         reader = self._reader
         assert reader is not None  # (a promotion runs inside run(), which holds the reader)
         topic = topic_names(self.cfg.name)["calls"]
-        deadline = time.monotonic() + 60
+        deadline = Deadline(60)
         while any(self.eof_at.get(p, -1) < end and self.next_offset.get(p, 0) < end
                   for p, end in ends.items()):
-            if time.monotonic() > deadline:
+            if deadline.passed():
                 raise MigError(f"promotion: could not read {topic} to its end {ends}")
             for item in reader.poll(500, 0.05):
                 self._take(item)  # a consumer error here is retried until the deadline
@@ -224,16 +225,16 @@ class Failover(ReplicaState):
             self._feed()
             self._check()
 
-    def _settle(self, deadline: float) -> None:
+    def _settle(self, deadline: Deadline) -> None:
         """Feed every process what is left, then tell each ring the log ends there."""
-        while any(self.pending.get(lpid) for lpid in self.rings) and time.monotonic() < deadline:
+        while any(self.pending.get(lpid) for lpid in self.rings) and not deadline.passed():
             self._discover()
             self._feed()
             self._check()
             time.sleep(0.0005)
         self.settle_step()
 
-    def _wait_live(self, deadline: float) -> None:
+    def _wait_live(self, deadline: Deadline) -> None:
         """The promotion is announced once the app is live: every process waiting in the
         shim for its next record has taken the log's last one and gone live (its listeners
         real: shim/src/mig_live.c). A process that cannot go live fails the promotion
@@ -256,7 +257,7 @@ class Failover(ReplicaState):
             waiting = sorted(pending & seen)
             if not waiting and time.monotonic() - looked_from > 0.1:
                 return
-            if time.monotonic() > deadline:
+            if deadline.passed():
                 log.warning("mig.replayer.not_yet_live", lpids=waiting)
                 return
             time.sleep(0.001)

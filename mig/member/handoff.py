@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from mig.control.view import fresh_s
+from mig.deadline import Deadline
 from mig.errors import Fenced
 from mig.kafka.clients import end_offsets
 from mig.kafka.reader import END, Reader
@@ -106,8 +107,8 @@ class Handing(RecorderState):
         writer.commit()
         log.info("mig.recorder.handoff_written", to=to,
                  freeze_to_handoff_ms=int(time.time() * 1000) - frozen_ms, calls_end=ends)
-        deadline = now + self.cfg.failover.handoff_timeout_ms / 1000
-        while time.monotonic() < deadline:
+        deadline = Deadline(self.cfg.failover.handoff_timeout_ms / 1000)
+        while not deadline.passed():
             try:
                 for item in control.poll(100, 0.05):
                     if item.kind != END:

@@ -56,6 +56,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mig.deadline import Deadline
 from mig.errors import MigError
 
 __all__ = ["APP_PID", "HeldApp", "HolderError", "start"]
@@ -147,7 +148,7 @@ def start(spec: dict[str, Any], ready: Path, log_file: Path, stdin: Any,
             pipe.write(json.dumps(spec).encode())
         except BrokenPipeError:
             pass  # the holder is gone: said below
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     while True:
         ended = holder.poll() is not None  # (before the look: an app may end at once)
         try:
@@ -156,7 +157,7 @@ def start(spec: dict[str, Any], ready: Path, log_file: Path, stdin: Any,
             break
         except (OSError, ValueError):
             pass
-        if ended or time.monotonic() > deadline:
+        if ended or deadline.passed():
             holder.kill()
             holder.wait()
             raise HolderError(f"the app did not start: {_last_line(log_file)} (see {log_file})")

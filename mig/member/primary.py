@@ -31,6 +31,7 @@ import structlog
 from mig.checkpoint.local import PrimaryCheckpointer, snapshot_start
 from mig.config import AppConfig
 from mig.control.view import ControlView
+from mig.deadline import Deadline
 from mig.errors import Fenced, MigError
 from mig.kafka.clients import KafkaSettings, consumer, end_offsets, offset_since
 from mig.kafka.reader import END, Item, Reader
@@ -216,13 +217,13 @@ class Recorder(Handing, Committing):
 
         topic = topic_names(self.cfg.name)["control"]
         control.assign([TopicPartition(topic, 0, self._history_start(control.consumer, topic))])
-        deadline = time.monotonic() + 10
+        deadline = Deadline(10)
         # what the topic held before: history, not signs of life (a replica whose last
         # status said "replaying" may have died since; a handoff to it would wait out its
         # timeout while the app is frozen)
         self._backlog = True
         try:
-            while time.monotonic() < deadline:  # to the end: transaction markers have offsets
+            while not deadline.passed():  # to the end: transaction markers have offsets
                 ended = False  # no record has, so wait for the end-of-partition event
                 # (short polls: a promoted replica serves its app only after this read)
                 for item in control.poll(500, 0.01):

@@ -19,11 +19,11 @@ reader's own among them, so no host is the reference.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from mig.deadline import Deadline
 from mig.errors import MigError
 from mig.kafka.clients import KafkaSettings
 
@@ -117,9 +117,9 @@ def observe(settings: KafkaSettings, app: str, window_s: float,
             return None
         reader.assign([TopicPartition(topic, 0, OFFSET_END)])
         out: list[Sample] = []
-        deadline = time.monotonic() + window_s
-        while (left := deadline - time.monotonic()) > 0:
-            for item in reader.poll(1, min(left, 0.1)):
+        deadline = Deadline(window_s)
+        while not deadline.passed():
+            for item in reader.poll(1, deadline.left(cap=0.1)):
                 if item.kind == RECORD and item.name is not None and item.record is not None:
                     ts_type, ts_ms = item.msg.timestamp()
                     # (the arrival: when the poll returned, before the checks)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mig.broker import EmbeddedBroker
 from mig.broker.node import free_ports
+from mig.deadline import wait_until
 from mig.ops.logtool import verify
 from mig.paths import source_root
 
@@ -55,15 +56,6 @@ def _app_pid(log: Path) -> int | None:
             except (ValueError, KeyError):
                 return None
     return None
-
-
-def _wait(cond: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 class _Client:
@@ -131,13 +123,13 @@ def run_demo(say: Callable[[str], None], app: str = "demo") -> bool:
     client = _Client(port)
     ok = False
     try:
-        if not _wait(lambda: client.incr(time.monotonic() + 1), 60):
+        if not wait_until(lambda: client.incr(time.monotonic() + 1), 60):
             say(f"   the primary did not answer (see {work}/primary.log)")
             return False
         say("3. starting a replica that replays the log in another folder ...")
         replica = _mig(["replica", "follow", str(toml), "--workdir", str(replica_dir),
                         "--member", "replica"], work / "replica.log")
-        if not _wait(lambda: _hot(broker, app), 60):
+        if not wait_until(lambda: _hot(broker, app), 60):
             say(f"   the replica did not catch up (see {work}/replica.log)")
             return False
         say("   the replica is hot (mig status shows it replaying)")

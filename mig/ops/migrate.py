@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 from mig.control.requests import answers, request_reader, requested_by
+from mig.deadline import Deadline
 from mig.errors import MigError
 from mig.kafka.clients import KafkaSettings
 from mig.kafka.writer import LogWriter
@@ -37,8 +38,8 @@ def request_migration(settings: KafkaSettings, app: str, to: str | None = None,
             "ts_ms": int(time.time() * 1000)}, key=event)
         writer.commit()
         handoff: dict[str, Any] | None = None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        deadline = Deadline(timeout)
+        while not deadline.passed():
             # with signed records, a forged Promotion or Handoff is no answer
             for name, rec in answers(reader, app, event):
                 if name == "mig.log.Handoff" and rec["event_id"] == event:

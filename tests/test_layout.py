@@ -44,4 +44,5 @@ def test_the_data_paths_have_folders_named_in_the_readme():
         assert (PACKAGE / folder / "__init__.py").is_file(), folder
         assert f"`mig/{folder}/`" in readme, folder
     assert not list(PACKAGE.glob("*.py")) or {p.name for p in PACKAGE.glob("*.py")} <= {
-        "__init__.py", "__main__.py", "errors.py", "paths.py", "logs.py", "progress.py", "deadline.py"}
+        "__init__.py", "__main__.py", "errors.py", "paths.py", "logs.py", "progress.py",
+        "deadline.py"}

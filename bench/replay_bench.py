@@ -52,17 +52,22 @@ def replay_once(python: str, app: Path, work: Path, env: dict[str, str]) -> tupl
     """(replay span in seconds, the command's stdout); raises RuntimeError on a failure."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    began = time.time()
     out = subprocess.run([python, "-m", "mig", "--log-format", "json", "replica", "follow",
                           str(app), "--workdir", str(work / "app"), "--run-dir",
                           str(work / "run"), "--from-start", "--no-promote",
                           "--member", "bench-replica"],
-                         env=env, capture_output=True, text=True, timeout=600)
+                         env=env, capture_output=True, text=True, timeout=600,
+                         cwd=work)  # (not the checkout: `-m mig` would import it first)
     ended = time.time()
     started = _started_at(out.stderr)
     if out.returncode != 0 or started is None:
         tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"{python}: replica exited {out.returncode}: {tail}")
-    return ended - started, out.stdout.strip()
+    app_log = work / "app" / "state" / "mig-app.log"
+    printed = app_log.read_text().strip() if app_log.is_file() else "(no output)"
+    return ended - started, (f"{out.stdout.strip()}; whole command {ended - began:.2f} s;"
+                             f" the app printed: {printed}")
 
 
 def main() -> int:

@@ -10,18 +10,20 @@ from typing import Any
 
 import structlog
 
+from mig.deadline import Deadline
 from mig.errors import DecodeError, MigError
-from mig.kafka.reader import END, ERROR, REFUSED, UNDECODABLE, Item
+from mig.kafka.reader import END, ERROR, RECORD, REFUSED, UNDECODABLE, Item, Reader
 from mig.member.launch import app_env, launch, private_run_dir
 from mig.member.replay_state import (
     MAX_PENDING,
-    RECENT_CALLS,
+    RECENT_BATCHES,
     Divergence,
     PromotionFailed,
     ReplicaState,
     compare_identity,
 )
-from mig.ring.calls import describe, from_avro
+from mig.ring.calls import describe
+from mig.ring.decode import fill_ring, from_calls
 from mig.ring.memory import (
     new_rings,
 )
@@ -36,51 +38,58 @@ class Feeding(ReplicaState):
     # -- input
     def _on_message(self, item: Item) -> None:
         msg = item.msg
+        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+        try:  # a CallBatch of the current schema: natively, straight into ring records
+            batch = self.batches.decode(msg.value(), msg.headers())
+        except DecodeError as exc:
+            item.kind, item.reason = UNDECODABLE, exc.reason
+            batch = None
+        if batch is None and item.kind != UNDECODABLE:
+            assert self._reader is not None
+            self._reader.decode(item)  # anything else by the codec (undecodable: "yield")
         if item.kind == UNDECODABLE:  # skipping it would replay the app wrong
-            raise MigError(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: cannot replay an"
-                           f" undecodable record: {item.reason}")
-        name, rec = item.name, item.record
-        assert name is not None and rec is not None
+            raise MigError(f"{where}: cannot replay an undecodable record: {item.reason}")
         self.stats.last_offset = msg.offset()
         self.next_offset[msg.partition()] = msg.offset() + 1
         self.last_calls_at = time.monotonic()
-        if name == "mig.log.AppIdentity":
-            self._start_app(rec)
-        elif name == "mig.log.CallBatch":
-            if self.metrics is not None:
-                self.metrics.log_bytes("replayed", len(msg.value()))
-            if self.proc is None:
-                raise MigError(f"offset {msg.offset()}: calls before the app identity record")
-            lpid = rec["lpid"]
-            expected = self.batch_next.get(lpid)
-            if expected is not None and rec["batch_seq"] != expected:
-                if rec["batch_seq"] < expected:
-                    # a copy of a batch already replayed (written again into the topic):
-                    # replaying it twice would drift the app silently
-                    self.stats.refused += 1
-                    log.error("mig.replayer.duplicate_batch", topic=msg.topic(),
-                              partition=msg.partition(), offset=msg.offset(), lpid=lpid,
-                              batch_seq=rec["batch_seq"], expected=expected)
-                    return
-                raise MigError(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: batch"
-                               f" {rec['batch_seq']} of process {lpid}, expected {expected}:"
-                               " batches are missing from the log; replaying on would diverge"
-                               " (mig log verify shows the gap)")
-            try:
-                raws = [from_avro(call) for call in rec["calls"]]
+        if batch is None:
+            assert item.name is not None and item.record is not None
+            if item.name == "mig.log.AppIdentity":
+                self._start_app(item.record)
+                return
+            if item.name != "mig.log.CallBatch":
+                return
+            try:  # (a batch of an older schema)
+                batch = from_calls(item.record)
             except DecodeError as exc:
-                raise MigError(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: cannot"
-                               f" replay a call of process {lpid}: {exc.reason}") from exc
-            self.epoch = max(self.epoch, rec["epoch"])
-            self.batch_next[lpid] = rec["batch_seq"] + 1
-            queue = self.pending.setdefault(lpid, deque())
-            for call, raw in zip(rec["calls"], raws, strict=True):
-                queue.append((raw, msg.offset()))
-                self.recorded[(lpid, call["seq"])] = (call, msg.offset())
-            self._pending_n += len(rec["calls"])
-            while len(self.recorded) > RECENT_CALLS:  # divergences concern recent calls
-                self.recorded.popitem(last=False)
-            self.stats.batches += 1
+                raise MigError(f"{where}: cannot replay a call of process"
+                               f" {item.record['lpid']}: {exc.reason}") from exc
+        if self.metrics is not None:
+            self.metrics.log_bytes("replayed", len(msg.value()))
+        if self.proc is None:
+            raise MigError(f"offset {msg.offset()}: calls before the app identity record")
+        lpid = batch.lpid
+        expected = self.batch_next.get(lpid)
+        if expected is not None and batch.batch_seq != expected:
+            if batch.batch_seq < expected:
+                # a copy of a batch already replayed (written again into the topic):
+                # replaying it twice would drift the app silently
+                self.stats.refused += 1
+                log.error("mig.replayer.duplicate_batch", topic=msg.topic(),
+                          partition=msg.partition(), offset=msg.offset(), lpid=lpid,
+                          batch_seq=batch.batch_seq, expected=expected)
+                return
+            raise MigError(f"{where}: batch {batch.batch_seq} of process {lpid}, expected"
+                           f" {expected}: batches are missing from the log; replaying on would"
+                           " diverge (mig log verify shows the gap)")
+        self.epoch = max(self.epoch, batch.epoch)
+        self.batch_next[lpid] = batch.batch_seq + 1
+        if batch.count:
+            self.pending.setdefault(lpid, deque()).append(batch)
+            self._pending_n += batch.count
+            placed = self.placed.setdefault(lpid, deque(maxlen=RECENT_BATCHES))
+            placed.append((batch.first_seq, batch.last_seq, msg.partition(), msg.offset()))
+        self.stats.batches += 1
 
     def _start_app(self, recorded: dict[str, Any]) -> None:
         if self.proc is not None:
@@ -125,13 +134,21 @@ class Feeding(ReplicaState):
     def _feed(self) -> None:
         for lpid, ring in self.rings.items():
             queue = self.pending.get(lpid)
+            if not queue:
+                continue
             fed = 0
             flight = self.in_ring.setdefault(lpid, deque())
-            while queue and ring.put(queue[0][0]):
-                call = queue.popleft()[0]
-                self.last_seq[lpid] = call.seq
-                flight.append((ring.head, call.wall_ns))  # taken once the tail passes it
-                fed += 1
+            while queue:
+                batch = queue[0]
+                wall = batch.next_wall_ns()
+                put, last = fill_ring(ring, batch)
+                if put:
+                    self.last_seq[lpid] = last
+                    flight.append((ring.head, wall, put))  # taken once the tail passes it
+                    fed += put
+                if batch.left:
+                    break  # the ring is full: the rest when the app has taken some
+                queue.popleft()
             if fed:
                 self._pending_n -= fed
                 self.stats.calls += fed
@@ -158,7 +175,7 @@ class Feeding(ReplicaState):
     def _divergence_line(self, lpid: str, seq: int, text: str) -> str:
         """One line: where (logical process, thread, call, offset), what differs, what the
         log has, and what to do next (look at the records there, check the host)."""
-        rec, offset = self.recorded.get((lpid, seq), (None, -1))
+        rec, offset = self._recorded_call(lpid, seq)
         where = f"lpid {lpid} seq {seq}"
         if rec is not None:
             where += f" (thread {rec['tid']}, {rec['kind']})"
@@ -169,6 +186,36 @@ class Feeding(ReplicaState):
                 f" Next: `{look}` shows the records there, `mig doctor {self.cfg.path}`"
                 " checks this host and the program (docs/operations.md, re-bootstrap a"
                 " diverged replica)")
+
+    def _recorded_call(self, lpid: str, seq: int) -> tuple[dict[str, Any] | None, int]:
+        """Call ``seq`` of process ``lpid`` as recorded, and the offset of its batch: read
+        again from the log, where the replica remembers recent batches to be (it keeps no
+        decoded calls). (None, -1) when its batch is not among them; (None, offset) when
+        that batch cannot be read again now."""
+        from confluent_kafka import TopicPartition
+
+        place = next(((partition, offset) for first, last, partition, offset
+                      in reversed(self.placed.get(lpid, ())) if first <= seq <= last), None)
+        if place is None:
+            return None, -1
+        partition, offset = place
+        try:
+            with Reader(self.settings, self.cfg.name, "mig.replayer", errors="skip",
+                        undecodable="skip",
+                        conf={"isolation.level": "read_uncommitted"}) as reader:
+                reader.assign([TopicPartition(self._calls_topic, partition, offset)])
+                deadline = Deadline(5)
+                while not deadline.passed():
+                    for item in reader.poll(1, deadline.left(cap=0.5)):
+                        if item.kind == END or item.offset > offset:
+                            return None, offset
+                        if item.kind == RECORD and item.name == "mig.log.CallBatch":
+                            assert item.record is not None
+                            return next((call for call in item.record["calls"]
+                                         if call["seq"] == seq), None), offset
+        except MigError as exc:
+            log.warning("mig.replayer.reread_failed", offset=offset, error=str(exc))
+        return None, offset
 
     def _take(self, item: Item) -> bool | str:
         """One item of the reader (calls or control): True for a calls record, False for
@@ -192,6 +239,8 @@ class Feeding(ReplicaState):
             self._at_end.discard(item.partition)
             self._on_message(item)
             return True
+        assert self._reader is not None
+        self._reader.decode(item)  # (undecodable: "yield", which _on_control says)
         self._on_control(item)
         return False
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,9 +18,12 @@ if TYPE_CHECKING:
     from mig.kafka.writer import LogWriter
     from mig.member.metrics import Metrics
     from mig.progress import Progress
-    from mig.ring.memory import RawCall, Ring
+    from mig.ring.decode import BatchDecoder, DecodedBatch
+    from mig.ring.memory import Ring
 
-RECENT_CALLS = 200_000
+# batches whose place in the log a replica remembers, to explain a divergence in one of
+# them (mig/member/feed.py re-reads that batch from the log)
+RECENT_BATCHES = 20_000
 # calls read but not yet fed to the app above which the replica stops fetching (and below
 # half of which it fetches again): a replica far behind holds a bounded backlog in memory
 MAX_PENDING = 100_000
@@ -74,9 +77,10 @@ class ReplicaState:
     workdir: Path
     idle_exit_s: float | None
     rings: dict[str, Ring]
-    pending: dict[str, deque[tuple[RawCall, int]]]
-    in_ring: dict[str, deque[tuple[int, int]]]
-    recorded: OrderedDict[tuple[str, int], tuple[dict[str, Any], int]]
+    pending: dict[str, deque[DecodedBatch]]
+    in_ring: dict[str, deque[tuple[int, int, int]]]
+    placed: dict[str, deque[tuple[int, int, int, int]]]
+    batches: BatchDecoder
     _pending_n: int
     _paused: bool
     stats: ReplayStats

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from mig.member.replay_state import (
     compare_identity,
 )
 from mig.progress import Progress
+from mig.ring.decode import BatchDecoder
 from mig.wire.identity import member_id
 
 __all__ = ["Replayer", "Divergence", "PromotionFailed", "ReplayStats", "compare_identity"]
@@ -69,11 +69,13 @@ class Replayer(Feeding, Failover, Checkpointing):
         self.idle_exit_s = idle_exit_s
         self.rings = {}
         self.pending = {}
-        # lpid -> (ring position after the record, its wall_ns) of calls fed, not yet taken
+        # lpid -> (ring position after a run of records fed, wall_ns of its first, how many)
+        # of the runs the app has not taken yet
         self.in_ring = {}
-        # (lpid, seq) -> (recorded call, Kafka offset), for divergence reports
-        # (an OrderedDict: dropping the oldest of a plain dict scans its deleted slots)
-        self.recorded = OrderedDict()
+        # lpid -> (first seq, last seq, partition, offset) of the recent batches, for
+        # divergence reports (mig/member/feed.py reads the batch again from the log)
+        self.placed = {}
+        self.batches = BatchDecoder()
         self._pending_n = 0  # calls in self.pending
         self._paused = False  # fetching calls paused (MAX_PENDING)
         self.stats = ReplayStats()
@@ -144,9 +146,10 @@ class Replayer(Feeding, Failover, Checkpointing):
         # is (docs/interceptor.md, "When is a record committed")
         # every item comes to _take (mig/member/feed.py): a consumer error ends the loop
         # here and is retried while promoting, a refused record is counted, an undecodable
-        # call stops the replay and an undecodable control record is skipped
+        # call stops the replay and an undecodable control record is skipped; _take decodes
+        # (a CallBatch straight into ring records: mig/ring/decode.py)
         reader = Reader(self.settings, self.cfg.name, "mig.replayer", errors="yield",
-                        refused="yield", undecodable="yield",
+                        refused="yield", undecodable="yield", decode=False,
                         conf={"group.id": f"mig-replica-{self.cfg.name}",
                               "enable.partition.eof": True,
                               "isolation.level": "read_uncommitted",
@@ -219,13 +222,13 @@ class Replayer(Feeding, Failover, Checkpointing):
             tail = ring.tail if ring is not None else 0
             while flight and flight[0][0] <= tail:
                 flight.popleft()
-            calls += len(flight)
+            calls += sum(run[2] for run in flight)
             if flight:
                 oldest = flight[0][1] if oldest is None else min(oldest, flight[0][1])
         for queue in self.pending.values():
-            calls += len(queue)
+            calls += sum(batch.left for batch in queue)
             if queue:
-                wall = queue[0][0].wall_ns
+                wall = queue[0].next_wall_ns()
                 oldest = wall if oldest is None else min(oldest, wall)
         calls += self.unfetched()
         if not calls or oldest is None:

@@ -18,7 +18,7 @@ from mig.ring.kinds import KIND_NAMES
 from mig.ring.memory import Ring
 from mig.wire.codec import MAGIC, Codec
 
-__all__ = ["BatchEncoder", "EncodedBatch"]
+__all__ = ["BatchEncoder", "EncodedBatch", "call_kind_symbols"]
 
 
 def _long(value: int) -> bytes:
@@ -62,7 +62,7 @@ class BatchEncoder:
         self._problem = problem
         codec = Codec.default()
         self._prefix = MAGIC + codec.fingerprint("mig.log.CallBatch")
-        symbols = _call_kind_symbols(codec)
+        symbols = call_kind_symbols(codec)
         table = bytearray(256)
         for number, name in KIND_NAMES.items():
             table[number] = symbols.index(name) if name in symbols else symbols.index("UNKNOWN")
@@ -92,7 +92,8 @@ class BatchEncoder:
         return EncodedBatch(value, count.value, first.value, last.value), nxt.value
 
 
-def _call_kind_symbols(codec: Codec) -> list[str]:
+def call_kind_symbols(codec: Codec) -> list[str]:
+    """The symbols of the CallKind enum, in order (an Avro enum is written as the index)."""
     batch = codec.schema("mig.log.CallBatch")
     calls = next(f for f in batch["fields"] if f["name"] == "calls")["type"]["items"]
     kind = next(f for f in calls["fields"] if f["name"] == "kind")["type"]

@@ -313,6 +313,10 @@ class Ring:
         self._set_u64("head", head + len(blob))
         return True
 
+    def publish_head(self, head: int) -> None:
+        """Replay: the shim may read up to ``head`` (records written before, by fill_ring)."""
+        self._set_u64("head", head)
+
     def wake_reader(self) -> None:
         self._bump_and_wake("data_futex")
 

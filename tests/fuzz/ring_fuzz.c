@@ -1,7 +1,8 @@
 /* ring_fuzz.c -- fuzzing of the C code that reads ring records, under AddressSanitizer and
  * UndefinedBehaviorSanitizer (see Makefile here and docs/fuzzing.md).
  *
- * Two readers of a ring's data area are driven over corrupt rings:
+ * Two readers of a ring's data area are driven over corrupt rings, and the replica's
+ * decoder over what the first wrote:
  *   - mig_encode_calls (shim/src/mig_encode.c, compiled in below): record mode, ring bytes
  *     to Avro Call items. Its output is decoded again here: it must be exactly `count`
  *     well-formed Call items filling the bytes it said it wrote;
@@ -25,6 +26,7 @@
 #include <time.h>
 
 #include "mig_encode.c"
+#include "mig_decode.c"
 
 #define MAX_CAP (1u << 16)
 #define IN_HDR 24
@@ -107,6 +109,80 @@ static int check_calls(const unsigned char *out, uint64_t size, uint64_t count)
     return p == end ? 0 : -1;
 }
 
+/* -- the replica's decoder (shim/src/mig_decode.c) --------------------------------------- */
+
+#define NSYM 59 /* symbols of the CallKind enum */
+
+static uint16_t sym_kind[NSYM]; /* symbol i -> ring kind 100 + i (set in main) */
+static unsigned char kinds[256]; /* ring kind -> symbol (set in main) */
+static uint64_t below(uint64_t n);
+
+/* The encoder's `count` Call items, as CallBatch.calls (one block, then the end), must
+ * come back from mig_decode_calls as the records the encoder read; a damaged copy is
+ * decoded or refused, never read or written out of bounds (every buffer is its own heap
+ * block of exactly its size). */
+static void decode_back(const unsigned char *data, uint64_t capacity, uint64_t from,
+                        uint64_t next, const unsigned char *out, uint64_t size, uint64_t count,
+                        unsigned long input)
+{
+    unsigned char *arr = malloc(size + 12);
+    if (!arr)
+        abort();
+    unsigned char *p = put_long(arr, (int64_t)count);
+    memcpy(p, out, size);
+    p += size;
+    *p++ = 0;
+    uint64_t alen = (uint64_t)(p - arr), cap = 0;
+    for (uint64_t pos = from; pos < next;) { /* the records' own lengths, padded to 8 */
+        const struct mig_rec *rec = (const struct mig_rec *)(data + (pos & (capacity - 1)));
+        if (!(rec->flags & MIG_F_PAD))
+            cap += (sizeof *rec + rec->payload_len + 7) & ~7ull;
+        pos += rec->len;
+    }
+    unsigned char *dec = malloc(cap ? cap : 1);
+    char why[200];
+    uint64_t used = 0, n = 0, last = 0;
+    if (!dec)
+        abort();
+    if (mig_decode_calls(arr, alen, sym_kind, NSYM, dec, cap, &used, &n, &last, why,
+                         sizeof why) != 0 || n != count || used != cap)
+        fail("the decoder does not take back what the encoder wrote", input);
+    uint64_t at = 0;
+    for (uint64_t pos = from; pos < next;) {
+        const struct mig_rec *rec = (const struct mig_rec *)(data + (pos & (capacity - 1)));
+        pos += rec->len;
+        if (rec->flags & MIG_F_PAD)
+            continue;
+        const struct mig_rec *got = (const struct mig_rec *)(dec + at);
+        int output = (rec->flags & MIG_F_OUTPUT) != 0;
+        if (got->kind != sym_kind[kinds[rec->kind < 256 ? rec->kind : 0]] || got->tid != rec->tid
+            || got->seq != rec->seq || got->result != rec->result || got->err != rec->err
+            || memcmp(got->args, rec->args, sizeof rec->args) || got->wall_ns != rec->wall_ns
+            || got->flags != (output ? MIG_F_OUTPUT : 0)
+            || (output && (got->out_len != rec->out_len || got->out_hash != rec->out_hash))
+            || got->payload_len != rec->payload_len
+            || memcmp(got + 1, rec + 1, rec->payload_len))
+            fail("a decoded record differs from the one encoded", input);
+        at += got->len;
+    }
+    int damage = 1 + (int)below(4);
+    for (int i = 0; i < damage; i++)
+        arr[below(alen)] ^= (unsigned char)(1 + below(255));
+    uint64_t small = below(2) ? cap : below(cap + 1);
+    unsigned char *dec2 = malloc(small ? small : 1);
+    if (!dec2)
+        abort();
+    int rc = mig_decode_calls(arr, alen - below(2), sym_kind, NSYM, dec2, small, &used, &n,
+                              &last, why, sizeof why);
+    if (rc != 0 && rc != -1 && rc != -2)
+        fail("the decoder returned an unknown code", input);
+    if (rc == 0 && used > small)
+        fail("the decoder wrote more than its output holds", input);
+    free(dec2);
+    free(dec);
+    free(arr);
+}
+
 /* -- the replay side's steps (mig_replay.c) ---------------------------------------------- */
 
 static volatile uint64_t sink;
@@ -155,8 +231,6 @@ struct input {
     unsigned char data[MAX_CAP];
 };
 
-static unsigned char kinds[256];
-
 static void run_one(const struct input *in, struct stats *st)
 {
     uint32_t log2 = in->cap_log2 < 6 ? 6 : in->cap_log2 > 16 ? 16 : in->cap_log2;
@@ -194,6 +268,8 @@ static void run_one(const struct input *in, struct stats *st)
     if (seen != count)
         fail("encoder's count differs from the records it stepped over", st->inputs);
     st->encoded += count;
+    if (count)
+        decode_back(data, capacity, from, next, out, size, count, st->inputs);
 
     int refused;
     st->replayed += replay_walk(data, capacity, from, to, &refused, &st->pads);
@@ -339,6 +415,8 @@ int main(int argc, char **argv)
     }
     for (int k = 0; k < 256; k++)
         kinds[k] = (unsigned char)(k % 55);
+    for (int i = 0; i < NSYM; i++)
+        sym_kind[i] = (uint16_t)(100 + i);
     static struct input in;
     struct stats st = {0};
     if (files) {

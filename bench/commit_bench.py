@@ -1,0 +1,275 @@
+"""Output commit and catch-up on Redis, with a hot replica following, side by side in one run.
+
+Redis 7 (Debian) with ``--jemalloc-bg-thread no`` (its replicas follow then:
+docs/programs.md) and no snapshots, on one embedded broker:
+
+1. **Throughput**: ``redis-benchmark -n REQUESTS -c 50 -t set,get,incr,lpush -r 100000``
+   natively, then under ``mig primary start`` in output and in async mode, each time with
+   a replica following on this machine (``mig replica follow --no-promote``, started once
+   the app answers, the benchmark started once the replica says it is replaying).
+   Requests per second (the mean of the four tests) and the ratio to native.
+2. **Added latency**: ``redis-benchmark -c 1 -t set`` p50, natively and in output mode with
+   the replica (the same run as 1).
+3. **The replica under that load**: its lag (``lag_ms`` of the statuses it wrote during the
+   benchmark, every ``heartbeat_ms``): p50, p99 and max; and the peak RSS of its mig
+   process (``VmHWM``).
+4. **A fresh replica's replay speed**: after the output-mode run (Redis shut down by
+   ``SHUTDOWN NOSAVE``, the end in the log), ``mig replica follow --from-start`` replays the
+   whole log: calls per second, from its ``mig.replayer.started`` line to its exit.
+
+RUNS rounds of every configuration, interleaved; the spread is min..max. Nothing asserts
+on timing: the last lines print each target of docs/benchmarks.md ("Output commit") with
+met or MISSED. Run: .venv/bin/python bench/commit_bench.py [--runs 2] [--requests 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchlib import broker_down, broker_up, machine  # noqa: E402 - a sibling
+
+from mig.broker.node import free_ports  # noqa: E402
+from tests.apps.client import wait_port  # noqa: E402
+from tests.harness import stop_mig  # noqa: E402
+
+MIG = [sys.executable, "-m", "mig", "--log-format", "json"]
+TESTS = "set,get,incr,lpush"
+REDIS_ARGS = ["--save", "", "--appendonly", "no", "--jemalloc-bg-thread", "no"]
+REPLICA = "bench-replica"
+
+
+def need(program: str, package: str) -> str:
+    path = shutil.which(program)
+    if not path:
+        sys.exit(f"{program} is not installed: apt-get install -y {package}")
+    return path
+
+
+def benchmark(bench: str, port: int, requests: int, clients: int, tests: str
+              ) -> tuple[float, float]:
+    """(mean requests/s of the tests, mean p50 in ms)."""
+    out = subprocess.run([bench, "-p", str(port), "-n", str(requests), "-c", str(clients),
+                          "-t", tests, "-r", "100000", "-q"], capture_output=True, text=True,
+                         timeout=900, check=True).stdout.replace("\r", "\n")
+    found = re.findall(r"(\w+): ([\d.]+) requests per second, p50=([\d.]+) msec", out)
+    assert len(found) == len(tests.split(",")), out
+    return (statistics.mean(float(f[1]) for f in found),
+            statistics.mean(float(f[2]) for f in found))
+
+
+def redis_cli(port: int, *args: str) -> str:
+    return subprocess.run([need("redis-cli", "redis-tools"), "-p", str(port), *args],
+                          capture_output=True, text=True, timeout=30).stdout.strip()
+
+
+def statuses(bootstrap: str, app: str, member: str) -> list[dict[str, Any]]:
+    """Every MemberStatus ``member`` wrote to the app's control topic so far."""
+    from confluent_kafka import TopicPartition
+
+    from mig.kafka.clients import KafkaSettings
+    from mig.kafka.reader import END, Reader
+
+    out = []
+    with Reader(KafkaSettings(bootstrap), app, "bench") as reader:
+        reader.assign([TopicPartition(f"mig.{app}.control", 0, 0)])
+        while True:
+            batch = reader.poll(1000, 2.0)
+            if not len(batch):
+                return out
+            for item in batch:
+                if item.kind == END:
+                    return out
+                if (item.name == "mig.log.MemberStatus" and item.record is not None
+                        and item.record["member"] == member):
+                    out.append(item.record)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Bench:
+    def __init__(self, tmp: Path, requests: int) -> None:
+        self.tmp, self.requests = tmp, requests
+        self.server = need("redis-server", "redis-server")
+        self.bench = need("redis-benchmark", "redis-tools")
+        self.env = {**os.environ, "MIG_HOME": str(tmp / "home")}
+        self.bootstrap = ""
+        self.n = 0
+
+    def native(self) -> dict[str, float]:
+        port = free_ports(1)[0]
+        proc = subprocess.Popen([self.server, "--port", str(port), *REDIS_ARGS], cwd=self.tmp,
+                                stdout=subprocess.DEVNULL)
+        try:
+            wait_port("127.0.0.1", port, 30)
+            rps, _ = benchmark(self.bench, port, self.requests, 50, TESTS)
+            _, p50 = benchmark(self.bench, port, self.requests // 4, 1, "set")
+            return {"rps": rps, "p50_ms": p50}
+        finally:
+            proc.kill()
+            proc.wait()
+
+    def under_mig(self, mode: str) -> dict[str, float]:
+        self.n += 1
+        port = free_ports(1)[0]
+        folder = self.tmp / f"{mode}-{self.n}"
+        folder.mkdir()
+        app = f"cb{os.getpid()}{mode[0]}{self.n}"
+        toml = folder / "app.toml"
+        command = json.dumps([self.server, "--port", str(port), *REDIS_ARGS])
+        toml.write_text(
+            f'[app]\nname = "{app}"\ncommand = {command}\n'
+            f'barrier_mode = "{mode}"\n[checkpoints]\nenabled = false\n'
+            f'[failover]\nmigrate_on_stop = false\n'
+            f'[kafka]\nbootstrap_servers = "{self.bootstrap}"\n')
+        primary = subprocess.Popen([*MIG, "primary", "start", "--run-dir",
+                                    str(folder / "run-p"), str(toml)], env=self.env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   stdin=subprocess.DEVNULL)
+        replica = None
+        try:
+            wait_port("127.0.0.1", port, 30)
+            replica = subprocess.Popen([*MIG, "replica", "follow", str(toml), "--no-promote",
+                                        "--member", REPLICA, "--workdir", str(folder / "rep"),
+                                        "--run-dir", str(folder / "run-r")], env=self.env,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                       stdin=subprocess.DEVNULL, cwd=folder)
+            deadline = time.monotonic() + 60
+            while not any(s["health"] == "replaying"
+                          for s in statuses(self.bootstrap, app, REPLICA)):
+                if time.monotonic() > deadline or replica.poll() is not None:
+                    raise RuntimeError(f"{mode}: the replica did not start replaying")
+                time.sleep(0.5)
+            began = int(time.time() * 1000)
+            rps, _ = benchmark(self.bench, port, self.requests, 50, TESTS)
+            _, p50 = benchmark(self.bench, port, self.requests // 4, 1, "set")
+            ended = int(time.time() * 1000)
+            time.sleep(1.0)  # its next statuses
+            if replica.poll() is not None:
+                raise RuntimeError(f"{mode}: the replica stopped (a divergence?)")
+            rss = peak_rss_mb(replica.pid)
+            lags = sorted(s["lag_ms"] for s in statuses(self.bootstrap, app, REPLICA)
+                          if began <= s["ts_ms"] <= ended + 500)
+            redis_cli(port, "SHUTDOWN", "NOSAVE")
+            primary.wait(60)
+        finally:
+            for proc in (replica, primary):
+                if proc is not None:
+                    stop_mig(proc, 30)
+        out = {"rps": rps, "p50_ms": p50, "rss_mb": rss,
+               "lag_p50": lags[len(lags) // 2] if lags else float("nan"),
+               "lag_p99": lags[min(len(lags) - 1, int(len(lags) * 0.99))] if lags else
+               float("nan"), "lag_max": lags[-1] if lags else float("nan")}
+        if mode == "output":
+            out.update(self.replay_speed(toml, folder))
+        return out
+
+    def replay_speed(self, toml: Path, folder: Path) -> dict[str, float]:
+        """A fresh replica replaying the whole (ended) log: calls/s."""
+        work = folder / "fresh"
+        work.mkdir()
+        run = subprocess.run([*MIG, "replica", "follow", str(toml), "--no-promote",
+                              "--from-start", "--member", "bench-fresh", "--workdir",
+                              str(work / "app"), "--run-dir", str(work / "run")],
+                             env=self.env, capture_output=True, text=True, timeout=900,
+                             cwd=work)
+        ended = time.time()
+        started = None
+        for line in run.stderr.splitlines():
+            if '"mig.replayer.started"' in line:
+                stamp = json.loads(line)["timestamp"].replace("Z", "+00:00")
+                started = dt.datetime.fromisoformat(stamp).timestamp()
+        calls = re.search(r"replayed (\d+) calls", run.stdout)
+        if run.returncode != 0 or started is None or calls is None:
+            print(f"  fresh replica FAILED: {run.stderr.strip().splitlines()[-1:]}")
+            return {}
+        return {"replay_calls": float(calls[1]), "replay_s": ended - started}
+
+
+def spread(values: list[float], fmt: str = "{:,.0f}") -> str:
+    values = [v for v in values if v == v]
+    if not values:
+        return "-"
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if lo == hi else f"{fmt.format(lo)}..{fmt.format(hi)}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--requests", type=int, default=20000)
+    args = ap.parse_args()
+    print(machine())
+    tmp = Path(tempfile.mkdtemp(prefix="commit-bench-"))
+    bench = Bench(tmp, args.requests)
+    rows: dict[str, list[dict[str, float]]] = {"native": [], "output": [], "async": []}
+    port = broker_up(MIG, bench.env)
+    bench.bootstrap = f"127.0.0.1:{port}"
+    try:
+        for _ in range(args.runs):
+            rows["native"].append(bench.native())
+            for mode in ("output", "async"):
+                rows[mode].append(bench.under_mig(mode))
+    finally:
+        broker_down(MIG, bench.env)
+        shutil.rmtree(tmp, ignore_errors=True)
+    native = rows["native"]
+    print(f"\nRedis under redis-benchmark -n {args.requests} -c 50 -t {TESTS}, a replica"
+          f" following; -c 1 -t set for p50; {args.runs} runs (min..max)")
+    print(f"  {'':8} {'req/s':>16} {'x native':>12} {'p50 ms (-c 1)':>14} {'added':>12}"
+          f" {'lag p50/p99/max ms':>22} {'replica RSS MB':>15}")
+    ratios: dict[str, list[float]] = {}
+    for mode, runs in rows.items():
+        ratios[mode] = [r["rps"] / n["rps"] for r, n in zip(runs, native, strict=True)]
+        added = [r["p50_ms"] - n["p50_ms"] for r, n in zip(runs, native, strict=True)]
+        lag = (f"{spread([r.get('lag_p50', float('nan')) for r in runs])}/"
+               f"{spread([r.get('lag_p99', float('nan')) for r in runs])}/"
+               f"{spread([r.get('lag_max', float('nan')) for r in runs])}")
+        mine = mode != "native"
+        rss = spread([r.get("rss_mb", float("nan")) for r in runs]) if mine else ""
+        print(f"  {mode:8} {spread([r['rps'] for r in runs]):>16}"
+              f" {spread(ratios[mode], '{:.2f}'):>12}"
+              f" {spread([r['p50_ms'] for r in runs], '{:.3f}'):>14}"
+              f" {spread(added, '{:+.3f}') if mine else '':>12}"
+              f" {lag if mine else '':>22} {rss:>15}")
+    speeds = [r["replay_calls"] / r["replay_s"] for r in rows["output"] if "replay_s" in r]
+    calls = [r["replay_calls"] for r in rows["output"] if "replay_calls" in r]
+    print(f"\nfresh replica replaying the output-mode log ({spread(calls)} calls):"
+          f" {spread(speeds)} calls/s")
+    added = [r["p50_ms"] - n["p50_ms"] for r, n in zip(rows["output"], native, strict=True)]
+    lag99 = [r["lag_p99"] for mode in ("output", "async") for r in rows[mode]]
+    rss = [r["rss_mb"] for mode in ("output", "async") for r in rows[mode]]
+    targets = [
+        ("output mode with a hot replica >= 0.5x native", min(ratios["output"]) >= 0.5),
+        ("async mode with a hot replica >= 0.9x native", min(ratios["async"]) >= 0.9),
+        ("added p50 at -c 1, output mode <= +0.5 ms", max(added) <= 0.5),
+        ("fresh replica >= 500,000 calls/s", bool(speeds) and min(speeds) >= 500_000),
+        ("replica lag p99 <= 20 ms", max(lag99) <= 20),
+        ("replica RSS <= 64 MB", max(rss) <= 64),
+    ]
+    print()
+    for what, ok in targets:
+        print(f"target: {what}: {'met' if ok else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

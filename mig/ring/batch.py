@@ -88,7 +88,8 @@ class BatchEncoder:
             return None, nxt.value
         head = (self._prefix + _string(app) + _long(epoch) + _string(lpid) + _long(batch_seq)
                 + _long(first.value) + _long(sent_ns) + _long(count.value))
-        value = head + self._out.raw[:size] + b"\x00"
+        # (string_at copies the bytes written; .raw[:size] copied the whole buffer first)
+        value = head + ctypes.string_at(self._out, size) + b"\x00"
         return EncodedBatch(value, count.value, first.value, last.value), nxt.value
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -32,7 +33,7 @@ COMMIT_RETRY_S = 60.0
 class LogWriter:
     def __init__(self, settings: KafkaSettings, app: str,
                  transactional_id: str | None = None, timeout: float = 15.0,
-                 fence_now: bool = True) -> None:
+                 fence_now: bool = True, linger_ms: float | None = None) -> None:
         from confluent_kafka import KafkaException
 
         self.app = app
@@ -47,6 +48,8 @@ class LogWriter:
         # librdkafka's global errors come here, not as exceptions raised from inside a
         # flush() (its fatal "fenced" error was raised there as a bare KafkaError object)
         extra["error_cb"] = self._on_error
+        if linger_ms is not None and "linger.ms" not in settings.properties:
+            extra["linger.ms"] = linger_ms  # (an app.toml [kafka] linger.ms wins)
         self._producer = producer(settings, **extra)
         self._transactional = bool(transactional_id)
         self._open = False
@@ -108,7 +111,10 @@ class LogWriter:
 
     def send_raw(self, role: str, value: bytes | None, key: str | None = None,
                  headers: list[tuple[str, bytes]] | None = None,
-                 partition: int | None = None) -> None:
+                 partition: int | None = None,
+                 on_acked: Callable[[], None] | None = None) -> None:
+        """Queue one encoded record; ``on_acked`` is called (from ``flush``, ``serve`` or
+        ``commit``) once every in-sync replica has it."""
         if self._transactional and not self._open:
             from confluent_kafka import KafkaException
 
@@ -121,8 +127,10 @@ class LogWriter:
         headers = list(headers or [])
         if self._auth is not None:
             headers.append((AUTH_HEADER, self._auth.sign(role, key, value)))
+        report = self._delivered if on_acked is None else (
+            lambda err, msg: self._delivered(err, msg, on_acked))
         kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers,
-                                  "on_delivery": self._delivered}
+                                  "on_delivery": report}
         if partition is not None:
             kwargs["partition"] = partition
         from confluent_kafka import KafkaException
@@ -199,6 +207,33 @@ class LogWriter:
         if self._errors:
             errors, self._errors = self._errors, []
             raise MigError(f"Kafka refused records: {'; '.join(errors[:3])}")
+
+    def serve(self, timeout: float = 0.0) -> None:
+        """Take the delivery reports that have come (waiting at most ``timeout`` seconds for
+        the first): their ``on_acked`` run. Raises as ``flush`` does for a fenced writer or
+        a refused record; unlike it, never waits for the rest."""
+        from confluent_kafka import KafkaException
+
+        try:
+            self._producer.poll(timeout)
+        except KafkaException as exc:
+            self._raise_if_fenced(exc.args[0])
+            raise MigError(f"the Kafka producer failed: {exc.args[0].str()}") from exc
+        if self.fenced:
+            raise Fenced(f"fenced: a newer primary of {self.app} took over ({self.fenced})")
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise MigError(f"Kafka refused records: {'; '.join(errors[:3])}")
+
+    def poll_reports(self, timeout: float) -> int:
+        """Wait at most ``timeout`` seconds for delivery reports and take them (their
+        ``on_acked`` run here); the number taken. For a thread of its own: it raises
+        nothing, ``serve`` says the errors."""
+        try:
+            return int(self._producer.poll(timeout))
+        except Exception as exc:  # noqa: BLE001 - said by serve() in the writer's thread
+            self._errors.append(f"delivery reports: {exc}")
+            return 0
 
     def settle(self) -> list[str]:
         """Without waiting: take the delivery reports of what was sent so far and return
@@ -278,13 +313,16 @@ class LogWriter:
             self.fenced = err.str()
             raise Fenced(f"fenced: a newer primary of {self.app} took over ({err.str()})")
 
-    def _delivered(self, err: Any, msg: Any) -> None:
+    def _delivered(self, err: Any, msg: Any, on_acked: Callable[[], None] | None = None
+                   ) -> None:
         if err is not None:
             if _is_fencing(err):
                 self.fenced = err.str()
             self._errors.append(f"{msg.topic()}: {err.str()}")
         else:
             self._offsets.append((msg.topic(), msg.partition(), msg.offset()))
+            if on_acked is not None:
+                on_acked()
 
 
 def _is_fencing(err: Any) -> bool:

@@ -1,11 +1,21 @@
 """A primary's output commit: rings drained into CallBatch records, one Kafka
 transaction every flush_ms, barriers answered once Kafka acknowledged what they wait for
 (docs/interceptor.md, "When is a record committed"), heartbeats. Part of the Recorder
-(mig/member/primary.py)."""
+(mig/member/primary.py).
+
+Group commit: a batch sent is in flight until its delivery report says every in-sync
+replica has it. Acknowledgements are taken as they come, without waiting for the rest
+(``_settle_acks``): the batches acknowledged in the order they were sent, up to the first
+still in flight, release their processes' threads and held outputs at once, so one
+acknowledgement releases every output that waited on any record before it. (Only that
+prefix: an output of one process may depend on a record of another, as with a flush.)"""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -14,6 +24,21 @@ from mig.member.record_state import RecorderState
 from mig.ring.memory import MODE_RECORD, new_rings
 
 log = structlog.get_logger("mig.recorder")
+
+
+def _marker(entry: list[Any]) -> Callable[[], None]:
+    def acked() -> None:
+        entry[2] = True
+    return acked
+
+
+# The primary's producer sends a batch as soon as it can (librdkafka's linger.ms): a held
+# output waits for its acknowledgement, and records that come while a request is in flight
+# go together in the next one anyway (docs/benchmarks.md, "Output commit").
+RECORD_LINGER_MS = 0
+# The longest an idle agent waits for a doorbell: its timers (processes found every 5 ms,
+# the control topic read every 10 ms) come at least this often.
+TURN_S = 0.005
 
 
 class Committing(RecorderState):
@@ -41,7 +66,10 @@ class Committing(RecorderState):
                     time.time_ns())
                 if batch is None:
                     continue
-                writer.send_raw("calls", batch.value, key=lpid, headers=self.headers)
+                sent_to: list[Any] = [lpid, batch.last_seq + 1, False]  # [2]: acknowledged
+                self._in_flight.append(sent_to)
+                writer.send_raw("calls", batch.value, key=lpid, headers=self.headers,
+                                on_acked=_marker(sent_to))
                 if self.metrics is not None:
                     self.metrics.calls("recorded", batch.count)
                     self.metrics.log_bytes("recorded", len(batch.value))
@@ -54,20 +82,33 @@ class Committing(RecorderState):
                 ring.release(pos)
         return sent
 
-    def _unacked(self) -> bool:
-        return any(self.sent_seq.get(lpid, 0) > ring.committed_seq
-                   for lpid, ring in self.rings.items())
+    def _take_acks(self, writer: LogWriter, done: threading.Event) -> None:
+        """The acknowledgement thread: takes Kafka's delivery reports as they come (each
+        marks its batch acknowledged) and rings the agent's doorbell, so outputs waiting
+        on them go at once, whatever the agent was waiting for."""
+        while not done.is_set():
+            if writer.poll_reports(0.05):
+                self.bells.ring()
 
-    def _acknowledge(self, writer: LogWriter) -> None:
-        """Answer barriers: once every record sent is acknowledged by all in-sync replicas
-        it is in the log for good (a promoting replica fences, then reads the log to its
-        end read_uncommitted: docs/interceptor.md), so waiting outputs may go."""
-        started = time.monotonic()
-        writer.flush()
-        if self.metrics is not None:
-            self.metrics.commit(time.monotonic() - started)
+    def _settle_acks(self, writer: LogWriter, timeout: float = 0.0) -> None:
+        """Answer barriers with the acknowledgements that have come (waiting at most
+        ``timeout`` for one): once every record sent before a batch is acknowledged by all
+        in-sync replicas, it is in the log for good (a promoting replica fences, then reads
+        the log to its end read_uncommitted: docs/interceptor.md), so the outputs that
+        waited on it may go."""
+        writer.serve(timeout)
+        flight = self._in_flight
+        released: dict[str, int] = {}
+        while flight and flight[0][2]:
+            lpid, upto, _ = flight.popleft()
+            released[lpid] = upto
+        if not released:
+            return
         self.stats.barrier_commits += 1
-        self._release_rings()
+        for lpid, upto in released.items():
+            ring = self.rings.get(lpid)
+            if ring is not None:
+                ring.commit(upto)
 
     def _commit(self, writer: LogWriter) -> None:
         """Commit the open transaction: replicas reading read_committed see the records."""
@@ -83,6 +124,8 @@ class Committing(RecorderState):
         self._release_rings()
 
     def _release_rings(self) -> None:
+        """Everything sent is acknowledged (after a flush or a commit)."""
+        self._in_flight.clear()
         for lpid, ring in self.rings.items():
             if lpid in self.sent_seq:
                 ring.commit(self.sent_seq[lpid])

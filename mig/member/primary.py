@@ -2,11 +2,14 @@
 mode, drains its rings into ``mig.NAME.calls`` and answers barriers.
 
 One loop: find new rings, drain every ring and send the calls as CallBatch records (one
-Kafka transaction every ``flush_ms``, for fencing). When a thread or a held output waits
-at a barrier, the agent waits for Kafka's acknowledgement (acks=all) of everything sent,
-raises the rings' ``committed_seq`` and wakes the waiters. docs/interceptor.md ("When is a
-record committed") says why an acknowledged record is enough. Heartbeats go to
-``mig.NAME.control`` every ``heartbeat_ms``.
+Kafka transaction every ``flush_ms``, 100 ms, for fencing). A thread or a held output that
+waits at a barrier rings its ring's doorbell; the agent sleeps on the doorbells between
+turns (mig/ring/doorbell.py), not blindly. Kafka's acknowledgements (acks=all) are taken by
+an acknowledgement thread as they come, and each releases, in send order, every waiter it
+covers: the rings' ``committed_seq`` rises and the waiters wake (group commit,
+mig/member/commit.py). docs/interceptor.md ("When is a record committed") says why an
+acknowledged record is enough. Heartbeats go to ``mig.NAME.control`` every
+``heartbeat_ms``.
 
 The same loop runs on a replica that was promoted (``adopt``): the app is already running
 and its rings turn from replay to record as each process goes live. It also reads the
@@ -22,7 +25,9 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +42,14 @@ from mig.kafka.clients import KafkaSettings, consumer, end_offsets, offset_since
 from mig.kafka.reader import END, Item, Reader
 from mig.kafka.topics import ensure_topics, topic_names
 from mig.kafka.writer import LogWriter
-from mig.member.commit import Committing
+from mig.member.commit import RECORD_LINGER_MS, TURN_S, Committing
 from mig.member.handoff import Handing
 from mig.member.launch import app_env, kill_group, launch, private_run_dir
 from mig.member.metrics import Metrics
 from mig.member.record_state import RecordStats
 from mig.ops.elfcheck import check_program
 from mig.ring.batch import BatchEncoder
+from mig.ring.doorbell import Doorbells
 from mig.ring.memory import Ring
 from mig.wire.codec import Codec
 from mig.wire.identity import app_identity, member_id
@@ -75,7 +81,7 @@ class Recorder(Handing, Committing):
     this class holds the state they share."""
 
     def __init__(self, cfg: AppConfig, settings: KafkaSettings, run_dir: Path,
-                 member: str | None = None, epoch: int = 1, flush_ms: int = 5,
+                 member: str | None = None, epoch: int = 1, flush_ms: int = 100,
                  metrics: Metrics | None = None) -> None:
         self.cfg = cfg
         self.settings = settings
@@ -87,6 +93,8 @@ class Recorder(Handing, Committing):
         self.rings = {}
         self.batch_seq = {}
         self.sent_seq = {}  # lpid -> next seq after the last one sent
+        self._in_flight = deque()  # [lpid, seq after the batch, acknowledged] in send order
+        self.bells = Doorbells()
         self.stats = RecordStats()
         self._stop = False
         self._stop_handoff_tried = False
@@ -123,7 +131,8 @@ class Recorder(Handing, Committing):
                       with_input=self.cfg.stdin == "topic")
         self._refuse_existing_recording()
         writer = LogWriter(self.settings, self.cfg.name,
-                           transactional_id=f"mig.{self.cfg.name}.primary")
+                           transactional_id=f"mig.{self.cfg.name}.primary",
+                           linger_ms=RECORD_LINGER_MS)
         identity = app_identity(self.cfg.name, self.cfg.command, self.cfg.cwd,
                                 app_env(self.cfg))
         writer.send("calls", "mig.log.AppIdentity", identity, key="identity")
@@ -288,14 +297,29 @@ class Recorder(Handing, Committing):
         self._stop = True
 
     def _loop(self, writer: LogWriter, proc: subprocess.Popen[bytes], control: Reader) -> None:
+        """The agent's turns, with its acknowledgement thread (mig/member/commit.py)."""
+        done = threading.Event()
+        acks = threading.Thread(target=self._take_acks, args=(writer, done),
+                                name="mig-acks", daemon=True)
+        acks.start()
+        try:
+            self._turns(writer, proc, control)
+        finally:
+            done.set()
+            acks.join(5)
+
+    def _turns(self, writer: LogWriter, proc: subprocess.Popen[bytes], control: Reader) -> None:
         last_commit = time.monotonic()
         stop_sent: float | None = None
         last_scan = 0.0
         last_beat = 0.0
         last_control = 0.0
-        idle = 0
         while True:
             now = time.monotonic()
+            # the doorbells as they are before this turn looks at the rings: a bump during
+            # the turn ends the wait at its end at once (mig/ring/doorbell.py)
+            rings = list(self.rings.values())
+            seen = self.bells.snapshot(rings)
             if now - last_scan > 0.005:
                 self._discover()
                 if self.on_turn is not None:
@@ -317,9 +341,7 @@ class Recorder(Handing, Committing):
                     if self._handoff(writer, proc, control):
                         return
             sent = self._drain(writer)
-            waiting = any(r.barrier_seq > r.committed_seq for r in self.rings.values())
-            if waiting and (sent or self._unacked()):
-                self._acknowledge(writer)
+            self._settle_acks(writer)
             if writer.open_transaction and (now - last_commit) * 1000 >= self.flush_ms:
                 self._commit(writer)
                 last_commit = now
@@ -360,9 +382,6 @@ class Recorder(Handing, Committing):
                     "calls_offset": -1}, key=self.member)
                 self._commit(writer)
                 return
-            if sent:
-                idle = 0
-            else:
-                idle = min(idle + 1, 10)
-                time.sleep(0.0001 * idle)
+            if not sent:  # until a barrier, a full ring, an acknowledgement or the next timer
+                self.bells.wait(seen, rings, TURN_S)
 

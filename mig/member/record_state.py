@@ -5,6 +5,7 @@ it), declared here so each part's use of it is checked."""
 from __future__ import annotations
 
 import signal
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from mig.kafka.writer import LogWriter
     from mig.member.metrics import Metrics
     from mig.ring.batch import BatchEncoder
+    from mig.ring.doorbell import Doorbells
     from mig.ring.memory import Ring
 
 __all__ = ["RecordStats", "RecorderState"]
@@ -67,6 +69,8 @@ class RecorderState:
     rings: dict[str, Ring]
     batch_seq: dict[str, int]
     sent_seq: dict[str, int]
+    _in_flight: deque[list[Any]]
+    bells: Doorbells
     stats: RecordStats
     _stop: bool
     _stop_handoff_tried: bool

@@ -44,7 +44,7 @@ _OFF = {"magic": 0, "version": 8, "mode": 12, "capacity": 16, "pid": 24, "state"
         "barrier_seq": 144, "div_seq": 152, "div_text": 160, "parent_lpid": 416,
         "golive": 480, "frozen": 484, "writers": 488, "turn_futex": 492, "arm_gen": 496,
         "traps": 504, "going_live": 500, "stdin_read": 512, "stdin_dev": 520,
-        "stdin_ino": 528}
+        "stdin_ino": 528, "doorbell": 536, "agent_sleeping": 540}
 MODE_RECORD, MODE_REPLAY = 1, 2
 
 _SYS_FUTEX = 202  # x86-64
@@ -159,7 +159,7 @@ class Ring:
         self.parent_lpid = self._str("parent_lpid", 64)
         self.pid = struct.unpack_from("<i", self.mm, _OFF["pid"])[0]
         self._futex_addr = {name: ctypes.addressof(ctypes.c_uint32.from_buffer(self.mm, _OFF[name]))
-                            for name in ("commit_futex", "data_futex", "frozen")}
+                            for name in ("commit_futex", "data_futex", "frozen", "doorbell")}
         self.data_addr = ctypes.addressof(ctypes.c_char.from_buffer(self.mm, HDR_SIZE))
 
     # -- header fields
@@ -312,6 +312,15 @@ class Ring:
         self.data[pos:pos + len(blob)] = blob
         self._set_u64("head", head + len(blob))
         return True
+
+    # -- the agent's doorbell (mig/ring/doorbell.py)
+    @property
+    def doorbell(self) -> tuple[int, int]:
+        """(address, value) of this ring's doorbell word."""
+        return self._futex_addr["doorbell"], self._u32("doorbell")
+
+    def agent_sleeping(self, sleeping: bool) -> None:
+        struct.pack_into("<I", self.mm, _OFF["agent_sleeping"], int(sleeping))
 
     def publish_head(self, head: int) -> None:
         """Replay: the shim may read up to ``head`` (records written before, by fill_ring)."""

@@ -14,11 +14,25 @@
 
 #include "mig_poison.h"
 
+/* Tell the agent there is work that cannot wait for its next turn (a barrier, a full
+ * ring). The bump alone is enough when the agent is awake: it reads the doorbell before it
+ * looks at the rings and waits only while the doorbell still holds what it read, so a bump
+ * between the two ends its wait at once; the wake is for an agent already asleep. */
+static void ring_doorbell(void)
+{
+    __atomic_fetch_add(&mig_ring->doorbell, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&mig_ring->agent_sleeping, __ATOMIC_SEQ_CST))
+        mig_futex(&mig_ring->doorbell, FUTEX_WAKE, 0x7fffffff, NULL);
+}
+
 static void wait_space(uint64_t need)
 {
     /* The agent drains the ring; when it falls behind the app waits (back-pressure). */
     struct timespec pause = {0, 50000};
     __atomic_fetch_add(&mig_agent_waits, 1, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&mig_ring->head, __ATOMIC_RELAXED) + need -
+            __atomic_load_n(&mig_ring->tail, __ATOMIC_ACQUIRE) > mig_ring->capacity)
+        ring_doorbell();
     while (__atomic_load_n(&mig_ring->head, __ATOMIC_RELAXED) + need -
                __atomic_load_n(&mig_ring->tail, __ATOMIC_ACQUIRE) > mig_ring->capacity)
         syscall(SYS_nanosleep, &pause, NULL);
@@ -121,6 +135,7 @@ void mig_barrier(uint64_t seq)
            !__atomic_compare_exchange_n(&mig_ring->barrier_seq, &cur, want, 0,
                                         __ATOMIC_RELEASE, __ATOMIC_RELAXED))
         ;
+    ring_doorbell();
     struct timespec slice = {0, 20000000};
     __atomic_fetch_add(&mig_agent_waits, 1, __ATOMIC_RELAXED);
     for (;;) {

@@ -69,6 +69,9 @@ struct mig_ring_hdr {
                                 *      ([app] stdin = "topic"), recorded or replayed */
     uint64_t stdin_dev;        /* 520: that pipe's st_dev and st_ino (0: no such pipe); */
     uint64_t stdin_ino;        /* 528:   the agent rewrites them before a restore */
+    uint32_t doorbell;         /* 536: record: a thread bumps it when it raises a barrier or
+                                *      waits for room, and wakes the agent if it sleeps */
+    uint32_t agent_sleeping;   /* 540: record: the agent waits on the doorbells (futex_waitv) */
 };
 
 /* One call record: this header, then payload_len bytes, padded to a multiple of 8. */

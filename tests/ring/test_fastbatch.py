@@ -4,6 +4,8 @@ under its byte limit."""
 
 from __future__ import annotations
 
+from collections import deque
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -88,7 +90,7 @@ def test_recorder_drain_budget_never_splits_a_record(tmp_path):
     class Writer:
         sent: list[bytes] = []
 
-        def send_raw(self, role, value, key=None, headers=None):
+        def send_raw(self, role, value, key=None, headers=None, on_acked=None):
             self.sent.append(value)
 
     rec = Recorder.__new__(Recorder)
@@ -96,7 +98,7 @@ def test_recorder_drain_budget_never_splits_a_record(tmp_path):
     rec.epoch, rec.rings, rec.batch_seq, rec.sent_seq = 1, {"1": ring}, {"1": 0}, {}
     rec.stats = type("Stats", (), {"batches": 0, "calls": 0})()
     rec.encoder, rec.headers, rec.drain_bytes = BatchEncoder(1 << 19), [], 256 * 1024
-    rec.metrics = None
+    rec.metrics, rec._in_flight = None, deque()
     writer = Writer()
     total = 0
     while (sent := rec._drain(writer)):

@@ -1,0 +1,38 @@
+"""mig/member/commit.py's group commit: Kafka's acknowledgements release the batches sent
+before them, in send order, and no further."""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from mig.member.primary import Recorder
+from mig.ring.memory import Ring
+
+
+class _Writer:
+    def serve(self, timeout: float = 0.0) -> None:
+        pass
+
+
+def test_an_acknowledgement_releases_the_batches_sent_before_it_and_no_further(
+        tmp_path: Path) -> None:
+    rings = {lpid: Ring.create(tmp_path / f"{lpid}.ring", lpid=lpid) for lpid in ("1", "2")}
+    rec = Recorder.__new__(Recorder)
+    rec.rings = rings
+    rec.stats = type("Stats", (), {"barrier_commits": 0})()
+    first: list[Any] = ["1", 10, True]
+    second: list[Any] = ["2", 5, False]  # still in flight
+    third: list[Any] = ["1", 20, True]  # acknowledged, but sent after the second
+    rec._in_flight = deque([first, second, third])
+    writer: Any = _Writer()
+    rec._settle_acks(writer)
+    assert rings["1"].committed_seq == 10 and rings["2"].committed_seq == 0
+    assert list(rec._in_flight) == [second, third]
+    second[2] = True
+    rec._settle_acks(writer)
+    assert rings["1"].committed_seq == 20 and rings["2"].committed_seq == 5
+    assert not rec._in_flight
+    for ring in rings.values():
+        ring.close()

@@ -1,0 +1,95 @@
+"""mig/ring/doorbell.py and the shim's side of it (shim/src/mig_record.c ring_doorbell):
+the agent sleeps until a doorbell rings, and no ring is missed."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from mig.paths import shim_library
+from mig.ring.doorbell import Doorbells
+from mig.ring.memory import Ring
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def bump(ring: Ring, wake: bool) -> None:
+    """What a thread of the app does (mig_record.c ring_doorbell)."""
+    address, value = ring.doorbell
+    struct.pack_into("<I", ring.mm, 536, (value + 1) & 0xFFFFFFFF)
+    if wake:
+        _libc.syscall(202, ctypes.c_void_p(address), 1, 0x7FFFFFFF, None, None, 0)
+
+
+def timed_wait(bells: Doorbells, seen: list[tuple[int, int]], rings: list[Ring],
+               timeout: float) -> float:
+    started = time.monotonic()
+    bells.wait(seen, rings, timeout)
+    return time.monotonic() - started
+
+
+def test_a_bump_after_the_snapshot_ends_the_wait_at_once(tmp_path: Path) -> None:
+    ring = Ring.create(tmp_path / "1.ring")
+    bells = Doorbells()
+    seen = bells.snapshot([ring])
+    bump(ring, wake=False)  # rung while the agent was busy: no wake-up call
+    assert timed_wait(bells, seen, [ring], 5.0) < 1.0
+    ring.close()
+
+
+def test_a_sleeping_agent_is_woken_by_the_app_and_by_its_own_thread(tmp_path: Path) -> None:
+    ring = Ring.create(tmp_path / "1.ring")
+    bells = Doorbells()
+    flags: list[int] = []
+
+    def app() -> None:
+        time.sleep(0.3)
+        flags.append(struct.unpack_from("<I", ring.mm, 540)[0])  # agent_sleeping
+        bump(ring, wake=True)
+
+    threading.Thread(target=app).start()
+    assert 0.2 < timed_wait(bells, bells.snapshot([ring]), [ring], 5.0) < 2.0
+    assert flags == [1] and struct.unpack_from("<I", ring.mm, 540)[0] == 0
+    threading.Timer(0.3, bells.ring).start()  # the acknowledgement thread
+    assert 0.2 < timed_wait(bells, bells.snapshot([ring]), [ring], 5.0) < 2.0
+    ring.close()
+
+
+def test_nothing_rings_the_wait_ends_at_its_timeout(tmp_path: Path) -> None:
+    ring = Ring.create(tmp_path / "1.ring")
+    bells = Doorbells()
+    assert 0.25 <= timed_wait(bells, bells.snapshot([ring]), [ring], 0.3) < 2.0
+    ring.close()
+
+
+def test_the_shim_rings_at_every_barrier(tmp_path: Path) -> None:
+    """A program under the shim alone in sync mode (a barrier after every call), this test
+    playing the agent: it commits what each barrier waits for. The shim rang the doorbell
+    for those barriers."""
+    env = dict(os.environ, LD_PRELOAD=str(shim_library()), MIG_MODE="record",
+               MIG_BARRIER="sync", MIG_RUN_DIR=str(tmp_path), MIG_LPID="1")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.time(); time.time()"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    ring = None
+    barriers = 0
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ring is None and (tmp_path / "1.ring").exists():
+            time.sleep(0.05)  # (its header written)
+            ring = Ring(tmp_path / "1.ring")
+        if ring is not None and ring.barrier_seq > ring.committed_seq:
+            barriers += 1
+            ring.release(ring.head)
+            ring.commit(ring.barrier_seq)
+        time.sleep(0.001)
+    assert proc.wait(10) == 0, proc.stderr.read() if proc.stderr else ""
+    assert ring is not None and barriers > 0
+    rung = ring.doorbell[1]
+    assert rung >= barriers, (rung, barriers)
+    ring.close()

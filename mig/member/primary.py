@@ -129,7 +129,7 @@ class Recorder(Handing, Committing):
         check_program(self.cfg.command[0], app_env(self.cfg)["PATH"], self.cfg.cwd)
         ensure_topics(self.settings, self.cfg.name, self.cfg.topics,
                       with_input=self.cfg.stdin == "topic")
-        self._refuse_existing_recording()
+        refuse_existing_recording(self.settings, self.cfg.name)
         writer = LogWriter(self.settings, self.cfg.name,
                            transactional_id=f"mig.{self.cfg.name}.primary",
                            linger_ms=RECORD_LINGER_MS)
@@ -279,20 +279,6 @@ class Recorder(Handing, Committing):
             self._migrate_to = rec["to_member"]
             self._migrate_reason = rec["reason"]
 
-    def _refuse_existing_recording(self) -> None:
-        """A second primary on a log that holds a recording would interleave two runs under
-        one epoch; continuing a log is promotion's job (epochs), not a fresh start's."""
-        topic = topic_names(self.cfg.name)["calls"]
-        cons = consumer(self.settings, **{"group.id": f"mig-recorder-{self.cfg.name}"})
-        try:
-            held = sum(end_offsets(cons, topic).values())
-        finally:
-            cons.close()
-        if held:
-            raise MigError(f"{topic} already holds a recording ({held} records): a primary"
-                           " starts on an empty log; use a new app name, or delete the app's"
-                           " topics to start over")
-
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stop = True
 
@@ -385,3 +371,17 @@ class Recorder(Handing, Committing):
             if not sent:  # until a barrier, a full ring, an acknowledgement or the next timer
                 self.bells.wait(seen, rings, TURN_S)
 
+
+def refuse_existing_recording(settings: KafkaSettings, app: str) -> None:
+    """A second primary on a log that holds a recording would interleave two runs under one
+    epoch; continuing a log is promotion's job (epochs), not a fresh start's."""
+    topic = topic_names(app)["calls"]
+    cons = consumer(settings, **{"group.id": f"mig-recorder-{app}"})
+    try:
+        held = sum(end_offsets(cons, topic).values())
+    finally:
+        cons.close()
+    if held:
+        raise MigError(f"{topic} already holds a recording ({held} records): a primary"
+                       " starts on an empty log; use a new app name, or delete the app's"
+                       " topics to start over")

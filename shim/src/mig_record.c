@@ -62,11 +62,22 @@ static uint64_t append(struct mig_call *call)
     if (len > mig_ring->capacity / 4)
         mig_die("a single call record does not fit the ring (raise MIG_RING_BYTES)");
     enter_writer();
-    mig_spin_lock(&mig_ring->lock);
-    uint64_t head = mig_ring->head;
-    uint64_t room = mig_ring->capacity - (head & (mig_ring->capacity - 1));
+    /* Room is waited for without the lock: a thread that waits for the agent sleeps, and
+     * the others find no room either and sleep too, instead of spinning on the lock
+     * (a spinning thread took the CPU the agent needed to make room). */
+    uint64_t head, room;
+    for (;;) {
+        mig_spin_lock(&mig_ring->lock);
+        head = mig_ring->head;
+        room = mig_ring->capacity - (head & (mig_ring->capacity - 1));
+        uint64_t need = len + (room < len ? room : 0); /* a PAD to the end first */
+        if (head + need - __atomic_load_n(&mig_ring->tail, __ATOMIC_ACQUIRE)
+            <= mig_ring->capacity)
+            break;
+        mig_spin_unlock(&mig_ring->lock);
+        wait_space(need);
+    }
     if (room < len) {
-        wait_space(room);
         struct mig_rec *pad =
             (struct mig_rec *)(mig_ring_data + (head & (mig_ring->capacity - 1)));
         pad->len = (uint32_t)room;
@@ -74,7 +85,6 @@ static uint64_t append(struct mig_call *call)
         head += room;
         __atomic_store_n(&mig_ring->head, head, __ATOMIC_RELEASE);
     }
-    wait_space(len);
     struct mig_rec *rec =
         (struct mig_rec *)(mig_ring_data + (head & (mig_ring->capacity - 1)));
     uint64_t seq = mig_ring->next_seq++;

@@ -93,3 +93,66 @@ def test_the_shim_rings_at_every_barrier(tmp_path: Path) -> None:
     rung = ring.doorbell[1]
     assert rung >= barriers, (rung, barriers)
     ring.close()
+
+
+TWO_WRITERS = r"""
+#include <pthread.h>
+#include <time.h>
+static void *run(void *arg)
+{
+    struct timespec ts;
+    for (int i = 0; i < 20000; i++)
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+    return arg;
+}
+int main(void)
+{
+    pthread_t t;
+    pthread_create(&t, 0, run, 0);
+    run(0);
+    pthread_join(t, 0);
+    return 0;
+}
+"""
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_threads_waiting_for_room_sleep_instead_of_spinning(tmp_path: Path) -> None:
+    """Two threads record into a 64 KiB ring that the agent (this test) leaves full for a
+    second: both wait for room, neither spins on the ring's lock while the other waits (the
+    CPU the app burns meanwhile is a fraction of a core), and every call is recorded once
+    the agent drains again."""
+    source = tmp_path / "two.c"
+    source.write_text(TWO_WRITERS)
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(tmp_path / "two"), str(source)],
+                   check=True)
+    env = dict(os.environ, LD_PRELOAD=str(shim_library()), MIG_MODE="record",
+               MIG_BARRIER="async", MIG_RUN_DIR=str(tmp_path), MIG_LPID="1",
+               MIG_THREADS="parallel", MIG_RING_BYTES="65536")
+    proc = subprocess.Popen([str(tmp_path / "two")], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "1.ring").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # the ring is full by now: both threads wait for room
+        ring = Ring(tmp_path / "1.ring")
+        assert ring.head - ring.tail > ring.capacity - 4096
+        before = _cpu_s(proc.pid)
+        time.sleep(1.0)
+        stalled = _cpu_s(proc.pid) - before
+        calls = 0
+        while proc.poll() is None and time.monotonic() < deadline:
+            calls += len(ring.drain())
+            time.sleep(0.001)
+        calls += len(ring.drain())
+        assert proc.wait(10) == 0, proc.stderr.read() if proc.stderr else ""
+        assert stalled < 0.3, f"{stalled:.2f} s of CPU while waiting for room"
+        assert calls >= 40000
+        ring.close()
+    finally:
+        proc.kill()
+        proc.wait()

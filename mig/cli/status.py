@@ -8,12 +8,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from mig.cli.common import BOOTSTRAP, CONFIG
-from mig.control.status import AppStatus, MemberView, ago
+
+if TYPE_CHECKING:  # (imported when a command runs: mig --help stays fast)
+    from mig.control.status import AppStatus, MemberView
 
 CLEAR = "\x1b[H\x1b[2J"
 
@@ -78,6 +80,8 @@ def _dash(value: Any) -> str:
 
 
 def _header(st: AppStatus) -> list[str]:
+    from mig.control.status import ago
+
     line = (f"app {st.app}  epoch {_dash(st.epoch)}  primary {_dash(st.primary)}")
     p = st.last_promotion
     if p is None:
@@ -115,6 +119,8 @@ def _header(st: AppStatus) -> list[str]:
 
 
 def _row(m: MemberView) -> tuple[str, ...]:
+    from mig.control.status import ago
+
     return (m.member, _dash(m.host), m.role, str(m.epoch), _dash(m.lag_records),
             _dash(m.lag_ms), f"{ago(m.age_ms)} ago", _dash(m.checkpoint), m.state)
 

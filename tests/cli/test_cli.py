@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -96,3 +99,14 @@ def test_input_refuses_an_app_whose_stdin_is_not_its_topic(tmp_path):
     assert run.stderr.strip() == (f"mig: error: {app}: app.stdin is 'inherit': mig input"
                                   " feeds apps with stdin = \"topic\" (their stdin is then"
                                   " mig.NAME.input)")
+
+
+def test_the_cli_imports_no_kafka_reading_until_a_command_runs() -> None:
+    """`mig --help` and every command pay for what the CLI imports at start: the Kafka
+    client, the reader and the status fold are imported inside the commands that use them
+    (mig status drew them in for every command, 70 ms of 140)."""
+    code = ("import sys, mig.cli; heavy = [m for m in ('confluent_kafka', 'mig.kafka.reader',"
+            " 'mig.control.status', 'fastavro') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tempfile.gettempdir())
+    assert out.stdout.strip() == "[]", out.stdout

@@ -17,6 +17,7 @@ docs/programs.md) and no snapshots, on one embedded broker:
    ``SHUTDOWN NOSAVE``, the end in the log), ``mig replica follow --from-start`` replays the
    whole log: calls per second, from its ``mig.replayer.started`` line to its exit.
 
+5. **An idle agent**: the CPU an idle primary's agent takes (its app sleeps), over 10 s.
 RUNS rounds of every configuration, interleaved; the spread is min..max. Nothing asserts
 on timing: the last lines print each target of docs/benchmarks.md ("Output commit") with
 met or MISSED. Run: .venv/bin/python bench/commit_bench.py [--runs 2] [--requests 20000]
@@ -192,6 +193,29 @@ class Bench:
             out.update(self.replay_speed(toml, folder))
         return out
 
+    def idle_cpu(self) -> float:
+        """Percent of a core an idle primary's agent takes (its app: sleep 60), over 10 s."""
+        folder = self.tmp / "idle"
+        folder.mkdir()
+        (folder / "app.toml").write_text(
+            f'[app]\nname = "cbidle{os.getpid()}"\ncommand = ["sleep", "60"]\n'
+            f'[checkpoints]\nenabled = false\n[kafka]\nbootstrap_servers = "{self.bootstrap}"\n')
+        proc = subprocess.Popen([*MIG, "primary", "start", str(folder / "app.toml")],
+                                env=self.env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        try:
+            time.sleep(8)  # started, and the control topic read
+
+            def cpu_s() -> float:
+                stat = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+            before = cpu_s()
+            time.sleep(10)
+            return (cpu_s() - before) / 10 * 100
+        finally:
+            stop_mig(proc, 30)
+
     def replay_speed(self, toml: Path, folder: Path) -> dict[str, float]:
         """A fresh replica replaying the whole (ended) log: calls/s."""
         work = folder / "fresh"
@@ -237,6 +261,7 @@ def main() -> int:
     port = broker_up(MIG, bench.env)
     bench.bootstrap = f"127.0.0.1:{port}"
     try:
+        idle = bench.idle_cpu()
         for _ in range(args.runs):
             rows["native"].append(bench.native())
             for mode in modes:
@@ -270,6 +295,7 @@ def main() -> int:
         if lost:
             print(f"  {mode}: the replica stopped (a divergence) in {lost} of {len(rows[mode])}"
                   " runs; its lag and RSS are from the others")
+    print(f"\nan idle primary's agent (its app: sleep 60): {idle:.1f}% of a core")
     print(f"\nfresh replica replaying the output-mode log ({spread(calls)} calls):"
           f" {spread(speeds)} calls/s")
     added = [r["p50_ms"] - n["p50_ms"]

@@ -95,6 +95,20 @@ static uint64_t dec_len(struct dec_cursor *c, const char *field, uint64_t seq)
     return (uint64_t)n;
 }
 
+/* The item count of an Avro array's next block (0: the array's end), or -1 when the body is
+ * malformed there. A negative count is followed by the block's size in bytes, skipped. */
+static int64_t dec_block(struct dec_cursor *c, const char *what)
+{
+    int64_t n = dec_long(c);
+    if (!c->failed && n == INT64_MIN)
+        dec_fail(c, "%s: a block of impossible size", what);
+    if (!c->failed && n < 0) {
+        n = -n;
+        dec_long(c);
+    }
+    return c->failed ? -1 : n;
+}
+
 /* Decode Call items from in[0..len) into ring records at out (at most out_cap bytes).
  * `kind_of_symbol[i]` is the ring kind of the CallKind enum's symbol i (nsym of them).
  * Returns 0 and sets *used (bytes of out written), *count and *last_seq (of the last call,
@@ -110,21 +124,11 @@ MIG_EXPORT int mig_decode_calls(const unsigned char *in, uint64_t len,
     struct dec_cursor c = {in, in + len, why, why_cap, 0};
     uint64_t at = 0, n = 0;
     for (;;) {
-        int64_t block = dec_long(&c);
-        if (c.failed)
+        int64_t block = dec_block(&c, "calls");
+        if (block < 0)
             return -1;
         if (block == 0)
             break;
-        if (block < 0) { /* a negative count is followed by the block's size in bytes */
-            if (block == INT64_MIN) {
-                dec_fail(&c, "a block of calls of impossible size");
-                return -1;
-            }
-            block = -block;
-            dec_long(&c);
-            if (c.failed)
-                return -1;
-        }
         for (int64_t i = 0; i < block; i++) {
             struct mig_rec rec;
             memset(&rec, 0, sizeof rec);
@@ -149,19 +153,11 @@ MIG_EXPORT int mig_decode_calls(const unsigned char *in, uint64_t len,
                 return -1;
             uint32_t nargs = 0;
             for (;;) {
-                int64_t items = dec_long(&c);
-                if (c.failed)
+                int64_t items = dec_block(&c, "arguments");
+                if (items < 0)
                     return -1;
                 if (items == 0)
                     break;
-                if (items < 0) {
-                    if (items == INT64_MIN) {
-                        dec_fail(&c, "call seq %lld: arguments of impossible count", (long long)seq);
-                        return -1;
-                    }
-                    items = -items;
-                    dec_long(&c);
-                }
                 if (items > 4 || nargs + (uint32_t)items > 4) {
                     dec_fail(&c, "call seq %lld: %lld arguments, at most 4 are recorded",
                          (long long)seq, (long long)(nargs + (uint64_t)items));

@@ -40,11 +40,12 @@ from mig.kafka.clients import KafkaSettings
 from mig.kafka.reader import Batch
 from mig.ops.logtool import EXPECTED, _row, log_reader, render_json, render_text
 from mig.ring.batch import BatchEncoder
-from mig.ring.calls import from_avro, to_avro
-from mig.ring.memory import RawCall, Ring, RingError, parse_record
+from mig.ring.calls import from_avro
+from mig.ring.memory import RawCall, Ring, RingError
 from mig.wire.auth import HEADER, load_keys
 from mig.wire.codec import MAGIC, SCHEMA_HEADER, Codec
 from tests.avro_strategies import records
+from tests.ring.support import new_ring, parse_record, put, seek, to_avro
 from tests.samples import sample
 from tests.wire.test_codec import _zigzag
 
@@ -226,10 +227,10 @@ def test_calls_of_a_batch_become_ring_records_or_a_decode_error(
 
 
 def test_a_record_larger_than_the_ring_is_refused_not_waited_for(tmp_path: Path) -> None:
-    ring = Ring.create(tmp_path / "1.ring", capacity=1 << 16)
+    ring = new_ring(tmp_path / "1.ring", capacity=1 << 16)
     call = from_avro(_call(payload=b"x" * (1 << 16)))
     with pytest.raises(RingError, match="does not fit a ring of 65536 bytes") as info:
-        ring.put(call)
+        put(ring, call)
     one_line(info.value)
     ring.close()
 
@@ -501,7 +502,7 @@ def _python_reads(ring: Ring, tail: int, head: int) -> tuple[list[RawCall], str 
 def test_ring_records_python_and_c_agree(tmp_path_factory: pytest.TempPathFactory,
                                          ring_state: tuple[int, int, bytes]) -> None:
     tail, head, data = ring_state
-    ring = Ring.create(tmp_path_factory.mktemp("ring") / "1.ring", capacity=CAPACITY)
+    ring = new_ring(tmp_path_factory.mktemp("ring") / "1.ring", capacity=CAPACITY)
     ring.data[:] = data
     expected, problem = _python_reads(ring, tail, head)
     encoder = BatchEncoder(limit=1 << 20)
@@ -671,7 +672,7 @@ def test_the_shim_stops_a_replay_at_a_corrupt_record(tmp_path: Path, record: byt
                 assert time.monotonic() < deadline, "the shim made no ring"
                 time.sleep(0.02)
         ring.data[:len(record)] = record
-        ring.seek(0)
+        seek(ring, 0)
         struct.pack_into("<Q", ring.mm, 96, 96)  # head: one record published
         ring.wake_reader()
         assert proc.wait(timeout=10) == 87
@@ -714,7 +715,7 @@ def test_the_shim_refuses_recorded_input_longer_than_the_buffer(tmp_path: Path) 
         record = RawCall(KIND_NUMBERS["READ"], 0, 0, 0, 0, 64, (0, 4, 0, 0), 0, 0, 0,
                          b"x" * 64).pack()
         ring.data[:len(record)] = record
-        ring.seek(0)
+        seek(ring, 0)
         struct.pack_into("<Q", ring.mm, 96, len(record))  # head: one record published
         ring.wake_reader()
         assert proc.wait(timeout=10) == 87

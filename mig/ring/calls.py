@@ -6,22 +6,10 @@ import struct
 from typing import Any
 
 from mig.errors import DecodeError
-from mig.ring.kinds import KIND_NAMES, KIND_NUMBERS
+from mig.ring.kinds import KIND_NUMBERS
 from mig.ring.memory import F_OUTPUT, RawCall
 
-__all__ = ["to_avro", "from_avro", "describe"]
-
-
-def to_avro(call: RawCall) -> dict[str, Any]:
-    output = bool(call.flags & F_OUTPUT)
-    return {
-        "tid": call.tid, "seq": call.seq, "kind": KIND_NAMES.get(call.kind, "UNKNOWN"),
-        "args": list(call.args), "result": call.result, "err": call.err,
-        "payload": call.payload if call.payload else None,
-        "out_len": call.out_len if output else None,
-        "out_hash": struct.pack("<Q", call.out_hash) if output else None,
-        "wall_ns": call.wall_ns,
-    }
+__all__ = ["from_avro", "describe"]
 
 
 _U32, _U64 = 1 << 32, 1 << 64

@@ -1,9 +1,10 @@
 """The agent's side of the shared-memory rings (layout: shim/src/mig_ring.h).
 
 One ring per logical process of the app, ``RUN_DIR/<lpid>.ring``. In record mode the shim
-writes call records and ``Ring.drain`` reads them; ``Ring.commit`` then tells the waiting
-threads that everything up to a sequence number is in Kafka. In replay mode ``Ring.put``
-writes recorded calls for the shim to take. Offsets and sizes here must match the C header:
+writes call records and the agent encodes them straight from the ring (mig/ring/batch.py);
+``Ring.commit`` then tells the waiting threads that everything up to a sequence number is
+in Kafka. In replay mode the agent writes recorded calls for the shim to take
+(mig/ring/decode.py ``fill_ring``). Offsets and sizes here must match the C header:
 tests/shim/test_shim_build.py reads a ring the real shim wrote, tests/ring/test_fastbatch.py feeds
 rings written here to the C encoder, and every record/replay test goes through both.
 """
@@ -35,7 +36,6 @@ STATE_LIVE_FAILED = 4  # the process could not go live (div_text says why) and h
 # struct mig_rec: len u32, kind u16, flags u16, tid u32, err i32, seq u64, result i64,
 # args 4*i64, wall_ns u64, out_len u64, out_hash u64, payload_len u32, reserved u32
 REC = struct.Struct("<IHHIiQq4qQQQII")
-_PAD = struct.Struct("<IHH")  # the first 8 bytes: len, kind, flags
 assert REC.size == 96
 
 _OFF = {"magic": 0, "version": 8, "mode": 12, "capacity": 16, "pid": 24, "state": 28,
@@ -83,54 +83,8 @@ class RawCall:
         return head + self.payload + b"\0" * (length - REC.size - len(self.payload))
 
 
-def parse_record(buf: bytes | memoryview, offset: int, limit: int) -> tuple[RawCall | None, int]:
-    """Parse one record at ``offset`` (at most ``limit`` bytes available). Returns the call
-    (None for padding) and its length. Raises RingError on a malformed record."""
-    if offset % 8:
-        raise RingError(f"record at {offset}: position is not a multiple of 8")
-    if limit < 8:
-        raise RingError(f"record at {offset} cut short: {limit} bytes left")
-    length, _kind, flags = _PAD.unpack_from(buf, offset)
-    if length > limit or length % 8 or length < 8:
-        raise RingError(f"record at {offset}: length {length} does not fit ({limit} bytes"
-                        " left)")
-    if flags & F_PAD:  # filler to the end of the data area: may be shorter than a header
-        return None, length
-    if length < REC.size:
-        raise RingError(f"record at {offset}: length {length} is below the header size")
-    (length, kind, flags, tid, err, seq, result, a0, a1, a2, a3, wall_ns, out_len, out_hash,
-     plen, _reserved) = REC.unpack_from(buf, offset)
-    if REC.size + plen > length:
-        raise RingError(f"record at {offset}: payload of {plen} bytes overruns the record"
-                        f" ({length} bytes)")
-    if tid > 0x7FFFFFFF:  # the Avro field is an int
-        raise RingError(f"record at {offset}: thread id {tid} out of range")
-    if seq >> 63 or wall_ns >> 63 or (flags & F_OUTPUT and out_len >> 63):  # Avro longs
-        raise RingError(f"record at {offset}: seq, wall_ns or out_len out of range")
-    payload = bytes(buf[offset + REC.size: offset + REC.size + plen])
-    return RawCall(kind, flags, tid, err, seq, result, (a0, a1, a2, a3), wall_ns, out_len,
-                   out_hash, payload), length
-
-
 class Ring:
     """One mapped ring file."""
-
-    @classmethod
-    def create(cls, path: Path, capacity: int = 1 << 16, lpid: str = "1") -> Ring:
-        """A new empty ring file, as the shim would make it (for tests and tools)."""
-        header = bytearray(HDR_SIZE)
-        struct.pack_into("<QIIQiI", header, 0, MAGIC, VERSION, 1, capacity, os.getpid(),
-                         STATE_READY)
-        header[_OFF["lpid"]:_OFF["lpid"] + len(lpid)] = lpid.encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(bytes(header) + bytes(capacity))
-        return cls(path)
-
-    def seek(self, position: int) -> None:
-        """Start an empty ring at ``position`` (tests use it to make records wrap)."""
-        self._set_u64("head", position)
-        self._set_u64("tail", position)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -264,24 +218,6 @@ class Ring:
         """Everything before ``position`` is consumed: the shim may reuse the space."""
         self._set_u64("tail", position)
 
-    def drain(self, max_bytes: int = 1 << 22) -> list[RawCall]:
-        """Every complete record the shim has published, oldest first; frees their space."""
-        head = self._u64("head")
-        tail = self._u64("tail")
-        if head - tail > self.capacity:
-            raise RingError(f"{self.path}: {head - tail} bytes published (tail {tail}, head"
-                            f" {head}) but the ring holds {self.capacity}")
-        calls: list[RawCall] = []
-        while tail < head and max_bytes > 0:
-            pos = tail & (self.capacity - 1)
-            call, length = parse_record(self.data, pos, min(head - tail, self.capacity - pos))
-            if call is not None:
-                calls.append(call)
-            tail += length
-            max_bytes -= length
-        self._set_u64("tail", tail)
-        return calls
-
     def commit(self, upto_seq: int) -> None:
         """Every record with seq < upto_seq is in Kafka: release threads waiting for it."""
         if upto_seq <= self._u64("committed_seq"):
@@ -292,26 +228,6 @@ class Ring:
     # -- replay mode (worker produces)
     def space(self) -> int:
         return self.capacity - (self._u64("head") - self._u64("tail"))
-
-    def put(self, call: RawCall) -> bool:
-        """Append one recorded call for the shim; False if there is no room yet."""
-        blob = call.pack()
-        if len(blob) > self.capacity:  # would never fit: waiting for room would hang
-            raise RingError(f"{self.path}: a record of {len(blob)} bytes (call seq"
-                            f" {call.seq}) does not fit a ring of {self.capacity} bytes")
-        head = self._u64("head")
-        room = self.capacity - (head & (self.capacity - 1))
-        need = len(blob) + (room if room < len(blob) else 0)
-        if need > self.space():
-            return False
-        if room < len(blob):
-            pos = head & (self.capacity - 1)
-            struct.pack_into("<IHH", self.data, pos, room, 0, F_PAD)
-            head += room
-        pos = head & (self.capacity - 1)
-        self.data[pos:pos + len(blob)] = blob
-        self._set_u64("head", head + len(blob))
-        return True
 
     # -- the agent's doorbell (mig/ring/doorbell.py)
     @property

@@ -98,7 +98,7 @@ _Static_assert(sizeof(struct mig_rec) == 96, "record header layout changed");
  * cannot be read when the producer has published up to position `end` (> pos); NULL when
  * it can: its header and payload then lie inside both the published bytes and the data
  * area. Every reader of records checks this first, whatever the ring says (mig_encode.c,
- * mig_replay.c tail_record; mig/ring/memory.py parse_record says the same in Python), so a
+ * mig_replay.c tail_record; tests/ring/support.py parse_record says the same in Python), so a
  * corrupt ring stops the reader with a reason instead of sending it out of bounds.
  * tests/fuzz/ring_fuzz.c fuzzes it under AddressSanitizer. */
 static inline const char *mig_rec_problem(const unsigned char *data, uint64_t capacity,

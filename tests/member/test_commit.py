@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mig.member.primary import Recorder
-from mig.ring.memory import Ring
+from tests.ring.support import new_ring
 
 
 class _Writer:
@@ -18,7 +18,7 @@ class _Writer:
 
 def test_an_acknowledgement_releases_the_batches_sent_before_it_and_no_further(
         tmp_path: Path) -> None:
-    rings = {lpid: Ring.create(tmp_path / f"{lpid}.ring", lpid=lpid) for lpid in ("1", "2")}
+    rings = {lpid: new_ring(tmp_path / f"{lpid}.ring", lpid=lpid) for lpid in ("1", "2")}
     rec = Recorder.__new__(Recorder)
     rec.rings = rings
     rec.stats = type("Stats", (), {"barrier_commits": 0})()

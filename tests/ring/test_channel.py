@@ -6,7 +6,8 @@ import struct
 
 import pytest
 
-from mig.ring.memory import F_PAD, REC, RawCall, RingError, parse_record
+from mig.ring.memory import F_PAD, REC, RawCall, RingError
+from tests.ring.support import new_ring, parse_record
 
 
 def _call(seq: int, payload: bytes = b"") -> RawCall:
@@ -56,9 +57,9 @@ def test_rings_and_run_folders_must_be_private(tmp_path):
     run = tmp_path / "run"
     private_run_dir(run)
     assert run.stat().st_mode & 0o777 == 0o700
-    Ring.create(run / "1.ring")
+    new_ring(run / "1.ring")
     assert (run / "1.ring").stat().st_mode & 0o777 == 0o600
-    Ring.create(run / "2.ring")
+    new_ring(run / "2.ring")
     os.chmod(run / "2.ring", 0o666)
     with pytest.raises(RingForeign, match="mode 666"):
         Ring(run / "2.ring")

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from mig.errors import DecodeError
 from mig.ring.decode import BatchDecoder, DecodedBatch, fill_ring, from_calls
-from mig.ring.memory import F_OUTPUT, RawCall, Ring, RingError, parse_record
+from mig.ring.memory import F_OUTPUT, RawCall, RingError
 from mig.wire.codec import MAGIC, Codec
 from tests.avro_strategies import records
+from tests.ring.support import new_ring, parse_record, seek
 from tests.samples import sample
 
 CODEC = Codec.default()
@@ -156,10 +157,10 @@ def test_mutated_batches_decode_alike_or_are_refused_by_both(rec: dict[str, Any]
 
 
 def test_fill_ring_puts_what_fits_and_pads_at_the_end_of_the_data_area(tmp_path: Path) -> None:
-    ring = Ring.create(tmp_path / "1.ring", 1 << 16)
+    ring = new_ring(tmp_path / "1.ring", 1 << 16)
     try:
         start = (1 << 16) - 1024
-        ring.seek(start)  # 1,024 bytes before the end of the data area
+        seek(ring, start)  # 1,024 bytes before the end of the data area
         calls = [call(seq, payload=b"p" * 40) for seq in range(1, 12)]  # 136-byte records
         got = DECODER.decode(CODEC.encode(NAME, batch(calls)))
         assert got is not None

@@ -15,6 +15,7 @@ from pathlib import Path
 from mig.paths import shim_library
 from mig.ring.doorbell import Doorbells
 from mig.ring.memory import Ring
+from tests.ring.support import drain, new_ring
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -35,7 +36,7 @@ def timed_wait(bells: Doorbells, seen: list[tuple[int, int]], rings: list[Ring],
 
 
 def test_a_bump_after_the_snapshot_ends_the_wait_at_once(tmp_path: Path) -> None:
-    ring = Ring.create(tmp_path / "1.ring")
+    ring = new_ring(tmp_path / "1.ring")
     bells = Doorbells()
     seen = bells.snapshot([ring])
     bump(ring, wake=False)  # rung while the agent was busy: no wake-up call
@@ -44,7 +45,7 @@ def test_a_bump_after_the_snapshot_ends_the_wait_at_once(tmp_path: Path) -> None
 
 
 def test_a_sleeping_agent_is_woken_by_the_app_and_by_its_own_thread(tmp_path: Path) -> None:
-    ring = Ring.create(tmp_path / "1.ring")
+    ring = new_ring(tmp_path / "1.ring")
     bells = Doorbells()
     flags: list[int] = []
 
@@ -62,7 +63,7 @@ def test_a_sleeping_agent_is_woken_by_the_app_and_by_its_own_thread(tmp_path: Pa
 
 
 def test_nothing_rings_the_wait_ends_at_its_timeout(tmp_path: Path) -> None:
-    ring = Ring.create(tmp_path / "1.ring")
+    ring = new_ring(tmp_path / "1.ring")
     bells = Doorbells()
     assert 0.25 <= timed_wait(bells, bells.snapshot([ring]), [ring], 0.3) < 2.0
     ring.close()
@@ -146,9 +147,9 @@ def test_threads_waiting_for_room_sleep_instead_of_spinning(tmp_path: Path) -> N
         stalled = _cpu_s(proc.pid) - before
         calls = 0
         while proc.poll() is None and time.monotonic() < deadline:
-            calls += len(ring.drain())
+            calls += len(drain(ring))
             time.sleep(0.001)
-        calls += len(ring.drain())
+        calls += len(drain(ring))
         assert proc.wait(10) == 0, proc.stderr.read() if proc.stderr else ""
         assert stalled < 0.3, f"{stalled:.2f} s of CPU while waiting for room"
         assert calls >= 40000

@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mig.ring.batch import BatchEncoder
-from mig.ring.calls import to_avro
 from mig.ring.kinds import KIND_NUMBERS
-from mig.ring.memory import F_OUTPUT, RawCall, Ring
+from mig.ring.memory import F_OUTPUT, RawCall
 from mig.wire.codec import Codec
+from tests.ring.support import new_ring, put, seek, to_avro
 
 CODEC = Codec.default()
 I64 = st.integers(-(2**63), 2**63 - 1)
@@ -45,11 +45,11 @@ def _expected(calls: list[RawCall], lpid: str, batch_seq: int, sent_ns: int) -> 
                                                                   HealthCheck.function_scoped_fixture])
 @given(calls=calls_strategy, offset=st.integers(0, 1 << 16))
 def test_bytes_equal_fastavro_anywhere_in_the_ring(tmp_path, calls, offset):
-    ring = Ring.create(tmp_path / "r.ring", capacity=1 << 16)
+    ring = new_ring(tmp_path / "r.ring", capacity=1 << 16)
     start = (1 << 20) + offset - offset % 8  # positions keep growing: wrap at any point
-    ring.seek(start)
+    seek(ring, start)
     for call in calls:
-        assert ring.put(call)
+        assert put(ring, call)
     encoder = BatchEncoder(limit=1 << 20)
     batch, pos = encoder.encode(ring, start, ring.head, "fast", 3, "1.2", 9, 12345)
     assert pos == ring.head and batch is not None and batch.count == len(calls)
@@ -59,11 +59,11 @@ def test_bytes_equal_fastavro_anywhere_in_the_ring(tmp_path, calls, offset):
 
 
 def test_batches_are_cut_under_the_limit(tmp_path):
-    ring = Ring.create(tmp_path / "r.ring", capacity=1 << 20)
+    ring = new_ring(tmp_path / "r.ring", capacity=1 << 20)
     calls = [RawCall(28, 0, 0, 0, i, 4096, (5, 4096, 0, 0), 1, 0, 0, bytes([i]) * 4096)
              for i in range(100)]
     for call in calls:
-        assert ring.put(call)
+        assert put(ring, call)
     encoder = BatchEncoder(limit=40_000)
     pos, seen = ring.tail, []
     while pos < ring.head:
@@ -82,10 +82,10 @@ def test_recorder_drain_budget_never_splits_a_record(tmp_path):
     # record that straddles it (this crashed the recorder once)
     from mig.member.primary import Recorder
 
-    ring = Ring.create(tmp_path / "1.ring", capacity=1 << 20)
+    ring = new_ring(tmp_path / "1.ring", capacity=1 << 20)
     calls = [RawCall(3, 0, 0, 0, i, 0, (1, 0, 0, 0), 7, 0, 0, b"x" * 16) for i in range(5000)]
     for call in calls:
-        assert ring.put(call)
+        assert put(ring, call)
 
     class Writer:
         sent: list[bytes] = []

@@ -13,6 +13,7 @@ import pytest
 from mig.paths import shim_library
 from mig.ring.kinds import KIND_NUMBERS
 from mig.ring.memory import STATE_EXITED, Ring
+from tests.ring.support import drain
 
 PROBE = ("import ctypes; lib = ctypes.CDLL(None); f = lib.mig_shim_version;"
          " f.restype = ctypes.c_char_p; print(f().decode())")
@@ -37,7 +38,7 @@ def test_shim_is_built_and_preloads_into_a_process(tmp_path):
     assert rec.returncode == 0 and rec.stdout.strip() == "mig-shim 0.2.0 record"
     ring = Ring(tmp_path / "1.ring")  # the process made its ring, with its calls in it
     assert ring.lpid == "1" and ring.state == STATE_EXITED
-    kinds = {call.kind for call in ring.drain()}
+    kinds = {call.kind for call in drain(ring)}
     assert KIND_NUMBERS["GETRANDOM"] in kinds  # CPython seeds its hash from getrandom
 
 

@@ -2,12 +2,14 @@
 
 Every key is declared once in ``SECTIONS`` (mig/config/keys.py: type, default, doc).
 ``load_config`` turns a file into a typed ``AppConfig`` or raises ``ConfigError`` naming the
-file, the key and what was expected; ``reference_markdown`` renders the same table as
-docs/app-toml.md, so the docs cannot drift from the code. The ``[kafka]`` table passes
-any librdkafka property through; a property's value may instead be read from a file
-(``{ file = "path" }``, relative to app.toml, not readable by other users) or an
-environment variable (``{ env = "NAME" }``), so secrets such as ``sasl.password`` stay out
-of app.toml. Such values are never shown.
+file, the key and what was expected (a validator of mig's own rather than pydantic or
+msgspec: their errors would have to be mapped back to these messages, which also never show
+a secret, name an argument by index and suggest a close key); ``reference_markdown``
+renders the same table as docs/app-toml.md, so the docs cannot drift from the code. The
+``[kafka]`` table passes any librdkafka property through; a property's value may instead be
+read from a file (``{ file = "path" }``, relative to app.toml, not readable by other users)
+or an environment variable (``{ env = "NAME" }``), so secrets such as ``sasl.password`` stay
+out of app.toml. Such values are never shown.
 """
 
 from __future__ import annotations

@@ -202,11 +202,7 @@ class LogWriter:
         if remaining:
             raise MigError(f"{remaining} records not acknowledged within"
                            f" {max(self.timeout, COMMIT_RETRY_S):g} s")
-        if self.fenced:
-            raise Fenced(f"fenced: a newer primary of {self.app} took over ({self.fenced})")
-        if self._errors:
-            errors, self._errors = self._errors, []
-            raise MigError(f"Kafka refused records: {'; '.join(errors[:3])}")
+        self._raise_reported()
 
     def serve(self, timeout: float = 0.0) -> None:
         """Take the delivery reports that have come (waiting at most ``timeout`` seconds for
@@ -219,6 +215,10 @@ class LogWriter:
         except KafkaException as exc:
             self._raise_if_fenced(exc.args[0])
             raise MigError(f"the Kafka producer failed: {exc.args[0].str()}") from exc
+        self._raise_reported()
+
+    def _raise_reported(self) -> None:
+        """Raise what the delivery reports taken so far said: fenced, or records refused."""
         if self.fenced:
             raise Fenced(f"fenced: a newer primary of {self.app} took over ({self.fenced})")
         if self._errors:

@@ -21,13 +21,11 @@ import errno
 import time
 from collections.abc import Sequence
 
-from mig.ring.memory import Ring
+from mig.ring.memory import Ring, futex_wake
 
 __all__ = ["Doorbells"]
 
-_SYS_FUTEX = 202  # x86-64
-_SYS_FUTEX_WAITV = 449
-_FUTEX_WAKE = 1
+_SYS_FUTEX_WAITV = 449  # x86-64
 _FUTEX2_SIZE_U32 = 0x02
 _CLOCK_MONOTONIC = 1
 _MAX_WAITERS = 128  # the kernel's limit for one futex_waitv
@@ -53,8 +51,7 @@ class Doorbells:
     def ring(self) -> None:
         """Ring the agent's own doorbell (from another thread of the agent)."""
         self._own.value = (self._own.value + 1) & 0xFFFFFFFF
-        _libc.syscall(_SYS_FUTEX, ctypes.byref(self._own), _FUTEX_WAKE, 0x7FFFFFFF, None,
-                      None, 0)
+        futex_wake(ctypes.addressof(self._own))
 
     def snapshot(self, rings: Sequence[Ring]) -> list[tuple[int, int]]:
         """(address, value now) of each doorbell word: read before looking at the rings."""

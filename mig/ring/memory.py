@@ -24,7 +24,7 @@ import structlog
 from mig.errors import MigError
 
 __all__ = ["RawCall", "Ring", "RingError", "RingForeign", "REC", "HDR_SIZE", "new_rings",
-           "rearm_after_restore", "set_stdin_pipe", "stdin_pipe_of"]
+           "futex_wake", "rearm_after_restore", "set_stdin_pipe", "stdin_pipe_of"]
 
 MAGIC = 0x31474E4952474D4D
 VERSION = 1
@@ -50,6 +50,12 @@ MODE_RECORD, MODE_REPLAY = 1, 2
 _SYS_FUTEX = 202  # x86-64
 _FUTEX_WAKE = 1
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def futex_wake(address: int) -> None:
+    """Wake every thread waiting on the futex word at ``address`` (a ring's, or the agent's
+    own doorbell: mig/ring/doorbell.py), in any process that maps it."""
+    _libc.syscall(_SYS_FUTEX, ctypes.c_void_p(address), _FUTEX_WAKE, 0x7FFFFFFF, None, None, 0)
 
 
 class RingError(MigError):
@@ -191,8 +197,7 @@ class Ring:
 
     def thaw(self) -> None:
         struct.pack_into("<I", self.mm, _OFF["frozen"], 0)
-        _libc.syscall(_SYS_FUTEX, ctypes.c_void_p(self._futex_addr["frozen"]), _FUTEX_WAKE,
-                      0x7FFFFFFF, None, None, 0)
+        futex_wake(self._futex_addr["frozen"])
 
     def divergence(self) -> tuple[int, str] | None:
         if self.state != STATE_DIVERGED:
@@ -249,8 +254,7 @@ class Ring:
         off = _OFF[name]
         value = (struct.unpack_from("<I", self.mm, off)[0] + 1) & 0xFFFFFFFF
         struct.pack_into("<I", self.mm, off, value)
-        _libc.syscall(_SYS_FUTEX, ctypes.c_void_p(self._futex_addr[name]), _FUTEX_WAKE,
-                      0x7FFFFFFF, None, None, 0)
+        futex_wake(self._futex_addr[name])
 
     def close(self) -> None:
         self.data.release()

@@ -14,18 +14,16 @@ from pathlib import Path
 
 from mig.paths import shim_library
 from mig.ring.doorbell import Doorbells
-from mig.ring.memory import Ring
+from mig.ring.memory import Ring, futex_wake
 from tests.ring.support import drain, new_ring
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def bump(ring: Ring, wake: bool) -> None:
     """What a thread of the app does (mig_record.c ring_doorbell)."""
     address, value = ring.doorbell
-    struct.pack_into("<I", ring.mm, 536, (value + 1) & 0xFFFFFFFF)
+    ctypes.c_uint32.from_address(address).value = (value + 1) & 0xFFFFFFFF
     if wake:
-        _libc.syscall(202, ctypes.c_void_p(address), 1, 0x7FFFFFFF, None, None, 0)
+        futex_wake(address)
 
 
 def timed_wait(bells: Doorbells, seen: list[tuple[int, int]], rings: list[Ring],

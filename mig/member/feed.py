@@ -23,7 +23,7 @@ from mig.member.replay_state import (
     compare_identity,
 )
 from mig.ring.calls import describe
-from mig.ring.decode import fill_ring, from_calls
+from mig.ring.decode import from_calls
 from mig.ring.memory import (
     new_rings,
 )
@@ -141,7 +141,7 @@ class Feeding(ReplicaState):
             while queue:
                 batch = queue[0]
                 wall = batch.next_wall_ns()
-                put, last = fill_ring(ring, batch)
+                put, last = self.batches.fill(ring, batch)
                 if put:
                     self.last_seq[lpid] = last
                     flight.append((ring.head, wall, put))  # taken once the tail passes it

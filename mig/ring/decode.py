@@ -4,8 +4,8 @@ The mirror of mig/ring/batch.py: the batch's own fields (app, epoch, lpid, batch
 first_seq, sent_ns) are read here, and its calls, the last field, are turned into the
 records the shim's ring holds by ``mig_decode_calls`` in ``libmigenc.so``
 (shim/src/mig_decode.c), with the checks the Python path makes (mig/wire/codec.py's int
-ranges, mig/ring/calls.py ``from_avro``); ``fill_ring`` then copies as many of them as fit
-into a ring, by ``mig_ring_fill``. No Python object is made per call.
+ranges, mig/ring/calls.py ``from_avro``); ``BatchDecoder.fill`` then copies as many of
+them as fit into a ring, by ``mig_ring_fill``. No Python object is made per call.
 
 Only a value written with the current CallBatch schema is read here; ``decode`` returns
 None for any other (an older writer's, whose kinds are named differently: avro/history),
@@ -28,7 +28,7 @@ from mig.ring.kinds import KIND_NUMBERS
 from mig.ring.memory import Ring, RingError
 from mig.wire.codec import MAGIC, SCHEMA_HEADER, Codec
 
-__all__ = ["BatchDecoder", "DecodedBatch", "fill_ring", "from_calls"]
+__all__ = ["BatchDecoder", "DecodedBatch", "from_calls"]
 
 NAME = "mig.log.CallBatch"
 _WALL = struct.Struct("<Q")
@@ -107,6 +107,11 @@ class BatchDecoder:
                        ctypes.c_void_p, ctypes.c_uint64, u64p, u64p, u64p, ctypes.c_char_p,
                        ctypes.c_uint64]
         self._fn = fn
+        fill = lib.mig_ring_fill
+        fill.restype = ctypes.c_int64
+        fill.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64,
+                         ctypes.c_char_p, ctypes.c_uint64, ctypes.c_uint64, u64p, u64p, u64p]
+        self._fill = fill
         codec = Codec.default()
         self._prefix = MAGIC + codec.fingerprint(NAME)
         symbols = call_kind_symbols(codec)
@@ -116,6 +121,7 @@ class BatchDecoder:
         self._out = ctypes.create_string_buffer(1 << 20)
         self._why = ctypes.create_string_buffer(200)
         self._used, self._count, self._last = (ctypes.c_uint64() for _ in range(3))
+        self._next, self._head = ctypes.c_uint64(), ctypes.c_uint64()
 
     def decode(self, value: bytes | None, headers: Iterable[tuple[str, Any]] | None = None
                ) -> DecodedBatch | None:
@@ -148,6 +154,22 @@ class BatchDecoder:
         return DecodedBatch(app, epoch, lpid, batch_seq, first_seq, sent_ns, records, count,
                             self._last.value if count else first_seq - 1)
 
+    def fill(self, ring: Ring, batch: DecodedBatch) -> tuple[int, int]:
+        """Put as many of ``batch``'s records as fit into ``ring`` (publishing its head);
+        returns (records put, seq of the last one). RingError for a record the ring can
+        never hold."""
+        n = self._fill(ring.data_addr, ring.capacity, ring.head, ring.tail, batch.records,
+                       len(batch.records), batch.pos, ctypes.byref(self._next),
+                       ctypes.byref(self._head), ctypes.byref(self._last))
+        if n < 0:
+            size = int.from_bytes(batch.records[batch.pos:batch.pos + 4], "little")
+            raise RingError(f"{ring.path}: a record of {size} bytes does not fit a ring of"
+                            f" {ring.capacity} bytes")
+        if n:
+            batch.pos, batch.left = self._next.value, batch.left - n
+            ring.publish_head(self._head.value)
+        return n, self._last.value
+
 
 def from_calls(rec: dict[str, Any]) -> DecodedBatch:
     """A CallBatch decoded by the codec, as ring records (DecodeError as from_avro says)."""
@@ -156,32 +178,3 @@ def from_calls(rec: dict[str, Any]) -> DecodedBatch:
     return DecodedBatch(rec["app"], rec["epoch"], rec["lpid"], rec["batch_seq"],
                         rec["first_seq"], rec["sent_ns"], records, len(calls),
                         calls[-1]["seq"] if calls else rec["first_seq"] - 1)
-
-
-_fill: Any = None
-
-
-def fill_ring(ring: Ring, batch: DecodedBatch) -> tuple[int, int]:
-    """Put as many of ``batch``'s records as fit into ``ring`` (publishing its head);
-    returns (records put, seq of the last one). RingError for a record the ring can never
-    hold."""
-    global _fill
-    if _fill is None:
-        fn = ctypes.CDLL(str(encoder_library())).mig_ring_fill
-        fn.restype = ctypes.c_int64
-        u64p = ctypes.POINTER(ctypes.c_uint64)
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64,
-                       ctypes.c_char_p, ctypes.c_uint64, ctypes.c_uint64, u64p, u64p, u64p]
-        _fill = (fn, ctypes.c_uint64(), ctypes.c_uint64(), ctypes.c_uint64())
-    fn, nxt, head, last = _fill
-    n = fn(ring.data_addr, ring.capacity, ring.head, ring.tail, batch.records,
-           len(batch.records), batch.pos, ctypes.byref(nxt), ctypes.byref(head),
-           ctypes.byref(last))
-    if n < 0:
-        size = int.from_bytes(batch.records[batch.pos:batch.pos + 4], "little")
-        raise RingError(f"{ring.path}: a record of {size} bytes does not fit a ring of"
-                        f" {ring.capacity} bytes")
-    if n:
-        batch.pos, batch.left = nxt.value, batch.left - n
-        ring.publish_head(head.value)
-    return n, last.value

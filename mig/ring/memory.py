@@ -4,7 +4,7 @@ One ring per logical process of the app, ``RUN_DIR/<lpid>.ring``. In record mode
 writes call records and the agent encodes them straight from the ring (mig/ring/batch.py);
 ``Ring.commit`` then tells the waiting threads that everything up to a sequence number is
 in Kafka. In replay mode the agent writes recorded calls for the shim to take
-(mig/ring/decode.py ``fill_ring``). Offsets and sizes here must match the C header:
+(mig/ring/decode.py ``BatchDecoder.fill``). Offsets and sizes here must match the C header:
 tests/shim/test_shim_build.py reads a ring the real shim wrote, tests/ring/test_fastbatch.py feeds
 rings written here to the C encoder, and every record/replay test goes through both.
 """
@@ -244,7 +244,7 @@ class Ring:
         struct.pack_into("<I", self.mm, _OFF["agent_sleeping"], int(sleeping))
 
     def publish_head(self, head: int) -> None:
-        """Replay: the shim may read up to ``head`` (records written before, by fill_ring)."""
+        """Replay: the shim may read up to ``head`` (written before: BatchDecoder.fill)."""
         self._set_u64("head", head)
 
     def wake_reader(self) -> None:

@@ -50,7 +50,7 @@ def seek(ring: Ring, position: int) -> None:
 
 
 def put(ring: Ring, call: RawCall) -> bool:
-    """Append one call record as the replica's agent would (mig/ring/decode.py fill_ring
+    """Append one call record as the replica's agent would (mig/ring/decode.py BatchDecoder.fill
     does it for a whole batch in C); False if there is no room yet."""
     blob = call.pack()
     if len(blob) > ring.capacity:  # would never fit: waiting for room would hang

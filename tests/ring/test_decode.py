@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mig.errors import DecodeError
-from mig.ring.decode import BatchDecoder, DecodedBatch, fill_ring, from_calls
+from mig.ring.decode import BatchDecoder, DecodedBatch, from_calls
 from mig.ring.memory import F_OUTPUT, RawCall, RingError
 from mig.wire.codec import MAGIC, Codec
 from tests.avro_strategies import records
@@ -156,7 +156,7 @@ def test_mutated_batches_decode_alike_or_are_refused_by_both(rec: dict[str, Any]
     agree(bytes(value))
 
 
-def test_fill_ring_puts_what_fits_and_pads_at_the_end_of_the_data_area(tmp_path: Path) -> None:
+def test_fill_puts_what_fits_and_pads_at_the_end_of_the_data_area(tmp_path: Path) -> None:
     ring = new_ring(tmp_path / "1.ring", 1 << 16)
     try:
         start = (1 << 16) - 1024
@@ -164,7 +164,7 @@ def test_fill_ring_puts_what_fits_and_pads_at_the_end_of_the_data_area(tmp_path:
         calls = [call(seq, payload=b"p" * 40) for seq in range(1, 12)]  # 136-byte records
         got = DECODER.decode(CODEC.encode(NAME, batch(calls)))
         assert got is not None
-        assert fill_ring(ring, got) == (11, 11) and got.left == 0
+        assert DECODER.fill(ring, got) == (11, 11) and got.left == 0
         # 7 x 136 = 952 bytes fit before the end; the 72 left are a PAD, then record 8 at 0
         pad, length = parse_record(ring.data, start + 952, 72)
         assert pad is None and length == 72
@@ -177,16 +177,16 @@ def test_fill_ring_puts_what_fits_and_pads_at_the_end_of_the_data_area(tmp_path:
             [call(seq, payload=b"p" * 40) for seq in range(100, 700)])))
         assert many is not None
         at = ring.head % (1 << 16)
-        put, last = fill_ring(ring, many)
+        put, last = DECODER.fill(ring, many)
         # records up to the end of the data area, a PAD, then up to where the app is
         assert put == ((1 << 16) - at) // 136 + at // 136 and last == 99 + put
-        assert many.left == 600 - put and fill_ring(ring, many)[0] == 0  # full: waits
+        assert many.left == 600 - put and DECODER.fill(ring, many)[0] == 0  # full: waits
         ring.release(ring.head)
-        assert fill_ring(ring, many) == (600 - put, 699) and many.left == 0
+        assert DECODER.fill(ring, many) == (600 - put, 699) and many.left == 0
 
         big = DECODER.decode(CODEC.encode(NAME, batch([call(1, payload=b"x" * 70000)])))
         assert big is not None
         with pytest.raises(RingError, match="does not fit a ring of 65536 bytes"):
-            fill_ring(ring, big)
+            DECODER.fill(ring, big)
     finally:
         ring.close()

@@ -66,7 +66,8 @@ class Committing(RecorderState):
                     time.time_ns())
                 if batch is None:
                     continue
-                sent_to: list[Any] = [lpid, batch.last_seq + 1, False]  # [2]: acknowledged
+                # [lpid, seq after it, acknowledged, when sent]
+                sent_to: list[Any] = [lpid, batch.last_seq + 1, False, time.monotonic()]
                 self._in_flight.append(sent_to)
                 writer.send_raw("calls", batch.value, key=lpid, headers=self.headers,
                                 on_acked=_marker(sent_to))
@@ -99,9 +100,12 @@ class Committing(RecorderState):
         writer.serve(timeout)
         flight = self._in_flight
         released: dict[str, int] = {}
+        now = time.monotonic()
         while flight and flight[0][2]:
-            lpid, upto, _ = flight.popleft()
+            lpid, upto, _, sent_at = flight.popleft()
             released[lpid] = upto
+            if self.metrics is not None:  # what the outputs waiting on it waited for
+                self.metrics.commit(now - sent_at)
         if not released:
             return
         self.stats.barrier_commits += 1

@@ -93,7 +93,7 @@ class Recorder(Handing, Committing):
         self.rings = {}
         self.batch_seq = {}
         self.sent_seq = {}  # lpid -> next seq after the last one sent
-        self._in_flight = deque()  # [lpid, seq after the batch, acknowledged] in send order
+        self._in_flight = deque()  # batches sent, not yet released (mig/member/commit.py)
         self.bells = Doorbells()
         self.stats = RecordStats()
         self._stop = False

@@ -22,17 +22,19 @@ def test_an_acknowledgement_releases_the_batches_sent_before_it_and_no_further(
     rec = Recorder.__new__(Recorder)
     rec.rings = rings
     rec.stats = type("Stats", (), {"barrier_commits": 0})()
-    first: list[Any] = ["1", 10, True]
-    second: list[Any] = ["2", 5, False]  # still in flight
-    third: list[Any] = ["1", 20, True]  # acknowledged, but sent after the second
+    waits: list[float] = []  # mig_commit_seconds: what the released outputs waited for
+    rec.metrics = type("Metrics", (), {"commit": staticmethod(waits.append)})()
+    first: list[Any] = ["1", 10, True, 0.0]
+    second: list[Any] = ["2", 5, False, 0.0]  # still in flight
+    third: list[Any] = ["1", 20, True, 0.0]  # acknowledged, but sent after the second
     rec._in_flight = deque([first, second, third])
     writer: Any = _Writer()
     rec._settle_acks(writer)
     assert rings["1"].committed_seq == 10 and rings["2"].committed_seq == 0
-    assert list(rec._in_flight) == [second, third]
+    assert list(rec._in_flight) == [second, third] and len(waits) == 1
     second[2] = True
     rec._settle_acks(writer)
     assert rings["1"].committed_seq == 20 and rings["2"].committed_seq == 5
-    assert not rec._in_flight
+    assert not rec._in_flight and len(waits) == 3 and min(waits) > 0
     for ring in rings.values():
         ring.close()

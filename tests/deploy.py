@@ -88,12 +88,15 @@ def _command(app: str, port: int, folder: Path) -> list[str]:
         return [need("nginx", "nginx-light"), "-p", "./", "-c", "nginx.conf"]
     if app == "sqlite3":  # the shell, fed its SQL through its stdin ([app] stdin = "topic")
         return [need("sqlite3", "sqlite3"), "db.sqlite"]
-    if app == "redis":
+    if app in ("redis", "redis-iothreads"):
         # Debian's Redis with its own defaults (RDB snapshots, the bio threads, jemalloc's
         # background thread, whose flags the main thread reads without a lock: threads
-        # serialized, mig's default, replay it)
+        # serialized, mig's default, replay it); redis-iothreads adds I/O threads, which
+        # it and the main thread wait for by spinning on memory (mig preempts the spins)
+        io = (["--io-threads", "2", "--io-threads-do-reads", "yes"]
+              if app == "redis-iothreads" else [])
         return [need("redis-server", "redis-server"), "--port", str(port),
-                "--protected-mode", "no", "--enable-debug-command", "yes"]
+                "--protected-mode", "no", "--enable-debug-command", "yes", *io]
     if app == "pyhttp":
         # Debian's python3 (not the interpreter running the tests): `-m http.server` is a
         # ThreadingHTTPServer, a thread per connection, handing the GIL between them
@@ -216,7 +219,7 @@ def _answers(host: str, port: int, app: str = "kvserver") -> bool:
                 return resp.status == 200 and resp.read() == body
             finally:
                 conn.close()
-        if app == "redis":
+        if app.startswith("redis"):
             with socket.create_connection((host, port), timeout=1.0) as sock:
                 sock.sendall(b"*1\r\n$4\r\nPING\r\n")
                 return sock.recv(64).startswith(b"+PONG")

@@ -431,6 +431,22 @@ void mig_sched_exit(void);
 /* The process ends: no switch comes after this point. */
 void mig_sched_end(void);
 void mig_sched_went_live(void);
+/* mig_preempt.c: taking the token from a holder that spins (docs/threads.md). */
+#ifndef SYS_USER_DISPATCH
+#define SYS_USER_DISPATCH 2 /* si_code of a call trapped by Syscall User Dispatch */
+#endif
+#define MIG_PREEMPT_NS 300000ull /* a holder passing no switch point this long is asked */
+int mig_sched_holding(void);              /* this thread holds the token */
+uintptr_t mig_sched_recorded_stop(void);  /* replay: A of this thread's next stop, or 0 */
+void mig_sched_preempted(uintptr_t at);   /* the holder stopped in the recurring state */
+void mig_preempt_ask(uint32_t ktid, const char *sel, uint64_t now_ns);
+void mig_preempt_quiet(void);
+void mig_preempt_moot(void);
+uint64_t mig_preempt_armed_ns(uint64_t now_ns);
+int mig_preempt_busy(void);
+void mig_preempt_after_fork(void);
+struct ucontext_t;
+int mig_preempt_signal(const siginfo_t *si, struct ucontext_t *uc, int in_app);
 
 /* ============================================================ mig_trap.c, mig_clone.c,
  * wrap_syscall.c: complete capture (what they share among themselves: mig_trap.h).

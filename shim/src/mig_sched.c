@@ -47,8 +47,9 @@ uint32_t mig_agent_waits;    /* threads waiting on the agent (a barrier, a full 
 static MIG_TLS uint64_t points; /* switch points this thread passed */
 static uint64_t stall_ns = 2000000000ull;
 
-/* SWITCH records: args {the thread that let go, its switch point, how} */
-enum { PASSED = 0, FORCED = 1, END = 2 };
+/* SWITCH records: args {the thread that let go, its switch point, how, where (PREEMPTED:
+ * the address of the stop, mig_preempt.c)} */
+enum { PASSED = 0, FORCED = 1, END = 2, PREEMPTED = 3 };
 
 static struct {
     uint32_t next;    /* record: the next ticket */
@@ -57,12 +58,31 @@ static struct {
     uint32_t last;    /* logical tid + 1 of the thread that held it last */
     uint64_t last_sp; /* ... and the switch point at which it let go */
     uint32_t waiting; /* threads waiting for it (record) */
+    uint32_t owner_ktid; /* the kernel's id of the holder (to ask it to stop, mig_preempt.c) */
+    char *owner_sel;     /* ... and its selector (MIG_SEL_BLOCK: it runs the app's code) */
+    uint32_t passes;     /* switch points passed by holders (a waiter sees progress) */
+    uint32_t spinners;   /* record: preempted spinners among the waiters */
+    uint64_t spin_since; /* ... waiting since */
     uint32_t broken;  /* the primary gave up serializing this process */
     uint32_t *exited; /* the thread id word of a thread that let go at its exit */
 } tok;
 
 /* The word the kernel clears when this thread is gone (CLONE_CHILD_CLEARTID), if any. */
 static MIG_TLS uint32_t *exit_word;
+static MIG_TLS uint32_t my_ktid;
+
+static void took_token(void)
+{
+    if (!my_ktid)
+        my_ktid = (uint32_t)syscall(SYS_gettid);
+    __atomic_store_n(&tok.owner_sel, &mig_sel, __ATOMIC_RELEASE);
+    __atomic_store_n(&tok.owner_ktid, my_ktid, __ATOMIC_RELEASE);
+}
+
+int mig_sched_holding(void)
+{
+    return __atomic_load_n(&tok.owner, __ATOMIC_ACQUIRE) == mig_tid + 1;
+}
 
 void mig_sched_init(void)
 {
@@ -96,6 +116,7 @@ void mig_sched_start(void)
     tok.last = mig_tid + 1;
     tok.last_sp = 0;
     mig_token_out = 0;
+    took_token();
     __atomic_store_n(&mig_serial_on, 1, __ATOMIC_RELEASE);
 }
 
@@ -104,7 +125,9 @@ void mig_sched_after_fork(void)
     mig_serial_on = 0; /* the child has one thread; its own first thread starts it again */
     mig_token_out = 0;
     points = 0;
+    my_ktid = 0;
     memset(&tok, 0, sizeof tok);
+    mig_preempt_after_fork();
 }
 
 /* A thread that let go at its exit is not gone yet: the kernel clears its id word (which
@@ -133,6 +156,9 @@ void mig_sched_exit_word(uint32_t *word)
 
 static void rec_release(void)
 {
+    mig_preempt_quiet();
+    mig_preempt_moot();
+    __atomic_store_n(&tok.owner_ktid, 0, __ATOMIC_RELEASE);
     tok.last = mig_tid + 1;
     tok.last_sp = points;
     __atomic_store_n(&tok.owner, 0, __ATOMIC_RELAXED);
@@ -168,8 +194,9 @@ static void give_up(void)
 static void rec_acquire(void)
 {
     uint32_t ticket = __atomic_fetch_add(&tok.next, 1, __ATOMIC_ACQ_REL);
-    struct timespec slice = {0, 50000000};
+    struct timespec slice = {0, MIG_PREEMPT_NS}, asked = {0, 50000000};
     uint32_t seen = __atomic_load_n(&tok.serving, __ATOMIC_ACQUIRE);
+    uint32_t passed = __atomic_load_n(&tok.passes, __ATOMIC_RELAXED);
     uint64_t since = mig_monotonic_ns();
     for (;;) {
         uint32_t now = __atomic_load_n(&tok.serving, __ATOMIC_ACQUIRE);
@@ -179,20 +206,32 @@ static void rec_acquire(void)
             mig_token_out = 0;
             return;
         }
+        uint64_t t = mig_monotonic_ns();
+        uint32_t passes = __atomic_load_n(&tok.passes, __ATOMIC_RELAXED);
         if (now != seen || __atomic_load_n(&mig_agent_waits, __ATOMIC_ACQUIRE)) {
             seen = now;
-            since = mig_monotonic_ns();
-        } else if (mig_monotonic_ns() - since > stall_ns) {
+            passed = passes;
+            since = t;
+        } else if (t - since > stall_ns) {
             give_up();
             mig_token_out = 0;
             return;
+        } else if (passes != passed) { /* the holder is making calls: no need to ask */
+            passed = passes;
+            if (t - since < stall_ns / 2)
+                since = t;
+        } else if (t - since >= MIG_PREEMPT_NS && __atomic_load_n(&tok.owner, __ATOMIC_ACQUIRE)) {
+            mig_preempt_ask(__atomic_load_n(&tok.owner_ktid, __ATOMIC_ACQUIRE),
+                            __atomic_load_n(&tok.owner_sel, __ATOMIC_ACQUIRE), t);
         }
         __atomic_fetch_add(&tok.waiting, 1, __ATOMIC_ACQ_REL);
-        mig_futex(&tok.serving, FUTEX_WAIT_PRIVATE, now, &slice);
+        /* while the holder is checked for a stop, sleep: the check hashes this stack */
+        mig_futex(&tok.serving, FUTEX_WAIT_PRIVATE, now, mig_preempt_busy() ? &asked : &slice);
         __atomic_fetch_sub(&tok.waiting, 1, __ATOMIC_ACQ_REL);
     }
     mig_token_out = 0;
     __atomic_store_n(&tok.owner, mig_tid + 1, __ATOMIC_RELAXED);
+    took_token();
     after_exit();
     if (tok.last != mig_tid + 1) {
         struct mig_call c = {.kind = MIG_K_SWITCH,
@@ -214,7 +253,7 @@ static void stop_forced(const struct mig_rec *rec)
 
 static void rep_acquire(void)
 {
-    struct timespec slice = {0, 20000000};
+    struct timespec slice = {0, MIG_PREEMPT_NS}, asked = {0, 20000000};
     for (;;) {
         uint32_t owner = __atomic_load_n(&tok.owner, __ATOMIC_ACQUIRE);
         if (owner == mig_tid + 1)
@@ -228,9 +267,19 @@ static void rep_acquire(void)
         const struct mig_rec *rec = mig_tail_now();
         if (rec && rec->kind == MIG_K_SWITCH && rec->args[2] == FORCED)
             stop_forced(rec);
-        mig_futex(&tok.owner, FUTEX_WAIT_PRIVATE, owner, &slice);
+        if (rec && rec->kind == MIG_K_SWITCH && rec->args[2] == PREEMPTED &&
+            rec->tid + 1 == owner) { /* the holder stopped here on the primary: ask it */
+            uint64_t t = mig_monotonic_ns();
+            if (mig_preempt_armed_ns(t) > 30000000000ull)
+                mig_sched_diverged(rec, "the thread never came to the state the primary "
+                                        "preempted it in; stop at address", rec->args[3], 0);
+            mig_preempt_ask(__atomic_load_n(&tok.owner_ktid, __ATOMIC_ACQUIRE),
+                            __atomic_load_n(&tok.owner_sel, __ATOMIC_ACQUIRE), t);
+        }
+        mig_futex(&tok.owner, FUTEX_WAIT_PRIVATE, owner, mig_preempt_busy() ? &asked : &slice);
     }
     mig_token_out = 0;
+    took_token();
     after_exit();
     mig_take_switch();
 }
@@ -246,6 +295,11 @@ static int rep_hand_over(void)
         stop_forced(rec);
     if (rec->args[0] != (int64_t)mig_tid)
         mig_sched_diverged(rec, "threads out of step", rec->args[0], (int64_t)mig_tid);
+    if (rec->args[2] == PREEMPTED) { /* the stop comes after this point, in the app's code */
+        if ((uint64_t)rec->args[1] < points)
+            mig_sched_diverged(rec, "threads out of step", rec->args[1], (int64_t)points);
+        return 0;
+    }
     if ((uint64_t)rec->args[1] > points)
         return 0; /* it let go at a later switch point */
     if ((uint64_t)rec->args[1] < points)
@@ -256,7 +310,77 @@ static int rep_hand_over(void)
     return 1;
 }
 
+/* Replay: the address of this thread's next stop, when the log's next record is one
+ * (a SWITCH PREEMPTED of this thread at this switch point); else 0. */
+uintptr_t mig_sched_recorded_stop(void)
+{
+    const struct mig_rec *rec = mig_tail_now();
+    if (rec && rec->kind == MIG_K_SWITCH && rec->args[2] == PREEMPTED &&
+        rec->tid == mig_tid && (uint64_t)rec->args[1] == points)
+        return (uintptr_t)rec->args[3];
+    return 0;
+}
+
+/* The holder, stopped in its spin's recurring state (mig_preempt.c), in the SIGSYS
+ * handler: let the token go as at a switch point, and take it back. Record: the stop is
+ * a SWITCH PREEMPTED; replay: the log has it, then the SWITCH of the thread it passed
+ * to. */
+void mig_sched_preempted(uintptr_t at)
+{
+    mig_busy++;
+    if (mig_mode == MIG_RECORD) {
+        struct mig_call c = {.kind = MIG_K_SWITCH,
+                             .args = {mig_tid, (int64_t)points, PREEMPTED, (int64_t)at}};
+        mig_append(&c);
+        if (__atomic_fetch_add(&tok.spinners, 1, __ATOMIC_ACQ_REL) == 0)
+            __atomic_store_n(&tok.spin_since, mig_monotonic_ns(), __ATOMIC_RELEASE);
+        for (;;) { /* back to the spin only when no thread but spinners waits */
+            rec_release();
+            rec_acquire();
+            uint32_t others = __atomic_load_n(&tok.next, __ATOMIC_ACQUIRE) -
+                              __atomic_load_n(&tok.serving, __ATOMIC_ACQUIRE) - 1;
+            if (__atomic_load_n(&tok.broken, __ATOMIC_ACQUIRE) ||
+                others < __atomic_load_n(&tok.spinners, __ATOMIC_ACQUIRE))
+                break;
+        }
+        if (__atomic_sub_fetch(&tok.spinners, 1, __ATOMIC_ACQ_REL))
+            __atomic_store_n(&tok.spin_since, mig_monotonic_ns(), __ATOMIC_RELEASE);
+    } else {
+        const struct mig_rec *rec = mig_peek_tail();
+        if (!rec) { /* gone live meanwhile: the holder goes on */
+            mig_busy--;
+            return;
+        }
+        if (rec->kind != MIG_K_SWITCH || rec->args[2] != PREEMPTED ||
+            rec->tid != mig_tid || (uintptr_t)rec->args[3] != at)
+            mig_sched_diverged(rec, "stopped where the primary did not", (int64_t)at, 0);
+        mig_take_switch();
+        while (rep_hand_over())
+            rep_acquire();
+    }
+    mig_busy--;
+}
+
 /* ------------------------------------------------------------------ both */
+
+/* Record, at a switch point: do other threads wait for the token, and should they run
+ * first? A spinner this process preempted (it waits for the others to change memory)
+ * gets its turn when the holder blocks or spins itself, or at a switch point once it has
+ * waited SPIN_TURN_NS: letting it spin on at every call of the thread it waits for would
+ * cost a preemption per call. */
+#define SPIN_TURN_NS MIG_PREEMPT_NS
+static int others_first(void)
+{
+    __atomic_store_n(&tok.passes, tok.passes + 1, __ATOMIC_RELAXED);
+    uint32_t others = __atomic_load_n(&tok.next, __ATOMIC_ACQUIRE) -
+                      __atomic_load_n(&tok.serving, __ATOMIC_ACQUIRE) - 1;
+    if (!others)
+        return 0;
+    uint32_t spinners = __atomic_load_n(&tok.spinners, __ATOMIC_ACQUIRE);
+    return others > spinners ||
+           mig_monotonic_ns() - __atomic_load_n(&tok.spin_since, __ATOMIC_ACQUIRE) >
+               SPIN_TURN_NS;
+}
 
 /* A switch point. Record: let the threads waiting for the token run first, if any (the
  * call itself runs with the token: a call that may block lets it go in mig_sched_block).
@@ -271,8 +395,7 @@ void mig_sched_point(void)
     if (mig_mode == MIG_REPLAY) {
         while (rep_hand_over())
             rep_acquire();
-    } else if (__atomic_load_n(&tok.next, __ATOMIC_ACQUIRE) -
-                   __atomic_load_n(&tok.serving, __ATOMIC_ACQUIRE) > 1) {
+    } else if (others_first()) {
         rec_release();
         rec_acquire();
     }

@@ -187,7 +187,7 @@ void mig_trap_init(void)
         mig_sys(SYS_exit_group, 86);
     }
     struct k_sigaction ka = {.handler = (void *)on_sigsys,
-                             .flags = SA_SIGINFO | SA_RESTORER | SA_NODEFER,
+                             .flags = SA_SIGINFO | SA_RESTORER | SA_NODEFER | SA_RESTART,
                              .restorer = mig_restore_rt};
     if (mig_sys(SYS_rt_sigaction, SIGSYS, &ka, NULL, 8) != 0) {
         say("mig-shim: fatal: cannot install the SIGSYS handler\n");
@@ -265,6 +265,14 @@ static void on_sigsys(int sig, siginfo_t *si, void *ctx)
     char was = mig_sel;
     mig_sel = MIG_SEL_ALLOW;
     int saved_errno = errno;
+    if (si->si_code != SYS_USER_DISPATCH) {
+        /* not a trapped call: the shim's own request to a spinning thread, its stop at a
+         * breakpoint (mig_preempt.c), or a SIGSYS sent by someone, which is dropped */
+        mig_preempt_signal(si, uc, was == MIG_SEL_BLOCK);
+        errno = saved_errno;
+        mig_sel = was;
+        return;
+    }
     long nr = si->si_syscall;
     count_trap();
     long a[6] = {g[REG_RDI], g[REG_RSI], g[REG_RDX], g[REG_R10], g[REG_R8], g[REG_R9]};

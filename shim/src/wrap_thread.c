@@ -167,11 +167,15 @@ MIG_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr,
 /* Only once the process has threads: before that, order is the program's own. Not a
  * do-while block: MIG_ENTER's gate must stay open until the wrapper returns.
  * Serialized threads (mig_sched.c) record none of this: the primitive runs as the app's
- * own code, and its futex calls, trapped, are where threads switch. */
+ * own code, and its futex calls, trapped, are where threads switch. Its entry is a switch
+ * point like any call's: a thread that loops taking a lock no one else holds (Redis's
+ * idle I/O threads) lets the others run there. */
 #define SYNC_ENTER(call_real)                                                               \
     MIG_GATE;                                                                               \
     if (mig_serial && !mig_busy && (mig_mode == MIG_RECORD || mig_mode == MIG_REPLAY)) {    \
         int serial_rc_;                                                                     \
+        if (__builtin_expect(mig_serial_on, 0))                                             \
+            mig_sched_point();                                                              \
         MIG_APP_CODE(serial_rc_ = (call_real));                                             \
         return serial_rc_;                                                                  \
     }                                                                                       \

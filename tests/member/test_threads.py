@@ -284,6 +284,46 @@ def test_a_thread_spinning_without_calls_ends_serialization_not_the_program(
     assert "the primary stopped serializing threads here" in run.stderr, run.stderr[-2000:]
 
 
+@pytest.mark.parametrize("threads", ["serialized", "parallel"])
+def test_threads_handing_work_over_through_pure_spins(net_broker, tmp_path, app_name,
+                                                      threads):
+    """spinhandoff: two threads pass work back and forth through an atomic flag, each
+    waiting for the other by spinning on it with no call and no write (Redis's main thread
+    and I/O threads work so). Serialized, the spinning holder is preempted at a stop whose
+    state recurs (docs/threads.md, "Preempting a spin"): the primary never gives up
+    serializing, and SERIAL_RUNS record + replay runs each end with the replica's output
+    equal to the primary's, preemptions in the log. In parallel the main thread's read of
+    the worker's unlocked counter is a race the replica does not reproduce."""
+    _, broker = net_broker
+    runs = SERIAL_RUNS if threads == "serialized" else 3
+    for run in range(runs):
+        folder = tmp_path / f"run{run}"
+        app = write_app(folder / "primary", f"{app_name}h{run}",
+                        [str(BUILD / "spinhandoff"), "100"], broker.settings.bootstrap_servers,
+                        threads=threads)
+        record(app, folder / "home-p")
+        recorded = (folder / "primary" / "state" / "mig-app.log").read_text()
+        assert "spinhandoff rounds=100" in recorded, recorded
+        result = replay(app, folder / "backup", folder / "home-r", idle_exit=5)
+        out = folder / "backup" / "state" / "mig-app.log"
+        replayed = out.read_text() if out.exists() else ""
+        if threads == "parallel":
+            assert result.returncode in (0, 3), result.stderr[-2000:]
+            if result.returncode == 3 or recorded.splitlines()[-1] not in replayed:
+                return
+            continue
+        assert "unserialized" not in recorded, recorded
+        assert result.returncode == 0, (recorded, result.stderr[-3000:])
+        assert recorded.splitlines()[-1] in replayed, (recorded, replayed)
+        if run == 0:
+            calls = run_mig("log", "tail", "-t", "calls", "-c", str(app), "--json",
+                            f"{app_name}h{run}", check=True).stdout
+            preempted = [c for c in logged_calls(calls)
+                         if c["kind"] == "SWITCH" and c["args"][2] == 3]
+            assert len(preempted) >= 100, len(preempted)  # one per hand-over at least
+    assert threads == "serialized", f"parallel mode reproduced the race {runs} times"
+
+
 @MODES
 def test_python_threads_replay(net_broker, tmp_path, app_name, threads):
     """CPython's threads are pthreads and its GIL a mutex and a condition variable: a

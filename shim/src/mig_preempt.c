@@ -1,0 +1,409 @@
+/* mig_preempt.c -- serialized threads: taking the token from a thread that spins.
+ *
+ * A thread that holds the run token and waits for another thread by reading memory in a
+ * loop (Redis's main thread waiting for its I/O threads, a flag read with atomics) makes
+ * no call, so it never comes to a switch point, and the thread it waits for cannot run.
+ * rr preempts such a thread and replays the preemption at the same count of retired
+ * branches; this machine has no performance counters to count them. What it has are the
+ * debug registers (perf's breakpoint events), and they are enough for the one kind of
+ * spin that matters: a loop that leaves the thread's whole state as it found it.
+ *
+ * The rule, the same on both hosts. A hardware breakpoint on an address A of the loop
+ * stops the thread each time it comes to A. The thread is preempted at the first stop
+ * whose registers equal those of the stop before it and of the stop before that, and
+ * whose memory (every private writable page of the process: the app's, not the shim's)
+ * hashes the same as at the stop before. Such a state recurs: a thread alone, going from
+ * a state back to the same state, loops there for ever. So wherever each host began to
+ * look, both stop in that same state, and the other threads find memory exactly as on
+ * the primary. A loop that writes as it spins (a counter) never passes the check and is
+ * not preempted: after serial_stall_ms the primary stops serializing, as before.
+ *
+ * Record: a thread that waited PREEMPT_NS for a holder that passed no switch point asks
+ * it (SIGSYS from tgkill, which the shim's handler owns) for the address it is at, arms
+ * the breakpoint there, and at the checked stop the holder records SWITCH {itself, its
+ * switch point, PREEMPTED, A} and lets the token go. Replay: a thread waiting for the
+ * token that finds that record at the tail asks the holder to arm A; the holder stops at
+ * the checked state and hands the token on as the log says.
+ *
+ * Rules: the handlers run in the SIGSYS handler (mig_trap.c's rules): system calls
+ * through mig_sys, nothing allocated. */
+#define MIG_CORE
+#include "mig.h"
+
+#include <dlfcn.h>
+#include <elf.h>
+#include <fcntl.h>
+#include <link.h>
+#include <linux/hw_breakpoint.h>
+#include <linux/perf_event.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+
+#include "mig_poison.h"
+
+#define MAX_HITS 8 /* stops at A before a primary gives up this address (a counting loop) */
+#define REPLAY_LIMIT_NS 30000000000ull
+
+enum { IDLE = 0, ASKING = 1, ASKED = 2, ARMED = 3 };
+
+/* One preemption at a time per process (there is one token). */
+static struct {
+    uint32_t state;
+    uint32_t ktid;       /* the holder asked */
+    uint64_t asked_ns;   /* when (replay: when armed, for the divergence bound) */
+    uint64_t retry_ns;   /* record: do not ask again before */
+    int fails;           /* record: addresses given up in a row (the retry backs off) */
+    int fd;              /* the breakpoint, on the holder */
+    uintptr_t at;        /* A */
+    int hits;
+    int have_prev, have_hash;
+    uint64_t hash;
+    greg_t prev[NGREG];
+    unsigned char prev_xmm[16 * 16 + 4];
+} pre = {.fd = -1};
+
+static int fd_floor = -1;             /* the breakpoint's fd: far above the app's */
+static uintptr_t own_lo[4], own_hi[4]; /* the shim's writable segments: not hashed */
+static int own_n;
+static char maps[1 << 19];
+static unsigned char resident[1 << 16];
+
+/* ------------------------------------------------------------------ set-up */
+
+static int set_up(void)
+{
+    if (fd_floor >= 0)
+        return fd_floor > 0;
+    struct rlimit rl;
+    fd_floor = (mig_sys(SYS_getrlimit, RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= 640)
+                   ? (int)rl.rlim_cur - 8 : 0;
+    Dl_info info;
+    if (fd_floor && dladdr((void *)set_up, &info) && info.dli_fbase) {
+        const ElfW(Ehdr) *eh = info.dli_fbase;
+        const ElfW(Phdr) *ph = (const ElfW(Phdr) *)((const char *)eh + eh->e_phoff);
+        for (int i = 0; i < eh->e_phnum && own_n < 4; i++) {
+            if (ph[i].p_type != PT_LOAD || !(ph[i].p_flags & PF_W))
+                continue;
+            uintptr_t lo = (uintptr_t)info.dli_fbase + ph[i].p_vaddr;
+            own_lo[own_n] = lo & ~(uintptr_t)4095;
+            own_hi[own_n++] = (lo + ph[i].p_memsz + 4095) & ~(uintptr_t)4095;
+        }
+    }
+    if (!own_n)
+        fd_floor = 0;
+    return fd_floor > 0;
+}
+
+static void disarm(void)
+{
+    if (pre.fd >= 0)
+        mig_sys(SYS_close, pre.fd);
+    pre.fd = -1;
+    pre.hits = pre.have_prev = pre.have_hash = 0;
+}
+
+static int arm(uintptr_t at)
+{
+    struct perf_event_attr a;
+    memset(&a, 0, sizeof a);
+    a.type = PERF_TYPE_BREAKPOINT;
+    a.size = sizeof a;
+    a.bp_type = HW_BREAKPOINT_X;
+    a.bp_addr = at;
+    a.bp_len = sizeof(long);
+    a.sample_period = 1;
+    a.wakeup_events = 1;
+    a.exclude_kernel = 1;
+    a.exclude_hv = 1;
+    long fd = mig_sys(SYS_perf_event_open, &a, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    long high = mig_sys(SYS_fcntl, fd, F_DUPFD_CLOEXEC, fd_floor);
+    mig_sys(SYS_close, fd);
+    if (high < 0)
+        return 0;
+    struct f_owner_ex owner = {F_OWNER_TID, (pid_t)mig_sys(SYS_gettid)};
+    if (mig_sys(SYS_fcntl, high, F_SETSIG, SIGSYS) != 0 ||
+        mig_sys(SYS_fcntl, high, F_SETOWN_EX, &owner) != 0 ||
+        mig_sys(SYS_fcntl, high, F_SETFL, O_ASYNC) != 0) {
+        mig_sys(SYS_close, high);
+        return 0;
+    }
+    pre.fd = (int)high;
+    pre.at = at;
+    pre.hits = pre.have_prev = pre.have_hash = 0;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ the state */
+
+static uint64_t mix(uint64_t h, uint64_t w)
+{
+    h ^= w;
+    h *= 0x9e3779b97f4a7c15ull;
+    return h ^ (h >> 29);
+}
+
+static uint64_t hash_range(uint64_t h, uintptr_t lo, uintptr_t hi)
+{
+    const uint64_t *p = (const uint64_t *)lo, *end = (const uint64_t *)hi;
+    uint64_t a = h, b = h + 1, c = h + 2, d = h + 3;
+    for (; p + 4 <= end; p += 4) {
+        a = mix(a, p[0]);
+        b = mix(b, p[1]);
+        c = mix(c, p[2]);
+        d = mix(d, p[3]);
+    }
+    for (; p < end; p++)
+        a = mix(a, *p);
+    return mix(mix(mix(a, b), c), d);
+}
+
+/* The resident pages of [lo, hi), except the shim's own. */
+static uint64_t hash_mapping(uint64_t h, uintptr_t lo, uintptr_t hi)
+{
+    for (int i = 0; i < own_n; i++)
+        if (lo < own_hi[i] && own_lo[i] < hi)
+            return h; /* the shim's data: the app does not see it */
+    while (lo < hi) {
+        uintptr_t chunk = hi - lo;
+        if (chunk > sizeof resident * 4096ul)
+            chunk = sizeof resident * 4096ul;
+        uintptr_t page_lo = lo & ~(uintptr_t)4095;
+        if (mig_sys(SYS_mincore, page_lo, (lo + chunk) - page_lo, resident) != 0)
+            return mix(h, lo); /* gone meanwhile: differs from any state that had it */
+        for (uintptr_t p = page_lo; p < lo + chunk; p += 4096) {
+            if (!(resident[(p - page_lo) / 4096] & 1))
+                continue;
+            uintptr_t from = p < lo ? lo : p;
+            h = mix(hash_range(h, from, p + 4096), p);
+        }
+        lo += chunk;
+    }
+    return h;
+}
+
+static uintptr_t hex(const char **s)
+{
+    uintptr_t v = 0;
+    for (;; (*s)++) {
+        char c = **s;
+        if (c >= '0' && c <= '9')
+            v = v * 16 + (uintptr_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v = v * 16 + (uintptr_t)(c - 'a' + 10);
+        else
+            return v;
+    }
+}
+
+/* Every private writable page of the process; the stopped thread's stack only above its
+ * red zone (below it is this handler's frame). 0: the map could not be read. */
+static uint64_t hash_memory(uintptr_t sp)
+{
+    long fd = mig_sys(SYS_open, "/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    size_t n = 0;
+    long r;
+    while (n < sizeof maps - 1 && (r = mig_sys(SYS_read, fd, maps + n, sizeof maps - 1 - n)) > 0)
+        n += (size_t)r;
+    mig_sys(SYS_close, fd);
+    if (n >= sizeof maps - 1)
+        return 0; /* more mappings than fit: no proof */
+    maps[n] = 0;
+    uint64_t h = 0x6d6967;
+    for (const char *s = maps; *s;) {
+        uintptr_t lo = hex(&s);
+        s++;
+        uintptr_t hi = hex(&s);
+        s++;
+        int keep = s[0] == 'r' && s[1] == 'w' && s[3] == 'p';
+        while (*s && *s != '\n')
+            s++;
+        if (*s)
+            s++;
+        if (!keep)
+            continue;
+        if (sp - 128 >= lo && sp < hi)
+            lo = (sp - 128) & ~(uintptr_t)7;
+        h = hash_mapping(h, lo, hi);
+    }
+    return h ? h : 1;
+}
+
+/* The registers that make the thread's state (not the kernel's notes on the stop). */
+static int same_registers(const ucontext_t *uc)
+{
+    const greg_t *g = uc->uc_mcontext.gregs;
+    greg_t now[NGREG];
+    memcpy(now, g, sizeof now);
+    now[REG_EFL] &= 0xcd5; /* CF PF AF ZF SF DF OF */
+    now[REG_CSGSFS] = now[REG_ERR] = now[REG_TRAPNO] = now[REG_OLDMASK] = now[REG_CR2] = 0;
+    unsigned char xmm[sizeof pre.prev_xmm];
+    memset(xmm, 0, sizeof xmm);
+    if (uc->uc_mcontext.fpregs) {
+        memcpy(xmm, uc->uc_mcontext.fpregs->_xmm, 16 * 16);
+        memcpy(xmm + 16 * 16, &uc->uc_mcontext.fpregs->mxcsr, 4);
+    }
+    int same = pre.have_prev && memcmp(now, pre.prev, sizeof now) == 0 &&
+               memcmp(xmm, pre.prev_xmm, sizeof xmm) == 0;
+    memcpy(pre.prev, now, sizeof now);
+    memcpy(pre.prev_xmm, xmm, sizeof xmm);
+    pre.have_prev = 1;
+    return same;
+}
+
+/* A stop at A: 1 when this is the state that recurs. */
+static int recurring(const ucontext_t *uc)
+{
+    pre.hits++;
+    if (!same_registers(uc)) {
+        pre.have_hash = 0;
+        return 0;
+    }
+    uint64_t h = hash_memory((uintptr_t)uc->uc_mcontext.gregs[REG_RSP]);
+    int same = h && pre.have_hash && h == pre.hash;
+    pre.hash = h;
+    pre.have_hash = h != 0;
+    return same;
+}
+
+/* ------------------------------------------------------------------ both */
+
+/* A thread waiting for the token asks the holder (kernel id ktid, its selector at sel) to
+ * stop where it is, if it runs the app's code: a signal that found it in a system call
+ * could end the call with EINTR. The holder, before a call that may block, waits out a
+ * request in flight (mig_preempt_quiet). */
+void mig_preempt_ask(uint32_t ktid, const char *sel, uint64_t now_ns)
+{
+    if (!ktid || !sel || now_ns < __atomic_load_n(&pre.retry_ns, __ATOMIC_ACQUIRE))
+        return;
+    uint32_t state = IDLE;
+    if (!__atomic_compare_exchange_n(&pre.state, &state, ASKING, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        return;
+    __atomic_store_n(&pre.ktid, ktid, __ATOMIC_RELEASE);
+    pre.asked_ns = now_ns;
+    if (ktid == (uint32_t)mig_sys(SYS_gettid) ||
+        __atomic_load_n(sel, __ATOMIC_ACQUIRE) != MIG_SEL_BLOCK ||
+        mig_sys(SYS_tgkill, mig_sys(SYS_getpid), ktid, SIGSYS) != 0) {
+        state = ASKING; /* stale, in the shim's code, or gone */
+        __atomic_compare_exchange_n(&pre.state, &state, IDLE, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE);
+        return;
+    }
+    state = ASKING; /* (the holder may have taken the request already) */
+    __atomic_compare_exchange_n(&pre.state, &state, ASKED, 0, __ATOMIC_ACQ_REL,
+                                __ATOMIC_ACQUIRE);
+}
+
+/* The holder is about to let the token go for a call that may block: a request sent to
+ * it is taken now, by a system call that cannot be interrupted, not by the call. */
+void mig_preempt_quiet(void)
+{
+    uint32_t state = __atomic_load_n(&pre.state, __ATOMIC_ACQUIRE);
+    if ((state != ASKING && state != ASKED) ||
+        __atomic_load_n(&pre.ktid, __ATOMIC_ACQUIRE) != (uint32_t)mig_sys(SYS_gettid))
+        return;
+    while ((state = __atomic_load_n(&pre.state, __ATOMIC_ACQUIRE)) == ASKING)
+        __builtin_ia32_pause();
+    if (state == ASKED)
+        mig_sys(SYS_getpid); /* the pending signal is handled on its way out */
+}
+
+/* The holder let the token go at a switch point: a stop it was armed for is moot. */
+void mig_preempt_moot(void)
+{
+    if (pre.state == IDLE || pre.ktid != (uint32_t)mig_sys(SYS_gettid))
+        return;
+    disarm();
+    __atomic_store_n(&pre.state, IDLE, __ATOMIC_RELEASE);
+}
+
+/* Replay: how long the holder has been armed for a recorded stop (0: it is not). */
+uint64_t mig_preempt_armed_ns(uint64_t now_ns)
+{
+    return __atomic_load_n(&pre.state, __ATOMIC_ACQUIRE) == ARMED ? now_ns - pre.asked_ns : 0;
+}
+
+/* No stop this time. failed: the holder was checked at an address and did not recur
+ * there (a counting loop): asking again backs off; else it was not in the app's code. */
+static void not_now(int failed)
+{
+    disarm();
+    if (failed && pre.fails < 3)
+        pre.fails++;
+    pre.retry_ns = mig_monotonic_ns() + (MIG_PREEMPT_NS << (failed ? pre.fails : 0));
+    __atomic_store_n(&pre.state, IDLE, __ATOMIC_RELEASE);
+}
+
+/* On the holder, in the SIGSYS handler: a request (tgkill) or a stop at A (the
+ * breakpoint's signal). in_app: the thread was running the app's code. Returns 1 when
+ * the signal was the shim's. */
+int mig_preempt_signal(const siginfo_t *si, ucontext_t *uc, int in_app)
+{
+    uint32_t state = __atomic_load_n(&pre.state, __ATOMIC_ACQUIRE);
+    int ours_ask = si->si_code == SI_TKILL && si->si_pid == (pid_t)mig_sys(SYS_getpid) &&
+                   (state == ASKING || state == ASKED) &&
+                   pre.ktid == (uint32_t)mig_sys(SYS_gettid);
+    int ours_stop = pre.fd >= 0 && si->si_code != SYS_USER_DISPATCH && si->si_fd == pre.fd;
+    if (!ours_ask && !ours_stop)
+        return 0;
+    int holder = mig_serial_on && !mig_token_out && mig_sched_holding();
+    if (ours_ask) {
+        uintptr_t at = 0;
+        if (mig_mode == MIG_REPLAY)
+            at = mig_sched_recorded_stop();
+        else if (in_app && !mig_busy)
+            at = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+        if (!holder || !at || !set_up() || !arm(at)) {
+            if (mig_mode == MIG_REPLAY)
+                __atomic_store_n(&pre.state, IDLE, __ATOMIC_RELEASE); /* ask again */
+            else
+                not_now(0);
+            return 1;
+        }
+        pre.asked_ns = mig_monotonic_ns();
+        __atomic_store_n(&pre.state, ARMED, __ATOMIC_RELEASE);
+        return 1;
+    }
+    if (!holder || (mig_mode != MIG_RECORD && mig_mode != MIG_REPLAY)) {
+        not_now(0); /* gone live, or let go meanwhile */
+        return 1;
+    }
+    if (!in_app || mig_busy)
+        return 1; /* A reached from the shim's own code: not the app's loop */
+    if (!recurring(uc)) {
+        if (mig_mode == MIG_RECORD && pre.hits >= MAX_HITS)
+            not_now(1);
+        return 1;
+    }
+    uintptr_t at = pre.at;
+    disarm();
+    pre.fails = 0;
+    __atomic_store_n(&pre.state, IDLE, __ATOMIC_RELEASE);
+    mig_sched_preempted(at);
+    return 1;
+}
+
+/* A forked child has one thread and none of its parent's breakpoints. */
+void mig_preempt_after_fork(void)
+{
+    if (pre.fd >= 0)
+        mig_sys(SYS_close, pre.fd);
+    pre.fd = -1;
+    pre.state = IDLE;
+    pre.retry_ns = 0;
+    pre.fails = 0;
+}
+
+/* Is a preemption being asked for or armed (the threads waiting for the token then
+ * sleep without touching their stacks, which the check hashes)? */
+int mig_preempt_busy(void)
+{
+    return __atomic_load_n(&pre.state, __ATOMIC_ACQUIRE) != IDLE;
+}

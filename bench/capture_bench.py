@@ -71,8 +71,8 @@ def trap_cost(tmp: Path) -> dict[str, dict[str, float]]:
     return {"native": native, "shim": shim}
 
 
-def redis_bench(bench: str, port: int, requests: int) -> float:
-    out = subprocess.run([bench, "-p", str(port), "-n", str(requests), "-c", "50", "-t",
+def redis_bench(bench: str, port: int, requests: int, clients: int = 50) -> float:
+    out = subprocess.run([bench, "-p", str(port), "-n", str(requests), "-c", str(clients), "-t",
                           "set,get,incr", "-r", "100000", "-q"], capture_output=True,
                          text=True, timeout=600, check=True).stdout
     rates = [float(m) for m in re.findall(r"([0-9.]+) requests per second", out)]
@@ -80,12 +80,16 @@ def redis_bench(bench: str, port: int, requests: int) -> float:
     return sum(rates) / len(rates)
 
 
-def run_native(server: str, bench: str, requests: int, tmp: Path) -> float:
+def run_native(server: str, bench: str, requests: int, tmp: Path, extra: tuple[str, ...] = (),
+               clients: int = 50, cpus: str | None = None) -> float:
+    """Redis natively (on the CPUs ``cpus`` names, with taskset, if given)."""
     port = free_ports(1)[0]
-    proc = subprocess.Popen([server, "--port", str(port)], cwd=tmp, stdout=subprocess.DEVNULL)
+    pin = ["taskset", "-c", cpus] if cpus else []
+    proc = subprocess.Popen([*pin, server, "--port", str(port), *extra], cwd=tmp,
+                            stdout=subprocess.DEVNULL)
     try:
         wait_port("127.0.0.1", port, 30)
-        return redis_bench(bench, port, requests)
+        return redis_bench(bench, port, requests, clients)
     finally:
         proc.kill()
         proc.wait()
@@ -93,13 +97,15 @@ def run_native(server: str, bench: str, requests: int, tmp: Path) -> float:
 
 def run_mig(server: str, bench: str, requests: int, tmp: Path, bootstrap: str,
             env: dict[str, str], capture: str, threads: str, barrier: str,
-            n: int) -> tuple[float, int, float]:
+            n: int, extra: tuple[str, ...] = (), clients: int = 50) -> tuple[float, int, float]:
     port = free_ports(1)[0]
-    folder = tmp / f"{capture}-{threads}-{barrier}-{n}"
+    tag = "x" if extra else ""
+    folder = tmp / f"{capture}-{threads}-{barrier}-{n}{tag}"
     folder.mkdir()
-    name = f"cap{os.getpid()}{capture[0]}{threads[0]}{barrier[0]}{n}"
+    name = f"cap{os.getpid()}{capture[0]}{threads[0]}{barrier[0]}{n}{tag}"
+    command = ", ".join(f'"{part}"' for part in (server, "--port", str(port), *extra))
     (folder / "app.toml").write_text(
-        f'[app]\nname = "{name}"\ncommand = ["{server}", "--port", "{port}"]\n'
+        f'[app]\nname = "{name}"\ncommand = [{command}]\n'
         f'barrier_mode = "{barrier}"\ncapture = "{capture}"\nthreads = "{threads}"\n'
         f'[kafka]\nbootstrap_servers = "{bootstrap}"\n')
     proc = subprocess.Popen([*MIG, "primary", "start", str(folder / "app.toml")], env=env,
@@ -108,7 +114,7 @@ def run_mig(server: str, bench: str, requests: int, tmp: Path, bootstrap: str,
     try:
         wait_port("127.0.0.1", port, 30)
         started = time.monotonic()
-        rate = redis_bench(bench, port, requests)
+        rate = redis_bench(bench, port, requests, clients)
         seconds = time.monotonic() - started
     finally:
         stop_mig(proc, 60)

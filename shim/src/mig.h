@@ -435,10 +435,11 @@ void mig_sched_went_live(void);
 #ifndef SYS_USER_DISPATCH
 #define SYS_USER_DISPATCH 2 /* si_code of a call trapped by Syscall User Dispatch */
 #endif
-#define MIG_PREEMPT_NS 300000ull /* a holder passing no switch point this long is asked */
+#define MIG_PREEMPT_NS 100000ull /* a holder passing no switch point this long is asked */
 int mig_sched_holding(void);              /* this thread holds the token */
 uintptr_t mig_sched_recorded_stop(void);  /* replay: A of this thread's next stop, or 0 */
 void mig_sched_preempted(uintptr_t at);   /* the holder stopped in the recurring state */
+void mig_sched_poke(void);                /* wake the threads waiting for the token */
 void mig_preempt_ask(uint32_t ktid, const char *sel, uint64_t now_ns);
 void mig_preempt_quiet(void);
 void mig_preempt_moot(void);

@@ -339,6 +339,7 @@ static void not_now(int failed)
         pre.fails++;
     pre.retry_ns = mig_monotonic_ns() + (MIG_PREEMPT_NS << (failed ? pre.fails : 0));
     __atomic_store_n(&pre.state, IDLE, __ATOMIC_RELEASE);
+    mig_sched_poke(); /* the waiters slept through the check: they may ask again */
 }
 
 /* On the holder, in the SIGSYS handler: a request (tgkill) or a stop at A (the

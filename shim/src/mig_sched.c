@@ -194,7 +194,7 @@ static void give_up(void)
 static void rec_acquire(void)
 {
     uint32_t ticket = __atomic_fetch_add(&tok.next, 1, __ATOMIC_ACQ_REL);
-    struct timespec slice = {0, MIG_PREEMPT_NS}, asked = {0, 50000000};
+    struct timespec slice = {0, MIG_PREEMPT_NS}, asked = {0, 5000000};
     uint32_t seen = __atomic_load_n(&tok.serving, __ATOMIC_ACQUIRE);
     uint32_t passed = __atomic_load_n(&tok.passes, __ATOMIC_RELAXED);
     uint64_t since = mig_monotonic_ns();
@@ -253,7 +253,7 @@ static void stop_forced(const struct mig_rec *rec)
 
 static void rep_acquire(void)
 {
-    struct timespec slice = {0, MIG_PREEMPT_NS}, asked = {0, 20000000};
+    struct timespec slice = {0, MIG_PREEMPT_NS}, asked = {0, 5000000};
     for (;;) {
         uint32_t owner = __atomic_load_n(&tok.owner, __ATOMIC_ACQUIRE);
         if (owner == mig_tid + 1)
@@ -308,6 +308,12 @@ static int rep_hand_over(void)
     __atomic_store_n(&tok.owner, rec->tid + 1, __ATOMIC_RELEASE);
     mig_futex(&tok.owner, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL);
     return 1;
+}
+
+void mig_sched_poke(void)
+{
+    mig_futex(mig_mode == MIG_REPLAY ? &tok.owner : &tok.serving, FUTEX_WAKE_PRIVATE,
+              0x7fffffff, NULL);
 }
 
 /* Replay: the address of this thread's next stop, when the log's next record is one
@@ -368,7 +374,7 @@ void mig_sched_preempted(uintptr_t at)
  * gets its turn when the holder blocks or spins itself, or at a switch point once it has
  * waited SPIN_TURN_NS: letting it spin on at every call of the thread it waits for would
  * cost a preemption per call. */
-#define SPIN_TURN_NS MIG_PREEMPT_NS
+#define SPIN_TURN_NS 300000ull
 static int others_first(void)
 {
     __atomic_store_n(&tok.passes, tok.passes + 1, __ATOMIC_RELAXED);

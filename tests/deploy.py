@@ -120,7 +120,9 @@ class Deployment:
 
     def __init__(self, net: HostNet, broker: EmbeddedBroker, tmp: Path,
                  replicas: tuple[int, ...] = (1,), extra_toml: str = "",
-                 app: str = "kvserver", kafka_toml: str = "", app_keys: str = "") -> None:
+                 app: str = "kvserver", kafka_toml: str = "", app_keys: str = "",
+                 app_args: tuple[str, ...] = ()) -> None:
+        """``app_args``: more arguments for the app's command."""
         self.net, self.broker, self.tmp = net, broker, tmp
         self.app = app
         self.name = "fo" + uuid.uuid4().hex[:8]
@@ -134,7 +136,7 @@ class Deployment:
         self.app_toml.write_text(
             "[app]\n"
             f'name = "{self.name}"\n'
-            f"command = {json.dumps(_command(app, self.port, folder))}\n"
+            f"command = {json.dumps([*_command(app, self.port, folder), *app_args])}\n"
             + ('stdin = "topic"\n' if app == "sqlite3" else "") + app_keys +
             "[kafka]\n"
             + (kafka_toml or f'bootstrap_servers = "{broker.settings.bootstrap_servers}"\n') +

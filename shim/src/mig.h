@@ -290,6 +290,10 @@ int mig_holding(void);
 /* In output mode an output is recorded as done and released by this process's release
  * thread once committed. Each returns 0 when it cannot hold. */
 int mig_hold_output(struct mig_call *call, int op, int arg);
+/* Replay, output mode: at an output the primary could hold, set up what its first held
+ * output set up there (the buffer and the release thread), so the app's process has the
+ * same heap, mappings and threads on every host. */
+void mig_hold_mirror(const struct mig_call *call);
 int mig_hold_shutdown(struct mig_call *call);
 void mig_hold_close(int fd);
 void mig_hold_epoll(int epfd, int op, int fd);

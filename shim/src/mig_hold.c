@@ -4,7 +4,9 @@
  * of stopping the writing thread until then, the shim records the write as complete, keeps
  * the bytes here, and a release thread of this process writes them to the socket once the
  * commit covering them is done (as COLO and Remus buffer a VM's packets). One commit then
- * releases every output of a few milliseconds, and the app keeps serving meanwhile.
+ * releases every output of a few milliseconds, and the app keeps serving meanwhile. A
+ * backup starts the same thread and maps the same buffer at the same output
+ * (mig_hold_mirror): both change the app's own heap and mappings.
  *
  * The bytes go out through a duplicate of the app's fd (placed high in the fd space, so the
  * app's own fd numbers stay the same as on a backup), in the order they were written; a
@@ -205,10 +207,17 @@ static int dup_for(int fd)
     return dup_of[fd];
 }
 
+/* An output of a size and fd this file can hold (before it knows whether it is set up). */
+static int holdable(const struct mig_call *c)
+{
+    int fd = (int)c->args[0];
+    return fd >= 0 && fd < MAX_FD && c->out_len <= HOLD_BYTES / 4;
+}
+
 int mig_hold_output(struct mig_call *c, int op, int arg)
 {
     int fd = (int)c->args[0];
-    if (fd < 0 || fd >= MAX_FD || c->out_len > HOLD_BYTES / 4 || !ready_to_hold())
+    if (!holdable(c) || !ready_to_hold())
         return 0;
     mig_sched_resume(); /* the record below is made under the lock: take the token first */
     lock();
@@ -242,6 +251,20 @@ int mig_hold_output(struct mig_call *c, int op, int arg)
     unlock();
     wake();
     return 1;
+}
+
+/* The primary's first held output runs set_up, and that changes the app's process, not
+ * only the shim's: pthread_create takes the release thread's TLS vector from the app's
+ * own calloc (jemalloc's, in Redis: its first malloc too, if the app has made none yet)
+ * and maps the thread's stack, and the buffer is a mapping. An allocator whose next steps
+ * depend on its earlier calls (jemalloc's decay ticks, which read a clock) or on where the
+ * kernel put earlier mappings then takes another path on a backup that skipped them. So
+ * a backup sets up the same, at the same output: its release thread waits idle, and is
+ * there when the backup goes live. */
+void mig_hold_mirror(const struct mig_call *c)
+{
+    if (mig_barrier_mode == MIG_B_OUTPUT && holdable(c))
+        ready_to_hold();
 }
 
 static int pending_for(int d)

@@ -71,6 +71,8 @@ static ssize_t output_call(enum mig_kind kind, int fd, int64_t a1, int64_t a2, c
     struct mig_call c = {.kind = kind, .args = {fd, a1, a2}, .out = buf, .iov = iov,
                          .iovcnt = iovcnt, .out_len = len, .is_output = 1};
     mig_busy++;
+    if (mig_mode == MIG_REPLAY && hold_op >= 0)
+        mig_hold_mirror(&c); /* what mig_hold_output set up here on the primary */
     if (mig_mode == MIG_REPLAY && mig_replay_output(&c, 3)) {
         mig_replay_done();
     } else if (hold_op >= 0 && mig_holding() && mig_hold_output(&c, hold_op, (int)a2)) {

@@ -467,6 +467,35 @@ def test_redis_under_load_fails_over_with_every_acknowledged_write(hosts, tmp_pa
         dep.stop()
 
 
+def test_redis_replica_follows_fifty_benchmark_clients(hosts, tmp_path):
+    """bench/commit_bench.py's Redis (no snapshots, jemalloc's background thread off) and
+    load (redis-benchmark -c 50 -n 20000 -t set,get,incr,lpush on the primary's host) in
+    output mode with a hot replica: the replica follows it to the end without a
+    divergence. It used to stop (4 of 4 runs) at a clock read of jemalloc's decay that the
+    primary had made elsewhere: the primary's shim had called jemalloc's calloc when it
+    started its release thread of held outputs, and the replica's had not
+    (docs/programs.md). tests/member/test_threads.py's ownalloc test shows it always."""
+    need("redis-server", "redis-server")
+    bench = need("redis-benchmark", "redis-tools")
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, app="redis",
+                     app_args=("--save", "", "--appendonly", "no", "--jemalloc-bg-thread", "no"))
+    primary, _ = dep.addresses()
+    try:
+        dep.start()
+        # on the primary's host, over loopback, as the bench runs it
+        run = subprocess.run(net.wrap(0, [bench, "-p", str(primary[1]), "-n", "20000",
+                                          "-c", "50", "-t", "set,get,incr,lpush",
+                                          "-r", "100000", "-q"]),
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout + run.stderr
+        loaded_ms = int(time.time() * 1000)
+        _wait_for(lambda: _replica_caught_up(dep, 1, loaded_ms), 30,
+                  "the replica to catch up")
+    finally:
+        dep.stop()
+
+
 def _handed_over_then_restored(dep: Deployment, tmp_path) -> str:  # noqa: ANN001
     """After `mig migrate --to host1`: exactly one promotion (host 1, a handoff) and the
     old primary ended cleanly; then `mig checkpoint` (host 1 has no replica: its own host

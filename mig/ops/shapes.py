@@ -106,8 +106,9 @@ def _threads_shape(name: str, starts: str, symbols: frozenset[str], capture: str
     if threads == "serialized" and capture == "trap":
         return Check("program.threads", "ok", f"{name} imports {starts}: its threads run one"
                      " at a time and the log says where they switched, so memory they share"
-                     " without locks replays too; a thread that runs without any system call"
-                     " while another waits longer than serial_stall_ms ends that (docs/threads.md)")
+                     " without locks replays too; a thread spinning on memory while another"
+                     " waits is preempted where its state recurs, and one that spins while it"
+                     " writes for longer than serial_stall_ms ends that (docs/threads.md)")
     if capture == "symbols" and symbols & {"clone", "__clone", "clone3"}:
         return Check("program.threads", "warn", f"{name} imports {starts}: with capture ="
                      " \"symbols\", threads started with clone() are not told apart from"

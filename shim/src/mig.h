@@ -450,6 +450,9 @@ void mig_preempt_moot(void);
 uint64_t mig_preempt_armed_ns(uint64_t now_ns);
 int mig_preempt_busy(void);
 void mig_preempt_after_fork(void);
+/* Memory of the shim's own (a buffer, its thread's stack): the mapping that holds it is
+ * not part of the app's state a preemption checks. */
+void mig_preempt_exclude(const void *at, size_t len);
 struct ucontext_t;
 int mig_preempt_signal(const siginfo_t *si, struct ucontext_t *uc, int in_app);
 

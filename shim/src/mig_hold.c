@@ -102,6 +102,7 @@ static void *release_main(void *unused)
 {
     (void)unused;
     mig_busy = 1; /* this thread's own calls are never recorded */
+    mig_preempt_exclude(&unused, 1); /* its stack is the shim's, not the app's */
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
@@ -152,6 +153,7 @@ static int set_up(void)
         if ((uintptr_t)m >= (uintptr_t)-4095) /* -errno: a raw system call */
             return 0;
         bytes = m;
+        mig_preempt_exclude(m, HOLD_BYTES);
     }
     if (!started) {
         pthread_t t;

@@ -66,8 +66,9 @@ static struct {
 } pre = {.fd = -1};
 
 static int fd_floor = -1;             /* the breakpoint's fd: far above the app's */
-static uintptr_t own_lo[4], own_hi[4]; /* the shim's writable segments: not hashed */
-static int own_n;
+/* The shim's writable segments [0, 4) and memory it maps or runs on [4, 8): not hashed. */
+static uintptr_t own_lo[8], own_hi[8];
+static int own_segments, own_extra;
 static char maps[1 << 19];
 static unsigned char resident[1 << 16];
 
@@ -84,15 +85,15 @@ static int set_up(void)
     if (fd_floor && dladdr((void *)set_up, &info) && info.dli_fbase) {
         const ElfW(Ehdr) *eh = info.dli_fbase;
         const ElfW(Phdr) *ph = (const ElfW(Phdr) *)((const char *)eh + eh->e_phoff);
-        for (int i = 0; i < eh->e_phnum && own_n < 4; i++) {
+        for (int i = 0; i < eh->e_phnum && own_segments < 4; i++) {
             if (ph[i].p_type != PT_LOAD || !(ph[i].p_flags & PF_W))
                 continue;
             uintptr_t lo = (uintptr_t)info.dli_fbase + ph[i].p_vaddr;
-            own_lo[own_n] = lo & ~(uintptr_t)4095;
-            own_hi[own_n++] = (lo + ph[i].p_memsz + 4095) & ~(uintptr_t)4095;
+            own_lo[own_segments] = lo & ~(uintptr_t)4095;
+            own_hi[own_segments++] = (lo + ph[i].p_memsz + 4095) & ~(uintptr_t)4095;
         }
     }
-    if (!own_n)
+    if (!own_segments)
         fd_floor = 0;
     return fd_floor > 0;
 }
@@ -165,8 +166,8 @@ static uint64_t hash_range(uint64_t h, uintptr_t lo, uintptr_t hi)
 /* The resident pages of [lo, hi), except the shim's own. */
 static uint64_t hash_mapping(uint64_t h, uintptr_t lo, uintptr_t hi)
 {
-    for (int i = 0; i < own_n; i++)
-        if (lo < own_hi[i] && own_lo[i] < hi)
+    for (int i = 0; i < 8; i++)
+        if ((i < own_segments || i >= 4) && lo < own_hi[i] && own_lo[i] < hi)
             return h; /* the shim's data: the app does not see it */
     while (lo < hi) {
         uintptr_t chunk = hi - lo;
@@ -389,6 +390,15 @@ int mig_preempt_signal(const siginfo_t *si, ucontext_t *uc, int in_app)
     __atomic_store_n(&pre.state, IDLE, __ATOMIC_RELEASE);
     mig_sched_preempted(at);
     return 1;
+}
+
+void mig_preempt_exclude(const void *at, size_t len)
+{
+    int i = __atomic_fetch_add(&own_extra, 1, __ATOMIC_ACQ_REL);
+    if (i >= 4)
+        return; /* (then it is hashed: a stop may be found less often, never wrongly) */
+    own_lo[4 + i] = (uintptr_t)at;
+    __atomic_store_n(&own_hi[4 + i], (uintptr_t)at + len, __ATOMIC_RELEASE);
 }
 
 /* A forked child has one thread and none of its parent's breakpoints. */

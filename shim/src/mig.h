@@ -440,6 +440,13 @@ void mig_sched_went_live(void);
 #define SYS_USER_DISPATCH 2 /* si_code of a call trapped by Syscall User Dispatch */
 #endif
 #define MIG_PREEMPT_NS 100000ull /* a holder passing no switch point this long is asked */
+/* The signal of a request to a holder and of its breakpoint's stops. Not SIGSYS: a signal
+ * of that number still pending when the thread makes a trapped system call makes the
+ * kernel drop the trap's own SIGSYS (a standard signal is pending once), and the call would
+ * be skipped. SIGSTKFLT is unused by Linux on x86 (rr takes it for its time slices); the
+ * app's handler of it is kept, not installed, and a SIGSTKFLT that is not the shim's runs
+ * it at the next intercepted call, as any recorded signal (wrap_signal.c). */
+#define MIG_PREEMPT_SIG SIGSTKFLT
 int mig_sched_holding(void);              /* this thread holds the token */
 uintptr_t mig_sched_recorded_stop(void);  /* replay: A of this thread's next stop, or 0 */
 void mig_sched_preempted(uintptr_t at);   /* the holder stopped in the recurring state */
@@ -455,6 +462,8 @@ void mig_preempt_after_fork(void);
 void mig_preempt_exclude(const void *at, size_t len);
 struct ucontext_t;
 int mig_preempt_signal(const siginfo_t *si, struct ucontext_t *uc, int in_app);
+/* wrap_signal.c: a MIG_PREEMPT_SIG that was not the shim's, to the app's handler if any. */
+void mig_signal_foreign(int sig, siginfo_t *si, void *ctx);
 
 /* ============================================================ mig_trap.c, mig_clone.c,
  * wrap_syscall.c: complete capture (what they share among themselves: mig_trap.h).

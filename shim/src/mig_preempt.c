@@ -19,13 +19,13 @@
  * not preempted: after serial_stall_ms the primary stops serializing, as before.
  *
  * Record: a thread that waited PREEMPT_NS for a holder that passed no switch point asks
- * it (SIGSYS from tgkill, which the shim's handler owns) for the address it is at, arms
+ * it (MIG_PREEMPT_SIG from tgkill, which the shim's handler owns) for the address it is at, arms
  * the breakpoint there, and at the checked stop the holder records SWITCH {itself, its
  * switch point, PREEMPTED, A} and lets the token go. Replay: a thread waiting for the
  * token that finds that record at the tail asks the holder to arm A; the holder stops at
  * the checked state and hands the token on as the log says.
  *
- * Rules: the handlers run in the SIGSYS handler (mig_trap.c's rules): system calls
+ * Rules: the handlers run in a signal handler (mig_trap.c's on_preempt): system calls
  * through mig_sys, nothing allocated. */
 #define MIG_CORE
 #include "mig.h"
@@ -127,7 +127,7 @@ static int arm(uintptr_t at)
     if (high < 0)
         return 0;
     struct f_owner_ex owner = {F_OWNER_TID, (pid_t)mig_sys(SYS_gettid)};
-    if (mig_sys(SYS_fcntl, high, F_SETSIG, SIGSYS) != 0 ||
+    if (mig_sys(SYS_fcntl, high, F_SETSIG, MIG_PREEMPT_SIG) != 0 ||
         mig_sys(SYS_fcntl, high, F_SETOWN_EX, &owner) != 0 ||
         mig_sys(SYS_fcntl, high, F_SETFL, O_ASYNC) != 0) {
         mig_sys(SYS_close, high);
@@ -291,7 +291,7 @@ void mig_preempt_ask(uint32_t ktid, const char *sel, uint64_t now_ns)
     pre.asked_ns = now_ns;
     if (ktid == (uint32_t)mig_sys(SYS_gettid) ||
         __atomic_load_n(sel, __ATOMIC_ACQUIRE) != MIG_SEL_BLOCK ||
-        mig_sys(SYS_tgkill, mig_sys(SYS_getpid), ktid, SIGSYS) != 0) {
+        mig_sys(SYS_tgkill, mig_sys(SYS_getpid), ktid, MIG_PREEMPT_SIG) != 0) {
         state = ASKING; /* stale, in the shim's code, or gone */
         __atomic_compare_exchange_n(&pre.state, &state, IDLE, 0, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE);
@@ -343,7 +343,7 @@ static void not_now(int failed)
     mig_sched_poke(); /* the waiters slept through the check: they may ask again */
 }
 
-/* On the holder, in the SIGSYS handler: a request (tgkill) or a stop at A (the
+/* On the holder, in the signal handler: a request (tgkill) or a stop at A (the
  * breakpoint's signal). in_app: the thread was running the app's code. Returns 1 when
  * the signal was the shim's. */
 int mig_preempt_signal(const siginfo_t *si, ucontext_t *uc, int in_app)
@@ -352,7 +352,7 @@ int mig_preempt_signal(const siginfo_t *si, ucontext_t *uc, int in_app)
     int ours_ask = si->si_code == SI_TKILL && si->si_pid == (pid_t)mig_sys(SYS_getpid) &&
                    (state == ASKING || state == ASKED) &&
                    pre.ktid == (uint32_t)mig_sys(SYS_gettid);
-    int ours_stop = pre.fd >= 0 && si->si_code != SYS_USER_DISPATCH && si->si_fd == pre.fd;
+    int ours_stop = pre.fd >= 0 && si->si_code != SI_TKILL && si->si_fd == pre.fd;
     if (!ours_ask && !ours_stop)
         return 0;
     int holder = mig_serial_on && !mig_token_out && mig_sched_holding();

@@ -175,6 +175,7 @@ void mig_trap_arm(void)
 }
 
 static void on_sigsys(int sig, siginfo_t *si, void *ctx);
+static void on_preempt(int sig, siginfo_t *si, void *ctx);
 
 void mig_trap_init(void)
 {
@@ -193,8 +194,17 @@ void mig_trap_init(void)
         say("mig-shim: fatal: cannot install the SIGSYS handler\n");
         mig_sys(SYS_exit_group, 86);
     }
-    /* SIGSYS must never be blocked while armed: a trap then kills the process */
-    uint64_t unblock = BIT(SIGSYS);
+    /* the preemption's signal: not deferred (one request or stop at a time) */
+    struct k_sigaction kp = {.handler = (void *)on_preempt,
+                             .flags = SA_SIGINFO | SA_RESTORER | SA_RESTART,
+                             .restorer = mig_restore_rt};
+    if (mig_sys(SYS_rt_sigaction, MIG_PREEMPT_SIG, &kp, NULL, 8) != 0) {
+        say("mig-shim: fatal: cannot install the preemption's signal handler\n");
+        mig_sys(SYS_exit_group, 86);
+    }
+    /* SIGSYS must never be blocked while armed: a trap then kills the process; a request
+     * to preempt must find every thread */
+    uint64_t unblock = BIT(SIGSYS) | BIT(MIG_PREEMPT_SIG);
     mig_sys(SYS_rt_sigprocmask, SIG_UNBLOCK, &unblock, NULL, 8);
     mig_trapping = 1;
     mig_divert_vdso();
@@ -266,11 +276,7 @@ static void on_sigsys(int sig, siginfo_t *si, void *ctx)
     mig_sel = MIG_SEL_ALLOW;
     int saved_errno = errno;
     if (si->si_code != SYS_USER_DISPATCH) {
-        /* not a trapped call: the shim's own request to a spinning thread, its stop at a
-         * breakpoint (mig_preempt.c), or a SIGSYS sent by someone, which is dropped */
-        mig_preempt_signal(si, uc, was == MIG_SEL_BLOCK);
-        errno = saved_errno;
-        mig_sel = was;
+        mig_sel = was; /* not a trapped call: a SIGSYS sent by someone, which is dropped */
         return;
     }
     long nr = si->si_syscall;
@@ -284,6 +290,24 @@ static void on_sigsys(int sig, siginfo_t *si, void *ctx)
     else
         r = mig_trap_dispatch(nr, a, uc);
     g[REG_RAX] = r;
+    errno = saved_errno;
+    mig_sel = was;
+}
+
+/* A request to a spinning holder or its stop at a breakpoint (mig_preempt.c). The thread
+ * ran the app's code if its selector said so and it was not at the very start of a shim
+ * handler (a trap's SIGSYS delivered just before this signal): a breakpoint armed there
+ * would stop every later trap. */
+static void on_preempt(int sig, siginfo_t *si, void *ctx)
+{
+    ucontext_t *uc = ctx;
+    char was = mig_sel;
+    mig_sel = MIG_SEL_ALLOW;
+    int saved_errno = errno;
+    uintptr_t rip = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+    int in_app = was == MIG_SEL_BLOCK && (rip < text_lo || rip >= text_hi);
+    if (!mig_preempt_signal(si, uc, in_app))
+        mig_signal_foreign(sig, si, ctx);
     errno = saved_errno;
     mig_sel = was;
 }

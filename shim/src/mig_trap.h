@@ -26,7 +26,7 @@ struct k_sigaction {
 };
 
 #define BIT(sig) (1ull << ((sig) - 1))
-#define NEVER_BLOCKED (BIT(SIGSYS) | BIT(SIGKILL) | BIT(SIGSTOP))
+#define NEVER_BLOCKED (BIT(SIGSYS) | BIT(MIG_PREEMPT_SIG) | BIT(SIGKILL) | BIT(SIGSTOP))
 
 /* The return from every signal handler the shim installs (rt_sigreturn from its text). */
 void mig_restore_rt(void);

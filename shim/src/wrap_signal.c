@@ -31,6 +31,15 @@ static void mig_on_signal(int sig, siginfo_t *info, void *uctx)
     mig_signals_pending = 1;
 }
 
+/* A MIG_PREEMPT_SIG the shim did not send: the app's, if it handles the signal, noted as
+ * any signal it handles; else dropped (its default action would end the process, which
+ * no one sends this signal for). */
+void mig_signal_foreign(int sig, siginfo_t *si, void *ctx)
+{
+    if (sig > 0 && sig < NSIG && handled(&app_action[sig]))
+        mig_on_signal(sig, si, ctx);
+}
+
 void mig_run_app_handler(int sig, int code)
 {
     if (sig <= 0 || sig >= NSIG || !handled(&app_action[sig]))
@@ -81,9 +90,10 @@ MIG_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction 
     struct sigaction previous = app_action[sig];
     int had = handled(&previous);
     int r;
-    if (sig == SIGSYS && mig_trapping) {
+    if ((sig == SIGSYS || sig == MIG_PREEMPT_SIG) && mig_trapping) {
         /* SIGSYS is the trap's: the app's handler is kept, never installed (a SIGSYS of
-         * the app's own would come from a seccomp filter, which the shim refuses) */
+         * the app's own would come from a seccomp filter, which the shim refuses); so is
+         * the preemption's signal, whose foreign deliveries run it (mig_signal_foreign) */
         r = 0;
         if (old) {
             memset(old, 0, sizeof *old);

@@ -6,24 +6,39 @@
  * a lock while the main thread reads it: in parallel the value read is a race, and the
  * output shows it.
  *
- * usage: spinhandoff [ROUNDS]   prints "spinhandoff rounds=R result=X seen=Y"
+ * With "syscall", each turn of a wait makes a raw getuid system call (trapped by mig, no
+ * switch point): a request to preempt the spinner then often finds it entering the shim's
+ * SIGSYS handler.
+ *
+ * usage: spinhandoff [ROUNDS [syscall]]   prints "spinhandoff rounds=R result=X seen=Y"
  */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 static int pending;                 /* 1: work for the worker; 0: done */
 static unsigned long work, result;
 static volatile unsigned long tail; /* written by the worker, read by main, no lock */
 static int rounds = 200;
+static int trapped; /* waits make a raw system call each turn */
+
+static void wait_turn(void)
+{
+    if (trapped)
+        syscall(SYS_getuid);
+}
 
 static void *worker(void *arg)
 {
     (void)arg;
     for (int r = 0; r < rounds; r++) {
         while (__atomic_load_n(&pending, __ATOMIC_ACQUIRE) == 0)
-            ; /* a pure spin: no call, no write */
+            if (trapped)
+                wait_turn(); /* else a pure spin: no call, no write */
         result = result * 31 + work;
         __atomic_store_n(&pending, 0, __ATOMIC_RELEASE);
         for (int i = 0; i < 20000; i++)
@@ -36,6 +51,7 @@ int main(int argc, char **argv)
 {
     if (argc > 1)
         rounds = atoi(argv[1]);
+    trapped = argc > 2 && strcmp(argv[2], "syscall") == 0;
     pthread_t t;
     if (pthread_create(&t, NULL, worker, NULL) != 0)
         return 1;
@@ -44,7 +60,8 @@ int main(int argc, char **argv)
         work = (unsigned long)r * 7 + 1;
         __atomic_store_n(&pending, 1, __ATOMIC_RELEASE);
         while (__atomic_load_n(&pending, __ATOMIC_ACQUIRE) != 0)
-            ;
+            if (trapped)
+                wait_turn();
         seen += tail;
     }
     pthread_join(t, NULL);

@@ -1,6 +1,8 @@
 /* signals.c -- SIGALRM from setitimer every 2 ms interrupting select(), and a SIGCHLD
  * handler: when the handler ran (between which calls) is timing, so it is recorded and a
- * backup runs it at the same points. */
+ * backup runs it at the same points. Then a SIGSTKFLT the program sends itself, the
+ * signal mig's shim preempts spinning threads with: the program's handler must run and be
+ * the one sigaction reports. */
 #include "common.h"
 #include <signal.h>
 #include <sys/select.h>
@@ -9,7 +11,13 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t ticks, chld;
+static volatile sig_atomic_t ticks, chld, stkflt;
+
+static void on_stkflt(int sig)
+{
+    (void)sig;
+    stkflt++;
+}
 
 static void on_alarm(int sig)
 {
@@ -48,6 +56,13 @@ int main(int argc, char **argv)
     }
     int st;
     waitpid(kid, &st, 0);
+    struct sigaction mine = {.sa_handler = on_stkflt}, seen;
+    sigaction(SIGSTKFLT, &mine, NULL);
+    kill(getpid(), SIGSTKFLT);
+    for (int i = 0; i < 100 && !stkflt; i++)
+        usleep(1000);
+    sigaction(SIGSTKFLT, NULL, &seen);
+    out("stkflt %d handler %s\n", (int)stkflt, seen.sa_handler == on_stkflt ? "kept" : "lost");
     out("done loops %d eintr %d ticks %d chld %d exit %d\n", loops, eintr, (int)ticks,
         (int)chld, WEXITSTATUS(st));
     return 0;

@@ -454,12 +454,22 @@ void mig_sched_poke(void);                /* wake the threads waiting for the to
 void mig_preempt_ask(uint32_t ktid, const char *sel, uint64_t now_ns);
 void mig_preempt_quiet(void);
 void mig_preempt_moot(void);
-uint64_t mig_preempt_armed_ns(uint64_t now_ns);
+void mig_preempt_rearm(uint64_t now_ns);
+/* This thread waits for the token from this stack address down (0: it runs again). */
+void mig_preempt_park(uintptr_t frame);
+/* Append what preemption tried since it last stopped a spin (a primary that gives up). */
+char *mig_preempt_report(char *p, char *end);
 int mig_preempt_busy(void);
 void mig_preempt_after_fork(void);
 /* Memory of the shim's own (a buffer, its thread's stack): the mapping that holds it is
  * not part of the app's state a preemption checks. */
 void mig_preempt_exclude(const void *at, size_t len);
+/* mig_diverge.c: replay stops, the holder never stopped where the log says */
+__attribute__((noreturn)) void mig_preempt_diverged(const struct mig_rec *rec, int holder,
+                                                    uint64_t stops, uint64_t outside,
+                                                    uint64_t regs, uint64_t memory,
+                                                    const char *where);
+void mig_preempt_give_up(const struct mig_rec *rec); /* ...with its counts */
 struct ucontext_t;
 int mig_preempt_signal(const siginfo_t *si, struct ucontext_t *uc, int in_app);
 /* wrap_signal.c: a MIG_PREEMPT_SIG that was not the shim's, to the app's handler if any. */

@@ -45,7 +45,7 @@
 #include "mig_poison.h"
 
 #define MAX_HITS 8 /* stops at A before a primary gives up this address (a counting loop) */
-#define REPLAY_LIMIT_NS 30000000000ull
+#define REARM_NS 200000000ull
 
 enum { IDLE = 0, ASKING = 1, ASKED = 2, ARMED = 3 };
 
@@ -59,12 +59,19 @@ static struct {
     int fd;              /* the breakpoint, on the holder */
     uintptr_t at;        /* A */
     int hits;
+    uint32_t stops, outside, regs_differ, memory_differs; /* since the last preemption */
+    uint32_t asks, not_in_app, given_up;                  /* record, the same */
+    int last_reg;          /* the register (gregs index; NGREG: an xmm) that last differed */
+    uintptr_t last_at;     /* the address last armed */
     int have_prev, have_hash;
     uint64_t hash;
     greg_t prev[NGREG];
     unsigned char prev_xmm[16 * 16 + 4];
 } pre = {.fd = -1};
 
+/* Where each waiting thread's stack stops being the app's (mig_preempt_park). */
+#define PARKED 64
+static uintptr_t parked[PARKED];
 static int fd_floor = -1;             /* the breakpoint's fd: far above the app's */
 /* The shim's writable segments [0, 4) and memory it maps or runs on [4, 8): not hashed. */
 static uintptr_t own_lo[8], own_hi[8];
@@ -108,6 +115,7 @@ static void disarm(void)
 
 static int arm(uintptr_t at)
 {
+    disarm(); /* (replay arms again when a stop is late) */
     struct perf_event_attr a;
     memset(&a, 0, sizeof a);
     a.type = PERF_TYPE_BREAKPOINT;
@@ -134,7 +142,7 @@ static int arm(uintptr_t at)
         return 0;
     }
     pre.fd = (int)high;
-    pre.at = at;
+    pre.at = pre.last_at = at;
     pre.hits = pre.have_prev = pre.have_hash = 0;
     return 1;
 }
@@ -201,8 +209,31 @@ static uintptr_t hex(const char **s)
     }
 }
 
+/* [lo, hi) without the stack of a thread parked in it below its wait: that part is the
+ * shim's and changes each time the thread looks for the token. Two parked in one mapping:
+ * all of it (a check then fails more often, never wrongly). */
+static uintptr_t parked_floor(uintptr_t lo, uintptr_t hi)
+{
+    uintptr_t floor = 0;
+    for (int i = 0; i < PARKED; i++) {
+        uintptr_t at = __atomic_load_n(&parked[i], __ATOMIC_ACQUIRE);
+        if (at <= lo || at >= hi)
+            continue;
+        if (floor)
+            return lo;
+        floor = at;
+    }
+    return floor ? floor & ~(uintptr_t)7 : lo;
+}
+
+void mig_preempt_park(uintptr_t frame)
+{
+    __atomic_store_n(&parked[mig_tid % PARKED], frame, __ATOMIC_RELEASE);
+}
+
 /* Every private writable page of the process; the stopped thread's stack only above its
- * red zone (below it is this handler's frame). 0: the map could not be read. */
+ * red zone (below it is this handler's frame), a parked thread's only above its wait.
+ * 0: the map could not be read. */
 static uint64_t hash_memory(uintptr_t sp)
 {
     long fd = mig_sys(SYS_open, "/proc/self/maps", O_RDONLY | O_CLOEXEC);
@@ -231,6 +262,8 @@ static uint64_t hash_memory(uintptr_t sp)
             continue;
         if (sp - 128 >= lo && sp < hi)
             lo = (sp - 128) & ~(uintptr_t)7;
+        else
+            lo = parked_floor(lo, hi);
         h = hash_mapping(h, lo, hi);
     }
     return h ? h : 1;
@@ -252,6 +285,12 @@ static int same_registers(const ucontext_t *uc)
     }
     int same = pre.have_prev && memcmp(now, pre.prev, sizeof now) == 0 &&
                memcmp(xmm, pre.prev_xmm, sizeof xmm) == 0;
+    if (pre.have_prev && !same) {
+        pre.last_reg = NGREG;
+        for (int i = 0; i < NGREG; i++)
+            if (now[i] != pre.prev[i])
+                pre.last_reg = i;
+    }
     memcpy(pre.prev, now, sizeof now);
     memcpy(pre.prev_xmm, xmm, sizeof xmm);
     pre.have_prev = 1;
@@ -263,11 +302,14 @@ static int recurring(const ucontext_t *uc)
 {
     pre.hits++;
     if (!same_registers(uc)) {
+        pre.regs_differ++;
         pre.have_hash = 0;
         return 0;
     }
     uint64_t h = hash_memory((uintptr_t)uc->uc_mcontext.gregs[REG_RSP]);
     int same = h && pre.have_hash && h == pre.hash;
+    if (pre.have_hash && !same)
+        pre.memory_differs++;
     pre.hash = h;
     pre.have_hash = h != 0;
     return same;
@@ -297,6 +339,7 @@ void mig_preempt_ask(uint32_t ktid, const char *sel, uint64_t now_ns)
                                     __ATOMIC_ACQUIRE);
         return;
     }
+    __atomic_fetch_add(&pre.asks, 1, __ATOMIC_RELAXED);
     state = ASKING; /* (the holder may have taken the request already) */
     __atomic_compare_exchange_n(&pre.state, &state, ASKED, 0, __ATOMIC_ACQ_REL,
                                 __ATOMIC_ACQUIRE);
@@ -325,10 +368,16 @@ void mig_preempt_moot(void)
     __atomic_store_n(&pre.state, IDLE, __ATOMIC_RELEASE);
 }
 
-/* Replay: how long the holder has been armed for a recorded stop (0: it is not). */
-uint64_t mig_preempt_armed_ns(uint64_t now_ns)
+/* Replay: a holder armed REARM_NS ago for a recorded stop that has not come is asked
+ * again, and arms a new breakpoint: the stop may still be far off (the holder works before
+ * it spins), but a breakpoint that went silent must not stall the replica. */
+void mig_preempt_rearm(uint64_t now_ns)
 {
-    return __atomic_load_n(&pre.state, __ATOMIC_ACQUIRE) == ARMED ? now_ns - pre.asked_ns : 0;
+    uint32_t state = ARMED;
+    if (__atomic_load_n(&pre.state, __ATOMIC_ACQUIRE) == ARMED &&
+        now_ns - pre.asked_ns > REARM_NS)
+        __atomic_compare_exchange_n(&pre.state, &state, IDLE, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE);
 }
 
 /* No stop this time. failed: the holder was checked at an address and did not recur
@@ -336,6 +385,10 @@ uint64_t mig_preempt_armed_ns(uint64_t now_ns)
 static void not_now(int failed)
 {
     disarm();
+    if (failed)
+        pre.given_up++;
+    else
+        pre.not_in_app++;
     if (failed && pre.fails < 3)
         pre.fails++;
     pre.retry_ns = mig_monotonic_ns() + (MIG_PREEMPT_NS << (failed ? pre.fails : 0));
@@ -377,8 +430,11 @@ int mig_preempt_signal(const siginfo_t *si, ucontext_t *uc, int in_app)
         not_now(0); /* gone live, or let go meanwhile */
         return 1;
     }
-    if (!in_app || mig_busy)
+    pre.stops++;
+    if (!in_app || mig_busy) {
+        pre.outside++;
         return 1; /* A reached from the shim's own code: not the app's loop */
+    }
     if (!recurring(uc)) {
         if (mig_mode == MIG_RECORD && pre.hits >= MAX_HITS)
             not_now(1);
@@ -387,9 +443,53 @@ int mig_preempt_signal(const siginfo_t *si, ucontext_t *uc, int in_app)
     uintptr_t at = pre.at;
     disarm();
     pre.fails = 0;
+    pre.stops = pre.outside = pre.regs_differ = pre.memory_differs = 0;
+    pre.asks = pre.not_in_app = pre.given_up = 0;
     __atomic_store_n(&pre.state, IDLE, __ATOMIC_RELEASE);
     mig_sched_preempted(at);
     return 1;
+}
+
+/* Replay: the armed holder did not stop in the recorded state in time. */
+void mig_preempt_give_up(const struct mig_rec *rec)
+{
+    /* where the holder is: "running", or the system call it waits in */
+    char path[64] = "/proc/self/task/", *p = mig_put_int(path + 16, path + 40, pre.ktid);
+    memcpy(p, "/syscall", 9);
+    static char where[96];
+    long fd = mig_sys(SYS_open, path, O_RDONLY | O_CLOEXEC), n = 0;
+    if (fd >= 0) {
+        n = mig_sys(SYS_read, fd, where, sizeof where - 1);
+        mig_sys(SYS_close, fd);
+    }
+    where[n > 0 ? n : 0] = 0;
+    int spaces = 0; /* "running", or the call's number and first argument */
+    for (char *c = where; *c; c++)
+        if (*c == '\n' || (*c == ' ' && ++spaces == 2))
+            *c = 0;
+    mig_preempt_diverged(rec, (int)rec->tid, pre.stops, pre.outside,
+                         pre.regs_differ, pre.memory_differs, where);
+}
+
+char *mig_preempt_report(char *p, char *end)
+{
+    p = mig_put_str(p, end, "preemption since its last stop: ");
+    p = mig_put_int(p, end, pre.asks);
+    p = mig_put_str(p, end, " requests (");
+    p = mig_put_int(p, end, pre.not_in_app);
+    p = mig_put_str(p, end, " not in the app's code), ");
+    p = mig_put_int(p, end, pre.stops);
+    p = mig_put_str(p, end, " stops (registers differed ");
+    p = mig_put_int(p, end, pre.regs_differ);
+    p = mig_put_str(p, end, ", memory ");
+    p = mig_put_int(p, end, pre.memory_differs);
+    p = mig_put_str(p, end, "), ");
+    p = mig_put_int(p, end, pre.given_up);
+    p = mig_put_str(p, end, " addresses given up, the last at ");
+    p = mig_put_int(p, end, (int64_t)pre.last_at);
+    p = mig_put_str(p, end, " (a register that differed: gregs[");
+    p = mig_put_int(p, end, pre.last_reg);
+    return mig_put_str(p, end, "])");
 }
 
 void mig_preempt_exclude(const void *at, size_t len)

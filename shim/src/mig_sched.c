@@ -179,19 +179,39 @@ static void give_up(void)
     struct mig_call c = {.kind = MIG_K_SWITCH,
                          .args = {holder ? (int64_t)holder - 1 : -1, -1, FORCED}};
     mig_append(&c);
-    char text[160], *p = text, *end = text + sizeof text - 1;
+    char text[320], *p = text, *end = text + sizeof text - 1;
     p = mig_put_str(p, end, "thread ");
     p = mig_put_uint(p, holder ? holder - 1 : 0);
     p = mig_put_str(p, end, " ran without a system call while thread ");
     p = mig_put_uint(p, mig_tid);
     p = mig_put_str(p, end, " waited to run: threads run unserialized from here on, "
-                            "and replicas stop at this point (docs/threads.md)");
+                            "and replicas stop at this point (docs/threads.md); ");
+    p = mig_preempt_report(p, end);
     *p = 0;
     mig_warn(text, NULL);
     mig_futex(&tok.serving, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL);
 }
 
+static void rec_wait(void);
+static void rep_wait(void);
+
+/* A thread waiting for the token is parked: the stack below its wait is the shim's, and
+ * changes as it wakes to look, so a preemption's check does not hash it. */
 static void rec_acquire(void)
+{
+    mig_preempt_park((uintptr_t)__builtin_frame_address(0));
+    rec_wait();
+    mig_preempt_park(0);
+}
+
+static void rep_acquire(void)
+{
+    mig_preempt_park((uintptr_t)__builtin_frame_address(0));
+    rep_wait();
+    mig_preempt_park(0);
+}
+
+static void rec_wait(void)
 {
     uint32_t ticket = __atomic_fetch_add(&tok.next, 1, __ATOMIC_ACQ_REL);
     struct timespec slice = {0, MIG_PREEMPT_NS}, asked = {0, 5000000};
@@ -251,9 +271,10 @@ static void stop_forced(const struct mig_rec *rec)
                         "again once it is restarted (docs/threads.md)");
 }
 
-static void rep_acquire(void)
+static void rep_wait(void)
 {
     struct timespec slice = {0, MIG_PREEMPT_NS}, asked = {0, 5000000};
+    uint64_t stop_seq = UINT64_MAX, stop_since = 0; /* the recorded stop waited for */
     for (;;) {
         uint32_t owner = __atomic_load_n(&tok.owner, __ATOMIC_ACQUIRE);
         if (owner == mig_tid + 1)
@@ -270,9 +291,13 @@ static void rep_acquire(void)
         if (rec && rec->kind == MIG_K_SWITCH && rec->args[2] == PREEMPTED &&
             rec->tid + 1 == owner) { /* the holder stopped here on the primary: ask it */
             uint64_t t = mig_monotonic_ns();
-            if (mig_preempt_armed_ns(t) > 30000000000ull)
-                mig_sched_diverged(rec, "the thread never came to the state the primary "
-                                        "preempted it in; stop at address", rec->args[3], 0);
+            if (rec->seq != stop_seq) {
+                stop_seq = rec->seq;
+                stop_since = t;
+            } else if (t - stop_since > 30000000000ull) {
+                mig_preempt_give_up(rec);
+            }
+            mig_preempt_rearm(t);
             mig_preempt_ask(__atomic_load_n(&tok.owner_ktid, __ATOMIC_ACQUIRE),
                             __atomic_load_n(&tok.owner_sel, __ATOMIC_ACQUIRE), t);
         }

@@ -227,6 +227,24 @@ def test_a_clock_global_read_without_a_lock(net_broker, tmp_path, app_name, thre
 SERIAL_RUNS = int(os.environ.get("MIG_SERIAL_RUNS", "20"))
 
 
+def _record_replay(app: Path, folder: Path, marker: str
+                   ) -> tuple[str, subprocess.CompletedProcess[str], str]:
+    """Record the app in folder/primary, replay it in folder/backup: the primary's output
+    (which must hold `marker`), the replica's result and its output."""
+    record(app, folder / "home-p")
+    recorded = (folder / "primary" / "state" / "mig-app.log").read_text()
+    assert marker in recorded, recorded
+    result = replay(app, folder / "backup", folder / "home-r", idle_exit=5)
+    out = folder / "backup" / "state" / "mig-app.log"
+    return recorded, result, out.read_text() if out.exists() else ""
+
+
+def _missed(result: subprocess.CompletedProcess[str], recorded: str, replayed: str) -> bool:
+    """Parallel mode: the replica stopped at a divergence or ended with another result."""
+    assert result.returncode in (0, 3), result.stderr[-2000:]
+    return result.returncode == 3 or recorded.splitlines()[-1] not in replayed
+
+
 @pytest.mark.parametrize("threads", ["parallel", "serialized"])
 def test_a_counter_two_threads_add_to_without_a_lock(net_broker, tmp_path, app_name, threads):
     """lostupdates: two threads read, work on and write back one counter without a lock,
@@ -243,16 +261,10 @@ def test_a_counter_two_threads_add_to_without_a_lock(net_broker, tmp_path, app_n
         app = write_app(folder / "primary", f"{app_name}l{run}",
                         [str(BUILD / "lostupdates"), "300"], broker.settings.bootstrap_servers,
                         threads=None if threads == "serialized" else threads)
-        record(app, folder / "home-p")
-        recorded = (folder / "primary" / "state" / "mig-app.log").read_text()
-        assert "lostupdates counter=" in recorded, recorded
+        recorded, result, replayed = _record_replay(app, folder, "lostupdates counter=")
         counts.add(recorded.splitlines()[-1])
-        result = replay(app, folder / "backup", folder / "home-r", idle_exit=5)
-        out = folder / "backup" / "state" / "mig-app.log"
-        replayed = out.read_text() if out.exists() else ""
         if threads == "parallel":
-            assert result.returncode in (0, 3), result.stderr[-2000:]
-            if result.returncode == 3 or recorded.splitlines()[-1] not in replayed:
+            if _missed(result, recorded, replayed):
                 return
             continue
         assert result.returncode == 0, (recorded, result.stderr[-2000:])
@@ -302,15 +314,9 @@ def test_threads_handing_work_over_through_pure_spins(net_broker, tmp_path, app_
         app = write_app(folder / "primary", f"{app_name}h{run}",
                         [str(BUILD / "spinhandoff"), "100"], broker.settings.bootstrap_servers,
                         threads=threads)
-        record(app, folder / "home-p")
-        recorded = (folder / "primary" / "state" / "mig-app.log").read_text()
-        assert "spinhandoff rounds=100" in recorded, recorded
-        result = replay(app, folder / "backup", folder / "home-r", idle_exit=5)
-        out = folder / "backup" / "state" / "mig-app.log"
-        replayed = out.read_text() if out.exists() else ""
+        recorded, result, replayed = _record_replay(app, folder, "spinhandoff rounds=100")
         if threads == "parallel":
-            assert result.returncode in (0, 3), result.stderr[-2000:]
-            if result.returncode == 3 or recorded.splitlines()[-1] not in replayed:
+            if _missed(result, recorded, replayed):
                 return
             continue
         assert "unserialized" not in recorded, recorded
@@ -339,13 +345,9 @@ def test_a_spin_making_trapped_system_calls_is_preempted(net_broker, tmp_path, a
         app = write_app(folder / "primary", f"{app_name}t{run}",
                         [str(BUILD / "spinhandoff"), "100", "syscall"],
                         broker.settings.bootstrap_servers, threads="serialized")
-        record(app, folder / "home-p")
-        recorded = (folder / "primary" / "state" / "mig-app.log").read_text()
-        assert "spinhandoff rounds=100" in recorded, recorded
+        recorded, result, replayed = _record_replay(app, folder, "spinhandoff rounds=100")
         assert "unserialized" not in recorded, recorded
-        result = replay(app, folder / "backup", folder / "home-r", idle_exit=5)
         assert result.returncode == 0, (recorded, result.stderr[-3000:])
-        replayed = (folder / "backup" / "state" / "mig-app.log").read_text()
         assert recorded.splitlines()[-1] in replayed, (recorded, replayed)
 
 

@@ -352,10 +352,10 @@ uintptr_t mig_sched_recorded_stop(void)
     return 0;
 }
 
-/* The holder, stopped in its spin's recurring state (mig_preempt.c), in the SIGSYS
- * handler: let the token go as at a switch point, and take it back. Record: the stop is
- * a SWITCH PREEMPTED; replay: the log has it, then the SWITCH of the thread it passed
- * to. */
+/* The holder, stopped in its spin's recurring state (mig_preempt.c), in the preemption's
+ * signal handler (mig_trap.c, on_preempt): let the token go as at a switch point, and
+ * take it back. Record: the stop is a SWITCH PREEMPTED; replay: the log has it, then the
+ * SWITCH of the thread it passed to. */
 void mig_sched_preempted(uintptr_t at)
 {
     mig_busy++;

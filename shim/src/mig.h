@@ -465,10 +465,8 @@ void mig_preempt_after_fork(void);
  * not part of the app's state a preemption checks. */
 void mig_preempt_exclude(const void *at, size_t len);
 /* mig_diverge.c: replay stops, the holder never stopped where the log says */
-__attribute__((noreturn)) void mig_preempt_diverged(const struct mig_rec *rec, int holder,
-                                                    uint64_t stops, uint64_t outside,
-                                                    uint64_t regs, uint64_t memory,
-                                                    const char *where);
+__attribute__((noreturn)) void mig_preempt_diverged(const struct mig_rec *rec,
+                                                    const char *seen);
 void mig_preempt_give_up(const struct mig_rec *rec); /* ...with its counts */
 struct ucontext_t;
 int mig_preempt_signal(const siginfo_t *si, struct ucontext_t *uc, int in_app);

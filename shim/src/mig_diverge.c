@@ -182,28 +182,18 @@ void mig_sched_diverged(const struct mig_rec *rec, const char *what, int64_t rec
 }
 
 /* Replay: the holder, asked to stop where the primary preempted it (SWITCH with args[2]
- * PREEMPTED), did not come to that state: how often it stopped at the address and what
- * differed (mig_preempt.c). */
-void mig_preempt_diverged(const struct mig_rec *rec, int holder, uint64_t stops,
-                          uint64_t outside, uint64_t regs, uint64_t memory,
-                          const char *where)
+ * PREEMPTED), did not come to that state; `seen` says what its stops at the address
+ * showed (mig_preempt.c). */
+void mig_preempt_diverged(const struct mig_rec *rec, const char *seen)
 {
     char *p = mig_ring->div_text, *end = mig_ring->div_text + sizeof mig_ring->div_text - 1;
     p = mig_put_str(p, end, "a spinning thread never came to the state the primary preempted"
                             " it in: thread ");
-    p = mig_put_int(p, end, holder);
+    p = mig_put_int(p, end, (int64_t)rec->tid);
     p = mig_put_str(p, end, " at ");
     p = put_hex(p, end, (uint64_t)rec->args[3]);
     p = mig_put_str(p, end, ", 30 s: ");
-    p = mig_put_int(p, end, (int64_t)stops);
-    p = mig_put_str(p, end, " stops (");
-    p = mig_put_int(p, end, (int64_t)outside);
-    p = mig_put_str(p, end, " in the shim, registers differed ");
-    p = mig_put_int(p, end, (int64_t)regs);
-    p = mig_put_str(p, end, ", memory ");
-    p = mig_put_int(p, end, (int64_t)memory);
-    p = mig_put_str(p, end, "); in the kernel: ");
-    stop_diverged(mig_put_str(p, end, where[0] ? where : "?"), rec->seq);
+    stop_diverged(mig_put_str(p, end, seen), rec->seq);
 }
 
 /* Going live failed (mig_live.c): the promotion cannot serve. Say why in the ring (the

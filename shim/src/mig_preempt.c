@@ -450,6 +450,19 @@ int mig_preempt_signal(const siginfo_t *si, ucontext_t *uc, int in_app)
     return 1;
 }
 
+/* What the stops since the last preemption showed, for a divergence or a warning. */
+static char *put_stops(char *p, char *end)
+{
+    p = mig_put_int(p, end, pre.stops);
+    p = mig_put_str(p, end, " stops (");
+    p = mig_put_int(p, end, pre.outside);
+    p = mig_put_str(p, end, " in the shim, registers differed ");
+    p = mig_put_int(p, end, pre.regs_differ);
+    p = mig_put_str(p, end, ", memory ");
+    p = mig_put_int(p, end, pre.memory_differs);
+    return mig_put_str(p, end, ")");
+}
+
 /* Replay: the armed holder did not stop in the recorded state in time. */
 void mig_preempt_give_up(const struct mig_rec *rec)
 {
@@ -467,8 +480,11 @@ void mig_preempt_give_up(const struct mig_rec *rec)
     for (char *c = where; *c; c++)
         if (*c == '\n' || (*c == ' ' && ++spaces == 2))
             *c = 0;
-    mig_preempt_diverged(rec, (int)rec->tid, pre.stops, pre.outside,
-                         pre.regs_differ, pre.memory_differs, where);
+    static char seen[192];
+    char *q = put_stops(seen, seen + sizeof seen - 1);
+    q = mig_put_str(q, seen + sizeof seen - 1, "; in the kernel: ");
+    *mig_put_str(q, seen + sizeof seen - 1, where[0] ? where : "?") = 0;
+    mig_preempt_diverged(rec, seen);
 }
 
 char *mig_preempt_report(char *p, char *end)
@@ -478,12 +494,8 @@ char *mig_preempt_report(char *p, char *end)
     p = mig_put_str(p, end, " requests (");
     p = mig_put_int(p, end, pre.not_in_app);
     p = mig_put_str(p, end, " not in the app's code), ");
-    p = mig_put_int(p, end, pre.stops);
-    p = mig_put_str(p, end, " stops (registers differed ");
-    p = mig_put_int(p, end, pre.regs_differ);
-    p = mig_put_str(p, end, ", memory ");
-    p = mig_put_int(p, end, pre.memory_differs);
-    p = mig_put_str(p, end, "), ");
+    p = put_stops(p, end);
+    p = mig_put_str(p, end, ", ");
     p = mig_put_int(p, end, pre.given_up);
     p = mig_put_str(p, end, " addresses given up, the last at ");
     p = mig_put_int(p, end, (int64_t)pre.last_at);

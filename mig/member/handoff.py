@@ -104,9 +104,19 @@ class Handing(RecorderState):
             "to_member": to, "epoch": self.epoch,
             "calls_offsets": [{"partition": p, "offset": o} for p, o in sorted(ends.items())],
             "frozen_ts_ms": frozen_ms, "ts_ms": int(time.time() * 1000)}, key=self.member)
-        writer.commit()
-        log.info("mig.recorder.handoff_written", to=to,
-                 freeze_to_handoff_ms=int(time.time() * 1000) - frozen_ms, calls_end=ends)
+        unsure: Fenced | None = None
+        try:
+            writer.commit()
+        except Fenced as exc:
+            # the successor can read the Handoff and fence this producer before the commit's
+            # own answer comes back (the broker then answers a retried EndTxn with the
+            # fence): the Handoff may be committed all the same. The control topic tells:
+            # the successor's Promotion below, or, when none comes, the fence stands.
+            unsure = exc
+            log.warning("mig.recorder.handoff_commit_fenced", to=to, reason=str(exc))
+        else:
+            log.info("mig.recorder.handoff_written", to=to,
+                     freeze_to_handoff_ms=int(time.time() * 1000) - frozen_ms, calls_end=ends)
         deadline = Deadline(self.cfg.failover.handoff_timeout_ms / 1000)
         while not deadline.passed():
             try:
@@ -120,6 +130,8 @@ class Handing(RecorderState):
                 self.stats.migrated_to = to
                 log.info("mig.recorder.handed_over", to=to, reason=str(exc))
                 return True
+        if unsure is not None:  # fenced, and nobody says they took over: stop as fenced
+            raise unsure
         log.warning("mig.recorder.handoff_timeout", event_id=event, to=to)
         for ring in self.rings.values():
             ring.thaw()

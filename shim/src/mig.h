@@ -454,6 +454,10 @@ void mig_sched_poke(void);                /* wake the threads waiting for the to
 void mig_preempt_ask(uint32_t ktid, const char *sel, uint64_t now_ns);
 void mig_preempt_quiet(void);
 void mig_preempt_moot(void);
+/* Record: the holder armed at A, as mig_tid + 1 (0: none). Its next call (a switch point
+ * where it keeps the token, a record) makes the stop moot: mig_preempt_called. */
+extern uint32_t mig_preempt_armed;
+void mig_preempt_called(void);
 void mig_preempt_rearm(uint64_t now_ns);
 /* This thread waits for the token from this stack address down (0: it runs again). */
 void mig_preempt_park(uintptr_t frame);
@@ -470,6 +474,10 @@ __attribute__((noreturn)) void mig_preempt_diverged(const struct mig_rec *rec,
 void mig_preempt_give_up(const struct mig_rec *rec); /* ...with its counts */
 struct ucontext_t;
 int mig_preempt_signal(const siginfo_t *si, struct ucontext_t *uc, int in_app);
+/* The first and last thing the preemption's handler does (mig_trap.c): the breakpoint is
+ * off in between, so the handler's own calls into libc (errno, memcmp) are no stops. */
+void mig_preempt_enter(const siginfo_t *si);
+void mig_preempt_leave(void);
 /* wrap_signal.c: a MIG_PREEMPT_SIG that was not the shim's, to the app's handler if any. */
 void mig_signal_foreign(int sig, siginfo_t *si, void *ctx);
 

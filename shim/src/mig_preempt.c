@@ -63,11 +63,19 @@ static struct {
     uint32_t asks, not_in_app, given_up;                  /* record, the same */
     int last_reg;          /* the register (gregs index; NGREG: an xmm) that last differed */
     uintptr_t last_at;     /* the address last armed */
+    uint32_t gen;          /* of the breakpoint, counted (never 0) */
     int have_prev, have_hash;
     uint64_t hash;
     greg_t prev[NGREG];
     unsigned char prev_xmm[16 * 16 + 4];
 } pre = {.fd = -1};
+
+uint32_t mig_preempt_armed;
+
+/* The breakpoint this thread's handler turned off, or armed off, by its generation (0:
+ * none; mig_preempt_enter). */
+static MIG_TLS uint32_t held;
+static uint32_t generation;
 
 /* Where each waiting thread's stack stops being the app's (mig_preempt_park). */
 #define PARKED 64
@@ -111,6 +119,7 @@ static void disarm(void)
         mig_sys(SYS_close, pre.fd);
     pre.fd = -1;
     pre.hits = pre.have_prev = pre.have_hash = 0;
+    __atomic_store_n(&mig_preempt_armed, 0, __ATOMIC_RELEASE);
 }
 
 static int arm(uintptr_t at)
@@ -127,6 +136,7 @@ static int arm(uintptr_t at)
     a.wakeup_events = 1;
     a.exclude_kernel = 1;
     a.exclude_hv = 1;
+    a.disabled = 1; /* on when the handler that arms it returns (mig_preempt_leave) */
     long fd = mig_sys(SYS_perf_event_open, &a, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
     if (fd < 0)
         return 0;
@@ -142,6 +152,9 @@ static int arm(uintptr_t at)
         return 0;
     }
     pre.fd = (int)high;
+    if (++generation == 0)
+        generation = 1;
+    held = pre.gen = generation;
     pre.at = pre.last_at = at;
     pre.hits = pre.have_prev = pre.have_hash = 0;
     return 1;
@@ -368,6 +381,22 @@ void mig_preempt_moot(void)
     __atomic_store_n(&pre.state, IDLE, __ATOMIC_RELEASE);
 }
 
+/* Record: the armed holder made a call -- it passed a switch point and kept the token (only
+ * preempted spinners wait), or made a record where no switch point is (a system call on a
+ * recorded fd, trapped). The stops compared for a recurring state must lie between two of
+ * its calls: a replica arms when its holder has made every call the log has before the
+ * stop, so a state the primary met again only across a call (a loop that makes one each
+ * turn) is one the replica cannot stop in before its next call, which finds the stop in
+ * the log instead of its record. A holder that makes calls is no spin: it lets the token
+ * go at one of them. */
+void mig_preempt_called(void)
+{
+    if (__atomic_load_n(&mig_preempt_armed, __ATOMIC_ACQUIRE) != mig_tid + 1)
+        return;
+    disarm();
+    __atomic_store_n(&pre.state, IDLE, __ATOMIC_RELEASE);
+}
+
 /* Replay: a holder armed REARM_NS ago for a recorded stop that has not come is asked
  * again, and arms a new breakpoint: the stop may still be far off (the holder works before
  * it spins), but a breakpoint that went silent must not stall the replica. */
@@ -394,6 +423,32 @@ static void not_now(int failed)
     pre.retry_ns = mig_monotonic_ns() + (MIG_PREEMPT_NS << (failed ? pre.fails : 0));
     __atomic_store_n(&pre.state, IDLE, __ATOMIC_RELEASE);
     mig_sched_poke(); /* the waiters slept through the check: they may ask again */
+}
+
+/* The handler's first step. Its stop at A is taken with the breakpoint off: otherwise the
+ * handler's own calls into libc (__errno_location for errno, memcmp) would stop it again
+ * when A is there, and that stop, deferred until the handler returned, came with the
+ * registers the handler had just seen -- a recurring state made by the handler itself
+ * (`python3 -m http.server` was preempted so at __errno_location, where its thread had
+ * come once; its replica, which did not stop there, diverged). System calls only. */
+void mig_preempt_enter(const siginfo_t *si)
+{
+    int fd = pre.fd;
+    if (fd >= 0 && si->si_code != SI_TKILL && si->si_fd == fd &&
+        mig_sys(SYS_ioctl, fd, PERF_EVENT_IOC_DISABLE, 0) == 0)
+        held = pre.gen;
+}
+
+/* The handler's last step: the breakpoint it turned off or armed is on again, if still
+ * there. */
+void mig_preempt_leave(void)
+{
+    if (!held)
+        return;
+    int fd = pre.fd;
+    if (fd >= 0 && pre.gen == held) /* (not another holder's, armed since) */
+        mig_sys(SYS_ioctl, fd, PERF_EVENT_IOC_ENABLE, 0);
+    held = 0;
 }
 
 /* On the holder, in the signal handler: a request (tgkill) or a stop at A (the
@@ -423,6 +478,8 @@ int mig_preempt_signal(const siginfo_t *si, ucontext_t *uc, int in_app)
             return 1;
         }
         pre.asked_ns = mig_monotonic_ns();
+        if (mig_mode == MIG_RECORD) /* until its next call (mig_preempt_called) */
+            __atomic_store_n(&mig_preempt_armed, mig_tid + 1, __ATOMIC_RELEASE);
         __atomic_store_n(&pre.state, ARMED, __ATOMIC_RELEASE);
         return 1;
     }
@@ -431,9 +488,10 @@ int mig_preempt_signal(const siginfo_t *si, ucontext_t *uc, int in_app)
         return 1;
     }
     pre.stops++;
-    if (!in_app || mig_busy) {
+    if (!in_app || mig_busy || (uintptr_t)uc->uc_mcontext.gregs[REG_RIP] != pre.at) {
         pre.outside++;
-        return 1; /* A reached from the shim's own code: not the app's loop */
+        return 1; /* A reached from the shim's own code (or its signal came late): not
+                   * the app's loop */
     }
     if (!recurring(uc)) {
         if (mig_mode == MIG_RECORD && pre.hits >= MAX_HITS)
@@ -519,6 +577,7 @@ void mig_preempt_after_fork(void)
     if (pre.fd >= 0)
         mig_sys(SYS_close, pre.fd);
     pre.fd = -1;
+    mig_preempt_armed = 0;
     pre.state = IDLE;
     pre.retry_ns = 0;
     pre.fails = 0;

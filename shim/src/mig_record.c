@@ -71,6 +71,9 @@ static uint64_t append(struct mig_call *call)
     uint32_t len = (uint32_t)((sizeof(struct mig_rec) + call->payload_len + 7) & ~7u);
     if (len > mig_ring->capacity / 4)
         mig_die("a single call record does not fit the ring (raise MIG_RING_BYTES)");
+    if (__builtin_expect(__atomic_load_n(&mig_preempt_armed, __ATOMIC_RELAXED) != 0, 0) &&
+        call->kind != MIG_K_SWITCH)
+        mig_preempt_called(); /* an armed holder's record: its stop is moot */
     enter_writer();
     /* Room is waited for without the lock: a thread that waits for the agent sleeps, and
      * the others find no room either and sleep too, instead of spinning on the lock

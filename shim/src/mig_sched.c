@@ -429,6 +429,8 @@ void mig_sched_point(void)
     } else if (others_first()) {
         rec_release();
         rec_acquire();
+    } else if (__atomic_load_n(&mig_preempt_armed, __ATOMIC_RELAXED)) {
+        mig_preempt_called(); /* it keeps the token: a stop it was armed for is moot */
     }
     mig_busy--;
 }

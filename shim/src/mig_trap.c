@@ -300,6 +300,7 @@ static void on_sigsys(int sig, siginfo_t *si, void *ctx)
  * would stop every later trap. */
 static void on_preempt(int sig, siginfo_t *si, void *ctx)
 {
+    mig_preempt_enter(si); /* before errno: __errno_location may be the address watched */
     ucontext_t *uc = ctx;
     char was = mig_sel;
     mig_sel = MIG_SEL_ALLOW;
@@ -310,4 +311,5 @@ static void on_preempt(int sig, siginfo_t *si, void *ctx)
         mig_signal_foreign(sig, si, ctx);
     errno = saved_errno;
     mig_sel = was;
+    mig_preempt_leave();
 }

@@ -225,6 +225,7 @@ static long on_futex(long nr, const long *a, const greg_t *g)
         break;
     case FUTEX_WAKE: case FUTEX_WAKE_BITSET: case FUTEX_REQUEUE: case FUTEX_CMP_REQUEUE:
     case FUTEX_WAKE_OP:
+        mig_sched_point(); /* a recorded call, as a wrapper's (MIG_CHECK) */
         mig_busy++;
         r = mig_trap_raw(nr, a);
         if (mig_mode == MIG_REPLAY && mig_replay(&c, 1)) {
@@ -276,6 +277,8 @@ static long fd_call(enum mig_kind kind, long nr, const long *a, int64_t a0, int6
                     void *buf, uint32_t size)
 {
     struct mig_call c = {.kind = kind, .args = {a0, a1}};
+    if (__builtin_expect(mig_serial_on, 0))
+        mig_sched_point(); /* a recorded call, as a wrapper's (MIG_CHECK) */
     mig_busy++;
     if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
         mig_replay_fits(&c, size);

@@ -351,6 +351,53 @@ def test_a_spin_making_trapped_system_calls_is_preempted(net_broker, tmp_path, a
         assert recorded.splitlines()[-1] in replayed, (recorded, replayed)
 
 
+def test_a_state_met_again_only_across_a_call_is_not_taken_for_a_spin(
+        net_broker, tmp_path, app_name):
+    """turnspin: the worker meets the same state at one instruction once a turn and makes a
+    raw fstat of a pipe each turn (trapped, recorded), while the main thread spins waiting
+    for it. The primary compared its stops across those calls, which were no switch
+    points: it recorded a preemption the replica, armed once its worker had made every call
+    the log has before the stop, could not stop in ("call kind differs: recorded SWITCH,
+    replay made FSTAT" on the first run). A call the shim records from the trap is now a
+    switch point as a wrapper's is, and an armed holder's call makes its stop moot. Five
+    record + replay runs end alike on both hosts, serialized throughout."""
+    _, broker = net_broker
+    for run in range(5):
+        folder = tmp_path / f"run{run}"
+        app = write_app(folder / "primary", f"{app_name}s{run}",
+                        [str(BUILD / "turnspin"), "300"], broker.settings.bootstrap_servers,
+                        threads="serialized")
+        recorded, result, replayed = _record_replay(app, folder, "turnspin rounds=300")
+        assert "unserialized" not in recorded, recorded
+        assert result.returncode == 0, (recorded, result.stderr[-3000:])
+        assert recorded.splitlines()[-1] in replayed, (recorded, replayed)
+
+
+def test_a_counting_loop_that_reads_errno_is_never_taken_for_a_spin(
+        net_broker, tmp_path, app_name):
+    """errnospin: a worker counts in a loop that reads errno each turn while the main
+    thread spins waiting for the count to end, reading the worker's progress. A counting
+    loop never recurs, so the main thread runs only before and after a count: it sees the
+    counts whole (each round count - 1; the first may be 0). Asked while in __errno_location,
+    the worker used to be stopped by its own handler's errno reads (three stops in the
+    state the request found, the deferred ones made by the handler): the main thread saw
+    parts of counts, other parts on the replica. Three record + replay runs, same output on
+    both hosts, the whole counts."""
+    _, broker = net_broker
+    rounds, count = 50, 200000
+    for run in range(3):
+        folder = tmp_path / f"run{run}"
+        app = write_app(folder / "primary", f"{app_name}e{run}",
+                        [str(BUILD / "errnospin"), str(rounds), str(count)],
+                        broker.settings.bootstrap_servers, threads="serialized")
+        recorded, result, replayed = _record_replay(app, folder, "errnospin rounds=")
+        assert "unserialized" not in recorded, recorded
+        seen = int(recorded.split("seen=")[1].split()[0])
+        assert seen in (rounds * (count - 1), (rounds - 1) * (count - 1)), recorded
+        assert result.returncode == 0, (recorded, result.stderr[-3000:])
+        assert recorded.splitlines()[-1] in replayed, (recorded, replayed)
+
+
 def test_the_release_thread_of_held_outputs_is_started_on_every_host(net_broker, tmp_path,
                                                                      app_name):
     """ownalloc: a program with its own malloc (as Redis has jemalloc), which reads a clock

@@ -1,0 +1,131 @@
+"""CPython's threaded http.server under mig, measured side by side in one run.
+
+Debian's ``python3 -m http.server -p HTTP/1.1`` (ThreadingHTTPServer: a thread per
+connection, the threads handing the GIL to each other) serving a small file to
+bench/progs/httpload.c (CONNS keep-alive connections, one request in flight on each; it
+acknowledges at once, as the server writes headers and body apart):
+requests per second and p50 natively on both CPUs, natively on one CPU (``taskset -c 0``:
+rr's ceiling, one thread at a time), and under ``mig primary start`` with threads
+serialized (the default: the run token passes at calls, a replica follows) and in
+parallel (lock order only: CPython's GIL requests are not ordered, a replica diverges:
+docs/threads.md), in async and output mode, with no replica.
+
+RUNS rounds, every configuration once per round, the spread min..max; the ratios are to
+native and to one CPU in the same round. Nothing asserts on timing. Run:
+.venv/bin/python bench/httpserver_bench.py [--runs N] [--seconds S] [--conns N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from benchlib import broker_down, broker_up, machine  # noqa: E402 - a sibling
+from capture_bench import MIG, need, spread  # noqa: E402
+
+from mig.broker.node import free_ports  # noqa: E402
+from tests.apps.client import wait_port  # noqa: E402
+from tests.harness import stop_mig  # noqa: E402
+
+PAGE = "index.html"
+
+
+def load(exe: Path, port: int, conns: int, seconds: float) -> tuple[float, float]:
+    """Requests per second and p50 (us) of GET /index.html; no error allowed."""
+    out = subprocess.run([str(exe), "127.0.0.1", str(port), f"/{PAGE}", str(conns),
+                          str(seconds), "0.5"], capture_output=True, text=True,
+                         timeout=seconds + 60, check=True).stdout
+    figures = dict(re.findall(r"(\w+)=([\d.-]+)", out))
+    assert float(figures["errors"]) == 0, out
+    return float(figures["rps"]), float(figures["p50_us"])
+
+
+def serve(tmp: Path, tag: str, exe: Path, conns: int, seconds: float, cpus: str | None,
+          mig: tuple[str, dict[str, str], str, str] | None) -> tuple[float, float]:
+    """One configuration: natively (mig None, pinned to ``cpus`` if given) or under mig
+    primary start (bootstrap, env, threads, barrier)."""
+    port = free_ports(1)[0]
+    folder = tmp / f"http-{tag}"
+    www = folder / "www"
+    www.mkdir(parents=True)
+    (www / PAGE).write_text("<html><body>" + "mig " * 256 + "</body></html>\n")
+    python = need("python3", "python3")
+    command = [python, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+               "--directory", str(www), "-p", "HTTP/1.1"]
+    if mig is None:
+        pin = ["taskset", "-c", cpus] if cpus else []
+        proc = subprocess.Popen([*pin, *command], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    else:
+        bootstrap, env, threads, barrier = mig
+        (folder / "app.toml").write_text(
+            f'[app]\nname = "http{os.getpid()}{tag}"\ncommand = {json.dumps(command)}\n'
+            f'barrier_mode = "{barrier}"\nthreads = "{threads}"\n'
+            f'[kafka]\nbootstrap_servers = "{bootstrap}"\n')
+        proc = subprocess.Popen([*MIG, "primary", "start", str(folder / "app.toml")],
+                                env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        wait_port("127.0.0.1", port, 60)
+        return load(exe, port, conns, seconds)
+    finally:
+        if mig is None:
+            proc.terminate()
+            proc.wait(10)
+        else:
+            stop_mig(proc, 60)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=4.0, help="load per configuration")
+    ap.add_argument("--conns", type=int, default=8, help="keep-alive connections")
+    args = ap.parse_args()
+    print(machine())
+    tmp = Path(tempfile.mkdtemp(prefix="httpserver-bench-"))
+    exe = tmp / "httpload"
+    subprocess.run(["gcc", "-O2", "-o", exe, ROOT / "bench" / "progs" / "httpload.c"],
+                   check=True)
+    env = {**os.environ, "MIG_HOME": str(tmp / "home")}
+    port = broker_up(MIG, env)
+    bootstrap = f"127.0.0.1:{port}"
+    rates: dict[str, list[float]] = {}
+    p50s: dict[str, list[float]] = {}
+    try:
+        for r in range(args.runs):
+            runs: list[tuple[str, str | None, tuple[str, dict[str, str], str, str] | None]]
+            runs = [("native", None, None), ("native, one CPU", "0", None)]
+            runs += [(f"mig {threads} {barrier}", None, (bootstrap, env, threads, barrier))
+                     for threads in ("serialized", "parallel")
+                     for barrier in ("async", "output")]
+            for i, (key, cpus, mig) in enumerate(runs):
+                rate, p50 = serve(tmp, f"{r}{i}", exe, args.conns, args.seconds, cpus, mig)
+                rates.setdefault(key, []).append(rate)
+                p50s.setdefault(key, []).append(p50)
+    finally:
+        broker_down(MIG, env)
+    print(f"\npython3 -m http.server -p HTTP/1.1 (a thread per connection), httpload"
+          f" {args.conns} keep-alive connections, {args.seconds:g} s, {args.runs} runs"
+          " (min..max)")
+    print(f"  {'configuration':<24} {'req/s':>14} {'p50 us':>12} {'x native':>12}"
+          f" {'x one CPU':>12}")
+    for key, rows in rates.items():
+        ratio = [x / b for x, b in zip(rows, rates["native"], strict=True)]
+        ratio1 = [x / b for x, b in zip(rows, rates["native, one CPU"], strict=True)]
+        print(f"  {key:<24} {spread(rows):>14} {spread(p50s[key]):>12}"
+              f" {min(ratio):.2f}..{max(ratio):.2f}".ljust(66)
+              + f" {min(ratio1):.2f}..{max(ratio1):.2f}".rjust(13))
+
+
+if __name__ == "__main__":
+    main()

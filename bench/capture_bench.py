@@ -143,6 +143,34 @@ def http_load(exe: Path, port: int, path: str, seconds: float) -> float:
     return float(figures["rps"])
 
 
+def start_server(command: list[str], folder: Path, name: str,
+                 mig: tuple[str, dict[str, str], dict[str, str]] | None,
+                 cpus: str | None = None) -> subprocess.Popen[bytes]:
+    """A server natively in ``folder`` (mig None; on the CPUs ``cpus`` names, with
+    taskset, if given) or under mig primary start (mig: bootstrap, env, and the [app] keys
+    to set beside name and command, in folder/app.toml)."""
+    if mig is None:
+        pin = ["taskset", "-c", cpus] if cpus else []
+        return subprocess.Popen([*pin, *command], cwd=folder, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    bootstrap, env, keys = mig
+    extra = "".join(f'{key} = "{value}"\n' for key, value in keys.items())
+    (folder / "app.toml").write_text(
+        f'[app]\nname = "{name}"\ncommand = {json.dumps(command)}\n{extra}'
+        f'[kafka]\nbootstrap_servers = "{bootstrap}"\n')
+    return subprocess.Popen([*MIG, "primary", "start", str(folder / "app.toml")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+
+
+def stop_server(proc: subprocess.Popen[bytes], native: bool) -> None:
+    if native:
+        proc.terminate()
+        proc.wait(10)
+    else:
+        stop_mig(proc, 60)
+
+
 def run_nginx(nginx: str, exe: Path, tmp: Path, tag: str, seconds: float,
               mig: tuple[str, dict[str, str], str, str] | None) -> dict[str, float]:
     """GET /ok and GET /index.html rates, natively (mig None) or under mig primary start
@@ -150,27 +178,14 @@ def run_nginx(nginx: str, exe: Path, tmp: Path, tag: str, seconds: float,
     port = free_ports(1)[0]
     folder = nginx_folder(tmp, tag, port)
     command = [nginx, "-p", "./", "-c", str(folder / "nginx.conf")]
-    if mig is None:
-        proc = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-    else:
-        bootstrap, env, capture, barrier = mig
-        (folder / "app.toml").write_text(
-            f'[app]\nname = "ngx{os.getpid()}{tag}"\ncommand = {json.dumps(command)}\n'
-            f'barrier_mode = "{barrier}"\ncapture = "{capture}"\n'
-            f'[kafka]\nbootstrap_servers = "{bootstrap}"\n')
-        proc = subprocess.Popen([*MIG, "primary", "start", str(folder / "app.toml")], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                stdin=subprocess.DEVNULL)
+    keys = None if mig is None else (
+        mig[0], mig[1], {"barrier_mode": mig[3], "capture": mig[2]})
+    proc = start_server(command, folder, f"ngx{os.getpid()}{tag}", keys)
     try:
         wait_port("127.0.0.1", port, 30)
         return {path: http_load(exe, port, path, seconds) for path in ("/ok", "/index.html")}
     finally:
-        if mig is None:
-            proc.terminate()
-            proc.wait(10)
-        else:
-            stop_mig(proc, 60)
+        stop_server(proc, mig is None)
 
 
 def spread(values: list[float]) -> str:

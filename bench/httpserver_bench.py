@@ -18,7 +18,6 @@ native and to one CPU in the same round. Nothing asserts on timing. Run:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -30,11 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from benchlib import broker_down, broker_up, machine  # noqa: E402 - a sibling
-from capture_bench import MIG, need, spread  # noqa: E402
+from capture_bench import MIG, need, spread, start_server, stop_server  # noqa: E402
 
 from mig.broker.node import free_ports  # noqa: E402
 from tests.apps.client import wait_port  # noqa: E402
-from tests.harness import stop_mig  # noqa: E402
 
 PAGE = "index.html"
 
@@ -61,28 +59,14 @@ def serve(tmp: Path, tag: str, exe: Path, conns: int, seconds: float, cpus: str 
     python = need("python3", "python3")
     command = [python, "-m", "http.server", str(port), "--bind", "127.0.0.1",
                "--directory", str(www), "-p", "HTTP/1.1"]
-    if mig is None:
-        pin = ["taskset", "-c", cpus] if cpus else []
-        proc = subprocess.Popen([*pin, *command], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-    else:
-        bootstrap, env, threads, barrier = mig
-        (folder / "app.toml").write_text(
-            f'[app]\nname = "http{os.getpid()}{tag}"\ncommand = {json.dumps(command)}\n'
-            f'barrier_mode = "{barrier}"\nthreads = "{threads}"\n'
-            f'[kafka]\nbootstrap_servers = "{bootstrap}"\n')
-        proc = subprocess.Popen([*MIG, "primary", "start", str(folder / "app.toml")],
-                                env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    keys = None if mig is None else (mig[0], mig[1], {"barrier_mode": mig[3],
+                                                      "threads": mig[2]})
+    proc = start_server(command, folder, f"http{os.getpid()}{tag}", keys, cpus)
     try:
         wait_port("127.0.0.1", port, 60)
         return load(exe, port, conns, seconds)
     finally:
-        if mig is None:
-            proc.terminate()
-            proc.wait(10)
-        else:
-            stop_mig(proc, 60)
+        stop_server(proc, mig is None)
 
 
 def main() -> None:

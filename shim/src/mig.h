@@ -435,6 +435,8 @@ void mig_sched_exit(void);
 /* The process ends: no switch comes after this point. */
 void mig_sched_end(void);
 void mig_sched_went_live(void);
+/* sched_getaffinity / sched_setaffinity, trapped: 1 and *ret when answered here. */
+int mig_sched_affinity(long nr, const long *a, long *ret);
 /* mig_preempt.c: taking the token from a holder that spins (docs/threads.md). */
 #ifndef SYS_USER_DISPATCH
 #define SYS_USER_DISPATCH 2 /* si_code of a call trapped by Syscall User Dispatch */
@@ -474,10 +476,9 @@ __attribute__((noreturn)) void mig_preempt_diverged(const struct mig_rec *rec,
 void mig_preempt_give_up(const struct mig_rec *rec); /* ...with its counts */
 struct ucontext_t;
 int mig_preempt_signal(const siginfo_t *si, struct ucontext_t *uc, int in_app);
-/* The first and last thing the preemption's handler does (mig_trap.c): the breakpoint is
- * off in between, so the handler's own calls into libc (errno, memcmp) are no stops. */
-void mig_preempt_enter(const siginfo_t *si);
-void mig_preempt_leave(void);
+/* This thread's errno, for the preemption's handler, which must not call libc's
+ * __errno_location (mig_preempt.c): taken when the thread takes the token. */
+extern MIG_TLS int *mig_errno_at;
 /* wrap_signal.c: a MIG_PREEMPT_SIG that was not the shim's, to the app's handler if any. */
 void mig_signal_foreign(int sig, siginfo_t *si, void *ctx);
 

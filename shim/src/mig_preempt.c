@@ -63,7 +63,6 @@ static struct {
     uint32_t asks, not_in_app, given_up;                  /* record, the same */
     int last_reg;          /* the register (gregs index; NGREG: an xmm) that last differed */
     uintptr_t last_at;     /* the address last armed */
-    uint32_t gen;          /* of the breakpoint, counted (never 0) */
     int have_prev, have_hash;
     uint64_t hash;
     greg_t prev[NGREG];
@@ -72,10 +71,6 @@ static struct {
 
 uint32_t mig_preempt_armed;
 
-/* The breakpoint this thread's handler turned off, or armed off, by its generation (0:
- * none; mig_preempt_enter). */
-static MIG_TLS uint32_t held;
-static uint32_t generation;
 
 /* Where each waiting thread's stack stops being the app's (mig_preempt_park). */
 #define PARKED 64
@@ -136,7 +131,6 @@ static int arm(uintptr_t at)
     a.wakeup_events = 1;
     a.exclude_kernel = 1;
     a.exclude_hv = 1;
-    a.disabled = 1; /* on when the handler that arms it returns (mig_preempt_leave) */
     long fd = mig_sys(SYS_perf_event_open, &a, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
     if (fd < 0)
         return 0;
@@ -152,9 +146,6 @@ static int arm(uintptr_t at)
         return 0;
     }
     pre.fd = (int)high;
-    if (++generation == 0)
-        generation = 1;
-    held = pre.gen = generation;
     pre.at = pre.last_at = at;
     pre.hits = pre.have_prev = pre.have_hash = 0;
     return 1;
@@ -282,6 +273,23 @@ static uint64_t hash_memory(uintptr_t sp)
     return h ? h : 1;
 }
 
+/* The handler calls nothing in libc once the breakpoint is armed: A may be there (the app
+ * was interrupted in __errno_location, memcmp...), and the handler's own call would stop
+ * the thread again, that stop's signal held until the handler returned and arriving with
+ * the registers it had just seen: three such stops made a "recurring" state of a place
+ * the thread came to once (`python3 -m http.server` was preempted so in __errno_location;
+ * its replica, which did not stop there, diverged; a counting loop reading errno was
+ * stopped mid-count: tests/apps/errnospin.c). Hence this loop, not memcmp; errno is
+ * saved through a pointer taken outside the handler (mig_trap.c). */
+static int same_bytes(const void *a, const void *b, size_t n)
+{
+    const unsigned char *x = a, *y = b;
+    unsigned char d = 0;
+    for (size_t i = 0; i < n; i++)
+        d |= (unsigned char)(x[i] ^ y[i]);
+    return d == 0;
+}
+
 /* The registers that make the thread's state (not the kernel's notes on the stop). */
 static int same_registers(const ucontext_t *uc)
 {
@@ -296,8 +304,8 @@ static int same_registers(const ucontext_t *uc)
         memcpy(xmm, uc->uc_mcontext.fpregs->_xmm, 16 * 16);
         memcpy(xmm + 16 * 16, &uc->uc_mcontext.fpregs->mxcsr, 4);
     }
-    int same = pre.have_prev && memcmp(now, pre.prev, sizeof now) == 0 &&
-               memcmp(xmm, pre.prev_xmm, sizeof xmm) == 0;
+    int same = pre.have_prev && same_bytes(now, pre.prev, sizeof now) &&
+               same_bytes(xmm, pre.prev_xmm, sizeof xmm);
     if (pre.have_prev && !same) {
         pre.last_reg = NGREG;
         for (int i = 0; i < NGREG; i++)
@@ -425,32 +433,6 @@ static void not_now(int failed)
     mig_sched_poke(); /* the waiters slept through the check: they may ask again */
 }
 
-/* The handler's first step. Its stop at A is taken with the breakpoint off: otherwise the
- * handler's own calls into libc (__errno_location for errno, memcmp) would stop it again
- * when A is there, and that stop, deferred until the handler returned, came with the
- * registers the handler had just seen -- a recurring state made by the handler itself
- * (`python3 -m http.server` was preempted so at __errno_location, where its thread had
- * come once; its replica, which did not stop there, diverged). System calls only. */
-void mig_preempt_enter(const siginfo_t *si)
-{
-    int fd = pre.fd;
-    if (fd >= 0 && si->si_code != SI_TKILL && si->si_fd == fd &&
-        mig_sys(SYS_ioctl, fd, PERF_EVENT_IOC_DISABLE, 0) == 0)
-        held = pre.gen;
-}
-
-/* The handler's last step: the breakpoint it turned off or armed is on again, if still
- * there. */
-void mig_preempt_leave(void)
-{
-    if (!held)
-        return;
-    int fd = pre.fd;
-    if (fd >= 0 && pre.gen == held) /* (not another holder's, armed since) */
-        mig_sys(SYS_ioctl, fd, PERF_EVENT_IOC_ENABLE, 0);
-    held = 0;
-}
-
 /* On the holder, in the signal handler: a request (tgkill) or a stop at A (the
  * breakpoint's signal). in_app: the thread was running the app's code. Returns 1 when
  * the signal was the shim's. */
@@ -470,6 +452,7 @@ int mig_preempt_signal(const siginfo_t *si, ucontext_t *uc, int in_app)
             at = mig_sched_recorded_stop();
         else if (in_app && !mig_busy)
             at = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+        uint64_t now = mig_monotonic_ns(); /* (libc: before the breakpoint is on) */
         if (!holder || !at || !set_up() || !arm(at)) {
             if (mig_mode == MIG_REPLAY)
                 __atomic_store_n(&pre.state, IDLE, __ATOMIC_RELEASE); /* ask again */
@@ -477,7 +460,7 @@ int mig_preempt_signal(const siginfo_t *si, ucontext_t *uc, int in_app)
                 not_now(0);
             return 1;
         }
-        pre.asked_ns = mig_monotonic_ns();
+        pre.asked_ns = now;
         if (mig_mode == MIG_RECORD) /* until its next call (mig_preempt_called) */
             __atomic_store_n(&mig_preempt_armed, mig_tid + 1, __ATOMIC_RELEASE);
         __atomic_store_n(&pre.state, ARMED, __ATOMIC_RELEASE);

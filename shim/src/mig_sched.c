@@ -75,6 +75,8 @@ static void took_token(void)
 {
     if (!my_ktid)
         my_ktid = (uint32_t)syscall(SYS_gettid);
+    if (!mig_errno_at)
+        mig_errno_at = &errno; /* for the preemption's handler (mig_trap.c) */
     __atomic_store_n(&tok.owner_sel, &mig_sel, __ATOMIC_RELEASE);
     __atomic_store_n(&tok.owner_ktid, my_ktid, __ATOMIC_RELEASE);
 }
@@ -105,6 +107,46 @@ void mig_sched_init(void)
     mig_serial = 1;
 }
 
+/* ------------------------------------------------------------------ one CPU */
+
+/* A serialized process runs its threads on one CPU, as rr does: the token passes between
+ * threads of one CPU by a plain context switch, where a wake-up on the other CPU cost tens
+ * of microseconds at each pass (Redis with I/O threads ran at 0.1x to 0.6x of its rate
+ * pinned to one CPU natively; pinned, 0.8x to 0.9x: docs/benchmarks.md). The app still
+ * sees its mask from before (sched_getaffinity: mig_sched_affinity) until it sets one
+ * itself; a child it forks gets that mask back (it has one thread). */
+static unsigned long spread_mask[16]; /* the process's mask before mig pinned it */
+static long spread_len;                /* its size in bytes; 0: not pinned by mig */
+
+static void pin_to_one_cpu(void)
+{
+    unsigned cpu = 0;
+    unsigned long one[16] = {0};
+    long n = mig_sys(SYS_sched_getaffinity, 0, sizeof spread_mask, spread_mask);
+    if (n <= 0 || mig_sys(SYS_getcpu, &cpu, NULL, NULL) != 0 || cpu >= 1024)
+        return;
+    one[cpu / 64] = 1ul << (cpu % 64);
+    if (mig_sys(SYS_sched_setaffinity, 0, sizeof one, one) == 0)
+        spread_len = n;
+}
+
+/* The app asks for or sets a thread's CPU mask (trapped): 1 and *ret when answered here. */
+int mig_sched_affinity(long nr, const long *a, long *ret)
+{
+    if (!spread_len ||
+        (a[0] && mig_sys(SYS_tgkill, mig_sys(SYS_getpid), a[0], 0) != 0))
+        return 0; /* another process's thread: the kernel answers */
+    if (nr == SYS_sched_setaffinity) {
+        spread_len = 0; /* the app places its threads itself from here */
+        return 0;
+    }
+    if (a[1] < spread_len)
+        return 0; /* a short buffer: the kernel's answer (EINVAL, or the mask in force) */
+    memcpy((void *)a[2], spread_mask, (size_t)spread_len);
+    *ret = spread_len;
+    return 1;
+}
+
 /* The process creates its first thread: the creator holds the token from here. */
 void mig_sched_start(void)
 {
@@ -118,6 +160,7 @@ void mig_sched_start(void)
     mig_token_out = 0;
     took_token();
     __atomic_store_n(&mig_serial_on, 1, __ATOMIC_RELEASE);
+    pin_to_one_cpu(); /* its threads inherit the mask */
 }
 
 void mig_sched_after_fork(void)
@@ -128,6 +171,9 @@ void mig_sched_after_fork(void)
     my_ktid = 0;
     memset(&tok, 0, sizeof tok);
     mig_preempt_after_fork();
+    if (spread_len) /* a process of one thread: all its CPUs back */
+        mig_sys(SYS_sched_setaffinity, 0, spread_len, spread_mask);
+    spread_len = 0;
 }
 
 /* A thread that let go at its exit is not gone yet: the kernel clears its id word (which

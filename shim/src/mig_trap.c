@@ -298,18 +298,20 @@ static void on_sigsys(int sig, siginfo_t *si, void *ctx)
  * ran the app's code if its selector said so and it was not at the very start of a shim
  * handler (a trap's SIGSYS delivered just before this signal): a breakpoint armed there
  * would stop every later trap. */
+MIG_TLS int *mig_errno_at;
+
 static void on_preempt(int sig, siginfo_t *si, void *ctx)
 {
-    mig_preempt_enter(si); /* before errno: __errno_location may be the address watched */
     ucontext_t *uc = ctx;
     char was = mig_sel;
     mig_sel = MIG_SEL_ALLOW;
-    int saved_errno = errno;
+    /* not errno: __errno_location may be the address watched (mig_preempt.c) */
+    int *err = mig_errno_at ? mig_errno_at : &errno;
+    int saved_errno = *err;
     uintptr_t rip = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
     int in_app = was == MIG_SEL_BLOCK && (rip < text_lo || rip >= text_hi);
     if (!mig_preempt_signal(si, uc, in_app))
         mig_signal_foreign(sig, si, ctx);
-    errno = saved_errno;
+    *err = saved_errno;
     mig_sel = was;
-    mig_preempt_leave();
 }

@@ -566,6 +566,10 @@ long mig_trap_dispatch(long nr, const long *a, ucontext_t *uc)
         return -ENOSPC;
     case SYS_pkey_free:
         return -EINVAL; /* no key was ever allocated */
+    case SYS_sched_getaffinity: case SYS_sched_setaffinity: {
+        long r; /* a serialized process's threads run on one CPU (mig_sched.c) */
+        return mig_sched_affinity(nr, a, &r) ? r : mig_trap_raw(nr, a);
+    }
     case SYS_getrusage: case SYS_sysinfo: case SYS_times: case SYS_getcpu:
         /* host facts the app may only report: passed, not recorded (docs/interceptor.md) */
         return mig_trap_raw(nr, a);

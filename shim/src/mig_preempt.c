@@ -71,7 +71,6 @@ static struct {
 
 uint32_t mig_preempt_armed;
 
-
 /* Where each waiting thread's stack stops being the app's (mig_preempt_park). */
 #define PARKED 64
 static uintptr_t parked[PARKED];

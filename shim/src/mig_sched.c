@@ -112,7 +112,7 @@ void mig_sched_init(void)
 /* A serialized process runs its threads on one CPU, as rr does: the token passes between
  * threads of one CPU by a plain context switch, where a wake-up on the other CPU cost tens
  * of microseconds at each pass (Redis with I/O threads ran at 0.1x to 0.6x of its rate
- * pinned to one CPU natively; pinned, 0.8x to 0.9x: docs/benchmarks.md). The app still
+ * pinned to one CPU natively; pinned, 0.9x to 1.0x: docs/benchmarks.md). The app still
  * sees its mask from before (sched_getaffinity: mig_sched_affinity) until it sets one
  * itself; a child it forks gets that mask back (it has one thread). */
 static unsigned long spread_mask[16]; /* the process's mask before mig pinned it */

@@ -294,12 +294,12 @@ static void on_sigsys(int sig, siginfo_t *si, void *ctx)
     mig_sel = was;
 }
 
+MIG_TLS int *mig_errno_at;
+
 /* A request to a spinning holder or its stop at a breakpoint (mig_preempt.c). The thread
  * ran the app's code if its selector said so and it was not at the very start of a shim
  * handler (a trap's SIGSYS delivered just before this signal): a breakpoint armed there
  * would stop every later trap. */
-MIG_TLS int *mig_errno_at;
-
 static void on_preempt(int sig, siginfo_t *si, void *ctx)
 {
     ucontext_t *uc = ctx;

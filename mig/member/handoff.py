@@ -109,9 +109,10 @@ class Handing(RecorderState):
             writer.commit()
         except Fenced as exc:
             # the successor can read the Handoff and fence this producer before the commit's
-            # own answer comes back (the broker then answers a retried EndTxn with the
-            # fence): the Handoff may be committed all the same. The control topic tells:
-            # the successor's Promotion below, or, when none comes, the fence stands.
+            # own answer comes back, which then says "fenced" (seen: the Handoff committed,
+            # the successor promoted): the Handoff may be committed all the same. The
+            # control topic tells: the successor's Promotion below, or, if none comes, the
+            # fence stands.
             unsure = exc
             log.warning("mig.recorder.handoff_commit_fenced", to=to, reason=str(exc))
         else:

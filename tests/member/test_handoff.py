@@ -25,7 +25,7 @@ class _AnsweredAfterTheFence(LogWriter):
     """The old primary's producer. The commit of the transaction holding the Handoff really
     commits; then the successor fences this producer (a real ``init_transactions`` under the
     same id) and, when ``promote``, announces its Promotion; then the commit says what
-    librdkafka says when the broker answers a retried EndTxn after that fence."""
+    librdkafka said in the CI run where this was seen."""
 
     def __init__(self, settings: KafkaSettings, app: str, promote: bool) -> None:
         super().__init__(settings, app, transactional_id=f"mig.{app}.primary")

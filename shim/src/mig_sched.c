@@ -123,7 +123,7 @@ static void pin_to_one_cpu(void)
     unsigned cpu = 0;
     unsigned long one[16] = {0};
     long n = mig_sys(SYS_sched_getaffinity, 0, sizeof spread_mask, spread_mask);
-    if (n <= 0 || mig_sys(SYS_getcpu, &cpu, NULL, NULL) != 0 || cpu >= 1024)
+    if (n <= 0 || mig_sys(SYS_getcpu, &cpu, NULL, NULL) != 0 || cpu >= sizeof one * 8)
         return;
     one[cpu / 64] = 1ul << (cpu % 64);
     if (mig_sys(SYS_sched_setaffinity, 0, sizeof one, one) == 0)

@@ -245,6 +245,15 @@ def _missed(result: subprocess.CompletedProcess[str], recorded: str, replayed: s
     return result.returncode == 3 or recorded.splitlines()[-1] not in replayed
 
 
+def _followed_serialized(recorded: str, result: subprocess.CompletedProcess[str],
+                         replayed: str) -> None:
+    """Serialized mode: the primary never gave up serializing, and the replica ended well
+    with the primary's last line of output."""
+    assert "unserialized" not in recorded, recorded
+    assert result.returncode == 0, (recorded, result.stderr[-3000:])
+    assert recorded.splitlines()[-1] in replayed, (recorded, replayed)
+
+
 @pytest.mark.parametrize("threads", ["parallel", "serialized"])
 def test_a_counter_two_threads_add_to_without_a_lock(net_broker, tmp_path, app_name, threads):
     """lostupdates: two threads read, work on and write back one counter without a lock,
@@ -319,9 +328,7 @@ def test_threads_handing_work_over_through_pure_spins(net_broker, tmp_path, app_
             if _missed(result, recorded, replayed):
                 return
             continue
-        assert "unserialized" not in recorded, recorded
-        assert result.returncode == 0, (recorded, result.stderr[-3000:])
-        assert recorded.splitlines()[-1] in replayed, (recorded, replayed)
+        _followed_serialized(recorded, result, replayed)
         if run == 0:
             calls = run_mig("log", "tail", "-t", "calls", "-c", str(app), "--json",
                             f"{app_name}h{run}", check=True).stdout
@@ -346,9 +353,7 @@ def test_a_spin_making_trapped_system_calls_is_preempted(net_broker, tmp_path, a
                         [str(BUILD / "spinhandoff"), "100", "syscall"],
                         broker.settings.bootstrap_servers, threads="serialized")
         recorded, result, replayed = _record_replay(app, folder, "spinhandoff rounds=100")
-        assert "unserialized" not in recorded, recorded
-        assert result.returncode == 0, (recorded, result.stderr[-3000:])
-        assert recorded.splitlines()[-1] in replayed, (recorded, replayed)
+        _followed_serialized(recorded, result, replayed)
 
 
 def test_a_state_met_again_only_across_a_call_is_not_taken_for_a_spin(
@@ -368,9 +373,7 @@ def test_a_state_met_again_only_across_a_call_is_not_taken_for_a_spin(
                         [str(BUILD / "turnspin"), "300"], broker.settings.bootstrap_servers,
                         threads="serialized")
         recorded, result, replayed = _record_replay(app, folder, "turnspin rounds=300")
-        assert "unserialized" not in recorded, recorded
-        assert result.returncode == 0, (recorded, result.stderr[-3000:])
-        assert recorded.splitlines()[-1] in replayed, (recorded, replayed)
+        _followed_serialized(recorded, result, replayed)
 
 
 def test_a_counting_loop_that_reads_errno_is_never_taken_for_a_spin(
@@ -391,11 +394,9 @@ def test_a_counting_loop_that_reads_errno_is_never_taken_for_a_spin(
                         [str(BUILD / "errnospin"), str(rounds), str(count)],
                         broker.settings.bootstrap_servers, threads="serialized")
         recorded, result, replayed = _record_replay(app, folder, "errnospin rounds=")
-        assert "unserialized" not in recorded, recorded
+        _followed_serialized(recorded, result, replayed)
         seen = int(recorded.split("seen=")[1].split()[0])
         assert seen in (rounds * (count - 1), (rounds - 1) * (count - 1)), recorded
-        assert result.returncode == 0, (recorded, result.stderr[-3000:])
-        assert recorded.splitlines()[-1] in replayed, (recorded, replayed)
 
 
 def test_a_serialized_process_runs_on_one_cpu_and_sees_its_own_mask(

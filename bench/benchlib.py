@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["machine", "percentile", "wait_for"]
+__all__ = ["cpu_by_process", "cpu_spent", "machine", "percentile", "wait_for"]
 
 
 def machine() -> str:
@@ -88,3 +88,39 @@ def broker_down(mig: list[str], env: dict[str, str]) -> None:
 
     subprocess.run([*mig, "broker", "down"], env=env, capture_output=True, timeout=120,
                    check=False)
+
+
+def cpu_by_process(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system, every thread) each live process under each root has
+    taken so far, summed by ``"ROLE COMM"`` (ROLE the root's key, COMM the process's name):
+    two of these, before and after a load, say where its CPU went."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    taken: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        pid = int(entry.name)
+        parent[pid] = int(fields[1])
+        taken[pid] = (comm, (int(fields[11]) + int(fields[12])) / tick)
+    out: dict[str, float] = {}
+    for role, root in roots.items():
+        for pid, (comm, seconds) in taken.items():
+            at = pid
+            while at > 1 and at != root:
+                at = parent.get(at, 0)
+            if at == root:
+                key = f"{role} {comm}"
+                out[key] = out.get(key, 0.0) + seconds
+    return out
+
+
+def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """``after - before`` per key (a process that started between them: all of its time)."""
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}

@@ -17,7 +17,18 @@ docs/programs.md) and no snapshots, on one embedded broker:
    ``SHUTDOWN NOSAVE``, the end in the log), ``mig replica follow --from-start`` replays the
    whole log: calls per second, from its ``mig.replayer.started`` line to its exit.
 
+0. **The broker warmed up first**: Kafka runs on the JVM, whose JIT compiler took about
+   half of the broker's CPU for the first 20 s of load here, and the output-mode figure
+   tripled while it did (6,400 to 20,000..30,000 req/s, SET alone). A production broker is
+   warm, so before the measured runs Redis runs under mig in output mode (no replica)
+   under ``redis-benchmark -t set`` until two rounds in a row agree within 15% (at least
+   ``--warm-up`` seconds of load, at most 120 s); the rounds are printed.
 5. **An idle agent**: the CPU an idle primary's agent takes (its app sleeps), over 10 s.
+6. **Where the CPU went** during the ``-c 50`` load of the first run: seconds of CPU of
+   each process (the app, mig's agents, the broker, the replica's app, the load generator)
+   against the wall time times the cores: what is left for the app on this machine.
+
+``--threads serialized|parallel`` sets the app's ``[app] threads`` (default: mig's).
 RUNS rounds of every configuration, interleaved; the spread is min..max. Nothing asserts
 on timing: the last lines print each target of docs/benchmarks.md ("Output commit") with
 met or MISSED. Run: .venv/bin/python bench/commit_bench.py [--runs 2] [--requests 20000]
@@ -30,6 +41,7 @@ import datetime as dt
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,7 +53,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchlib import broker_down, broker_up, machine  # noqa: E402 - a sibling
+from benchlib import broker_down, broker_up, cpu_by_process, cpu_spent, machine  # noqa: E402
 
 from mig.broker.node import free_ports  # noqa: E402
 from tests.apps.client import wait_port  # noqa: E402
@@ -110,8 +122,10 @@ def peak_rss_mb(pid: int) -> float:
 
 
 class Bench:
-    def __init__(self, tmp: Path, requests: int, load: bool = True) -> None:
+    def __init__(self, tmp: Path, requests: int, load: bool = True, threads: str = "") -> None:
         self.load = load
+        self.threads = threads
+        self.cpu: dict[str, list[tuple[float, dict[str, float]]]] = {}
         self.tmp, self.requests = tmp, requests
         self.server = need("redis-server", "redis-server")
         self.bench = need("redis-benchmark", "redis-tools")
@@ -125,7 +139,7 @@ class Bench:
                                 stdout=subprocess.DEVNULL)
         try:
             wait_port("127.0.0.1", port, 30)
-            rps = benchmark(self.bench, port, self.requests, 50, TESTS)[0] if self.load else 1
+            rps = self.loaded("native", {"app": proc.pid}, port)
             _, p50 = benchmark(self.bench, port, self.requests // 4, 1, "set")
             return {"rps": rps, "p50_ms": p50}
         finally:
@@ -140,8 +154,9 @@ class Bench:
         app = f"cb{os.getpid()}{mode[0]}{self.n}"
         toml = folder / "app.toml"
         command = json.dumps([self.server, "--port", str(port), *REDIS_ARGS])
+        threads = f'threads = "{self.threads}"\n' if self.threads else ""
         toml.write_text(
-            f'[app]\nname = "{app}"\ncommand = {command}\n'
+            f'[app]\nname = "{app}"\ncommand = {command}\n{threads}'
             f'barrier_mode = "{mode}"\n[checkpoints]\nenabled = false\n'
             f'[failover]\nmigrate_on_stop = false\n'
             f'[kafka]\nbootstrap_servers = "{self.bootstrap}"\n')
@@ -165,7 +180,7 @@ class Bench:
                     raise RuntimeError(f"{mode}: the replica did not start replaying")
                 time.sleep(0.5)
             began = int(time.time() * 1000)
-            rps = benchmark(self.bench, port, self.requests, 50, TESTS)[0] if self.load else 1
+            rps = self.loaded(mode, {"primary": primary.pid, "replica": replica.pid}, port)
             _, p50 = benchmark(self.bench, port, self.requests // 4, 1, "set")
             ended = int(time.time() * 1000)
             time.sleep(1.0)  # its next statuses
@@ -192,6 +207,55 @@ class Bench:
         if mode == "output":
             out.update(self.replay_speed(toml, folder))
         return out
+
+    def loaded(self, what: str, roots: dict[str, int], port: int) -> float:
+        """The -c 50 load: requests/s, and (the first time for ``what``) where the CPU went."""
+        if not self.load:
+            return 1.0
+        broker = next(iter(sorted((self.tmp / "home").glob("broker/**/kafka.pid"))), None)
+        if broker is not None:
+            roots = {**roots, "broker": int(broker.read_text())}
+        before, load_before = cpu_by_process(roots), resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.monotonic()
+        rps = benchmark(self.bench, port, self.requests, 50, TESTS)[0]
+        elapsed = time.monotonic() - started
+        spent = cpu_spent(before, cpu_by_process(roots))
+        load = resource.getrusage(resource.RUSAGE_CHILDREN)
+        spent["load redis-benchmark"] = (load.ru_utime + load.ru_stime
+                                         - load_before.ru_utime - load_before.ru_stime)
+        self.cpu.setdefault(what, []).append((elapsed, spent))
+        return rps
+
+    def warm_up(self, seconds: float) -> list[float]:
+        """Load the broker through a primary until its rate settles (the JIT's work done):
+        req/s of each round."""
+        port = free_ports(1)[0]
+        folder = self.tmp / "warm"
+        folder.mkdir()
+        command = json.dumps([self.server, "--port", str(port), *REDIS_ARGS])
+        toml = folder / "app.toml"
+        toml.write_text(
+            f'[app]\nname = "cbwarm{os.getpid()}"\ncommand = {command}\n'
+            f'barrier_mode = "output"\n[checkpoints]\nenabled = false\n'
+            f'[failover]\nmigrate_on_stop = false\n'
+            f'[kafka]\nbootstrap_servers = "{self.bootstrap}"\n')
+        primary = subprocess.Popen([*MIG, "primary", "start", "--run-dir", str(folder / "run"),
+                                    str(toml)], env=self.env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        rounds: list[float] = []
+        try:
+            wait_port("127.0.0.1", port, 30)
+            started = time.monotonic()
+            while time.monotonic() - started < 120:
+                rounds.append(benchmark(self.bench, port, self.requests, 50, "set")[0])
+                settled = len(rounds) >= 2 and abs(rounds[-1] / rounds[-2] - 1) < 0.15
+                if settled and time.monotonic() - started >= seconds:
+                    break
+            redis_cli(port, "SHUTDOWN", "NOSAVE")
+            primary.wait(60)
+        finally:
+            stop_mig(primary, 30)
+        return rounds
 
     def idle_cpu(self) -> float:
         """Percent of a core an idle primary's agent takes (its app: sleep 60), over 10 s."""
@@ -252,16 +316,24 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--modes", default="output,async", help="of output,async (both)")
     ap.add_argument("--no-load", action="store_true", help="only the -c 1 latency")
+    ap.add_argument("--warm-up", type=float, default=30.0,
+                    help="seconds of load at least before the measured runs (0: none)")
+    ap.add_argument("--threads", default="", choices=["", "serialized", "parallel"],
+                    help="the app's [app] threads (default: mig's default)")
     args = ap.parse_args()
     modes = args.modes.split(",")
     print(machine())
     tmp = Path(tempfile.mkdtemp(prefix="commit-bench-"))
-    bench = Bench(tmp, args.requests, load=not args.no_load)
+    bench = Bench(tmp, args.requests, load=not args.no_load, threads=args.threads)
     rows: dict[str, list[dict[str, float]]] = {"native": [], **{mode: [] for mode in modes}}
     port = broker_up(MIG, bench.env)
     bench.bootstrap = f"127.0.0.1:{port}"
     try:
         idle = bench.idle_cpu()
+        if args.warm_up > 0:
+            warm = bench.warm_up(args.warm_up)
+            print("broker warm-up, output mode, SET req/s: "
+                  + " ".join(f"{r:,.0f}" for r in warm), flush=True)
         for _ in range(args.runs):
             rows["native"].append(bench.native())
             for mode in modes:
@@ -271,7 +343,8 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     native = rows["native"]
     print(f"\nRedis under redis-benchmark -n {args.requests} -c 50 -t {TESTS}, a replica"
-          f" following; -c 1 -t set for p50; {args.runs} runs (min..max)")
+          f" following; -c 1 -t set for p50; {args.runs} runs (min..max);"
+          f" threads {args.threads or 'by default'}")
     print(f"  {'':8} {'req/s':>16} {'x native':>12} {'p50 ms (-c 1)':>14} {'added':>12}"
           f" {'lag p50/p99/max ms':>22} {'replica RSS MB':>15}")
     ratios: dict[str, list[float]] = {}
@@ -295,6 +368,13 @@ def main() -> int:
         if lost:
             print(f"  {mode}: the replica stopped (a divergence) in {lost} of {len(rows[mode])}"
                   " runs; its lag and RSS are from the others")
+    cores = len(os.sched_getaffinity(0))
+    for what, taken in bench.cpu.items():
+        elapsed, spent = taken[0]
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in
+                          sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+        print(f"  CPU s in the {what} load ({elapsed:.2f} s x {cores} cores ="
+              f" {elapsed * cores:.2f}): {parts}; total {sum(spent.values()):.2f}")
     print(f"\nan idle primary's agent (its app: sleep 60): {idle:.1f}% of a core")
     print(f"\nfresh replica replaying the output-mode log ({spread(calls)} calls):"
           f" {spread(speeds)} calls/s")

@@ -36,6 +36,19 @@ def _marker(entry: list[Any]) -> Callable[[], None]:
 # output waits for its acknowledgement, and records that come while a request is in flight
 # go together in the next one anyway (docs/benchmarks.md, "Output commit").
 RECORD_LINGER_MS = 0
+# In async mode nothing waits for an acknowledgement, so records are let gather instead:
+# after a turn that sent some the agent waits ASYNC_PACE_S for a doorbell (a ring half full,
+# a barrier before exec or exit) before it drains again, and the producer lingers
+# ASYNC_LINGER_MS. Fewer, larger batches and Kafka requests: with Redis under load the agent
+# took a third of the CPU and the broker half of it (docs/benchmarks.md, "Output commit").
+ASYNC_PACE_S = 0.002
+ASYNC_LINGER_MS = 5
+
+
+def record_linger_ms(barrier_mode: str) -> int:
+    """The linger.ms of a primary's producer in this barrier mode."""
+    return ASYNC_LINGER_MS if barrier_mode == "async" else RECORD_LINGER_MS
+
 # The longest an idle agent waits for a doorbell: its timers (processes found every 5 ms,
 # the control topic read every 10 ms) come at least this often.
 TURN_S = 0.005

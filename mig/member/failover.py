@@ -18,7 +18,7 @@ from mig.errors import MigError
 from mig.kafka.reader import UNDECODABLE, Item
 from mig.kafka.topics import topic_names
 from mig.kafka.writer import LogWriter
-from mig.member.commit import RECORD_LINGER_MS
+from mig.member.commit import record_linger_ms
 from mig.member.replay_state import ReplicaState
 
 log = structlog.get_logger("mig.replayer")
@@ -192,7 +192,7 @@ class Failover(ReplicaState):
         while len(self._standby) < 2:
             self._standby.append(LogWriter(self.settings, self.cfg.name,
                                            transactional_id=f"mig.{self.cfg.name}.primary",
-                                           linger_ms=RECORD_LINGER_MS,
+                                           linger_ms=record_linger_ms(self.cfg.barrier_mode),
                                            fence_now=False))
 
     def _fence(self) -> LogWriter:

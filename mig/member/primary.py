@@ -42,7 +42,7 @@ from mig.kafka.clients import KafkaSettings, consumer, end_offsets, offset_since
 from mig.kafka.reader import END, Item, Reader
 from mig.kafka.topics import ensure_topics, topic_names
 from mig.kafka.writer import LogWriter
-from mig.member.commit import RECORD_LINGER_MS, TURN_S, Committing
+from mig.member.commit import ASYNC_PACE_S, TURN_S, Committing, record_linger_ms
 from mig.member.handoff import Handing
 from mig.member.launch import app_env, kill_group, launch, private_run_dir
 from mig.member.metrics import Metrics
@@ -132,7 +132,7 @@ class Recorder(Handing, Committing):
         refuse_existing_recording(self.settings, self.cfg.name)
         writer = LogWriter(self.settings, self.cfg.name,
                            transactional_id=f"mig.{self.cfg.name}.primary",
-                           linger_ms=RECORD_LINGER_MS)
+                           linger_ms=record_linger_ms(self.cfg.barrier_mode))
         identity = app_identity(self.cfg.name, self.cfg.command, self.cfg.cwd,
                                 app_env(self.cfg))
         writer.send("calls", "mig.log.AppIdentity", identity, key="identity")
@@ -368,10 +368,13 @@ class Recorder(Handing, Committing):
                     "calls_offset": -1}, key=self.member)
                 self._commit(writer)
                 return
-            if not sent:  # until a barrier, a full ring, an acknowledgement or the next timer
-                # (while processes still replay after a promotion, on_turn feeds them: the
-                # old 1 ms pace, not a 5 ms turn)
-                self.bells.wait(seen, rings, TURN_S if self.on_turn is None else 0.001)
+            if self.on_turn is not None:  # processes still replay after a promotion:
+                if not sent:  # on_turn feeds them at the old 1 ms pace, not a 5 ms turn
+                    self.bells.wait(seen, rings, 0.001)
+            elif not sent:  # until a barrier, a full ring, an acknowledgement or the next timer
+                self.bells.wait(seen, rings, TURN_S)
+            elif self.cfg.barrier_mode == "async":  # let records gather (commit.py)
+                self.bells.wait(seen, rings, ASYNC_PACE_S)
 
 
 def refuse_existing_recording(settings: KafkaSettings, app: str) -> None:

@@ -4,7 +4,8 @@
  * ring (mapped at start: nothing is allocated here) for the recorder agent to drain, then
  * waits for the commit when the app's barrier mode asks for it. Owns the ring's writer
  * side: back-pressure when the agent falls behind, the writers count a planned handoff
- * freezes, PAD records at the ring's wrap, and barriers. */
+ * freezes, PAD records at the ring's wrap, barriers, and the doorbell that tells the agent
+ * of a barrier, a full ring or one past its fill mark. */
 #define MIG_CORE
 #include "mig.h"
 
@@ -129,6 +130,12 @@ static uint64_t append(struct mig_call *call)
     __atomic_store_n(&mig_ring->head, head + len, __ATOMIC_RELEASE);
     mig_spin_unlock(&mig_ring->lock);
     __atomic_fetch_sub(&mig_ring->writers, 1, __ATOMIC_RELEASE);
+    /* The fill mark: an agent that lets records gather (async mode) is told when the ring
+     * passes half full, so it drains before the app has to wait for room. */
+    uint64_t half = mig_ring->capacity / 2,
+             used = head + len - __atomic_load_n(&mig_ring->tail, __ATOMIC_ACQUIRE);
+    if (used >= half && used - len < half)
+        ring_doorbell();
     return seq;
 }
 

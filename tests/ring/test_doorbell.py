@@ -155,3 +155,53 @@ def test_threads_waiting_for_room_sleep_instead_of_spinning(tmp_path: Path) -> N
     finally:
         proc.kill()
         proc.wait()
+
+
+HALF_THEN_SLEEP = r"""
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+int main(int argc, char **argv)
+{
+    struct timespec ts;
+    int n = atoi(argv[1]);
+    for (int i = 0; i < n; i++)
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+    printf("done\n");
+    fflush(stdout);
+    sleep(30);
+    return 0;
+}
+"""
+
+
+def test_the_shim_rings_when_a_ring_passes_half_full(tmp_path: Path) -> None:
+    """In async mode no barrier rings, and an agent that lets records gather (it waits
+    ASYNC_PACE_S after a turn that sent some) must still hear of a ring filling up before
+    the app has to wait for room: the shim rings once the ring passes half full. A program
+    fills a 64 KiB ring (nobody drains it) to between half and full, then sleeps."""
+    source = tmp_path / "half.c"
+    source.write_text("#include <stdlib.h>\n" + HALF_THEN_SLEEP)
+    subprocess.run(["gcc", "-O2", "-o", str(tmp_path / "half"), str(source)], check=True)
+    env = dict(os.environ, LD_PRELOAD=str(shim_library()), MIG_MODE="record",
+               MIG_BARRIER="async", MIG_RUN_DIR=str(tmp_path), MIG_LPID="1",
+               MIG_RING_BYTES="65536")
+    record = 0
+    for calls in (10, 0):  # the size of one record first, then calls to reach 3/4 full
+        if calls == 0:
+            calls = (65536 * 3 // 4) // record
+        proc = subprocess.Popen([str(tmp_path / "half"), str(calls)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == "done\n"
+            ring = Ring(tmp_path / "1.ring")
+            used, rung = ring.head - ring.tail, ring.doorbell[1]
+            ring.close()
+        finally:
+            proc.kill()
+            proc.wait()
+        if record == 0:
+            record = used // calls  # (the program's own start-up calls make it larger)
+            assert rung == 0, "rung below half full"
+    assert 65536 // 2 < used < 65536, used
+    assert rung >= 1, "not rung past half full"

@@ -382,19 +382,21 @@ def main() -> int:
              for r, n in zip(rows.get("output", []), native, strict=False)]
     lag99 = [r["lag_p99"] for mode in modes for r in rows[mode] if not r["stopped"]]
     rss = [r["rss_mb"] for mode in modes for r in rows[mode] if not r["stopped"]]
-    targets = [
-        ("output mode with a hot replica >= 0.5x native",
+    targets = [  # (what, measured in this run, met)
+        ("output mode with a hot replica >= 0.5x native", bool(added),
          bool(added) and min(ratios["output"]) >= 0.5),
-        ("async mode with a hot replica >= 0.9x native",
+        ("async mode with a hot replica >= 0.9x native", "async" in ratios,
          "async" in ratios and min(ratios["async"]) >= 0.9),
-        ("added p50 at -c 1, output mode <= +0.5 ms", bool(added) and max(added) <= 0.5),
-        ("fresh replica >= 500,000 calls/s", bool(speeds) and min(speeds) >= 500_000),
-        ("replica lag p99 <= 20 ms", bool(lag99) and max(lag99) <= 20),
-        ("replica RSS <= 64 MB", bool(rss) and max(rss) <= 64),
+        ("added p50 at -c 1, output mode <= +0.5 ms", bool(added),
+         bool(added) and max(added) <= 0.5),
+        ("fresh replica >= 500,000 calls/s", bool(speeds),
+         bool(speeds) and min(speeds) >= 500_000),
+        ("replica lag p99 <= 20 ms", bool(lag99), bool(lag99) and max(lag99) <= 20),
+        ("replica RSS <= 64 MB", bool(rss), bool(rss) and max(rss) <= 64),
     ]
     print()
-    for what, ok in targets:
-        print(f"target: {what}: {'met' if ok else 'MISSED'}")
+    for what, measured, ok in targets:
+        print(f"target: {what}: {'met' if ok else 'MISSED' if measured else 'not measured'}")
     return 0
 
 

@@ -28,7 +28,9 @@ docs/programs.md) and no snapshots, on one embedded broker:
    each process (the app, mig's agents, the broker, the replica's app, the load generator)
    against the wall time times the cores: what is left for the app on this machine.
 
-``--threads serialized|parallel`` sets the app's ``[app] threads`` (default: mig's).
+``--threads serialized|parallel`` sets the app's ``[app] threads`` (default: mig's);
+``--cluster`` runs it all on three brokers on this machine (RF 3, min.insync 2) instead of
+the embedded broker: what a production user gets, less the machines.
 RUNS rounds of every configuration, interleaved; the spread is min..max. Nothing asserts
 on timing: the last lines print each target of docs/benchmarks.md ("Output commit") with
 met or MISSED. Run: .venv/bin/python bench/commit_bench.py [--runs 2] [--requests 20000]
@@ -212,9 +214,11 @@ class Bench:
         """The -c 50 load: requests/s, and (the first time for ``what``) where the CPU went."""
         if not self.load:
             return 1.0
-        broker = next(iter(sorted((self.tmp / "home").glob("broker/**/kafka.pid"))), None)
-        if broker is not None:
-            roots = {**roots, "broker": int(broker.read_text())}
+        brokers = sorted([*self.tmp.glob("home/broker/**/kafka.pid"),
+                          *self.tmp.glob("cluster/node*/kafka.pid")])
+        for n, pid_file in enumerate(brokers, 1):  # "broker", or "broker1".."broker3"
+            roots = {**roots, "broker" + (str(n) if len(brokers) > 1 else ""):
+                     int(pid_file.read_text())}
         before, load_before = cpu_by_process(roots), resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         rps = benchmark(self.bench, port, self.requests, 50, TESTS)[0]
@@ -316,6 +320,8 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--modes", default="output,async", help="of output,async (both)")
     ap.add_argument("--no-load", action="store_true", help="only the -c 1 latency")
+    ap.add_argument("--cluster", action="store_true",
+                    help="three brokers on this machine (RF 3, min.insync 2), not the embedded one")
     ap.add_argument("--warm-up", type=float, default=30.0,
                     help="seconds of load at least before the measured runs (0: none)")
     ap.add_argument("--threads", default="", choices=["", "serialized", "parallel"],
@@ -326,8 +332,16 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="commit-bench-"))
     bench = Bench(tmp, args.requests, load=not args.no_load, threads=args.threads)
     rows: dict[str, list[dict[str, float]]] = {"native": [], **{mode: [] for mode in modes}}
-    port = broker_up(MIG, bench.env)
-    bench.bootstrap = f"127.0.0.1:{port}"
+    cluster = None
+    if args.cluster:  # what a production user gets: three brokers, RF 3, min.insync 2
+        from tests.cluster import LocalCluster
+
+        cluster = LocalCluster(tmp / "cluster")
+        cluster.start()
+        bench.bootstrap = cluster.bootstrap
+        print(f"3-broker cluster up at {bench.bootstrap}", flush=True)
+    else:
+        bench.bootstrap = f"127.0.0.1:{broker_up(MIG, bench.env)}"
     try:
         idle = bench.idle_cpu()
         if args.warm_up > 0:
@@ -339,7 +353,10 @@ def main() -> int:
             for mode in modes:
                 rows[mode].append(bench.under_mig(mode))
     finally:
-        broker_down(MIG, bench.env)
+        if cluster is not None:
+            cluster.stop()
+        else:
+            broker_down(MIG, bench.env)
         shutil.rmtree(tmp, ignore_errors=True)
     native = rows["native"]
     print(f"\nRedis under redis-benchmark -n {args.requests} -c 50 -t {TESTS}, a replica"

@@ -37,8 +37,8 @@ def _marker(entry: list[Any]) -> Callable[[], None]:
 # go together in the next one anyway (docs/benchmarks.md, "Output commit").
 RECORD_LINGER_MS = 0
 # In async mode nothing waits for an acknowledgement, so records are let gather instead:
-# after a turn that sent some the agent waits ASYNC_PACE_S for a doorbell (a ring half full,
-# a barrier before exec or exit) before it drains again, and the producer lingers
+# after a turn that sent some the agent waits ASYNC_PACE_S for a doorbell (a ring past half
+# full or full: async mode raises no barrier) before it drains again, and the producer lingers
 # ASYNC_LINGER_MS. Fewer, larger batches and Kafka requests: with Redis under load the agent
 # took a third of the CPU and the broker half of it (docs/benchmarks.md, "Output commit").
 ASYNC_PACE_S = 0.002

@@ -175,8 +175,16 @@ class Reader:
         self.consumer.assign(partitions)
 
     def poll(self, max_messages: int, timeout: float) -> Batch:
-        """One consume of up to ``max_messages``, waiting at most ``timeout`` seconds."""
-        msgs = self.consumer.consume(max_messages, timeout)
+        """Up to ``max_messages``, waiting at most ``timeout`` seconds for the first.
+
+        librdkafka's ``consume(n, timeout)`` returns early only once it holds ``n``
+        messages: with fewer it waits out the whole timeout, so a replica polling with
+        20 ms took each record up to 20 ms after it came (its lag's median was about that).
+        Here the wait ends with the first message, and what else has come is taken
+        without waiting."""
+        msgs = self.consumer.consume(1, timeout) if timeout > 0 else []
+        if len(msgs) < max_messages:
+            msgs += self.consumer.consume(max_messages - len(msgs), 0)
         self.fetched_ms = int(time.time() * 1000)
         return Batch(self, msgs)
 

@@ -51,6 +51,10 @@ from mig.wire.identity import member_id
 __all__ = ["Replayer", "Divergence", "PromotionFailed", "ReplayStats", "compare_identity"]
 
 log = structlog.get_logger("mig.replayer")
+# New processes' rings are looked for this often, not at every turn: a turn comes with every
+# batch the log delivers (mig/kafka/reader.py, Reader.poll), and each look is a glob of the
+# run folder (about 15 us here).
+SCAN_S = 0.005
 
 
 class Replayer(Feeding, Failover, Checkpointing):
@@ -172,7 +176,7 @@ class Replayer(Feeding, Failover, Checkpointing):
         reader.assign([TopicPartition(topic, p, o) for p, o in self.next_offset.items()]
                       + [TopicPartition(names["control"], 0, 0)])
         last_input = time.monotonic()
-        last_status = 0.0
+        last_status = last_scan = 0.0
         self.started_at = time.monotonic()  # after a restore: the silence starts now
         try:
             while True:
@@ -187,7 +191,9 @@ class Replayer(Feeding, Failover, Checkpointing):
                         raise MigError(taken)
                     if taken:
                         last_input = time.monotonic()
-                self._discover()
+                if time.monotonic() - last_scan > SCAN_S:
+                    self._discover()
+                    last_scan = time.monotonic()
                 self._feed()
                 self._check()
                 self._flow()

@@ -187,3 +187,33 @@ def test_consumer_errors_by_rule(settings, topic):
 def test_a_rule_that_does_not_exist_is_refused(settings):
     with pytest.raises(ValueError, match="undecodable='drop'"):
         Reader(settings, "a", "mig.test", undecodable="drop", client=_Consumer(None))
+
+
+def test_a_poll_returns_when_a_record_comes_not_at_its_timeout(settings, app_name):
+    """librdkafka's consume(500, timeout) waits out its whole timeout unless 500 messages
+    come: a replica read each record up to its poll's 20 ms late. Reader.poll returns with
+    the first (and whatever else has come by then)."""
+    import threading
+    import time
+
+    ensure_topics(settings, app_name)
+    topic = topic_names(app_name)["control"]
+    writer = LogWriter(settings, app_name)
+
+    def later() -> None:
+        time.sleep(0.5)
+        writer.send("control", "mig.log.Heartbeat", sample("mig.log.Heartbeat"), key="m1")
+        writer.commit()
+
+    with Reader(settings, app_name, "mig.test",
+                conf={"isolation.level": "read_uncommitted"}) as reader:
+        reader.assign([TopicPartition(topic, 0, 0)])
+        reader.poll(10, 1.0)  # connected, assigned
+        sender = threading.Thread(target=later)
+        sender.start()
+        started = time.monotonic()
+        items = [i for i in reader.poll(500, 20.0) if i.kind == RECORD]
+        took = time.monotonic() - started
+        sender.join()
+    assert [i.name for i in items] == ["mig.log.Heartbeat"]
+    assert took < 10.0, f"{took:.1f} s: the poll waited out its timeout"

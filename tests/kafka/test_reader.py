@@ -5,6 +5,8 @@ and, for consumer errors (which a healthy broker does not give), a stand-in cons
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -193,9 +195,6 @@ def test_a_poll_returns_when_a_record_comes_not_at_its_timeout(settings, app_nam
     """librdkafka's consume(500, timeout) waits out its whole timeout unless 500 messages
     come: a replica read each record up to its poll's 20 ms late. Reader.poll returns with
     the first (and whatever else has come by then)."""
-    import threading
-    import time
-
     ensure_topics(settings, app_name)
     topic = topic_names(app_name)["control"]
     writer = LogWriter(settings, app_name)

@@ -182,7 +182,7 @@ def _scan(settings: KafkaSettings, app: str, start: Any, accept: Any, on_record:
         while len(done) < len(begin):
             if deadline.passed():
                 raise CheckpointError(f"reading {topic} made no progress for {timeout:g} s")
-            batch = reader.poll(500, 0.02)  # (a batch waits its whole timeout unless full)
+            batch = reader.poll(500, 0.02)  # (what has come once the first has, or nothing)
             if batch:  # a large checkpoint on a busy host may take long: wait for progress
                 deadline.renew(timeout)
             for item in batch:

@@ -120,7 +120,7 @@ def read_apps(settings: KafkaSettings, apps: Sequence[str], timeout: float,
         reader.assign([TopicPartition(t, 0, starts[t]) for t in sorted(pending)])
         idle_since = time.monotonic()
         while pending:
-            batch = reader.poll(1000, 0.02)  # (a batch is returned full, or at the timeout)
+            batch = reader.poll(1000, 0.02)  # (what has come once the first has, or nothing)
             if not batch and time.monotonic() - idle_since > timeout:
                 raise MigError(f"no record for {timeout:g} s while reading"
                                f" {', '.join(sorted(pending))}")

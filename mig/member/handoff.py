@@ -14,7 +14,7 @@ import structlog
 
 from mig.control.view import fresh_s
 from mig.deadline import Deadline
-from mig.errors import Fenced
+from mig.errors import Fenced, MigError
 from mig.kafka.clients import end_offsets
 from mig.kafka.reader import END, Reader
 from mig.kafka.topics import topic_names
@@ -104,17 +104,18 @@ class Handing(RecorderState):
             "to_member": to, "epoch": self.epoch,
             "calls_offsets": [{"partition": p, "offset": o} for p, o in sorted(ends.items())],
             "frozen_ts_ms": frozen_ms, "ts_ms": int(time.time() * 1000)}, key=self.member)
-        unsure: Fenced | None = None
+        unsure: MigError | None = None
         try:
             writer.commit()
-        except Fenced as exc:
+        except MigError as exc:
             # the successor can read the Handoff and fence this producer before the commit's
-            # own answer comes back, which then says "fenced" (seen: the Handoff committed,
-            # the successor promoted): the Handoff may be committed all the same. The
-            # control topic tells: the successor's Promotion below, or, if none comes, the
-            # fence stands.
+            # own answer comes back, which then says "fenced", or, from Kafka 4.1, "EndTxn
+            # commit failed: Unknown broker error" (both seen: the Handoff committed, the
+            # successor promoted): the Handoff may be committed all the same. The control
+            # topic tells: the successor's Promotion below, or, if none comes, the error
+            # stands (the app is stopped, never thawed: the transaction's fate is unknown).
             unsure = exc
-            log.warning("mig.recorder.handoff_commit_fenced", to=to, reason=str(exc))
+            log.warning("mig.recorder.handoff_commit_unsure", to=to, reason=str(exc))
         else:
             log.info("mig.recorder.handoff_written", to=to,
                      freeze_to_handoff_ms=int(time.time() * 1000) - frozen_ms, calls_end=ends)
@@ -131,7 +132,7 @@ class Handing(RecorderState):
                 self.stats.migrated_to = to
                 log.info("mig.recorder.handed_over", to=to, reason=str(exc))
                 return True
-        if unsure is not None:  # fenced, and nobody says they took over: stop as fenced
+        if unsure is not None:  # and nobody says they took over: stop with the commit's error
             raise unsure
         log.warning("mig.recorder.handoff_timeout", event_id=event, to=to)
         for ring in self.rings.values():

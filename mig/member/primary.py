@@ -50,7 +50,7 @@ from mig.member.record_state import RecordStats
 from mig.ops.elfcheck import check_program
 from mig.ring.batch import BatchEncoder
 from mig.ring.doorbell import Doorbells
-from mig.ring.memory import Ring
+from mig.ring.memory import SCAN_S, Ring
 from mig.wire.codec import Codec
 from mig.wire.identity import app_identity, member_id
 
@@ -306,7 +306,7 @@ class Recorder(Handing, Committing):
             # the turn ends the wait at its end at once (mig/ring/doorbell.py)
             rings = list(self.rings.values())
             seen = self.bells.snapshot(rings)
-            if now - last_scan > 0.005:
+            if now - last_scan > SCAN_S:
                 self._discover()
                 if self.on_turn is not None:
                     self.on_turn()

@@ -46,15 +46,12 @@ from mig.member.replay_state import (
 )
 from mig.progress import Progress
 from mig.ring.decode import BatchDecoder
+from mig.ring.memory import SCAN_S
 from mig.wire.identity import member_id
 
 __all__ = ["Replayer", "Divergence", "PromotionFailed", "ReplayStats", "compare_identity"]
 
 log = structlog.get_logger("mig.replayer")
-# New processes' rings are looked for this often, not at every turn: a turn comes with every
-# batch the log delivers (mig/kafka/reader.py, Reader.poll), and each look is a glob of the
-# run folder (about 15 us here).
-SCAN_S = 0.005
 
 
 class Replayer(Feeding, Failover, Checkpointing):
@@ -191,7 +188,7 @@ class Replayer(Feeding, Failover, Checkpointing):
                         raise MigError(taken)
                     if taken:
                         last_input = time.monotonic()
-                if time.monotonic() - last_scan > SCAN_S:
+                if time.monotonic() - last_scan > SCAN_S:  # (a turn comes with every batch)
                     self._discover()
                     last_scan = time.monotonic()
                 self._feed()

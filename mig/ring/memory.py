@@ -23,7 +23,7 @@ import structlog
 
 from mig.errors import MigError
 
-__all__ = ["RawCall", "Ring", "RingError", "RingForeign", "REC", "HDR_SIZE", "new_rings",
+__all__ = ["RawCall", "Ring", "RingError", "RingForeign", "REC", "HDR_SIZE", "new_rings", "SCAN_S",
            "futex_wake", "rearm_after_restore", "set_stdin_pipe", "stdin_pipe_of"]
 
 MAGIC = 0x31474E4952474D4D
@@ -263,6 +263,11 @@ class Ring:
             self.mm.close()
         except BufferError:
             pass  # a ctypes view still refers to it; the mapping goes with the process
+
+
+# How often an agent looks for new processes' rings (each look is a glob of the run folder,
+# about 15 us here): the primary and the replica, whose turns come far more often.
+SCAN_S = 0.005
 
 
 def new_rings(run_dir: Path, known: dict[str, Ring]) -> dict[str, Ring]:

@@ -159,6 +159,7 @@ def test_threads_waiting_for_room_sleep_instead_of_spinning(tmp_path: Path) -> N
 
 HALF_THEN_SLEEP = r"""
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 int main(int argc, char **argv)
@@ -181,7 +182,7 @@ def test_the_shim_rings_when_a_ring_passes_half_full(tmp_path: Path) -> None:
     the app has to wait for room: the shim rings once the ring passes half full. A program
     fills a 64 KiB ring (nobody drains it) to between half and full, then sleeps."""
     source = tmp_path / "half.c"
-    source.write_text("#include <stdlib.h>\n" + HALF_THEN_SLEEP)
+    source.write_text(HALF_THEN_SLEEP)
     subprocess.run(["gcc", "-O2", "-o", str(tmp_path / "half"), str(source)], check=True)
     env = dict(os.environ, LD_PRELOAD=str(shim_library()), MIG_MODE="record",
                MIG_BARRIER="async", MIG_RUN_DIR=str(tmp_path), MIG_LPID="1",

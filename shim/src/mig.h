@@ -437,6 +437,10 @@ void mig_sched_end(void);
 void mig_sched_went_live(void);
 /* sched_getaffinity / sched_setaffinity, trapped: 1 and *ret when answered here. */
 int mig_sched_affinity(long nr, const long *a, long *ret);
+/* Around starting or becoming another program: the calling thread off and back on the one
+ * CPU a serialized process is pinned to. */
+void mig_sched_unpin(void);
+void mig_sched_repin(void);
 /* mig_preempt.c: taking the token from a holder that spins (docs/threads.md). */
 #ifndef SYS_USER_DISPATCH
 #define SYS_USER_DISPATCH 2 /* si_code of a call trapped by Syscall User Dispatch */

@@ -289,6 +289,7 @@ long mig_vfork_child_call(long nr, const long *a, ucontext_t *uc)
         return 0; /* libc's spawn child resets handlers: the trap's must stay */
     if (nr == SYS_execve) {
         char *const *env = mig_exec_env((char *const *)a[2], vfork_lpid, 0);
+        mig_sched_unpin(); /* this child's own mask: its parent stays pinned */
         return mig_sys(SYS_execve, a[0], a[1], env);
     }
     return mig_trap_raw(nr, a);

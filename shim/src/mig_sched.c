@@ -117,6 +117,7 @@ void mig_sched_init(void)
  * itself; a child it forks gets that mask back (it has one thread). */
 static unsigned long spread_mask[16]; /* the process's mask before mig pinned it */
 static long spread_len;                /* its size in bytes; 0: not pinned by mig */
+static unsigned long pinned_mask[16]; /* the one CPU mig pinned it to */
 
 static void pin_to_one_cpu(void)
 {
@@ -126,8 +127,27 @@ static void pin_to_one_cpu(void)
     if (n <= 0 || mig_sys(SYS_getcpu, &cpu, NULL, NULL) != 0 || cpu >= sizeof one * 8)
         return;
     one[cpu / 64] = 1ul << (cpu % 64);
-    if (mig_sys(SYS_sched_setaffinity, 0, sizeof one, one) == 0)
+    if (mig_sys(SYS_sched_setaffinity, 0, sizeof one, one) == 0) {
+        memcpy(pinned_mask, one, sizeof one);
         spread_len = n;
+    }
+}
+
+/* A program the process starts (posix_spawn, a vfork child's execve) or becomes (execve)
+ * is no serialized process yet: the calling thread gets the mask from before mig pinned
+ * the process, which the new program inherits; mig_sched_repin puts the thread back on
+ * the one CPU after (the spawn's parent, a failed exec). Nothing changes in a process mig
+ * did not pin, or one that set a mask itself. */
+void mig_sched_unpin(void)
+{
+    if (spread_len)
+        mig_sys(SYS_sched_setaffinity, 0, spread_len, spread_mask);
+}
+
+void mig_sched_repin(void)
+{
+    if (spread_len)
+        mig_sys(SYS_sched_setaffinity, 0, sizeof pinned_mask, pinned_mask);
 }
 
 /* The app asks for or sets a thread's CPU mask (trapped): 1 and *ret when answered here. */

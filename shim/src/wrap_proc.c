@@ -121,13 +121,17 @@ static int spawn_call(int search, pid_t *pid, const char *file, const void *acti
         if (c.result == 0 && c.payload_len == sizeof(pid_t)) {
             pid_t recorded;
             memcpy(&recorded, c.payload, sizeof recorded);
+            mig_sched_unpin(); /* the child inherits the calling thread's mask */
             if (real(&real_pid, file, actions, attr, argv, env) == 0)
                 remember(recorded, real_pid);
+            mig_sched_repin();
             if (pid)
                 *pid = recorded;
         }
     } else {
+        mig_sched_unpin();
         c.result = real(&real_pid, file, actions, attr, argv, env);
+        mig_sched_repin();
         c.payload = &real_pid;
         c.payload_len = c.result == 0 ? sizeof real_pid : 0;
         mig_record(&c);
@@ -164,7 +168,9 @@ static int exec_call(const char *path, char *const argv[], char *const envp[])
         mig_replay_done();
         if (c.result == 0) {
             mig_busy--;
+            mig_sched_unpin();
             mig_real.execve(path, argv, env);
+            mig_sched_repin();
             return -1;
         }
     } else {
@@ -174,8 +180,10 @@ static int exec_call(const char *path, char *const argv[], char *const envp[])
         mig_hold_flush();
         mig_output_barrier();
         mig_busy--;
+        mig_sched_unpin();
         int r = mig_real.execve(path, argv, env);
         int e = errno;
+        mig_sched_repin();
         mig_busy++;
         struct mig_call fail = {.kind = MIG_K_EXEC, .args = {c.args[0]}, .result = r, .err = e};
         mig_record(&fail);

@@ -73,12 +73,15 @@ static ssize_t output_call(enum mig_kind kind, int fd, int64_t a1, int64_t a2, c
     mig_busy++;
     if (mig_mode == MIG_REPLAY && hold_op >= 0)
         mig_hold_mirror(&c); /* what mig_hold_output set up here on the primary */
+    int inside = 0; /* an eventfd: only the app itself reads it, nothing to commit first */
     if (mig_mode == MIG_REPLAY && mig_replay_output(&c, 3)) {
         mig_replay_done();
-    } else if (hold_op >= 0 && mig_holding() && mig_hold_output(&c, hold_op, (int)a2)) {
+    } else if (!(inside = mig_fd_wakeup(fd)) && hold_op >= 0 && mig_holding() &&
+               mig_hold_output(&c, hold_op, (int)a2)) {
         /* held: recorded as written, released once committed (mig_hold.c) */
     } else {
-        mig_output_barrier();
+        if (!inside)
+            mig_output_barrier();
         mig_busy--;
         c.result = real(ctx);
         c.err = c.result < 0 ? errno : 0;

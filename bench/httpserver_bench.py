@@ -47,8 +47,20 @@ def load(exe: Path, port: int, conns: int, seconds: float) -> tuple[float, float
     return float(figures["rps"]), float(figures["p50_us"])
 
 
+def command_line(server: str, port: int, www: Path) -> list[str]:
+    """The server's argv: CPython's http.server, or Node.js on tests/apps/node_http.js
+    (its event loop, V8's platform workers and libuv's thread pool, which reads the page
+    on every request)."""
+    if server == "node":
+        return [need("node", "nodejs"), str(ROOT / "tests" / "apps" / "node_http.js"),
+                str(port), "127.0.0.1", str(www)]
+    return [need("python3", "python3"), "-m", "http.server", str(port), "--bind",
+            "127.0.0.1", "--directory", str(www), "-p", "HTTP/1.1"]
+
+
 def serve(tmp: Path, tag: str, exe: Path, conns: int, seconds: float, cpus: str | None,
-          mig: tuple[str, dict[str, str], str, str] | None) -> tuple[float, float]:
+          mig: tuple[str, dict[str, str], str, str] | None,
+          server: str = "python") -> tuple[float, float]:
     """One configuration: natively (mig None, pinned to ``cpus`` if given) or under mig
     primary start (bootstrap, env, threads, barrier)."""
     port = free_ports(1)[0]
@@ -56,9 +68,7 @@ def serve(tmp: Path, tag: str, exe: Path, conns: int, seconds: float, cpus: str 
     www = folder / "www"
     www.mkdir(parents=True)
     (www / PAGE).write_text("<html><body>" + "mig " * 256 + "</body></html>\n")
-    python = need("python3", "python3")
-    command = [python, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-               "--directory", str(www), "-p", "HTTP/1.1"]
+    command = command_line(server, port, www)
     keys = None if mig is None else (mig[0], mig[1], {"barrier_mode": mig[3],
                                                       "threads": mig[2]})
     proc = start_server(command, folder, f"http{os.getpid()}{tag}", keys, cpus)
@@ -74,6 +84,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=4.0, help="load per configuration")
     ap.add_argument("--conns", type=int, default=8, help="keep-alive connections")
+    ap.add_argument("--server", choices=("python", "node"), default="python",
+                    help="python3 -m http.server, or Node.js on tests/apps/node_http.js")
     args = ap.parse_args()
     print(machine())
     tmp = Path(tempfile.mkdtemp(prefix="httpserver-bench-"))
@@ -93,12 +105,16 @@ def main() -> None:
                      for threads in ("serialized", "parallel")
                      for barrier in ("async", "output")]
             for i, (key, cpus, mig) in enumerate(runs):
-                rate, p50 = serve(tmp, f"{r}{i}", exe, args.conns, args.seconds, cpus, mig)
+                rate, p50 = serve(tmp, f"{r}{i}", exe, args.conns, args.seconds, cpus, mig,
+                                  args.server)
                 rates.setdefault(key, []).append(rate)
                 p50s.setdefault(key, []).append(p50)
     finally:
         broker_down(MIG, env)
-    print(f"\npython3 -m http.server -p HTTP/1.1 (a thread per connection), httpload"
+    what = ("node tests/apps/node_http.js (event loop, libuv thread pool)"
+            if args.server == "node" else
+            "python3 -m http.server -p HTTP/1.1 (a thread per connection)")
+    print(f"\n{what}, httpload"
           f" {args.conns} keep-alive connections, {args.seconds:g} s, {args.runs} runs"
           " (min..max)")
     print(f"  {'configuration':<24} {'req/s':>14} {'p50 us':>12} {'x native':>12}"

@@ -68,7 +68,7 @@ def _write_app_files(app: str, folder: Path, tmp: Path, port: int) -> None:
     """The files an app needs beside its command line: nginx's configuration in the app's
     folder and its document root (with index.html) in the deployment's folder, which is
     also what CPython's http.server serves."""
-    if app == "pyhttp":
+    if app in ("pyhttp", "node"):
         root = tmp / "www"
         root.mkdir()
         (root / "index.html").write_text(NGINX_INDEX)
@@ -104,6 +104,11 @@ def _command(app: str, port: int, folder: Path) -> list[str]:
         assert Path(python).is_file(), "python3 is not installed: apt-get install -y python3"
         return [python, "-m", "http.server", str(port), "--bind", "0.0.0.0",
                 "--directory", str(folder.parent / "www")]
+    if app == "node":
+        # Debian's Node.js on tests/apps/node_http.js: V8's platform workers and libuv's
+        # thread pool (which reads the page on every request) beside the event loop
+        return [need("node", "nodejs"), str(APPS / "node_http.js"), str(port), "0.0.0.0",
+                str(folder.parent / "www")]
     if app == "kv-asyncio":
         return [sys.executable, str(APPS / "kv_asyncio.py"), str(port), "0.0.0.0"]
     if app == "poolserver":  # threads: an accept thread and 4 workers (tests/member/)
@@ -212,7 +217,7 @@ def _answers(host: str, port: int, app: str = "kvserver") -> bool:
     """Whether the app serves on host:port, in its own protocol (RESP for Redis, HTTP for
     nginx, the test apps' line protocol otherwise)."""
     try:
-        if app in ("nginx", "pyhttp"):
+        if app in ("nginx", "pyhttp", "node"):
             conn = http.client.HTTPConnection(host, port, timeout=1.0)
             path, body = ("/ok", b"ok\n") if app == "nginx" else ("/", NGINX_INDEX.encode())
             try:

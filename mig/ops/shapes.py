@@ -83,8 +83,9 @@ def program_shapes(program: Program, capture: str = "trap",
         checks.append(Check("program.jit", "warn", f"{name} loads {lib} ({runtime}), a JIT"
                             " runtime: it compiles code and collects garbage on threads of"
                             " its own, at moments that depend on timing and with memory"
-                            " shared without locks, so a replica can diverge; not tested"
-                            " under mig", "try a replica under load before relying on it"
+                            " shared without locks, so a replica can diverge with threads"
+                            " in parallel; with threads serialized Node.js is tested, the"
+                            " others are not", "try a replica under load before relying on it"
                             " (docs/programs.md lists the programs tested)"))
     if reads := found(STDIN_READS):
         if stdin == "topic":

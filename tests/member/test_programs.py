@@ -881,3 +881,68 @@ def test_python_http_server_threads_replay_and_fail_over(hosts, tmp_path):
               f" kill to the first answer of host 1 {first_answer:.3f} s")
     finally:
         dep.stop()
+
+
+# -- Node.js ------------------------------------------------------------------------------
+
+NODE_REQUESTS = 2000
+
+
+def _served_count(addr: tuple[str, int], wait_s: float) -> int:
+    """One GET on a new connection, retried while the port refuses connections (for at
+    most ``wait_s``); the page must come back, and its X-Served header, the number of
+    requests node_http.js has served, is returned. A connection that is accepted is given
+    its answer (10 s), so no request is served unseen."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        conn = http.client.HTTPConnection(*addr, timeout=10.0)
+        try:
+            conn.request("GET", "/index.html")
+        except ConnectionRefusedError:
+            conn.close()
+            assert time.monotonic() < deadline, f"{addr} refused connections for {wait_s} s"
+            time.sleep(0.05)
+            continue
+        try:
+            resp = conn.getresponse()
+            assert (resp.status, resp.read()) == (200, PAGES["/index.html"])
+            return int(resp.getheader("X-Served"))
+        finally:
+            conn.close()
+
+
+def test_node_http_server_replays_and_fails_over_with_its_count(hosts, tmp_path):
+    """Node.js (V8's platform workers, libuv's thread pool reading the page on every
+    request: tests/apps/node_http.js) as a primary on host 0 and a replica on host 1,
+    threads serialized (mig's default). 2000 requests over 4 clients; the replica replays
+    them without a divergence; then kill -9 of host 0, and the replica answers on its own
+    address with the count of requests served going on from the primary's last answer
+    (the replica held node's state, not only its page)."""
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, app="node")
+    primary, backup = dep.addresses()
+    try:
+        dep.start()
+        load_s = _concurrent_gets(primary, ["/index.html"] * (NODE_REQUESTS // 4), 4, 120)
+        last = _served_count(primary, 0)
+        assert last > NODE_REQUESTS, last
+        loaded_ms = int(time.time() * 1000)
+        _wait_for(lambda: _replica_caught_up(dep, 1, loaded_ms), 120,
+                  "the replica to catch up")
+        killed_at = time.time()
+        net.signal(0, signal.SIGKILL)
+        _wait_for(lambda: _assert_following(dep, 1) or bool(dep.promotions()), 30,
+                  "host 1 to take over")
+        assert _served_count(backup, 30) == last + 1
+        first_answer = time.time() - killed_at
+        promos = dep.promotions()
+        assert [(p["member"], p["reason"]) for p in promos] == [("host1", "failover")], promos
+        problems = _http_gets(backup, ["/index.html"] * 100)
+        assert problems == [], f"{len(problems)} of 100 requests failed: {problems[:5]}"
+        assert _served_count(backup, 0) == last + 102
+        _assert_following(dep, 1)
+        print(f"\nnode through mig: {NODE_REQUESTS} requests over 4 clients,"
+              f" {NODE_REQUESTS / load_s:.0f} requests/s ({load_s:.1f} s); kill to the first"
+              f" answer of host 1 {first_answer:.3f} s")
+    finally:
+        dep.stop()

@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["cpu_by_process", "cpu_spent", "machine", "percentile", "wait_for"]
+__all__ = ["cpu_by_process", "cpu_spent", "machine", "percentile", "sleeps_by_process",
+           "wait_for"]
 
 
 def machine() -> str:
@@ -90,13 +91,11 @@ def broker_down(mig: list[str], env: dict[str, str]) -> None:
                    check=False)
 
 
-def cpu_by_process(roots: dict[str, int]) -> dict[str, float]:
-    """CPU seconds (user + system, every thread) each live process under each root has
-    taken so far, summed by ``"ROLE COMM"`` (ROLE the root's key, COMM the process's name):
-    two of these, before and after a load, say where its CPU went."""
-    tick = os.sysconf("SC_CLK_TCK")
+def _under(roots: dict[str, int]) -> dict[int, tuple[str, str, list[str]]]:
+    """Every live process under each root: pid -> (role, comm, the fields of its stat
+    after the name), ROLE the root's key."""
     parent: dict[int, int] = {}
-    taken: dict[int, tuple[str, float]] = {}
+    stat: dict[int, tuple[str, list[str]]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -104,20 +103,48 @@ def cpu_by_process(roots: dict[str, int]) -> dict[str, float]:
             text = (entry / "stat").read_text()
         except OSError:
             continue  # ended meanwhile
-        comm = text[text.index("(") + 1:text.rindex(")")]
         fields = text[text.rindex(")") + 2:].split()
         pid = int(entry.name)
         parent[pid] = int(fields[1])
-        taken[pid] = (comm, (int(fields[11]) + int(fields[12])) / tick)
-    out: dict[str, float] = {}
+        stat[pid] = (text[text.index("(") + 1:text.rindex(")")], fields)
+    out: dict[int, tuple[str, str, list[str]]] = {}
     for role, root in roots.items():
-        for pid, (comm, seconds) in taken.items():
+        for pid, (comm, fields) in stat.items():
             at = pid
             while at > 1 and at != root:
                 at = parent.get(at, 0)
             if at == root:
-                key = f"{role} {comm}"
-                out[key] = out.get(key, 0.0) + seconds
+                out[pid] = (role, comm, fields)
+    return out
+
+
+def cpu_by_process(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system, every thread) each live process under each root has
+    taken so far, summed by ``"ROLE COMM"`` (ROLE the root's key, COMM the process's name):
+    two of these, before and after a load, say where its CPU went."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for role, comm, fields in _under(roots).values():
+        key = f"{role} {comm}"
+        out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def sleeps_by_process(roots: dict[str, int]) -> dict[str, float]:
+    """Voluntary context switches (a thread blocked: a futex, a read, a poll) the live
+    threads of each process under each root have made so far, summed by ``"ROLE COMM"``
+    as cpu_by_process does."""
+    out: dict[str, float] = {}
+    for pid, (role, comm, _) in _under(roots).items():
+        key = f"{role} {comm}"
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                status = (task / "status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    out[key] = out.get(key, 0.0) + int(line.split()[1])
     return out
 
 

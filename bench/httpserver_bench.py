@@ -1,18 +1,22 @@
-"""CPython's threaded http.server under mig, measured side by side in one run.
+"""CPython's threaded http.server (or Node.js) under mig, measured side by side in one run.
 
 Debian's ``python3 -m http.server -p HTTP/1.1`` (ThreadingHTTPServer: a thread per
-connection, the threads handing the GIL to each other) serving a small file to
-bench/progs/httpload.c (CONNS keep-alive connections, one request in flight on each; it
-acknowledges at once, as the server writes headers and body apart):
-requests per second and p50 natively on both CPUs, natively on one CPU (``taskset -c 0``:
-rr's ceiling, one thread at a time), and under ``mig primary start`` with threads
-serialized (the default: the run token passes at calls, a replica follows) and in
-parallel (lock order only: CPython's GIL requests are not ordered, a replica diverges:
-docs/threads.md), in async and output mode, with no replica.
+connection, the threads handing the GIL to each other), or with ``--server node``
+Node.js on tests/apps/node_http.js (its event loop, and libuv's thread pool reading the
+page on every request), serving a small file to bench/progs/httpload.c (CONNS keep-alive
+connections, one request in flight on each; it acknowledges at once, as http.server
+writes headers and body apart): requests per second, p50, and the server's voluntary
+context switches per request (its threads blocking: what handing work between threads
+costs), natively on both CPUs, natively on one CPU (``taskset -c 0``: rr's ceiling, one
+thread at a time), and under ``mig primary start`` with threads serialized (the default:
+the run token passes at calls, a replica follows) and in parallel (lock order only:
+CPython's GIL requests are not ordered, a replica diverges: docs/threads.md), in async
+and output mode, with no replica.
 
 RUNS rounds, every configuration once per round, the spread min..max; the ratios are to
 native and to one CPU in the same round. Nothing asserts on timing. Run:
 .venv/bin/python bench/httpserver_bench.py [--runs N] [--seconds S] [--conns N]
+    [--server python|node]
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from benchlib import broker_down, broker_up, machine  # noqa: E402 - a sibling
+from benchlib import broker_down, broker_up, machine, sleeps_by_process  # noqa: E402
 from capture_bench import MIG, need, spread, start_server, stop_server  # noqa: E402
 
 from mig.broker.node import free_ports  # noqa: E402
@@ -37,14 +41,14 @@ from tests.apps.client import wait_port  # noqa: E402
 PAGE = "index.html"
 
 
-def load(exe: Path, port: int, conns: int, seconds: float) -> tuple[float, float]:
-    """Requests per second and p50 (us) of GET /index.html; no error allowed."""
+def load(exe: Path, port: int, conns: int, seconds: float) -> tuple[float, float, int]:
+    """Requests per second, p50 (us) and requests of GET /index.html; no error allowed."""
     out = subprocess.run([str(exe), "127.0.0.1", str(port), f"/{PAGE}", str(conns),
                           str(seconds), "0.5"], capture_output=True, text=True,
                          timeout=seconds + 60, check=True).stdout
     figures = dict(re.findall(r"(\w+)=([\d.-]+)", out))
     assert float(figures["errors"]) == 0, out
-    return float(figures["rps"]), float(figures["p50_us"])
+    return float(figures["rps"]), float(figures["p50_us"]), int(figures["requests"])
 
 
 def command_line(server: str, port: int, www: Path) -> list[str]:
@@ -60,9 +64,11 @@ def command_line(server: str, port: int, www: Path) -> list[str]:
 
 def serve(tmp: Path, tag: str, exe: Path, conns: int, seconds: float, cpus: str | None,
           mig: tuple[str, dict[str, str], str, str] | None,
-          server: str = "python") -> tuple[float, float]:
+          server: str = "python") -> tuple[float, float, float]:
     """One configuration: natively (mig None, pinned to ``cpus`` if given) or under mig
-    primary start (bootstrap, env, threads, barrier)."""
+    primary start (bootstrap, env, threads, barrier): requests per second, p50 (us), and
+    how often the server's threads blocked per request (voluntary context switches: the
+    cost of handing work between threads, which serialized threads add to)."""
     port = free_ports(1)[0]
     folder = tmp / f"http-{tag}"
     www = folder / "www"
@@ -74,7 +80,13 @@ def serve(tmp: Path, tag: str, exe: Path, conns: int, seconds: float, cpus: str 
     proc = start_server(command, folder, f"http{os.getpid()}{tag}", keys, cpus)
     try:
         wait_port("127.0.0.1", port, 60)
-        return load(exe, port, conns, seconds)
+        comm = Path(command[0]).name
+        roots = {"server": proc.pid}
+        before = sleeps_by_process(roots)
+        rate, p50, requests = load(exe, port, conns, seconds)
+        after = sleeps_by_process(roots)
+        slept = sum(v - before.get(k, 0.0) for k, v in after.items() if k.endswith(comm))
+        return rate, p50, slept / max(requests, 1)
     finally:
         stop_server(proc, mig is None)
 
@@ -97,6 +109,7 @@ def main() -> None:
     bootstrap = f"127.0.0.1:{port}"
     rates: dict[str, list[float]] = {}
     p50s: dict[str, list[float]] = {}
+    sleeps: dict[str, list[float]] = {}
     try:
         for r in range(args.runs):
             runs: list[tuple[str, str | None, tuple[str, dict[str, str], str, str] | None]]
@@ -105,10 +118,11 @@ def main() -> None:
                      for threads in ("serialized", "parallel")
                      for barrier in ("async", "output")]
             for i, (key, cpus, mig) in enumerate(runs):
-                rate, p50 = serve(tmp, f"{r}{i}", exe, args.conns, args.seconds, cpus, mig,
-                                  args.server)
+                rate, p50, slept = serve(tmp, f"{r}{i}", exe, args.conns, args.seconds, cpus,
+                                         mig, args.server)
                 rates.setdefault(key, []).append(rate)
                 p50s.setdefault(key, []).append(p50)
+                sleeps.setdefault(key, []).append(slept)
     finally:
         broker_down(MIG, env)
     what = ("node tests/apps/node_http.js (event loop, libuv thread pool)"
@@ -118,13 +132,14 @@ def main() -> None:
           f" {args.conns} keep-alive connections, {args.seconds:g} s, {args.runs} runs"
           " (min..max)")
     print(f"  {'configuration':<24} {'req/s':>14} {'p50 us':>12} {'x native':>12}"
-          f" {'x one CPU':>12}")
+          f" {'x one CPU':>12} {'sleeps/req':>12}")
     for key, rows in rates.items():
         ratio = [x / b for x, b in zip(rows, rates["native"], strict=True)]
         ratio1 = [x / b for x, b in zip(rows, rates["native, one CPU"], strict=True)]
+        slept = f"{min(sleeps[key]):.1f}..{max(sleeps[key]):.1f}"
         print(f"  {key:<24} {spread(rows):>14} {spread(p50s[key]):>12}"
               f" {min(ratio):.2f}..{max(ratio):.2f}".ljust(66)
-              + f" {min(ratio1):.2f}..{max(ratio1):.2f}".rjust(13))
+              + f" {min(ratio1):.2f}..{max(ratio1):.2f}".rjust(13) + f" {slept:>12}")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ static struct {
     uint64_t spin_since; /* ... waiting since */
     uint32_t broken;  /* the primary gave up serializing this process */
     uint32_t *exited; /* the thread id word of a thread that let go at its exit */
+    uint64_t since;   /* record: when the holder took it */
 } tok;
 
 /* The word the kernel clears when this thread is gone (CLONE_CHILD_CLEARTID), if any. */
@@ -79,6 +80,7 @@ static void took_token(void)
         mig_errno_at = &errno; /* for the preemption's handler (mig_trap.c) */
     __atomic_store_n(&tok.owner_sel, &mig_sel, __ATOMIC_RELEASE);
     __atomic_store_n(&tok.owner_ktid, my_ktid, __ATOMIC_RELEASE);
+    tok.since = mig_monotonic_ns();
 }
 
 int mig_sched_holding(void)
@@ -461,10 +463,17 @@ void mig_sched_preempted(uintptr_t at)
 /* ------------------------------------------------------------------ both */
 
 /* Record, at a switch point: do other threads wait for the token, and should they run
- * first? A spinner this process preempted (it waits for the others to change memory)
- * gets its turn when the holder blocks or spins itself, or at a switch point once it has
- * waited SPIN_TURN_NS: letting it spin on at every call of the thread it waits for would
- * cost a preemption per call. */
+ * first? A thread that waits gets its turn when the holder blocks, or at a switch point
+ * once the holder has had the token SLICE_NS: a thread woken by the holder (a condition
+ * signalled, a futex woken) asks for the token at once, and handing it over at the
+ * holder's next call, before the holder blocks as it was about to, made two switches of
+ * one (Node.js: 22 voluntary context switches a request, 9.5 with the slice; its thread
+ * pool signals a condition, then the event loop goes on to epoll_wait). A spinner this
+ * process preempted (it waits for the others to change memory) gets its turn when the
+ * holder blocks or spins itself, or at a switch point once it has waited SPIN_TURN_NS:
+ * letting it spin on at every call of the thread it waits for would cost a preemption
+ * per call. */
+#define SLICE_NS 100000ull
 #define SPIN_TURN_NS 300000ull
 static int others_first(void)
 {
@@ -474,9 +483,10 @@ static int others_first(void)
     if (!others)
         return 0;
     uint32_t spinners = __atomic_load_n(&tok.spinners, __ATOMIC_ACQUIRE);
-    return others > spinners ||
-           mig_monotonic_ns() - __atomic_load_n(&tok.spin_since, __ATOMIC_ACQUIRE) >
-               SPIN_TURN_NS;
+    uint64_t now = mig_monotonic_ns();
+    if (others > spinners)
+        return now - tok.since > SLICE_NS;
+    return now - __atomic_load_n(&tok.spin_since, __ATOMIC_ACQUIRE) > SPIN_TURN_NS;
 }
 
 /* A switch point. Record: let the threads waiting for the token run first, if any (the

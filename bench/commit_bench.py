@@ -29,12 +29,15 @@ docs/programs.md) and no snapshots, on one embedded broker:
 
 ``--threads serialized|parallel`` sets the app's ``[app] threads`` (default: mig's);
 ``--cluster`` runs it all on three brokers on this machine (RF 3, min.insync 2) instead of
-the embedded broker: what a production user gets, less the machines.
+the embedded broker: what a production user gets, less the machines. ``--profile DIR``
+samples the primary's and the replica's agents with py-spy (``.venv/bin/pip install
+py-spy``) during each mode's first ``-c 50`` load and prints where their CPU went.
 
 RUNS rounds of every configuration, interleaved; the spread is min..max. Nothing asserts
 on timing: the last lines print each target of docs/benchmarks.md ("Output commit") with
 met, MISSED or not measured.
 Run: .venv/bin/python bench/commit_bench.py [--runs 2] [--requests 20000] [--cluster]
+    [--profile DIR]
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -124,10 +128,47 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def py_spy() -> str:
+    """py-spy (PyPI), for --profile: on PATH or beside this Python."""
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(found).is_file():
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    return found
+
+
+def top_frames(raw: Path, n: int = 8) -> list[str]:
+    """From py-spy's collapsed stacks (``frame;frame;... count``, ``--gil``: samples of
+    the thread running Python, so a wait in a system call or in librdkafka is not one):
+    the lines with the most samples on top of the stack (self), and mig's functions with
+    the most anywhere in it (total; the command line's frames left out), as lines."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [re.sub(r" \((?:[^()]*/)?(?:mig|site-packages|python3\.\d+)/", " (", f)
+                  for f in stack.split(";")]
+        samples += int(count)
+        own[frames[-1]] = own.get(frames[-1], 0) + int(count)
+        for f in {re.sub(r":\d+\)$", ")", f) for f in frames}:
+            if re.search(r" \((member|kafka|ring|control|checkpoint)/", f):
+                total[f] = total.get(f, 0) + int(count)
+    out = [f"{samples} samples"]
+    out += [f"self  {c / max(samples, 1):5.1%}  {f}" for f, c in
+            sorted(own.items(), key=lambda x: -x[1])[:n]]
+    out += [f"total {c / max(samples, 1):5.1%}  {f}" for f, c in
+            sorted(total.items(), key=lambda x: -x[1])[:n]]
+    return out
+
+
 class Bench:
-    def __init__(self, tmp: Path, requests: int, load: bool = True, threads: str = "") -> None:
+    def __init__(self, tmp: Path, requests: int, load: bool = True, threads: str = "",
+                 profile: Path | None = None) -> None:
         self.load = load
         self.threads = threads
+        self.profile = profile
         self.cpu: dict[str, list[tuple[float, dict[str, float]]]] = {}
         self.tmp, self.requests = tmp, requests
         self.server = need("redis-server", "redis-server")
@@ -225,10 +266,25 @@ class Bench:
         for n, pid_file in enumerate(brokers, 1):  # "broker", or "broker1".."broker3"
             roots = {**roots, "broker" + (str(n) if len(brokers) > 1 else ""):
                      int(pid_file.read_text())}
+        spies = []
+        if self.profile is not None and "primary" in roots and what not in self.cpu:
+            for role in ("primary", "replica"):
+                out = self.profile / f"{what}-{role}-agent.txt"
+                spies.append((role, out, subprocess.Popen(
+                    [py_spy(), "record", "--pid", str(roots[role]), "--rate", "250", "--gil",
+                     "--format", "raw", "--output", str(out), "--nonblocking"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+            time.sleep(1.0)  # attached
         before, load_before = cpu_by_process(roots), resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         rps = benchmark(self.bench, port, self.requests, 50, TESTS)[0]
         elapsed = time.monotonic() - started
+        for role, out, spy in spies:  # SIGINT: py-spy writes what it sampled, and ends
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+            print(f"  {what}: {role} agent's CPU under load (py-spy, {out}):", flush=True)
+            for line in top_frames(out) if out.exists() else ["no samples written"]:
+                print(f"    {line}", flush=True)
         spent = cpu_spent(before, cpu_by_process(roots))
         load = resource.getrusage(resource.RUSAGE_CHILDREN)
         spent["load redis-benchmark"] = (load.ru_utime + load.ru_stime
@@ -328,11 +384,18 @@ def main() -> int:
                     help="seconds of load at least before the measured runs (0: none)")
     ap.add_argument("--threads", default="", choices=["", "serialized", "parallel"],
                     help="the app's [app] threads (default: mig's default)")
+    ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                    help="sample both agents with py-spy during each mode's first -c 50"
+                         " load; their stacks in DIR, the top functions printed")
     args = ap.parse_args()
     modes = args.modes.split(",")
     print(machine())
+    if args.profile is not None:
+        py_spy()
+        args.profile.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="commit-bench-"))
-    bench = Bench(tmp, args.requests, load=not args.no_load, threads=args.threads)
+    bench = Bench(tmp, args.requests, load=not args.no_load, threads=args.threads,
+                  profile=args.profile)
     rows: dict[str, list[dict[str, float]]] = {"native": [], **{mode: [] for mode in modes}}
     cluster = None
     if args.cluster:  # what a production user gets: three brokers, RF 3, min.insync 2

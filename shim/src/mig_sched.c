@@ -467,12 +467,12 @@ void mig_sched_preempted(uintptr_t at)
  * once the holder has had the token SLICE_NS: a thread woken by the holder (a condition
  * signalled, a futex woken) asks for the token at once, and handing it over at the
  * holder's next call, before the holder blocks as it was about to, made two switches of
- * one (Node.js: 22 voluntary context switches a request, 9.5 with the slice; its thread
- * pool signals a condition, then the event loop goes on to epoll_wait). A spinner this
- * process preempted (it waits for the others to change memory) gets its turn when the
- * holder blocks or spins itself, or at a switch point once it has waited SPIN_TURN_NS:
- * letting it spin on at every call of the thread it waits for would cost a preemption
- * per call. */
+ * one (Node.js: 22 voluntary context switches a request, about 10 with the slice; its
+ * thread pool signals a condition, then the event loop goes on to epoll_wait). A spinner
+ * this process preempted (it waits for the others to change memory) gets its turn when
+ * the holder blocks or spins itself, or at a switch point once it has waited
+ * SPIN_TURN_NS: letting it spin on at every call of the thread it waits for would cost a
+ * preemption per call. */
 #define SLICE_NS 100000ull
 #define SPIN_TURN_NS 300000ull
 static int others_first(void)

@@ -242,8 +242,12 @@ static inline void mig_spin_unlock(uint32_t *lock)
 /* Is fd one whose I/O is recorded (anything but a regular file)? Cached per fd. */
 int mig_fd_recorded(int fd);
 void mig_fd_forget(int fd);
-/* A recorded fd whose writes are no output to the outside (an eventfd). */
+/* A recorded fd whose writes are no output to the outside: an eventfd this process made
+ * (mig_fd_made_wakeup) while no other process may hold it (mig_fd_shared: a fork, a
+ * spawn, fds sent). */
 int mig_fd_wakeup(int fd);
+void mig_fd_made_wakeup(int fd);
+void mig_fd_shared(void);
 void mig_fd_mark(int fd, int recorded);
 /* After a read of fd that returned `result` (recorded or replayed): count the bytes in the
  * ring's stdin_read when fd is the app's stdin pipe (mig/member/stdin.py). */

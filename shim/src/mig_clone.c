@@ -197,6 +197,7 @@ static long spawn_clone(long nr, const long *a, const greg_t *g)
     s->thread = 0;
     struct mig_call c = {.kind = MIG_K_SPAWN};
     mig_busy++;
+    mig_fd_shared(); /* the program started may hold this process's eventfds */
     mig_next_child_lpid(vfork_lpid, sizeof vfork_lpid);
     long r;
     if (mig_mode == MIG_REPLAY && mig_replay(&c, 0)) {

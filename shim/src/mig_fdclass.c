@@ -4,8 +4,9 @@
  * its reads and writes run for real on every host. Anything else -- a socket, a pipe, a
  * device -- is the outside world: its I/O is recorded, and replayed from the log. The
  * app's stdin pipe ([app] stdin = "topic", mig/member/stdin.py) is recorded too, and its reads
- * are counted in the ring's stdin_read. An eventfd is recorded too, but what is written to
- * it is no output to the outside: only the app's own threads and processes read it. */
+ * are counted in the ring's stdin_read. An eventfd is recorded too, but while only the
+ * process that made it holds it, what is written to it is no output to the outside: only
+ * that process's threads read it. */
 #define MIG_CORE
 #include "mig.h"
 
@@ -16,7 +17,7 @@
 
 /* 0: unknown, 1: recorded (socket, pipe, device...), 2: regular file or directory,
  * 3: recorded, and the app's stdin pipe (reads are counted in the ring's stdin_read),
- * 4: recorded, an anonymous inode (eventfd, timerfd, signalfd, epoll...). */
+ * 4: recorded, an eventfd this process made and no other process holds (mig_fd_shared). */
 static unsigned char fd_class[65536];
 
 int mig_fd_recorded(int fd)
@@ -33,18 +34,32 @@ int mig_fd_recorded(int fd)
                  && (uint64_t)st.st_ino == mig_ring->stdin_ino
                  && (uint64_t)st.st_dev == mig_ring->stdin_dev)
             fd_class[fd] = 3;
-        else if ((st.st_mode & S_IFMT) == 0)
-            fd_class[fd] = 4;
         else
             fd_class[fd] = 1;
     }
     return fd_class[fd] != 2;
 }
 
-/* Of the anonymous inodes only an eventfd takes writes: a write to one wakes a thread or
- * process of the app, and an output commit need not wait for it (the outputs its reader
- * makes after it wait for it, being later records). Checked again at each write, as the
- * class is cached and an fd number can be reused behind the shim's back (close_range). */
+/* A write to an eventfd only this process holds wakes one of its own threads, and an
+ * output commit need not wait for it: what the reader does after the wake is recorded
+ * after it, in the same ring, so the reader's outputs wait for it anyway. Once another
+ * process may hold it (a fork, a spawn, fds sent), its reader's outputs would not wait for
+ * this process's records: its writes are outputs again. Checked again at each write (an
+ * anonymous inode), as the class is cached and an fd number can be reused behind the
+ * shim's back (close_range). */
+void mig_fd_made_wakeup(int fd)
+{
+    if (fd >= 0 && fd < (int)sizeof fd_class)
+        fd_class[fd] = 4;
+}
+
+void mig_fd_shared(void)
+{
+    for (size_t fd = 0; fd < sizeof fd_class; fd++)
+        if (fd_class[fd] == 4)
+            fd_class[fd] = 1;
+}
+
 int mig_fd_wakeup(int fd)
 {
     struct stat st;

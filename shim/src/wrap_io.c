@@ -412,6 +412,8 @@ MIG_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     struct io_ctx x = {.fd = fd, .cmsg = msg, .flags = flags};
     uint64_t total = iov_total(msg->msg_iov, (int)msg->msg_iovlen);
     int holdable = msg->msg_name == NULL && msg->msg_controllen == 0;
+    if (msg->msg_controllen)
+        mig_fd_shared(); /* fds sent (SCM_RIGHTS): an eventfd among them has another holder */
     return output_call(MIG_K_SEND, fd, (int64_t)total, flags, NULL, msg->msg_iov,
                        (int)msg->msg_iovlen, total, r_sendmsg, &x, holdable ? 1 : -1);
 }

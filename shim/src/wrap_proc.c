@@ -64,6 +64,7 @@ pid_t mig_fork_call(long (*make)(void *), void *ctx)
     char child[64];
     struct mig_call c = {.kind = MIG_K_FORK};
     mig_busy++;
+    mig_fd_shared(); /* the child holds this process's eventfds too */
     mig_next_child_lpid(child, sizeof child);
     if (mig_mode == MIG_REPLAY && mig_replay(&c, 0)) {
         mig_replay_done();
@@ -113,6 +114,7 @@ static int spawn_call(int search, pid_t *pid, const char *file, const void *acti
     char child[64];
     struct mig_call c = {.kind = MIG_K_SPAWN};
     mig_busy++;
+    mig_fd_shared(); /* the program started may hold this process's eventfds */
     mig_next_child_lpid(child, sizeof child);
     char *const *env = mig_exec_env(envp, child, 0);
     pid_t real_pid = 0;

@@ -494,6 +494,12 @@ long mig_trap_dispatch(long nr, const long *a, ucontext_t *uc)
             mig_fd_recorded((int)a[0]))
             return fd_stat(nr, a, (int)a[0], (void *)a[4], sizeof(struct statx));
         return file_stat(nr, a);
+    case SYS_eventfd: case SYS_eventfd2: { /* made for real on every host */
+        long fd = mig_trap_raw(nr, a);
+        if (fd >= 0)
+            mig_fd_made_wakeup((int)fd);
+        return fd;
+    }
     case SYS_dup2: return kret_of(dup2((int)a[0], (int)a[1]));
     case SYS_dup3: return kret_of(dup3((int)a[0], (int)a[1], (int)a[2]));
     case SYS_mmap:

@@ -125,6 +125,22 @@ def test_a_write_to_an_eventfd_is_recorded_but_not_held(built, tmp_path, setting
     assert backup == primary
 
 
+def test_a_write_to_an_eventfd_another_process_holds_is_held(built, tmp_path, settings,
+                                                             app_name):
+    """evpingpong fork: the same 500 rounds between a process and its forked child. The
+    child's outputs wait for the child's own records, not its parent's, so a parent's
+    write the child reads is an output like any other: held until committed, each round
+    waiting a commit (at least one batch a round), else a failover could replay the
+    parent to write again what the child already took."""
+    rec, _, primary, backup = _record_replay(tmp_path, app_name,
+                                             [str(built / "evpingpong"), "fork"],
+                                             settings.bootstrap_servers)
+    said = re.search(r"recorded (\d+) calls in (\d+) batches", rec.stdout)
+    assert said is not None and int(said[2]) >= 500, rec.stdout
+    assert re.fullmatch(r"count 1001 in_order 1 ms \d+\n", primary), primary
+    assert backup == primary
+
+
 def test_held_outputs_arrive_in_order_across_close_shutdown_and_exit(built, tmp_path, settings,
                                                                      app_name):
     _, _, primary, backup = _record_replay(tmp_path, app_name, [str(built / "held")],

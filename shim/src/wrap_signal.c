@@ -40,12 +40,31 @@ void mig_signal_foreign(int sig, siginfo_t *si, void *ctx)
         mig_on_signal(sig, si, ctx);
 }
 
+/* The real sigaction: under complete capture, the kernel's, with the shim's restorer (the
+ * return from a handler must come from the shim's text) and SIGSYS never masked. */
+static int install(int sig, const struct sigaction *act, struct sigaction *old)
+{
+    return mig_trapping ? mig_trap_sigaction(sig, act, old) : mig_real.sigaction(sig, act, old);
+}
+
 void mig_run_app_handler(int sig, int code)
 {
     if (sig <= 0 || sig >= NSIG || !handled(&app_action[sig]))
         return;
     int saved = errno;
-    struct sigaction *act = &app_action[sig];
+    struct sigaction copy = app_action[sig];
+    struct sigaction *act = &copy;
+    if (act->sa_flags & SA_RESETHAND) {
+        /* a one-shot handler: the signal's action is the default again before the handler
+         * runs, as the kernel would have made it at the delivery (the shim's handler is
+         * installed without the flag), so a handler that raises the signal again to end
+         * the process (Node.js at SIGTERM) ends it instead of running again at every call */
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        install(sig, &dfl, NULL);
+        app_action[sig] = dfl;
+    }
     if (act->sa_flags & SA_SIGINFO) {
         siginfo_t info;
         memset(&info, 0, sizeof info);
@@ -71,13 +90,6 @@ void mig_deliver_signals(void)
         mig_busy--;
         mig_run_app_handler(sig, pending_info[sig].si_code);
     }
-}
-
-/* The real sigaction: under complete capture, the kernel's, with the shim's restorer (the
- * return from a handler must come from the shim's text) and SIGSYS never masked. */
-static int install(int sig, const struct sigaction *act, struct sigaction *old)
-{
-    return mig_trapping ? mig_trap_sigaction(sig, act, old) : mig_real.sigaction(sig, act, old);
 }
 
 MIG_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old)

@@ -5,6 +5,7 @@ command that installs it (.ci/run installs them)."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import signal
@@ -941,8 +942,17 @@ def test_node_http_server_replays_and_fails_over_with_its_count(hosts, tmp_path)
         assert problems == [], f"{len(problems)} of 100 requests failed: {problems[:5]}"
         assert _served_count(backup, 0) == last + 102
         _assert_following(dep, 1)
+        # stopped as a service manager stops it (SIGTERM, no replica left to hand it to):
+        # node's one-shot SIGTERM handler raises the signal again, and node ends by it
+        asked = time.time()
+        dep.procs[1].send_signal(signal.SIGTERM)
+        dep.procs[1].wait(60)
+        ended = [json.loads(line) for line in dep.log_text(1).splitlines()
+                 if '"mig.recorder.stopped"' in line]
+        assert ended and ended[-1]["exit_code"] == -signal.SIGTERM, dep.log_text(1)[-2000:]
+        stop_s = time.time() - asked
         print(f"\nnode through mig: {NODE_REQUESTS} requests over 4 clients,"
               f" {NODE_REQUESTS / load_s:.0f} requests/s ({load_s:.1f} s); kill to the first"
-              f" answer of host 1 {first_answer:.3f} s")
+              f" answer of host 1 {first_answer:.3f} s; SIGTERM to its end {stop_s:.2f} s")
     finally:
         dep.stop()

@@ -61,6 +61,7 @@ def test_snippet_replays_identically(snippet, built, tmp_path, settings, app_nam
     assert primary and backup == primary
     if snippet == "signals":  # the shim's own signal for preemption, sent by the program
         assert "stkflt 1 handler kept" in primary, primary
+        assert "winch 1 then default" in primary, primary  # SA_RESETHAND: once
 
 
 def test_python_program_replays_identically(tmp_path, settings, app_name):

@@ -2,7 +2,9 @@
  * handler: when the handler ran (between which calls) is timing, so it is recorded and a
  * backup runs it at the same points. Then a SIGSTKFLT the program sends itself, the
  * signal mig's shim preempts spinning threads with: the program's handler must run and be
- * the one sigaction reports. */
+ * the one sigaction reports. Last a one-shot handler (SA_RESETHAND) that raises its signal
+ * again, as Node.js ends at SIGTERM: the second is the default action's (SIGWINCH's: none),
+ * so the handler runs once. */
 #include "common.h"
 #include <signal.h>
 #include <sys/select.h>
@@ -11,7 +13,13 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t ticks, chld, stkflt;
+static volatile sig_atomic_t ticks, chld, stkflt, winch;
+
+static void on_winch_once(int sig)
+{
+    if (++winch < 5)
+        raise(sig);
+}
 
 static void on_stkflt(int sig)
 {
@@ -63,6 +71,13 @@ int main(int argc, char **argv)
         usleep(1000);
     sigaction(SIGSTKFLT, NULL, &seen);
     out("stkflt %d handler %s\n", (int)stkflt, seen.sa_handler == on_stkflt ? "kept" : "lost");
+    struct sigaction once = {.sa_handler = on_winch_once, .sa_flags = SA_RESETHAND};
+    sigaction(SIGWINCH, &once, NULL);
+    raise(SIGWINCH);
+    for (int i = 0; i < 20; i++)
+        usleep(1000);
+    sigaction(SIGWINCH, NULL, &seen);
+    out("winch %d then %s\n", (int)winch, seen.sa_handler == SIG_DFL ? "default" : "handled");
     out("done loops %d eintr %d ticks %d chld %d exit %d\n", loops, eintr, (int)ticks,
         (int)chld, WEXITSTATUS(st));
     return 0;

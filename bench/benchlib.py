@@ -148,6 +148,22 @@ def sleeps_by_process(roots: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def jit_cpu_s(pid: int) -> float:
+    """CPU seconds a JVM's JIT compiler threads (``C1 CompilerThre``, ``C2 CompilerThre``
+    in /proc) have taken so far: while they work, the JVM runs code not yet compiled."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            text = (task / "stat").read_text()
+        except OSError:
+            continue
+        if "CompilerThre" in text[text.index("(") + 1:text.rindex(")")]:
+            fields = text[text.rindex(")") + 2:].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """``after - before`` per key (a process that started between them: all of its time)."""
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}

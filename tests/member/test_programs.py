@@ -956,3 +956,41 @@ def test_node_http_server_replays_and_fails_over_with_its_count(hosts, tmp_path)
               f" answer of host 1 {first_answer:.3f} s; SIGTERM to its end {stop_s:.2f} s")
     finally:
         dep.stop()
+
+
+def test_node_http_server_migrates_then_a_late_replica_restores_its_checkpoint(hosts,
+                                                                              tmp_path):
+    """Node.js as a primary on host 0, a replica on host 1: `mig migrate --to host1` hands
+    it over between requests; host 1 answers with the count going on. Then `mig
+    checkpoint` (host 1 replays node to a cut and dumps it with CRIU: V8's threads, libuv's
+    pool, the eventfds and epoll of its loop), a late replica on host 0 restores it, and
+    after kill -9 of host 1 answers with the count going on again."""
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, app="node")
+    primary, backup = dep.addresses()
+    try:
+        dep.start()
+        _concurrent_gets(primary, ["/index.html"] * 100, 4, 60)
+        last = _served_count(primary, 0)
+        run = subprocess.run([sys.executable, "-m", "mig", "migrate", dep.name, "--to",
+                              "host1", "--bootstrap", broker.settings.bootstrap_servers],
+                             capture_output=True, text=True, timeout=90)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert _served_count(backup, 30) == last + 1
+        _concurrent_gets(backup, ["/index.html"] * 100, 4, 60)
+        cid = _handed_over_then_restored(dep, tmp_path)
+        after = _served_count(backup, 0)
+        assert after == last + 1 + 400 + 1, (last, after)
+        last = after
+        loaded_ms = int(time.time() * 1000)
+        _wait_for(lambda: _replica_caught_up(dep, 0, loaded_ms), 60,
+                  "the restored replica to catch up")
+        net.signal(1, signal.SIGKILL)
+        _wait_for(lambda: _assert_following(dep, 0) or bool(
+            [p for p in dep.promotions() if p["member"] == "host0"]), 30,
+            "host 0 to take over")
+        assert _served_count(primary, 30) == last + 1
+        print(f"\nnode: migrate ({run.stdout.strip()}); checkpoint {cid} restored on host 0,"
+              f" which took over after kill -9 of host 1 at count {last + 1}")
+    finally:
+        dep.stop()

@@ -109,6 +109,13 @@ def _command(app: str, port: int, folder: Path) -> list[str]:
         # thread pool (which reads the page on every request) beside the event loop
         return [need("node", "nodejs"), str(APPS / "node_http.js"), str(port), "0.0.0.0",
                 str(folder.parent / "www")]
+    if app == "memcached":
+        # Debian's memcached with 4 worker threads beside its maintenance threads (the LRU
+        # maintainer and crawler, the hash table's expander), which read the clock the main
+        # thread's timer writes every second without a lock (threads serialized replay it)
+        root = ["-u", "root"] if os.geteuid() == 0 else []  # it refuses root without it
+        return [need("memcached", "memcached"), "-p", str(port), "-U", "0", "-l", "0.0.0.0",
+                "-t", "4", *root]
     if app == "kv-asyncio":
         return [sys.executable, str(APPS / "kv_asyncio.py"), str(port), "0.0.0.0"]
     if app == "poolserver":  # threads: an accept thread and 4 workers (tests/member/)
@@ -226,6 +233,10 @@ def _answers(host: str, port: int, app: str = "kvserver") -> bool:
                 return resp.status == 200 and resp.read() == body
             finally:
                 conn.close()
+        if app == "memcached":
+            with socket.create_connection((host, port), timeout=1.0) as sock:
+                sock.sendall(b"version\r\n")
+                return sock.recv(64).startswith(b"VERSION ")
         if app.startswith("redis"):
             with socket.create_connection((host, port), timeout=1.0) as sock:
                 sock.sendall(b"*1\r\n$4\r\nPING\r\n")

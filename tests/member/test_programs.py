@@ -994,3 +994,125 @@ def test_node_http_server_migrates_then_a_late_replica_restores_its_checkpoint(h
               f" which took over after kill -9 of host 1 at count {last + 1}")
     finally:
         dep.stop()
+
+
+# -- memcached ---------------------------------------------------------------------------
+
+class _Memcache:
+    """A memcached text-protocol client, enough for set and multi-get."""
+
+    def __init__(self, addr: tuple[str, int], timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(addr, timeout=timeout)
+        self.buf = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            got = self.sock.recv(65536)
+            if not got:
+                raise ConnectionError("memcached closed the connection")
+            self.buf += got
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def set(self, key: str, value: bytes) -> bytes:
+        self.sock.sendall(f"set {key} 0 0 {len(value)}\r\n".encode() + value + b"\r\n")
+        return self._line()
+
+    def get(self, keys: list[str]) -> dict[str, bytes]:
+        self.sock.sendall(("get " + " ".join(keys) + "\r\n").encode())
+        out: dict[str, bytes] = {}
+        while True:
+            line = self._line()
+            if line == b"END":
+                return out
+            _, key, _, size = line.decode().split()
+            while len(self.buf) < int(size) + 2:
+                self.buf += self.sock.recv(65536)
+            out[key], self.buf = self.buf[:int(size)], self.buf[int(size) + 2:]
+
+    def stats(self) -> dict[str, str]:
+        self.sock.sendall(b"stats\r\n")
+        out = {}
+        while (line := self._line()) != b"END":
+            _, name, value = line.decode().split(" ", 2)
+            out[name] = value
+        return out
+
+
+MC_CLIENTS, MC_SECONDS = 4, 3.0
+
+
+def test_memcached_replays_its_clock_and_fails_over_with_every_stored_value(hosts, tmp_path):
+    """Debian's memcached (4 worker threads; its LRU maintainer and crawler read the clock
+    the main thread's timer writes every second without a lock, the shape issue 16 reported
+    diverging in 1 to 2 s) as a primary on host 0 and a replica on host 1, threads
+    serialized. 4 clients set unique keys for 3 s (clock ticks on the way) and read them
+    back; the replica replays it all; kill -9 of host 0, and the replica answers on its own
+    address with every value memcached said STORED."""
+    need("memcached", "memcached")
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path, app="memcached")
+    primary, backup = dep.addresses()
+    try:
+        dep.start()
+        stored: dict[str, bytes] = {}
+        problems: list[str] = []
+
+        def client(c: int) -> None:
+            mc = _Memcache(primary)
+            try:
+                n, began = 0, time.monotonic()
+                while time.monotonic() - began < MC_SECONDS:
+                    key, value = f"k{c}-{n}", f"v{c}-{n}-".encode() * (1 + n % 7)
+                    answer = mc.set(key, value)
+                    if answer != b"STORED":
+                        problems.append(f"set {key}: {answer!r}")
+                        return
+                    stored[key] = value
+                    if n % 10 == 9:
+                        keys = [f"k{c}-{i}" for i in range(n - 9, n + 1)]
+                        got = mc.get(keys)
+                        if got != {k: stored[k] for k in keys}:
+                            problems.append(f"get {keys[0]}..: {got}")
+                            return
+                    n += 1
+            finally:
+                mc.close()
+
+        threads = [threading.Thread(target=client, args=(c,)) for c in range(MC_CLIENTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert problems == [], problems[:5]
+        assert len(stored) > 200, len(stored)
+        loaded_ms = int(time.time() * 1000)
+        _wait_for(lambda: _replica_caught_up(dep, 1, loaded_ms), 60,
+                  "the replica to catch up")
+        killed_at = time.time()
+        net.signal(0, signal.SIGKILL)
+        _wait_for(lambda: _assert_following(dep, 1) or _answers(*backup, "memcached"), 30,
+                  "memcached to answer on host 1")
+        first_answer = time.time() - killed_at
+        promos = dep.promotions()
+        assert [(p["member"], p["reason"]) for p in promos] == [("host1", "failover")], promos
+        mc = _Memcache(backup)
+        try:
+            keys = sorted(stored)
+            for n in range(0, len(keys), 100):
+                chunk = keys[n:n + 100]
+                got = mc.get(chunk)
+                lost = [k for k in chunk if got.get(k) != stored[k]]
+                assert lost == [], f"stored values lost or wrong on host 1: {lost[:5]}"
+            items = int(mc.stats()["curr_items"])
+        finally:
+            mc.close()
+        assert items == len(stored), (items, len(stored))
+        print(f"\nmemcached through mig: {len(stored)} values stored by {MC_CLIENTS} clients"
+              f" in {MC_SECONDS:g} s, all on host 1 after kill -9 of host 0 (first answer"
+              f" {first_answer:.3f} s later)")
+    finally:
+        dep.stop()

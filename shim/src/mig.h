@@ -242,6 +242,8 @@ static inline void mig_spin_unlock(uint32_t *lock)
 /* Is fd one whose I/O is recorded (anything but a regular file)? Cached per fd. */
 int mig_fd_recorded(int fd);
 void mig_fd_forget(int fd);
+/* close_range closed [first, last]: every class there is forgotten. */
+void mig_fd_forget_range(unsigned first, unsigned last);
 /* A recorded fd whose writes are no output to the outside: an eventfd this process made
  * (mig_fd_made_wakeup) while no other process may hold it (mig_fd_shared: a fork, a
  * spawn, fds sent). */

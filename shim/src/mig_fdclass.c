@@ -79,6 +79,12 @@ void mig_fd_forget(int fd)
         fd_class[fd] = 0;
 }
 
+void mig_fd_forget_range(unsigned first, unsigned last)
+{
+    for (unsigned fd = first; fd <= last && fd < sizeof fd_class; fd++)
+        fd_class[fd] = 0;
+}
+
 void mig_fd_mark(int fd, int recorded)
 {
     if (fd >= 0 && fd < (int)sizeof fd_class)

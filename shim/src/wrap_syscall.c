@@ -23,6 +23,7 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <link.h>
+#include <linux/close_range.h>
 #include <linux/futex.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -384,7 +385,7 @@ static int passes(long nr)
     case SYS_setgroups: case SYS_setfsuid: case SYS_setfsgid: case SYS_getpgid:
     case SYS_getpgrp: case SYS_getsid: case SYS_setsid: case SYS_setpgid: case SYS_capget:
     case SYS_capset: case SYS_prlimit64: case SYS_getrlimit: case SYS_setrlimit:
-    case SYS_personality: case SYS_close_range: case SYS_pipe: case SYS_pipe2:
+    case SYS_personality: case SYS_pipe: case SYS_pipe2:
     /* timers: their signals are recorded where they ran (wrap_signal.c) */
     case SYS_setitimer: case SYS_getitimer: case SYS_alarm: case SYS_timer_create:
     case SYS_timer_settime: case SYS_timer_gettime: case SYS_timer_getoverrun:
@@ -499,6 +500,12 @@ long mig_trap_dispatch(long nr, const long *a, ucontext_t *uc)
         if (fd >= 0)
             mig_fd_made_wakeup((int)fd);
         return fd;
+    }
+    case SYS_close_range: { /* closed on every host: what the shim knew of them goes */
+        long r = mig_trap_raw(nr, a);
+        if (r == 0 && !((unsigned long)a[2] & CLOSE_RANGE_CLOEXEC))
+            mig_fd_forget_range((unsigned)a[0], (unsigned)a[1]);
+        return r;
     }
     case SYS_dup2: return kret_of(dup2((int)a[0], (int)a[1]));
     case SYS_dup3: return kret_of(dup3((int)a[0], (int)a[1], (int)a[2]));

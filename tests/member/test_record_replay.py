@@ -126,6 +126,21 @@ def test_a_write_to_an_eventfd_is_recorded_but_not_held(built, tmp_path, setting
     assert backup == primary
 
 
+def test_a_pipe_made_where_close_range_closed_a_file_is_recorded(built, tmp_path, settings,
+                                                               app_name):
+    """fdreuse: a regular file read, closed by close_range, and a pipe made by a raw pipe2
+    at its fd number; 1000 rounds through the pipe. The shim's cached class of that number
+    (a regular file: I/O not recorded) must go with the close: the pipe's 1000 reads are
+    recorded as its writes are (about 1000 calls fewer when they were not, and a backup
+    read its own pipe instead of the log), and the backup replays the same sum."""
+    rec, _, primary, backup = _record_replay(tmp_path, app_name, [str(built / "fdreuse")],
+                                             settings.bootstrap_servers, barrier_mode="async")
+    said = re.search(r"recorded (\d+) calls", rec.stdout)
+    assert said is not None and int(said[1]) > 3000, rec.stdout  # clock, write, read x 1000
+    assert primary.startswith("pipe at the file's number: yes, sum "), primary
+    assert backup == primary
+
+
 def test_a_write_to_an_eventfd_another_process_holds_is_held(built, tmp_path, settings,
                                                              app_name):
     """evpingpong fork: the same 500 rounds between a process and its forked child. The

@@ -244,9 +244,9 @@ int mig_fd_recorded(int fd);
 void mig_fd_forget(int fd);
 /* close_range closed [first, last]: every class there is forgotten. */
 void mig_fd_forget_range(unsigned first, unsigned last);
-/* A recorded fd whose writes are no output to the outside: an eventfd this process made
- * (mig_fd_made_wakeup) while no other process may hold it (mig_fd_shared: a fork, a
- * spawn, fds sent). */
+/* A recorded fd whose writes are no output to the outside: an eventfd, pipe or socketpair
+ * this process made (mig_fd_made_wakeup) while no other process may hold it
+ * (mig_fd_shared: a fork, a spawn, fds sent). */
 int mig_fd_wakeup(int fd);
 void mig_fd_made_wakeup(int fd);
 void mig_fd_shared(void);

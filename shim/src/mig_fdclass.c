@@ -6,7 +6,8 @@
  * app's stdin pipe ([app] stdin = "topic", mig/member/stdin.py) is recorded too, and its reads
  * are counted in the ring's stdin_read. An eventfd is recorded too, but while only the
  * process that made it holds it, what is written to it is no output to the outside: only
- * that process's threads read it. */
+ * that process's threads read it; so is a pipe or socketpair the process made, while it
+ * holds both ends alone (a self-pipe). */
 #define MIG_CORE
 #include "mig.h"
 
@@ -17,7 +18,8 @@
 
 /* 0: unknown, 1: recorded (socket, pipe, device...), 2: regular file or directory,
  * 3: recorded, and the app's stdin pipe (reads are counted in the ring's stdin_read),
- * 4: recorded, an eventfd this process made and no other process holds (mig_fd_shared). */
+ * 4: recorded, an eventfd, pipe or socketpair this process made and no other process holds
+ *    (mig_fd_shared). */
 static unsigned char fd_class[65536];
 
 int mig_fd_recorded(int fd)
@@ -40,13 +42,14 @@ int mig_fd_recorded(int fd)
     return fd_class[fd] != 2;
 }
 
-/* A write to an eventfd only this process holds wakes one of its own threads, and an
- * output commit need not wait for it: what the reader does after the wake is recorded
+/* A write to an eventfd, pipe or socketpair only this process holds (it made it, and no
+ * other process has had the chance to take an end since) wakes one of its own threads, and
+ * an output commit need not wait for it: what the reader does after the wake is recorded
  * after it, in the same ring, so the reader's outputs wait for it anyway. Once another
  * process may hold it (a fork, a spawn, fds sent), its reader's outputs would not wait for
- * this process's records: its writes are outputs again. Checked again at each write (an
- * anonymous inode), as the class is cached and an fd number can be reused behind the
- * shim's back (close_range). */
+ * this process's records: its writes are outputs again. The fd's type is checked again at
+ * each write (an anonymous inode, a pipe or a socket), as a cached class could outlive its
+ * file behind the shim's back. */
 void mig_fd_made_wakeup(int fd)
 {
     if (fd >= 0 && fd < (int)sizeof fd_class)
@@ -63,8 +66,10 @@ void mig_fd_shared(void)
 int mig_fd_wakeup(int fd)
 {
     struct stat st;
-    return fd >= 0 && fd < (int)sizeof fd_class && fd_class[fd] == 4 &&
-           syscall(SYS_fstat, fd, &st) == 0 && (st.st_mode & S_IFMT) == 0;
+    if (fd < 0 || fd >= (int)sizeof fd_class || fd_class[fd] != 4 ||
+        syscall(SYS_fstat, fd, &st) != 0)
+        return 0;
+    return (st.st_mode & S_IFMT) == 0 || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
 }
 
 void mig_stdin_count(int fd, int64_t result)

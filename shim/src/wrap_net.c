@@ -158,8 +158,10 @@ static int pair_call(enum mig_kind kind, int64_t a0, int64_t a1, int64_t a2, int
         if (c.result == 0) {
             c.payload = sv;
             c.payload_len = 2 * sizeof(int);
-            mig_fd_mark(sv[0], 1);
-            mig_fd_mark(sv[1], 1);
+            /* both ends are this process's alone: a wake of its own threads (a self-pipe),
+             * until a fork, a program started or fds sent share them (mig_fdclass.c) */
+            mig_fd_made_wakeup(sv[0]);
+            mig_fd_made_wakeup(sv[1]);
         }
         mig_record(&c);
     }

@@ -110,15 +110,22 @@ def test_an_async_primary_lets_records_gather_into_few_batches(built, tmp_path, 
     assert int(made[2]) / int(said[2]) >= 3.0, (said[0], made[0])  # ms of stream per batch
 
 
-def test_a_write_to_an_eventfd_is_recorded_but_not_held(built, tmp_path, settings, app_name):
-    """evpingpong: two threads hand a count back and forth through two eventfds, 500
-    rounds, as a thread pool wakes an event loop. Only the app's own threads read an
-    eventfd, so in output mode a write to one is recorded and done at once, not held
-    until a commit covers it: the rounds go to the log in a few batches (1 here; 1001,
-    one per write, when each wake waited for a commit: Node.js took 5 to 6 ms a request
-    so), and the backup replays the same count."""
-    rec, _, primary, backup = _record_replay(tmp_path, app_name, [str(built / "evpingpong")],
-                                             settings.bootstrap_servers)
+WAKES = ["eventfd", "pipe", "socketpair"]
+
+
+@pytest.mark.parametrize("through", WAKES)
+def test_a_write_to_an_eventfd_is_recorded_but_not_held(built, tmp_path, settings, app_name,
+                                                        through):
+    """evpingpong: two threads hand a count back and forth through two eventfds (or two
+    pipes, or the two ends of a socketpair: a self-pipe), 500 rounds, as a thread pool
+    wakes an event loop. Only the app's own threads read them, so in output mode a write
+    to one is recorded and done at once, not held until a commit covers it: the rounds go
+    to the log in a few batches (1 here; 1001, one per write, when each wake waited for a
+    commit: Node.js took 5 to 6 ms a request so), and the backup replays the same count."""
+    rec, _, primary, backup = _record_replay(
+        tmp_path, app_name, [str(built / "evpingpong"), *([through] if through != "eventfd"
+                                                          else [])],
+        settings.bootstrap_servers)
     said = re.search(r"recorded (\d+) calls in (\d+) batches", rec.stdout)
     assert said is not None and int(said[1]) > 2000, rec.stdout
     assert int(said[2]) <= 50, said[0]
@@ -141,16 +148,18 @@ def test_a_pipe_made_where_close_range_closed_a_file_is_recorded(built, tmp_path
     assert backup == primary
 
 
+@pytest.mark.parametrize("through", WAKES)
 def test_a_write_to_an_eventfd_another_process_holds_is_held(built, tmp_path, settings,
-                                                             app_name):
+                                                             app_name, through):
     """evpingpong fork: the same 500 rounds between a process and its forked child. The
     child's outputs wait for the child's own records, not its parent's, so a parent's
     write the child reads is an output like any other: held until committed, each round
     waiting a commit (at least one batch a round), else a failover could replay the
     parent to write again what the child already took."""
-    rec, _, primary, backup = _record_replay(tmp_path, app_name,
-                                             [str(built / "evpingpong"), "fork"],
-                                             settings.bootstrap_servers)
+    rec, _, primary, backup = _record_replay(
+        tmp_path, app_name, [str(built / "evpingpong"), "fork",
+                             *([through] if through != "eventfd" else [])],
+        settings.bootstrap_servers)
     said = re.search(r"recorded (\d+) calls in (\d+) batches", rec.stdout)
     assert said is not None and int(said[2]) >= 500, rec.stdout
     assert re.fullmatch(r"count 1001 in_order 1 ms \d+\n", primary), primary

@@ -376,6 +376,16 @@ def _replica_caught_up(dep: Deployment, host: int, since_ms: int) -> bool:
                and rec["health"] == "replaying" for name, rec in dep.control())
 
 
+def _kill_host0_until_host1_answers(dep: Deployment, app: str) -> float:
+    """kill -9 of every process on test host 0, and the seconds until ``app`` answers on
+    host 1 (its replica must not stop meanwhile)."""
+    killed_at = time.time()
+    dep.net.signal(0, signal.SIGKILL)
+    _wait_for(lambda: _assert_following(dep, 1) or _answers(*dep.addresses()[1], app), 30,
+              f"{app} to answer on host 1")
+    return time.time() - killed_at
+
+
 @pytest.mark.parametrize("app", ["redis", "redis-iothreads"])
 def test_redis_under_load_fails_over_with_every_acknowledged_write(hosts, tmp_path, app):
     """Debian's redis-server with its own defaults (jemalloc's background thread, the bio
@@ -733,11 +743,7 @@ def test_nginx_master_and_workers_fail_over_and_serve_on_the_replica(hosts, tmp_
         _wait_for(lambda: _replica_caught_up(dep, 1, loaded_ms), 30,
                   "the replica to catch up")
         # 3. kill -9 of every process on host 0; the replica takes over on its own address
-        killed_at = time.time()
-        net.signal(0, signal.SIGKILL)
-        _wait_for(lambda: _assert_following(dep, 1) or _answers(*backup, "nginx"), 30,
-                  "nginx to answer on host 1")
-        first_answer = time.time() - killed_at
+        first_answer = _kill_host0_until_host1_answers(dep, "nginx")
         promos = dep.promotions()
         assert len(promos) == 1, promos
         promo = promos[0]
@@ -866,11 +872,7 @@ def test_python_http_server_threads_replay_and_fail_over(hosts, tmp_path):
         _wait_for(lambda: _replica_caught_up(dep, 1, loaded_ms), 120,
                   "the replica to catch up")
         caught_up_s = time.time() - loaded_ms / 1000
-        killed_at = time.time()
-        net.signal(0, signal.SIGKILL)
-        _wait_for(lambda: _assert_following(dep, 1) or _answers(*backup, "pyhttp"), 30,
-                  "http.server to answer on host 1")
-        first_answer = time.time() - killed_at
+        first_answer = _kill_host0_until_host1_answers(dep, "pyhttp")
         promos = dep.promotions()
         assert [(p["member"], p["reason"]) for p in promos] == [("host1", "failover")], promos
         problems = _http_gets(backup, ["/index.html"] * 100)
@@ -1092,11 +1094,7 @@ def test_memcached_replays_its_clock_and_fails_over_with_every_stored_value(host
         loaded_ms = int(time.time() * 1000)
         _wait_for(lambda: _replica_caught_up(dep, 1, loaded_ms), 60,
                   "the replica to catch up")
-        killed_at = time.time()
-        net.signal(0, signal.SIGKILL)
-        _wait_for(lambda: _assert_following(dep, 1) or _answers(*backup, "memcached"), 30,
-                  "memcached to answer on host 1")
-        first_answer = time.time() - killed_at
+        first_answer = _kill_host0_until_host1_answers(dep, "memcached")
         promos = dep.promotions()
         assert [(p["member"], p["reason"]) for p in promos] == [("host1", "failover")], promos
         mc = _Memcache(backup)

@@ -62,7 +62,9 @@ void mig_run_app_handler(int sig, int code)
         struct sigaction dfl;
         memset(&dfl, 0, sizeof dfl);
         dfl.sa_handler = SIG_DFL;
-        install(sig, &dfl, NULL);
+        /* (SIGSYS and the preemption's signal stay the shim's in the kernel: sigaction) */
+        if (!((sig == SIGSYS || sig == MIG_PREEMPT_SIG) && mig_trapping))
+            install(sig, &dfl, NULL);
         app_action[sig] = dfl;
     }
     if (act->sa_flags & SA_SIGINFO) {

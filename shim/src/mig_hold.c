@@ -261,8 +261,9 @@ int mig_hold_output(struct mig_call *c, int op, int arg)
  * and maps the thread's stack, and the buffer is a mapping. An allocator whose next steps
  * depend on its earlier calls (jemalloc's decay ticks, which read a clock) or on where the
  * kernel put earlier mappings then takes another path on a backup that skipped them. So
- * a backup sets up the same, at the same output: its release thread waits idle, and is
- * there when the backup goes live. */
+ * every host sets it up at the same output, the first that could be held, whether it is
+ * (an eventfd's or a self-pipe's write is not: output_call): a backup's release thread
+ * waits idle, and is there when the backup goes live. */
 void mig_hold_mirror(const struct mig_call *c)
 {
     if (mig_barrier_mode == MIG_B_OUTPUT && holdable(c))

@@ -71,8 +71,11 @@ static ssize_t output_call(enum mig_kind kind, int fd, int64_t a1, int64_t a2, c
     struct mig_call c = {.kind = kind, .args = {fd, a1, a2}, .out = buf, .iov = iov,
                          .iovcnt = iovcnt, .out_len = len, .is_output = 1};
     mig_busy++;
-    if (mig_mode == MIG_REPLAY && hold_op >= 0)
-        mig_hold_mirror(&c); /* what mig_hold_output set up here on the primary */
+    if (hold_op >= 0)
+        /* the release thread starts at the first output that could be held, on every host
+         * alike, held or not (an eventfd's or a self-pipe's write is not): it calls the
+         * app's calloc and maps memory, which must happen at the same call everywhere */
+        mig_hold_mirror(&c);
     int inside = 0; /* an eventfd: only the app itself reads it, nothing to commit first */
     if (mig_mode == MIG_REPLAY && mig_replay_output(&c, 3)) {
         mig_replay_done();

@@ -7,9 +7,11 @@
  * else calls it, or maps memory, in this process on one host and not on another moves
  * those clock reads and the addresses the program is given.
  *
- * ROUNDS times: map a page, send a line over a socketpair (an output mig holds until it is
- * committed) with the number of allocator calls so far and the page's address, then
- * allocate and free a few blocks. A replica must send the same lines.
+ * ROUNDS times: map a page, send a line over a socketpair (an output: in output mode the
+ * shim starts its release thread at the first, on every host, though a write to a
+ * socketpair the process holds alone is not held) with the number of allocator calls so
+ * far and the page's address, then allocate and free a few blocks. A replica must send
+ * the same lines.
  *
  * usage: ownalloc [ROUNDS]      default 20
  */

@@ -139,6 +139,8 @@ class LogWriter:
             self._producer.produce(self.topics[role], **kwargs)
         except KafkaException as exc:
             self._raise_if_fenced(exc.args[0])
+            if exc.args[0].fatal():  # "Local: Fatal error": fenced, if that is its reason
+                self._probe_fatal()
             raise MigError(f"cannot send to {self.topics[role]}: {exc.args[0].str()}") from exc
         self._producer.poll(0)
 

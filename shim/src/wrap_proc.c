@@ -159,7 +159,11 @@ MIG_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file
 }
 
 /* exec: record it (a backup compares the program's argv[0] hash), then exec for real on
- * both hosts with mig kept in the environment. A failed exec returns as recorded. */
+ * both hosts with mig kept in the environment. The record is made before the exec (which
+ * replaces the process when it succeeds) and says "exec'd"; an exec that fails makes a
+ * second EXEC record with its error, which a backup, whose exec of the same path failed
+ * too, returns: a program that tries exec on each folder of PATH in turn (CPython's
+ * subprocess, execvp) fails the same way on every host. */
 static int exec_call(const char *path, char *const argv[], char *const envp[])
 {
     struct mig_call c = {.kind = MIG_K_EXEC,
@@ -168,31 +172,33 @@ static int exec_call(const char *path, char *const argv[], char *const envp[])
     char *const *env = mig_exec_env(envp, mig_lpid(), 1);
     if (mig_mode == MIG_REPLAY && mig_replay(&c, 1)) {
         mig_replay_done();
-        if (c.result == 0) {
+        if (c.result != 0) { /* (the first record says 0; any other is returned as it is) */
             mig_busy--;
-            mig_sched_unpin();
-            mig_real.execve(path, argv, env);
-            mig_sched_repin();
+            errno = c.err;
             return -1;
         }
     } else {
-        /* the record says "exec succeeded"; it is made before the exec replaces us */
         c.result = 0;
         mig_record(&c);
         mig_hold_flush();
         mig_output_barrier();
-        mig_busy--;
-        mig_sched_unpin();
-        int r = mig_real.execve(path, argv, env);
-        int e = errno;
-        mig_sched_repin();
-        mig_busy++;
-        struct mig_call fail = {.kind = MIG_K_EXEC, .args = {c.args[0]}, .result = r, .err = e};
-        mig_record(&fail);
-        c = fail;
     }
     mig_busy--;
-    errno = c.err;
+    mig_sched_unpin();
+    int r = mig_real.execve(path, argv, env);
+    int e = errno;
+    mig_sched_repin();
+    mig_busy++;
+    struct mig_call fail = {.kind = MIG_K_EXEC, .args = {c.args[0]}};
+    if (mig_mode == MIG_REPLAY && mig_replay(&fail, 1)) {
+        mig_replay_done();
+    } else {
+        fail.result = r;
+        fail.err = e;
+        mig_record(&fail);
+    }
+    mig_busy--;
+    errno = fail.err;
     return -1;
 }
 

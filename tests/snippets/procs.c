@@ -1,7 +1,9 @@
 /* procs.c -- fork, waitpid, kill of a child that handles SIGTERM, posix_spawn, and exec of
- * this program itself: children get logical ids 1.1, 1.2 ... and their own logs. Each child
+ * this program itself after an exec of a path that does not exist (as execvp and CPython's
+ * subprocess try each folder of PATH): children get logical ids 1.1, 1.2 ... and their own logs. Each child
  * reports what it saw through a pipe; the parent writes it all to the output file. */
 #include "common.h"
+#include <errno.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
@@ -34,8 +36,10 @@ static void report(int fd, const char *who)
 
 int main(int argc, char **argv)
 {
-    if (argc > 2 && strcmp(argv[1], "exec-child") == 0) { /* the exec'd image */
-        report(atoi(argv[2]), "exec'd");
+    if (argc > 3 && strcmp(argv[1], "exec-child") == 0) { /* the exec'd image */
+        char who[64];
+        snprintf(who, sizeof who, "exec'd after errno %s", argv[3]);
+        report(atoi(argv[2]), who);
         return 7;
     }
     snippet_open(argc, argv);
@@ -61,9 +65,12 @@ int main(int argc, char **argv)
     }
     pid_t c = fork();
     if (c == 0) {
-        char fd[16];
+        char fd[16], err[16];
         snprintf(fd, sizeof fd, "%d", p[1]);
-        execl(argv[0], argv[0], "exec-child", fd, (char *)NULL);
+        char *none[] = {"none", NULL};
+        execve("/nonexistent/mig-procs", none, environ);
+        snprintf(err, sizeof err, "%d", errno);
+        execl(argv[0], argv[0], "exec-child", fd, err, (char *)NULL);
         _exit(99);
     }
     char buf[4096];

@@ -1,10 +1,13 @@
 """py_snippet.py -- a Python program's non-determinism: the hash seed, random, time, os,
-socket and select all go through intercepted libc calls."""
+socket and select all go through intercepted libc calls; subprocess runs a program by its
+name, which CPython's child looks for with an exec on each folder of PATH in turn (the
+first ones fail), and one that does not exist."""
 
 import os
 import random
 import select
 import socket
+import subprocess
 import sys
 import time
 
@@ -20,3 +23,11 @@ with open(sys.argv[1] if len(sys.argv) > 1 else "out.txt", "w") as out:
     out.write(f"select {len(ready)} recv {b.recv(64).decode()}\n")
     time.sleep(0.05)
     out.write(f"after sleep {time.monotonic()}\n")
+    path = "/nonexistent-a:/nonexistent-b:" + os.environ.get("PATH", "/usr/bin:/bin")
+    date = subprocess.run(["date", "+%s.%N"], capture_output=True, text=True,
+                          env={**os.environ, "PATH": path})
+    out.write(f"date {date.returncode} {date.stdout.strip()}\n")
+    try:
+        subprocess.run(["/nonexistent/program"])
+    except OSError as exc:
+        out.write(f"missing program: errno {exc.errno}\n")

@@ -353,7 +353,7 @@ static int passes(long nr)
     case SYS_mprotect: case SYS_munmap: case SYS_brk: case SYS_mremap: case SYS_msync:
     case SYS_mincore: case SYS_madvise: case SYS_mlock: case SYS_munlock: case SYS_mlockall:
     case SYS_munlockall: case SYS_mlock2: case SYS_membarrier: case SYS_pkey_mprotect:
-    case SYS_statfs: case SYS_fstatfs: case SYS_lseek:
+    case SYS_statfs: case SYS_fstatfs:
     case SYS_pread64: case SYS_pwrite64:
     case SYS_preadv: case SYS_pwritev: case SYS_preadv2: case SYS_pwritev2:
     case SYS_access: case SYS_faccessat: case SYS_faccessat2: case SYS_readlink:
@@ -479,6 +479,11 @@ long mig_trap_dispatch(long nr, const long *a, ucontext_t *uc)
         return mig_fd_recorded((int)a[0]) ? fd_ioctl(nr, a) : mig_trap_raw(nr, a);
     case SYS_fcntl:
         return mig_fd_recorded((int)a[0]) ? fd_fcntl(nr, a) : mig_trap_raw(nr, a);
+    case SYS_lseek: /* of a pipe, socket or device: the primary's answer (ESPIPE, mostly); a
+                     * backup's placeholder, an eventfd, would say 0 (GNU head, which seeks
+                     * back over what it read, then thinks its input a file) */
+        return mig_fd_recorded((int)a[0]) ? fd_call(MIG_K_LSEEK, nr, a, a[0], a[2], NULL, 0)
+                                          : mig_trap_raw(nr, a);
     case SYS_stat: case SYS_lstat:
         return file_stat(nr, a);
     case SYS_fstat:

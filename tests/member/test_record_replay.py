@@ -62,6 +62,8 @@ def test_snippet_replays_identically(snippet, built, tmp_path, settings, app_nam
     if snippet == "signals":  # the shim's own signal for preemption, sent by the program
         assert "stkflt 1 handler kept" in primary, primary
         assert "winch 1 then default" in primary, primary  # SA_RESETHAND: once
+    if snippet == "pipes":  # a backup's placeholder would have seeked
+        assert "lseek -1 errno 29\n" in primary, primary
     if snippet == "procs":  # an exec that failed, then one that did
         assert "exec'd after errno 2 " in primary, primary
 
@@ -72,6 +74,7 @@ def test_python_program_replays_identically(tmp_path, settings, app_name):
     _, _, primary, backup = _record_replay(tmp_path, app_name, command,
                                            settings.bootstrap_servers)
     assert "missing program: errno 2" in primary and "date 0 " in primary, primary
+    assert "head 0 ['1', '2', '3']" in primary, primary
     assert backup == primary
 
 

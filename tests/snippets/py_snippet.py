@@ -1,7 +1,8 @@
 """py_snippet.py -- a Python program's non-determinism: the hash seed, random, time, os,
 socket and select all go through intercepted libc calls; subprocess runs a program by its
 name, which CPython's child looks for with an exec on each folder of PATH in turn (the
-first ones fail), and one that does not exist."""
+first ones fail), one that does not exist, and a shell pipeline into GNU head (which seeks
+back on its input, a pipe)."""
 
 import os
 import random
@@ -31,3 +32,5 @@ with open(sys.argv[1] if len(sys.argv) > 1 else "out.txt", "w") as out:
         subprocess.run(["/nonexistent/program"])
     except OSError as exc:
         out.write(f"missing program: errno {exc.errno}\n")
+    head = subprocess.run("seq 1000 | head -3", shell=True, capture_output=True, text=True)
+    out.write(f"head {head.returncode} {head.stdout.split()}\n")

@@ -19,6 +19,6 @@ KIND_NUMBERS: dict[str, int] = {
     "TIMERFD_SETTIME": 39, "SIGNALFD": 40, "SLEEP": 41, "FORK": 42, "SPAWN": 43, "EXEC": 44,
     "WAIT": 45, "KILL": 46, "SIGNAL": 47, "PROC_READ": 48, "THREAD_CREATE": 49,
     "THREAD_JOIN": 50, "MUTEX_LOCK": 51, "RWLOCK": 52, "COND_WAIT": 53, "SEM_WAIT": 54,
-    "FSTAT": 55, "IOCTL": 56, "FUTEX": 57, "SWITCH": 58, "LSEEK": 59,
+    "FSTAT": 55, "IOCTL": 56, "FUTEX": 57, "SWITCH": 58, "LSEEK": 59, "GETDENTS": 60,
 }
 KIND_NAMES: dict[int, str] = {num: name for name, num in KIND_NUMBERS.items()}

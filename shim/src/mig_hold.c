@@ -50,6 +50,7 @@ static unsigned char *bytes;
 static uint64_t q_head, q_tail, b_head, b_tail;
 static uint32_t q_lock, q_futex;
 static int dup_of[MAX_FD];
+static unsigned char broken[MAX_FD]; /* by duplicate: a write to it failed (reader gone) */
 static int ep_of[MAX_FD][EP_SLOTS];
 static int min_dup = -1;
 static int started;
@@ -93,7 +94,10 @@ static void write_all(const struct hold_item *it)
             struct pollfd pfd = {it->fd, POLLOUT, 0};
             mig_real.poll(&pfd, 1, 100);
         } else {
-            return; /* the peer is gone: the app learns it from its next read */
+            /* the peer is gone: the app learns it from its next read, or from its next
+             * write, which is no longer held (mig_hold_output) */
+            __atomic_store_n(&broken[it->fd], 1, __ATOMIC_RELEASE);
+            return;
         }
     }
 }
@@ -204,6 +208,7 @@ static int dup_for(int fd)
         int d = (int)syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, min_dup);
         if (d < 0)
             return -1;
+        __atomic_store_n(&broken[d], 0, __ATOMIC_RELEASE);
         dup_of[fd] = d;
     }
     return dup_of[fd];
@@ -224,7 +229,10 @@ int mig_hold_output(struct mig_call *c, int op, int arg)
     mig_sched_resume(); /* the record below is made under the lock: take the token first */
     lock();
     int d = dup_for(fd);
-    if (d < 0) {
+    /* A write that failed behind the app's back (a pipe whose reader is gone: `yes | head`)
+     * makes its next one go for real, after a commit of what came before: it fails with
+     * EPIPE and SIGPIPE as it would have without mig, and the result is recorded. */
+    if (d < 0 || __atomic_load_n(&broken[d], __ATOMIC_ACQUIRE)) {
         unlock();
         return 0;
     }

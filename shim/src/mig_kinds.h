@@ -21,7 +21,7 @@
     X(SIGNAL, 47) X(PROC_READ, 48)                                                          \
     X(THREAD_CREATE, 49) X(THREAD_JOIN, 50) X(MUTEX_LOCK, 51) X(RWLOCK, 52)                 \
     X(COND_WAIT, 53) X(SEM_WAIT, 54) X(FSTAT, 55) X(IOCTL, 56) X(FUTEX, 57)       \
-    X(SWITCH, 58) X(LSEEK, 59)
+    X(SWITCH, 58) X(LSEEK, 59) X(GETDENTS, 60)
 
 enum mig_kind {
 #define MIG_KIND_ENUM(name, num) MIG_K_##name = num,

@@ -69,6 +69,9 @@ static void turn_moved(void)
  * threads waiting for their turn look at the next one. */
 static void advance_tail(uint64_t tail, uint64_t len)
 {
+    const struct mig_rec *rec = mig_rec_at(tail);
+    if (!(rec->flags & MIG_F_PAD))
+        __atomic_store_n(&mig_ring->taken_seq, rec->seq + 1, __ATOMIC_RELEASE);
     __atomic_store_n(&mig_ring->tail, tail + len, __ATOMIC_RELEASE);
     turn_moved();
 }

@@ -72,6 +72,8 @@ struct mig_ring_hdr {
     uint32_t doorbell;         /* 536: record: a thread bumps it when it raises a barrier or
                                 *      waits for room, and wakes the agent if it sleeps */
     uint32_t agent_sleeping;   /* 540: record: the agent waits on the doorbells (futex_waitv) */
+    uint64_t taken_seq;        /* 544: replay: seq + 1 of the last record this process took
+                                *      (its parent waits for it: wrap_proc.c, wait_call) */
 };
 
 /* One call record: this header, then payload_len bytes, padded to a multiple of 8. */

@@ -8,16 +8,103 @@
  * status. exec keeps the process's logical id and ring, so its log simply continues. */
 #include "mig.h"
 
+#include <fcntl.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
 
 /* Recorded pid -> real pid of this process's children on a backup. */
 static struct { pid_t recorded, real; } kids[1024];
+/* Real pid -> logical id of this process's forked children (on every host): whose ring. */
+static struct { pid_t real; char lpid[64]; } forked[1024];
+static unsigned forked_next;
+
+static void forked_child(pid_t real, const char *lpid)
+{
+    unsigned i = forked_next++ % (sizeof forked / sizeof forked[0]);
+    size_t n = strlen(lpid);
+    if (n >= sizeof forked[i].lpid)
+        return;
+    forked[i].real = real;
+    memcpy(forked[i].lpid, lpid, n + 1);
+}
+
+/* The ring file of a forked child (its lpid.ring in MIG_RUN_DIR), opened read-only: -1 when
+ * the child is not one this process forked. */
+static int child_ring(pid_t real)
+{
+    const char *dir = mig_run_dir();
+    for (unsigned i = 0; dir && i < sizeof forked / sizeof forked[0]; i++)
+        if (forked[i].real == real && forked[i].lpid[0]) {
+            char path[640];
+            size_t d = strlen(dir), l = strlen(forked[i].lpid);
+            if (d + l + 7 > sizeof path)
+                return -1;
+            memcpy(path, dir, d);
+            path[d] = '/';
+            memcpy(path + d + 1, forked[i].lpid, l);
+            memcpy(path + d + 1 + l, ".ring", 6);
+            return (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+        }
+    return -1;
+}
+
+static uint64_t ring_word(int fd, long offset)
+{
+    uint64_t v = 0;
+    if (syscall(SYS_pread64, fd, &v, sizeof v, offset) != (long)sizeof v)
+        return 0;
+    return v;
+}
+
+/* A child a signal killed on the primary made records until then, and its log just stops
+ * there. Its parent's wait says how many (the child ring's next_seq): a backup lets its
+ * child take them all (what it does with regular files, its held outputs) before it ends
+ * it the same way, instead of ending it wherever its replay had got to. */
+#define TAKEN_SEQ_AT 544 /* struct mig_ring_hdr, taken_seq */
+#define NEXT_SEQ_AT 112  /* struct mig_ring_hdr, next_seq */
+#define PID_AT 24        /* struct mig_ring_hdr, pid (and state, above it) */
+
+static uint64_t final_seq_of(pid_t real)
+{
+    int fd = child_ring(real);
+    if (fd < 0)
+        return 0;
+    uint64_t n = ring_word(fd, NEXT_SEQ_AT);
+    syscall(SYS_close, fd);
+    return n;
+}
+
+static void await_child_records(pid_t real, uint64_t final)
+{
+    int fd = -1, st;
+    uint64_t seen = 0;
+    long idle_ms = 0;
+    while (idle_ms < 10000) { /* a child that takes nothing for 10 s is ended as it is */
+        if (fd < 0) { /* the child makes its ring when it starts, maybe not yet */
+            fd = child_ring(real);
+            if (fd >= 0 && (pid_t)(ring_word(fd, PID_AT) & 0xffffffffu) != real) {
+                syscall(SYS_close, fd); /* an older process's ring of that lpid */
+                fd = -1;
+            }
+        }
+        uint64_t taken = fd >= 0 ? ring_word(fd, TAKEN_SEQ_AT) : 0;
+        if (taken >= final || mig_real.waitpid(real, &st, WNOHANG) != 0)
+            break;
+        idle_ms = taken == seen ? idle_ms + 1 : 0;
+        seen = taken;
+        struct timespec ms = {0, 1000000};
+        syscall(SYS_nanosleep, &ms, NULL);
+    }
+    if (fd >= 0)
+        syscall(SYS_close, fd);
+}
 
 static void remember(pid_t recorded, pid_t real)
 {
@@ -77,6 +164,8 @@ pid_t mig_fork_call(long (*make)(void *), void *ctx)
                 return 0;
             }
             remember((pid_t)c.result, real);
+            if (real > 0)
+                forked_child(real, child);
         }
     } else {
         pid_t r = (pid_t)make(ctx);
@@ -85,6 +174,8 @@ pid_t mig_fork_call(long (*make)(void *), void *ctx)
             mig_busy--;
             return 0;
         }
+        if (r > 0)
+            forked_child(r, child);
         c.result = r;
         c.err = r < 0 ? errno : 0;
         mig_record(&c);
@@ -302,18 +393,24 @@ static pid_t wait_call(pid_t pid, int *status, int options, struct rusage *ru)
 {
     struct mig_call c = {.kind = MIG_K_WAIT, .args = {pid, options}};
     int st = 0;
+    struct { int32_t status, pad; uint64_t final_seq; } ended = {0, 0, 0};
     mig_busy++;
     if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
-        if (c.payload_len == sizeof st)
-            memcpy(&st, c.payload, sizeof st);
+        if (c.payload_len >= sizeof st && c.payload_len <= sizeof ended)
+            memcpy(&ended, c.payload, c.payload_len);
+        st = ended.status;
         mig_replay_done();
         if (c.result > 0) {
             /* the child replays its own log to its end; if the primary's child was killed
-             * by a signal, its log just stops: end the replaying child the same way */
+             * by a signal, its log just stops: end the replaying child the same way, once
+             * it took every record the primary's made (final_seq_of) */
             pid_t real = real_pid_of((pid_t)c.result);
             int real_st;
-            if (WIFSIGNALED(st))
+            if (WIFSIGNALED(st)) {
+                if (ended.final_seq)
+                    await_child_records(real, ended.final_seq);
                 mig_real.kill(real, SIGKILL);
+            }
             mig_real.waitpid(real, &real_st, 0);
         }
         if (ru)
@@ -324,11 +421,14 @@ static pid_t wait_call(pid_t pid, int *status, int options, struct rusage *ru)
         mig_sched_block();
         c.result = ru ? mig_real.wait4(want, &st, options, ru) : mig_real.waitpid(want, &st, options);
         c.err = c.result < 0 ? errno : 0;
+        ended.status = st;
+        if (c.result > 0 && WIFSIGNALED(st))
+            ended.final_seq = final_seq_of((pid_t)c.result);
         if (c.result > 0)
             c.result = recorded_pid_of((pid_t)c.result);
         mig_busy++;
-        c.payload = &st;
-        c.payload_len = c.result > 0 ? sizeof st : 0;
+        c.payload = &ended;
+        c.payload_len = c.result <= 0 ? 0 : ended.final_seq ? sizeof ended : sizeof st;
         mig_record(&c);
     }
     mig_busy--;

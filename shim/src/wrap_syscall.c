@@ -298,6 +298,31 @@ static long fd_call(enum mig_kind kind, long nr, const long *a, int64_t a0, int6
     return c.result < 0 ? -c.err : c.result;
 }
 
+/* getdents of a recorded fd (a directory of /proc, whose open was recorded: a backup has a
+ * placeholder there): the primary's entries, as many bytes as it returned. */
+static long fd_getdents(long nr, const long *a)
+{
+    struct mig_call c = {.kind = MIG_K_GETDENTS, .args = {a[0], a[2]}};
+    if (__builtin_expect(mig_serial_on, 0))
+        mig_sched_point();
+    mig_busy++;
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
+        mig_replay_fits(&c, (uint32_t)a[2]);
+        if (c.result > 0 && c.payload_len)
+            memcpy((void *)a[1], c.payload, c.payload_len);
+        mig_replay_done();
+    } else {
+        long r = mig_trap_raw(nr, a);
+        c.result = r < 0 ? -1 : r;
+        c.err = r < 0 ? (int)-r : 0;
+        c.payload = (void *)a[1];
+        c.payload_len = r > 0 ? (uint32_t)r : 0;
+        mig_record(&c);
+    }
+    mig_busy--;
+    return c.result < 0 ? -c.err : c.result;
+}
+
 /* ioctl and fcntl: the buffer is their third argument. */
 static long fd_control(enum mig_kind kind, long nr, const long *a, uint32_t size)
 {
@@ -364,7 +389,7 @@ static int passes(long nr)
     case SYS_fchown: case SYS_lchown: case SYS_fchownat: case SYS_truncate:
     case SYS_ftruncate: case SYS_fsync: case SYS_fdatasync: case SYS_sync_file_range:
     case SYS_fallocate: case SYS_flock: case SYS_utimensat: case SYS_utimes: case SYS_umask:
-    case SYS_getdents64: case SYS_getdents: case SYS_getxattr: case SYS_lgetxattr:
+    case SYS_getxattr: case SYS_lgetxattr:
     case SYS_fgetxattr: case SYS_listxattr: case SYS_flistxattr: case SYS_llistxattr:
     case SYS_fadvise64: case SYS_readahead: case SYS_sync: case SYS_syncfs:
     case SYS_dup: case SYS_memfd_create:
@@ -479,6 +504,8 @@ long mig_trap_dispatch(long nr, const long *a, ucontext_t *uc)
         return mig_fd_recorded((int)a[0]) ? fd_ioctl(nr, a) : mig_trap_raw(nr, a);
     case SYS_fcntl:
         return mig_fd_recorded((int)a[0]) ? fd_fcntl(nr, a) : mig_trap_raw(nr, a);
+    case SYS_getdents64: case SYS_getdents:
+        return mig_fd_recorded((int)a[0]) ? fd_getdents(nr, a) : mig_trap_raw(nr, a);
     case SYS_lseek: /* of a pipe, socket or device: the primary's answer (ESPIPE, mostly); a
                      * backup's placeholder, an eventfd, would say 0 (GNU head, which seeks
                      * back over what it read, then thinks its input a file) */

@@ -19,7 +19,8 @@ from tests.harness import record, replay, write_app
 
 SNIPPETS = Path(__file__).resolve().parents[1] / "snippets"
 C_SNIPPETS = ["clocks", "random", "ident", "pipes", "sleeps", "tcp", "procs", "signals",
-              "procfs", "bigio", "rawcalls", "dlthread", "msgs", "clockwaits", "fdctl", "vdsoclock"]
+              "procfs", "bigio", "rawcalls", "dlthread", "msgs", "clockwaits", "fdctl", "vdsoclock",
+              "brokenpipe"]
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +63,13 @@ def test_snippet_replays_identically(snippet, built, tmp_path, settings, app_nam
     if snippet == "signals":  # the shim's own signal for preemption, sent by the program
         assert "stkflt 1 handler kept" in primary, primary
         assert "winch 1 then default" in primary, primary  # SA_RESETHAND: once
+    if snippet == "procfs":  # a directory of /proc, listed as on the primary
+        assert re.search(r"/proc/self/fd: listed, [1-9]\d* fds", primary), primary
     if snippet == "pipes":  # a backup's placeholder would have seeked
         assert "lseek -1 errno 29\n" in primary, primary
+    if snippet == "brokenpipe":  # a held write does not hide that the reader is gone
+        assert "SIGPIPE default: read 5 'line '; the writer was killed by signal 13" in primary
+        assert "SIGPIPE ignored: read 5 'line '; the writer exited 32" in primary, primary
     if snippet == "procs":  # an exec that failed, then one that did
         assert "exec'd after errno 2 " in primary, primary
 

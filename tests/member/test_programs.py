@@ -56,6 +56,43 @@ def test_sqlite3_shell_fed_through_a_pipe_records_and_replays(tmp_path, settings
     assert dump.strip() == "40"
 
 
+# What a shell driven through a pipe runs: pipelines whose reader leaves early (`yes` is
+# ended by SIGPIPE, GNU head seeks back on its piped input), GNU xargs (which lists
+# /proc/self/fd at its start), a program found on PATH after misses, and non-determinism
+# a replay that matches must have taken from the log.
+SHELL_SCRIPT = """\
+yes | head -3
+seq 1000 | head -2
+seq 30 | xargs -n 10 echo
+PATH=/nonexistent:$PATH date +%N
+echo "random $RANDOM pid $$"
+head -c 8 /dev/urandom | od -An -tx1
+echo done
+"""
+
+
+def test_bash_fed_a_script_runs_its_pipelines_and_a_backup_replays_them(tmp_path, settings,
+                                                                          app_name):
+    """Debian's bash, coreutils and findutils under mig: the script comes through stdin
+    (recorded input), every command is a child with its own log."""
+    bash = need("bash", "bash")
+    native = [subprocess.run([bash], input=SHELL_SCRIPT, capture_output=True, text=True,
+                             check=True, timeout=30).stdout for _ in range(2)]
+    assert native[0] != native[1] and native[0].startswith("y\ny\ny\n1\n2\n")
+    prim, rep = tmp_path / "primary", tmp_path / "backup"
+    app = write_app(prim, app_name, [bash], settings.bootstrap_servers)
+    rec = run_mig("primary", "start", str(app), input=SHELL_SCRIPT, timeout=60,
+                  env={"MIG_HOME": str(tmp_path / "home-p")})
+    assert "app exit code 0" in rec.stdout, rec.stdout + rec.stderr
+    out = replay(app, rep, tmp_path / "home-r")
+    assert out.returncode == 0, out.stdout + out.stderr
+    primary = (prim / "state" / "mig-app.log").read_text()
+    backup = (rep / "state" / "mig-app.log").read_text()
+    assert primary.startswith("y\ny\ny\n1\n2\n1 2 3"), primary
+    assert primary.rstrip().endswith("done"), primary
+    assert backup == primary
+
+
 class SqlFeeder(threading.Thread):
     """Feeds the shell INSERTs of unique numbers through `mig input`, 25 per call, until
     stopped; a number is acknowledged once its `mig input` returned 0 (its bytes are in

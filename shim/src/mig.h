@@ -508,6 +508,8 @@ extern int mig_trapping;
  * and never touches errno, so the shim's own waits (a futex that timed out...) cannot
  * change what the program sees in errno. It is what `syscall` means in the shim. */
 long mig_sys(long nr, ...);
+/* wrap_poll.c: a trapped pselect6 (its six arguments), recorded as a select. */
+long mig_trap_pselect6(const long *a);
 #define syscall(...) mig_sys(__VA_ARGS__)
 /* Set up trapping for this process (mig_init) and arm the calling thread. */
 void mig_trap_init(void);

@@ -5,6 +5,8 @@
  * on the app's own fd table, identical on both hosts (placeholders stand for sockets). */
 #include "mig.h"
 
+#include <sys/syscall.h>
+
 #include <string.h>
 
 struct poll_ctx {
@@ -19,6 +21,7 @@ struct poll_ctx {
     int nfds;
     fd_set *sets[3];
     struct timeval *tv;
+    const long *raw; /* a trapped pselect6's arguments */
 };
 
 static int r_poll(void *p) { struct poll_ctx *x = p; mig_sched_block(); return mig_real.poll(x->fds, x->n, x->timeout); }
@@ -156,6 +159,37 @@ MIG_EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval 
             memcpy(tv, select_scratch + 3 * sizeof(fd_set), sizeof *tv);
     }
     return res;
+}
+
+/* pselect6, the system call (libc's pselect, and bash's `read -t`): recorded as a select
+ * (its sets; the timeout, which libc's pselect copies, is not given back), waited for real
+ * from the shim's own text with the program's signal mask. */
+static int r_pselect6(void *p)
+{
+    struct poll_ctx *x = p;
+    mig_sched_block();
+    const long *a = x->raw;
+    long r = mig_sys(SYS_pselect6, a[0], a[1], a[2], a[3], a[4], a[5]);
+    if (r < 0) {
+        errno = (int)-r;
+        return -1;
+    }
+    return (int)r;
+}
+
+long mig_trap_pselect6(const long *a)
+{
+    MIG_ENTER(mig_sys(SYS_pselect6, a[0], a[1], a[2], a[3], a[4], a[5]));
+    struct poll_ctx x = {.nfds = (int)a[0],
+                         .sets = {(fd_set *)a[1], (fd_set *)a[2], (fd_set *)a[3]},
+                         .raw = a};
+    int res = ready_call(MIG_K_SELECT, x.nfds, 0, NULL, select_size, r_pselect6, &x,
+                         select_scratch, sizeof select_scratch);
+    if (mig_mode == MIG_REPLAY && res >= 0)
+        for (int i = 0; i < 3; i++)
+            if (x.sets[i])
+                memcpy(x.sets[i], select_scratch + i * sizeof(fd_set), sizeof(fd_set));
+    return res < 0 ? -errno : res;
 }
 
 /* epoll_ctl acts for real on both hosts; the shim only notes which epoll sets an fd is in

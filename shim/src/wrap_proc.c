@@ -477,9 +477,14 @@ MIG_EXPORT int kill(pid_t pid, int sig)
     return (int)c.result;
 }
 
+/* dup2 and dup3 close newfd first: held bytes of what it was still leave, through the
+ * duplicate, which is then closed (else the file stays open behind the app's back: a
+ * pipe's reader waited for an EOF after a shell's `echo hi >&$fd`). */
 MIG_EXPORT int dup2(int oldfd, int newfd)
 {
     MIG_GATE;
+    if (oldfd != newfd && syscall(SYS_fcntl, oldfd, F_GETFD) >= 0)
+        mig_hold_close(newfd);
     int r = mig_real.dup2(oldfd, newfd);
     if (r >= 0) {
         mig_fd_forget(newfd);
@@ -491,6 +496,8 @@ MIG_EXPORT int dup2(int oldfd, int newfd)
 MIG_EXPORT int dup3(int oldfd, int newfd, int flags)
 {
     MIG_GATE;
+    if (oldfd != newfd && syscall(SYS_fcntl, oldfd, F_GETFD) >= 0)
+        mig_hold_close(newfd);
     int r = mig_real.dup3(oldfd, newfd, flags);
     if (r >= 0) {
         mig_fd_forget(newfd);

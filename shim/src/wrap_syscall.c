@@ -468,6 +468,8 @@ long mig_trap_dispatch(long nr, const long *a, ucontext_t *uc)
     case SYS_ppoll:
         return kret_of(ppoll((struct pollfd *)a[0], (nfds_t)a[1], (const struct timespec *)a[2],
                           (const sigset_t *)a[3]));
+    case SYS_pselect6:
+        return mig_trap_pselect6(a);
     case SYS_select:
         return kret_of(select((int)a[0], (fd_set *)a[1], (fd_set *)a[2], (fd_set *)a[3],
                            (struct timeval *)a[4]));

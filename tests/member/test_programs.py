@@ -58,8 +58,9 @@ def test_sqlite3_shell_fed_through_a_pipe_records_and_replays(tmp_path, settings
 
 # What a shell driven through a pipe runs: pipelines whose reader leaves early (`yes` is
 # ended by SIGPIPE, GNU head seeks back on its piped input), GNU xargs (which lists
-# /proc/self/fd at its start), a program found on PATH after misses, and non-determinism
-# a replay that matches must have taken from the log.
+# /proc/self/fd at its start), a program found on PATH after misses, `read -t` (pselect6),
+# a coprocess written to through `>&fd` (dup2 over a held fd), and non-determinism a
+# replay that matches must have taken from the log.
 SHELL_SCRIPT = """\
 yes | head -3
 seq 1000 | head -2
@@ -67,6 +68,8 @@ seq 30 | xargs -n 10 echo
 PATH=/nonexistent:$PATH date +%N
 echo "random $RANDOM pid $$"
 head -c 8 /dev/urandom | od -An -tx1
+{ sleep 0.3; echo late; } | { read -t 0.05 x; echo "read -t $?"; }
+coproc cat; echo hi >&"${COPROC[1]}"; exec {COPROC[1]}>&-; cat <&"${COPROC[0]}"; wait
 echo done
 """
 
@@ -89,7 +92,7 @@ def test_bash_fed_a_script_runs_its_pipelines_and_a_backup_replays_them(tmp_path
     primary = (prim / "state" / "mig-app.log").read_text()
     backup = (rep / "state" / "mig-app.log").read_text()
     assert primary.startswith("y\ny\ny\n1\n2\n1 2 3"), primary
-    assert primary.rstrip().endswith("done"), primary
+    assert primary.rstrip().endswith("read -t 142\nhi\ndone"), primary
     assert backup == primary
 
 

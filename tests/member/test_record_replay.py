@@ -187,7 +187,8 @@ def test_held_outputs_arrive_in_order_across_close_shutdown_and_exit(built, tmp_
     assert primary == ("after close: 'first second' then EOF\n"
                        "after shutdown: 'before shutdown' then EOF\n"
                        "from child: 'from the child' then EOF\n"
-                       "child exit 0\n")
+                       "child exit 0\n"
+                       "dup2 over a held fd: the reader saw its bytes, then EOF\n")
     assert backup == primary
 
 

@@ -299,9 +299,13 @@ static long fd_call(enum mig_kind kind, long nr, const long *a, int64_t a0, int6
 }
 
 /* getdents of a recorded fd (a directory of /proc, whose open was recorded: a backup has a
- * placeholder there): the primary's entries, as many bytes as it returned. */
-static long fd_getdents(long nr, const long *a)
+ * placeholder there): the primary's entries, as many bytes as it returned (at most
+ * MIG_MAX_INPUT a call: the kernel then gives fewer entries, as a smaller buffer gets). */
+static long fd_getdents(long nr, const long *args)
 {
+    long a[6] = {args[0], args[1], args[2], args[3], args[4], args[5]};
+    if ((unsigned long)a[2] > MIG_MAX_INPUT)
+        a[2] = MIG_MAX_INPUT;
     struct mig_call c = {.kind = MIG_K_GETDENTS, .args = {a[0], a[2]}};
     if (__builtin_expect(mig_serial_on, 0))
         mig_sched_point();

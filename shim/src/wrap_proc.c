@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <spawn.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -69,16 +70,30 @@ static uint64_t ring_word(int fd, long offset)
  * it the same way, instead of ending it wherever its replay had got to. */
 #define TAKEN_SEQ_AT 544 /* struct mig_ring_hdr, taken_seq */
 #define NEXT_SEQ_AT 112  /* struct mig_ring_hdr, next_seq */
+#define COMMITTED_SEQ_AT 120 /* struct mig_ring_hdr, committed_seq */
 #define PID_AT 24        /* struct mig_ring_hdr, pid (and state, above it) */
+_Static_assert(offsetof(struct mig_ring_hdr, taken_seq) == TAKEN_SEQ_AT, "ring header");
+_Static_assert(offsetof(struct mig_ring_hdr, next_seq) == NEXT_SEQ_AT, "ring header");
+_Static_assert(offsetof(struct mig_ring_hdr, committed_seq) == COMMITTED_SEQ_AT, "ring header");
+_Static_assert(offsetof(struct mig_ring_hdr, pid) == PID_AT, "ring header");
 
+/* How many of its records a dead child's log holds for sure: the agent drains its ring
+ * after its death, so the parent waits (at most 2 s) until all it made are committed, and
+ * says only what is (a backup must never wait for records that will not come: the primary
+ * may die before the agent drained the rest). */
 static uint64_t final_seq_of(pid_t real)
 {
     int fd = child_ring(real);
     if (fd < 0)
         return 0;
-    uint64_t n = ring_word(fd, NEXT_SEQ_AT);
+    uint64_t made = ring_word(fd, NEXT_SEQ_AT), sure = ring_word(fd, COMMITTED_SEQ_AT);
+    for (int ms = 0; sure < made && ms < 2000; ms++) {
+        struct timespec pause = {0, 1000000};
+        syscall(SYS_nanosleep, &pause, NULL);
+        sure = ring_word(fd, COMMITTED_SEQ_AT);
+    }
     syscall(SYS_close, fd);
-    return n;
+    return sure < made ? sure : made;
 }
 
 static void await_child_records(pid_t real, uint64_t final)

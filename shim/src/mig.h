@@ -175,6 +175,8 @@ extern unsigned mig_threads;
 void mig_init(void);
 /* MIG_RUN_DIR, where the rings are. */
 const char *mig_run_dir(void);
+/* MIG_RUN_DIR/<lpid>.ring into path (size bytes); -1 when it does not fit. */
+int mig_ring_path(const char *lpid, char *path, size_t size);
 
 #ifdef MIG_CORE
 /* This process's ring (mig_ring.h), mapped once; mig_ring_cap: bytes of mig_ring_data. */

@@ -58,13 +58,9 @@ static uint64_t stdin_dev, stdin_ino;
 static void open_ring(const char *lpid, const char *parent)
 {
     char path[640];
-    size_t dlen = strlen(run_dir), llen = strlen(lpid);
-    if (dlen + llen + 7 >= sizeof path || llen >= sizeof mig_ring->lpid)
+    size_t llen = strlen(lpid);
+    if (mig_ring_path(lpid, path, sizeof path) != 0 || llen >= sizeof mig_ring->lpid)
         mig_die("MIG_RUN_DIR or logical process id too long");
-    memcpy(path, run_dir, dlen);
-    path[dlen] = '/';
-    memcpy(path + dlen + 1, lpid, llen);
-    memcpy(path + dlen + 1 + llen, ".ring", 6);
 
     uint64_t capacity = MIG_RING_DEFAULT_CAPACITY;
     const char *cap = getenv("MIG_RING_BYTES");
@@ -200,4 +196,16 @@ MIG_EXPORT const char *mig_shim_version(void)
 const char *mig_run_dir(void)
 {
     return run_dir;
+}
+
+int mig_ring_path(const char *lpid, char *path, size_t size)
+{
+    size_t dlen = strlen(run_dir), llen = strlen(lpid);
+    if (dlen + llen + 7 >= size)
+        return -1;
+    memcpy(path, run_dir, dlen);
+    path[dlen] = '/';
+    memcpy(path + dlen + 1, lpid, llen);
+    memcpy(path + dlen + 1 + llen, ".ring", 6);
+    return 0;
 }

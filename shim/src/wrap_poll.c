@@ -145,19 +145,24 @@ static size_t select_size(int64_t result, void *p)
     return result < 0 ? 0 : sizeof select_scratch;
 }
 
+/* Replay: the sets (and the timeval, if any) of a select as the log has them. */
+static void select_replayed(const struct poll_ctx *x)
+{
+    for (int i = 0; i < 3; i++)
+        if (x->sets[i])
+            memcpy(x->sets[i], select_scratch + i * sizeof(fd_set), sizeof(fd_set));
+    if (x->tv)
+        memcpy(x->tv, select_scratch + 3 * sizeof(fd_set), sizeof *x->tv);
+}
+
 MIG_EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
 {
     MIG_ENTER(mig_real.select(nfds, r, w, e, tv));
     struct poll_ctx x = {.nfds = nfds, .sets = {r, w, e}, .tv = tv};
     int res = ready_call(MIG_K_SELECT, nfds, 0, NULL, select_size, r_select, &x, select_scratch,
                          sizeof select_scratch);
-    if (mig_mode == MIG_REPLAY && res >= 0) {
-        for (int i = 0; i < 3; i++)
-            if (x.sets[i])
-                memcpy(x.sets[i], select_scratch + i * sizeof(fd_set), sizeof(fd_set));
-        if (tv)
-            memcpy(tv, select_scratch + 3 * sizeof(fd_set), sizeof *tv);
-    }
+    if (mig_mode == MIG_REPLAY && res >= 0)
+        select_replayed(&x);
     return res;
 }
 
@@ -186,9 +191,7 @@ long mig_trap_pselect6(const long *a)
     int res = ready_call(MIG_K_SELECT, x.nfds, 0, NULL, select_size, r_pselect6, &x,
                          select_scratch, sizeof select_scratch);
     if (mig_mode == MIG_REPLAY && res >= 0)
-        for (int i = 0; i < 3; i++)
-            if (x.sets[i])
-                memcpy(x.sets[i], select_scratch + i * sizeof(fd_set), sizeof(fd_set));
+        select_replayed(&x); /* (no timeval: .tv is NULL) */
     return res < 0 ? -errno : res;
 }
 

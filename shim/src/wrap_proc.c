@@ -40,23 +40,15 @@ static void forked_child(pid_t real, const char *lpid)
  * the child is not one this process forked. */
 static int child_ring(pid_t real)
 {
-    const char *dir = mig_run_dir();
-    for (unsigned i = 0; dir && i < sizeof forked / sizeof forked[0]; i++)
-        if (forked[i].real == real && forked[i].lpid[0]) {
-            char path[640];
-            size_t d = strlen(dir), l = strlen(forked[i].lpid);
-            if (d + l + 7 > sizeof path)
-                return -1;
-            memcpy(path, dir, d);
-            path[d] = '/';
-            memcpy(path + d + 1, forked[i].lpid, l);
-            memcpy(path + d + 1 + l, ".ring", 6);
-            return (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
-        }
+    char path[640];
+    for (unsigned i = 0; i < sizeof forked / sizeof forked[0]; i++)
+        if (forked[i].real == real && forked[i].lpid[0])
+            return mig_ring_path(forked[i].lpid, path, sizeof path) != 0
+                       ? -1 : (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
     return -1;
 }
 
-static uint64_t ring_word(int fd, long offset)
+static uint64_t ring_word(int fd, size_t offset)
 {
     uint64_t v = 0;
     if (syscall(SYS_pread64, fd, &v, sizeof v, offset) != (long)sizeof v)
@@ -68,14 +60,10 @@ static uint64_t ring_word(int fd, long offset)
  * there. Its parent's wait says how many (the child ring's next_seq): a backup lets its
  * child take them all (what it does with regular files, its held outputs) before it ends
  * it the same way, instead of ending it wherever its replay had got to. */
-#define TAKEN_SEQ_AT 544 /* struct mig_ring_hdr, taken_seq */
-#define NEXT_SEQ_AT 112  /* struct mig_ring_hdr, next_seq */
-#define COMMITTED_SEQ_AT 120 /* struct mig_ring_hdr, committed_seq */
-#define PID_AT 24        /* struct mig_ring_hdr, pid (and state, above it) */
-_Static_assert(offsetof(struct mig_ring_hdr, taken_seq) == TAKEN_SEQ_AT, "ring header");
-_Static_assert(offsetof(struct mig_ring_hdr, next_seq) == NEXT_SEQ_AT, "ring header");
-_Static_assert(offsetof(struct mig_ring_hdr, committed_seq) == COMMITTED_SEQ_AT, "ring header");
-_Static_assert(offsetof(struct mig_ring_hdr, pid) == PID_AT, "ring header");
+#define TAKEN_SEQ_AT offsetof(struct mig_ring_hdr, taken_seq)
+#define NEXT_SEQ_AT offsetof(struct mig_ring_hdr, next_seq)
+#define COMMITTED_SEQ_AT offsetof(struct mig_ring_hdr, committed_seq)
+#define PID_AT offsetof(struct mig_ring_hdr, pid) /* (and state, above it) */
 
 /* How many of its records a dead child's log holds for sure: the agent drains its ring
  * after its death, so the parent waits (at most 2 s) until all it made are committed, and

@@ -272,10 +272,10 @@ static uint32_t ioctl_out_size(unsigned long req)
 }
 
 /* A call on a recorded fd (args {a0, a1}) that writes at most `size` bytes to `buf`:
- * performed and recorded with those bytes on the primary, returned from the log on a
- * backup, which performs nothing. */
+ * performed and recorded with those bytes (`size` of them, or as many as it returned when
+ * `by_result`) on the primary, returned from the log on a backup, which performs nothing. */
 static long fd_call(enum mig_kind kind, long nr, const long *a, int64_t a0, int64_t a1,
-                    void *buf, uint32_t size)
+                    void *buf, uint32_t size, int by_result)
 {
     struct mig_call c = {.kind = kind, .args = {a0, a1}};
     if (__builtin_expect(mig_serial_on, 0))
@@ -291,7 +291,7 @@ static long fd_call(enum mig_kind kind, long nr, const long *a, int64_t a0, int6
         c.result = r < 0 ? -1 : r;
         c.err = r < 0 ? (int)-r : 0;
         c.payload = buf;
-        c.payload_len = r >= 0 && buf ? size : 0;
+        c.payload_len = r < 0 || !buf ? 0 : by_result ? (uint32_t)r : size;
         mig_record(&c);
     }
     mig_busy--;
@@ -306,31 +306,13 @@ static long fd_getdents(long nr, const long *args)
     long a[6] = {args[0], args[1], args[2], args[3], args[4], args[5]};
     if ((unsigned long)a[2] > MIG_MAX_INPUT)
         a[2] = MIG_MAX_INPUT;
-    struct mig_call c = {.kind = MIG_K_GETDENTS, .args = {a[0], a[2]}};
-    if (__builtin_expect(mig_serial_on, 0))
-        mig_sched_point();
-    mig_busy++;
-    if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
-        mig_replay_fits(&c, (uint32_t)a[2]);
-        if (c.result > 0 && c.payload_len)
-            memcpy((void *)a[1], c.payload, c.payload_len);
-        mig_replay_done();
-    } else {
-        long r = mig_trap_raw(nr, a);
-        c.result = r < 0 ? -1 : r;
-        c.err = r < 0 ? (int)-r : 0;
-        c.payload = (void *)a[1];
-        c.payload_len = r > 0 ? (uint32_t)r : 0;
-        mig_record(&c);
-    }
-    mig_busy--;
-    return c.result < 0 ? -c.err : c.result;
+    return fd_call(MIG_K_GETDENTS, nr, a, a[0], a[2], (void *)a[1], (uint32_t)a[2], 1);
 }
 
 /* ioctl and fcntl: the buffer is their third argument. */
 static long fd_control(enum mig_kind kind, long nr, const long *a, uint32_t size)
 {
-    return fd_call(kind, nr, a, a[0], a[1], (void *)a[2], size);
+    return fd_call(kind, nr, a, a[0], a[1], (void *)a[2], size, 0);
 }
 
 /* fstat (or fstatat/statx with AT_EMPTY_PATH) of an fd whose I/O is recorded -- a socket,
@@ -338,7 +320,7 @@ static long fd_control(enum mig_kind kind, long nr, const long *a, uint32_t size
  * whose size and block size differ, and stdio sizes its buffers by them). */
 static long fd_stat(long nr, const long *a, int fd, void *buf, uint32_t size)
 {
-    return fd_call(MIG_K_FSTAT, nr, a, fd, nr, buf, size);
+    return fd_call(MIG_K_FSTAT, nr, a, fd, nr, buf, size, 0);
 }
 
 /* stat of anything else, for real on every host; a regular file keeps the identity the
@@ -515,7 +497,7 @@ long mig_trap_dispatch(long nr, const long *a, ucontext_t *uc)
     case SYS_lseek: /* of a pipe, socket or device: the primary's answer (ESPIPE, mostly); a
                      * backup's placeholder, an eventfd, would say 0 (GNU head, which seeks
                      * back over what it read, then thinks its input a file) */
-        return mig_fd_recorded((int)a[0]) ? fd_call(MIG_K_LSEEK, nr, a, a[0], a[2], NULL, 0)
+        return mig_fd_recorded((int)a[0]) ? fd_call(MIG_K_LSEEK, nr, a, a[0], a[2], NULL, 0, 0)
                                           : mig_trap_raw(nr, a);
     case SYS_stat: case SYS_lstat:
         return file_stat(nr, a);

@@ -29,6 +29,8 @@ docs/programs.md) and no snapshots, on one embedded broker:
    each process (the app, mig's agents, the broker, the replica's app, the load generator)
    against the wall time times the cores: what is left for the app on this machine.
 
+``--modes output-py,async-py`` run the same with the primary's Python path instead of its
+native pump (``MIG_NATIVE_PUMP=0``), side by side with ``output`` and ``async``.
 ``--threads serialized|parallel`` sets the app's ``[app] threads`` (default: mig's);
 ``--cluster`` runs it all on three brokers on this machine (RF 3, min.insync 2) instead of
 the embedded broker: what a production user gets, less the machines. ``--profile DIR``
@@ -211,9 +213,10 @@ class Bench:
         app = f"cb{os.getpid()}{tag.replace('-', '')}"
         toml = folder / "app.toml"
         command = json.dumps([self.server, "--port", str(port), *REDIS_ARGS])
-        self.write_toml(toml, app, command, mode, self.threads)
+        self.write_toml(toml, app, command, mode.removesuffix("-py"), self.threads)
+        env = {**self.env, "MIG_NATIVE_PUMP": "0"} if mode.endswith("-py") else self.env
         primary = subprocess.Popen([*MIG, "primary", "start", "--run-dir",
-                                    str(folder / "run-p"), str(toml)], env=self.env,
+                                    str(folder / "run-p"), str(toml)], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    stdin=subprocess.DEVNULL)
         replica = None
@@ -395,7 +398,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--requests", type=int, default=20000)
-    ap.add_argument("--modes", default="output,async", help="of output,async (both)")
+    ap.add_argument("--modes", default="output,async",
+                    help="of output,async (both); output-py, async-py: the same with the"
+                         " primary's Python path instead of its native pump")
     ap.add_argument("--no-load", action="store_true", help="only the -c 1 latency")
     ap.add_argument("--cluster", action="store_true",
                     help="three brokers on this machine (RF 3, min.insync 2), not the embedded one")

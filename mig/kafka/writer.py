@@ -18,6 +18,7 @@ import structlog
 from mig.deadline import Deadline
 from mig.errors import Fenced, MigError
 from mig.kafka.clients import KafkaSettings, producer
+from mig.kafka.pump import Pump, pumped
 from mig.kafka.topics import topic_names
 from mig.wire.auth import HEADER as AUTH_HEADER
 from mig.wire.codec import Codec
@@ -30,10 +31,78 @@ log = structlog.get_logger()
 COMMIT_RETRY_S = 60.0
 
 
-class LogWriter:
+class _Failures:
+    """How a LogWriter tells why its producer failed: librdkafka's errors as they come,
+    whether a newer producer with our transactional id fenced it, the native pump's
+    refusals."""
+
+    app: str
+    fenced: str
+    pump: Pump | None
+    _producer: Any
+    _transactional: bool
+
+    def raise_pump_refusal(self) -> None:
+        """Raise what the pump's first refused batch says (Fenced when a newer producer
+        with our transactional id exists)."""
+        assert self.pump is not None
+        code, text = self.pump.error()
+        if code in _fencing_codes():
+            self.fenced = text
+        self._probe_fatal()  # (raises Fenced when the producer was fenced)
+        raise MigError(f"Kafka refused records: {text}")
+
+    def _probe_fatal(self) -> None:
+        """Raise Fenced if librdkafka's producer is in its fatal state because a newer
+        producer with our transactional id fenced it. Serves the pending error callbacks
+        first; then, for a transactional producer, asks init_transactions, which answers
+        with the fatal error in that state (and only with a state error otherwise)."""
+        from confluent_kafka import KafkaException
+
+        try:
+            self._producer.poll(0)
+        except KafkaException as exc:  # the fatal error itself: its reason is wanted
+            self._last_error = exc.args[0]
+        except Exception:  # noqa: BLE001 - only probing; the caller raises its own error
+            pass
+        if self.fenced:
+            raise Fenced(f"fenced: a newer primary of {self.app} took over ({self.fenced})")
+        if not self._transactional:
+            return
+        try:
+            self._producer.init_transactions(0.01)
+        except KafkaException as exc:
+            self._raise_if_fenced(exc.args[0])
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _on_error(self, err: Any) -> None:
+        # kept as the object: asking it anything here can fail while the client has a
+        # fatal error pending, and the reason is wanted once the call that failed returns
+        self._last_error = err
+        if _is_fencing(err):
+            self.fenced = err.str()
+
+    def _last_error_text(self, fallback: object) -> str:
+        """The reason of librdkafka's last reported error (a fatal one, such as a refused
+        producer id, surfaces as a bare "returned NULL" from flush), else ``fallback``."""
+        err = getattr(self, "_last_error", None)
+        try:
+            return str(err.str()) if err is not None else str(fallback)
+        except Exception:  # noqa: BLE001 - a malformed error object: say what we have
+            return str(fallback)
+
+    def _raise_if_fenced(self, err: Any) -> None:
+        if _is_fencing(err):
+            self.fenced = err.str()
+            raise Fenced(f"fenced: a newer primary of {self.app} took over ({err.str()})")
+
+
+class LogWriter(_Failures):
     def __init__(self, settings: KafkaSettings, app: str,
                  transactional_id: str | None = None, timeout: float = 15.0,
-                 fence_now: bool = True, linger_ms: float | None = None) -> None:
+                 fence_now: bool = True, linger_ms: float | None = None,
+                 pump_limit: int | None = None) -> None:
         from confluent_kafka import KafkaException
 
         self.app = app
@@ -50,7 +119,10 @@ class LogWriter:
         extra["error_cb"] = self._on_error
         if linger_ms is not None and "linger.ms" not in settings.properties:
             extra["linger.ms"] = linger_ms  # (an app.toml [kafka] linger.ms wins)
-        self._producer = producer(settings, **extra)
+        # with pump_limit, the recorder's native path (mig/kafka/pump.py) when it may serve
+        self._producer, self.pump = pumped(
+            lambda more: producer(settings, **extra, **more), self.topics["calls"], app,
+            pump_limit if settings.auth is None else None)  # (signing is Python's)
         self._transactional = bool(transactional_id)
         self._open = False
         self.fenced = ""  # why, once a newer writer with the same transactional id fenced us
@@ -89,6 +161,8 @@ class LogWriter:
         reference goes, CPython frees it at once. (No gc.collect(): in a replica that holds
         many objects a full collection took a tenth of a second of the promotion.)"""
         self._producer = None
+        if self.pump is not None:  # (its producer is gone: free it)
+            self.pump.close()
 
     def fence(self) -> None:
         """Initialise transactions under our transactional id: Kafka fences every older
@@ -115,15 +189,7 @@ class LogWriter:
                  on_acked: Callable[[], None] | None = None) -> None:
         """Queue one encoded record; ``on_acked`` is called (from ``flush``, ``serve`` or
         ``commit``) once every in-sync replica has it."""
-        if self._transactional and not self._open:
-            from confluent_kafka import KafkaException
-
-            try:
-                self._producer.begin_transaction()
-            except KafkaException as exc:
-                self._raise_if_fenced(exc.args[0])
-                raise MigError(f"cannot begin a transaction: {exc.args[0].str()}") from exc
-            self._open = True
+        self.begin()
         headers = list(headers or [])
         if self._auth is not None:
             headers.append((AUTH_HEADER, self._auth.sign(role, key, value)))
@@ -143,6 +209,18 @@ class LogWriter:
                 self._probe_fatal()
             raise MigError(f"cannot send to {self.topics[role]}: {exc.args[0].str()}") from exc
         self._producer.poll(0)
+
+    def begin(self) -> None:
+        """Open a transaction if none is (a transactional writer sends only inside one)."""
+        if self._transactional and not self._open:
+            from confluent_kafka import KafkaException
+
+            try:
+                self._producer.begin_transaction()
+            except KafkaException as exc:
+                self._raise_if_fenced(exc.args[0])
+                raise MigError(f"cannot begin a transaction: {exc.args[0].str()}") from exc
+            self._open = True
 
     def commit(self) -> list[tuple[str, int, int]]:
         """Make everything sent so far durable; returns (topic, partition, offset) of each."""
@@ -270,51 +348,6 @@ class LogWriter:
         self._errors.clear()
         self._offsets.clear()
 
-    def _probe_fatal(self) -> None:
-        """Raise Fenced if librdkafka's producer is in its fatal state because a newer
-        producer with our transactional id fenced it. Serves the pending error callbacks
-        first; then, for a transactional producer, asks init_transactions, which answers
-        with the fatal error in that state (and only with a state error otherwise)."""
-        from confluent_kafka import KafkaException
-
-        try:
-            self._producer.poll(0)
-        except KafkaException as exc:  # the fatal error itself: its reason is wanted
-            self._last_error = exc.args[0]
-        except Exception:  # noqa: BLE001 - only probing; the caller raises its own error
-            pass
-        if self.fenced:
-            raise Fenced(f"fenced: a newer primary of {self.app} took over ({self.fenced})")
-        if not self._transactional:
-            return
-        try:
-            self._producer.init_transactions(0.01)
-        except KafkaException as exc:
-            self._raise_if_fenced(exc.args[0])
-        except Exception:  # noqa: BLE001
-            pass
-
-    def _on_error(self, err: Any) -> None:
-        # kept as the object: asking it anything here can fail while the client has a
-        # fatal error pending, and the reason is wanted once the call that failed returns
-        self._last_error = err
-        if _is_fencing(err):
-            self.fenced = err.str()
-
-    def _last_error_text(self, fallback: object) -> str:
-        """The reason of librdkafka's last reported error (a fatal one, such as a refused
-        producer id, surfaces as a bare "returned NULL" from flush), else ``fallback``."""
-        err = getattr(self, "_last_error", None)
-        try:
-            return str(err.str()) if err is not None else str(fallback)
-        except Exception:  # noqa: BLE001 - a malformed error object: say what we have
-            return str(fallback)
-
-    def _raise_if_fenced(self, err: Any) -> None:
-        if _is_fencing(err):
-            self.fenced = err.str()
-            raise Fenced(f"fenced: a newer primary of {self.app} took over ({err.str()})")
-
     def _delivered(self, err: Any, msg: Any, on_acked: Callable[[], None] | None = None
                    ) -> None:
         if err is not None:
@@ -327,13 +360,16 @@ class LogWriter:
                 on_acked()
 
 
+def _fencing_codes() -> set[int]:
+    from confluent_kafka import KafkaError
+
+    return {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+
+
 def _is_fencing(err: Any) -> bool:
     """A newer producer with our transactional id exists (librdkafka reports it as a fatal
     error, with one of these codes)."""
-    from confluent_kafka import KafkaError
-
-    codes = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
     try:
-        return err.code() in codes or (err.fatal() and "fenc" in err.str().lower())
+        return err.code() in _fencing_codes() or (err.fatal() and "fenc" in err.str().lower())
     except AttributeError:
         return False

@@ -19,6 +19,8 @@ from typing import Any
 
 import structlog
 
+from mig.config import AppConfig
+from mig.kafka.pump import BAD_RECORD, QUEUE_FULL, REFUSED, Pump
 from mig.kafka.writer import LogWriter
 from mig.member.record_state import RecorderState
 from mig.ring.memory import MODE_RECORD, new_rings
@@ -49,6 +51,13 @@ def record_linger_ms(barrier_mode: str) -> int:
     """The linger.ms of a primary's producer in this barrier mode."""
     return ASYNC_LINGER_MS if barrier_mode == "async" else RECORD_LINGER_MS
 
+
+def batch_bytes(cfg: AppConfig) -> int:
+    """The largest CallBatch value a primary of this app sends: well under the topic's
+    max.message.bytes (Avro adds little)."""
+    return cfg.topics.max_message_bytes // 2
+
+
 # The longest an idle agent waits for a doorbell: its timers (processes found every 5 ms,
 # the control topic read every 10 ms) come at least this often.
 TURN_S = 0.005
@@ -66,6 +75,8 @@ class Committing(RecorderState):
     def _drain(self, writer: LogWriter) -> int:
         """Move what the rings hold into CallBatch records (at most ``drain_bytes`` of ring
         per process per turn). Returns the number of calls sent."""
+        if writer.pump is not None:
+            return self._pump(writer, writer.pump)
         sent = 0
         for lpid, ring in self.rings.items():
             if ring.mode != MODE_RECORD:
@@ -96,6 +107,62 @@ class Committing(RecorderState):
                 ring.release(pos)
         return sent
 
+    def _pump(self, writer: LogWriter, pump: Pump) -> int:
+        """``_drain`` in native code (mig/kafka/pump.py): one call per ring; the batches'
+        acknowledgements release their barriers without the agent. When the producer's
+        queue is full (a broker that stalls) the rest waits for the next turn, after 10 ms
+        for delivery reports, and at least 1 is returned: the loops that drain the rings
+        to their end go on."""
+        sent, full = 0, False
+        for lpid, ring in self.rings.items():
+            if ring.mode != MODE_RECORD:
+                continue  # adopt(): this process is still replaying
+            start, head = ring.tail, ring.head
+            if start >= head:
+                continue
+            writer.begin()
+            out = pump.drain(ring, start, head, self.drain_bytes, self.epoch, lpid,
+                             self.batch_seq[lpid], time.time_ns())
+            if out.next != start:
+                ring.release(out.next)
+            self.batch_seq[lpid] = out.batch_seq
+            if out.batches:
+                self.sent_seq[lpid] = out.last_seq + 1
+                self.stats.batches += out.batches
+                self.stats.calls += out.calls
+                sent += out.calls
+                if self.metrics is not None:
+                    self.metrics.calls("recorded", out.calls)
+                    self.metrics.log_bytes("recorded", out.bytes)
+            if out.result == BAD_RECORD:
+                raise self.encoder.problem(ring, out.next, head)
+            if out.result == REFUSED:
+                writer.raise_pump_refusal()
+            full |= out.result == QUEUE_FULL
+        if full:
+            writer.serve(0.01)
+            return max(sent, 1)
+        return sent
+
+    def _loop(self, writer: LogWriter, proc: Any, control: Any) -> None:
+        """The agent's turns (mig/member/primary.py), with its acknowledgement thread. With
+        the native pump the acknowledgements of batches release their barriers in
+        librdkafka's thread, and the delivery reports of the agent's other records (its
+        heartbeats) are taken at each turn: a thread woken by every report, and waking the
+        loop, cost as much CPU as the pump saved."""
+        if writer.pump is not None:
+            self._turns(writer, proc, control)
+            return
+        done = threading.Event()
+        acks = threading.Thread(target=self._take_acks, args=(writer, done),
+                                name="mig-acks", daemon=True)
+        acks.start()
+        try:
+            self._turns(writer, proc, control)
+        finally:
+            done.set()
+            acks.join(5)
+
     def _take_acks(self, writer: LogWriter, done: threading.Event) -> None:
         """The acknowledgement thread: takes Kafka's delivery reports as they come (each
         marks its batch acknowledged) and rings the agent's doorbell, so outputs waiting
@@ -111,6 +178,12 @@ class Committing(RecorderState):
         the log to its end read_uncommitted: docs/interceptor.md), so the outputs that
         waited on it may go."""
         writer.serve(timeout)
+        if writer.pump is not None:  # (its acknowledgements released their barriers)
+            if writer.pump.failed:
+                writer.raise_pump_refusal()
+            if self.metrics is not None:
+                for waited in writer.pump.latencies():
+                    self.metrics.commit(waited)
         flight = self._in_flight
         released: dict[str, int] = {}
         now = time.monotonic()
@@ -133,10 +206,13 @@ class Committing(RecorderState):
         committed = writer.commit()
         if self.metrics is not None:
             self.metrics.commit(time.monotonic() - started)
-        for topic, partition, offset in committed:
-            if topic.endswith(".calls"):
-                self.last_calls_offset[partition] = max(
-                    offset, self.last_calls_offset.get(partition, -1))
+        calls = [(partition, offset) for topic, partition, offset in committed
+                 if topic.endswith(".calls")]
+        if writer.pump is not None:  # (the batches it sent: their reports skip Python)
+            calls += writer.pump.acked_offsets().items()
+        for partition, offset in calls:
+            self.last_calls_offset[partition] = max(
+                offset, self.last_calls_offset.get(partition, -1))
         self.stats.commits += 1
         self._release_rings()
 

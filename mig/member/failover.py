@@ -18,7 +18,7 @@ from mig.errors import MigError
 from mig.kafka.reader import UNDECODABLE, Item
 from mig.kafka.topics import topic_names
 from mig.kafka.writer import LogWriter
-from mig.member.commit import record_linger_ms
+from mig.member.commit import batch_bytes, record_linger_ms
 from mig.member.replay_state import ReplicaState
 
 log = structlog.get_logger("mig.replayer")
@@ -193,7 +193,8 @@ class Failover(ReplicaState):
             self._standby.append(LogWriter(self.settings, self.cfg.name,
                                            transactional_id=f"mig.{self.cfg.name}.primary",
                                            linger_ms=record_linger_ms(self.cfg.barrier_mode),
-                                           fence_now=False))
+                                           fence_now=False,
+                                           pump_limit=batch_bytes(self.cfg)))
 
     def _fence(self) -> LogWriter:
         """Fence the old primary. When it left a transaction open, the first request only

@@ -25,7 +25,6 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -42,7 +41,13 @@ from mig.kafka.clients import KafkaSettings, consumer, end_offsets, offset_since
 from mig.kafka.reader import END, Item, Reader
 from mig.kafka.topics import ensure_topics, topic_names
 from mig.kafka.writer import LogWriter
-from mig.member.commit import ASYNC_PACE_S, TURN_S, Committing, record_linger_ms
+from mig.member.commit import (
+    ASYNC_PACE_S,
+    TURN_S,
+    Committing,
+    batch_bytes,
+    record_linger_ms,
+)
 from mig.member.handoff import Handing
 from mig.member.launch import app_env, kill_group, launch, private_run_dir
 from mig.member.metrics import Metrics
@@ -102,8 +107,7 @@ class Recorder(Handing, Committing):
         self._migrate_reason = ""
         self._started_ms = int(time.time() * 1000)
         self.stop_timeout_s = 10.0  # SIGTERM to SIGKILL when the app does not end
-        # a batch stays well under the topic's max.message.bytes (Avro adds little)
-        self.batch_bytes = cfg.topics.max_message_bytes // 2
+        self.batch_bytes = batch_bytes(cfg)
         self.encoder = BatchEncoder(self.batch_bytes)
         self.headers = Codec.default().headers("mig.log.CallBatch")
         # bounded work per loop turn, so commits (and barrier answers) stay regular
@@ -132,7 +136,8 @@ class Recorder(Handing, Committing):
         refuse_existing_recording(self.settings, self.cfg.name)
         writer = LogWriter(self.settings, self.cfg.name,
                            transactional_id=f"mig.{self.cfg.name}.primary",
-                           linger_ms=record_linger_ms(self.cfg.barrier_mode))
+                           linger_ms=record_linger_ms(self.cfg.barrier_mode),
+                           pump_limit=self.batch_bytes)
         identity = app_identity(self.cfg.name, self.cfg.command, self.cfg.cwd,
                                 app_env(self.cfg))
         writer.send("calls", "mig.log.AppIdentity", identity, key="identity")
@@ -151,7 +156,7 @@ class Recorder(Handing, Committing):
             self.stdin_pipe.close_read_end()
             self._feed_when = lambda: True
         log.info("mig.recorder.started", app=self.cfg.name, pid=proc.pid,
-                 barrier_mode=self.cfg.barrier_mode)
+                 barrier_mode=self.cfg.barrier_mode, native_pump=writer.pump is not None)
         return self._serve(writer, proc)
 
     def adopt(self, writer: LogWriter, proc: subprocess.Popen[bytes], rings: dict[str, Ring],
@@ -211,6 +216,8 @@ class Recorder(Handing, Committing):
             if proc.poll() is None:  # the loop failed: nobody serves the app's barriers now
                 kill_group(proc)
             self.stats.exit_code = proc.returncode
+            if writer.pump is not None:  # (an acknowledgement after this touches no ring)
+                writer.pump.forget()
             for ring in self.rings.values():
                 self.stats.traps += ring.traps
                 ring.close()
@@ -281,18 +288,6 @@ class Recorder(Handing, Committing):
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stop = True
-
-    def _loop(self, writer: LogWriter, proc: subprocess.Popen[bytes], control: Reader) -> None:
-        """The agent's turns, with its acknowledgement thread (mig/member/commit.py)."""
-        done = threading.Event()
-        acks = threading.Thread(target=self._take_acks, args=(writer, done),
-                                name="mig-acks", daemon=True)
-        acks.start()
-        try:
-            self._turns(writer, proc, control)
-        finally:
-            done.set()
-            acks.join(5)
 
     def _turns(self, writer: LogWriter, proc: subprocess.Popen[bytes], control: Reader) -> None:
         last_commit = time.monotonic()

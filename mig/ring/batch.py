@@ -18,7 +18,7 @@ from mig.ring.kinds import KIND_NAMES
 from mig.ring.memory import Ring
 from mig.wire.codec import MAGIC, Codec
 
-__all__ = ["BatchEncoder", "EncodedBatch", "call_kind_symbols"]
+__all__ = ["BatchEncoder", "EncodedBatch", "batch_prefix", "call_kind_symbols", "kind_table"]
 
 
 def _long(value: int) -> bytes:
@@ -61,12 +61,8 @@ class BatchEncoder:
         problem.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64]
         self._problem = problem
         codec = Codec.default()
-        self._prefix = MAGIC + codec.fingerprint("mig.log.CallBatch")
-        symbols = call_kind_symbols(codec)
-        table = bytearray(256)
-        for number, name in KIND_NAMES.items():
-            table[number] = symbols.index(name) if name in symbols else symbols.index("UNKNOWN")
-        self._kinds = bytes(table)
+        self._prefix = batch_prefix(codec)
+        self._kinds = kind_table(codec)
         self.limit = limit
         self._out = ctypes.create_string_buffer(limit)
         self._n = [ctypes.c_uint64() for _ in range(4)]
@@ -81,16 +77,34 @@ class BatchEncoder:
                         ctypes.byref(last))
         if count.value == 0:
             if nxt.value == start and start < end:
-                why = self._problem(ring.data_addr, ring.capacity, start, end)
-                raise MigError(f"ring {ring.path}: cannot encode the record at position"
-                               f" {start}: " + (why.decode() if why else
-                                                "larger than a batch may be"))
+                raise self.problem(ring, start, end)
             return None, nxt.value
         head = (self._prefix + _string(app) + _long(epoch) + _string(lpid) + _long(batch_seq)
                 + _long(first.value) + _long(sent_ns) + _long(count.value))
         # (string_at copies the bytes written; .raw[:size] copied the whole buffer first)
         value = head + ctypes.string_at(self._out, size) + b"\x00"
         return EncodedBatch(value, count.value, first.value, last.value), nxt.value
+
+    def problem(self, ring: Ring, start: int, end: int) -> MigError:
+        """Why the record at position ``start`` cannot be encoded."""
+        why = self._problem(ring.data_addr, ring.capacity, start, end)
+        return MigError(f"ring {ring.path}: cannot encode the record at position {start}: "
+                        + (why.decode() if why else "larger than a batch may be"))
+
+
+def batch_prefix(codec: Codec) -> bytes:
+    """What a CallBatch value starts with: the single-object encoding's marker and the
+    schema's fingerprint."""
+    return MAGIC + codec.fingerprint("mig.log.CallBatch")
+
+
+def kind_table(codec: Codec) -> bytes:
+    """256 bytes: a ring kind number's index among the CallKind enum's symbols."""
+    symbols = call_kind_symbols(codec)
+    table = bytearray(256)
+    for number, name in KIND_NAMES.items():
+        table[number] = symbols.index(name) if name in symbols else symbols.index("UNKNOWN")
+    return bytes(table)
 
 
 def call_kind_symbols(codec: Codec) -> list[str]:

@@ -119,8 +119,10 @@ class Ring:
         self.parent_lpid = self._str("parent_lpid", 64)
         self.pid = struct.unpack_from("<i", self.mm, _OFF["pid"])[0]
         self._futex_addr = {name: ctypes.addressof(ctypes.c_uint32.from_buffer(self.mm, _OFF[name]))
-                            for name in ("commit_futex", "data_futex", "frozen", "doorbell")}
+                            for name in ("commit_futex", "data_futex", "frozen", "doorbell",
+                                         "agent_sleeping")}
         self.data_addr = ctypes.addressof(ctypes.c_char.from_buffer(self.mm, HDR_SIZE))
+        self.header_addr = self.data_addr - HDR_SIZE  # (for the recorder's pump)
 
     # -- header fields
     def _u64(self, name: str) -> int:
@@ -240,8 +242,10 @@ class Ring:
         """(address, value) of this ring's doorbell word."""
         return self._futex_addr["doorbell"], self._u32("doorbell")
 
-    def agent_sleeping(self, sleeping: bool) -> None:
-        struct.pack_into("<I", self.mm, _OFF["agent_sleeping"], int(sleeping))
+    @property
+    def agent_sleeping_addr(self) -> int:
+        """Address of the word the agent sets while it waits on the doorbells."""
+        return self._futex_addr["agent_sleeping"]
 
     def publish_head(self, head: int) -> None:
         """Replay: the shim may read up to ``head`` (written before: BatchDecoder.fill)."""

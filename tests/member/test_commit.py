@@ -12,6 +12,8 @@ from tests.ring.support import new_ring
 
 
 class _Writer:
+    pump = None  # the Python path (the native one: tests/kafka/test_pump.py)
+
     def serve(self, timeout: float = 0.0) -> None:
         pass
 

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from mig.paths import shim_library
 from mig.ring.doorbell import Doorbells
@@ -26,7 +27,7 @@ def bump(ring: Ring, wake: bool) -> None:
         futex_wake(address)
 
 
-def timed_wait(bells: Doorbells, seen: list[tuple[int, int]], rings: list[Ring],
+def timed_wait(bells: Doorbells, seen: Any, rings: list[Ring],
                timeout: float) -> float:
     started = time.monotonic()
     bells.wait(seen, rings, timeout)

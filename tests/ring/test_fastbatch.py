@@ -87,8 +87,9 @@ def test_recorder_drain_budget_never_splits_a_record(tmp_path):
     for call in calls:
         assert put(ring, call)
 
-    class Writer:
+    class Writer:  # the Python path (the native one: tests/kafka/test_pump.py)
         sent: list[bytes] = []
+        pump = None
 
         def send_raw(self, role, value, key=None, headers=None, on_acked=None):
             self.sent.append(value)

@@ -32,13 +32,17 @@ from mig.wire.identity import app_identity
 log = structlog.get_logger("mig.replayer")
 
 
+def _where(msg: Any) -> str:
+    """A record's place, for an error line."""
+    return f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+
+
 class Feeding(ReplicaState):
     """The replay path's input: records in, rings fed, divergences caught."""
 
     # -- input
     def _on_message(self, item: Item) -> None:
         msg = item.msg
-        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
         try:  # a CallBatch of the current schema: natively, straight into ring records
             batch = self.batches.decode(msg.value(), msg.headers())
         except DecodeError as exc:
@@ -48,7 +52,7 @@ class Feeding(ReplicaState):
             assert self._reader is not None
             self._reader.decode(item)  # anything else by the codec (undecodable: "yield")
         if item.kind == UNDECODABLE:  # skipping it would replay the app wrong
-            raise MigError(f"{where}: cannot replay an undecodable record: {item.reason}")
+            raise MigError(f"{_where(msg)}: cannot replay an undecodable record: {item.reason}")
         self.stats.last_offset = msg.offset()
         self.next_offset[msg.partition()] = msg.offset() + 1
         self.last_calls_at = time.monotonic()
@@ -62,7 +66,7 @@ class Feeding(ReplicaState):
             try:  # (a batch of an older schema)
                 batch = from_calls(item.record)
             except DecodeError as exc:
-                raise MigError(f"{where}: cannot replay a call of process"
+                raise MigError(f"{_where(msg)}: cannot replay a call of process"
                                f" {item.record['lpid']}: {exc.reason}") from exc
         if self.metrics is not None:
             self.metrics.log_bytes("replayed", len(msg.value()))
@@ -79,7 +83,7 @@ class Feeding(ReplicaState):
                           partition=msg.partition(), offset=msg.offset(), lpid=lpid,
                           batch_seq=batch.batch_seq, expected=expected)
                 return
-            raise MigError(f"{where}: batch {batch.batch_seq} of process {lpid}, expected"
+            raise MigError(f"{_where(msg)}: batch {batch.batch_seq} of process {lpid}, expected"
                            f" {expected}: batches are missing from the log; replaying on would"
                            " diverge (mig log verify shows the gap)")
         self.epoch = max(self.epoch, batch.epoch)

@@ -1,11 +1,11 @@
 """CallBatch values straight into ring records, for the replica's hot path.
 
 The mirror of mig/ring/batch.py: the batch's own fields (app, epoch, lpid, batch_seq,
-first_seq, sent_ns) are read here, and its calls, the last field, are turned into the
-records the shim's ring holds by ``mig_decode_calls`` in ``libmigenc.so``
-(shim/src/mig_decode.c), with the checks the Python path makes (mig/wire/codec.py's int
-ranges, mig/ring/calls.py ``from_avro``); ``BatchDecoder.fill`` then copies as many of
-them as fit into a ring, by ``mig_ring_fill``. No Python object is made per call.
+first_seq, sent_ns) and its calls, the last field, turned into the records the shim's ring
+holds, by one call of ``mig_decode_batch`` in ``libmigenc.so`` (shim/src/mig_decode.c),
+with the checks the Python path makes (mig/wire/codec.py's int ranges, mig/ring/calls.py
+``from_avro``); ``BatchDecoder.fill`` then copies as many of them as fit into a ring, by
+``mig_ring_fill``. No Python object is made per call.
 
 Only a value written with the current CallBatch schema is read here; ``decode`` returns
 None for any other (an older writer's, whose kinds are named differently: avro/history),
@@ -60,51 +60,17 @@ class DecodedBatch:
         return int(_WALL.unpack_from(self.records, self.pos + _WALL_AT)[0])
 
 
-class _Cursor:
-    """The batch's own fields, read the way fastavro reads them."""
-
-    def __init__(self, data: bytes, at: int) -> None:
-        self.data, self.at = data, at
-
-    def long(self) -> int:
-        n = shift = 0
-        while True:
-            if self.at >= len(self.data):
-                raise DecodeError(f"body does not decode as {NAME}: it ends inside a number")
-            byte = self.data[self.at]
-            self.at += 1
-            n |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return (n >> 1) ^ -(n & 1)
-            shift += 7
-            if shift > 63:
-                raise DecodeError(f"body does not decode as {NAME}: a number longer than"
-                                  " 64 bits")
-
-    def string(self) -> str:
-        size = self.long()
-        if size < 0 or size > len(self.data) - self.at:
-            raise DecodeError(f"body does not decode as {NAME}: a string of {size} bytes"
-                              " overruns the body")
-        raw = self.data[self.at:self.at + size]
-        self.at += size
-        try:
-            return raw.decode()
-        except UnicodeDecodeError as exc:
-            raise DecodeError(f"body does not decode as {NAME}: a string is not UTF-8"
-                              ) from exc
-
-
 class BatchDecoder:
     """Decodes CallBatch values of the current schema into ring records."""
 
     def __init__(self) -> None:
         lib = ctypes.CDLL(str(encoder_library()))
-        fn = lib.mig_decode_calls
+        fn = lib.mig_decode_batch
         fn.restype = ctypes.c_int
         u64p = ctypes.POINTER(ctypes.c_uint64)
-        fn.argtypes = [ctypes.c_char_p, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint32,
-                       ctypes.c_void_p, ctypes.c_uint64, u64p, u64p, u64p, ctypes.c_char_p,
+        fn.argtypes = [ctypes.c_char_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_void_p,
+                       ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint64,
+                       ctypes.POINTER(ctypes.c_int64), u64p, u64p, u64p, ctypes.c_char_p,
                        ctypes.c_uint64]
         self._fn = fn
         fill = lib.mig_ring_fill
@@ -121,6 +87,8 @@ class BatchDecoder:
         self._out = ctypes.create_string_buffer(1 << 20)
         self._why = ctypes.create_string_buffer(200)
         self._used, self._count, self._last = (ctypes.c_uint64() for _ in range(3))
+        self._fields = (ctypes.c_int64 * 8)()
+        self._refs = tuple(ctypes.byref(n) for n in (self._used, self._count, self._last))
         self._next, self._head = ctypes.c_uint64(), ctypes.c_uint64()
 
     def decode(self, value: bytes | None, headers: Iterable[tuple[str, Any]] | None = None
@@ -134,24 +102,25 @@ class BatchDecoder:
             if key == SCHEMA_HEADER and said != NAME.encode():
                 shown = said.decode(errors="replace")[:80] if said else repr(said)
                 raise DecodeError(f"header says {shown} but fingerprint is {NAME}")
-        cur = _Cursor(value, len(self._prefix))
-        app, epoch, lpid = cur.string(), cur.long(), cur.string()
-        batch_seq, first_seq, sent_ns = cur.long(), cur.long(), cur.long()
-        body = value[cur.at:]
-        while True:
-            rc = self._fn(body, len(body), ctypes.addressof(self._kinds), self._nsym,
-                          ctypes.addressof(self._out), len(self._out), ctypes.byref(self._used),
-                          ctypes.byref(self._count), ctypes.byref(self._last), self._why,
-                          len(self._why))
+        f = self._fields
+        while True:  # the batch's own fields, then its calls, in one call
+            rc = self._fn(value, len(value), len(self._prefix), ctypes.addressof(self._kinds),
+                          self._nsym, ctypes.addressof(self._out), len(self._out), f,
+                          *self._refs, self._why, len(self._why))
             if rc != -2:
                 break
             self._out = ctypes.create_string_buffer(max(2 * len(self._out),
                                                         2 * self._used.value))
         if rc != 0:
             raise DecodeError(f"body does not decode as {NAME}: {self._why.value.decode()}")
+        try:
+            app, lpid = value[f[0]:f[0] + f[1]].decode(), value[f[3]:f[3] + f[4]].decode()
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"body does not decode as {NAME}: a string is not UTF-8"
+                              ) from exc
         records = ctypes.string_at(self._out, self._used.value)
-        count = self._count.value
-        return DecodedBatch(app, epoch, lpid, batch_seq, first_seq, sent_ns, records, count,
+        count, first_seq = self._count.value, f[6]
+        return DecodedBatch(app, f[2], lpid, f[5], first_seq, f[7], records, count,
                             self._last.value if count else first_seq - 1)
 
     def fill(self, ring: Ring, batch: DecodedBatch) -> tuple[int, int]:

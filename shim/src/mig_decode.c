@@ -235,6 +235,44 @@ MIG_EXPORT int mig_decode_calls(const unsigned char *in, uint64_t len,
     return 0;
 }
 
+/* Decode a whole CallBatch value `in` (len bytes) after its single-object prefix (`skip`
+ * bytes): the batch's own fields into fields[0..8) (app's offset in `in` and length,
+ * epoch, lpid's offset and length, batch_seq, first_seq, sent_ns), then its calls, the
+ * last field, as mig_decode_calls() does (same results). The replica makes one call per
+ * batch, where it read the batch's fields in Python before. */
+MIG_EXPORT int mig_decode_batch(const unsigned char *in, uint64_t len, uint64_t skip,
+                                const uint16_t *kind_of_symbol, uint32_t nsym,
+                                unsigned char *out, uint64_t out_cap, int64_t *fields,
+                                uint64_t *used, uint64_t *count, uint64_t *last_seq, char *why,
+                                uint64_t why_cap)
+{
+    if (skip > len) {
+        snprintf(why, why_cap, "the body is shorter than its prefix");
+        return -1;
+    }
+    struct dec_cursor c = {in + skip, in + len, why, why_cap, 0};
+    static const int is_string[6] = {1, 0, 1, 0, 0, 0}; /* app epoch lpid seqs.. sent_ns */
+    int k = 0;
+    for (int i = 0; i < 6; i++) {
+        int64_t v = dec_long(&c);
+        if (c.failed)
+            return -1;
+        if (!is_string[i]) {
+            fields[k++] = v;
+            continue;
+        }
+        if (v < 0 || (uint64_t)v > (uint64_t)(c.end - c.p)) {
+            dec_fail(&c, "a string of %lld bytes overruns the body", (long long)v);
+            return -1;
+        }
+        fields[k++] = c.p - in;
+        fields[k++] = v;
+        c.p += v;
+    }
+    return mig_decode_calls(c.p, (uint64_t)(c.end - c.p), kind_of_symbol, nsym, out, out_cap,
+                            used, count, last_seq, why, why_cap);
+}
+
 /* Copy the records of recs[from..len) (made by mig_decode_calls) into a ring's data area
  * (`capacity` bytes, a power of two) at position `head`, while they fit beside the
  * `tail` the app has reached; a record that would cross the end of the data area is put

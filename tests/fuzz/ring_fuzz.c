@@ -117,6 +117,59 @@ static uint16_t sym_kind[NSYM]; /* symbol i -> ring kind 100 + i (set in main) *
 static unsigned char kinds[256]; /* ring kind -> symbol (set in main) */
 static uint64_t below(uint64_t n);
 
+/* The same calls as a whole CallBatch value (a 10-byte prefix, the batch's own fields,
+ * the calls) through mig_decode_batch: its fields and calls come back; the value damaged
+ * (in its fields or its calls) or cut short is decoded or refused, never read or written
+ * out of bounds. */
+static void decode_batch_back(const unsigned char *arr, uint64_t alen, uint64_t cap,
+                              uint64_t count, unsigned long input)
+{
+    unsigned char *value = malloc(alen + 64), *p = value;
+    if (!value)
+        abort();
+    memset(p, 0xc3, 10); /* the single-object prefix, skipped */
+    p += 10;
+    p = put_long(p, 4);
+    memcpy(p, "shop", 4);
+    p += 4;
+    p = put_long(p, 3);
+    p = put_long(p, 3);
+    memcpy(p, "1.2", 3);
+    p += 3;
+    p = put_long(p, 7);
+    p = put_long(p, 1234);
+    p = put_long(p, 12345);
+    memcpy(p, arr, alen);
+    uint64_t vlen = (uint64_t)(p - value) + alen;
+    unsigned char *dec = malloc(cap ? cap : 1);
+    int64_t f[8];
+    char why[200];
+    uint64_t used = 0, n = 0, last = 0;
+    if (!dec)
+        abort();
+    if (mig_decode_batch(value, vlen, 10, sym_kind, NSYM, dec, cap, f, &used, &n, &last, why,
+                         sizeof why) != 0 || n != count || used != cap || f[0] != 11
+        || f[1] != 4 || f[2] != 3 || memcmp(value + f[3], "1.2", 3) || f[4] != 3 || f[5] != 7
+        || f[6] != 1234 || f[7] != 12345)
+        fail("mig_decode_batch does not take back the batch", input);
+    uint64_t span = vlen - 10; /* the batch's own fields, or anywhere after the prefix */
+    if (below(2) && span > 20)
+        span = 20;
+    int damage = 1 + (int)below(4);
+    for (int i = 0; i < damage; i++)
+        value[10 + below(span)] ^= (unsigned char)(1 + below(255));
+    uint64_t cut = vlen - below(2) * below(vlen + 1);
+    int rc = mig_decode_batch(value, cut, 10, sym_kind, NSYM, dec, cap, f, &used, &n, &last,
+                              why, sizeof why);
+    if (rc != 0 && rc != -1 && rc != -2)
+        fail("mig_decode_batch returned an unknown code", input);
+    if (rc == 0 && (used > cap || f[0] < 10 || f[0] + f[1] > (int64_t)cut || f[3] < 10
+                    || f[3] + f[4] > (int64_t)cut))
+        fail("mig_decode_batch read or wrote out of bounds", input);
+    free(dec);
+    free(value);
+}
+
 /* The encoder's `count` Call items, as CallBatch.calls (one block, then the end), must
  * come back from mig_decode_calls as the records the encoder read; a damaged copy is
  * decoded or refused, never read or written out of bounds (every buffer is its own heap
@@ -165,6 +218,7 @@ static void decode_back(const unsigned char *data, uint64_t capacity, uint64_t f
             fail("a decoded record differs from the one encoded", input);
         at += got->len;
     }
+    decode_batch_back(arr, alen, cap, count, input);
     int damage = 1 + (int)below(4);
     for (int i = 0; i < damage; i++)
         arr[below(alen)] ^= (unsigned char)(1 + below(255));

@@ -25,7 +25,7 @@ from mig.ring.batch import batch_prefix, kind_table
 from mig.ring.memory import Ring
 from mig.wire.codec import Codec
 
-__all__ = ["Drained", "Pump", "PumpUnavailable", "librdkafka_path", "pumped"]
+__all__ = ["Drained", "Pump", "PumpUnavailable", "bind", "librdkafka_path", "pumped"]
 
 # mig_pump_drain's results
 BAD_RECORD, REFUSED, QUEUE_FULL = -1, -2, -3
@@ -52,13 +52,27 @@ def librdkafka_path() -> str:
     raise PumpUnavailable("no librdkafka among this process's mappings")
 
 
+def bind() -> str:
+    """Bind the pump to this process's librdkafka (once); which one it is, with its
+    version. PumpUnavailable says why it cannot be."""
+    _library()
+    version = ctypes.CDLL(_bound_to).rd_kafka_version_str
+    version.restype = ctypes.c_char_p
+    return f"{_bound_to} (librdkafka {version().decode()})"
+
+
+_bound_to = ""
+
+
 def _library() -> Any:
-    global _lib
+    global _lib, _bound_to
     if _lib is None:
         lib = ctypes.CDLL(str(encoder_library()))
         why = ctypes.create_string_buffer(512)
-        if lib.mig_pump_bind(librdkafka_path().encode(), why, len(why)) != 0:
+        path = librdkafka_path()
+        if lib.mig_pump_bind(path.encode(), why, len(why)) != 0:
             raise PumpUnavailable(why.value.decode(errors="replace"))
+        _bound_to = path
         vp, u64, u64p = ctypes.c_void_p, ctypes.c_uint64, ctypes.POINTER(ctypes.c_uint64)
         lib.mig_pump_new.restype = vp
         lib.mig_pump_new.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
@@ -197,7 +211,11 @@ def pumped(make: Callable[[dict[str, Any]], Any], topic: str, app: str, limit: i
     if pump is None:
         return make({}), None
     pump.expect()
-    made = make(pump.producer_conf())
+    try:
+        made = make(pump.producer_conf())
+    except BaseException:
+        pump.close()  # (no later producer takes it)
+        raise
     if pump.bound:
         return made, pump
     log.warning("mig.pump.unbound", topic=topic)

@@ -45,7 +45,8 @@ def run_checks(app_toml: Path | None = None, kafka_timeout: float = 3.0) -> list
 
 def host_checks() -> list[Check]:
     steps: list[Callable[[], Check]] = [
-        check_kernel, check_glibc, check_criu, check_ptrace, check_namespaces, check_shim]
+        check_kernel, check_glibc, check_criu, check_ptrace, check_namespaces, check_shim,
+        check_pump]
     return [step() for step in steps]
 
 
@@ -164,6 +165,21 @@ def check_shim() -> Check:
         return Check("shim", "fail", f"{shim} does not load: {reason}",
                      "rebuild it on this host: `make -C shim`")
     return Check("shim", "ok", f"{shim} loads (LD_PRELOAD into /bin/cat)")
+
+
+def check_pump() -> Check:
+    """Whether a primary's batches go through the native pump (mig/kafka/pump.py)."""
+    from mig.kafka.pump import PumpUnavailable, bind
+
+    try:
+        bound = bind()
+    except (PumpUnavailable, OSError) as exc:
+        return Check("pump", "warn", f"a primary sends its batches in Python: {exc}",
+                     "rebuild the agents' library on this host: `make -C shim`")
+    if os.environ.get("MIG_NATIVE_PUMP") == "0":
+        return Check("pump", "warn", "MIG_NATIVE_PUMP=0: a primary sends its batches in"
+                     " Python", "unset MIG_NATIVE_PUMP (it is for comparisons)")
+    return Check("pump", "ok", f"batches sent natively: {bound}; signed ones in Python")
 
 
 def check_capture(capture: str) -> Check:

@@ -122,7 +122,6 @@ struct mig_pump {
     int64_t acked_offset[PARTITIONS]; /* the highest acknowledged, -1 for none */
     rk_err_t err;              /* the first refusal, 0 while none */
     char err_text[512];
-    uint64_t released;         /* batches released so far */
     uint32_t lat_us[1024];     /* commit latencies of released batches, for the metrics */
     uint64_t lat_n;            /* written so far (the agent reads what it has not) */
 };
@@ -269,7 +268,6 @@ static void settle(struct mig_pump *p)
         }
         int64_t us = (now - b->sent_ns) / 1000;
         p->lat_us[p->lat_n++ % 1024] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
-        p->released++;
         p->first = (p->first + 1) % p->cap;
         p->n--;
     }

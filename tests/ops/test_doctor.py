@@ -20,7 +20,7 @@ from mig.ops.doctor import app_checks
 from tests.conftest import run_mig
 from tests.harness import write_app
 
-HOST_CHECKS = ["kernel", "glibc", "criu", "ptrace", "namespaces", "shim"]
+HOST_CHECKS = ["kernel", "glibc", "criu", "ptrace", "namespaces", "shim", "pump"]
 TOPIC_CHECKS = ["topic.calls", "topic.checkpoints", "topic.control"]
 
 
@@ -74,6 +74,8 @@ def test_host_checks() -> None:
     assert checks["criu"]["status"] == "ok", checks["criu"]
     assert "`criu check`" in checks["criu"]["detail"]
     assert checks["shim"]["status"] == "ok", checks["shim"]
+    assert checks["pump"]["status"] == "ok", checks["pump"]  # (mig/kafka/pump.py)
+    assert "librdkafka 2." in checks["pump"]["detail"], checks["pump"]
     assert code == (1 if any(c["status"] == "fail" for c in checks.values()) else 0)
 
 

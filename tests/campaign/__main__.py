@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: time)")
     parser.add_argument("--max-minutes", type=float, default=60.0)
     parser.add_argument("--out", type=Path, default=None, help="folder for logs and results")
+    parser.add_argument("--unsigned", action="store_true",
+                        help="the apps' records not signed: their primaries send through the"
+                             " native pump (signed records take the Python path); every fault"
+                             " but hostile")
     parser.add_argument("--table", type=Path, default=None, metavar="ROUNDS.JSONL",
                         help="only print the table of an earlier run's rounds")
     args = parser.parse_args(argv)
@@ -43,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [f for f in faults if f not in FAULTS]
     if unknown:
         parser.error(f"unknown fault {unknown[0]!r}; known: {', '.join(FAULTS)}")
+    if args.unsigned and "hostile" in faults:  # it writes junk the signatures refuse
+        if args.faults != ",".join(FAULTS):
+            parser.error("--unsigned runs without the hostile fault: unsigned records"
+                         " cannot tell a forged one")
+        faults.remove("hostile")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     seed = args.seed if args.seed is not None else int(time.time())
@@ -52,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     random.Random(seed).shuffle(plan)
     print(f"campaign: seed {seed}, {len(plan)} rounds, logs in {out}", file=sys.stderr)
     deadline = time.monotonic() + args.max_minutes * 60
-    world = World(out / "world")
+    world = World(out / "world", signed=not args.unsigned)
     try:
         rows = Campaign(out, seed, deadline).run(plan, world)
     finally:

@@ -8,7 +8,11 @@ replica has it. Acknowledgements are taken as they come, without waiting for the
 (``_settle_acks``): the batches acknowledged in the order they were sent, up to the first
 still in flight, release their processes' threads and held outputs at once, so one
 acknowledgement releases every output that waited on any record before it. (Only that
-prefix: an output of one process may depend on a record of another, as with a flush.)"""
+prefix: an output of one process may depend on a record of another, as with a flush.)
+
+Two paths do that: the native pump (``_pump``, mig/kafka/pump.py), where one C call per
+ring sends its batches and librdkafka's broker thread releases them, and the Python one
+(``_drain`` and ``_settle_acks`` with an acknowledgement thread), for signed records."""
 
 from __future__ import annotations
 

@@ -4,12 +4,12 @@ mode, drains its rings into ``mig.NAME.calls`` and answers barriers.
 One loop: find new rings, drain every ring and send the calls as CallBatch records (one
 Kafka transaction every ``flush_ms``, 100 ms, for fencing). A thread or a held output that
 waits at a barrier rings its ring's doorbell; the agent sleeps on the doorbells between
-turns (mig/ring/doorbell.py), not blindly. Kafka's acknowledgements (acks=all) are taken by
-an acknowledgement thread as they come, and each releases, in send order, every waiter it
-covers: the rings' ``committed_seq`` rises and the waiters wake (group commit,
-mig/member/commit.py). docs/interceptor.md ("When is a record committed") says why an
-acknowledged record is enough. Heartbeats go to ``mig.NAME.control`` every
-``heartbeat_ms``.
+turns (mig/ring/doorbell.py), not blindly. Kafka's acknowledgements (acks=all) are taken as
+they come (by librdkafka's broker thread through the native pump, or by an acknowledgement
+thread on the Python path), and each releases, in send order, every waiter it covers: the
+rings' ``committed_seq`` rises and the waiters wake (group commit, mig/member/commit.py).
+docs/interceptor.md ("When is a record committed") says why an acknowledged record is
+enough. Heartbeats go to ``mig.NAME.control`` every ``heartbeat_ms``.
 
 The same loop runs on a replica that was promoted (``adopt``): the app is already running
 and its rings turn from replay to record as each process goes live. It also reads the

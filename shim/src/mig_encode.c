@@ -31,6 +31,29 @@ static unsigned char *put_bytes(unsigned char *p, const void *src, uint64_t len)
     return p + len;
 }
 
+/* The fields of a CallBatch before its calls, and the calls array's item count, after
+ * the single-object `prefix` (the Python path builds the same in mig/ring/batch.py):
+ * written at `out`, which holds at least prefix_len + 2 * (10 + 255) + 6 * 10 bytes for
+ * an app and lpid of up to 255 bytes each. Returns the bytes written. Called by the
+ * recorder's pump (mig_pump.c); not exported from the library. */
+uint64_t mig_encode_batch_head(unsigned char *out, const unsigned char *prefix,
+                               uint64_t prefix_len, const char *app, int64_t epoch,
+                               const char *lpid, int64_t batch_seq, int64_t first_seq,
+                               int64_t sent_ns, int64_t count)
+{
+    unsigned char *p = out;
+    memcpy(p, prefix, prefix_len);
+    p += prefix_len;
+    p = put_bytes(p, app, strlen(app));
+    p = put_long(p, epoch);
+    p = put_bytes(p, lpid, strlen(lpid));
+    p = put_long(p, batch_seq);
+    p = put_long(p, first_seq);
+    p = put_long(p, sent_ns);
+    p = put_long(p, count);
+    return (uint64_t)(p - out);
+}
+
 /* Worst-case encoded size of one record (varints take at most 10 bytes). */
 static uint64_t worst_case(const struct mig_rec *rec)
 {

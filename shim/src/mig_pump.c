@@ -88,11 +88,15 @@ static struct {
     const char *(*err2str)(rk_err_t);
 } rk;
 
-/* -- the recorder's encoder (mig_encode.c) */
+/* -- the recorder's encoder (mig_encode.c): a batch's calls, and its fields before them */
 uint64_t mig_encode_calls(const unsigned char *data, uint64_t capacity, uint64_t from,
                           uint64_t to, const unsigned char *kind_index, unsigned char *out,
                           uint64_t out_cap, uint64_t *next, uint64_t *count,
                           uint64_t *first_seq, uint64_t *last_seq);
+uint64_t mig_encode_batch_head(unsigned char *out, const unsigned char *prefix,
+                               uint64_t prefix_len, const char *app, int64_t epoch,
+                               const char *lpid, int64_t batch_seq, int64_t first_seq,
+                               int64_t sent_ns, int64_t count);
 
 #define PARTITIONS 256 /* the acknowledged offsets kept, by partition of the calls topic */
 
@@ -140,25 +144,6 @@ static void wake_all(uint32_t *word)
 {
     __atomic_fetch_add(word, 1, __ATOMIC_RELEASE);
     syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-}
-
-static unsigned char *put_long(unsigned char *p, int64_t v)
-{
-    uint64_t n = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); /* zig-zag */
-    while (n & ~0x7Full) {
-        *p++ = (unsigned char)((n & 0x7F) | 0x80);
-        n >>= 7;
-    }
-    *p++ = (unsigned char)n;
-    return p;
-}
-
-static unsigned char *put_string(unsigned char *p, const char *s)
-{
-    size_t len = strlen(s);
-    p = put_long(p, (int64_t)len);
-    memcpy(p, s, len);
-    return p + len;
 }
 
 /* Open the librdkafka mapped at `path` (already loaded: RTLD_NOLOAD) and take the
@@ -390,18 +375,11 @@ MIG_EXPORT int mig_pump_drain(struct mig_pump *p, struct mig_ring_hdr *hdr,
             pos = nxt; /* padding only */
             continue;
         }
-        /* prefix, app and lpid (with their lengths), six longs */
-        unsigned char head[16 + 10 + 256 + 10 + 64 + 6 * 10], *h = head;
-        memcpy(h, p->prefix, p->prefix_len);
-        h += p->prefix_len;
-        h = put_string(h, p->app);
-        h = put_long(h, epoch);
-        h = put_string(h, lpid);
-        h = put_long(h, (int64_t)*batch_seq);
-        h = put_long(h, (int64_t)first);
-        h = put_long(h, sent_wall_ns);
-        h = put_long(h, (int64_t)count);
-        size_t hlen = (size_t)(h - head), total = hlen + size + 1;
+        unsigned char head[16 + 2 * (10 + 255) + 6 * 10]; /* mig_encode_batch_head's most */
+        size_t hlen = mig_encode_batch_head(head, p->prefix, p->prefix_len, p->app, epoch,
+                                            lpid, (int64_t)*batch_seq, (int64_t)first,
+                                            sent_wall_ns, (int64_t)count);
+        size_t total = hlen + size + 1;
         unsigned char *value = malloc(total);
         if (!value) {
             pthread_mutex_lock(&p->lock);

@@ -99,17 +99,21 @@ class Committing(RecorderState):
                 self._in_flight.append(sent_to)
                 writer.send_raw("calls", batch.value, key=lpid, headers=self.headers,
                                 on_acked=_marker(sent_to))
-                if self.metrics is not None:
-                    self.metrics.calls("recorded", batch.count)
-                    self.metrics.log_bytes("recorded", len(batch.value))
                 self.batch_seq[lpid] += 1
-                self.sent_seq[lpid] = batch.last_seq + 1
-                self.stats.batches += 1
-                self.stats.calls += batch.count
+                self._sent(lpid, 1, batch.count, len(batch.value), batch.last_seq)
                 sent += batch.count
             if pos != start:
                 ring.release(pos)
         return sent
+
+    def _sent(self, lpid: str, batches: int, calls: int, nbytes: int, last_seq: int) -> None:
+        """Count batches of process ``lpid`` sent, its last call ``last_seq``."""
+        self.sent_seq[lpid] = last_seq + 1
+        self.stats.batches += batches
+        self.stats.calls += calls
+        if self.metrics is not None:
+            self.metrics.calls("recorded", calls)
+            self.metrics.log_bytes("recorded", nbytes)
 
     def _pump(self, writer: LogWriter, pump: Pump) -> int:
         """``_drain`` in native code (mig/kafka/pump.py): one call per ring; the batches'
@@ -131,13 +135,8 @@ class Committing(RecorderState):
                 ring.release(out.next)
             self.batch_seq[lpid] = out.batch_seq
             if out.batches:
-                self.sent_seq[lpid] = out.last_seq + 1
-                self.stats.batches += out.batches
-                self.stats.calls += out.calls
+                self._sent(lpid, out.batches, out.calls, out.bytes, out.last_seq)
                 sent += out.calls
-                if self.metrics is not None:
-                    self.metrics.calls("recorded", out.calls)
-                    self.metrics.log_bytes("recorded", out.bytes)
             if out.result == BAD_RECORD:
                 raise self.encoder.problem(ring, out.next, head)
             if out.result == REFUSED:

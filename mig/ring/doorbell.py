@@ -53,7 +53,7 @@ class Doorbells:
         self._own = ctypes.c_uint32(0)
         self._waitv = True  # until the kernel says it has no futex_waitv
         self._lib = _library()
-        self._rings: list[int] = []  # the rings the arrays below are of (by id)
+        self._rings: list[Ring] = []  # the rings the arrays below are of
         self._n = 0
         self._words: Any = None
         self._sleeping: Any = None
@@ -67,9 +67,9 @@ class Doorbells:
     def snapshot(self, rings: Sequence[Ring]) -> Any:
         """The value now of each doorbell word (its own, then each ring's), read before
         looking at the rings; valid until the next snapshot."""
-        ids = [id(ring) for ring in rings]
-        if ids != self._rings:
-            self._rings, self._n = ids, len(rings) + 1
+        if len(rings) != len(self._rings) or any(
+                a is not b for a, b in zip(rings, self._rings, strict=True)):
+            self._rings, self._n = list(rings), len(rings) + 1
             self._words = (ctypes.c_void_p * self._n)(
                 ctypes.addressof(self._own), *(r.doorbell[0] for r in rings))
             self._sleeping = (ctypes.c_void_p * max(1, len(rings)))(

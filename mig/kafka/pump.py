@@ -32,6 +32,7 @@ BAD_RECORD, REFUSED, QUEUE_FULL = -1, -2, -3
 PARTITIONS = 256  # acknowledged offsets kept per partition of the calls topic (mig_pump.c)
 
 _lib: Any = None
+_bound_to = ""  # the librdkafka _library() bound to
 log = structlog.get_logger()
 
 
@@ -60,8 +61,6 @@ def bind() -> str:
     version.restype = ctypes.c_char_p
     return f"{_bound_to} (librdkafka {version().decode()})"
 
-
-_bound_to = ""
 
 
 def _library() -> Any:

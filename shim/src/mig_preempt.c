@@ -45,7 +45,9 @@
 #include "mig_poison.h"
 
 #define MAX_HITS 8 /* stops at A before a primary gives up this address (a counting loop) */
-#define REARM_NS 200000000ull
+/* An armed holder that has not stopped in the checked state this long is asked again. */
+#define REARM_RECORD_NS 20000000ull
+#define REARM_REPLAY_NS 200000000ull
 
 enum { IDLE = 0, ASKING = 1, ASKED = 2, ARMED = 3 };
 
@@ -53,7 +55,7 @@ enum { IDLE = 0, ASKING = 1, ASKED = 2, ARMED = 3 };
 static struct {
     uint32_t state;
     uint32_t ktid;       /* the holder asked */
-    uint64_t asked_ns;   /* when (replay: when armed, for the divergence bound) */
+    uint64_t asked_ns;   /* when asked, then when armed (mig_preempt_rearm) */
     uint64_t retry_ns;   /* record: do not ask again before */
     int fails;           /* record: addresses given up in a row (the retry backs off) */
     int fd;              /* the breakpoint, on the holder */
@@ -404,14 +406,18 @@ void mig_preempt_called(void)
     __atomic_store_n(&pre.state, IDLE, __ATOMIC_RELEASE);
 }
 
-/* Replay: a holder armed REARM_NS ago for a recorded stop that has not come is asked
- * again, and arms a new breakpoint: the stop may still be far off (the holder works before
- * it spins), but a breakpoint that went silent must not stall the replica. */
+/* A holder armed a while ago that has not stopped in the checked state is asked again, and
+ * arms a new breakpoint where it is then. A breakpoint can go silent: the address the
+ * request found may be one the holder passes once (straight code after a count) before
+ * it spins elsewhere; a primary that kept it asked no more and gave up serializing after
+ * serial_stall_ms (tests/apps/sledspin.c). Replay waits longer: its stop may still be far
+ * off (the holder works before it spins). */
 void mig_preempt_rearm(uint64_t now_ns)
 {
     uint32_t state = ARMED;
+    uint64_t after = mig_mode == MIG_REPLAY ? REARM_REPLAY_NS : REARM_RECORD_NS;
     if (__atomic_load_n(&pre.state, __ATOMIC_ACQUIRE) == ARMED &&
-        now_ns - pre.asked_ns > REARM_NS)
+        now_ns - pre.asked_ns > after)
         __atomic_compare_exchange_n(&pre.state, &state, IDLE, 0, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE);
 }

@@ -247,7 +247,7 @@ static void give_up(void)
     struct mig_call c = {.kind = MIG_K_SWITCH,
                          .args = {holder ? (int64_t)holder - 1 : -1, -1, FORCED}};
     mig_append(&c);
-    char text[320], *p = text, *end = text + sizeof text - 1;
+    char text[512], *p = text, *end = text + sizeof text - 1;
     p = mig_put_str(p, end, "thread ");
     p = mig_put_uint(p, holder ? holder - 1 : 0);
     p = mig_put_str(p, end, " ran without a system call while thread ");
@@ -309,6 +309,7 @@ static void rec_wait(void)
             if (t - since < stall_ns / 2)
                 since = t;
         } else if (t - since >= MIG_PREEMPT_NS && __atomic_load_n(&tok.owner, __ATOMIC_ACQUIRE)) {
+            mig_preempt_rearm(t);
             mig_preempt_ask(__atomic_load_n(&tok.owner_ktid, __ATOMIC_ACQUIRE),
                             __atomic_load_n(&tok.owner_sel, __ATOMIC_ACQUIRE), t);
         }

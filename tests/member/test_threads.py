@@ -399,6 +399,21 @@ def test_a_counting_loop_that_reads_errno_is_never_taken_for_a_spin(
         assert seen in (rounds * (count - 1), (rounds - 1) * (count - 1)), recorded
 
 
+def test_a_breakpoint_passed_once_is_given_up_and_the_spinner_asked_again(
+        net_broker, tmp_path, app_name):
+    """sledspin: a worker runs a stretch of straight code once a round, then spins for the
+    main thread, which spins for it. A request to preempt the worker finds it in the
+    stretch and arms there; the worker never comes back to that address. The primary kept
+    the silent breakpoint, asked no more, and gave up serializing after serial_stall_ms
+    (errnospin met it once in about a hundred CI runs, asked just after a count). Ten
+    rounds, recorded and replayed, serialized throughout, the same output on both hosts."""
+    _, broker = net_broker
+    app = write_app(tmp_path / "primary", app_name, [str(BUILD / "sledspin"), "10"],
+                    broker.settings.bootstrap_servers, threads="serialized")
+    recorded, result, replayed = _record_replay(app, tmp_path, "sledspin rounds=10 seen=55")
+    _followed_serialized(recorded, result, replayed)
+
+
 def test_a_serialized_process_runs_on_one_cpu_and_sees_its_own_mask(
         net_broker, tmp_path, app_name):
     """affinity: a process that has started a thread runs on one CPU under serialized

@@ -379,7 +379,7 @@ def kill_restored_primary(app: App, rng: random.Random) -> dict:
     CRIU's restore, in the holder's namespace) must end with it, and a replica take over."""
     primary, facts = _restored_primary(app, rng)
     after = _sleep(rng, 0.0, 1.0)
-    os.kill(primary.proc.pid, signal.SIGKILL)
+    os.kill(primary.agent_pid(), signal.SIGKILL)
     left = _left_on(app, primary.host)
     facts.update(after_s=after, problems=[f"{primary.name}'s agent was killed and this still"
                                           f" runs on its host: {c}" for c in left])
@@ -391,7 +391,7 @@ def term_restored_primary(app: App, rng: random.Random) -> dict:
     (or stops it) and ends, and nothing of it stays behind."""
     primary, facts = _restored_primary(app, rng)
     after = _sleep(rng, 0.0, 1.0)
-    os.kill(primary.proc.pid, signal.SIGTERM)
+    os.kill(primary.agent_pid(), signal.SIGTERM)
     try:
         primary.proc.wait(60)
     except subprocess.TimeoutExpired:
@@ -408,7 +408,7 @@ def kill_replica_agent(app: App, rng: random.Random) -> dict:
     """kill -9 of a replica's agent alone: its replaying app must go too."""
     victim = rng.choice(app.replicas())
     after = _sleep(rng, 0.0, 1.0)
-    os.kill(victim.proc.pid, signal.SIGKILL)
+    os.kill(victim.agent_pid(), signal.SIGKILL)
     left = _left_on(app, victim.host)
     return {"killed": victim.name, "after_s": after,
             "problems": [f"{victim.name}'s agent was killed and this still runs on its"

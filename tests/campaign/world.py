@@ -128,10 +128,22 @@ class Member:
     workdir: Path
     log: Path
     started: float = field(default_factory=time.time)
+    wrapped: bool = False  # started under a wrapper that forks (unshare --fork)
 
     @property
     def name(self) -> str:
         return f"h{self.host}g{self.gen}"
+
+    def agent_pid(self) -> int:
+        """The pid of the member's mig agent: a wrapper that forks (the clock-offset
+        fault's `unshare --time --fork`) is its parent, and a kill -9 of the wrapper left
+        the agent, its holder and its app running (two campaign runs took that for mig's
+        fault)."""
+        if not self.wrapped:
+            return self.proc.pid
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        assert children.split(), f"{self.name}'s wrapper {self.proc.pid} has no agent"
+        return int(children.split()[0])
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -203,7 +215,7 @@ class App:
         proc = self._mig(host, ["replica", "follow", str(self.app_toml), "--workdir",
                                 str(workdir), "--member", name,
                                 "--run-dir", str(self.folder / f"run-{name}")], log, wrap)
-        member = Member(host, self.gens[host], proc, workdir, log)
+        member = Member(host, self.gens[host], proc, workdir, log, wrapped=bool(wrap))
         self.members[host] = member
         return member
 

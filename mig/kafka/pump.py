@@ -5,9 +5,9 @@ Python runs per batch: the agent makes one call per ring and turn.
 
 The producer stays confluent_kafka's (mig/kafka/writer.py: transactions, fencing, commit,
 every other record); the library is also a librdkafka plugin (``plugin.library.paths``),
-which is how it gets that producer's handle and its acknowledgements. Records are not
-signed on this path: a writer with ``[kafka] auth`` keys uses the Python one
-(mig/member/commit.py)."""
+which is how it gets that producer's handle and its acknowledgements. With ``[security]``
+keys the pump signs each batch as mig/wire/auth.py does (HMAC-SHA256 in
+shim/src/mig_hmac.c, the same ``mig.auth`` header)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,12 @@ from mig.errors import MigError
 from mig.paths import encoder_library
 from mig.ring.batch import batch_prefix, kind_table
 from mig.ring.memory import Ring
+from mig.wire.auth import HEADER as AUTH_HEADER
+from mig.wire.auth import Auth
 from mig.wire.codec import Codec
 
-__all__ = ["Drained", "Pump", "PumpUnavailable", "bind", "librdkafka_path", "pumped"]
+__all__ = ["Drained", "Pump", "PumpUnavailable", "bind", "hmac_hex", "librdkafka_path",
+           "pumped"]
 
 # mig_pump_drain's results
 BAD_RECORD, REFUSED, QUEUE_FULL = -1, -2, -3
@@ -95,6 +98,12 @@ def _library() -> Any:
         lib.mig_pump_acked_offsets.restype = None
         lib.mig_pump_latencies.argtypes = [vp, u64p, ctypes.POINTER(ctypes.c_uint32), u64]
         lib.mig_pump_latencies.restype = u64
+        lib.mig_pump_sign.argtypes = [vp, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+                                      ctypes.c_char_p, ctypes.c_size_t]
+        lib.mig_pump_sign.restype = ctypes.c_int
+        lib.mig_hmac_hex.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
+                                     ctypes.c_size_t, ctypes.c_char_p]
+        lib.mig_hmac_hex.restype = None
         _lib = lib
     return _lib
 
@@ -119,7 +128,7 @@ class Pump:
     configuration and ``expect()`` is called just before the producer is made; ``bound``
     then says whether the pump has its handle."""
 
-    def __init__(self, topic: str, app: str, limit: int) -> None:
+    def __init__(self, topic: str, app: str, limit: int, auth: Auth | None = None) -> None:
         self._lib = _library()
         codec = Codec.default()
         [(name, value)] = codec.headers("mig.log.CallBatch")
@@ -128,6 +137,12 @@ class Pump:
                                          len(value), prefix, len(prefix), kinds, limit)
         if not self._p:
             raise PumpUnavailable(f"cannot make a pump for {topic}")
+        if auth is not None:
+            kid, secret = auth.keys[0]
+            if self._lib.mig_pump_sign(self._p, AUTH_HEADER.encode(), b"calls", kid.encode(),
+                                       secret, len(secret)) != 0:
+                self.close()
+                raise PumpUnavailable(f"cannot sign with key id {kid!r} natively")
         self._n = [ctypes.c_uint64() for _ in range(6)]
         self._seen = ctypes.c_uint64()
         self._lat = (ctypes.c_uint32 * 1024)()
@@ -195,16 +210,24 @@ class Pump:
             self._p = None
 
 
-def pumped(make: Callable[[dict[str, Any]], Any], topic: str, app: str, limit: int | None
-           ) -> tuple[Any, Pump | None]:
+def hmac_hex(secret: bytes, message: bytes) -> str:
+    """The pump's HMAC-SHA256 of ``message`` (hex), to compare with Python's."""
+    out = ctypes.create_string_buffer(65)
+    _library().mig_hmac_hex(secret, len(secret), message, len(message), out)
+    return out.value.decode()
+
+
+def pumped(make: Callable[[dict[str, Any]], Any], topic: str, app: str, limit: int | None,
+           auth: Auth | None = None) -> tuple[Any, Pump | None]:
     """The producer ``make(extra_conf)`` returns and, when ``limit`` is given, a pump of
-    batches of at most ``limit`` bytes bound to it; None when it cannot be had (said in
-    a warning) or with ``MIG_NATIVE_PUMP=0`` in the environment (the Python path, to
-    compare: bench/commit_bench.py)."""
+    batches of at most ``limit`` bytes bound to it, signing them with ``auth``'s first key
+    when given; None when it cannot be had (said in a warning) or with
+    ``MIG_NATIVE_PUMP=0`` in the environment (the Python path, to compare:
+    bench/commit_bench.py)."""
     pump = None
     if limit is not None and os.environ.get("MIG_NATIVE_PUMP") != "0":
         try:
-            pump = Pump(topic, app, limit)
+            pump = Pump(topic, app, limit, auth)
         except PumpUnavailable as exc:
             log.warning("mig.pump.unavailable", reason=str(exc))
     if pump is None:

@@ -122,7 +122,7 @@ class LogWriter(_Failures):
         # with pump_limit, the recorder's native path (mig/kafka/pump.py) when it may serve
         self._producer, self.pump = pumped(
             lambda more: producer(settings, **extra, **more), self.topics["calls"], app,
-            pump_limit if settings.auth is None else None)  # (signing is Python's)
+            pump_limit, settings.auth)
         self._transactional = bool(transactional_id)
         self._open = False
         self.fenced = ""  # why, once a newer writer with the same transactional id fenced us

@@ -12,7 +12,8 @@ prefix: an output of one process may depend on a record of another, as with a fl
 
 Two paths do that: the native pump (``_pump``, mig/kafka/pump.py), where one C call per
 ring sends its batches and librdkafka's broker thread releases them, and the Python one
-(``_drain`` and ``_settle_acks`` with an acknowledgement thread), for signed records."""
+(``_drain`` and ``_settle_acks`` with an acknowledgement thread), for a process whose
+librdkafka cannot be bound and for comparison (``MIG_NATIVE_PUMP=0``)."""
 
 from __future__ import annotations
 

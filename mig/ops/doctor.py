@@ -179,7 +179,7 @@ def check_pump() -> Check:
     if os.environ.get("MIG_NATIVE_PUMP") == "0":
         return Check("pump", "warn", "MIG_NATIVE_PUMP=0: a primary sends its batches in"
                      " Python", "unset MIG_NATIVE_PUMP (it is for comparisons)")
-    return Check("pump", "ok", f"batches sent natively: {bound}; signed ones in Python")
+    return Check("pump", "ok", f"batches sent (and signed) natively: {bound}")
 
 
 def check_capture(capture: str) -> Check:

@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mig_hmac.h"
 #include "mig_ring.h"
 
 #define MIG_EXPORT __attribute__((visibility("default")))
@@ -128,6 +129,12 @@ struct mig_pump {
     char err_text[512];
     uint32_t lat_us[1024];     /* commit latencies of released batches, for the metrics */
     uint64_t lat_n;            /* written so far (the agent reads what it has not) */
+    /* signed records (mig_pump_sign): the mig.auth header, KID:HEX, mig/wire/auth.py */
+    int signing;
+    struct mig_hmac key;
+    char auth_name[64];
+    char kid[72];
+    char role[32];
 };
 
 static pthread_mutex_t new_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -207,6 +214,43 @@ fail:
         free(p);
     }
     return NULL;
+}
+
+/* Sign every batch from here on as mig/wire/auth.py's Auth.sign does: a `header` (mig.auth)
+ * of `kid`:HEX, the HMAC-SHA256 under `secret` of "mig1\0ROLE\0KEY\0V" and the value.
+ * 0, or -1 when a name does not fit. */
+MIG_EXPORT int mig_pump_sign(struct mig_pump *p, const char *header, const char *role,
+                             const char *kid, const unsigned char *secret, size_t len)
+{
+    if (strlen(header) >= sizeof(p->auth_name) || strlen(role) >= sizeof(p->role) ||
+        strlen(kid) >= sizeof(p->kid))
+        return -1;
+    strcpy(p->auth_name, header);
+    strcpy(p->role, role);
+    strcpy(p->kid, kid);
+    mig_hmac_key(&p->key, secret, len);
+    p->signing = 1;
+    return 0;
+}
+
+/* The signature header's value of one batch, "KID:HEX" (its length). */
+static size_t sign(const struct mig_pump *p, const char *lpid, const unsigned char *value,
+                   size_t len, char *out)
+{
+    struct mig_sha256 s;
+    unsigned char d[32];
+    mig_hmac_start(&p->key, &s);
+    mig_sha256_add(&s, "mig1", 5); /* (with its NUL) */
+    mig_sha256_add(&s, p->role, strlen(p->role) + 1);
+    mig_sha256_add(&s, lpid, strlen(lpid) + 1);
+    mig_sha256_add(&s, "V", 1);
+    mig_sha256_add(&s, value, len);
+    mig_hmac_end(&p->key, &s, d);
+    size_t k = strlen(p->kid);
+    memcpy(out, p->kid, k);
+    out[k] = ':';
+    mig_hex(d, 32, out + k + 1);
+    return k + 1 + 64;
 }
 
 /* The producer made next (by this thread, in confluent_kafka's Producer()) is this pump's. */
@@ -391,7 +435,7 @@ MIG_EXPORT int mig_pump_drain(struct mig_pump *p, struct mig_ring_hdr *hdr,
         memcpy(value, head, hlen);
         memcpy(value + hlen, p->scratch, size);
         value[total - 1] = 0; /* the calls array's end */
-        rk_vu_t vu[6];
+        rk_vu_t vu[7];
         memset(vu, 0, sizeof(vu));
         vu[0].vtype = VT_TOPIC;
         vu[0].u.cstr = p->topic;
@@ -405,6 +449,14 @@ MIG_EXPORT int mig_pump_drain(struct mig_pump *p, struct mig_ring_hdr *hdr,
         vu[3].u.header.name = p->header_name;
         vu[3].u.header.val = p->header_val;
         vu[3].u.header.size = (ssize_t)p->header_len;
+        size_t nvu = 5;
+        char sig[sizeof(p->kid) + 1 + 64 + 1];
+        if (p->signing) {
+            vu[nvu].vtype = VT_HEADER;
+            vu[nvu].u.header.name = p->auth_name;
+            vu[nvu].u.header.val = sig; /* (librdkafka copies a header) */
+            vu[nvu++].u.header.size = (ssize_t)sign(p, lpid, value, total, sig);
+        }
         vu[4].vtype = VT_MSGFLAGS;
         vu[4].u.i = RK_MSG_F_FREE;
         pthread_mutex_lock(&p->lock);
@@ -430,7 +482,7 @@ MIG_EXPORT int mig_pump_drain(struct mig_pump *p, struct mig_ring_hdr *hdr,
         rd_kafka_t *producer = p->rk;
         pthread_mutex_unlock(&p->lock);
         /* (not under the lock: librdkafka's broker thread takes it in on_ack) */
-        rd_kafka_error_t *error = producer ? rk.produceva(producer, vu, 5) : NULL;
+        rd_kafka_error_t *error = producer ? rk.produceva(producer, vu, nvu) : NULL;
         pthread_mutex_lock(&p->lock);
         if (error || !producer) {
             p->n--; /* not sent; still the last entry: only this thread adds */

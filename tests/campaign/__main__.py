@@ -33,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, default=60.0)
     parser.add_argument("--out", type=Path, default=None, help="folder for logs and results")
     parser.add_argument("--unsigned", action="store_true",
-                        help="the apps' records not signed: their primaries send through the"
-                             " native pump (signed records take the Python path); every fault"
-                             " but hostile")
+                        help="the apps' records not signed; every fault but hostile")
     parser.add_argument("--table", type=Path, default=None, metavar="ROUNDS.JSONL",
                         help="only print the table of an earlier run's rounds")
     args = parser.parse_args(argv)

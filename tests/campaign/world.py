@@ -73,8 +73,7 @@ class World:
 
     def __init__(self, root: Path, signed: bool = True) -> None:
         self.root = root
-        self.signed = signed  # the apps' records signed ([security]): False tries mig's
-        # native pump, which serves unsigned records only (docs/interceptor.md)
+        self.signed = signed  # the apps' records signed ([security]), as a careful user's
         subprocess.run(["make", "-s", "-C", str(APPS)], check=True)
         self.net = HostNet(hosts=HOSTS)
         second = self.net.root_ips[0].split(".")[1]

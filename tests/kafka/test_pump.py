@@ -1,12 +1,16 @@
 """mig/kafka/pump.py (shim/src/mig_pump.c), against the real embedded broker: the native
 pump sends a ring's records as the bytes the Python encoder makes, each acknowledgement
 raises the ring's committed_seq by itself (no Python takes the delivery report), batches are
-cut under the limit and numbered in turn, and a fenced producer's refusal is raised as
-Fenced, its batch never released."""
+cut under the limit and numbered in turn, a fenced producer's refusal is raised as
+Fenced, its batch never released, and an app with keys has its batches signed as Python
+signs them."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
+import os
 import time
 
 import pytest
@@ -14,12 +18,14 @@ from confluent_kafka import TopicPartition
 
 from mig.errors import Fenced
 from mig.kafka.clients import consumer
-from mig.kafka.pump import QUEUE_FULL, REFUSED
+from mig.kafka.pump import QUEUE_FULL, REFUSED, hmac_hex
 from mig.kafka.topics import ensure_topics, topic_names
 from mig.kafka.writer import LogWriter
 from mig.ring.batch import BatchEncoder
 from mig.ring.decode import BatchDecoder
 from mig.ring.memory import RawCall, Ring
+from mig.wire.auth import HEADER as AUTH_HEADER
+from mig.wire.auth import load_keys
 from mig.wire.codec import SCHEMA_HEADER
 from tests.ring.support import new_ring, put
 
@@ -164,4 +170,41 @@ def test_a_full_producer_queue_leaves_the_rest_in_the_ring_for_later(tmp_path, s
     assert [b.batch_seq for b in decoded if b] == list(range(seq))
     assert [c for b in decoded if b for c in range(b.first_seq, b.last_seq + 1)] == list(
         range(100))
+    ring.close()
+
+
+def test_the_pumps_hmac_is_pythons():
+    """HMAC-SHA256 of shim/src/mig_hmac.c against Python's, at every length around the
+    block boundaries (55, 56, 64: the padding's cases), long messages, and keys shorter
+    than, as long as and longer than a block (hashed first)."""
+    lengths = [*range(0, 200), 1000, 4095, 4096, 100_000]
+    for klen in (16, 32, 63, 64, 65, 200):
+        key = os.urandom(klen)
+        for n in lengths:
+            msg = os.urandom(n)
+            assert hmac_hex(key, msg) == hmac.new(key, msg, hashlib.sha256).hexdigest(), \
+                (klen, n)
+
+
+def test_a_signed_apps_batches_carry_the_signature_its_replicas_check(
+        tmp_path, settings, app_name):
+    """With [security] keys the primary's batches still go through the pump (they took the
+    Python path), each with a mig.auth header that mig/wire/auth.py accepts; one byte of a
+    batch changed and it is refused."""
+    ensure_topics(settings, app_name)
+    auth = load_keys(f"k7 {'ab' * 32}\nold {'cd' * 16}\n", "keys")
+    writer = _writer(dataclasses.replace(settings, auth=auth), app_name, 40_000)
+    ring = _big_calls_ring(tmp_path)
+    out = _drain(writer, ring)
+    assert out.result == 0 and out.batches >= 10
+    _wait(lambda: ring.committed_seq == 100, f"committed_seq stayed {ring.committed_seq}")
+    writer.commit()
+    got = _read_calls(settings, app_name, out.batches)
+    assert len(got) == out.batches
+    for value, headers in got:
+        assert dict(headers)[AUTH_HEADER].startswith(b"k7:"), headers
+        assert auth.check("calls", "1.2", value, headers) is None
+    value, headers = got[0]
+    forged = value[:-2] + bytes([value[-2] ^ 1]) + value[-1:]
+    assert "does not match" in (auth.check("calls", "1.2", forged, headers) or "")
     ring.close()

@@ -30,7 +30,8 @@ docs/programs.md) and no snapshots, on one embedded broker:
    against the wall time times the cores: what is left for the app on this machine.
 
 ``--modes output-py,async-py`` run the same with the primary's Python path instead of its
-native pump (``MIG_NATIVE_PUMP=0``), side by side with ``output`` and ``async``.
+native pump (``MIG_NATIVE_PUMP=0``), side by side with ``output`` and ``async``;
+``output-signed`` (and ``output-signed-py``) with every record signed (``[security]``).
 ``--threads serialized|parallel`` sets the app's ``[app] threads`` (default: mig's);
 ``--cluster`` runs it all on three brokers on this machine (RF 3, min.insync 2) instead of
 the embedded broker: what a production user gets, less the machines. ``--profile DIR``
@@ -213,7 +214,8 @@ class Bench:
         app = f"cb{os.getpid()}{tag.replace('-', '')}"
         toml = folder / "app.toml"
         command = json.dumps([self.server, "--port", str(port), *REDIS_ARGS])
-        self.write_toml(toml, app, command, mode.removesuffix("-py"), self.threads)
+        self.write_toml(toml, app, command, mode.split("-")[0], self.threads,
+                        signed="-signed" in mode)
         env = {**self.env, "MIG_NATIVE_PUMP": "0"} if mode.endswith("-py") else self.env
         primary = subprocess.Popen([*MIG, "primary", "start", "--run-dir",
                                     str(folder / "run-p"), str(toml)], env=env,
@@ -269,15 +271,22 @@ class Bench:
             out.update(self.replay_speed(toml, folder))
         return out
 
-    def write_toml(self, toml: Path, app: str, command: str, mode: str, threads: str = ""
-                   ) -> None:
-        """The app.toml of Redis under mig (``command``: its JSON list)."""
+    def write_toml(self, toml: Path, app: str, command: str, mode: str, threads: str = "",
+                   signed: bool = False) -> None:
+        """The app.toml of Redis under mig (``command``: its JSON list); ``signed``: with
+        a keys file, every record signed ([security])."""
         threads = f'threads = "{threads}"\n' if threads else ""
+        security = ""
+        if signed:
+            keys = toml.with_name("keys.txt")
+            keys.write_text(f"k1 {os.urandom(32).hex()}\n")
+            keys.chmod(0o600)
+            security = '[security]\nhmac_keys_file = "keys.txt"\n'
         toml.write_text(
             f'[app]\nname = "{app}"\ncommand = {command}\n{threads}'
             f'barrier_mode = "{mode}"\n[checkpoints]\nenabled = false\n'
             f'[failover]\nmigrate_on_stop = false\n'
-            f'[kafka]\nbootstrap_servers = "{self.bootstrap}"\n')
+            f'[kafka]\nbootstrap_servers = "{self.bootstrap}"\n{security}')
 
     def loaded(self, what: str, roots: dict[str, int], port: int) -> float:
         """The -c 50 load: requests/s, and (the first time for ``what``) where the CPU went."""
@@ -400,7 +409,9 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--modes", default="output,async",
                     help="of output,async (both); output-py, async-py: the same with the"
-                         " primary's Python path instead of its native pump")
+                         " primary's Python path instead of its native pump; a -signed"
+                         " before either suffix (output-signed, output-signed-py): every"
+                         " record signed ([security] keys)")
     ap.add_argument("--no-load", action="store_true", help="only the -c 1 latency")
     ap.add_argument("--cluster", action="store_true",
                     help="three brokers on this machine (RF 3, min.insync 2), not the embedded one")

@@ -21,6 +21,7 @@ signed with it is needed any more (after the next checkpoint trims the calls top
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -78,12 +79,22 @@ def _shown(kid: str) -> str:
     return repr(text) if not _KID.match(text) else f"'{text}'"
 
 
+@functools.lru_cache(maxsize=16)
+def _keyed(secret: bytes) -> hmac.HMAC:
+    """An HMAC with ``secret`` set up and nothing hashed yet: copied per record, so the key's
+    pads are not hashed again for each (half of a check's time, in a replica's profile)."""
+    return hmac.new(secret, digestmod=hashlib.sha256)
+
+
 def _mac(secret: bytes, role: str, key: str | bytes | None, value: bytes | None) -> str:
     if isinstance(key, str):
         key = key.encode()
-    msg = b"mig1\0" + role.encode() + b"\0" + (key or b"") + b"\0" + (
-        b"T" if value is None else b"V" + value)
-    return hmac.new(secret, msg, hashlib.sha256).hexdigest()
+    mac = _keyed(secret).copy()
+    mac.update(b"mig1\0" + role.encode() + b"\0" + (key or b"") + b"\0"
+               + (b"T" if value is None else b"V"))
+    if value is not None:
+        mac.update(value)  # (not copied into one message with the rest)
+    return mac.hexdigest()
 
 
 def load_keys(text: str, where: str) -> Auth:

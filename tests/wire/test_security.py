@@ -177,3 +177,24 @@ def test_keys_file_errors_never_show_a_key(tmp_path):
     assert auth.check("calls", b"1", b"x", [("mig.auth", older)]) is None  # rotation
     assert "unknown key id" in load_keys(KEY, "k").check("calls", b"1", b"x",
                                                          [("mig.auth", older)])
+
+
+def test_a_signature_is_the_documented_hmac_of_role_key_and_value():
+    """The signed message is fixed (mig/wire/auth.py; the native pump, shim/src/mig_hmac.c,
+    makes the same): "mig1\\0ROLE\\0KEY\\0" then "V" and the value, or "T" for a tombstone,
+    under the first key, whatever the Python side keeps precomputed between records."""
+    import hashlib
+    import hmac
+
+    auth = load_keys(KEY + "old " + "11" * 16 + "\n", "keys")
+    secret = bytes.fromhex("5a" * 32)
+    for key in (None, "1.2", b"\x00\xffkey"):
+        for value in (None, b"", os.urandom(1000)):
+            raw = key.encode() if isinstance(key, str) else (key or b"")
+            msg = (b"mig1\0calls\0" + raw + b"\0"
+                   + (b"T" if value is None else b"V" + value))
+            want = "k2026:" + hmac.new(secret, msg, hashlib.sha256).hexdigest()
+            assert auth.sign("calls", key, value) == want.encode()
+            headers = [("mig.auth", want.encode())]
+            assert auth.check("calls", key, value, headers) is None
+            assert auth.check("control", key, value, headers) is not None

@@ -31,7 +31,9 @@ docs/programs.md) and no snapshots, on one embedded broker:
 
 ``--modes output-py,async-py`` run the same with the primary's Python path instead of its
 native pump (``MIG_NATIVE_PUMP=0``), side by side with ``output`` and ``async``;
-``output-signed`` (and ``output-signed-py``) with every record signed (``[security]``).
+``output-signed`` (and ``output-signed-py``) with every record signed (``[security]``);
+``output-fetch2`` (any mode, ``-fetchN``) with the replica's ``[replica]
+fetch_coalesce_ms = N``.
 ``--threads serialized|parallel`` sets the app's ``[app] threads`` (default: mig's);
 ``--cluster`` runs it all on three brokers on this machine (RF 3, min.insync 2) instead of
 the embedded broker: what a production user gets, less the machines. ``--profile DIR``
@@ -214,8 +216,9 @@ class Bench:
         app = f"cb{os.getpid()}{tag.replace('-', '')}"
         toml = folder / "app.toml"
         command = json.dumps([self.server, "--port", str(port), *REDIS_ARGS])
+        fetch = [int(p[5:]) for p in mode.split("-")[1:] if p.startswith("fetch")]
         self.write_toml(toml, app, command, mode.split("-")[0], self.threads,
-                        signed="-signed" in mode)
+                        signed="-signed" in mode, fetch_ms=fetch[0] if fetch else 0)
         env = {**self.env, "MIG_NATIVE_PUMP": "0"} if mode.endswith("-py") else self.env
         primary = subprocess.Popen([*MIG, "primary", "start", "--run-dir",
                                     str(folder / "run-p"), str(toml)], env=env,
@@ -272,9 +275,10 @@ class Bench:
         return out
 
     def write_toml(self, toml: Path, app: str, command: str, mode: str, threads: str = "",
-                   signed: bool = False) -> None:
+                   signed: bool = False, fetch_ms: int = 0) -> None:
         """The app.toml of Redis under mig (``command``: its JSON list); ``signed``: with
-        a keys file, every record signed ([security])."""
+        a keys file, every record signed ([security]); ``fetch_ms``: the replica's
+        ``[replica] fetch_coalesce_ms``."""
         threads = f'threads = "{threads}"\n' if threads else ""
         security = ""
         if signed:
@@ -286,6 +290,7 @@ class Bench:
             f'[app]\nname = "{app}"\ncommand = {command}\n{threads}'
             f'barrier_mode = "{mode}"\n[checkpoints]\nenabled = false\n'
             f'[failover]\nmigrate_on_stop = false\n'
+            f'[replica]\nfetch_coalesce_ms = {fetch_ms}\n'
             f'[kafka]\nbootstrap_servers = "{self.bootstrap}"\n{security}')
 
     def loaded(self, what: str, roots: dict[str, int], port: int) -> float:
@@ -411,7 +416,8 @@ def main() -> int:
                     help="of output,async (both); output-py, async-py: the same with the"
                          " primary's Python path instead of its native pump; a -signed"
                          " before either suffix (output-signed, output-signed-py): every"
-                         " record signed ([security] keys)")
+                         " record signed ([security] keys); -fetchN: the replica's"
+                         " [replica] fetch_coalesce_ms = N (output-fetch2)")
     ap.add_argument("--no-load", action="store_true", help="only the -c 1 latency")
     ap.add_argument("--cluster", action="store_true",
                     help="three brokers on this machine (RF 3, min.insync 2), not the embedded one")

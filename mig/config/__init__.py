@@ -192,6 +192,8 @@ def _check(key: Key, value: Any, where: str, dotted: str) -> Any:
             raise bad("an integer")
         if key.minimum is not None and value < key.minimum:
             raise ConfigError(where, dotted, f"expected at least {key.minimum}, got {value}")
+        if key.maximum is not None and value > key.maximum:
+            raise ConfigError(where, dotted, f"expected at most {key.maximum}, got {value}")
         return value
     if key.type == "bool":
         if not isinstance(value, bool):

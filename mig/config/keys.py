@@ -41,12 +41,15 @@ class Key:
     required: bool = False
     choices: tuple[str, ...] = ()
     minimum: int | None = None
+    maximum: int | None = None
 
 
-def key(kind: str, default: Any, doc: str, *, minimum: int | None = None) -> Any:
+def key(kind: str, default: Any, doc: str, *, minimum: int | None = None,
+        maximum: int | None = None) -> Any:
     """A section dataclass's field: its default, and its ``Key`` for the loader and the
     reference page."""
-    return field(default=default, metadata={"key": Key(kind, default, doc, minimum=minimum)})
+    return field(default=default, metadata={"key": Key(kind, default, doc, minimum=minimum,
+                                                       maximum=maximum)})
 
 
 OPEN_SECTIONS = {"kafka"}  # extra keys allowed: librdkafka properties
@@ -127,6 +130,12 @@ class Replica:
     max_lag_records: int = key("int", 10_000, "A replica with more records than this"
         " still to replay does not claim the primary role (it claims"
         " once it has caught up that far: about 0.1 s of replay).", minimum=0)
+    fetch_coalesce_ms: int = key("int", 0, "A replica's read of the calls topic is answered"
+        " once 64 KiB of records wait or after this many ms, so a busy app's records come"
+        " in fewer, larger fetches (under load, less CPU on the broker and the replica,"
+        " docs/benchmarks.md; its lag grows by up to this much, and an idle replica asks"
+        " the broker this often). 0: each record as soon as it is there.",
+        minimum=0, maximum=20)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,14 @@ __all__ = ["Replayer", "Divergence", "PromotionFailed", "ReplayStats", "compare_
 log = structlog.get_logger("mig.replayer")
 
 
+def replica_fetch(cfg: AppConfig) -> dict[str, Any]:
+    """The calls consumer's fetch settings for ``[replica] fetch_coalesce_ms``: none (each
+    record fetched as soon as it is there), or a fetch answered once 64 KiB wait or after
+    that many ms."""
+    ms = cfg.replica.fetch_coalesce_ms
+    return {"fetch.min.bytes": 65536, "fetch.wait.max.ms": ms} if ms else {}
+
+
 class Replayer(Feeding, Failover, Checkpointing):
     """A replica: its loop, its lag and status. Feeding the rings (mig/member/feed.py),
     failover and promotion (mig/member/failover.py) and checkpoints
@@ -157,7 +165,7 @@ class Replayer(Feeding, Failover, Checkpointing):
                               # an idle fetch returns after this long: it bounds the replica's
                               # lag and how soon it sees a handoff or the log's end when
                               # promoting
-                              "fetch.wait.max.ms": 20})
+                              "fetch.wait.max.ms": 20, **replica_fetch(self.cfg)})
         cons = reader.consumer
         self._reader, self._cons = reader, cons
         try:

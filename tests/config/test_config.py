@@ -40,7 +40,7 @@ def test_good_config_is_typed_and_resolved(tmp_path):
     assert cfg.barrier_mode == "sync"
     assert cfg.topics.partitions == 2 and cfg.topics.max_message_bytes == 1048576
     assert cfg.replica == Replica(heartbeat_ms=200, failover_timeout_ms=1500,
-                           max_lag_records=10_000)
+                           max_lag_records=10_000, fetch_coalesce_ms=0)
     assert cfg.failover.on_promote == "" and cfg.failover.migrate_on_stop is True
     settings = cfg.kafka_settings()
     assert settings is not None
@@ -80,6 +80,8 @@ def test_defaults_and_embedded_kafka(tmp_path):
      "app.toml: key 'topics.partitions': expected an integer, got a string '2'"),
     ('[app]\nname = "a"\ncommand = ["x"]\n[topics]\npartitions = 0\n',
      "app.toml: key 'topics.partitions': expected at least 1, got 0"),
+    ('[app]\nname = "a"\ncommand = ["x"]\n[replica]\nfetch_coalesce_ms = 21\n',
+     "app.toml: key 'replica.fetch_coalesce_ms': expected at most 20, got 21"),
     ('[app]\nname = "a"\ncommand = ["x"]\nbarrier_mode = "fast"\n',
      "app.toml: key 'app.barrier_mode': expected one of sync, output, async; got 'fast'"),
     ('[app]\nname = "A b"\ncommand = ["x"]\n',

@@ -107,6 +107,28 @@ def test_kill_9_of_the_primary_host_under_load(hosts, tmp_path, app):
         dep.stop()
 
 
+def test_a_replica_whose_fetches_are_coalesced_follows_and_takes_over(hosts, tmp_path):
+    """[replica] fetch_coalesce_ms = 5: the replica's reads of the log are answered once 64
+    KiB wait or after 5 ms. Under the same load and kill -9 as above it follows, takes over
+    and holds every acknowledged write."""
+    from mig.config import load_config
+    from mig.member.replica import replica_fetch
+
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path)
+    dep.app_toml.write_text(dep.app_toml.read_text().replace(
+        "[replica]\n", "[replica]\nfetch_coalesce_ms = 5\n"))
+    assert replica_fetch(load_config(dep.app_toml)) == {"fetch.min.bytes": 65536,
+                                                         "fetch.wait.max.ms": 5}
+    try:
+        dep.start()
+        report, acks, _ = _under_load(dep, lambda: net.signal(0, signal.SIGKILL))
+        promo = _check_outcome(dep, report, acks, 1200, {"host1", "host2"})
+        assert promo["reason"] == "failover"
+    finally:
+        dep.stop()
+
+
 def test_primary_host_cut_off_from_broker_and_clients(hosts, tmp_path):
     net, broker = hosts
     dep = Deployment(net, broker, tmp_path)

@@ -493,6 +493,8 @@ def test_metrics_are_served_through_a_failover(hosts, tmp_path):
         assert p['mig_role{role="primary"}'] == 1 and p["mig_epoch"] == 1
         assert p['mig_calls_total{direction="recorded"}'] > 100
         assert p["mig_commit_seconds_count"] > 0
+        # buckets fine enough for a commit of a tenth of a millisecond
+        assert 'mig_commit_seconds_bucket{le="0.0001"}' in p, sorted(p)
         _wait_for(lambda: _scrape(net.host_ips[1], 9464).get(
             'mig_calls_total{direction="replayed"}', 0) > 100, 30, "the replica's metrics")
         r = _scrape(net.host_ips[1], 9464)

@@ -164,6 +164,30 @@ def jit_cpu_s(pid: int) -> float:
     return total / tick
 
 
+# A broker is warm once its JIT compilers took less than this share of a core in two
+# rounds of load in a row (warm_rounds).
+WARM_JIT_SHARE = 0.03
+
+
+def warm_rounds(load: Callable[[], float], brokers: Callable[[], list[int]], least_s: float,
+                most_s: float) -> list[tuple[float, float]]:
+    """Run ``load`` (one round of load, returning its req/s) until the JIT compilers of
+    ``brokers()`` took less than WARM_JIT_SHARE of a core in two rounds in a row, after
+    at least ``least_s`` and at most ``most_s`` of load. (req/s, the compilers' CPU over
+    the round's time) of each round."""
+    rounds: list[tuple[float, float]] = []
+    started = time.monotonic()
+    while time.monotonic() - started < most_s:
+        jit, at = sum(jit_cpu_s(b) for b in brokers()), time.monotonic()
+        rps = load()
+        rounds.append((rps, (sum(jit_cpu_s(b) for b in brokers()) - jit)
+                       / (time.monotonic() - at)))
+        settled = len(rounds) >= 2 and all(r[1] < WARM_JIT_SHARE for r in rounds[-2:])
+        if settled and time.monotonic() - started >= least_s:
+            break
+    return rounds
+
+
 def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """``after - before`` per key (a process that started between them: all of its time)."""
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}

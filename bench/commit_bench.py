@@ -69,7 +69,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchlib import broker_down, broker_up, cpu_by_process, cpu_spent, jit_cpu_s, machine  # noqa: E402
+from benchlib import (  # noqa: E402 - a sibling
+    broker_down,
+    broker_up,
+    cpu_by_process,
+    cpu_spent,
+    jit_cpu_s,
+    machine,
+    warm_rounds,
+)
 
 from mig.broker.node import free_ports  # noqa: E402
 from tests.apps.client import wait_port  # noqa: E402
@@ -79,9 +87,8 @@ MIG = [sys.executable, "-m", "mig", "--log-format", "json"]
 TESTS = "set,get,incr,lpush"
 REDIS_ARGS = ["--save", "", "--appendonly", "no", "--jemalloc-bg-thread", "no"]
 REPLICA = "bench-replica"
-# The warm-up ends once the brokers' JIT compilers took less than this share of a core in
-# two rounds in a row, or after WARM_MAX_S.
-WARM_JIT_SHARE = 0.03
+# The warm-up ends once the brokers' JIT compilers are done (benchlib.warm_rounds), or
+# after WARM_MAX_S.
 WARM_MAX_S = 300
 
 
@@ -336,21 +343,13 @@ class Bench:
 
     def warm_up(self, seconds: float) -> list[tuple[float, float]]:
         """Load the broker through a primary in output mode, a replica following, until
-        the brokers' JIT compilers are done: two rounds in a row in which they took less
-        than WARM_JIT_SHARE of the round's time (at least ``seconds`` of load, at most
-        WARM_MAX_S). (req/s, the compilers' CPU over the round's time) of each round."""
-        rounds: list[tuple[float, float]] = []
+        the brokers' JIT compilers are done (benchlib.warm_rounds: at least ``seconds`` of
+        load, at most WARM_MAX_S). (req/s, the compilers' CPU over the round's time) of
+        each round."""
         with self.pair("output", "warm") as (port, _app, _toml, _folder, primary, _replica):
-            started = time.monotonic()
-            while time.monotonic() - started < WARM_MAX_S:
-                jit, at = sum(jit_cpu_s(b) for b in self.brokers()), time.monotonic()
-                rps = benchmark(self.bench, port, self.requests, 50, TESTS)[0]
-                share = (sum(jit_cpu_s(b) for b in self.brokers()) - jit) / (
-                    time.monotonic() - at)
-                rounds.append((rps, share))
-                settled = len(rounds) >= 2 and all(r[1] < WARM_JIT_SHARE for r in rounds[-2:])
-                if settled and time.monotonic() - started >= seconds:
-                    break
+            rounds = warm_rounds(
+                lambda: benchmark(self.bench, port, self.requests, 50, TESTS)[0],
+                self.brokers, seconds, WARM_MAX_S)
             redis_cli(port, "SHUTDOWN", "NOSAVE")
             primary.wait(60)
         return rounds

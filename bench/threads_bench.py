@@ -42,7 +42,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchlib import broker_down, broker_up, jit_cpu_s, machine, print_table  # noqa: E402 - a sibling
+from benchlib import (  # noqa: E402 - a sibling
+    broker_down,
+    broker_up,
+    machine,
+    print_table,
+    warm_rounds,
+)
 
 from mig.broker.node import free_ports  # noqa: E402
 from tests.apps.client import dump, run_ops, wait_port  # noqa: E402
@@ -52,10 +58,9 @@ PROGS = ROOT / "bench" / "progs"
 APPS = ROOT / "tests" / "apps"
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-pthread"]
 TARGET_RATIO = 0.6
-# The broker's warm-up before the throughput runs ends once its JIT compilers took less than
-# this share of a core in two rounds in a row (bench/commit_bench.py's rule), after at least
+# The broker's warm-up before the throughput runs (benchlib.warm_rounds): at least
 # WARM_MIN_S and at most WARM_MAX_S of load.
-WARM_JIT_SHARE, WARM_MIN_S, WARM_MAX_S = 0.03, 10.0, 180.0
+WARM_MIN_S, WARM_MAX_S = 10.0, 180.0
 MODES = [(mode, threads) for mode in ("output", "async") for threads in ("serialized", "parallel")]
 
 
@@ -178,27 +183,19 @@ class Bench:
     # -- 2. thread-pool throughput
     def warm_up(self) -> list[tuple[float, float]]:
         """Load the broker through poolserver under ``mig primary start`` in output mode
-        until its JIT compilers are done (WARM_JIT_SHARE); (req/s, the compilers' share of a
-        core) of each 2 s round. On a cold broker the output-mode figures were a fifth of
-        what the same load reached once it was warm (3,072 against 19,389 req/s)."""
+        until its JIT compilers are done (benchlib.warm_rounds); (req/s, the compilers'
+        share of a core) of each 2 s round. On a cold broker the output-mode figures were a
+        fifth of what the same load reached once it was warm (3,072 against 19,389 req/s)."""
         broker = int(next(self.home.glob("broker/**/kafka.pid")).read_text())
         port = free_ports(1)[0]
         app = self.app("warm", [str(self.bin / "poolserver"), str(port), "4"])
         proc = self.start(["primary", "start", str(app)], app.parent / "primary.log")
-        rounds: list[tuple[float, float]] = []
         try:
             wait_port("127.0.0.1", port, 60)
-            started = time.monotonic()
-            while time.monotonic() - started < WARM_MAX_S:
-                jit, at = jit_cpu_s(broker), time.monotonic()
-                rps = self.loadgen(port, 2.0)["rps"]
-                rounds.append((rps, (jit_cpu_s(broker) - jit) / (time.monotonic() - at)))
-                settled = len(rounds) >= 2 and all(r[1] < WARM_JIT_SHARE for r in rounds[-2:])
-                if settled and time.monotonic() - started >= WARM_MIN_S:
-                    break
+            return warm_rounds(lambda: self.loadgen(port, 2.0)["rps"], lambda: [broker],
+                               WARM_MIN_S, WARM_MAX_S)
         finally:
             stop_mig(proc, grace=60)
-        return rounds
 
     def throughput(self) -> None:
         seconds = 2.0 if self.quick else 5.0

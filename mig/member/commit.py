@@ -63,9 +63,24 @@ def batch_bytes(cfg: AppConfig) -> int:
     return cfg.topics.max_message_bytes // 2
 
 
-# The longest an idle agent waits for a doorbell: its timers (processes found every 5 ms,
-# the control topic read every 10 ms) come at least this often.
+# The longest a busy agent waits for a doorbell between turns: records that raise no
+# barrier gather in the rings meanwhile (one batch for many), and wait at most this long.
 TURN_S = 0.005
+# An agent that sent nothing for QUIET_S is idle: it sleeps until its nearest timer, and the
+# first record appended wakes it (mig/ring/doorbell.py, a deep wait). The control topic is
+# read every CONTROL_S while busy and every CONTROL_IDLE_S while idle (requests to migrate
+# or checkpoint, replicas' statuses: none of them is in a hurry of milliseconds). Without
+# the deep wait an idle primary agent woke 200 times a second and took 4 to 5% of a core
+# (docs/benchmarks.md, "An idle agent").
+QUIET_S = 0.02
+CONTROL_S = 0.01
+CONTROL_IDLE_S = 0.1
+# How long the broker holds a primary's fetch of the control topic that finds nothing
+# (mig/member/following.py, _follow_control).
+CONTROL_FETCH_WAIT_MS = 500
+# New processes ring the agent's bell (mig/ring/doorbell.py); the run folder is still looked
+# at this often, in case a ring came without it (a process that died while making it).
+RING_SCAN_S = 1.0
 
 
 class Committing(RecorderState):

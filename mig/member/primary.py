@@ -35,19 +35,23 @@ import structlog
 from mig.checkpoint.local import PrimaryCheckpointer, snapshot_start
 from mig.config import AppConfig
 from mig.control.view import ControlView
-from mig.deadline import Deadline
 from mig.errors import Fenced, MigError
-from mig.kafka.clients import KafkaSettings, consumer, end_offsets, offset_since
-from mig.kafka.reader import END, Item, Reader
+from mig.kafka.clients import KafkaSettings, consumer, end_offsets
+from mig.kafka.reader import END, Reader
 from mig.kafka.topics import ensure_topics, topic_names
 from mig.kafka.writer import LogWriter
 from mig.member.commit import (
     ASYNC_PACE_S,
+    CONTROL_IDLE_S,
+    CONTROL_S,
+    QUIET_S,
+    RING_SCAN_S,
     TURN_S,
     Committing,
     batch_bytes,
     record_linger_ms,
 )
+from mig.member.following import Following
 from mig.member.handoff import Handing
 from mig.member.launch import app_env, kill_group, launch, private_run_dir
 from mig.member.metrics import Metrics
@@ -64,7 +68,6 @@ __all__ = ["Recorder", "RecordStats"]
 log = structlog.get_logger("mig.recorder")
 
 
-CONTROL_HISTORY_S = 60.0  # how far back a new primary reads the control topic
 SHIM_FATAL = 86  # the shim's exit code when it stops the app (shim/src/mig_util.c, mig_die)
 
 
@@ -80,7 +83,7 @@ def shim_fatal_line(app_log: Path) -> str | None:
     return lines[-1].removeprefix("mig-shim: fatal: ") if lines else None
 
 
-class Recorder(Handing, Committing):
+class Recorder(Handing, Committing, Following):
     """A primary: its loop and the control topic it follows. The planned handoff
     (mig/member/handoff.py) and the output commit (mig/member/commit.py) are its parts;
     this class holds the state they share."""
@@ -150,6 +153,8 @@ class Recorder(Handing, Committing):
             from mig.member.stdin import StdinPipe
 
             self.stdin_pipe = StdinPipe()
+        private_run_dir(self.run_dir)
+        self.bells.attach(self.run_dir)  # (before the app: its first process rings it)
         proc = launch(self.cfg, "record", self.run_dir, self.cfg.cwd,
                       self.cfg.state_dir / "mig-app.log", stdin_pipe=self.stdin_pipe)
         if self.stdin_pipe is not None:
@@ -168,6 +173,7 @@ class Recorder(Handing, Committing):
         last record the log had for it (so the rings count every byte of stdin the log
         read)."""
         self.rings = rings
+        self.bells.attach(self.run_dir)  # (the processes the app forks from now on ring it)
         self.batch_seq = dict(batch_seq)
         self.on_turn = on_turn
         self.stdin_pipe = stdin_pipe
@@ -187,18 +193,13 @@ class Recorder(Handing, Committing):
             self.metrics.role("primary", self.epoch)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in
                     (signal.SIGTERM, signal.SIGINT)}
-        # consumer errors pass (the client goes on by itself); forged records are refused
-        control = Reader(self.settings, self.cfg.name, "mig.recorder", errors="skip",
-                         undecodable_event="mig.recorder.control_undecodable",
-                         conf={"group.id": f"mig-primary-{self.cfg.name}",
-                               "isolation.level": "read_uncommitted",
-                               "enable.partition.eof": True, "fetch.wait.max.ms": 20})
+        control = self._control_reader(20)
         try:
             # heard at once: reading the control topic takes a while, and a promoted
             # replica's peers wait failover_timeout_ms for its first heartbeat
             self._heartbeat(writer)
             self._commit(writer)
-            self._follow_control(control)
+            control = self._follow_control(control)
             self._loop(writer, proc, control)
         except Fenced as exc:
             # another member is primary: not one more output from this app
@@ -224,67 +225,9 @@ class Recorder(Handing, Committing):
             if proc.returncode == SHIM_FATAL:
                 self.stats.shim_fatal = shim_fatal_line(self.cfg.state_dir / "mig-app.log")
         log.info("mig.recorder.stopped", calls=self.stats.calls, commits=self.stats.commits,
-                 exit_code=self.stats.exit_code, migrated_to=self.stats.migrated_to)
+                 turns=self.stats.turns, exit_code=self.stats.exit_code,
+                 migrated_to=self.stats.migrated_to)
         return self.stats
-
-    def _follow_control(self, control: Reader) -> None:
-        """Read the control topic from its start (bounded), then keep up with it."""
-        from confluent_kafka import TopicPartition
-
-        topic = topic_names(self.cfg.name)["control"]
-        control.assign([TopicPartition(topic, 0, self._history_start(control.consumer, topic))])
-        deadline = Deadline(10)
-        # what the topic held before: history, not signs of life (a replica whose last
-        # status said "replaying" may have died since; a handoff to it would wait out its
-        # timeout while the app is frozen)
-        self._backlog = True
-        try:
-            while not deadline.passed():  # to the end: transaction markers have offsets
-                ended = False  # no record has, so wait for the end-of-partition event
-                # (short polls: a promoted replica serves its app only after this read)
-                for item in control.poll(500, 0.01):
-                    if item.kind == END:
-                        ended = True
-                    else:
-                        self._on_control(item)
-                if ended:
-                    return
-        finally:
-            self._backlog = False
-            # the replicas' next statuses (every heartbeat_ms) say who is hot
-            self._view_fresh_at = time.monotonic() + self._fresh_s()
-
-    def _history_start(self, control: Any, topic: str) -> int:
-        """Where the control read starts: CONTROL_HISTORY_S before now (never less than 10
-        of the statuses' freshness windows). Older records say nothing a primary acts on
-        (its epoch is its own, requests before its start are not for it, statuses are
-        history), and a week of them took a promoted replica seconds to read before its
-        first heartbeat: the other replicas took it for dead and promoted again."""
-        back_ms = int(max(CONTROL_HISTORY_S, 10 * self._fresh_s()) * 1000)
-        try:
-            found = offset_since(control, topic, 0, int(time.time() * 1000) - back_ms)
-        except Exception as exc:  # noqa: BLE001 - a broker that cannot say: read it all
-            log.warning("mig.recorder.history_unknown", error=str(exc))
-            return 0
-        if found is None:  # nothing that recent: from the end
-            return end_offsets(control, topic).get(0, 0)
-        return found
-
-    def _on_control(self, item: Item) -> None:
-        """A control record, checked and decoded (forged or undecodable ones: not here)."""
-        name, rec = item.name, item.record
-        assert name is not None and rec is not None
-        self.control.on_record(name, rec, now=0.0 if self._backlog else None)
-        if name == "mig.log.Promotion" and rec["new_epoch"] > self.epoch:
-            raise Fenced(f"{rec['member']} became primary of {self.cfg.name} at epoch"
-                         f" {rec['new_epoch']} (this primary had epoch {self.epoch})")
-        if name == "mig.log.CheckpointRequest" and rec["ts_ms"] >= self._started_ms:
-            if not self.control.hot_in_topic():  # else that replica answers it
-                self.checkpointer.ask(rec["event_id"])
-        if name == "mig.log.Migrate" and rec["ts_ms"] >= self._started_ms:
-            self._migrate_asked = rec["event_id"]
-            self._migrate_to = rec["to_member"]
-            self._migrate_reason = rec["reason"]
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stop = True
@@ -292,23 +235,29 @@ class Recorder(Handing, Committing):
     def _turns(self, writer: LogWriter, proc: subprocess.Popen[bytes], control: Reader) -> None:
         last_commit = time.monotonic()
         stop_sent: float | None = None
-        last_scan = 0.0
+        last_scan = last_step = 0.0
         last_beat = 0.0
         last_control = 0.0
+        last_sent = time.monotonic()  # the agent is idle once nothing was sent for QUIET_S
         while True:
             now = time.monotonic()
+            self.stats.turns += 1
+            idle = now - last_sent > QUIET_S
             # the doorbells as they are before this turn looks at the rings: a bump during
             # the turn ends the wait at its end at once (mig/ring/doorbell.py)
             rings = list(self.rings.values())
             seen = self.bells.snapshot(rings)
-            if now - last_scan > SCAN_S:
+            if self.bells.new_process(seen) or now - last_scan > RING_SCAN_S:
                 self._discover()
+                last_scan = now
+            if now - last_step > SCAN_S and (
+                    self.on_turn is not None or self._feed_when is not None):
                 if self.on_turn is not None:
                     self.on_turn()
                 if self._feed_when is not None and self._feed_when():
                     self._start_feeder()
-                last_scan = now
-            if now - last_control > 0.01:
+                last_step = now
+            if now - last_control > (CONTROL_IDLE_S if idle else CONTROL_S):
                 for item in control.poll(100, 0):
                     if item.kind != END:
                         self._on_control(item)
@@ -322,6 +271,8 @@ class Recorder(Handing, Committing):
                     if self._handoff(writer, proc, control):
                         return
             sent = self._drain(writer)
+            if sent:
+                last_sent = now
             self._settle_acks(writer)
             if writer.open_transaction and (now - last_commit) * 1000 >= self.flush_ms:
                 self._commit(writer)
@@ -366,6 +317,15 @@ class Recorder(Handing, Committing):
             if self.on_turn is not None:  # processes still replay after a promotion:
                 if not sent:  # on_turn feeds them at the old 1 ms pace, not a 5 ms turn
                     self.bells.wait(seen, rings, 0.001)
+            elif not sent and idle and not self._stop:  # until a record or the next timer
+                due = min(last_control + CONTROL_IDLE_S,
+                          last_beat + self.cfg.replica.heartbeat_ms / 1000,
+                          last_scan + RING_SCAN_S)
+                if writer.open_transaction:
+                    due = min(due, last_commit + self.flush_ms / 1000)
+                if stop_sent is not None:
+                    due = min(due, stop_sent + self.stop_timeout_s)
+                self.bells.wait(seen, rings, max(0.0, due - time.monotonic()), deep=True)
             elif not sent:  # until a barrier, a full ring, an acknowledgement or the next timer
                 self.bells.wait(seen, rings, TURN_S)
             elif self.cfg.barrier_mode == "async":  # let records gather (commit.py)

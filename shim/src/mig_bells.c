@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mig_ring.h"
+
 #define MIG_EXPORT __attribute__((visibility("default")))
 
 /* Read the `n` words at words[i] into seen[i]. */
@@ -25,10 +27,18 @@ MIG_EXPORT void mig_bells_snapshot(uint32_t *const *words, uint32_t *seen, int n
 }
 
 /* Sleep until a word holds another value than seen[i], or `timeout_ns`, with the
- * `nsleeping` words at sleeping[i] set to 1 meanwhile. 0, or -ENOSYS (no futex_waitv:
- * the caller sleeps instead), -E2BIG (more words than one wait takes). */
+ * agent_sleeping flag of each of the `nrings` rings set meanwhile so the app's threads
+ * know to wake it: to 1 (a light sleep: a barrier, a full ring or one past its fill mark
+ * wakes the agent) or, with `deep`, to 2 (an idle agent: any record appended wakes it,
+ * mig_record.c append). A deep sleep is not begun while a ring holds a record the agent
+ * has not taken: an app thread publishes its record, then reads the flag; the agent sets
+ * the flag, then reads each ring's head and tail; each side's store comes before its load
+ * (a locked instruction on x86, sequentially consistent in C), so one of them sees the
+ * other and no record waits for the agent's next timer. 0, or -ENOSYS (no futex_waitv: the
+ * caller sleeps instead), -E2BIG (more words than one wait takes). */
 MIG_EXPORT int mig_bells_wait(uint32_t *const *words, const uint32_t *seen, int n,
-                              uint32_t *const *sleeping, int nsleeping, int64_t timeout_ns)
+                              struct mig_ring_hdr *const *rings, int nrings,
+                              int64_t timeout_ns, int deep)
 {
     struct futex_waitv w[FUTEX_WAITV_MAX];
     if (n > FUTEX_WAITV_MAX)
@@ -44,11 +54,16 @@ MIG_EXPORT int mig_bells_wait(uint32_t *const *words, const uint32_t *seen, int 
         until.tv_sec++;
         until.tv_nsec -= 1000000000;
     }
-    for (int i = 0; i < nsleeping; i++)
-        __atomic_store_n(sleeping[i], 1, __ATOMIC_SEQ_CST);
-    long rc = syscall(SYS_futex_waitv, w, n, 0, &until, CLOCK_MONOTONIC);
+    int waiting = 1;
+    for (int i = 0; i < nrings; i++)
+        __atomic_store_n(&rings[i]->agent_sleeping, deep ? 2 : 1, __ATOMIC_SEQ_CST);
+    for (int i = 0; deep && i < nrings; i++)
+        if (__atomic_load_n(&rings[i]->head, __ATOMIC_SEQ_CST) !=
+            __atomic_load_n(&rings[i]->tail, __ATOMIC_SEQ_CST))
+            waiting = 0; /* appended after the turn looked: take it now */
+    long rc = waiting ? syscall(SYS_futex_waitv, w, n, 0, &until, CLOCK_MONOTONIC) : 0;
     int err = rc < 0 ? errno : 0;
-    for (int i = 0; i < nsleeping; i++)
-        __atomic_store_n(sleeping[i], 0, __ATOMIC_RELEASE);
+    for (int i = 0; i < nrings; i++)
+        __atomic_store_n(&rings[i]->agent_sleeping, 0, __ATOMIC_RELEASE);
     return err == ENOSYS ? -ENOSYS : 0;
 }

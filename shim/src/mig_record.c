@@ -129,7 +129,13 @@ static uint64_t append(struct mig_call *call)
     }
     __atomic_store_n(&mig_ring->head, head + len, __ATOMIC_RELEASE);
     mig_spin_unlock(&mig_ring->lock);
-    __atomic_fetch_sub(&mig_ring->writers, 1, __ATOMIC_RELEASE);
+    /* (sequentially consistent: the published head is seen by all before the flag below
+     * is read, which a deep-sleeping agent relies on: mig_bells.c mig_bells_wait) */
+    __atomic_fetch_sub(&mig_ring->writers, 1, __ATOMIC_SEQ_CST);
+    /* An idle agent sleeps until its next timer (a deep sleep, flag 2): the first record
+     * after it wakes it, so records do not wait for that timer. */
+    if (__builtin_expect(__atomic_load_n(&mig_ring->agent_sleeping, __ATOMIC_SEQ_CST) == 2, 0))
+        ring_doorbell();
     /* The fill mark: an agent that lets records gather (async mode) is told when the ring
      * passes half full, so it drains before the app has to wait for room. */
     uint64_t half = mig_ring->capacity / 2,

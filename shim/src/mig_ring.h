@@ -71,7 +71,9 @@ struct mig_ring_hdr {
     uint64_t stdin_ino;        /* 528:   the agent rewrites them before a restore */
     uint32_t doorbell;         /* 536: record: a thread bumps it when it raises a barrier or
                                 *      waits for room, and wakes the agent if it sleeps */
-    uint32_t agent_sleeping;   /* 540: record: the agent waits on the doorbells (futex_waitv) */
+    uint32_t agent_sleeping;   /* 540: record: the agent waits on the doorbells (futex_waitv):
+                                *      1 until a barrier or a fill mark rings, 2 (idle)
+                                *      until any record is appended */
     uint64_t taken_seq;        /* 544: replay: seq + 1 of the last record this process took
                                 *      (its parent waits for it: wrap_proc.c, wait_call) */
 };

@@ -16,7 +16,6 @@ import pytest
 from mig.config import parse_config
 from mig.errors import Fenced, MigError
 from mig.kafka.clients import KafkaSettings
-from mig.kafka.reader import Reader
 from mig.kafka.topics import ensure_topics
 from mig.kafka.writer import LogWriter
 from mig.member.primary import Recorder
@@ -78,13 +77,10 @@ def test_a_handoff_commit_answered_with_the_fence_is_settled_by_the_control_topi
     rec = Recorder(cfg, settings, tmp_path / "run", member="host0")
     rec._hot = lambda now: [{"member": "host1"}]  # type: ignore[method-assign]
     writer = _AnsweredAfterTheFence(settings, cfg.name, promoted, answer)
-    control = Reader(settings, cfg.name, "mig.recorder",
-                     conf={"group.id": f"mig-primary-{cfg.name}",
-                           "isolation.level": "read_uncommitted",
-                           "enable.partition.eof": True, "fetch.wait.max.ms": 20})
+    control = rec._control_reader(20)
     app = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        rec._follow_control(control)
+        control = rec._follow_control(control)  # (the history's reader: closed)
         rec._ask_migrate("test", "host1")
         started = time.monotonic()
         if promoted:

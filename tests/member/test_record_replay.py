@@ -355,3 +355,19 @@ def test_memory_protection_keys_are_absent_on_every_member(tmp_path, settings, a
                                            settings.bootstrap_servers)
     assert primary == "-1 ENOSPC -1 EINVAL"
     assert backup == primary
+
+
+def test_an_idle_primary_agent_sleeps_until_its_next_timer(tmp_path, settings, app_name):
+    """An agent with nothing to send sleeps until its nearest timer (the control topic's
+    read, a heartbeat, a commit: about 20 turns a second), woken by the app's first record
+    or a new process's bell (mig/ring/doorbell.py); it turned 200 times a second before,
+    4 to 5% of a core for an app that does nothing. A shell that sleeps 3 s, then forks a
+    child whose output reaches its file."""
+    app = write_app(tmp_path / "primary", app_name,
+                    ["sh", "-c", "sleep 3; /bin/echo done > out.txt"],
+                    settings.bootstrap_servers)
+    rec = record(app, tmp_path / "home-p")
+    assert (tmp_path / "primary" / "out.txt").read_text() == "done\n"
+    turns = re.search(r"\"turns\": (\d+)", rec.stderr)
+    assert turns is not None, rec.stderr
+    assert int(turns[1]) < 3 * 60, f"{turns[1]} turns in an app's 3 s of sleep"

@@ -207,3 +207,90 @@ def test_the_shim_rings_when_a_ring_passes_half_full(tmp_path: Path) -> None:
             assert rung == 0, "rung below half full"
     assert 65536 // 2 < used < 65536, used
     assert rung >= 1, "not rung past half full"
+
+
+SLEEP_THEN_CALL = r"""
+#include <time.h>
+#include <unistd.h>
+int main(void)
+{
+    struct timespec ts;
+    sleep(2);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    sleep(30);
+    return 0;
+}
+"""
+
+
+def test_an_idle_agent_is_woken_by_the_first_record_appended(tmp_path: Path) -> None:
+    """An idle agent sleeps deep, until its next timer (mig/member/primary.py): the app's
+    first record after it wakes it, though it raises no barrier (async mode). A program
+    sleeps 2 s, then makes one call; the agent's deep wait of 20 s ends with that call."""
+    source = tmp_path / "late.c"
+    source.write_text(SLEEP_THEN_CALL)
+    subprocess.run(["gcc", "-O2", "-o", str(tmp_path / "late"), str(source)], check=True)
+    env = dict(os.environ, LD_PRELOAD=str(shim_library()), MIG_MODE="record",
+               MIG_BARRIER="async", MIG_RUN_DIR=str(tmp_path), MIG_LPID="1")
+    started = time.monotonic()
+    proc = subprocess.Popen([str(tmp_path / "late")], env=env, stderr=subprocess.PIPE)
+    try:
+        while not (tmp_path / "1.ring").exists() and time.monotonic() < started + 30:
+            time.sleep(0.01)
+        time.sleep(0.5)  # (its header written, the program in its first sleep)
+        ring = Ring(tmp_path / "1.ring")
+        bells = Doorbells()
+        seen = bells.snapshot([ring])
+        ring.release(ring.head)  # everything taken: the turn found nothing more
+        waited = timed_wait_deep(bells, seen, [ring], 20.0)
+        assert ring.head > ring.tail, "woken before the call"
+        assert waited < 10.0, f"the deep wait lasted {waited:.1f} s: the record did not wake it"
+        assert struct.unpack_from("<I", ring.mm, 540)[0] == 0  # agent_sleeping cleared
+        ring.close()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def timed_wait_deep(bells: Doorbells, seen: Any, rings: list[Ring], timeout: float) -> float:
+    started = time.monotonic()
+    bells.wait(seen, rings, timeout, deep=True)
+    return time.monotonic() - started
+
+
+def test_a_deep_wait_is_not_begun_while_a_ring_holds_a_record(tmp_path: Path) -> None:
+    """A record appended after the turn looked at the rings, by a thread that read the
+    agent's flag before the agent set it (so it did not ring): the deep wait sees the ring's
+    head past its tail and does not sleep."""
+    ring = new_ring(tmp_path / "1.ring")
+    bells = Doorbells()
+    seen = bells.snapshot([ring])
+    struct.pack_into("<Q", ring.mm, 96, ring.head + 96)  # (head: a record published)
+    assert timed_wait_deep(bells, seen, [ring], 5.0) < 1.0
+    ring.release(ring.head)
+    assert 0.25 <= timed_wait_deep(bells, bells.snapshot([ring]), [ring], 0.3) < 2.0
+    ring.close()
+
+
+def test_each_new_process_rings_the_agents_bell(tmp_path: Path) -> None:
+    """The shim of each process rings ``RUN_DIR/agent.bell`` once its ring is made, so the
+    agent finds new processes without looking at the run folder on a timer: a shell that
+    forks three children rings it four times (an exec keeps its ring: no more), and an
+    agent asleep on it wakes."""
+    bells = Doorbells()
+    bells.attach(tmp_path)
+    seen = bells.snapshot([])
+    assert not bells.new_process(seen)
+    env = dict(os.environ, LD_PRELOAD=str(shim_library()), MIG_MODE="record",
+               MIG_BARRIER="async", MIG_RUN_DIR=str(tmp_path), MIG_LPID="1")
+    proc = subprocess.Popen(["sh", "-c", "sleep 0.5; /bin/true; /bin/true"], env=env,
+                            stderr=subprocess.PIPE)
+    try:
+        assert timed_wait(bells, seen, [], 20.0) < 10.0, "the first process did not ring"
+        assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        proc.kill()
+        proc.wait()
+    seen = bells.snapshot([])
+    assert seen[1] == len(list(tmp_path.glob("*.ring"))) == 4
+    assert bells.new_process(seen) and not bells.new_process(bells.snapshot([]))

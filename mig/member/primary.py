@@ -59,7 +59,7 @@ from mig.member.record_state import RecordStats
 from mig.ops.elfcheck import check_program
 from mig.ring.batch import BatchEncoder
 from mig.ring.doorbell import Doorbells
-from mig.ring.memory import SCAN_S, Ring
+from mig.ring.memory import MODE_RECORD, SCAN_S, STATE_EXITED, Ring
 from mig.wire.codec import Codec
 from mig.wire.identity import app_identity, member_id
 
@@ -229,6 +229,15 @@ class Recorder(Handing, Committing, Following):
                  migrated_to=self.stats.migrated_to)
         return self.stats
 
+    def _settling(self) -> bool:
+        """After a promotion, while a process of the app still replays (its ring not turned
+        around, nor ended). Once none does, the agent waits as any primary's does: it
+        waited 1 ms at every turn for as long as the promoted primary ran (about 1,000
+        turns a second for an idle app)."""
+        return self.on_turn is not None and any(
+            ring.mode != MODE_RECORD and ring.state != STATE_EXITED
+            for ring in self.rings.values())
+
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stop = True
 
@@ -314,7 +323,7 @@ class Recorder(Handing, Committing, Following):
                     "calls_offset": -1}, key=self.member)
                 self._commit(writer)
                 return
-            if self.on_turn is not None:  # processes still replay after a promotion:
+            if self._settling():  # processes still replay after a promotion:
                 if not sent:  # on_turn feeds them at the old 1 ms pace, not a 5 ms turn
                     self.bells.wait(seen, rings, 0.001)
             elif not sent and idle and not self._stop:  # until a record or the next timer

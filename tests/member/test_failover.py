@@ -331,6 +331,33 @@ def test_a_replica_in_its_default_folder_takes_over(hosts, tmp_path):
         dep.stop()
 
 
+def test_a_promoted_primary_waits_as_any_primary_once_its_processes_went_live(hosts,
+                                                                             tmp_path):
+    """After a promotion the agent feeds the processes still replaying at a 1 ms pace; it
+    kept that pace for as long as it was primary (about 1,000 turns a second with an idle
+    app). Now only while a process still replays: the promoted primary of an idle kvserver
+    turns at an idle primary's pace (the turns in its last log line over its time as
+    primary)."""
+    net, broker = hosts
+    dep = Deployment(net, broker, tmp_path)
+    try:
+        dep.start()
+        net.signal(0, signal.SIGKILL)
+        _wait_for(lambda: _answers(net.host_ips[1], dep.port), 30, "host 1 to take over")
+        promoted = time.monotonic()
+        time.sleep(3)
+        dep.procs[1].send_signal(signal.SIGTERM)
+        dep.procs[1].wait(30)
+        lived = time.monotonic() - promoted
+        stopped = [json.loads(line) for line in dep.log_text(1).splitlines()
+                   if '"mig.recorder.stopped"' in line]
+        assert stopped, dep.log_text(1)[-2000:]
+        turns = stopped[-1]["turns"]
+        assert turns < 150 * lived, f"{turns} turns in {lived:.1f} s as the primary"
+    finally:
+        dep.stop()
+
+
 def test_a_promoted_replica_is_heard_at_once_whatever_the_control_history(hosts, tmp_path):
     """An app whose control topic holds a long history (150,000 heartbeats and statuses
     of four hours, the newest an hour old). kill -9 of the primary: one replica takes

@@ -58,9 +58,11 @@ MIG_EXPORT int mig_bells_wait(uint32_t *const *words, const uint32_t *seen, int 
     for (int i = 0; i < nrings; i++)
         __atomic_store_n(&rings[i]->agent_sleeping, deep ? 2 : 1, __ATOMIC_SEQ_CST);
     for (int i = 0; deep && i < nrings; i++)
-        if (__atomic_load_n(&rings[i]->head, __ATOMIC_SEQ_CST) !=
-            __atomic_load_n(&rings[i]->tail, __ATOMIC_SEQ_CST))
-            waiting = 0; /* appended after the turn looked: take it now */
+        if (__atomic_load_n(&rings[i]->mode, __ATOMIC_ACQUIRE) == 1 && /* record */
+            __atomic_load_n(&rings[i]->head, __ATOMIC_SEQ_CST) !=
+                __atomic_load_n(&rings[i]->tail, __ATOMIC_SEQ_CST))
+            waiting = 0; /* appended after the turn looked: take it now (a replaying
+                          * process's ring, whose records go the other way, says nothing) */
     long rc = waiting ? syscall(SYS_futex_waitv, w, n, 0, &until, CLOCK_MONOTONIC) : 0;
     int err = rc < 0 ? errno : 0;
     for (int i = 0; i < nrings; i++)

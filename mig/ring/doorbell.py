@@ -89,7 +89,7 @@ class Doorbells:
             os.close(fd)
         self._bell_word = ctypes.c_uint32.from_buffer(self._bell_map)
         self._bell_taken = 0
-        self._rings = []  # (the words' array is made again at the next snapshot)
+        self._words = None  # (made again at the next snapshot, with this bell's address)
 
     def ring(self) -> None:
         """Ring the agent's own doorbell (from another thread of the agent)."""

@@ -299,3 +299,15 @@ def test_each_new_process_rings_the_agents_bell(tmp_path: Path) -> None:
     seen = bells.snapshot([])
     assert seen[1] == len(list(tmp_path.glob("*.ring"))) == 4
     assert bells.new_process(seen) and not bells.new_process(bells.snapshot([]))
+
+
+def test_a_bell_attached_after_a_snapshot_is_the_one_waited_on(tmp_path: Path) -> None:
+    """``attach`` after a snapshot (no rings either time): the next snapshot reads the
+    file's word, not the word the agent had before (whose address the first snapshot
+    took)."""
+    bells = Doorbells()
+    bells.snapshot([])
+    bells.attach(tmp_path)
+    with open(tmp_path / "agent.bell", "r+b") as f:
+        f.write(struct.pack("<I", 1))  # what a new process's shim does
+    assert bells.new_process(bells.snapshot([]))

@@ -4,7 +4,9 @@
    the shim does not wrap: under complete capture each one is trapped and run by the
    shim's SIGSYS handler) and of getpid() (wrapped: the fast path, one record, no trap),
    natively and under the shim alone (record mode, no agent, a ring big enough for every
-   record). The difference of the getuid figures is what one trap costs.
+   record). The difference of the getuid figures is what one trap costs; with threads
+   serialized the shim patches getuid's site of libc at its first trap (shim/src/mig_patch.c),
+   and the third figure is what a call at a patched site costs.
 2. **Redis 7 (Debian, its own defaults) under redis-benchmark -c 50** (-t set,get,incr,
    -r 100000 random keys): native, then under ``mig primary start`` with ``capture =
    "trap"`` and threads serialized (the defaults), ``capture = "trap"`` with threads in
@@ -67,8 +69,14 @@ def trap_cost(tmp: Path) -> dict[str, dict[str, float]]:
            "MIG_MODE": "record", "MIG_RUN_DIR": str(run), "MIG_BARRIER": "async",
            "MIG_RING_BYTES": str(64 << 20)}
     shim = json.loads(subprocess.run([exe, "200000"], capture_output=True, text=True,
-                                     env=env, check=True).stdout)
-    return {"native": native, "shim": shim}
+                                     env={**env, "MIG_PATCH": "0"}, check=True).stdout)
+    # a process of one thread with threads serialized patches getuid's site of libc at its
+    # first trap (shim/src/mig_patch.c): the calls after it go through the stub
+    (run / "patched").mkdir()
+    patched = json.loads(subprocess.run(
+        [exe, "200000"], capture_output=True, text=True, check=True,
+        env={**env, "MIG_RUN_DIR": str(run / "patched"), "MIG_THREADS": "serialized"}).stdout)
+    return {"native": native, "shim": shim, "patched": patched}
 
 
 def redis_bench(bench: str, port: int, requests: int, clients: int = 50) -> float:
@@ -143,8 +151,15 @@ def http_load(exe: Path, port: int, path: str, seconds: float) -> float:
     return float(figures["rps"])
 
 
+def _toml(value: str | dict[str, str]) -> str:
+    """A string, or a table of strings inline (the [app] env)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f'{k} = "{v}"' for k, v in value.items()) + " }"
+    return f'"{value}"'
+
+
 def start_server(command: list[str], folder: Path, name: str,
-                 mig: tuple[str, dict[str, str], dict[str, str]] | None,
+                 mig: tuple[str, dict[str, str], dict[str, str | dict[str, str]]] | None,
                  cpus: str | None = None) -> subprocess.Popen[bytes]:
     """A server natively in ``folder`` (mig None; on the CPUs ``cpus`` names, with
     taskset, if given) or under mig primary start (mig: bootstrap, env, and the [app] keys
@@ -154,7 +169,7 @@ def start_server(command: list[str], folder: Path, name: str,
         return subprocess.Popen([*pin, *command], cwd=folder, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     bootstrap, env, keys = mig
-    extra = "".join(f'{key} = "{value}"\n' for key, value in keys.items())
+    extra = "".join(f'{key} = {_toml(value)}\n' for key, value in keys.items())
     (folder / "app.toml").write_text(
         f'[app]\nname = "{name}"\ncommand = {json.dumps(command)}\n{extra}'
         f'[kafka]\nbootstrap_servers = "{bootstrap}"\n')
@@ -207,6 +222,9 @@ def main() -> None:
     print(f"\ntrap cost ({n['n']:,} calls each, ns per call)")
     print(f"  getuid (trapped under the shim): native {n['getuid_ns']:.0f}, shim"
           f" {s['getuid_ns']:.0f}: one trap costs {s['getuid_ns'] - n['getuid_ns']:.0f} ns")
+    print(f"  getuid at a patched site:        native {n['getuid_ns']:.0f}, shim"
+          f" {cost['patched']['getuid_ns']:.0f}: a patched call costs"
+          f" {cost['patched']['getuid_ns'] - n['getuid_ns']:.0f} ns")
     print(f"  getpid (wrapped, recorded):      native {n['getpid_ns']:.0f}, shim"
           f" {s['getpid_ns']:.0f}")
     env = {**os.environ, "MIG_HOME": str(tmp / "home")}

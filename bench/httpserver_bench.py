@@ -16,7 +16,7 @@ and output mode, with no replica.
 RUNS rounds, every configuration once per round, the spread min..max; the ratios are to
 native and to one CPU in the same round. Nothing asserts on timing. Run:
 .venv/bin/python bench/httpserver_bench.py [--runs N] [--seconds S] [--conns N]
-    [--server python|node]
+    [--server python|node] [--unpatched]
 """
 
 from __future__ import annotations
@@ -75,8 +75,13 @@ def serve(tmp: Path, tag: str, exe: Path, conns: int, seconds: float, cpus: str 
     www.mkdir(parents=True)
     (www / PAGE).write_text("<html><body>" + "mig " * 256 + "</body></html>\n")
     command = command_line(server, port, www)
-    keys = None if mig is None else (mig[0], mig[1], {"barrier_mode": mig[3],
-                                                      "threads": mig[2]})
+    keys = None
+    if mig is not None:
+        threads, unpatched = mig[2].removesuffix(" unpatched"), mig[2].endswith(" unpatched")
+        app: dict[str, str | dict[str, str]] = {"barrier_mode": mig[3], "threads": threads}
+        if unpatched:  # every trapped call of libc's a signal (shim/src/mig_patch.c)
+            app["env"] = {"MIG_PATCH": "0"}
+        keys = (mig[0], mig[1], app)
     proc = start_server(command, folder, f"http{os.getpid()}{tag}", keys, cpus)
     try:
         wait_port("127.0.0.1", port, 60)
@@ -98,6 +103,9 @@ def main() -> None:
     ap.add_argument("--conns", type=int, default=8, help="keep-alive connections")
     ap.add_argument("--server", choices=("python", "node"), default="python",
                     help="python3 -m http.server, or Node.js on tests/apps/node_http.js")
+    ap.add_argument("--unpatched", action="store_true",
+                    help="also serialized async with MIG_PATCH=0: no site of libc patched,"
+                         " every system call libc makes inside itself a trap")
     args = ap.parse_args()
     print(machine())
     tmp = Path(tempfile.mkdtemp(prefix="httpserver-bench-"))
@@ -117,6 +125,9 @@ def main() -> None:
             runs += [(f"mig {threads} {barrier}", None, (bootstrap, env, threads, barrier))
                      for threads in ("serialized", "parallel")
                      for barrier in ("async", "output")]
+            if args.unpatched:
+                runs.insert(3, ("mig serialized unpatched async", None,
+                                (bootstrap, env, "serialized unpatched", "async")))
             for i, (key, cpus, mig) in enumerate(runs):
                 rate, p50, slept = serve(tmp, f"{r}{i}", exe, args.conns, args.seconds, cpus,
                                          mig, args.server)

@@ -90,7 +90,8 @@ def primary_start(
 
 def _report_recording(stats: RecordStats) -> None:
     typer.echo(f"recorded {stats.calls} calls in {stats.batches} batches,"
-               f" {stats.commits} commits, {stats.traps} trapped;"
+               f" {stats.commits} commits, {stats.traps} trapped,"
+               f" {stats.patched} at patched sites;"
                f" app exit code {stats.exit_code}")
     if stats.shim_fatal:
         typer.echo(f"mig: error: the shim stopped the app: {stats.shim_fatal}", err=True)

@@ -221,6 +221,7 @@ class Recorder(Handing, Committing, Following):
                 writer.pump.forget()
             for ring in self.rings.values():
                 self.stats.traps += ring.traps
+                self.stats.patched += ring.patched
                 ring.close()
             if proc.returncode == SHIM_FATAL:
                 self.stats.shim_fatal = shim_fatal_line(self.cfg.state_dir / "mig-app.log")

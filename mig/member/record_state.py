@@ -34,6 +34,7 @@ class RecordStats:
     exit_code: int | None = None
     migrated_to: str | None = None  # a planned handoff ended this primary's run
     traps: int = 0  # system calls the shim trapped, all processes (docs/interceptor.md)
+    patched: int = 0  # ... and made at patched sites of libc instead (shim/src/mig_patch.c)
     shim_fatal: str | None = None  # the shim's reason, when it stopped the app (exit 86)
     stop_signal: int | None = None  # the signal mig sent the app to stop it (SIGTERM)
     stop_timed_out: bool = False  # it did not end within the stop timeout: SIGKILL

@@ -44,7 +44,7 @@ _OFF = {"magic": 0, "version": 8, "mode": 12, "capacity": 16, "pid": 24, "state"
         "barrier_seq": 144, "div_seq": 152, "div_text": 160, "parent_lpid": 416,
         "golive": 480, "frozen": 484, "writers": 488, "turn_futex": 492, "arm_gen": 496,
         "traps": 504, "going_live": 500, "stdin_read": 512, "stdin_dev": 520,
-        "stdin_ino": 528, "doorbell": 536, "agent_sleeping": 540}
+        "stdin_ino": 528, "doorbell": 536, "agent_sleeping": 540, "patched": 552}
 MODE_RECORD, MODE_REPLAY = 1, 2
 
 _SYS_FUTEX = 202  # x86-64
@@ -154,6 +154,11 @@ class Ring:
     def traps(self) -> int:
         """System calls the shim trapped in this process (complete capture)."""
         return self._u64("traps")
+
+    @property
+    def patched(self) -> int:
+        """System calls made at sites of libc the shim patched, without a trap."""
+        return self._u64("patched")
 
     @property
     def stdin_read(self) -> int:

@@ -309,6 +309,26 @@ void mig_hold_close(int fd);
 void mig_hold_epoll(int epfd, int op, int fd);
 void mig_hold_flush(void);
 void mig_hold_after_fork(void);
+/* The release thread's kernel id (0: none), which blocks every signal. */
+extern pid_t mig_hold_ktid;
+
+/* ============================================================ mig_patch.c: patched sites */
+
+/* Trapped system calls of libc made without a signal: a site is patched, the first time
+ * it traps, into a jmp to a stub that runs the call as the SIGSYS handler would. */
+extern int mig_patch_enabled;
+extern uint32_t mig_vforks; /* vfork children on this memory: no patching meanwhile */
+void mig_patch_init(void);
+/* In the SIGSYS handler, for call nr trapped from the app's code: patch its site if it can. */
+void mig_patch_try(uintptr_t at, long nr);
+/* Where a thread about to resume the app's code at rip must resume (a stub, when rip is in
+ * bytes a patch replaced). */
+uintptr_t mig_patch_resume(uintptr_t rip);
+/* In the preemption signal's handler: 1 when it was a request to stop while a site is
+ * patched (and the patch is done). */
+int mig_patch_stopped(const siginfo_t *si);
+/* A forked child: its one thread, none of the parent's patching under way. */
+void mig_patch_after_fork(void);
 
 /* ============================================================ mig_replay.c: replay mode */
 
@@ -464,6 +484,9 @@ void mig_sched_repin(void);
  * it at the next intercepted call, as any recorded signal (wrap_signal.c). */
 #define MIG_PREEMPT_SIG SIGSTKFLT
 int mig_sched_holding(void);              /* this thread holds the token */
+/* Is this thread the only one running the app's code: a serialized process's holder, or
+ * one that has made no thread yet (not in parallel mode, where it cannot tell)? */
+int mig_serial_alone(void);
 uintptr_t mig_sched_recorded_stop(void);  /* replay: A of this thread's next stop, or 0 */
 void mig_sched_preempted(uintptr_t at);   /* the holder stopped in the recurring state */
 void mig_sched_poke(void);                /* wake the threads waiting for the token */

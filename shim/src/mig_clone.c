@@ -100,6 +100,7 @@ __attribute__((used)) void mig_clone_child(struct clone_slot *s, struct regs *de
         /* a vfork child shares its parent's memory and thread storage; the parent's
          * thread waits until this child has exec'd or exited */
         mig_vfork_child = 1;
+        dest->rip = mig_patch_resume(dest->rip); /* (no site is patched meanwhile) */
         __atomic_store_n(&s->state, 0, __ATOMIC_RELEASE);
         mig_trap_arm();
         mig_sel = MIG_SEL_BLOCK;
@@ -116,6 +117,9 @@ __attribute__((used)) void mig_clone_child(struct clone_slot *s, struct regs *de
     __atomic_store_n(&s->state, 0, __ATOMIC_RELEASE);
     mig_trap_arm();
     mig_sched_child(); /* serialized threads: run once the token comes to this thread */
+    /* a site patched since the clone: the child resumes in its stub (with the token, no
+     * other can be patched before it runs) */
+    dest->rip = mig_patch_resume(dest->rip);
     mig_sel = MIG_SEL_BLOCK;
 }
 
@@ -211,12 +215,16 @@ static long spawn_clone(long nr, const long *a, const greg_t *g)
             mig_busy--;
             return -(c.result > 0 ? c.result : EAGAIN);
         }
+        __atomic_fetch_add(&mig_vforks, 1, __ATOMIC_ACQ_REL);
         r = stub(nr, a, s);
+        __atomic_fetch_sub(&mig_vforks, 1, __ATOMIC_ACQ_REL);
         if (r > 0)
             mig_remember_child(recorded, (pid_t)r);
         r = recorded;
     } else {
+        __atomic_fetch_add(&mig_vforks, 1, __ATOMIC_ACQ_REL);
         r = stub(nr, a, s);
+        __atomic_fetch_sub(&mig_vforks, 1, __ATOMIC_ACQ_REL);
         pid_t pid = r > 0 ? (pid_t)r : 0;
         c.result = r > 0 ? 0 : -r;
         c.payload = &pid;

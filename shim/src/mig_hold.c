@@ -80,19 +80,25 @@ static void wait_change(uint32_t seen)
 
 /* -------------------------------------------------------------- the release thread */
 
+/* The release thread makes its system calls from the shim's text (mig_sys), never from
+ * libc's: it blocks every signal, so it cannot be stopped while a site of libc is patched
+ * (mig_patch.c), and must never be inside one. */
+pid_t mig_hold_ktid;
+
 static void write_all(const struct hold_item *it)
 {
     const unsigned char *p = bytes + (it->off % HOLD_BYTES);
     uint64_t left = it->len;
     while (left) {
-        ssize_t n = it->op == OP_SEND ? mig_real.send(it->fd, p, left, it->arg & ~MSG_DONTWAIT)
-                                      : mig_real.write(it->fd, p, left);
+        long n = it->op == OP_SEND
+                     ? mig_sys(SYS_sendto, it->fd, p, left, it->arg & ~MSG_DONTWAIT, NULL, 0)
+                     : mig_sys(SYS_write, it->fd, p, left);
         if (n > 0) {
             p += n;
             left -= (uint64_t)n;
-        } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        } else if (n == -EAGAIN || n == -EINTR) {
             struct pollfd pfd = {it->fd, POLLOUT, 0};
-            mig_real.poll(&pfd, 1, 100);
+            mig_sys(SYS_poll, &pfd, 1, 100);
         } else {
             /* the peer is gone: the app learns it from its next read, or from its next
              * write, which is no longer held (mig_hold_output) */
@@ -107,9 +113,11 @@ static void *release_main(void *unused)
     (void)unused;
     mig_busy = 1; /* this thread's own calls are never recorded */
     mig_preempt_exclude(&unused, 1); /* its stack is the shim's, not the app's */
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    /* every signal but libc's own two (a thread cancelled, setuid across threads: libc's
+     * pthread_sigmask leaves them out too) */
+    uint64_t all = ~0ull & ~(1ull << (32 - 1)) & ~(1ull << (33 - 1));
+    mig_sys(SYS_rt_sigprocmask, SIG_BLOCK, &all, NULL, 8);
+    __atomic_store_n(&mig_hold_ktid, (pid_t)mig_sys(SYS_gettid), __ATOMIC_RELEASE);
     for (;;) {
         uint32_t seen = __atomic_load_n(&q_futex, __ATOMIC_ACQUIRE);
         if (__atomic_load_n(&q_tail, __ATOMIC_ACQUIRE) ==
@@ -123,7 +131,7 @@ static void *release_main(void *unused)
         if (it.op == OP_WRITE || it.op == OP_SEND)
             write_all(&it);
         else if (it.op == OP_SHUTDOWN)
-            mig_real.shutdown(it.fd, it.arg);
+            mig_sys(SYS_shutdown, it.fd, it.arg);
         else
             syscall(SYS_close, it.fd);
         lock();
@@ -367,6 +375,7 @@ void mig_hold_after_fork(void)
             syscall(SYS_close, items[i % HOLD_ITEMS].fd);
     q_head = q_tail = b_head = b_tail = 0;
     q_lock = 0;
+    mig_hold_ktid = 0;
     started = 0;
     init_lock = 0;
     usable = -1; /* the child sets up its own release thread at its first output */

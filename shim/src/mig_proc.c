@@ -52,6 +52,7 @@ void mig_child_after_fork(const char *child_lpid)
     mig_quiet = 0;
     mig_thread_ids_after_fork();
     mig_sched_after_fork();
+    mig_patch_after_fork();
     memcpy(my_lpid, child_lpid, strlen(child_lpid) + 1);
     mig_hold_after_fork();
     mig_ring_attach(parent);

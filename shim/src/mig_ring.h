@@ -76,6 +76,8 @@ struct mig_ring_hdr {
                                 *      until any record is appended */
     uint64_t taken_seq;        /* 544: replay: seq + 1 of the last record this process took
                                 *      (its parent waits for it: wrap_proc.c, wait_call) */
+    uint64_t patched;          /* 552: calls made at patched sites, without a trap
+                                *      (mig_patch.c); `traps` counts the others */
 };
 
 /* One call record: this header, then payload_len bytes, padded to a multiple of 8. */

@@ -88,6 +88,15 @@ int mig_sched_holding(void)
     return __atomic_load_n(&tok.owner, __ATOMIC_ACQUIRE) == mig_tid + 1;
 }
 
+int mig_serial_alone(void)
+{
+    if (!mig_serial || tok.broken)
+        return 0;
+    if (!__atomic_load_n(&mig_serial_on, __ATOMIC_ACQUIRE))
+        return 1;
+    return !mig_token_out && mig_sched_holding();
+}
+
 void mig_sched_init(void)
 {
     const char *mode = getenv("MIG_THREADS");

@@ -60,11 +60,15 @@ __asm__(".text\n"
         "    syscall\n"
         "    ret\n"
         ".size mig_sys, .-mig_sys\n"
-        /* the return from every signal handler the shim installs */
+        /* the return from every signal handler the shim installs: rsp is at the frame's
+         * ucontext, 16-byte aligned; a frame that would resume right after a patched
+         * syscall resumes in its stub (mig_patch.c) */
         ".globl mig_restore_rt\n"
         ".hidden mig_restore_rt\n"
         ".type mig_restore_rt,@function\n"
         "mig_restore_rt:\n"
+        "    mov %rsp, %rdi\n"
+        "    call mig_patch_fixup\n"
         "    mov $15, %eax\n"
         "    syscall\n"
         "    hlt\n"
@@ -207,6 +211,7 @@ void mig_trap_init(void)
     uint64_t unblock = BIT(SIGSYS) | BIT(MIG_PREEMPT_SIG);
     mig_sys(SYS_rt_sigprocmask, SIG_UNBLOCK, &unblock, NULL, 8);
     mig_trapping = 1;
+    mig_patch_init();
     mig_divert_vdso();
     mig_trap_arm();
     mig_sel = MIG_SEL_BLOCK; /* from here on, the app's code is trapped */
@@ -281,6 +286,8 @@ static void on_sigsys(int sig, siginfo_t *si, void *ctx)
     }
     long nr = si->si_syscall;
     count_trap();
+    if (mig_patch_enabled && was == MIG_SEL_BLOCK)
+        mig_patch_try((uintptr_t)g[REG_RIP], nr); /* its next call there makes no signal */
     long a[6] = {g[REG_RDI], g[REG_RSI], g[REG_RDX], g[REG_R10], g[REG_R8], g[REG_R9]};
     long r;
     if (mig_vfork_child)
@@ -310,7 +317,9 @@ static void on_preempt(int sig, siginfo_t *si, void *ctx)
     int saved_errno = *err;
     uintptr_t rip = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
     int in_app = was == MIG_SEL_BLOCK && (rip < text_lo || rip >= text_hi);
-    if (!mig_preempt_signal(si, uc, in_app))
+    if (mig_patch_stopped(si))
+        ; /* held while a site was patched */
+    else if (!mig_preempt_signal(si, uc, in_app))
         mig_signal_foreign(sig, si, ctx);
     *err = saved_errno;
     mig_sel = was;

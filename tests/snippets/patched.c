@@ -1,0 +1,85 @@
+/* patched.c -- system calls libc makes inside itself, over and over, at sites the shim
+ * patches (shim/src/mig_patch.c): two threads taking turns through a mutex and a
+ * condition variable (libc's futex calls), each turn a raw syscall() of getrandom.
+ * Before the turns, the one case a patch must not break: a thread blocked in the kernel
+ * inside libc's read (the shim's wrapper calls it) while another thread's call of the same
+ * read, reached through libc's own handle, traps there and gets the site patched.
+ * Arguments: the output file and the number of turns (2000). */
+#include "common.h"
+#include <dlfcn.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int turn, rounds;
+static unsigned long mix = 1469598103934665603ul;
+static int blocked[2];
+static char got[16];
+
+static void stir(void)
+{
+    unsigned char b[8];
+    if (syscall(SYS_getrandom, b, sizeof b, 0) != (long)sizeof b)
+        exit(4);
+    for (int i = 0; i < 8; i++)
+        mix = (mix ^ b[i]) * 1099511628211ul;
+}
+
+static void take_turns(int me)
+{
+    for (int i = 0; i < rounds; i++) {
+        pthread_mutex_lock(&mu);
+        while (turn != me)
+            pthread_cond_wait(&cv, &mu);
+        stir();
+        turn = !me;
+        pthread_cond_signal(&cv);
+        pthread_mutex_unlock(&mu);
+    }
+}
+
+static void *other(void *unused)
+{
+    (void)unused;
+    take_turns(1);
+    return NULL;
+}
+
+static void *reader(void *unused)
+{
+    (void)unused;
+    if (read(blocked[0], got, sizeof got - 1) <= 0)
+        exit(5);
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    snippet_open(argc, argv);
+    rounds = argc > 2 ? atoi(argv[2]) : 2000;
+    int ready[2];
+    if (pipe(blocked) || pipe(ready))
+        return 3;
+    pthread_t r, t;
+    pthread_create(&r, NULL, reader, NULL);
+    struct timespec nap = {0, 100000000};
+    nanosleep(&nap, NULL); /* the reader waits inside libc's read */
+    void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD); /* (RTLD_NEXT: the shim's) */
+    ssize_t (*libc_read)(int, void *, size_t) =
+        libc ? (ssize_t(*)(int, void *, size_t))dlsym(libc, "read") : NULL;
+    char c = 0;
+    if (!libc_read || write(ready[1], "x", 1) != 1 || libc_read(ready[0], &c, 1) != 1)
+        return 6;
+    if (write(blocked[1], "through", 7) != 7)
+        return 7;
+    pthread_join(r, NULL);
+    out("read %c, the blocked reader got '%s'\n", c, got);
+    pthread_create(&t, NULL, other, NULL);
+    take_turns(0);
+    pthread_join(t, NULL);
+    out("%d turns, random mix %016lx\n", rounds, mix);
+    return 0;
+}

@@ -31,8 +31,9 @@
  * call in glibc. And no other thread may run those bytes while they change, or resume in
  * the middle of them:
  *  - the patching thread runs the app's code alone: it holds the run token of a
- *    serialized process ([app] threads = "serialized"), or the process has one thread
- *    (parallel mode, or a serialized process that gave up, does not patch);
+ *    serialized process ([app] threads = "serialized"), or its process has made no other
+ *    thread (a process with threads in parallel, or serialized but given up, does not
+ *    patch);
  *  - the other threads are in the shim's code or in the kernel (the shim calls libc's own
  *    functions too), so each is stopped first: a signal (MIG_PREEMPT_SIG, with a cookie)
  *    holds it in its handler until the patch is written (mig_patch_stopped). A thread that
@@ -95,8 +96,10 @@ static struct site {
 static uint32_t n_patched;
 int mig_patch_enabled;
 static uintptr_t libc_lo, libc_hi; /* libc's executable segment */
-/* XSAVE's area for this CPU's features, rounded to 64 bytes (mig_patch_entry reads it) */
-__attribute__((used, visibility("hidden"))) uint64_t mig_xsave_bytes;
+/* The state components XSAVE saves (the XCR0 of the CPU the process started on: a
+ * checkpoint restored on a CPU with more keeps to those, which are all libc's functions
+ * chosen at start-up use) and the bytes they take, rounded to 64 (mig_patch_entry) */
+__attribute__((used, visibility("hidden"))) uint64_t mig_xsave_mask, mig_xsave_bytes;
 static unsigned char *page;         /* stubs: the current page and its bytes used */
 static size_t page_used;
 static uint32_t busy;               /* one patcher at a time */
@@ -136,13 +139,13 @@ __asm__(".text\n"
         "    movq $0, 552(%rsp)\n"
         "    movq $0, 560(%rsp)\n"
         "    movq $0, 568(%rsp)\n"
-        "    mov $-1, %eax\n"
-        "    mov $-1, %edx\n"
+        "    mov mig_xsave_mask(%rip), %eax\n"
+        "    mov mig_xsave_mask+4(%rip), %edx\n"
         "    xsave64 (%rsp)\n"
         "    call mig_patch_call\n"
         "    mov %eax, %r11d\n"
-        "    mov $-1, %eax\n"
-        "    mov $-1, %edx\n"
+        "    mov mig_xsave_mask(%rip), %eax\n"
+        "    mov mig_xsave_mask+4(%rip), %edx\n"
         "    xrstor64 (%rsp)\n"
         "    lea -56(%rbp), %rsp\n"
         "    pop %rax\n"
@@ -250,7 +253,10 @@ void mig_patch_init(void)
         return;
     if (!__get_cpuid_count(0xd, 0, &a, &b, &c, &d) || b < 576)
         return;
-    mig_xsave_bytes = ((uint64_t)b + 63) & ~63ull;
+    mig_xsave_bytes = ((uint64_t)b + 63) & ~63ull; /* (the size for XCR0's components) */
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    mig_xsave_mask = (uint64_t)hi << 32 | lo;
     dl_iterate_phdr(find_libc, NULL);
     if (libc_hi)
         mig_patch_enabled = 1;
@@ -598,10 +604,13 @@ static int write_site(uintptr_t from, const unsigned char *bytes, size_t len)
     return 1;
 }
 
-/* May this thread patch now: it is the only one running the app's code. */
+/* May this thread patch now: it is the only one running the app's code (the token's
+ * holder, or the thread of a process that has made no other: mig_threads counts them
+ * from before they run). */
 static int alone(void)
 {
-    return mig_serial_alone() && !mig_busy && !mig_vfork_child &&
+    return (mig_serial_alone() || !__atomic_load_n(&mig_threads, __ATOMIC_ACQUIRE)) &&
+           !mig_busy && !mig_vfork_child &&
            !__atomic_load_n(&mig_vforks, __ATOMIC_ACQUIRE) &&
            (mig_mode == MIG_RECORD || mig_mode == MIG_REPLAY);
 }

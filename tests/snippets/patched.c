@@ -1,9 +1,10 @@
 /* patched.c -- system calls libc makes inside itself, over and over, at sites the shim
- * patches (shim/src/mig_patch.c): two threads taking turns through a mutex and a
- * condition variable (libc's futex calls), each turn a raw syscall() of getrandom.
- * Before the turns, the one case a patch must not break: a thread blocked in the kernel
- * inside libc's read (the shim's wrapper calls it) while another thread's call of the same
- * read, reached through libc's own handle, traps there and gets the site patched.
+ * patches (shim/src/mig_patch.c): first, alone, as many raw syscall()s of getrandom as
+ * there will be turns; then two threads taking turns through a mutex and a condition
+ * variable (libc's futex calls), each turn a raw getrandom. Between the two, the one case
+ * a patch must not break: a thread blocked in the kernel inside libc's read (the shim's
+ * wrapper calls it) while another thread's call of the same read, reached through libc's
+ * own handle, traps there and gets the site patched.
  * Arguments: the output file and the number of turns (2000). */
 #include "common.h"
 #include <dlfcn.h>
@@ -60,6 +61,8 @@ int main(int argc, char **argv)
 {
     snippet_open(argc, argv);
     rounds = argc > 2 ? atoi(argv[2]) : 2000;
+    for (int i = 0; i < rounds; i++) /* (a process of one thread) */
+        stir();
     int ready[2];
     if (pipe(blocked) || pipe(ready))
         return 3;

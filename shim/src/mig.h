@@ -314,12 +314,13 @@ extern pid_t mig_hold_ktid;
 
 /* ============================================================ mig_patch.c: patched sites */
 
-/* Trapped system calls of libc made without a signal: a site is patched, the first time
- * it traps, into a jmp to a stub that runs the call as the SIGSYS handler would. */
+/* Trapped system calls of libc made without a signal: a site that trapped a few times is
+ * patched into a jmp to a stub that runs the call as the SIGSYS handler would. */
 extern int mig_patch_enabled;
 extern uint32_t mig_vforks; /* vfork children on this memory: no patching meanwhile */
 void mig_patch_init(void);
-/* In the SIGSYS handler, for call nr trapped from the app's code: patch its site if it can. */
+/* In the SIGSYS handler, for call nr trapped from the app's code: count the trap at its
+ * site, and patch the site when it can. */
 void mig_patch_try(uintptr_t at, long nr);
 /* Where a thread about to resume the app's code at rip must resume (a stub, when rip is in
  * bytes a patch replaced). */

@@ -8,13 +8,13 @@
  * same problem by patching the system-call instructions it meets in libc with a jump into
  * its preload library; so does this file, within the process.
  *
- * A site is patched the first time it traps, if it is in libc's text and the
+ * A site is patched once it has trapped PATCH_AFTER times, if it is in libc's text and the
  * instructions after its syscall can run elsewhere (mig_x86.c reads them): comparisons,
  * moves, arithmetic without an operand addressed from their own place, a branch (moved as
  * a near one), a ret -- enough of them to free five bytes with the syscall's two, or a
  * ret or jmp followed by padding. In Debian 12's libc that is 512 of its 526 syscall
  * instructions. The syscall and those instructions become a jmp (and int3s) to a stub of
- * the site's own, in a page mapped within reach of libc:
+ * the site's own, in pages mapped within reach of libc at start-up (mig_patch_init):
  *     lea -128(%rsp),%rsp; call *entry; lea 128(%rsp),%rsp; jb trap
  *     resume: <the instructions moved>; jmp <the site's next instruction>
  *     trap: syscall; jmp resume
@@ -77,11 +77,14 @@
 #define SITES 1024          /* sites looked at, patched or not (a hash: at most half full) */
 #define STUB_BYTES 64       /* one stub: code (at most 50 bytes), then its site at 56 */
 #define STUB_PAGE 4096
+#define STUB_PAGES 16       /* 1,008 stubs: more than the sites that may be patched */
+#define PATCH_AFTER 8       /* traps at a site before it is patched (not for a rare call) */
 #define STOP_NS 50000000ull /* the longest the other threads may take to stop */
 #define MAX_TASKS 1024
 #define STOP_COOKIE 0x6d69677000000000ull /* "migp" in si_value's high bytes */
 
-enum { EMPTY = 0, PATCHED = 1, LEFT = 2 }; /* (LEFT: looked at, stays as it is) */
+/* LEFT: looked at, stays as it is; COUNTING: trapped fewer than PATCH_AFTER times */
+enum { EMPTY = 0, PATCHED = 1, LEFT = 2, COUNTING = 3 };
 
 #define MOVED 4 /* instructions moved into a stub, at most */
 
@@ -89,6 +92,7 @@ static struct site {
     uintptr_t at;     /* the address after the syscall instruction */
     uintptr_t resume; /* its stub's resume */
     uint32_t state;
+    uint32_t traps;
     uint8_t n;            /* instructions moved */
     uint8_t from[MOVED];  /* each one's offset from `at` ... */
     uint8_t to[MOVED];    /* ... and in the stub, from `resume` */
@@ -100,8 +104,9 @@ static uintptr_t libc_lo, libc_hi; /* libc's executable segment */
  * checkpoint restored on a CPU with more keeps to those, which are all libc's functions
  * chosen at start-up use) and the bytes they take, rounded to 64 (mig_patch_entry) */
 __attribute__((used, visibility("hidden"))) uint64_t mig_xsave_mask, mig_xsave_bytes;
-static unsigned char *page;         /* stubs: the current page and its bytes used */
-static size_t page_used;
+static const void *libc_eh;         /* its .eh_frame_hdr */
+static unsigned char *stubs;        /* STUB_PAGES of stubs (the entry's address first), */
+static size_t stubs_used;           /* ... the bytes used */
 static uint32_t busy;               /* one patcher at a time */
 static uint32_t stop_gen, stop_acks;
 uint32_t mig_vforks;                /* vfork children running on this process's memory */
@@ -238,15 +243,35 @@ static int find_libc(struct dl_phdr_info *info, size_t size, void *unused)
     }
     if (!eh)
         libc_hi = 0; /* (its functions cannot be read: no patching) */
-    mig_x86_libc(libc_lo, libc_hi, eh);
+    libc_eh = eh;
     return 1;
 }
+
+static unsigned char *reserve(size_t len);
 
 void mig_patch_init(void)
 {
     const char *on = getenv("MIG_PATCH");
     if (on && strcmp(on, "0") == 0)
         return;
+    dl_iterate_phdr(find_libc, NULL);
+    if (!libc_hi)
+        return;
+    /* The stubs' pages and the map of libc's branches are mapped now, before the app
+     * runs, whatever this CPU can do: the app's address space is the same on every host
+     * (mig runs it without ASLR), and a mapping made at the first patch would move the
+     * app's later ones on a host that patched and not on one that could not. */
+    size_t map = (mig_x86_map_bytes(libc_lo, libc_hi) + STUB_PAGE - 1) & ~(size_t)(STUB_PAGE - 1);
+    unsigned char *r = reserve(STUB_PAGE * STUB_PAGES + map);
+    if (!r)
+        return;
+    uintptr_t entry = (uintptr_t)mig_patch_entry;
+    memcpy(r, &entry, 8);
+    mig_sys(SYS_mprotect, r, STUB_PAGE * STUB_PAGES, PROT_READ | PROT_EXEC);
+    mig_preempt_exclude(r, STUB_PAGE * STUB_PAGES + map); /* (the shim's, not the app's) */
+    mig_x86_libc(libc_lo, libc_hi, libc_eh, (uint64_t *)(r + STUB_PAGE * STUB_PAGES));
+    stubs = r;
+    stubs_used = 16;
     unsigned a, b, c, d;
     /* XSAVE, and enabled by the kernel (OSXSAVE) */
     if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 26)) || !(c & (1u << 27)))
@@ -257,9 +282,7 @@ void mig_patch_init(void)
     uint32_t lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     mig_xsave_mask = (uint64_t)hi << 32 | lo;
-    dl_iterate_phdr(find_libc, NULL);
-    if (libc_hi)
-        mig_patch_enabled = 1;
+    mig_patch_enabled = 1;
 }
 
 /* ------------------------------------------------------------ the table */
@@ -379,21 +402,21 @@ static int reach(uintptr_t a, uintptr_t b)
     return d > -0x7f000000ll && d < 0x7f000000ll;
 }
 
-/* A page for stubs within a jmp's reach of all of libc: below it, then above. */
-static unsigned char *new_page(void)
+/* `len` bytes mapped within a jmp's reach of all of libc: below it, then above. */
+static unsigned char *reserve(size_t len)
 {
     for (int64_t step = 1; step < 1024; step++) {
         for (int side = 0; side < 2; side++) {
             uintptr_t want = side ? ((libc_hi + 0xfffff) & ~0xfffffull) + (uintptr_t)step * 0x100000
                                   : (libc_lo & ~0xfffffull) - (uintptr_t)step * 0x100000;
-            if (!reach(want, libc_lo) || !reach(want + STUB_PAGE, libc_hi))
+            if (!reach(want, libc_lo) || !reach(want + len, libc_hi))
                 continue;
-            long m = mig_sys(SYS_mmap, want, STUB_PAGE, PROT_READ | PROT_WRITE | PROT_EXEC,
+            long m = mig_sys(SYS_mmap, want, len, PROT_READ | PROT_WRITE,
                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
             if (m == (long)want)
                 return (unsigned char *)m;
             if (m > 0 || m < -4095)
-                mig_sys(SYS_munmap, m, STUB_PAGE); /* (a kernel that took the hint loosely) */
+                mig_sys(SYS_munmap, m, len); /* (a kernel that took the hint loosely) */
         }
     }
     return NULL;
@@ -406,20 +429,17 @@ static void put32(unsigned char *p, int64_t v)
 }
 
 /* The stub of the site after-syscall `at`, running the instructions `mv` there; their
- * places in it go to `site`. Returns its resume, 0 without a page. */
+ * places in it go to `site`. Returns its resume, 0 when the stubs' pages are full. */
 static uintptr_t write_stub(uintptr_t at, const struct moved *mv, struct site *site)
 {
-    if (!page || page_used + STUB_BYTES > STUB_PAGE) {
-        page = new_page();
-        if (!page)
-            return 0;
-        uintptr_t entry = (uintptr_t)mig_patch_entry;
-        memcpy(page, &entry, 8);
-        page_used = 16;
-    } else if (mig_sys(SYS_mprotect, page, STUB_PAGE, PROT_READ | PROT_WRITE | PROT_EXEC) != 0) {
+    if (stubs_used % STUB_PAGE + STUB_BYTES > STUB_PAGE) /* (a stub is within a page) */
+        stubs_used = (stubs_used + STUB_PAGE - 1) & ~(size_t)(STUB_PAGE - 1);
+    if (!stubs || stubs_used + STUB_BYTES > STUB_PAGE * STUB_PAGES)
         return 0;
-    }
-    unsigned char *s = page + page_used;
+    unsigned char *page = stubs + (stubs_used & ~(size_t)(STUB_PAGE - 1));
+    if (mig_sys(SYS_mprotect, page, STUB_PAGE, PROT_READ | PROT_WRITE | PROT_EXEC) != 0)
+        return 0;
+    unsigned char *s = stubs + stubs_used;
     unsigned char *p = s;
     static const unsigned char lea_down[] = {0x48, 0x8d, 0x64, 0x24, 0x80};
     static const unsigned char lea_up[] = {0x48, 0x8d, 0xa4, 0x24, 0x80, 0, 0, 0};
@@ -427,7 +447,7 @@ static uintptr_t write_stub(uintptr_t at, const struct moved *mv, struct site *s
     p += 5;
     p[0] = 0xff; /* call *entry(%rip) */
     p[1] = 0x15;
-    put32(p + 2, (int64_t)(uintptr_t)page - (int64_t)(uintptr_t)(p + 6));
+    put32(p + 2, (int64_t)(uintptr_t)stubs - (int64_t)(uintptr_t)(p + 6));
     p += 6;
     memcpy(p, lea_up, 8);
     p += 8;
@@ -470,7 +490,7 @@ static uintptr_t write_stub(uintptr_t at, const struct moved *mv, struct site *s
     p[2] = 0xeb; /* jmp resume */
     p[3] = (unsigned char)(int8_t)(resume - (p + 4));
     memcpy(s + 56, &at, 8);
-    page_used += STUB_BYTES;
+    stubs_used += STUB_BYTES;
     mig_sys(SYS_mprotect, page, STUB_PAGE, PROT_READ | PROT_EXEC); /* (not the app's memory
                                                                     * to hash: mig_preempt.c) */
     return (uintptr_t)resume;
@@ -621,13 +641,19 @@ void mig_patch_try(uintptr_t at, long nr)
      * stays, and makes the child through the trap) */
     if (at < libc_lo + 2 || at + 16 > libc_hi || needs_frame(nr) || !alone())
         return;
-    struct site *s = slot(at);
-    if (!s || s->at == at)
-        return; /* patched, left, or the table is full */
     if (__atomic_exchange_n(&busy, 1, __ATOMIC_ACQUIRE))
         return;
-    s = slot(at); /* (again, as the only patcher) */
-    if (!s || s->at == at || 2 * (n_patched + 1) > SITES)
+    struct site *s = slot(at);
+    if (!s || (s->at == at && s->state != COUNTING))
+        goto out; /* patched, left, or the table is full */
+    if (s->at != at) {
+        if (2 * (n_patched + 1) > SITES)
+            goto out;
+        s->state = COUNTING;
+        s->traps = 0;
+        __atomic_store_n(&s->at, at, __ATOMIC_RELEASE);
+    }
+    if (++s->traps < PATCH_AFTER)
         goto out;
     const unsigned char *p = (const unsigned char *)at;
     struct moved mv = {0};
@@ -635,12 +661,10 @@ void mig_patch_try(uintptr_t at, long nr)
     size_t len = ok && mv.bytes < 3 ? 5 : (size_t)(2 + (ok ? mv.bytes : 0));
     if (!ok || !mig_x86_safe(at - 2, at - 2 + len)) {
         s->state = LEFT;
-        __atomic_store_n(&s->at, at, __ATOMIC_RELEASE);
         goto out;
     }
     if (!stop_others()) { /* a thread did not stop: the site stays as it is */
         s->state = LEFT;
-        __atomic_store_n(&s->at, at, __ATOMIC_RELEASE);
         goto out;
     }
     uintptr_t resume = write_stub(at, &mv, s);
@@ -653,12 +677,12 @@ void mig_patch_try(uintptr_t at, long nr)
             jmp[i] = 0xcc;
     }
     s->resume = resume;
-    s->state = LEFT;
     if (resume && write_site(at - 2, jmp, len)) {
-        s->state = PATCHED;
+        __atomic_store_n(&s->state, PATCHED, __ATOMIC_RELEASE);
         __atomic_fetch_add(&n_patched, 1, __ATOMIC_RELEASE);
+    } else {
+        s->state = LEFT;
     }
-    __atomic_store_n(&s->at, at, __ATOMIC_RELEASE);
     restart_others();
 out:
     __atomic_store_n(&busy, 0, __ATOMIC_RELEASE);

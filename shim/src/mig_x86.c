@@ -15,14 +15,13 @@
  * branches (switch tables) are not followed: none lands right after a system call in glibc.
  *
  * Rules: called from the SIGSYS handler (mig_patch_try): no libc call but memcpy, no
- * allocation but mig_sys's mmap. */
+ * allocation (the branch map's memory is mig_patch.c's). */
 #define MIG_CORE
 #include "mig.h"
 
 #include <elf.h>
 #include <link.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 
 #include "mig_x86.h"
@@ -230,12 +229,19 @@ int mig_x86_insn(const unsigned char *p, const unsigned char *end, struct mig_x8
 static const unsigned char *hdr; /* libc's .eh_frame_hdr */
 static uintptr_t text_lo, text_hi;
 static uint64_t *targets;        /* a bit per byte of the text: a rel32 branch goes there */
+static int scanned;
 
-void mig_x86_libc(uintptr_t lo, uintptr_t hi, const void *eh_frame_hdr)
+size_t mig_x86_map_bytes(uintptr_t lo, uintptr_t hi)
+{
+    return ((hi - lo + 63) / 64) * 8;
+}
+
+void mig_x86_libc(uintptr_t lo, uintptr_t hi, const void *eh_frame_hdr, uint64_t *map)
 {
     text_lo = lo;
     text_hi = hi;
     hdr = eh_frame_hdr;
+    targets = map;
 }
 
 /* The start of the function holding pc, and the next one's (0 when not found). The table
@@ -270,15 +276,13 @@ static uintptr_t function_of(uintptr_t pc, uintptr_t *next)
     return (uintptr_t)(hdr + table[2 * lo]);
 }
 
+/* Fill the map of near-branch targets, once (the map is zeroed memory the caller gave). */
 static int scan_targets(void)
 {
-    size_t len = text_hi - text_lo;
-    size_t bytes = ((len + 63) / 64) * 8;
-    long m = mig_sys(SYS_mmap, 0, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                     -1, 0);
-    if (m < 0 && m > -4096)
+    if (!targets)
         return 0;
-    uint64_t *bits = (uint64_t *)m;
+    size_t len = text_hi - text_lo;
+    uint64_t *bits = targets;
     const unsigned char *t = (const unsigned char *)text_lo;
     for (size_t i = 0; i + 5 <= len; i++) {
         size_t next;
@@ -294,7 +298,7 @@ static int scan_targets(void)
         if (to >= 0 && (size_t)to < len)
             bits[to / 64] |= 1ull << (to % 64);
     }
-    targets = bits;
+    scanned = 1;
     return 1;
 }
 
@@ -318,7 +322,7 @@ static int read_function(uintptr_t pc, uintptr_t next, uintptr_t from, uintptr_t
 
 int mig_x86_safe(uintptr_t from, uintptr_t to)
 {
-    if (from <= text_lo + 256 || to + 256 > text_hi || (!targets && !scan_targets()))
+    if (from <= text_lo + 256 || to + 256 > text_hi || (!scanned && !scan_targets()))
         return 0;
     for (uintptr_t x = from + 1; x < to; x++) { /* near branches from anywhere in libc */
         size_t o = x - text_lo;

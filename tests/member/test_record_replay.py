@@ -207,7 +207,7 @@ def test_busy_system_call_sites_of_libc_are_patched_not_trapped(built, tmp_path,
                                                                app_name, patch):
     """patched: 2,000 raw getrandom calls alone, then two threads taking 2,000 turns each
     through a condition variable, each turn a raw getrandom: system calls libc makes at its
-    own sites. The shim patches a site the first time it traps (shim/src/mig_patch.c): the
+    own sites. The shim patches a site once it trapped 8 times (shim/src/mig_patch.c): the
     calls after that are made without a signal, and the app replays byte for byte. Also
     patched: a site where another thread waits in the kernel, inside libc's read, called
     by the shim's wrapper; that thread gets its bytes.

@@ -12,6 +12,7 @@
 #include <link.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -59,7 +60,7 @@ int main(void)
     dl_iterate_phdr(find, NULL);
     if (!lo || !eh)
         return 2;
-    mig_x86_libc(lo, hi, eh);
+    mig_x86_libc(lo, hi, eh, calloc(1, mig_x86_map_bytes(lo, hi)));
     uint32_t count;
     memcpy(&count, eh + 8, 4);
     const int32_t *table = (const int32_t *)(eh + 12);

@@ -319,9 +319,9 @@ extern pid_t mig_hold_ktid;
 extern int mig_patch_enabled;
 extern uint32_t mig_vforks; /* vfork children on this memory: no patching meanwhile */
 void mig_patch_init(void);
-/* In the SIGSYS handler, for call nr trapped from the app's code: count the trap at its
- * site, and patch the site when it can. */
-void mig_patch_try(uintptr_t at, long nr);
+/* In the SIGSYS handler, for a call trapped from the app's code (at: after its syscall):
+ * count the trap at its site, and patch the site when it can. */
+void mig_patch_try(uintptr_t at);
 /* Where a thread about to resume the app's code at rip must resume (a stub, when rip is in
  * bytes a patch replaced). */
 uintptr_t mig_patch_resume(uintptr_t rip);

@@ -42,9 +42,9 @@
  *    would resume inside the bytes replaced to the same point of the stub
  *    (mig_patch_fixup): the patching thread's own SIGSYS frame; a thread stopped in libc
  *    (one stopped in the kernel there has its call restarted from the syscall's address:
- *    the jmp, then the stub, which makes it as it is, its selector saying ALLOW). A thread
- *    made by a trapped clone resumes the same way (mig_clone.c), and a clone's own site
- *    is never patched: its child starts after the syscall with no frame to move.
+ *    the jmp, then the stub, which makes it as it is, its selector saying ALLOW). A child
+ *    made by a trapped clone has no frame: it starts where mig_patch_resume says
+ *    (mig_clone.c), after its site was patched at that very clone too.
  * The shim's release thread of held outputs blocks every signal; it makes its system
  * calls from the shim's text (mig_hold.c) and is not stopped.
  *
@@ -635,11 +635,9 @@ static int alone(void)
            (mig_mode == MIG_RECORD || mig_mode == MIG_REPLAY);
 }
 
-void mig_patch_try(uintptr_t at, long nr)
+void mig_patch_try(uintptr_t at)
 {
-    /* (a clone's child starts right after the syscall, with no frame to move: its site
-     * stays, and makes the child through the trap) */
-    if (at < libc_lo + 2 || at + 16 > libc_hi || needs_frame(nr) || !alone())
+    if (at < libc_lo + 2 || at + 16 > libc_hi || !alone())
         return;
     if (__atomic_exchange_n(&busy, 1, __ATOMIC_ACQUIRE))
         return;

@@ -287,7 +287,7 @@ static void on_sigsys(int sig, siginfo_t *si, void *ctx)
     long nr = si->si_syscall;
     count_trap();
     if (mig_patch_enabled && was == MIG_SEL_BLOCK)
-        mig_patch_try((uintptr_t)g[REG_RIP], nr); /* (a busy site: patched, no signal) */
+        mig_patch_try((uintptr_t)g[REG_RIP]); /* (a busy site: patched, no signal) */
     long a[6] = {g[REG_RDI], g[REG_RSI], g[REG_RDX], g[REG_R10], g[REG_R8], g[REG_R9]};
     long r;
     if (mig_vfork_child)

@@ -1,16 +1,21 @@
 /* patched.c -- system calls libc makes inside itself, over and over, at sites the shim
- * patches (shim/src/mig_patch.c): first, alone, as many raw syscall()s of getrandom as
+ * patches (shim/src/mig_patch.c): first, alone, twelve child processes made by a raw
+ * syscall() of clone, then as many raw syscall()s of getrandom as
  * there will be turns; then two threads taking turns through a mutex and a condition
  * variable (libc's futex calls), each turn a raw getrandom. Between the two, the one case
  * a patch must not break: a thread blocked in the kernel inside libc's read (the shim's
  * wrapper calls it) while another thread's call of the same read, reached through libc's
- * own handle, traps there and gets the site patched.
+ * own handle, traps there and gets the site patched. Last, twelve threads, one after the
+ * other. The child processes and threads start right after their clone's syscall, whose
+ * site may have been patched meanwhile: they must start in its stub instead.
  * Arguments: the output file and the number of turns (2000). */
 #include "common.h"
 #include <dlfcn.h>
 #include <pthread.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -49,6 +54,13 @@ static void *other(void *unused)
     return NULL;
 }
 
+static void *stirring(void *unused)
+{
+    (void)unused;
+    stir();
+    return NULL;
+}
+
 static void *reader(void *unused)
 {
     (void)unused;
@@ -61,6 +73,14 @@ int main(int argc, char **argv)
 {
     snippet_open(argc, argv);
     rounds = argc > 2 ? atoi(argv[2]) : 2000;
+    for (int i = 0; i < 12; i++) { /* raw clones of a child process: the site traps */
+        long pid = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+        if (pid == 0)
+            syscall(SYS_exit_group, 0);
+        int status = -1;
+        if (pid < 0 || waitpid((pid_t)pid, &status, 0) != pid || status != 0)
+            return 8;
+    }
     for (int i = 0; i < rounds; i++) /* (a process of one thread) */
         stir();
     int ready[2];
@@ -84,6 +104,10 @@ int main(int argc, char **argv)
     pthread_create(&t, NULL, other, NULL);
     take_turns(0);
     pthread_join(t, NULL);
+    for (int i = 0; i < 12; i++) { /* clone3's site traps again and again */
+        pthread_create(&t, NULL, stirring, NULL);
+        pthread_join(t, NULL);
+    }
     out("%d turns, random mix %016lx\n", rounds, mix);
     return 0;
 }

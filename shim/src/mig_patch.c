@@ -100,9 +100,9 @@ static struct site {
 static uint32_t n_patched;
 int mig_patch_enabled;
 static uintptr_t libc_lo, libc_hi; /* libc's executable segment */
-/* The state components XSAVE saves (the XCR0 of the CPU the process started on: a
- * checkpoint restored on a CPU with more keeps to those, which are all libc's functions
- * chosen at start-up use) and the bytes they take, rounded to 64 (mig_patch_entry) */
+/* The state components XSAVE saves, the XCR0 of the CPU the process started on (restored
+ * from a checkpoint on a CPU with more, it keeps to those: libc's functions, chosen at
+ * start-up, use no others), and the bytes they take, rounded to 64 (mig_patch_entry) */
 __attribute__((used, visibility("hidden"))) uint64_t mig_xsave_mask, mig_xsave_bytes;
 static const void *libc_eh;         /* its .eh_frame_hdr */
 static unsigned char *stubs;        /* STUB_PAGES of stubs (the entry's address first), */
@@ -204,8 +204,9 @@ __attribute__((used, visibility("hidden"))) int mig_patch_call(long *s, uintptr_
         memset(g, 0, sizeof uc.uc_mcontext.gregs);
         uintptr_t stub = ret - 11; /* after the lea (5 bytes) and the call (6) */
         g[REG_RIP] = (greg_t) * (const uintptr_t *)(stub + 56);
-        g[REG_RSP] = (greg_t)((uintptr_t)s + 64 + 128); /* over the saved registers, the
-                                                        * return into the stub, the red zone */
+        /* the app's: over the 7 registers saved, rbp, the return into the stub, and the
+         * red zone the stub stepped over */
+        g[REG_RSP] = (greg_t)((uintptr_t)s + 7 * 8 + 8 + 8 + 128);
         g[REG_RAX] = nr;
         g[REG_RDI] = a[0];
         g[REG_RSI] = a[1];

@@ -583,6 +583,8 @@ static int stop_others(void)
                 known = tasks[j] == now[i];
             if (known)
                 continue;
+            if (sent == MAX_TASKS)
+                goto fail;
             siginfo_t si;
             memset(&si, 0, sizeof si);
             si.si_signo = MIG_PREEMPT_SIG;

@@ -20,7 +20,7 @@
  *     trap: syscall; jmp resume
  * `entry` (mig_patch_entry, in the shim's text) saves the registers the kernel would keep
  * (and the FPU and vector state: XSAVE), and runs the call as the SIGSYS handler would,
- * through wrap_syscall.c's mig_trap_dispatch. The few calls that need a signal frame
+ * through mig_trap.c's mig_trap_call. The few calls that need a signal frame
  * (sigprocmask, clone, sigsuspend...) return to `trap`, whose syscall instruction is
  * outside the shim's text and traps as before. The stub steps over the red zone.
  *
@@ -194,29 +194,23 @@ __attribute__((used, visibility("hidden"))) int mig_patch_call(long *s, uintptr_
     if (mig_ring)
         __atomic_fetch_add(&mig_ring->patched, 1, __ATOMIC_RELAXED);
     long a[6] = {s[1], s[2], s[3], s[4], s[5], s[6]};
-    long r;
-    if (mig_busy || (mig_mode != MIG_RECORD && mig_mode != MIG_REPLAY)) {
-        r = mig_trap_raw(nr, a);
-    } else {
-        /* the registers a refusal names (mig_trap_refuse): where the call was made */
-        ucontext_t uc;
-        greg_t *g = uc.uc_mcontext.gregs;
-        memset(g, 0, sizeof uc.uc_mcontext.gregs);
-        uintptr_t stub = ret - 11; /* after the lea (5 bytes) and the call (6) */
-        g[REG_RIP] = (greg_t) * (const uintptr_t *)(stub + 56);
-        /* the app's: over the 7 registers saved, rbp, the return into the stub, and the
-         * red zone the stub stepped over */
-        g[REG_RSP] = (greg_t)((uintptr_t)s + 7 * 8 + 8 + 8 + 128);
-        g[REG_RAX] = nr;
-        g[REG_RDI] = a[0];
-        g[REG_RSI] = a[1];
-        g[REG_RDX] = a[2];
-        g[REG_R10] = a[3];
-        g[REG_R8] = a[4];
-        g[REG_R9] = a[5];
-        r = mig_trap_dispatch(nr, a, &uc);
-    }
-    s[0] = r;
+    /* the registers a refusal names (mig_trap_refuse): where the call was made */
+    ucontext_t uc;
+    greg_t *g = uc.uc_mcontext.gregs;
+    memset(g, 0, sizeof uc.uc_mcontext.gregs);
+    uintptr_t stub = ret - 11; /* after the lea (5 bytes) and the call (6) */
+    g[REG_RIP] = (greg_t) * (const uintptr_t *)(stub + 56);
+    /* the app's: over the 7 registers saved, rbp, the return into the stub, and the red
+     * zone the stub stepped over */
+    g[REG_RSP] = (greg_t)((uintptr_t)s + 7 * 8 + 8 + 8 + 128);
+    g[REG_RAX] = nr;
+    g[REG_RDI] = a[0];
+    g[REG_RSI] = a[1];
+    g[REG_RDX] = a[2];
+    g[REG_R10] = a[3];
+    g[REG_R8] = a[4];
+    g[REG_R9] = a[5];
+    s[0] = mig_trap_call(nr, a, &uc); /* (not a vfork child's, nor a sigprocmask: above) */
     errno = saved_errno;
     mig_sel = MIG_SEL_BLOCK;
     return 1;

@@ -289,16 +289,18 @@ static void on_sigsys(int sig, siginfo_t *si, void *ctx)
     if (mig_patch_enabled && was == MIG_SEL_BLOCK)
         mig_patch_try((uintptr_t)g[REG_RIP]); /* (a busy site: patched, no signal) */
     long a[6] = {g[REG_RDI], g[REG_RSI], g[REG_RDX], g[REG_R10], g[REG_R8], g[REG_R9]};
-    long r;
-    if (mig_vfork_child)
-        r = mig_vfork_child_call(nr, a, uc);
-    else if (mig_busy || (mig_mode != MIG_RECORD && mig_mode != MIG_REPLAY))
-        r = nr == SYS_rt_sigprocmask ? mig_trap_sigprocmask(a, uc) : mig_trap_raw(nr, a);
-    else
-        r = mig_trap_dispatch(nr, a, uc);
-    g[REG_RAX] = r;
+    g[REG_RAX] = mig_trap_call(nr, a, uc);
     errno = saved_errno;
     mig_sel = was;
+}
+
+long mig_trap_call(long nr, const long *a, ucontext_t *uc)
+{
+    if (mig_vfork_child)
+        return mig_vfork_child_call(nr, a, uc);
+    if (mig_busy || (mig_mode != MIG_RECORD && mig_mode != MIG_REPLAY))
+        return nr == SYS_rt_sigprocmask ? mig_trap_sigprocmask(a, uc) : mig_trap_raw(nr, a);
+    return mig_trap_dispatch(nr, a, uc);
 }
 
 MIG_TLS int *mig_errno_at;

@@ -53,6 +53,10 @@ long mig_trap_clone(long nr, const long *a, const greg_t *g);
 extern MIG_TLS char mig_vfork_child;
 long mig_vfork_child_call(long nr, const long *a, ucontext_t *uc);
 
+/* mig_trap.c: a trapped call of the app, by number, with the registers at it (uc), run as
+ * the shim's state says: a vfork child's, as it is while the shim is busy or not recording
+ * or replaying, else mig_trap_dispatch. From the SIGSYS handler and a patched site's stub. */
+long mig_trap_call(long nr, const long *a, ucontext_t *uc);
 /* wrap_syscall.c: a trapped call of the app, by number: routed to the wrapper of the same
  * call, emulated, run as it is, or refused. */
 long mig_trap_dispatch(long nr, const long *a, ucontext_t *uc);

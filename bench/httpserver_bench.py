@@ -39,6 +39,7 @@ from mig.broker.node import free_ports  # noqa: E402
 from tests.apps.client import wait_port  # noqa: E402
 
 PAGE = "index.html"
+DEBIAN_PYTHON = "/usr/bin/python3"
 
 
 def load(exe: Path, port: int, conns: int, seconds: float) -> tuple[float, float, int]:
@@ -58,7 +59,11 @@ def command_line(server: str, port: int, www: Path) -> list[str]:
     if server == "node":
         return [need("node", "nodejs"), str(ROOT / "tests" / "apps" / "node_http.js"),
                 str(port), "127.0.0.1", str(www)]
-    return [need("python3", "python3"), "-m", "http.server", str(port), "--bind",
+    # Debian's, as the tests run it (tests/member/test_programs.py), not another build
+    # earlier on PATH
+    if not Path(DEBIAN_PYTHON).exists():
+        sys.exit(f"{DEBIAN_PYTHON} is not installed: apt-get install -y python3")
+    return [DEBIAN_PYTHON, "-m", "http.server", str(port), "--bind",
             "127.0.0.1", "--directory", str(www), "-p", "HTTP/1.1"]
 
 
@@ -129,6 +134,7 @@ def main() -> None:
                 runs.insert(3, ("mig serialized unpatched async", None,
                                 (bootstrap, env, "serialized unpatched", "async")))
             for i, (key, cpus, mig) in enumerate(runs):
+                print(f"round {r + 1}: {key}", file=sys.stderr, flush=True)
                 rate, p50, slept = serve(tmp, f"{r}{i}", exe, args.conns, args.seconds, cpus,
                                          mig, args.server)
                 rates.setdefault(key, []).append(rate)

@@ -168,7 +168,10 @@ __asm__(".text\n"
 void mig_patch_entry(void);
 
 /* Calls that need the signal frame the trap gives them: the mask the thread returns to
- * (sigprocmask, sigsuspend), its registers (a clone's child starts from them). */
+ * (sigprocmask, sigsuspend), its registers (a clone's child starts from them). Made by
+ * the shim itself (its release thread's pthread_create), they are not made here either:
+ * a thread's child would start in mig_sys on an empty stack and return to nowhere, so the
+ * stub's own syscall instruction makes them, as the app's code would have. */
 static int needs_frame(long nr)
 {
     switch (nr) {
@@ -182,12 +185,14 @@ static int needs_frame(long nr)
 __attribute__((used, visibility("hidden"))) int mig_patch_call(long *s, uintptr_t ret);
 __attribute__((used, visibility("hidden"))) int mig_patch_call(long *s, uintptr_t ret)
 {
+    long nr = s[0];
+    if (needs_frame(nr))
+        return 0;
     if (mig_sel != MIG_SEL_BLOCK) { /* the shim's own call into libc: as it is */
-        s[0] = mig_sys(s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
+        s[0] = mig_sys(nr, s[1], s[2], s[3], s[4], s[5], s[6]);
         return 1;
     }
-    long nr = s[0];
-    if (mig_vfork_child || needs_frame(nr))
+    if (mig_vfork_child)
         return 0;
     mig_sel = MIG_SEL_ALLOW;
     int saved_errno = errno;

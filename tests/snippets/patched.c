@@ -8,7 +8,9 @@
  * own handle, traps there and gets the site patched. Last, twelve threads, one after the
  * other. The child processes and threads start right after their clone's syscall, whose
  * site may have been patched meanwhile: they must start in its stub instead.
- * Arguments: the output file and the number of turns (2000). */
+ * Arguments: the output file, the number of turns (2000), and `threads-first` to make the
+ * twelve threads first, before anything is written: clone3's site is then patched when
+ * the shim starts its release thread of held outputs at the first write. */
 #include "common.h"
 #include <dlfcn.h>
 #include <pthread.h>
@@ -69,10 +71,22 @@ static void *reader(void *unused)
     return NULL;
 }
 
+static void twelve_threads(void)
+{
+    pthread_t t;
+    for (int i = 0; i < 12; i++) { /* clone3's site traps again and again */
+        pthread_create(&t, NULL, stirring, NULL);
+        pthread_join(t, NULL);
+    }
+}
+
 int main(int argc, char **argv)
 {
     snippet_open(argc, argv);
     rounds = argc > 2 ? atoi(argv[2]) : 2000;
+    int threads_first = argc > 3 && strcmp(argv[3], "threads-first") == 0;
+    if (threads_first)
+        twelve_threads();
     for (int i = 0; i < 12; i++) { /* raw clones of a child process: the site traps */
         long pid = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
         if (pid == 0)
@@ -104,10 +118,8 @@ int main(int argc, char **argv)
     pthread_create(&t, NULL, other, NULL);
     take_turns(0);
     pthread_join(t, NULL);
-    for (int i = 0; i < 12; i++) { /* clone3's site traps again and again */
-        pthread_create(&t, NULL, stirring, NULL);
-        pthread_join(t, NULL);
-    }
+    if (!threads_first)
+        twelve_threads();
     out("%d turns, random mix %016lx\n", rounds, mix);
     return 0;
 }

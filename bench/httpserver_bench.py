@@ -13,10 +13,12 @@ the run token passes at calls, a replica follows) and in parallel (lock order on
 CPython's GIL requests are not ordered, a replica diverges: docs/threads.md), in async
 and output mode, with no replica.
 
-RUNS rounds, every configuration once per round, the spread min..max; the ratios are to
+First the broker is warmed (the server under mig in output mode, loaded until the broker's
+JIT compilers are done). Then RUNS rounds, every configuration once per round, the spread
+min..max; the ratios are to
 native and to one CPU in the same round. Nothing asserts on timing. Run:
 .venv/bin/python bench/httpserver_bench.py [--runs N] [--seconds S] [--conns N]
-    [--server python|node] [--unpatched]
+    [--server python|node] [--unpatched] [--slice-us N[,N...]]
 """
 
 from __future__ import annotations
@@ -32,13 +34,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from benchlib import broker_down, broker_up, machine, sleeps_by_process  # noqa: E402
+from benchlib import (  # noqa: E402
+    broker_down,
+    broker_up,
+    machine,
+    sleeps_by_process,
+    warm_rounds,
+)
 from capture_bench import MIG, need, spread, start_server, stop_server  # noqa: E402
 
 from mig.broker.node import free_ports  # noqa: E402
 from tests.apps.client import wait_port  # noqa: E402
 
 PAGE = "index.html"
+# The broker's warm-up before the rounds (benchlib.warm_rounds): at least WARM_MIN_S and at
+# most WARM_MAX_S of load. On a cold broker CPython's output-mode rate was half of a warm
+# one's (1,112 against 2,106 to 2,337 req/s, the same server under load all along).
+WARM_MIN_S, WARM_MAX_S = 10.0, 180.0
 DEBIAN_PYTHON = "/usr/bin/python3"
 
 
@@ -67,13 +79,17 @@ def command_line(server: str, port: int, www: Path) -> list[str]:
             "127.0.0.1", "--directory", str(www), "-p", "HTTP/1.1"]
 
 
+Mig = tuple[str, dict[str, str], str, str, dict[str, str]]
+
+
 def serve(tmp: Path, tag: str, exe: Path, conns: int, seconds: float, cpus: str | None,
-          mig: tuple[str, dict[str, str], str, str] | None,
+          mig: Mig | None,
           server: str = "python") -> tuple[float, float, float]:
     """One configuration: natively (mig None, pinned to ``cpus`` if given) or under mig
-    primary start (bootstrap, env, threads, barrier): requests per second, p50 (us), and
-    how often the server's threads blocked per request (voluntary context switches: the
-    cost of handing work between threads, which serialized threads add to)."""
+    primary start (bootstrap, env, threads, barrier, the app's env): requests per second,
+    p50 (us), and how often the server's threads blocked per request (voluntary context
+    switches: the cost of handing work between threads, which serialized threads add
+    to)."""
     port = free_ports(1)[0]
     folder = tmp / f"http-{tag}"
     www = folder / "www"
@@ -82,10 +98,9 @@ def serve(tmp: Path, tag: str, exe: Path, conns: int, seconds: float, cpus: str 
     command = command_line(server, port, www)
     keys = None
     if mig is not None:
-        threads, unpatched = mig[2].removesuffix(" unpatched"), mig[2].endswith(" unpatched")
-        app: dict[str, str | dict[str, str]] = {"barrier_mode": mig[3], "threads": threads}
-        if unpatched:  # every trapped call of libc's a signal (shim/src/mig_patch.c)
-            app["env"] = {"MIG_PATCH": "0"}
+        app: dict[str, str | dict[str, str]] = {"barrier_mode": mig[3], "threads": mig[2]}
+        if mig[4]:
+            app["env"] = mig[4]
         keys = (mig[0], mig[1], app)
     proc = start_server(command, folder, f"http{os.getpid()}{tag}", keys, cpus)
     try:
@@ -101,6 +116,27 @@ def serve(tmp: Path, tag: str, exe: Path, conns: int, seconds: float, cpus: str 
         stop_server(proc, mig is None)
 
 
+def warm_up(tmp: Path, exe: Path, conns: int, bootstrap: str, env: dict[str, str],
+            server: str) -> list[tuple[float, float]]:
+    """Load the broker through the server under ``mig primary start`` (threads serialized,
+    output mode) until its JIT compilers are done; (req/s, the compilers' share of a
+    core) of each 2 s round."""
+    broker = int(next(Path(env["MIG_HOME"]).glob("broker/**/kafka.pid")).read_text())
+    port = free_ports(1)[0]
+    folder = tmp / "http-warm"
+    www = folder / "www"
+    www.mkdir(parents=True)
+    (www / PAGE).write_text("<html><body>" + "mig " * 256 + "</body></html>\n")
+    proc = start_server(command_line(server, port, www), folder, f"http{os.getpid()}warm",
+                        (bootstrap, env, {"barrier_mode": "output", "threads": "serialized"}))
+    try:
+        wait_port("127.0.0.1", port, 60)
+        return warm_rounds(lambda: load(exe, port, conns, 2.0)[0], lambda: [broker],
+                           WARM_MIN_S, WARM_MAX_S)
+    finally:
+        stop_server(proc, False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=2)
@@ -111,7 +147,11 @@ def main() -> None:
     ap.add_argument("--unpatched", action="store_true",
                     help="also serialized async with MIG_PATCH=0: no site of libc patched,"
                          " every system call libc makes inside itself a trap")
+    ap.add_argument("--slice-us", default="",
+                    help="also serialized async with these slices of the run token (comma"
+                         " separated, microseconds; MIG_SLICE_US in [app] env)")
     args = ap.parse_args()
+    slices = [int(x) for x in args.slice_us.split(",") if x.strip()]
     print(machine())
     tmp = Path(tempfile.mkdtemp(prefix="httpserver-bench-"))
     exe = tmp / "httpload"
@@ -124,15 +164,25 @@ def main() -> None:
     p50s: dict[str, list[float]] = {}
     sleeps: dict[str, list[float]] = {}
     try:
+        warm = warm_up(tmp, exe, args.conns, bootstrap, env, args.server)
+        print("broker warm-up, serialized output mode: req/s (the JIT compilers' share of a"
+              " core) per round: " + " ".join(f"{r:,.0f} ({j:.0%})" for r, j in warm),
+              flush=True)
         for r in range(args.runs):
-            runs: list[tuple[str, str | None, tuple[str, dict[str, str], str, str] | None]]
+            runs: list[tuple[str, str | None, Mig | None]]
             runs = [("native", None, None), ("native, one CPU", "0", None)]
-            runs += [(f"mig {threads} {barrier}", None, (bootstrap, env, threads, barrier))
+            runs += [(f"mig {threads} {barrier}", None,
+                      (bootstrap, env, threads, barrier, {}))
                      for threads in ("serialized", "parallel")
                      for barrier in ("async", "output")]
-            if args.unpatched:
-                runs.insert(3, ("mig serialized unpatched async", None,
-                                (bootstrap, env, "serialized unpatched", "async")))
+            extra: list[tuple[str, str | None, Mig | None]] = []
+            if args.unpatched:  # every trapped call of libc's a signal (mig_patch.c)
+                extra.append(("mig serialized unpatched async", None,
+                              (bootstrap, env, "serialized", "async", {"MIG_PATCH": "0"})))
+            extra += [(f"mig serialized async {us} us", None,
+                       (bootstrap, env, "serialized", "async", {"MIG_SLICE_US": str(us)}))
+                      for us in slices]
+            runs[3:3] = extra
             for i, (key, cpus, mig) in enumerate(runs):
                 print(f"round {r + 1}: {key}", file=sys.stderr, flush=True)
                 rate, p50, slept = serve(tmp, f"{r}{i}", exe, args.conns, args.seconds, cpus,
@@ -148,14 +198,14 @@ def main() -> None:
     print(f"\n{what}, httpload"
           f" {args.conns} keep-alive connections, {args.seconds:g} s, {args.runs} runs"
           " (min..max)")
-    print(f"  {'configuration':<24} {'req/s':>14} {'p50 us':>12} {'x native':>12}"
+    print(f"  {'configuration':<30} {'req/s':>14} {'p50 us':>12} {'x native':>12}"
           f" {'x one CPU':>12} {'sleeps/req':>12}")
     for key, rows in rates.items():
         ratio = [x / b for x, b in zip(rows, rates["native"], strict=True)]
         ratio1 = [x / b for x, b in zip(rows, rates["native, one CPU"], strict=True)]
         slept = f"{min(sleeps[key]):.1f}..{max(sleeps[key]):.1f}"
-        print(f"  {key:<24} {spread(rows):>14} {spread(p50s[key]):>12}"
-              f" {min(ratio):.2f}..{max(ratio):.2f}".ljust(66)
+        print(f"  {key:<30} {spread(rows):>14} {spread(p50s[key]):>12}"
+              f" {min(ratio):.2f}..{max(ratio):.2f}".ljust(72)
               + f" {min(ratio1):.2f}..{max(ratio1):.2f}".rjust(13) + f" {slept:>12}")
 
 

@@ -97,6 +97,10 @@ int mig_serial_alone(void)
     return !mig_token_out && mig_sched_holding();
 }
 
+/* The run token's slice (others_first): MIG_SLICE_US in the app's environment, a
+ * diagnostic the benchmarks vary (bench/httpserver_bench.py --slice-us). */
+static uint64_t slice_ns = 50000ull;
+
 void mig_sched_init(void)
 {
     const char *mode = getenv("MIG_THREADS");
@@ -114,6 +118,18 @@ void mig_sched_init(void)
             ms = ms * 10 + (uint64_t)(*p - '0');
         if (ms)
             stall_ns = ms * 1000000ull;
+    }
+    const char *sl = getenv("MIG_SLICE_US");
+    if (sl && *sl) {
+        uint64_t us = 0;
+        const char *p = sl;
+        for (; *p >= '0' && *p <= '9' && us < 1000000000ull; p++)
+            us = us * 10 + (uint64_t)(*p - '0');
+        if (*p)
+            mig_warn("MIG_SLICE_US is not a number of microseconds: the default slice is kept",
+                     NULL);
+        else
+            slice_ns = us * 1000ull;
     }
     mig_serial = 1;
 }
@@ -474,16 +490,19 @@ void mig_sched_preempted(uintptr_t at)
 
 /* Record, at a switch point: do other threads wait for the token, and should they run
  * first? A thread that waits gets its turn when the holder blocks, or at a switch point
- * once the holder has had the token SLICE_NS: a thread woken by the holder (a condition
+ * once the holder has had the token slice_ns: a thread woken by the holder (a condition
  * signalled, a futex woken) asks for the token at once, and handing it over at the
  * holder's next call, before the holder blocks as it was about to, made two switches of
- * one (Node.js: 22 voluntary context switches a request, about 10 with the slice; its
- * thread pool signals a condition, then the event loop goes on to epoll_wait). A spinner
+ * one (Node.js: 22 voluntary context switches a request, about 10 with a slice; its
+ * thread pool signals a condition, then the event loop goes on to epoll_wait). The slice
+ * is short (50 us): CPython lets its GIL go around every system call, and a thread that
+ * asked for the token there runs at once; its http.server made about a sixth fewer
+ * requests with 100 us and a third fewer with 300 us, Node.js 4 to 10% more with 100 us
+ * (docs/benchmarks.md, "The token's slice, again"). A spinner
  * this process preempted (it waits for the others to change memory) gets its turn when
  * the holder blocks or spins itself, or at a switch point once it has waited
  * SPIN_TURN_NS: letting it spin on at every call of the thread it waits for would cost a
  * preemption per call. */
-#define SLICE_NS 100000ull
 #define SPIN_TURN_NS 300000ull
 static int others_first(void)
 {
@@ -495,7 +514,7 @@ static int others_first(void)
     uint32_t spinners = __atomic_load_n(&tok.spinners, __ATOMIC_ACQUIRE);
     uint64_t now = mig_monotonic_ns();
     if (others > spinners)
-        return now - tok.since > SLICE_NS;
+        return now - tok.since > slice_ns;
     return now - __atomic_load_n(&tok.spin_since, __ATOMIC_ACQUIRE) > SPIN_TURN_NS;
 }
 

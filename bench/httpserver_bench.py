@@ -137,6 +137,17 @@ def warm_up(tmp: Path, exe: Path, conns: int, bootstrap: str, env: dict[str, str
         stop_server(proc, False)
 
 
+def microseconds(text: str) -> list[int]:
+    """--slice-us: comma-separated whole microseconds."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not whole microseconds: {text!r}") from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"a slice below 0: {text!r}")
+    return values
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=2)
@@ -147,11 +158,11 @@ def main() -> None:
     ap.add_argument("--unpatched", action="store_true",
                     help="also serialized async with MIG_PATCH=0: no site of libc patched,"
                          " every system call libc makes inside itself a trap")
-    ap.add_argument("--slice-us", default="",
+    ap.add_argument("--slice-us", default=[], type=microseconds,
                     help="also serialized async with these slices of the run token (comma"
                          " separated, microseconds; MIG_SLICE_US in [app] env)")
     args = ap.parse_args()
-    slices = [int(x) for x in args.slice_us.split(",") if x.strip()]
+    slices: list[int] = args.slice_us
     print(machine())
     tmp = Path(tempfile.mkdtemp(prefix="httpserver-bench-"))
     exe = tmp / "httpload"

@@ -498,7 +498,7 @@ void mig_sched_preempted(uintptr_t at)
  * is short (50 us): CPython lets its GIL go around every system call, and a thread that
  * asked for the token there runs at once; its http.server made about a sixth fewer
  * requests with 100 us and a third fewer with 300 us, Node.js 4 to 10% more with 100 us
- * (docs/benchmarks.md, "The token's slice, again"). A spinner
+ * (docs/benchmarks.md, "A warm broker, the token's slice, again"). A spinner
  * this process preempted (it waits for the others to change memory) gets its turn when
  * the holder blocks or spins itself, or at a switch point once it has waited
  * SPIN_TURN_NS: letting it spin on at every call of the thread it waits for would cost a

@@ -101,6 +101,19 @@ int mig_serial_alone(void)
  * diagnostic the benchmarks vary (bench/httpserver_bench.py --slice-us). */
 static uint64_t slice_ns = 50000ull;
 
+/* The decimal number at the start of environment variable `name` (its digits read while
+ * the number is below `limit`); *whole is -1 when it is unset or empty, 1 when the number
+ * is all of it, 0 when something else follows. */
+static uint64_t env_number(const char *name, uint64_t limit, int *whole)
+{
+    const char *s = getenv(name), *p = s;
+    uint64_t v = 0;
+    for (; p && *p >= '0' && *p <= '9' && v < limit; p++)
+        v = v * 10 + (uint64_t)(*p - '0');
+    *whole = !s || !*s ? -1 : !*p;
+    return v;
+}
+
 void mig_sched_init(void)
 {
     const char *mode = getenv("MIG_THREADS");
@@ -111,26 +124,16 @@ void mig_sched_init(void)
                  " threads run in parallel", NULL);
         return;
     }
-    const char *stall = getenv("MIG_STALL_MS");
-    if (stall && *stall) {
-        uint64_t ms = 0;
-        for (const char *p = stall; *p >= '0' && *p <= '9'; p++)
-            ms = ms * 10 + (uint64_t)(*p - '0');
-        if (ms)
-            stall_ns = ms * 1000000ull;
-    }
-    const char *sl = getenv("MIG_SLICE_US");
-    if (sl && *sl) {
-        uint64_t us = 0;
-        const char *p = sl;
-        for (; *p >= '0' && *p <= '9' && us < 1000000000ull; p++)
-            us = us * 10 + (uint64_t)(*p - '0');
-        if (*p)
-            mig_warn("MIG_SLICE_US is not a number of microseconds: the default slice is kept",
-                     NULL);
-        else
-            slice_ns = us * 1000ull;
-    }
+    int whole;
+    uint64_t ms = env_number("MIG_STALL_MS", UINT64_MAX / 10, &whole);
+    if (ms)
+        stall_ns = ms * 1000000ull;
+    uint64_t us = env_number("MIG_SLICE_US", 1000000000ull, &whole);
+    if (whole == 1)
+        slice_ns = us * 1000ull;
+    else if (whole == 0)
+        mig_warn("MIG_SLICE_US is not a number of microseconds: the default slice is kept",
+                 NULL);
     mig_serial = 1;
 }
 

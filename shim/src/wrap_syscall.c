@@ -298,9 +298,14 @@ static long fd_call(enum mig_kind kind, long nr, const long *a, int64_t a0, int6
     return c.result < 0 ? -c.err : c.result;
 }
 
-/* getdents of a recorded fd (a directory of /proc, whose open was recorded: a backup has a
- * placeholder there): the primary's entries, as many bytes as it returned (at most
- * MIG_MAX_INPUT a call: the kernel then gives fewer entries, as a smaller buffer gets). */
+/* getdents: the primary's entries, as many bytes as it returned (at most MIG_MAX_INPUT a
+ * call: the kernel then gives fewer entries, as a smaller buffer gets), on a backup that
+ * reads nothing -- of a directory of /proc, whose open was recorded (a backup has a
+ * placeholder there), and of any other directory, which is an input (file_stat): a
+ * replica's folder has other entries beside the app's files (a log of the operator's on
+ * the primary), and a program that lists it makes a call per entry (CPython releases its
+ * lock around each readdir). Not kept: where a backup's own fd of the directory stands,
+ * so a listing the primary left half read when the backup goes live starts over. */
 static long fd_getdents(long nr, const long *args)
 {
     long a[6] = {args[0], args[1], args[2], args[3], args[4], args[5]};
@@ -324,13 +329,57 @@ static long fd_stat(long nr, const long *a, int fd, void *buf, uint32_t size)
 }
 
 /* stat of anything else, for real on every host; a regular file keeps the identity the
- * program first saw across a restore (mig_fileid.c). */
+ * program first saw across a restore (mig_fileid.c).
+ *
+ * A directory is an input, though: what a stat says of it is the primary's, recorded as
+ * FSTAT {the fd or dirfd, the call's number} with the bytes. Its contents are the app's
+ * files, the same on every host, but not its mtime, size and inode: a replica's folder is
+ * another (a copy, a restore), and on the primary other programs add files beside the
+ * app's (an operator's log). A program that keeps a folder's mtime and lists the folder
+ * again when it moved -- CPython's import system does, at each import it has not seen --
+ * then made its calls on one host only, and a replica's threads went out of step. Each
+ * host makes the stat for real first; only one that finds a directory takes the record,
+ * so a folder that is a directory on one host and not on the other is a divergence at
+ * the next record. */
+static int stat_is_dir(long nr, const long *a)
+{
+    if (nr == SYS_statx) {
+        const struct statx *sx = (const struct statx *)a[4];
+        return (sx->stx_mask & STATX_TYPE) && S_ISDIR(sx->stx_mode);
+    }
+    const struct stat *st = (const struct stat *)(nr == SYS_newfstatat ? a[2] : a[1]);
+    return S_ISDIR(st->st_mode);
+}
+
 static long file_stat(long nr, const long *a)
 {
     long r = mig_trap_raw(nr, a);
-    if (r == 0)
+    if (r != 0)
+        return r;
+    if (!stat_is_dir(nr, a)) {
         mig_fileid_fix(nr, a);
-    return r;
+        return r;
+    }
+    int64_t at = nr == SYS_stat || nr == SYS_lstat ? AT_FDCWD : a[0];
+    void *buf = (void *)(nr == SYS_statx ? a[4] : nr == SYS_newfstatat ? a[2] : a[1]);
+    uint32_t size = nr == SYS_statx ? sizeof(struct statx) : sizeof(struct stat);
+    struct mig_call c = {.kind = MIG_K_FSTAT, .args = {at, nr}};
+    if (__builtin_expect(mig_serial_on, 0))
+        mig_sched_point(); /* a recorded call, as a wrapper's (MIG_CHECK) */
+    mig_busy++;
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
+        mig_replay_fits(&c, size);
+        if (c.result >= 0 && c.payload_len)
+            memcpy(buf, c.payload, c.payload_len);
+        mig_replay_done();
+    } else {
+        c.result = 0;
+        c.payload = buf;
+        c.payload_len = size;
+        mig_record(&c);
+    }
+    mig_busy--;
+    return c.result < 0 ? -c.err : c.result;
 }
 
 static long fd_ioctl(long nr, const long *a)
@@ -492,8 +541,8 @@ long mig_trap_dispatch(long nr, const long *a, ucontext_t *uc)
         return mig_fd_recorded((int)a[0]) ? fd_ioctl(nr, a) : mig_trap_raw(nr, a);
     case SYS_fcntl:
         return mig_fd_recorded((int)a[0]) ? fd_fcntl(nr, a) : mig_trap_raw(nr, a);
-    case SYS_getdents64: case SYS_getdents:
-        return mig_fd_recorded((int)a[0]) ? fd_getdents(nr, a) : mig_trap_raw(nr, a);
+    case SYS_getdents64: case SYS_getdents: /* a directory is an input: file_stat */
+        return fd_getdents(nr, a);
     case SYS_lseek: /* of a pipe, socket or device: the primary's answer (ESPIPE, mostly); a
                      * backup's placeholder, an eventfd, would say 0 (GNU head, which seeks
                      * back over what it read, then thinks its input a file) */

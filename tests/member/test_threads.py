@@ -10,6 +10,8 @@ holds a small window of the log; runcount, made to take a mutex another number o
 in replay, is stopped. racy, a deliberate data race, is reported as a divergence (exit 3),
 not replayed into a silently different state. ownalloc, a program with its own malloc,
 replays in output mode: the shim's own release thread is started on every host.
+py_late_import, CPython importing late from a folder another program wrote to on the
+primary only, replays: a directory's listing and stat are the primary's.
 """
 
 from __future__ import annotations
@@ -475,4 +477,43 @@ def test_python_threads_replay(net_broker, tmp_path, app_name, threads):
     firsts = [line.split()[0] for line in theirs.splitlines()[1:]]
     switches = sum(a != b for a, b in zip(firsts, firsts[1:], strict=False))
     assert switches > 4, switches  # the threads took turns, not one after the other
+    assert (tmp_path / "backup" / "out.txt").read_text() == theirs
+
+
+def test_a_folder_another_program_wrote_to_is_listed_as_on_the_primary(net_broker, tmp_path,
+                                                                      app_name):
+    """py_late_import (CPython, two threads, its working folder first on sys.path) imports
+    a module late, after the test wrote a file into the primary's folder, as an operator's
+    log would be: the primary's CPython sees the folder's mtime moved and lists it again,
+    one entry longer. The replica's folder is another, which nobody wrote to; it must see
+    the primary's mtime and the primary's entries (a directory is an input), or it makes
+    fewer calls there and its threads go out of step (CPython's http.server under load
+    diverged so: its first exception imported traceback)."""
+    _, broker = net_broker
+    primary = tmp_path / "primary"
+    app = write_app(primary, app_name,
+                    [sys.executable, str(APPS / "py_late_import.py"), "out.txt"],
+                    broker.settings.bootstrap_servers)
+    env = dict(os.environ, MIG_HOME=str(tmp_path / "home-p"))
+    proc = subprocess.Popen([sys.executable, "-m", "mig", "--log-format", "json", "primary",
+                             "start", str(app)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    try:
+        log = primary / "state" / "mig-app.log"
+        deadline = time.monotonic() + 60
+        while not (log.is_file() and "ready" in log.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, "no ready line"
+            time.sleep(0.05)
+        time.sleep(0.05)  # a folder's mtime has a clock tick's resolution
+        (primary / "operator.log").write_text("an operator's note, not the app's\n")
+        out, _ = proc.communicate("go\n", timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    theirs = (primary / "out.txt").read_text()
+    assert theirs.startswith("py_late_import "), theirs
+    run = replay(app, tmp_path / "backup", tmp_path / "home-r", idle_exit=5)
+    assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "backup" / "out.txt").read_text() == theirs

@@ -449,8 +449,13 @@ void mig_sched_init(void);
 void mig_sched_start(void);
 void mig_sched_after_fork(void);
 /* A switch point: the thread lets the token go (record) or hands it on where the log says
- * (replay). Every intercepted call is one (MIG_ENTER). */
-void mig_sched_point(void);
+ * (replay). Every intercepted call is one (MIG_ENTER). `what` names the call in the
+ * switch points' trace (MIG_TRACE_POINTS); mig_sched_point() names the calling function. */
+void mig_sched_point_at(const char *what);
+#define mig_sched_point() mig_sched_point_at(__func__)
+/* The number of the trapped system call this thread is handling (wrap_syscall.c), else 0:
+ * for the switch points' trace. */
+extern MIG_TLS long mig_trap_nr;
 /* Record: the call about to be made may block; it runs without the token. */
 void mig_sched_block(void);
 /* Record: wait without the token until fd is readable, for a call that makes fds. */

@@ -35,6 +35,7 @@
 #include <linux/futex.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <string.h>
 #include <sys/syscall.h>
 
@@ -114,8 +115,73 @@ static uint64_t env_number(const char *name, uint64_t limit, int *whole)
     return v;
 }
 
+/* ------------------------------------------------------------------ the trace */
+
+/* MIG_TRACE_POINTS=DIR in [app] env: a diagnostic, a line for each switch point of every
+ * thread, in DIR/record-LPID on the primary and DIR/replay-LPID on a replica:
+ *   P THREAD POINT CALL NR   the thread passed its switch point POINT at CALL (the shim's
+ *                            function: a wrapper, on_futex, fd_call...), NR the trapped
+ *                            system call's number (0: a call through libc's symbol);
+ *   T THREAD POINT           it took the token there.
+ * The lines are written holding the token, so a file's order is the order the threads ran.
+ * scripts/points_diff.py compares two such files thread by thread and shows where they
+ * part: the call one host made and the other did not (docs/threads.md, "Where threads went
+ * out of step"). It costs a write per switch point. */
+static const char *trace_dir;
+static int trace_fd = -1; /* -2: to open at the first line */
+
+static void trace_open(void)
+{
+    char path[512], *p = path, *end = path + sizeof path - 32;
+    p = mig_put_str(p, end, trace_dir);
+    p = mig_put_str(p, end, mig_mode == MIG_REPLAY ? "/replay-" : "/record-");
+    p = mig_put_str(p, end, mig_lpid());
+    *p = 0;
+    trace_fd = -1;
+    long fd = mig_sys(SYS_openat, AT_FDCWD, path,
+                      O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        mig_warn("MIG_TRACE_POINTS: cannot write ", path);
+        return;
+    }
+    /* far above the app's fds, whose numbers must not move */
+    struct rlimit rl;
+    long floor = mig_sys(SYS_getrlimit, RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 64
+                     ? (long)rl.rlim_cur - 16 : 48;
+    long high = mig_sys(SYS_fcntl, fd, F_DUPFD_CLOEXEC, floor);
+    mig_sys(SYS_close, fd);
+    trace_fd = high < 0 ? -1 : (int)high;
+}
+
+static void trace(char what, const char *call)
+{
+    if (__builtin_expect(trace_fd == -1, 1))
+        return;
+    if (trace_fd == -2)
+        trace_open();
+    if (trace_fd < 0)
+        return;
+    char line[160], *p = line, *end = line + sizeof line - 2;
+    *p++ = what;
+    *p++ = ' ';
+    p = mig_put_uint(p, mig_tid);
+    *p++ = ' ';
+    p = mig_put_uint(p, points);
+    if (call) {
+        *p++ = ' ';
+        p = mig_put_str(p, end - 24, call);
+        *p++ = ' ';
+        p = mig_put_uint(p, (uint64_t)mig_trap_nr);
+    }
+    *p++ = '\n';
+    mig_sys(SYS_write, trace_fd, line, p - line);
+}
+
 void mig_sched_init(void)
 {
+    trace_dir = getenv("MIG_TRACE_POINTS");
+    if (trace_dir && *trace_dir)
+        trace_fd = -2;
     const char *mode = getenv("MIG_THREADS");
     if (!mode || strcmp(mode, "serialized") != 0)
         return;
@@ -215,6 +281,10 @@ void mig_sched_start(void)
 
 void mig_sched_after_fork(void)
 {
+    if (trace_fd >= 0) { /* the child writes a file of its own */
+        mig_sys(SYS_close, trace_fd);
+        trace_fd = -2;
+    }
     mig_serial_on = 0; /* the child has one thread; its own first thread starts it again */
     mig_token_out = 0;
     points = 0;
@@ -350,6 +420,7 @@ static void rec_wait(void)
     __atomic_store_n(&tok.owner, mig_tid + 1, __ATOMIC_RELAXED);
     took_token();
     after_exit();
+    trace('T', NULL);
     if (tok.last != mig_tid + 1) {
         struct mig_call c = {.kind = MIG_K_SWITCH,
                              .args = {(int64_t)tok.last - 1, (int64_t)tok.last_sp, PASSED}};
@@ -403,6 +474,7 @@ static void rep_wait(void)
     mig_token_out = 0;
     took_token();
     after_exit();
+    trace('T', NULL);
     mig_take_switch();
 }
 
@@ -525,11 +597,12 @@ static int others_first(void)
  * call itself runs with the token: a call that may block lets it go in mig_sched_block).
  * Replay: hand the token on as often as the log says at this point, each time waiting
  * for it to come back. */
-void mig_sched_point(void)
+void mig_sched_point_at(const char *what)
 {
     points++;
     if (mig_token_out || !__atomic_load_n(&mig_serial_on, __ATOMIC_ACQUIRE))
         return;
+    trace('P', what);
     mig_busy++;
     if (mig_mode == MIG_REPLAY) {
         while (rep_hand_over())

@@ -457,7 +457,20 @@ static int passes(long nr)
     return 0;
 }
 
+MIG_TLS long mig_trap_nr;
+
+static long dispatch(long nr, const long *a, ucontext_t *uc);
+
 long mig_trap_dispatch(long nr, const long *a, ucontext_t *uc)
+{
+    long outer = mig_trap_nr; /* (a call of a handler the shim runs inside one) */
+    mig_trap_nr = nr;
+    long r = dispatch(nr, a, uc);
+    mig_trap_nr = outer;
+    return r;
+}
+
+static long dispatch(long nr, const long *a, ucontext_t *uc)
 {
     greg_t *g = uc->uc_mcontext.gregs;
     switch (nr) {

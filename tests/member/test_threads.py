@@ -517,3 +517,39 @@ def test_a_folder_another_program_wrote_to_is_listed_as_on_the_primary(net_broke
     run = replay(app, tmp_path / "backup", tmp_path / "home-r", idle_exit=5)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "backup" / "out.txt").read_text() == theirs
+
+
+def test_the_switch_points_traces_of_primary_and_replica_compare(net_broker, tmp_path,
+                                                                 app_name):
+    """MIG_TRACE_POINTS, the diagnostic that found the folder above: py_threads recorded
+    and replayed with it on writes a trace on each host, the GIL's mutex among its calls,
+    and scripts/points_diff.py finds every thread's calls the same; with one call of the
+    replay's trace changed, it names the thread and the switch point where they part."""
+    _, broker = net_broker
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    app = write_app(tmp_path / "primary", app_name,
+                    [sys.executable, str(APPS / "py_threads.py"), "out.txt", "3", "100"],
+                    broker.settings.bootstrap_servers, env={"MIG_TRACE_POINTS": str(traces)})
+    record(app, tmp_path / "home-p")
+    run = replay(app, tmp_path / "backup", tmp_path / "home-r", idle_exit=5)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rec, rep = traces / "record-1", traces / "replay-1"
+    lines = rec.read_text().splitlines()
+    assert any(" pthread_mutex_lock " in line for line in lines), lines[:20]
+    script = [sys.executable, str(Path(__file__).resolve().parents[2] / "scripts"
+                                  / "points_diff.py")]
+    same = subprocess.run([*script, str(rec), str(rep)], capture_output=True, text=True)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "the same" in same.stdout and "parts" not in same.stdout, same.stdout
+    # one call of thread 2 changed in the replay's trace, half way through its points
+    replayed = rep.read_text().splitlines()
+    mine = [i for i, line in enumerate(replayed) if line.startswith("P 2 ")]
+    assert len(mine) > 10, replayed[:20]
+    fields = replayed[mine[len(mine) // 2]].split()
+    replayed[mine[len(mine) // 2]] = " ".join([*fields[:3], "open_call", "257"])
+    rep.write_text("\n".join(replayed) + "\n")
+    parted = subprocess.run([*script, str(rec), str(rep)], capture_output=True, text=True)
+    assert parted.returncode == 1, parted.stdout + parted.stderr
+    assert f"thread 2: parts at its switch point {fields[2]} " in parted.stdout, parted.stdout
+    assert "open_call (openat)" in parted.stdout, parted.stdout

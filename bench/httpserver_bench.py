@@ -18,7 +18,7 @@ JIT compilers are done). Then RUNS rounds, every configuration once per round, t
 min..max; the ratios are to
 native and to one CPU in the same round. Nothing asserts on timing. Run:
 .venv/bin/python bench/httpserver_bench.py [--runs N] [--seconds S] [--conns N]
-    [--server python|node] [--unpatched] [--slice-us N[,N...]]
+    [--server python|node] [--unpatched] [--unbatched] [--slice-us N[,N...]]
 """
 
 from __future__ import annotations
@@ -158,6 +158,10 @@ def main() -> None:
     ap.add_argument("--unpatched", action="store_true",
                     help="also serialized async with MIG_PATCH=0: no site of libc patched,"
                          " every system call libc makes inside itself a trap")
+    ap.add_argument("--unbatched", action="store_true",
+                    help="also serialized async and output with MIG_SCHED_BATCH=0: the"
+                         " app's threads under SCHED_OTHER, a woken thread preempting the"
+                         " one that woke it")
     ap.add_argument("--slice-us", default=[], type=microseconds,
                     help="also serialized async with these slices of the run token (comma"
                          " separated, microseconds; MIG_SLICE_US in [app] env)")
@@ -190,6 +194,10 @@ def main() -> None:
             if args.unpatched:  # every trapped call of libc's a signal (mig_patch.c)
                 extra.append(("mig serialized unpatched async", None,
                               (bootstrap, env, "serialized", "async", {"MIG_PATCH": "0"})))
+            if args.unbatched:  # wake-up preemption back (mig_sched.c, SCHED_BATCH)
+                extra += [(f"mig serialized unbatched {barrier}", None,
+                           (bootstrap, env, "serialized", barrier, {"MIG_SCHED_BATCH": "0"}))
+                          for barrier in ("async", "output")]
             extra += [(f"mig serialized async {us} us", None,
                        (bootstrap, env, "serialized", "async", {"MIG_SLICE_US": str(us)}))
                       for us in slices]

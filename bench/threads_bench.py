@@ -23,6 +23,7 @@
 
 Nothing asserts on timing: the table says which target each figure met or missed.
 Run: .venv/bin/python bench/threads_bench.py [--quick] [--only locks|throughput|repeated]
+    [--unbatched]
 (about 3 minutes; --quick: smaller loops and 5 runs)
 """
 
@@ -65,9 +66,10 @@ MODES = [(mode, threads) for mode in ("output", "async") for threads in ("serial
 
 
 class Bench:
-    def __init__(self, tmp: Path, quick: bool) -> None:
+    def __init__(self, tmp: Path, quick: bool, unbatched: bool = False) -> None:
         self.tmp = tmp
         self.quick = quick
+        self.unbatched = unbatched
         self.bin = tmp / "bin"
         self.home = tmp / "home"
         self.env = dict(os.environ, MIG_HOME=str(self.home))
@@ -93,7 +95,7 @@ class Bench:
         broker_down(self.mig, self.env)
 
     def app(self, name: str, command: list[str], mode: str = "output",
-            threads: str = "serialized") -> Path:
+            threads: str = "serialized", env: dict[str, str] | None = None) -> Path:
         self.apps += 1
         name = f"{name}{self.apps}x{os.getpid()}"
         folder = self.tmp / "apps" / name
@@ -101,7 +103,10 @@ class Bench:
         path = folder / "app.toml"
         path.write_text("\n".join([
             "[app]", f'name = "{name}"', f"command = {json.dumps(command)}",
-            f'barrier_mode = "{mode}"', f'threads = "{threads}"', "[kafka]",
+            f'barrier_mode = "{mode}"', f'threads = "{threads}"',
+            *([f"env = {{ {', '.join(f'{k} = {json.dumps(v)}' for k, v in env.items())} }}"]
+              if env else []),
+            "[kafka]",
             f'bootstrap_servers = "127.0.0.1:{self.port}"']) + "\n")
         return path
 
@@ -208,10 +213,14 @@ class Bench:
         res: dict[str, dict[str, float]] = {}
         res["native"] = self.plain(None, seconds)
         res["native, one CPU"] = self.plain(["taskset", "-c", "0"], seconds)
-        for mode, threads in MODES:
+        # --unbatched: serialized with MIG_SCHED_BATCH=0 too (a woken thread preempts)
+        unbatched = [(mode, "serialized unbatched") for mode in ("output", "async")
+                     if self.unbatched]
+        for mode, threads in MODES + unbatched:
             port = free_ports(1)[0]
             app = self.app("pool", [str(self.bin / "poolserver"), str(port), "4"], mode,
-                           threads)
+                           threads.split()[0],
+                           {"MIG_SCHED_BATCH": "0"} if "unbatched" in threads else None)
             proc = self.start(["primary", "start", str(app)], app.parent / "primary.log")
             try:
                 wait_port("127.0.0.1", port, 60)
@@ -234,7 +243,7 @@ class Bench:
                               f" {r['p50_us']:,.0f} vs {res['native']['p50_us']:,.0f} us)",
                               target, verdict))
         one = res["native, one CPU"]["rps"]
-        for mode, threads in MODES:
+        for mode, threads in MODES + unbatched:
             under = res[f"under mig primary ({mode} mode, threads {threads})"]["rps"]
             self.rows.append((f"poolserver under mig ({mode}, threads {threads}) vs native"
                               " on one CPU (rr's ceiling)", f"{under / one:.2f}x", "", ""))
@@ -330,13 +339,16 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=None, help="repeated runs (default 20)")
     parser.add_argument("--only", choices=("locks", "throughput", "repeated"),
                         help="run one of the three parts")
+    parser.add_argument("--unbatched", action="store_true",
+                        help="throughput: also serialized with MIG_SCHED_BATCH=0 (the app's"
+                             " threads under SCHED_OTHER)")
     args = parser.parse_args()
     runs = args.runs or (5 if args.quick else 20)
     print(f"mig threads benchmark{' (--quick)' if args.quick else ''},"
           f" {dt.datetime.now().isoformat(timespec='seconds')}")
     print(f"machine: {machine()}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="mig-thrbench-"))
-    bench = Bench(tmp, args.quick)
+    bench = Bench(tmp, args.quick, args.unbatched)
     failures: list[str] = []
     started = time.monotonic()
     try:

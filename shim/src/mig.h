@@ -473,6 +473,10 @@ void mig_sched_end(void);
 void mig_sched_went_live(void);
 /* sched_getaffinity / sched_setaffinity, trapped: 1 and *ret when answered here. */
 int mig_sched_affinity(long nr, const long *a, long *ret);
+/* A thread of the shim's own starts: not under the app's SCHED_BATCH. */
+void mig_sched_shim_thread(void);
+/* sched_getscheduler / sched_setscheduler, trapped: 1 and *ret when answered here. */
+int mig_sched_policy(long nr, const long *a, long *ret);
 /* Around starting or becoming another program: the calling thread off and back on the one
  * CPU a serialized process is pinned to. */
 void mig_sched_unpin(void);

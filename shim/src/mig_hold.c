@@ -113,6 +113,7 @@ static void *release_main(void *unused)
     (void)unused;
     mig_busy = 1; /* this thread's own calls are never recorded */
     mig_preempt_exclude(&unused, 1); /* its stack is the shim's, not the app's */
+    mig_sched_shim_thread();
     /* every signal but libc's own two (a thread cancelled, setuid across threads: libc's
      * pthread_sigmask leaves them out too) */
     uint64_t all = ~0ull & ~(1ull << (32 - 1)) & ~(1ull << (33 - 1));

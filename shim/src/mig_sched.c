@@ -34,6 +34,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <string.h>
@@ -101,6 +102,9 @@ int mig_serial_alone(void)
 /* The run token's slice (others_first): MIG_SLICE_US in the app's environment, a
  * diagnostic the benchmarks vary (bench/httpserver_bench.py --slice-us). */
 static uint64_t slice_ns = 50000ull;
+/* MIG_SCHED_BATCH = "0" in [app] env: no SCHED_BATCH (pin_to_one_cpu), a diagnostic the
+ * benchmark varies (bench/httpserver_bench.py --unbatched). */
+static int no_batch;
 
 /* The decimal number at the start of environment variable `name` (its digits read while
  * the number is below `limit`); *whole is -1 when it is unset or empty, 1 when the number
@@ -194,6 +198,8 @@ void mig_sched_init(void)
     uint64_t ms = env_number("MIG_STALL_MS", UINT64_MAX / 10, &whole);
     if (ms)
         stall_ns = ms * 1000000ull;
+    const char *batch = getenv("MIG_SCHED_BATCH");
+    no_batch = batch && strcmp(batch, "0") == 0;
     uint64_t us = env_number("MIG_SLICE_US", 1000000000ull, &whole);
     if (whole == 1)
         slice_ns = us * 1000ull;
@@ -215,6 +221,24 @@ static unsigned long spread_mask[16]; /* the process's mask before mig pinned it
 static long spread_len;                /* its size in bytes; 0: not pinned by mig */
 static unsigned long pinned_mask[16]; /* the one CPU mig pinned it to */
 
+/* Wake-ups that do not preempt. On one CPU, a token that passes wakes the thread it goes
+ * to, and the kernel switched to that thread at once (wake-up preemption) while the thread
+ * that let it go was still on its way to the call it blocks in, which it ran again only
+ * to make: a context switch more at each pass, and a thread woken before its turn. A
+ * serialized process that runs under SCHED_OTHER gets SCHED_BATCH -- the same fair
+ * policy, without wake-up preemption: a thread woken runs when the one that woke it
+ * blocks, or at the next tick. Node.js served 1.8 to 1.9 times as many requests,
+ * poolserver 1.7 times, CPython's http.server a tenth more (docs/benchmarks.md,
+ * "Wake-ups that do not preempt"). The app sees SCHED_OTHER (sched_getscheduler, mig_sched_policy) until it
+ * sets a policy itself; a child it forks and a program it starts get SCHED_OTHER back. */
+static int batched;
+
+static void set_policy(int policy)
+{
+    struct sched_param none = {0};
+    mig_sys(SYS_sched_setscheduler, 0, policy, &none);
+}
+
 static void pin_to_one_cpu(void)
 {
     unsigned cpu = 0;
@@ -227,6 +251,10 @@ static void pin_to_one_cpu(void)
         memcpy(pinned_mask, one, sizeof one);
         spread_len = n;
     }
+    struct sched_param none = {0};
+    if (!no_batch && mig_sys(SYS_sched_getscheduler, 0) == SCHED_OTHER &&
+        mig_sys(SYS_sched_setscheduler, 0, SCHED_BATCH, &none) == 0)
+        batched = 1; /* the threads it makes inherit it */
 }
 
 /* A program the process starts (posix_spawn, a vfork child's execve) or becomes (execve)
@@ -238,19 +266,81 @@ void mig_sched_unpin(void)
 {
     if (spread_len)
         mig_sys(SYS_sched_setaffinity, 0, spread_len, spread_mask);
+    if (batched)
+        set_policy(SCHED_OTHER);
 }
 
 void mig_sched_repin(void)
 {
     if (spread_len)
         mig_sys(SYS_sched_setaffinity, 0, sizeof pinned_mask, pinned_mask);
+    if (batched)
+        set_policy(SCHED_BATCH);
+}
+
+/* A thread that waits for the token while its holder spins (mig_preempt.c asks the holder
+ * to stop) needs the CPU the holder spins on: under SCHED_BATCH its wake-ups would wait
+ * for the tick, a slice of the spin more at each hand-over (a worker whose main thread
+ * spins waiting for its every call, tests/apps/turnspin.c, took 9 times as long; Redis's
+ * I/O threads hand work over by spinning). So from its first ask it runs under
+ * SCHED_OTHER, until it has asked none for HURRY_NS: spinners hand over again soon. */
+#define HURRY_NS 100000000ull
+static MIG_TLS uint64_t hurried_until; /* 0: not hurried */
+
+static void hurry(uint64_t now)
+{
+    if (!batched)
+        return;
+    if (!hurried_until)
+        set_policy(SCHED_OTHER);
+    hurried_until = now + HURRY_NS;
+}
+
+static void unhurry(void)
+{
+    if (hurried_until && mig_monotonic_ns() > hurried_until) {
+        hurried_until = 0;
+        if (batched)
+            set_policy(SCHED_BATCH);
+    }
+}
+
+/* A thread of the shim's own (the release thread of held outputs, mig_hold.c): back
+ * under SCHED_OTHER, so that the acknowledgement that wakes it sends the outputs at once,
+ * not when the app's thread running blocks. */
+void mig_sched_shim_thread(void)
+{
+    if (batched)
+        set_policy(SCHED_OTHER);
+}
+
+/* Another process's thread, or this one's (a[0] 0 or a thread id of this process)? */
+static int own_thread(long tid)
+{
+    return !tid || mig_sys(SYS_tgkill, mig_sys(SYS_getpid), tid, 0) == 0;
+}
+
+/* The app asks for or sets a thread's scheduling policy (trapped): 1 and *ret when
+ * answered here. The SCHED_BATCH mig set shows as SCHED_OTHER. */
+int mig_sched_policy(long nr, const long *a, long *ret)
+{
+    if (!batched || !own_thread(a[0]))
+        return 0;
+    if (nr == SYS_sched_setscheduler) {
+        batched = 0; /* the app sets its threads' policies itself from here */
+        return 0;
+    }
+    long r = mig_sys(SYS_sched_getscheduler, a[0]);
+    if (r >= 0 && (r & ~(long)SCHED_RESET_ON_FORK) == SCHED_BATCH)
+        r = (r & SCHED_RESET_ON_FORK) | SCHED_OTHER;
+    *ret = r;
+    return 1;
 }
 
 /* The app asks for or sets a thread's CPU mask (trapped): 1 and *ret when answered here. */
 int mig_sched_affinity(long nr, const long *a, long *ret)
 {
-    if (!spread_len ||
-        (a[0] && mig_sys(SYS_tgkill, mig_sys(SYS_getpid), a[0], 0) != 0))
+    if (!spread_len || !own_thread(a[0]))
         return 0; /* another process's thread: the kernel answers */
     if (nr == SYS_sched_setaffinity) {
         spread_len = 0; /* the app places its threads itself from here */
@@ -294,6 +384,9 @@ void mig_sched_after_fork(void)
     if (spread_len) /* a process of one thread: all its CPUs back */
         mig_sys(SYS_sched_setaffinity, 0, spread_len, spread_mask);
     spread_len = 0;
+    if (batched) /* ... and its policy */
+        set_policy(SCHED_OTHER);
+    batched = 0;
 }
 
 /* A thread that let go at its exit is not gone yet: the kernel clears its id word (which
@@ -367,6 +460,7 @@ static void rec_acquire(void)
 {
     mig_preempt_park((uintptr_t)__builtin_frame_address(0));
     rec_wait();
+    unhurry();
     mig_preempt_park(0);
 }
 
@@ -374,6 +468,7 @@ static void rep_acquire(void)
 {
     mig_preempt_park((uintptr_t)__builtin_frame_address(0));
     rep_wait();
+    unhurry();
     mig_preempt_park(0);
 }
 
@@ -407,6 +502,7 @@ static void rec_wait(void)
             if (t - since < stall_ns / 2)
                 since = t;
         } else if (t - since >= MIG_PREEMPT_NS && __atomic_load_n(&tok.owner, __ATOMIC_ACQUIRE)) {
+            hurry(t);
             mig_preempt_rearm(t);
             mig_preempt_ask(__atomic_load_n(&tok.owner_ktid, __ATOMIC_ACQUIRE),
                             __atomic_load_n(&tok.owner_sel, __ATOMIC_ACQUIRE), t);
@@ -465,6 +561,7 @@ static void rep_wait(void)
             } else if (t - stop_since > 30000000000ull) {
                 mig_preempt_give_up(rec);
             }
+            hurry(t);
             mig_preempt_rearm(t);
             mig_preempt_ask(__atomic_load_n(&tok.owner_ktid, __ATOMIC_ACQUIRE),
                             __atomic_load_n(&tok.owner_sel, __ATOMIC_ACQUIRE), t);

@@ -665,6 +665,10 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
         long r; /* a serialized process's threads run on one CPU (mig_sched.c) */
         return mig_sched_affinity(nr, a, &r) ? r : mig_trap_raw(nr, a);
     }
+    case SYS_sched_getscheduler: case SYS_sched_setscheduler: {
+        long r; /* ... under SCHED_BATCH, which the app does not see (mig_sched.c) */
+        return mig_sched_policy(nr, a, &r) ? r : mig_trap_raw(nr, a);
+    }
     case SYS_getrusage: case SYS_sysinfo: case SYS_times: case SYS_getcpu:
         /* host facts the app may only report: passed, not recorded (docs/interceptor.md) */
         return mig_trap_raw(nr, a);

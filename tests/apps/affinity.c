@@ -1,14 +1,17 @@
-/* affinity.c -- what a threaded program sees of its CPUs. It starts a thread, then counts
- * how many CPUs sched_getaffinity gives it and its thread, how many /proc/self/status says
- * it may run on (Cpus_allowed_list: where it really runs), and the same for a child it
- * forks, a program it starts by fork and exec, and one it starts by posix_spawn; then it
- * execs itself, and the new program prints it all with where it runs itself. Natively all
- * are the machine's count; under mig with serialized threads the process runs on one CPU
- * (allowed=1) and still sees its count, and the programs it starts, its forked child and
- * the program it becomes get every CPU back.
+/* affinity.c -- what a threaded program sees of its CPUs and its scheduling policy. It
+ * starts a thread, then counts how many CPUs sched_getaffinity gives it and its thread,
+ * and says which policy sched_getscheduler gives it; then, as "A/P", how many CPUs
+ * /proc/self/status says it may run on (Cpus_allowed_list: where it really runs) and the
+ * kernel's policy of the thread (/proc/thread-self/stat: what it really runs under), for
+ * itself, a child it forks, a program it starts by fork and exec, and one it starts by
+ * posix_spawn; then it execs itself, and the new program prints it all with its own.
+ * Natively all are the machine's count and SCHED_OTHER (0); under mig with serialized
+ * threads the process runs on one CPU under SCHED_BATCH (allowed=1/3) and still sees its
+ * count and SCHED_OTHER, and the programs it starts, its forked child and the program it
+ * becomes get every CPU and SCHED_OTHER back.
  *
- * usage: affinity   prints "affinity mask=N thread=N allowed=A child_allowed=C
- *                   exec_allowed=E spawn_allowed=S after_exec=X"
+ * usage: affinity   prints "affinity mask=N thread=N policy=P allowed=A/P
+ *                   child_allowed=C/P exec_allowed=E/P spawn_allowed=S/P after_exec=X/P"
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -52,6 +55,30 @@ static int allowed(void)
     return n;
 }
 
+/* The kernel's policy of this thread: field 41 of its stat. */
+static int kernel_policy(void)
+{
+    FILE *f = fopen("/proc/thread-self/stat", "r");
+    char line[1024];
+    int policy = -1;
+    if (f && fgets(line, sizeof line, f)) {
+        char *p = strrchr(line, ')');
+        for (int field = 2; p && field < 41; field++)
+            p = strchr(p + 1, ' ');
+        if (p)
+            policy = atoi(p + 1);
+    }
+    if (f)
+        fclose(f);
+    return policy;
+}
+
+/* "allowed/policy" */
+static void where(char *out, size_t size)
+{
+    snprintf(out, size, "%d/%d", allowed(), kernel_policy());
+}
+
 static int thread_count;
 
 static void *worker(void *arg)
@@ -64,14 +91,16 @@ static void *worker(void *arg)
 extern char **environ;
 
 /* Runs this program again as "affinity allowed" with its stdout on a pipe, started by fork
- * and execv (spawn 0) or by posix_spawn (spawn 1): how many CPUs it may run on. */
-static int started_allowed(const char *self, int spawn)
+ * and execv (spawn 0) or by posix_spawn (spawn 1): how many CPUs it may run on, and its
+ * policy ("A/P", in out). */
+static void started_where(const char *self, int spawn, char *out, size_t size)
 {
+    snprintf(out, size, "-1");
     int fds[2];
     char *args[] = {(char *)"affinity", (char *)"allowed", NULL};
     pid_t pid = -1;
     if (pipe(fds) != 0)
-        return -1;
+        return;
     if (spawn) {
         posix_spawn_file_actions_t fa;
         posix_spawn_file_actions_init(&fa);
@@ -90,17 +119,21 @@ static int started_allowed(const char *self, int spawn)
     close(fds[0]);
     if (pid > 0)
         waitpid(pid, NULL, 0);
-    return n > 0 ? atoi(buf) : -1;
+    if (n > 0)
+        snprintf(out, size, "%.*s", (int)strcspn(buf, "\n"), buf);
 }
 
 int main(int argc, char **argv)
 {
+    char here[32], child_at[32] = "-1", exec_at[32], spawn_at[32];
     if (argc == 2 && strcmp(argv[1], "allowed") == 0) {
-        printf("%d\n", allowed());
+        where(here, sizeof here);
+        printf("%s\n", here);
         return 0;
     }
     if (argc == 3 && strcmp(argv[1], "exec") == 0) {
-        printf("%s after_exec=%d\n", argv[2], allowed());
+        where(here, sizeof here);
+        printf("%s after_exec=%s\n", argv[2], here);
         return 0;
     }
     pthread_t t;
@@ -111,20 +144,21 @@ int main(int argc, char **argv)
         return 1;
     pid_t child = fork();
     if (child == 0) {
-        int n = allowed();
-        if (write(fds[1], &n, sizeof n) != (ssize_t)sizeof n)
+        where(child_at, sizeof child_at);
+        if (write(fds[1], child_at, sizeof child_at) != (ssize_t)sizeof child_at)
             _exit(1);
         _exit(0);
     }
-    int child_allowed = -1;
-    if (child < 0 || read(fds[0], &child_allowed, sizeof child_allowed) != sizeof child_allowed)
+    if (child < 0 || read(fds[0], child_at, sizeof child_at) != sizeof child_at)
         return 1;
     waitpid(child, NULL, 0);
+    where(here, sizeof here);
+    started_where("/proc/self/exe", 0, exec_at, sizeof exec_at);
+    started_where("/proc/self/exe", 1, spawn_at, sizeof spawn_at);
     char line[256];
-    snprintf(line, sizeof line, "affinity mask=%d thread=%d allowed=%d child_allowed=%d"
-             " exec_allowed=%d spawn_allowed=%d", mask_count(), thread_count, allowed(),
-             child_allowed, started_allowed("/proc/self/exe", 0),
-             started_allowed("/proc/self/exe", 1));
+    snprintf(line, sizeof line, "affinity mask=%d thread=%d policy=%d allowed=%s"
+             " child_allowed=%s exec_allowed=%s spawn_allowed=%s", mask_count(),
+             thread_count, sched_getscheduler(0), here, child_at, exec_at, spawn_at);
     char *args[] = {(char *)"affinity", (char *)"exec", line, NULL};
     execv("/proc/self/exe", args);
     return 1;

@@ -25,16 +25,15 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from benchlib import broker_down, broker_up, machine  # noqa: E402
+from benchlib import broker_down, broker_up  # noqa: E402
 from capture_bench import MIG, start_server, stop_server  # noqa: E402
-from httpserver_bench import PAGE, command_line, load  # noqa: E402
+from httpserver_bench import PAGE, command_line, load, set_up  # noqa: E402
 
 from mig.broker.node import free_ports  # noqa: E402
 from tests.apps.client import wait_port  # noqa: E402
@@ -126,12 +125,7 @@ def main() -> None:
     args = ap.parse_args()
     if bad := [kv for kv in args.env if "=" not in kv or kv.startswith("=")]:
         ap.error(f"--env {bad[0]!r}: not KEY=VALUE")
-    print(machine())
-    tmp = Path(tempfile.mkdtemp(prefix="follow-bench-"))
-    exe = tmp / "httpload"
-    subprocess.run(["gcc", "-O2", "-o", exe, ROOT / "bench" / "progs" / "httpload.c"],
-                   check=True)
-    env = {**os.environ, "MIG_HOME": str(tmp / "home")}
+    tmp, exe, env = set_up("follow-bench-")
     bootstrap = f"127.0.0.1:{broker_up(MIG, env)}"
     stopped = 0
     try:

@@ -137,6 +137,17 @@ def warm_up(tmp: Path, exe: Path, conns: int, bootstrap: str, env: dict[str, str
         stop_server(proc, False)
 
 
+def set_up(prefix: str) -> tuple[Path, Path, dict[str, str]]:
+    """The machine's line printed; a new temporary folder, httpload built in it, and the
+    environment with a MIG_HOME there."""
+    print(machine())
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    exe = tmp / "httpload"
+    subprocess.run(["gcc", "-O2", "-o", exe, ROOT / "bench" / "progs" / "httpload.c"],
+                   check=True)
+    return tmp, exe, {**os.environ, "MIG_HOME": str(tmp / "home")}
+
+
 def microseconds(text: str) -> list[int]:
     """--slice-us: comma-separated whole microseconds."""
     try:
@@ -167,12 +178,7 @@ def main() -> None:
                          " separated, microseconds; MIG_SLICE_US in [app] env)")
     args = ap.parse_args()
     slices: list[int] = args.slice_us
-    print(machine())
-    tmp = Path(tempfile.mkdtemp(prefix="httpserver-bench-"))
-    exe = tmp / "httpload"
-    subprocess.run(["gcc", "-O2", "-o", exe, ROOT / "bench" / "progs" / "httpload.c"],
-                   check=True)
-    env = {**os.environ, "MIG_HOME": str(tmp / "home")}
+    tmp, exe, env = set_up("httpserver-bench-")
     port = broker_up(MIG, env)
     bootstrap = f"127.0.0.1:{port}"
     rates: dict[str, list[float]] = {}

@@ -273,9 +273,10 @@ static uint32_t ioctl_out_size(unsigned long req)
 
 /* A call on a recorded fd (args {a0, a1}) that writes at most `size` bytes to `buf`:
  * performed and recorded with those bytes (`size` of them, or as many as it returned when
- * `by_result`) on the primary, returned from the log on a backup, which performs nothing. */
-static long fd_call(enum mig_kind kind, long nr, const long *a, int64_t a0, int64_t a1,
-                    void *buf, uint32_t size, int by_result)
+ * `by_result`) on the primary, returned from the log on a backup, which performs nothing.
+ * `made`, if not NULL: the call's result, made already (file_stat must see what it says). */
+static long fd_call_made(enum mig_kind kind, long nr, const long *a, int64_t a0, int64_t a1,
+                         void *buf, uint32_t size, int by_result, const long *made)
 {
     struct mig_call c = {.kind = kind, .args = {a0, a1}};
     if (__builtin_expect(mig_serial_on, 0))
@@ -287,7 +288,7 @@ static long fd_call(enum mig_kind kind, long nr, const long *a, int64_t a0, int6
             memcpy(buf, c.payload, c.payload_len);
         mig_replay_done();
     } else {
-        long r = mig_trap_raw(nr, a);
+        long r = made ? *made : mig_trap_raw(nr, a);
         c.result = r < 0 ? -1 : r;
         c.err = r < 0 ? (int)-r : 0;
         c.payload = buf;
@@ -296,6 +297,12 @@ static long fd_call(enum mig_kind kind, long nr, const long *a, int64_t a0, int6
     }
     mig_busy--;
     return c.result < 0 ? -c.err : c.result;
+}
+
+static long fd_call(enum mig_kind kind, long nr, const long *a, int64_t a0, int64_t a1,
+                    void *buf, uint32_t size, int by_result)
+{
+    return fd_call_made(kind, nr, a, a0, a1, buf, size, by_result, NULL);
 }
 
 /* getdents: the primary's entries, as many bytes as it returned (at most MIG_MAX_INPUT a
@@ -363,23 +370,7 @@ static long file_stat(long nr, const long *a)
     int64_t at = nr == SYS_stat || nr == SYS_lstat ? AT_FDCWD : a[0];
     void *buf = (void *)(nr == SYS_statx ? a[4] : nr == SYS_newfstatat ? a[2] : a[1]);
     uint32_t size = nr == SYS_statx ? sizeof(struct statx) : sizeof(struct stat);
-    struct mig_call c = {.kind = MIG_K_FSTAT, .args = {at, nr}};
-    if (__builtin_expect(mig_serial_on, 0))
-        mig_sched_point(); /* a recorded call, as a wrapper's (MIG_CHECK) */
-    mig_busy++;
-    if (mig_mode == MIG_REPLAY && mig_replay(&c, 2)) {
-        mig_replay_fits(&c, size);
-        if (c.result >= 0 && c.payload_len)
-            memcpy(buf, c.payload, c.payload_len);
-        mig_replay_done();
-    } else {
-        c.result = 0;
-        c.payload = buf;
-        c.payload_len = size;
-        mig_record(&c);
-    }
-    mig_busy--;
-    return c.result < 0 ? -c.err : c.result;
+    return fd_call_made(MIG_K_FSTAT, nr, a, at, nr, buf, size, 0, &r);
 }
 
 static long fd_ioctl(long nr, const long *a)

@@ -105,9 +105,12 @@ def run_native(server: str, bench: str, requests: int, tmp: Path, extra: tuple[s
 
 def run_mig(server: str, bench: str, requests: int, tmp: Path, bootstrap: str,
             env: dict[str, str], capture: str, threads: str, barrier: str,
-            n: int, extra: tuple[str, ...] = (), clients: int = 50) -> tuple[float, int, float]:
+            n: int, extra: tuple[str, ...] = (), clients: int = 50,
+            app_env: dict[str, str] | None = None) -> tuple[float, int, float]:
     port = free_ports(1)[0]
-    tag = "x" if extra else ""
+    tag = ("x" if extra else "") + ("e" if app_env else "")
+    env_line = ("env = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in app_env.items())
+                + " }\n") if app_env else ""
     folder = tmp / f"{capture}-{threads}-{barrier}-{n}{tag}"
     folder.mkdir()
     name = f"cap{os.getpid()}{capture[0]}{threads[0]}{barrier[0]}{n}{tag}"
@@ -115,7 +118,7 @@ def run_mig(server: str, bench: str, requests: int, tmp: Path, bootstrap: str,
     (folder / "app.toml").write_text(
         f'[app]\nname = "{name}"\ncommand = [{command}]\n'
         f'barrier_mode = "{barrier}"\ncapture = "{capture}"\nthreads = "{threads}"\n'
-        f'[kafka]\nbootstrap_servers = "{bootstrap}"\n')
+        f'{env_line}[kafka]\nbootstrap_servers = "{bootstrap}"\n')
     proc = subprocess.Popen([*MIG, "primary", "start", str(folder / "app.toml")], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             stdin=subprocess.DEVNULL)

@@ -16,6 +16,7 @@ two hashes of the process's private memory. This prints what that costs:
 
 RUNS rounds, every configuration once per round, the spread min..max. Nothing asserts on
 timing. Run: .venv/bin/python bench/spin_bench.py [--runs N] [--requests N] [--rounds N]
+[--unbatched]
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--requests", type=int, default=2000, help="per redis-benchmark test")
     ap.add_argument("--rounds", type=int, default=500, help="spinhandoff hand-overs")
+    ap.add_argument("--unbatched", action="store_true",
+                    help="Redis: also serialized with MIG_SCHED_BATCH=0 (its threads under"
+                         " SCHED_OTHER)")
     args = ap.parse_args()
     server, bench = need("redis-server", "redis-server"), need("redis-benchmark", "redis-tools")
     subprocess.run(["make", "-s", "-C", str(ROOT / "tests" / "apps")], check=True)
@@ -101,6 +105,11 @@ def main() -> None:
                     rate, _, _ = run_mig(server, bench, args.requests, tmp, bootstrap, env,
                                          "trap", threads, barrier, r, IO_THREADS, 8)
                     redis.setdefault(f"mig {threads} {barrier}", []).append(rate)
+            for barrier in ("async", "output") if args.unbatched else ():
+                rate, _, _ = run_mig(server, bench, args.requests, tmp, bootstrap, env, "trap",
+                                     "serialized", barrier, r, IO_THREADS, 8,
+                                     {"MIG_SCHED_BATCH": "0"})
+                redis.setdefault(f"mig serialized unbatched {barrier}", []).append(rate)
     finally:
         broker_down(MIG, env)
     print(f"\nspinhandoff, {args.rounds} hand-overs, {args.runs} runs (min..max)")

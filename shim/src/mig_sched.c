@@ -229,8 +229,9 @@ static unsigned long pinned_mask[16]; /* the one CPU mig pinned it to */
  * policy, without wake-up preemption: a thread woken runs when the one that woke it
  * blocks, or at the next tick. Node.js served 1.8 to 1.9 times as many requests,
  * poolserver 1.7 times, CPython's http.server a tenth more (docs/benchmarks.md,
- * "Wake-ups that do not preempt"). The app sees SCHED_OTHER (sched_getscheduler, mig_sched_policy) until it
- * sets a policy itself; a child it forks and a program it starts get SCHED_OTHER back. */
+ * "Wake-ups that do not preempt"). The app sees SCHED_OTHER (sched_getscheduler,
+ * mig_sched_policy) until it sets a policy itself; a child it forks and a program it
+ * starts get SCHED_OTHER back. */
 static int batched;
 
 static void set_policy(int policy)

@@ -70,6 +70,13 @@ def print_table(rows: list[tuple[str, str, str, str]],
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+def toml_value(value: str | dict[str, str]) -> str:
+    """A string, or a table of strings inline (the [app] env), as app.toml writes them."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f'{k} = "{v}"' for k, v in value.items()) + " }"
+    return f'"{value}"'
+
+
 def broker_up(mig: list[str], env: dict[str, str]) -> int:
     """``mig broker up`` on free ports (the mig home in ``env``); returns the Kafka port."""
     import subprocess

@@ -41,7 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchlib import broker_down, broker_up, machine  # noqa: E402 - a sibling
+from benchlib import broker_down, broker_up, machine, toml_value  # noqa: E402 - a sibling
 
 from mig.broker.node import free_ports  # noqa: E402
 from tests.apps.client import wait_port  # noqa: E402
@@ -109,8 +109,7 @@ def run_mig(server: str, bench: str, requests: int, tmp: Path, bootstrap: str,
             app_env: dict[str, str] | None = None) -> tuple[float, int, float]:
     port = free_ports(1)[0]
     tag = ("x" if extra else "") + ("e" if app_env else "")
-    env_line = ("env = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in app_env.items())
-                + " }\n") if app_env else ""
+    env_line = f"env = {toml_value(app_env)}\n" if app_env else ""
     folder = tmp / f"{capture}-{threads}-{barrier}-{n}{tag}"
     folder.mkdir()
     name = f"cap{os.getpid()}{capture[0]}{threads[0]}{barrier[0]}{n}{tag}"
@@ -154,13 +153,6 @@ def http_load(exe: Path, port: int, path: str, seconds: float) -> float:
     return float(figures["rps"])
 
 
-def _toml(value: str | dict[str, str]) -> str:
-    """A string, or a table of strings inline (the [app] env)."""
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f'{k} = "{v}"' for k, v in value.items()) + " }"
-    return f'"{value}"'
-
-
 def start_server(command: list[str], folder: Path, name: str,
                  mig: tuple[str, dict[str, str], dict[str, str | dict[str, str]]] | None,
                  cpus: str | None = None) -> subprocess.Popen[bytes]:
@@ -172,7 +164,7 @@ def start_server(command: list[str], folder: Path, name: str,
         return subprocess.Popen([*pin, *command], cwd=folder, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     bootstrap, env, keys = mig
-    extra = "".join(f'{key} = {_toml(value)}\n' for key, value in keys.items())
+    extra = "".join(f'{key} = {toml_value(value)}\n' for key, value in keys.items())
     (folder / "app.toml").write_text(
         f'[app]\nname = "{name}"\ncommand = {json.dumps(command)}\n{extra}'
         f'[kafka]\nbootstrap_servers = "{bootstrap}"\n')

@@ -48,6 +48,7 @@ from benchlib import (  # noqa: E402 - a sibling
     broker_up,
     machine,
     print_table,
+    toml_value,
     warm_rounds,
 )
 
@@ -104,8 +105,7 @@ class Bench:
         path.write_text("\n".join([
             "[app]", f'name = "{name}"', f"command = {json.dumps(command)}",
             f'barrier_mode = "{mode}"', f'threads = "{threads}"',
-            *([f"env = {{ {', '.join(f'{k} = {json.dumps(v)}' for k, v in env.items())} }}"]
-              if env else []),
+            *([f"env = {toml_value(env)}"] if env else []),
             "[kafka]",
             f'bootstrap_servers = "127.0.0.1:{self.port}"']) + "\n")
         return path

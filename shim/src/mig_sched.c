@@ -234,10 +234,10 @@ static unsigned long pinned_mask[16]; /* the one CPU mig pinned it to */
  * starts get SCHED_OTHER back. */
 static int batched;
 
-static void set_policy(int policy)
+static long set_policy(int policy)
 {
     struct sched_param none = {0};
-    mig_sys(SYS_sched_setscheduler, 0, policy, &none);
+    return mig_sys(SYS_sched_setscheduler, 0, policy, &none);
 }
 
 static void pin_to_one_cpu(void)
@@ -252,9 +252,8 @@ static void pin_to_one_cpu(void)
         memcpy(pinned_mask, one, sizeof one);
         spread_len = n;
     }
-    struct sched_param none = {0};
     if (!no_batch && mig_sys(SYS_sched_getscheduler, 0) == SCHED_OTHER &&
-        mig_sys(SYS_sched_setscheduler, 0, SCHED_BATCH, &none) == 0)
+        set_policy(SCHED_BATCH) == 0)
         batched = 1; /* the threads it makes inherit it */
 }
 

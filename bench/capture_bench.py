@@ -48,6 +48,8 @@ from tests.apps.client import wait_port  # noqa: E402
 from tests.harness import stop_mig  # noqa: E402
 
 MIG = [sys.executable, "-m", "mig", "--log-format", "json"]
+# Redis with I/O threads that take their work through atomics (spin_bench, threads_bench)
+IO_THREADS = ("--io-threads", "2", "--io-threads-do-reads", "yes")
 
 
 def need(program: str, package: str) -> str:

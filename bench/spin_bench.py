@@ -34,9 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from benchlib import broker_down, broker_up, machine  # noqa: E402 - a sibling
-from capture_bench import MIG, need, run_mig, run_native, spread  # noqa: E402
+from capture_bench import IO_THREADS, MIG, need, run_mig, run_native, spread  # noqa: E402
 
-IO_THREADS = ("--io-threads", "2", "--io-threads-do-reads", "yes")
 SPIN = ROOT / "tests" / "apps" / "build" / "spinhandoff"
 
 

@@ -12,18 +12,30 @@
    the broker is warm (poolserver in output mode under load until the broker's JIT
    compilers took under 3% of a core two rounds in a row; the rounds are printed):
    natively on both CPUs, natively pinned to one CPU (``taskset -c 0``: what a recorder
-   that runs one thread at a time, as rr does, could at best reach), and under
-   ``mig primary start`` in output mode (the default: a reply leaves once the records
-   before it are committed) and in async mode. Target: mig >= 0.6x native.
-3. **Repeated replays.** RUNS times: a fresh poolserver under ``mig primary start``, a
+   that runs one thread at a time, as rr does, could at best reach), under the shim
+   alone with threads serialized and in parallel (no agent and no broker, a ring big
+   enough for every record: what serializing costs apart from the CPU that recording
+   takes on the other core), and under ``mig primary start`` in output mode (the
+   default: a reply leaves once the records before it are committed) and in async mode.
+   Target: mig >= 0.6x native.
+3. **Redis 7 (Debian)** under ``redis-benchmark -c 8 -t set,get,incr -r 100000``, with
+   its defaults (one thread serves; its bio threads wait; ``-n REQUESTS``) and with
+   ``--io-threads 2 --io-threads-do-reads yes`` (I/O threads that take work through
+   atomics, spinning: natively on one CPU a few hundred requests a second, so ``-n
+   REQUESTS/20``): natively, natively on one CPU, under the shim alone as in part 2, and
+   under ``mig primary start`` with threads serialized and in parallel, async and output,
+   after the same warm-up (part 2's, or its own with ``--only redis``). Parallel mode
+   records Redis's I/O threads, but a replica of them diverges (docs/threads.md): the
+   row is for the cost, not an option.
+4. **Repeated replays.** RUNS times: a fresh poolserver under ``mig primary start``, a
    replica (``mig replica follow``, another folder, same machine), 2,000 random
    SET/GET/DEL on 4 connections, a DUMP; the replica's dump must equal the primary's
    (its header counts the requests each worker served, so it depends on the recorded
    interleaving). Counts identical runs and divergences.
 
 Nothing asserts on timing: the table says which target each figure met or missed.
-Run: .venv/bin/python bench/threads_bench.py [--quick] [--only locks|throughput|repeated]
-    [--unbatched]
+Run: .venv/bin/python bench/threads_bench.py [--quick]
+    [--only locks|throughput|redis|repeated] [--unbatched] [--requests N]
 (about 3 minutes; --quick: smaller loops and 5 runs)
 """
 
@@ -51,6 +63,7 @@ from benchlib import (  # noqa: E402 - a sibling
     toml_value,
     warm_rounds,
 )
+from capture_bench import IO_THREADS, need, redis_bench, run_mig, run_native  # noqa: E402
 
 from mig.broker.node import free_ports  # noqa: E402
 from tests.apps.client import dump, run_ops, wait_port  # noqa: E402
@@ -213,6 +226,10 @@ class Bench:
         res: dict[str, dict[str, float]] = {}
         res["native"] = self.plain(None, seconds)
         res["native, one CPU"] = self.plain(["taskset", "-c", "0"], seconds)
+        # the shim with no agent and no broker (a ring big enough for every record): what
+        # serializing costs apart from the CPU that recording takes on the other core
+        for threads in ("serialized", "parallel"):
+            res[f"shim alone (no agent), threads {threads}"] = self.alone(threads, seconds)
         # --unbatched: serialized with MIG_SCHED_BATCH=0 too (a woken thread preempts)
         unbatched = [(mode, "serialized unbatched") for mode in ("output", "async")
                      if self.unbatched]
@@ -247,6 +264,59 @@ class Bench:
             under = res[f"under mig primary ({mode} mode, threads {threads})"]["rps"]
             self.rows.append((f"poolserver under mig ({mode}, threads {threads}) vs native"
                               " on one CPU (rr's ceiling)", f"{under / one:.2f}x", "", ""))
+        for threads in ("serialized", "parallel"):
+            alone = res[f"shim alone (no agent), threads {threads}"]["rps"]
+            self.rows.append((f"poolserver under the shim alone (threads {threads}) vs native"
+                              " on one CPU", f"{alone / one:.2f}x", "", ""))
+
+    # -- 3. Redis, with and without I/O threads
+    def redis(self, requests: int, warm: bool) -> None:
+        server = need("redis-server", "redis-server")
+        bench = need("redis-benchmark", "redis-tools")
+        if warm:
+            rounds = self.warm_up()
+            print("broker warm-up: " + " ".join(f"{r:,.0f} ({j:.0%})" for r, j in rounds),
+                  flush=True)
+        bootstrap = f"127.0.0.1:{self.port}"
+        for label, extra, n in (("defaults", (), requests),
+                                ("--io-threads 2", IO_THREADS, max(100, requests // 20))):
+            print(f"\n== 3. Redis, {label}, redis-benchmark -n {n} -c 8 -t set,get,incr ==",
+                  flush=True)
+            res = {"native": run_native(server, bench, n, self.tmp, extra, 8),
+                   "native, one CPU": run_native(server, bench, n, self.tmp, extra, 8, "0")}
+            for threads in ("serialized", "parallel"):
+                res[f"shim alone (no agent), threads {threads}"] = self.redis_alone(
+                    server, bench, n, extra, threads)
+            for mode, threads in MODES:
+                self.apps += 1
+                res[f"mig {threads} {mode}"], _, _ = run_mig(
+                    server, bench, n, self.tmp, bootstrap, self.env, "trap", threads, mode,
+                    self.apps, extra, 8)
+            for name, rps in res.items():
+                print(f"{name}: {rps:,.0f} req/s, {rps / res['native']:.2f}x native,"
+                      f" {rps / res['native, one CPU']:.2f}x one CPU", flush=True)
+            for name, rps in res.items():
+                if not name.startswith("native"):
+                    self.rows.append((f"Redis ({label}) req/s, {name}: x native, x one CPU",
+                                      f"{rps:,.0f}: {rps / res['native']:.2f}x,"
+                                      f" {rps / res['native, one CPU']:.2f}x", "", ""))
+
+    def redis_alone(self, server: str, bench: str, n: int, extra: tuple[str, ...],
+                    threads: str) -> float:
+        """Redis under the shim alone (no agent, no broker), threads serialized or parallel."""
+        port = free_ports(1)[0]
+        run_dir = Path(tempfile.mkdtemp(prefix="mig-thrbench-ring-", dir=_shm()))
+        proc = subprocess.Popen([server, "--port", str(port), *extra],
+                                cwd=run_dir, stdout=subprocess.DEVNULL,
+                                env={**_shim_env(run_dir), "MIG_CAPTURE": "trap",
+                                     "MIG_THREADS": threads})
+        try:
+            wait_port("127.0.0.1", port, 30)
+            return redis_bench(bench, port, n, 8)
+        finally:
+            proc.kill()
+            proc.wait()
+            shutil.rmtree(run_dir, ignore_errors=True)
 
     def loadgen(self, port: int, seconds: float) -> dict[str, float]:
         out = subprocess.run([str(self.bin / "loadgen"), "127.0.0.1", str(port), "4",
@@ -254,16 +324,27 @@ class Bench:
                              timeout=seconds + 60, check=True)
         return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.-]+)", out.stdout)}
 
-    def plain(self, prefix: list[str] | None, seconds: float) -> dict[str, float]:
+    def plain(self, prefix: list[str] | None, seconds: float,
+              env: dict[str, str] | None = None) -> dict[str, float]:
         port = free_ports(1)[0]
         server = subprocess.Popen([*(prefix or []), str(self.bin / "poolserver"), str(port),
-                                   "4"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   "4"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  env=env)
         try:
             wait_port("127.0.0.1", port, 10)
             return self.loadgen(port, seconds)
         finally:
             server.kill()
             server.wait(10)
+
+    def alone(self, threads: str, seconds: float) -> dict[str, float]:
+        """poolserver under the shim alone, threads serialized or parallel."""
+        run_dir = Path(tempfile.mkdtemp(prefix="mig-thrbench-ring-", dir=_shm()))
+        try:
+            return self.plain(None, seconds, {**_shim_env(run_dir), "MIG_CAPTURE": "trap",
+                                              "MIG_THREADS": threads})
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
     # -- 3. repeated replays
     def repeated(self, runs: int) -> None:
@@ -337,7 +418,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="smaller loops, 5 runs")
     parser.add_argument("--runs", type=int, default=None, help="repeated runs (default 20)")
-    parser.add_argument("--only", choices=("locks", "throughput", "repeated"),
+    parser.add_argument("--requests", type=int, default=20000,
+                        help="Redis: requests per test with its defaults (a twentieth with"
+                             " I/O threads)")
+    parser.add_argument("--only", choices=("locks", "throughput", "redis", "repeated"),
                         help="run one of the three parts")
     parser.add_argument("--unbatched", action="store_true",
                         help="throughput: also serialized with MIG_SCHED_BATCH=0 (the app's"
@@ -355,6 +439,7 @@ def main() -> int:
         bench.build()
         bench.broker_up()
         steps = {"locks": bench.locks, "throughput": bench.throughput,
+                 "redis": lambda: bench.redis(args.requests, args.only == "redis"),
                  "repeated": lambda: bench.repeated(runs)}
         for name, step in steps.items():
             if args.only and name != args.only:

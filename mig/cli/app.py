@@ -115,7 +115,9 @@ def replica_follow(
                                            " state_dir)."),
     run_dir: Optional[Path] = typer.Option(None, help="Folder of the shim's rings."),
     idle_exit: Optional[float] = typer.Option(None, help="Stop after this many seconds"
-                                              " without new records (default: follow forever)."),
+                                              " without new records (default: follow"
+                                              " forever); an error if the app has not made"
+                                              " every call it was given by then."),
     member: Optional[str] = typer.Option(None, help="This member's id in mig status and"
                                          " mig migrate --to (default: HOST-replica-PID)."),
     from_checkpoint: bool = typer.Option(True, "--from-checkpoint/--from-start",

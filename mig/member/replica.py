@@ -46,6 +46,7 @@ from mig.member.replay_state import (
 )
 from mig.progress import Progress
 from mig.ring.decode import BatchDecoder
+from mig.ring.kinds import KIND_NAMES
 from mig.ring.memory import SCAN_S
 from mig.wire.identity import member_id
 
@@ -211,6 +212,7 @@ class Replayer(Feeding, Failover, Checkpointing):
                     return self.stats
                 if (self.idle_exit_s is not None and not self._backlog()
                         and time.monotonic() - last_input > self.idle_exit_s):
+                    self._all_taken()
                     return self.stats
         finally:
             reader.close()
@@ -222,6 +224,23 @@ class Replayer(Feeding, Failover, Checkpointing):
                     log.warning("mig.replayer.final_status_failed", error=repr(exc))
                 if self.proc is not None and self.proc.poll() is None:
                     kill_group(self.proc)
+
+    def _all_taken(self) -> None:
+        """--idle-exit: the log has been idle that long. A process whose app has not taken
+        every call fed to it is stuck (gone another way than the primary's, at no call the
+        replay compares) or slower than that: stopping as if the replay were done would
+        hide it, so this says which call it has not reached."""
+        for lpid, ring in self.rings.items():
+            nxt = ring.next_record()
+            if nxt is None or ring.divergence() is not None:
+                continue
+            seq, tid, kind = nxt
+            raise MigError(
+                f"the log had nothing new for {self.idle_exit_s:g} s (--idle-exit), but"
+                f" process {lpid} of the app has not made its next recorded call: seq {seq},"
+                f" thread {tid}, {KIND_NAMES.get(kind, kind)}; it is stuck or went another"
+                " way than the primary's where the replay compares no call, or it is"
+                " slower than --idle-exit allows (a longer one tells which)")
 
     # -- status
     def lag(self) -> tuple[int, int]:

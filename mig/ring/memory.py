@@ -226,6 +226,21 @@ class Ring:
     def tail(self) -> int:
         return self._u64("tail")
 
+    def next_record(self) -> tuple[int, int, int] | None:
+        """Replay: (seq, thread, kind) of the record the app takes next, the one at the
+        tail (a pad at the data area's end skipped); None when it has taken all it got."""
+        tail, head = self.tail, self.head
+        while tail < head:
+            at = tail % self.capacity
+            length, kind, flags = struct.unpack_from("<IHH", self.data, at)
+            if not flags & F_PAD:
+                _, _, _, tid, _, seq = struct.unpack_from("<IHHIiQ", self.data, at)
+                return seq, tid, kind
+            if length <= 0:
+                return None
+            tail += length
+        return None
+
     def release(self, position: int) -> None:
         """Everything before ``position`` is consumed: the shim may reuse the space."""
         self._set_u64("tail", position)

@@ -415,3 +415,25 @@ def test_an_idle_primary_agent_sleeps_until_its_next_timer(tmp_path, settings, a
     turns = re.search(r"\"turns\": (\d+)", rec.stderr)
     assert turns is not None, rec.stderr
     assert int(turns[1]) < 3 * 60, f"{turns[1]} turns in an app's 3 s of sleep"
+
+
+def test_a_replica_whose_app_stops_taking_calls_does_not_end_as_done(
+        tmp_path, settings, app_name):
+    """--idle-exit stops a replica once the log has had nothing new for that long. A shell
+    reads a flag file (read for real on each host, not recorded): the primary's says go,
+    and the shell runs date; the replica's says wait, and its shell spins at no call. The
+    replica used to stop with exit 0 and "replayed N calls" while its app had not taken
+    the log's fork of date; it now stops with an error naming that call."""
+    script = "read f < flag; if [ $f = wait ]; then while :; do :; done; fi; /bin/date > out.txt"
+    app = write_app(tmp_path / "primary", app_name, ["/bin/sh", "-c", script],
+                    settings.bootstrap_servers)
+    (tmp_path / "primary" / "flag").write_text("go\n")
+    record(app, tmp_path / "home-p")
+    assert (tmp_path / "primary" / "out.txt").exists()
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "flag").write_text("wait\n")
+    run = replay(app, backup, tmp_path / "home-r", idle_exit=2, timeout=60)
+    assert run.returncode == 1, (run.returncode, run.stdout, run.stderr[-2000:])
+    assert "has not made its next recorded call: seq" in run.stderr, run.stderr[-2000:]
+    assert not (backup / "out.txt").exists()

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["cpu_by_process", "cpu_spent", "machine", "percentile", "sleeps_by_process",
@@ -198,3 +201,25 @@ def warm_rounds(load: Callable[[], float], brokers: Callable[[], list[int]], lea
 def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """``after - before`` per key (a process that started between them: all of its time)."""
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
+
+
+@contextmanager
+def shim_alone(threads: str | None = None) -> Iterator[dict[str, str]]:
+    """The environment of a program under the shim alone: what mig's launcher gives a
+    recorded app (mig/member/launch.py), with a 1 GiB ring in a new folder (removed after)
+    and no agent reading it, so no broker either. ``threads``: "serialized" or "parallel"
+    with complete capture; None: the shim's defaults."""
+    from mig.paths import shim_library
+
+    run_dir = Path(tempfile.mkdtemp(prefix="mig-bench-ring-",
+                                    dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+           "LD_PRELOAD": str(shim_library()), "MIG_MODE": "record",
+           "MIG_RUN_DIR": str(run_dir), "MIG_LPID": "1", "MIG_BARRIER": "async",
+           "MIG_RING_BYTES": str(1 << 30)}
+    if threads:
+        env.update({"MIG_CAPTURE": "trap", "MIG_THREADS": threads})
+    try:
+        yield env
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)

@@ -157,14 +157,15 @@ def http_load(exe: Path, port: int, path: str, seconds: float) -> float:
 
 def start_server(command: list[str], folder: Path, name: str,
                  mig: tuple[str, dict[str, str], dict[str, str | dict[str, str]]] | None,
-                 cpus: str | None = None) -> subprocess.Popen[bytes]:
+                 cpus: str | None = None,
+                 env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """A server natively in ``folder`` (mig None; on the CPUs ``cpus`` names, with
-    taskset, if given) or under mig primary start (mig: bootstrap, env, and the [app] keys
-    to set beside name and command, in folder/app.toml)."""
+    taskset, if given; with ``env`` if given) or under mig primary start (mig: bootstrap,
+    env, and the [app] keys to set beside name and command, in folder/app.toml)."""
     if mig is None:
         pin = ["taskset", "-c", cpus] if cpus else []
         return subprocess.Popen([*pin, *command], cwd=folder, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+                                stderr=subprocess.DEVNULL, env=env)
     bootstrap, env, keys = mig
     extra = "".join(f'{key} = {toml_value(value)}\n' for key, value in keys.items())
     (folder / "app.toml").write_text(

@@ -8,7 +8,9 @@ connections, one request in flight on each; it acknowledges at once, as http.ser
 writes headers and body apart): requests per second, p50, and the server's voluntary
 context switches per request (its threads blocking: what handing work between threads
 costs), natively on both CPUs, natively on one CPU (``taskset -c 0``: rr's ceiling, one
-thread at a time), and under ``mig primary start`` with threads serialized (the default:
+thread at a time), under the shim alone with threads serialized and in parallel (no agent
+and no broker: what serializing costs apart from the CPU recording takes), and under
+``mig primary start`` with threads serialized (the default:
 the run token passes at calls, a replica follows) and in parallel (lock order only:
 CPython's GIL requests are not ordered, a replica diverges: docs/threads.md), in async
 and output mode, with no replica.
@@ -24,6 +26,7 @@ native and to one CPU in the same round. Nothing asserts on timing. Run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
@@ -38,6 +41,7 @@ from benchlib import (  # noqa: E402
     broker_down,
     broker_up,
     machine,
+    shim_alone,
     sleeps_by_process,
     warm_rounds,
 )
@@ -84,12 +88,12 @@ Mig = tuple[str, dict[str, str], str, str, dict[str, str]]
 
 def serve(tmp: Path, tag: str, exe: Path, conns: int, seconds: float, cpus: str | None,
           mig: Mig | None,
-          server: str = "python") -> tuple[float, float, float]:
-    """One configuration: natively (mig None, pinned to ``cpus`` if given) or under mig
-    primary start (bootstrap, env, threads, barrier, the app's env): requests per second,
-    p50 (us), and how often the server's threads blocked per request (voluntary context
-    switches: the cost of handing work between threads, which serialized threads add
-    to)."""
+          server: str = "python", alone: str | None = None) -> tuple[float, float, float]:
+    """One configuration: natively (mig None, pinned to ``cpus`` if given; under the shim
+    alone, with threads ``alone``, if given) or under mig primary start (bootstrap, env,
+    threads, barrier, the app's env): requests per second, p50 (us), and how often the
+    server's threads blocked per request (voluntary context switches: the cost of handing
+    work between threads, which serialized threads add to)."""
     port = free_ports(1)[0]
     folder = tmp / f"http-{tag}"
     www = folder / "www"
@@ -102,7 +106,14 @@ def serve(tmp: Path, tag: str, exe: Path, conns: int, seconds: float, cpus: str 
         if mig[4]:
             app["env"] = mig[4]
         keys = (mig[0], mig[1], app)
-    proc = start_server(command, folder, f"http{os.getpid()}{tag}", keys, cpus)
+    with contextlib.ExitStack() as stack:
+        env = stack.enter_context(shim_alone(alone)) if alone else None
+        proc = start_server(command, folder, f"http{os.getpid()}{tag}", keys, cpus, env)
+        return _measure(proc, command, exe, port, conns, seconds, mig is None)
+
+
+def _measure(proc: subprocess.Popen[bytes], command: list[str], exe: Path, port: int,
+             conns: int, seconds: float, native: bool) -> tuple[float, float, float]:
     try:
         wait_port("127.0.0.1", port, 60)
         comm = Path(command[0]).name
@@ -113,7 +124,7 @@ def serve(tmp: Path, tag: str, exe: Path, conns: int, seconds: float, cpus: str 
         slept = sum(v - before.get(k, 0.0) for k, v in after.items() if k.endswith(comm))
         return rate, p50, slept / max(requests, 1)
     finally:
-        stop_server(proc, mig is None)
+        stop_server(proc, native)
 
 
 def warm_up(tmp: Path, exe: Path, conns: int, bootstrap: str, env: dict[str, str],
@@ -192,6 +203,9 @@ def main() -> None:
         for r in range(args.runs):
             runs: list[tuple[str, str | None, Mig | None]]
             runs = [("native", None, None), ("native, one CPU", "0", None)]
+            # no agent and no broker: what serializing costs apart from recording's CPU
+            runs += [(f"shim alone, {threads}", None, None)
+                     for threads in ("serialized", "parallel")]
             runs += [(f"mig {threads} {barrier}", None,
                       (bootstrap, env, threads, barrier, {}))
                      for threads in ("serialized", "parallel")
@@ -207,11 +221,12 @@ def main() -> None:
             extra += [(f"mig serialized async {us} us", None,
                        (bootstrap, env, "serialized", "async", {"MIG_SLICE_US": str(us)}))
                       for us in slices]
-            runs[3:3] = extra
+            runs[5:5] = extra
             for i, (key, cpus, mig) in enumerate(runs):
                 print(f"round {r + 1}: {key}", file=sys.stderr, flush=True)
+                alone = key.split(", ")[1] if key.startswith("shim alone") else None
                 rate, p50, slept = serve(tmp, f"{r}{i}", exe, args.conns, args.seconds, cpus,
-                                         mig, args.server)
+                                         mig, args.server, alone)
                 rates.setdefault(key, []).append(rate)
                 p50s.setdefault(key, []).append(p50)
                 sleeps.setdefault(key, []).append(slept)

@@ -60,6 +60,7 @@ from benchlib import (  # noqa: E402 - a sibling
     broker_up,
     machine,
     print_table,
+    shim_alone,
     toml_value,
     warm_rounds,
 )
@@ -138,12 +139,9 @@ class Bench:
         native = _figures(native_out.read_text())
         # the shim with no agent (a ring big enough for every record): the hot path's share
         alone_out = self.tmp / "locks-shim.txt"
-        run_dir = Path(tempfile.mkdtemp(prefix="mig-thrbench-ring-", dir=_shm()))
-        try:
+        with shim_alone() as env:
             subprocess.run([str(self.bin / "locks"), str(alone_out), str(iters)], check=True,
-                           timeout=300, env=_shim_env(run_dir))
-        finally:
-            shutil.rmtree(run_dir, ignore_errors=True)
+                           timeout=300, env=env)
         alone = _figures(alone_out.read_text())
         for threads in ("serialized", "parallel"):
             self.locks_under_mig(iters, threads, native, alone)
@@ -305,18 +303,15 @@ class Bench:
                     threads: str) -> float:
         """Redis under the shim alone (no agent, no broker), threads serialized or parallel."""
         port = free_ports(1)[0]
-        run_dir = Path(tempfile.mkdtemp(prefix="mig-thrbench-ring-", dir=_shm()))
-        proc = subprocess.Popen([server, "--port", str(port), *extra],
-                                cwd=run_dir, stdout=subprocess.DEVNULL,
-                                env={**_shim_env(run_dir), "MIG_CAPTURE": "trap",
-                                     "MIG_THREADS": threads})
-        try:
-            wait_port("127.0.0.1", port, 30)
-            return redis_bench(bench, port, n, 8)
-        finally:
-            proc.kill()
-            proc.wait()
-            shutil.rmtree(run_dir, ignore_errors=True)
+        with shim_alone(threads) as env:
+            proc = subprocess.Popen([server, "--port", str(port), *extra],
+                                    cwd=env["MIG_RUN_DIR"], stdout=subprocess.DEVNULL, env=env)
+            try:
+                wait_port("127.0.0.1", port, 30)
+                return redis_bench(bench, port, n, 8)
+            finally:
+                proc.kill()
+                proc.wait()
 
     def loadgen(self, port: int, seconds: float) -> dict[str, float]:
         out = subprocess.run([str(self.bin / "loadgen"), "127.0.0.1", str(port), "4",
@@ -339,12 +334,8 @@ class Bench:
 
     def alone(self, threads: str, seconds: float) -> dict[str, float]:
         """poolserver under the shim alone, threads serialized or parallel."""
-        run_dir = Path(tempfile.mkdtemp(prefix="mig-thrbench-ring-", dir=_shm()))
-        try:
-            return self.plain(None, seconds, {**_shim_env(run_dir), "MIG_CAPTURE": "trap",
-                                              "MIG_THREADS": threads})
-        finally:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        with shim_alone(threads) as env:
+            return self.plain(None, seconds, env)
 
     # -- 3. repeated replays
     def repeated(self, runs: int) -> None:
@@ -393,21 +384,6 @@ class Bench:
                           " identical dumps / divergences / other",
                           f"{same} / {diverged} / {other}", f"{runs} / 0 / 0",
                           "met" if same == runs else "MISSED"))
-
-
-def _shm() -> str | None:
-    return "/dev/shm" if Path("/dev/shm").is_dir() else None
-
-
-def _shim_env(run_dir: Path) -> dict[str, str]:
-    """What mig's launcher gives a recorded app (mig/member/launch.py), with a 1 GiB ring and no
-    agent reading it: the program runs under the shim alone."""
-    from mig.paths import shim_library
-
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-            "LD_PRELOAD": str(shim_library()), "MIG_MODE": "record",
-            "MIG_RUN_DIR": str(run_dir), "MIG_LPID": "1", "MIG_BARRIER": "async",
-            "MIG_RING_BYTES": str(1 << 30)}
 
 
 def _figures(text: str) -> dict[str, float]:

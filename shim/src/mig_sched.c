@@ -320,8 +320,17 @@ static int own_thread(long tid)
     return !tid || mig_sys(SYS_tgkill, mig_sys(SYS_getpid), tid, 0) == 0;
 }
 
-/* The app asks for or sets a thread's scheduling policy (trapped): 1 and *ret when
- * answered here. The SCHED_BATCH mig set shows as SCHED_OTHER. */
+/* The head of the kernel's struct sched_attr (sched_getattr, sched_setattr) */
+struct sched_attr_head {
+    uint32_t size, policy;
+    uint64_t flags;
+};
+#define KEEP_POLICY 0x08 /* SCHED_FLAG_KEEP_POLICY */
+
+/* The app asks for or sets a thread's scheduling policy (trapped: sched_getscheduler,
+ * sched_setscheduler, and sched_getattr and sched_setattr, which chrt and newer libcs
+ * use): 1 and *ret when answered here. The SCHED_BATCH mig set shows as SCHED_OTHER; a
+ * policy the app sets is its own from then on, for every thread. */
 int mig_sched_policy(long nr, const long *a, long *ret)
 {
     if (!batched || !own_thread(a[0]))
@@ -330,7 +339,20 @@ int mig_sched_policy(long nr, const long *a, long *ret)
         batched = 0; /* the app sets its threads' policies itself from here */
         return 0;
     }
-    long r = mig_sys(SYS_sched_getscheduler, a[0]);
+    long r = mig_sys(nr, a[0], a[1], a[2], a[3]);
+    *ret = r;
+    if (nr == SYS_sched_setattr) {
+        /* (read once the kernel has: the attributes are readable) */
+        if (r == 0 && !(((const struct sched_attr_head *)a[1])->flags & KEEP_POLICY))
+            batched = 0;
+        return 1;
+    }
+    if (nr == SYS_sched_getattr) {
+        struct sched_attr_head *h = (struct sched_attr_head *)a[1];
+        if (r == 0 && h->policy == SCHED_BATCH)
+            h->policy = SCHED_OTHER;
+        return 1;
+    }
     if (r >= 0 && (r & ~(long)SCHED_RESET_ON_FORK) == SCHED_BATCH)
         r = (r & SCHED_RESET_ON_FORK) | SCHED_OTHER;
     *ret = r;

@@ -427,7 +427,7 @@ static int passes(long nr)
     case SYS_set_tid_address: case SYS_arch_prctl: case SYS_sched_yield:
     case SYS_sched_getaffinity: case SYS_sched_setaffinity: case SYS_sched_getparam:
     case SYS_sched_setparam: case SYS_sched_getscheduler: case SYS_sched_setscheduler:
-    case SYS_sched_get_priority_max: case SYS_sched_get_priority_min: case SYS_getpriority:
+    case SYS_sched_getattr: case SYS_sched_setattr: case SYS_sched_get_priority_max: case SYS_sched_get_priority_min: case SYS_getpriority:
     case SYS_setpriority: case SYS_sigaltstack: case SYS_rt_sigpending:
     case SYS_rt_sigsuspend: case SYS_tgkill: case SYS_tkill: case SYS_rt_tgsigqueueinfo:
     case SYS_getuid: case SYS_geteuid: case SYS_getgid: case SYS_getegid: case SYS_getgroups:
@@ -656,7 +656,8 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
         long r; /* a serialized process's threads run on one CPU (mig_sched.c) */
         return mig_sched_affinity(nr, a, &r) ? r : mig_trap_raw(nr, a);
     }
-    case SYS_sched_getscheduler: case SYS_sched_setscheduler: {
+    case SYS_sched_getscheduler: case SYS_sched_setscheduler: case SYS_sched_getattr:
+    case SYS_sched_setattr: {
         long r; /* ... under SCHED_BATCH, which the app does not see (mig_sched.c) */
         return mig_sched_policy(nr, a, &r) ? r : mig_trap_raw(nr, a);
     }

@@ -1,6 +1,8 @@
 /* affinity.c -- what a threaded program sees of its CPUs and its scheduling policy. It
  * starts a thread, then counts how many CPUs sched_getaffinity gives it and its thread,
- * and says which policy sched_getscheduler gives it; then, as "A/P", how many CPUs
+ * and says which policy sched_getscheduler gives it, and sched_getattr (a raw system call,
+ * as chrt makes it); sets its policy to SCHED_OTHER with sched_setattr and says the
+ * result; then, as "A/P", how many CPUs
  * /proc/self/status says it may run on (Cpus_allowed_list: where it really runs) and the
  * kernel's policy of the thread (/proc/thread-self/stat: what it really runs under), for
  * itself, a child it forks, a program it starts by fork and exec, and one it starts by
@@ -10,7 +12,8 @@
  * count and SCHED_OTHER, and the programs it starts, its forked child and the program it
  * becomes get every CPU and SCHED_OTHER back.
  *
- * usage: affinity   prints "affinity mask=N thread=N policy=P allowed=A/P
+ * usage: affinity   prints "affinity mask=N thread=N policy=P attr_policy=P setattr=R
+ *                   allowed=A/P
  *                   child_allowed=C/P exec_allowed=E/P spawn_allowed=S/P after_exec=X/P"
  */
 #define _GNU_SOURCE
@@ -20,8 +23,32 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/* the kernel's struct sched_attr (glibc 2.36 declares no wrapper) */
+struct attr {
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+};
+
+static int attr_policy(void)
+{
+    struct attr a = {0};
+    return syscall(SYS_sched_getattr, 0, &a, sizeof a, 0) == 0 ? (int)a.policy : -1;
+}
+
+/* SCHED_OTHER at nice 0, as sched_setattr sets it */
+static long set_other(void)
+{
+    struct attr a = {.size = sizeof a, .policy = SCHED_OTHER};
+    return syscall(SYS_sched_setattr, 0, &a, 0);
+}
 
 static int mask_count(void)
 {
@@ -155,10 +182,13 @@ int main(int argc, char **argv)
     where(here, sizeof here);
     started_where("/proc/self/exe", 0, exec_at, sizeof exec_at);
     started_where("/proc/self/exe", 1, spawn_at, sizeof spawn_at);
+    int policy = sched_getscheduler(0), by_attr = attr_policy();
+    long set = set_other();
     char line[256];
-    snprintf(line, sizeof line, "affinity mask=%d thread=%d policy=%d allowed=%s"
-             " child_allowed=%s exec_allowed=%s spawn_allowed=%s", mask_count(),
-             thread_count, sched_getscheduler(0), here, child_at, exec_at, spawn_at);
+    snprintf(line, sizeof line, "affinity mask=%d thread=%d policy=%d attr_policy=%d"
+             " setattr=%ld allowed=%s child_allowed=%s exec_allowed=%s spawn_allowed=%s",
+             mask_count(), thread_count, policy, by_attr, set, here, child_at, exec_at,
+             spawn_at);
     char *args[] = {(char *)"affinity", (char *)"exec", line, NULL};
     execv("/proc/self/exe", args);
     return 1;

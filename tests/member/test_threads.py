@@ -423,7 +423,8 @@ def test_a_serialized_process_runs_on_one_cpu_and_sees_its_own_mask(
     threads (Cpus_allowed_list has one, rr's way: the token then passes by a context
     switch, not a wake-up on another CPU), and under SCHED_BATCH (3: a thread the token
     passes to does not preempt the one that let it go), yet sched_getaffinity tells it
-    and its thread the mask it had, and sched_getscheduler SCHED_OTHER (0), as natively;
+    and its thread the mask it had, and sched_getscheduler and sched_getattr SCHED_OTHER
+    (0), as natively (sched_getattr and sched_setattr were refused, the app stopped);
     a child it forks, the programs it starts by fork + exec and by posix_spawn, and the
     program it becomes by exec run on every CPU under SCHED_OTHER again. The same output
     on the replica."""
@@ -432,14 +433,15 @@ def test_a_serialized_process_runs_on_one_cpu_and_sees_its_own_mask(
     native = subprocess.run([str(BUILD / "affinity")], capture_output=True, text=True,
                             check=True).stdout
     every = f"{cpus}/0"  # every CPU, SCHED_OTHER
-    assert native.strip() == (f"affinity mask={cpus} thread={cpus} policy=0"
-                              f" allowed={every} child_allowed={every}"
+    assert native.strip() == (f"affinity mask={cpus} thread={cpus} policy=0 attr_policy=0"
+                              f" setattr=0 allowed={every} child_allowed={every}"
                               f" exec_allowed={every} spawn_allowed={every}"
                               f" after_exec={every}"), native
     app = write_app(tmp_path / "primary", app_name, [str(BUILD / "affinity")],
                     broker.settings.bootstrap_servers, threads="serialized")
     recorded, result, replayed = _record_replay(app, tmp_path, "affinity mask=")
-    assert recorded.strip() == (f"affinity mask={cpus} thread={cpus} policy=0 allowed=1/3"
+    assert recorded.strip() == (f"affinity mask={cpus} thread={cpus} policy=0 attr_policy=0"
+                                f" setattr=0 allowed=1/3"
                                 f" child_allowed={every} exec_allowed={every}"
                                 f" spawn_allowed={every} after_exec={every}"), recorded
     assert result.returncode == 0, (recorded, result.stderr[-3000:])

@@ -452,6 +452,38 @@ MIG_TLS long mig_trap_nr;
 
 static long dispatch(long nr, const long *a, ucontext_t *uc);
 
+/* sendmmsg: each message a sendmsg of its own, recorded (and held, in output mode) as one:
+ * the count sent, or the first message's error (glibc's resolver sends its A and AAAA
+ * queries so). */
+static long send_many(int fd, struct mmsghdr *v, unsigned n, int flags)
+{
+    unsigned i = 0;
+    for (; i < n && i < UIO_MAXIOV; i++) {
+        ssize_t r = sendmsg(fd, &v[i].msg_hdr, flags);
+        if (r < 0)
+            return i ? (long)i : -errno;
+        v[i].msg_len = (unsigned)r;
+    }
+    return (long)i;
+}
+
+/* recvmmsg without a timeout: each message a recvmsg of its own, recorded as one; with
+ * MSG_WAITFORONE those after the first do not wait. The count received, or the first
+ * one's error (an error after that ends the count, as the kernel's does). */
+static long recv_many(int fd, struct mmsghdr *v, unsigned n, int flags)
+{
+    unsigned i = 0;
+    int one = flags & MSG_WAITFORONE;
+    flags &= ~MSG_WAITFORONE;
+    for (; i < n && i < UIO_MAXIOV; i++) {
+        ssize_t r = recvmsg(fd, &v[i].msg_hdr, flags | (one && i ? MSG_DONTWAIT : 0));
+        if (r < 0)
+            return i ? (long)i : -errno;
+        v[i].msg_len = (unsigned)r;
+    }
+    return (long)i;
+}
+
 long mig_trap_dispatch(long nr, const long *a, ucontext_t *uc)
 {
     long outer = mig_trap_nr; /* (a call of a handler the shim runs inside one) */
@@ -479,6 +511,12 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
                            (const struct sockaddr *)a[4], (socklen_t)a[5]));
     case SYS_recvmsg: return kret_of(recvmsg((int)a[0], (struct msghdr *)a[1], (int)a[2]));
     case SYS_sendmsg: return kret_of(sendmsg((int)a[0], (const struct msghdr *)a[1], (int)a[2]));
+    case SYS_sendmmsg: return send_many((int)a[0], (struct mmsghdr *)a[1], (unsigned)a[2], (int)a[3]);
+    case SYS_recvmmsg:
+        if (a[4])
+            REFUSE("recvmmsg with a timeout, whose end is checked only between messages,"
+                   " is not replayed (docs/interceptor.md)");
+        return recv_many((int)a[0], (struct mmsghdr *)a[1], (unsigned)a[2], (int)a[3]);
     /* sockets */
     case SYS_socket: return kret_of(socket((int)a[0], (int)a[1], (int)a[2]));
     case SYS_socketpair: return kret_of(socketpair((int)a[0], (int)a[1], (int)a[2], (int *)a[3]));

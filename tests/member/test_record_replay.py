@@ -20,7 +20,7 @@ from tests.harness import record, replay, write_app
 SNIPPETS = Path(__file__).resolve().parents[1] / "snippets"
 C_SNIPPETS = ["clocks", "random", "ident", "pipes", "sleeps", "tcp", "procs", "signals",
               "procfs", "bigio", "rawcalls", "dlthread", "msgs", "clockwaits", "fdctl", "vdsoclock",
-              "brokenpipe"]
+              "brokenpipe", "mmsg"]
 
 
 @pytest.fixture(scope="module")
@@ -437,3 +437,4 @@ def test_a_replica_whose_app_stops_taking_calls_does_not_end_as_done(
     assert run.returncode == 1, (run.returncode, run.stdout, run.stderr[-2000:])
     assert "has not made its next recorded call: seq" in run.stderr, run.stderr[-2000:]
     assert not (backup / "out.txt").exists()
+

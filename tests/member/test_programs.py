@@ -56,6 +56,84 @@ def test_sqlite3_shell_fed_through_a_pipe_records_and_replays(tmp_path, settings
     assert dump.strip() == "40"
 
 
+class _Resolver(threading.Thread):
+    """A DNS server on 127.0.0.1:53 that answers every A query with ``address`` and every
+    other query with no record, until stopped."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(daemon=True)
+        self.address = bytes(int(x) for x in address.split("."))
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.bind(("127.0.0.1", 53))
+        except OSError as exc:
+            raise AssertionError(f"this test needs 127.0.0.1:53 for its DNS server: {exc}"
+                                 ) from exc
+        self.sock.settimeout(0.1)
+        self.queries = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                query, peer = self.sock.recvfrom(512)
+            except TimeoutError:
+                continue
+            end = 12
+            while query[end]:
+                end += query[end] + 1
+            question = query[12:end + 5]
+            is_a = query[end + 1:end + 3] == b"\0\1"
+            head = query[:2] + b"\x81\x80\0\1" + (b"\0\1" if is_a else b"\0\0") + b"\0\0\0\0"
+            answer = b"\xc0\x0c\0\1\0\1\0\0\0\x3c\0\4" + self.address if is_a else b""
+            self.sock.sendto(head + question + answer, peer)
+            self.queries += 1
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(5)
+        self.sock.close()
+
+
+def test_getent_resolves_a_name_by_dns_and_a_backup_replays_the_answer(tmp_path, settings,
+                                                                        app_name):
+    """Debian's getent resolves a name through glibc's resolver: its A and AAAA queries
+    leave in one sendmmsg made inside libc (it stopped the app as an unsupported call),
+    the answers come back by recvfrom. The primary and the backup run with an
+    /etc/resolv.conf naming a DNS server on 127.0.0.1 (a mount namespace of their own);
+    the server answers with an address drawn for this run and is gone when the backup
+    replays, which prints the primary's answer from the log."""
+    getent = need("getent", "libc-bin")
+    unshare = need("unshare", "util-linux")
+    address = f"10.{os.getpid() % 250}.{int(time.time()) % 250}.7"
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:2 attempts:1\n")
+    wrap = [unshare, "-m", "sh", "-c", f"mount --bind {resolv} /etc/resolv.conf && exec \"$@\"",
+            "sh", sys.executable, "-m", "mig", "--log-format", "json"]
+    prim, rep = tmp_path / "primary", tmp_path / "backup"
+    app = write_app(prim, app_name, [getent, "ahosts", "mig-dns-test.example"],
+                    settings.bootstrap_servers)
+    server = _Resolver(address)
+    server.start()
+    try:
+        rec = subprocess.run([*wrap, "primary", "start", str(app)], capture_output=True,
+                             text=True, timeout=120, stdin=subprocess.DEVNULL,
+                             env={**os.environ, "MIG_HOME": str(tmp_path / "home-p")})
+    finally:
+        server.stop()
+    assert rec.returncode == 0 and "app exit code 0" in rec.stdout, rec.stdout + rec.stderr
+    assert server.queries >= 2, server.queries  # A and AAAA
+    primary = (prim / "state" / "mig-app.log").read_text()
+    assert primary.startswith(f"{address}  "), primary
+    rep.mkdir()
+    out = subprocess.run([*wrap, "replica", "follow", str(app), "--workdir", str(rep),
+                          "--idle-exit", "5"], capture_output=True, text=True, timeout=120,
+                         stdin=subprocess.DEVNULL,
+                         env={**os.environ, "MIG_HOME": str(tmp_path / "home-r")})
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert (rep / "state" / "mig-app.log").read_text() == primary
+
+
 # What a shell driven through a pipe runs: pipelines whose reader leaves early (`yes` is
 # ended by SIGPIPE, GNU head seeks back on its piped input), GNU xargs (which lists
 # /proc/self/fd at its start), a program found on PATH after misses, `read -t` (pselect6),

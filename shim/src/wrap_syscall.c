@@ -161,19 +161,27 @@ static long without_token(long nr, const long *a)
     return r;
 }
 
-/* pause and sigsuspend: a wait for a signal, recorded as a SLEEP (args[0] 4: pause, 5:
- * sigsuspend) with its result, EINTR. A replica waits for that record in the shim -- so a
- * checkpoint finds the process at rest, as an nginx master waits between its signals --
- * and returns it; the handlers of the signals that ended the wait run at the process's
- * next call, where the primary's ran too (wrap_signal.c defers them there). SIGSYS stays
- * deliverable during the wait. */
+/* pause, sigsuspend and sigtimedwait: a wait for a signal, recorded as a SLEEP (args[0] 4:
+ * pause, 5: sigsuspend, 6: rt_sigtimedwait) with its result: EINTR, or the signal taken
+ * (sigwait, sigwaitinfo, sigtimedwait; EAGAIN at the timeout), with its siginfo as the
+ * payload. A replica waits for that record in the shim -- so a checkpoint finds the
+ * process at rest, as an nginx master waits between its signals -- and returns it (no
+ * signal is pending there: the primary's came from outside or from a kill the replica
+ * does not send); the handlers of the signals that ended a pause or sigsuspend run at the
+ * process's next call, where the primary's ran too (wrap_signal.c defers them there).
+ * SIGSYS stays deliverable during the wait, and neither it nor the preemption's signal
+ * can be taken by sigtimedwait. */
 static long on_sigwait(long nr, const long *a)
 {
-    struct mig_call c = {.kind = MIG_K_SLEEP, .args = {nr == SYS_pause ? 4 : 5}};
+    struct mig_call c = {.kind = MIG_K_SLEEP,
+                         .args = {nr == SYS_pause ? 4 : nr == SYS_rt_sigsuspend ? 5 : 6}};
+    siginfo_t *info = nr == SYS_rt_sigtimedwait ? (siginfo_t *)a[1] : NULL;
     mig_sched_point();
     mig_busy++;
     if (mig_mode == MIG_REPLAY && mig_replay(&c, 1)) {
         long r = c.result < 0 ? -c.err : c.result;
+        if (info && r > 0 && c.payload_len == sizeof *info)
+            memcpy(info, c.payload, sizeof *info);
         mig_replay_done();
         mig_busy--;
         return r;
@@ -181,17 +189,31 @@ static long on_sigwait(long nr, const long *a)
     mig_sched_block();
     mig_busy--;
     long r;
-    if (nr == SYS_rt_sigsuspend) {
-        uint64_t mask = a[0] && a[1] == 8 ? *(const uint64_t *)a[0] & ~NEVER_BLOCKED : 0;
-        r = a[1] == 8 ? mig_sys(SYS_rt_sigsuspend, a[0] ? &mask : NULL, 8) : -EINVAL;
+    siginfo_t got;
+    if (nr == SYS_rt_sigsuspend || nr == SYS_rt_sigtimedwait) {
+        const long *set = (const long *)a[0];
+        size_t size = (size_t)a[nr == SYS_rt_sigsuspend ? 1 : 3];
+        uint64_t mask = set && size == 8 ? *(const uint64_t *)set & ~NEVER_BLOCKED : 0;
+        if (size != 8)
+            r = -EINVAL;
+        else if (nr == SYS_rt_sigsuspend)
+            r = mig_sys(SYS_rt_sigsuspend, set ? &mask : NULL, 8);
+        else
+            r = mig_sys(SYS_rt_sigtimedwait, set ? &mask : NULL, &got, a[2], 8);
     } else {
         r = mig_trap_raw(nr, a);
     }
     mig_busy++;
     c.result = r < 0 ? -1 : r;
     c.err = r < 0 ? (int)-r : 0;
+    if (nr == SYS_rt_sigtimedwait && r > 0) {
+        c.payload = &got;
+        c.payload_len = sizeof got;
+    }
     mig_record(&c);
     mig_busy--;
+    if (info && r > 0)
+        memcpy(info, &got, sizeof got);
     return r;
 }
 
@@ -652,7 +674,7 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
         return mig_trap_raw(nr, a);
     case SYS_sched_yield: case SYS_flock:
         return mig_serial_on ? without_token(nr, a) : mig_trap_raw(nr, a);
-    case SYS_pause: case SYS_rt_sigsuspend:
+    case SYS_pause: case SYS_rt_sigsuspend: case SYS_rt_sigtimedwait:
         return on_sigwait(nr, a);
     case SYS_exit_group:
         if (mig_mode == MIG_RECORD)

@@ -134,6 +134,51 @@ def test_getent_resolves_a_name_by_dns_and_a_backup_replays_the_answer(tmp_path,
     assert (rep / "state" / "mig-app.log").read_text() == primary
 
 
+# A signal thread as daemons have one: the signals blocked everywhere, one thread takes
+# them with sigwaitinfo (rt_sigtimedwait inside libc) while the main thread sends three
+# to the process; what it took, and a random number drawn after each.
+SIGNAL_THREAD = """\
+import os, random, signal, threading
+wanted = {signal.SIGUSR1, signal.SIGHUP, signal.SIGUSR2}
+signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+got = []
+def waiter():
+    for _ in range(3):
+        info = signal.sigwaitinfo(wanted)
+        got.append((info.si_signo, info.si_pid == os.getpid(), random.random()))
+t = threading.Thread(target=waiter)
+t.start()
+for sig in (signal.SIGUSR1, signal.SIGHUP, signal.SIGUSR2):
+    os.kill(os.getpid(), sig)
+t.join()
+print("signal thread", got, flush=True)
+"""
+
+
+def test_python_signal_thread_taking_signals_with_sigwaitinfo_replays(tmp_path, settings,
+                                                                      app_name):
+    """Debian's python3 with a thread that takes the process's signals by sigwaitinfo
+    (it stopped the app as an unsupported call): the thread waits without the run token,
+    the primary records the signals it took with their siginfo, and a backup, where no
+    signal is sent, takes the same ones from the log."""
+    python = need("python3", "python3")
+    prim, rep = tmp_path / "primary", tmp_path / "backup"
+    prim.mkdir()
+    (prim / "sigthread.py").write_text(SIGNAL_THREAD)
+    app = write_app(prim, app_name, [python, "sigthread.py"], settings.bootstrap_servers)
+    rec = run_mig("primary", "start", str(app), check=True,
+                  env={"MIG_HOME": str(tmp_path / "home-p")})
+    assert "app exit code 0" in rec.stdout, rec.stdout + rec.stderr
+    primary = (prim / "state" / "mig-app.log").read_text()
+    # (the kernel hands the lowest pending signal first: the order is the run's)
+    assert sorted(re.findall(r"\((\d+), True, 0\.", primary)) == ["1", "10", "12"], primary
+    rep.mkdir()
+    (rep / "sigthread.py").write_text(SIGNAL_THREAD)
+    out = replay(app, rep, tmp_path / "home-r", idle_exit=5)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert (rep / "state" / "mig-app.log").read_text() == primary
+
+
 # What a shell driven through a pipe runs: pipelines whose reader leaves early (`yes` is
 # ended by SIGPIPE, GNU head seeks back on its piped input), GNU xargs (which lists
 # /proc/self/fd at its start), a program found on PATH after misses, `read -t` (pselect6),

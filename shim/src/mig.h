@@ -619,6 +619,9 @@ void mig_thread_ids_after_fork(void);
  * replayed child's recorded pid, for the pids the app sees. */
 pid_t mig_fork_call(long (*make)(void *), void *ctx);
 void mig_remember_child(pid_t recorded, pid_t real);
+/* wrap_proc.c: waitid (trapped; a[0..4] as the system call's), recorded as a WAIT: 0 or
+ * -errno. */
+long mig_waitid(const long *a);
 /* wrap_ident.c, replay: a forked child's ids as the primary's child had them. */
 void mig_child_identity(pid_t recorded_pid);
 /* wrap_io.c: a thread ends: the buffer sendfile and splice copy through is unmapped. */

@@ -442,6 +442,64 @@ static pid_t wait_call(pid_t pid, int *status, int options, struct rusage *ru)
     return (pid_t)c.result;
 }
 
+/* waitid (trapped: glibc's waitid, Python's os.waitid, the JVM's wait for a process):
+ * WAIT {id, options, 1 + idtype}, its payload the siginfo (the primary's pid of the child
+ * in it) and, for a child a signal killed, the count of its records, as wait_call's. A
+ * backup copies it out and reaps its real child as wait_call does, unless WNOWAIT left it
+ * waitable (a later wait reaps it). The kernel's convention: 0 or -errno. */
+long mig_waitid(const long *a)
+{
+    int idtype = (int)a[0], options = (int)a[3];
+    siginfo_t *infop = (siginfo_t *)a[2];
+    struct mig_call c = {.kind = MIG_K_WAIT, .args = {a[1], options, 1 + idtype}};
+    struct { siginfo_t si; uint64_t final_seq; } got;
+    memset(&got, 0, sizeof got);
+    mig_busy++;
+    if (mig_mode == MIG_REPLAY && mig_replay(&c, 3)) {
+        if (c.payload_len >= sizeof got.si && c.payload_len <= sizeof got)
+            memcpy(&got, c.payload, c.payload_len);
+        mig_replay_done();
+        int code = got.si.si_code;
+        if (c.result == 0 && got.si.si_pid > 0 && !(options & WNOWAIT) &&
+            (code == CLD_EXITED || code == CLD_KILLED || code == CLD_DUMPED)) {
+            pid_t real = real_pid_of(got.si.si_pid);
+            int real_st;
+            if (code != CLD_EXITED) { /* (see wait_call) */
+                if (got.final_seq)
+                    await_child_records(real, got.final_seq);
+                mig_real.kill(real, SIGKILL);
+            }
+            mig_real.waitpid(real, &real_st, 0);
+        }
+        if (a[4])
+            memset((void *)a[4], 0, sizeof(struct rusage));
+    } else {
+        mig_busy--;
+        long id = a[1];
+        if ((idtype == P_PID || idtype == P_PGID) && id > 0)
+            id = real_pid_of((pid_t)id); /* see kill() */
+        mig_sched_block();
+        long r = syscall(SYS_waitid, idtype, id, &got.si, options, a[4]);
+        c.result = r < 0 ? -1 : 0;
+        c.err = r < 0 ? errno : 0;
+        if (r == 0 && got.si.si_pid > 0) {
+            pid_t real = got.si.si_pid;
+            if (got.si.si_code == CLD_KILLED || got.si.si_code == CLD_DUMPED)
+                got.final_seq = final_seq_of(real);
+            got.si.si_pid = recorded_pid_of(real);
+        }
+        mig_busy++;
+        c.payload = &got;
+        c.payload_len = r != 0 || got.si.si_pid <= 0 ? 0
+                        : got.final_seq ? sizeof got : sizeof got.si;
+        mig_record(&c);
+    }
+    mig_busy--;
+    if (infop && c.result == 0)
+        memcpy(infop, &got.si, sizeof got.si);
+    return c.result < 0 ? -c.err : 0;
+}
+
 MIG_EXPORT pid_t waitpid(pid_t pid, int *status, int options)
 {
     MIG_ENTER(mig_real.waitpid(pid, status, options));

@@ -652,6 +652,7 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
         return mig_trap_clone(nr, a, g);
     case SYS_execve:
         return kret_of(execve((const char *)a[0], (char *const *)a[1], (char *const *)a[2]));
+    case SYS_waitid: return mig_waitid(a);
     case SYS_wait4:
         return kret_of(wait4((pid_t)a[0], (int *)a[1], (int)a[2], (struct rusage *)a[3]));
     case SYS_kill: return kret_of(kill((pid_t)a[0], (int)a[1]));

@@ -155,28 +155,63 @@ print("signal thread", got, flush=True)
 """
 
 
+def _python_replays(tmp_path, settings, app_name: str, script: str) -> str:
+    """Debian's python3 running ``script`` recorded, then replayed by a backup: the
+    primary's output, which the backup's equals."""
+    python = need("python3", "python3")
+    prim, rep = tmp_path / "primary", tmp_path / "backup"
+    for folder in (prim, rep):
+        folder.mkdir()
+        (folder / "script.py").write_text(script)
+    app = write_app(prim, app_name, [python, "script.py"], settings.bootstrap_servers)
+    rec = run_mig("primary", "start", str(app), check=True,
+                  env={"MIG_HOME": str(tmp_path / "home-p")})
+    assert "app exit code 0" in rec.stdout, rec.stdout + rec.stderr
+    primary = (prim / "state" / "mig-app.log").read_text()
+    out = replay(app, rep, tmp_path / "home-r", idle_exit=5)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert (rep / "state" / "mig-app.log").read_text() == primary
+    return primary
+
+
 def test_python_signal_thread_taking_signals_with_sigwaitinfo_replays(tmp_path, settings,
                                                                       app_name):
     """Debian's python3 with a thread that takes the process's signals by sigwaitinfo
     (it stopped the app as an unsupported call): the thread waits without the run token,
     the primary records the signals it took with their siginfo, and a backup, where no
     signal is sent, takes the same ones from the log."""
-    python = need("python3", "python3")
-    prim, rep = tmp_path / "primary", tmp_path / "backup"
-    prim.mkdir()
-    (prim / "sigthread.py").write_text(SIGNAL_THREAD)
-    app = write_app(prim, app_name, [python, "sigthread.py"], settings.bootstrap_servers)
-    rec = run_mig("primary", "start", str(app), check=True,
-                  env={"MIG_HOME": str(tmp_path / "home-p")})
-    assert "app exit code 0" in rec.stdout, rec.stdout + rec.stderr
-    primary = (prim / "state" / "mig-app.log").read_text()
+    primary = _python_replays(tmp_path, settings, app_name, SIGNAL_THREAD)
     # (the kernel hands the lowest pending signal first: the order is the run's)
     assert sorted(re.findall(r"\((\d+), True, 0\.", primary)) == ["1", "10", "12"], primary
-    rep.mkdir()
-    (rep / "sigthread.py").write_text(SIGNAL_THREAD)
-    out = replay(app, rep, tmp_path / "home-r", idle_exit=5)
-    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
-    assert (rep / "state" / "mig-app.log").read_text() == primary
+
+
+# Children waited for with os.waitid: one looked at with WNOWAIT, then reaped; one a
+# signal ends; the pids and the random numbers the children exit with.
+WAITID = """\
+import os, random, signal
+pid = os.fork()
+if pid == 0:
+    os._exit(random.randrange(1, 100))
+peek = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+done = os.waitid(os.P_ALL, 0, os.WEXITED)
+pid2 = os.fork()
+if pid2 == 0:
+    os.kill(os.getpid(), signal.SIGTERM)
+    signal.pause()
+ended = os.waitid(os.P_PID, pid2, os.WEXITED)
+print("waitid", [(r.si_pid == p, r.si_code, r.si_status) for r, p in
+                 ((peek, pid), (done, pid), (ended, pid2))], pid, pid2, flush=True)
+"""
+
+
+def test_python_children_waited_for_with_waitid_replay(tmp_path, settings, app_name):
+    """Debian's python3 waits for its children with os.waitid (the system call stopped the
+    app as unsupported): a child looked at with WNOWAIT and then reaped, one a signal
+    ended; a backup gets the primary's siginfo (pids, codes, statuses) from the log and
+    reaps its own children."""
+    primary = _python_replays(tmp_path, settings, app_name, WAITID)
+    assert re.match(r"waitid \[\(True, 1, (\d+)\), \(True, 1, \1\), \(True, 2, 15\)\]",
+                    primary), primary
 
 
 # What a shell driven through a pipe runs: pipelines whose reader leaves early (`yes` is

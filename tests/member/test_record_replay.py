@@ -20,7 +20,7 @@ from tests.harness import record, replay, write_app
 SNIPPETS = Path(__file__).resolve().parents[1] / "snippets"
 C_SNIPPETS = ["clocks", "random", "ident", "pipes", "sleeps", "tcp", "procs", "signals",
               "procfs", "bigio", "rawcalls", "dlthread", "msgs", "clockwaits", "fdctl", "vdsoclock",
-              "brokenpipe", "mmsg", "sigwaits"]
+              "brokenpipe", "mmsg", "sigwaits", "waitids"]
 
 
 @pytest.fixture(scope="module")

@@ -449,7 +449,8 @@ static int passes(long nr)
     case SYS_set_tid_address: case SYS_arch_prctl: case SYS_sched_yield:
     case SYS_sched_getaffinity: case SYS_sched_setaffinity: case SYS_sched_getparam:
     case SYS_sched_setparam: case SYS_sched_getscheduler: case SYS_sched_setscheduler:
-    case SYS_sched_getattr: case SYS_sched_setattr: case SYS_sched_get_priority_max: case SYS_sched_get_priority_min: case SYS_getpriority:
+    case SYS_sched_getattr: case SYS_sched_setattr: case SYS_sched_get_priority_max:
+    case SYS_sched_get_priority_min: case SYS_getpriority:
     case SYS_setpriority: case SYS_sigaltstack: case SYS_rt_sigpending:
     case SYS_rt_sigsuspend: case SYS_tgkill: case SYS_tkill: case SYS_rt_tgsigqueueinfo:
     case SYS_getuid: case SYS_geteuid: case SYS_getgid: case SYS_getegid: case SYS_getgroups:
@@ -533,7 +534,8 @@ static long dispatch(long nr, const long *a, ucontext_t *uc)
                            (const struct sockaddr *)a[4], (socklen_t)a[5]));
     case SYS_recvmsg: return kret_of(recvmsg((int)a[0], (struct msghdr *)a[1], (int)a[2]));
     case SYS_sendmsg: return kret_of(sendmsg((int)a[0], (const struct msghdr *)a[1], (int)a[2]));
-    case SYS_sendmmsg: return send_many((int)a[0], (struct mmsghdr *)a[1], (unsigned)a[2], (int)a[3]);
+    case SYS_sendmmsg:
+        return send_many((int)a[0], (struct mmsghdr *)a[1], (unsigned)a[2], (int)a[3]);
     case SYS_recvmmsg:
         if (a[4])
             REFUSE("recvmmsg with a timeout, whose end is checked only between messages,"

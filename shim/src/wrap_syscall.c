@@ -439,6 +439,8 @@ static int passes(long nr)
     case SYS_fallocate: case SYS_flock: case SYS_utimensat: case SYS_utimes: case SYS_umask:
     case SYS_getxattr: case SYS_lgetxattr:
     case SYS_fgetxattr: case SYS_listxattr: case SYS_flistxattr: case SYS_llistxattr:
+    case SYS_setxattr: case SYS_lsetxattr: case SYS_fsetxattr: case SYS_removexattr:
+    case SYS_lremovexattr: case SYS_fremovexattr: case SYS_utime: case SYS_futimesat:
     case SYS_fadvise64: case SYS_readahead: case SYS_sync: case SYS_syncfs:
     case SYS_dup: case SYS_memfd_create:
     case SYS_eventfd2: case SYS_eventfd: case SYS_epoll_create: case SYS_epoll_create1:

@@ -214,6 +214,29 @@ def test_python_children_waited_for_with_waitid_replay(tmp_path, settings, app_n
                     primary), primary
 
 
+# Extended attributes set, read and removed on a regular file of the app's folder (as
+# `cp -a`, `tar --xattrs` and `rsync -X` copy them); the value a random number.
+XATTRS = """\
+import os, random
+open("f", "w").write("x")
+value = str(random.random()).encode()
+os.setxattr("f", "user.mig", value)
+got = os.getxattr("f", "user.mig")
+os.removexattr("f", "user.mig")
+print("xattr", got == value, value.decode(), os.listxattr("f"), flush=True)
+"""
+
+
+def test_python_setting_and_removing_extended_attributes_replays(tmp_path, settings,
+                                                                 app_name):
+    """Debian's python3 sets, reads and removes an extended attribute of a file in its
+    folder (setxattr and removexattr stopped the app as unsupported calls). They act on
+    the host's own files, as chmod does, on every host: the backup sets the primary's
+    value on its copy of the file and says the same."""
+    primary = _python_replays(tmp_path, settings, app_name, XATTRS)
+    assert re.match(r"xattr True 0\.\d+ \[\]$", primary.strip()), primary
+
+
 # What a shell driven through a pipe runs: pipelines whose reader leaves early (`yes` is
 # ended by SIGPIPE, GNU head seeks back on its piped input), GNU xargs (which lists
 # /proc/self/fd at its start), a program found on PATH after misses, `read -t` (pselect6),

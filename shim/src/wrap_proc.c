@@ -391,6 +391,22 @@ MIG_EXPORT int execle(const char *path, const char *arg, ...)
     return execve(path, argv, envp);
 }
 
+/* Replay: the wait of a child the primary's reaped. The child replays its own log to its
+ * end; if the primary's child was killed by a signal, its log just stops: end the
+ * replaying child the same way, once it took every record the primary's made
+ * (final_seq_of, 0: not known), then reap it. */
+static void reap_replayed(pid_t recorded, int killed, uint64_t final_seq)
+{
+    pid_t real = real_pid_of(recorded);
+    int real_st;
+    if (killed) {
+        if (final_seq)
+            await_child_records(real, final_seq);
+        mig_real.kill(real, SIGKILL);
+    }
+    mig_real.waitpid(real, &real_st, 0);
+}
+
 /* waits: payload = the status int. A backup reaps the real child, returns the record. */
 static pid_t wait_call(pid_t pid, int *status, int options, struct rusage *ru)
 {
@@ -403,19 +419,8 @@ static pid_t wait_call(pid_t pid, int *status, int options, struct rusage *ru)
             memcpy(&ended, c.payload, c.payload_len);
         st = ended.status;
         mig_replay_done();
-        if (c.result > 0) {
-            /* the child replays its own log to its end; if the primary's child was killed
-             * by a signal, its log just stops: end the replaying child the same way, once
-             * it took every record the primary's made (final_seq_of) */
-            pid_t real = real_pid_of((pid_t)c.result);
-            int real_st;
-            if (WIFSIGNALED(st)) {
-                if (ended.final_seq)
-                    await_child_records(real, ended.final_seq);
-                mig_real.kill(real, SIGKILL);
-            }
-            mig_real.waitpid(real, &real_st, 0);
-        }
+        if (c.result > 0)
+            reap_replayed((pid_t)c.result, WIFSIGNALED(st), ended.final_seq);
         if (ru)
             memset(ru, 0, sizeof *ru);
     } else {
@@ -445,7 +450,7 @@ static pid_t wait_call(pid_t pid, int *status, int options, struct rusage *ru)
 /* waitid (trapped: glibc's waitid, Python's os.waitid, the JVM's wait for a process):
  * WAIT {id, options, 1 + idtype}, its payload the siginfo (the primary's pid of the child
  * in it) and, for a child a signal killed, the count of its records, as wait_call's. A
- * backup copies it out and reaps its real child as wait_call does, unless WNOWAIT left it
+ * backup copies it out and reaps its real child (reap_replayed), unless WNOWAIT left it
  * waitable (a later wait reaps it). The kernel's convention: 0 or -errno. */
 long mig_waitid(const long *a)
 {
@@ -461,16 +466,8 @@ long mig_waitid(const long *a)
         mig_replay_done();
         int code = got.si.si_code;
         if (c.result == 0 && got.si.si_pid > 0 && !(options & WNOWAIT) &&
-            (code == CLD_EXITED || code == CLD_KILLED || code == CLD_DUMPED)) {
-            pid_t real = real_pid_of(got.si.si_pid);
-            int real_st;
-            if (code != CLD_EXITED) { /* (see wait_call) */
-                if (got.final_seq)
-                    await_child_records(real, got.final_seq);
-                mig_real.kill(real, SIGKILL);
-            }
-            mig_real.waitpid(real, &real_st, 0);
-        }
+            (code == CLD_EXITED || code == CLD_KILLED || code == CLD_DUMPED))
+            reap_replayed(got.si.si_pid, code != CLD_EXITED, got.final_seq);
         if (a[4])
             memset((void *)a[4], 0, sizeof(struct rusage));
     } else {

@@ -32,6 +32,15 @@ def need(program: str, package: str) -> str:
     return path
 
 
+def debian_python() -> str:
+    """Debian's python3: not the interpreter running the tests, nor the first python3 on
+    PATH (a pyenv shim is a shell script that looks for a version file from its folder up:
+    another program on each host)."""
+    python = "/usr/bin/python3"
+    assert Path(python).is_file(), "python3 is not installed: apt-get install -y python3"
+    return python
+
+
 # nginx as Debian's nginx-light runs it: a master and 2 workers, and `sendfile on` as in
 # Debian's own nginx.conf (nginx's built-in default is off), so the static file leaves
 # through sendfile, which the shim does as a read and a recorded write (docs/interceptor.md).
@@ -98,11 +107,9 @@ def _command(app: str, port: int, folder: Path) -> list[str]:
         return [need("redis-server", "redis-server"), "--port", str(port),
                 "--protected-mode", "no", "--enable-debug-command", "yes", *io]
     if app == "pyhttp":
-        # Debian's python3 (not the interpreter running the tests): `-m http.server` is a
-        # ThreadingHTTPServer, a thread per connection, handing the GIL between them
-        python = "/usr/bin/python3"
-        assert Path(python).is_file(), "python3 is not installed: apt-get install -y python3"
-        return [python, "-m", "http.server", str(port), "--bind", "0.0.0.0",
+        # Debian's python3: `-m http.server` is a ThreadingHTTPServer, a thread per
+        # connection, handing the GIL between them
+        return [debian_python(), "-m", "http.server", str(port), "--bind", "0.0.0.0",
                 "--directory", str(folder.parent / "www")]
     if app == "node":
         # Debian's Node.js on tests/apps/node_http.js: V8's platform workers and libuv's

@@ -14,12 +14,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_mig
-from tests.deploy import NGINX_INDEX, Deployment, _answers, _wait_for, need
+from tests.deploy import NGINX_INDEX, Deployment, _answers, _wait_for, debian_python, need
 from tests.harness import replay, write_app
 from tests.testnet import hosts_and_broker
 
@@ -159,10 +158,7 @@ print("signal thread", got, flush=True)
 def _python_replays(tmp_path, settings, app_name: str, script: str) -> str:
     """Debian's python3 running ``script`` recorded, then replayed by a backup: the
     primary's output, which the backup's equals."""
-    # Debian's, not the first python3 on PATH (a pyenv shim is a shell script that looks
-    # for a version file from its folder up: another program on each host)
-    python = "/usr/bin/python3"
-    assert Path(python).is_file(), "python3 is not installed: apt-get install -y python3"
+    python = debian_python()
     prim, rep = tmp_path / "primary", tmp_path / "backup"
     for folder in (prim, rep):
         folder.mkdir()

@@ -91,12 +91,14 @@ def redis_bench(bench: str, port: int, requests: int, clients: int = 50) -> floa
 
 
 def run_native(server: str, bench: str, requests: int, tmp: Path, extra: tuple[str, ...] = (),
-               clients: int = 50, cpus: str | None = None) -> float:
-    """Redis natively (on the CPUs ``cpus`` names, with taskset, if given)."""
+               clients: int = 50, cpus: str | None = None,
+               env: dict[str, str] | None = None) -> float:
+    """Redis natively (on the CPUs ``cpus`` names, with taskset, if given; with ``env`` if
+    given: benchlib.shim_alone's)."""
     port = free_ports(1)[0]
     pin = ["taskset", "-c", cpus] if cpus else []
     proc = subprocess.Popen([*pin, server, "--port", str(port), *extra], cwd=tmp,
-                            stdout=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, env=env)
     try:
         wait_port("127.0.0.1", port, 30)
         return redis_bench(bench, port, requests, clients)

@@ -106,25 +106,19 @@ def serve(tmp: Path, tag: str, exe: Path, conns: int, seconds: float, cpus: str 
         if mig[4]:
             app["env"] = mig[4]
         keys = (mig[0], mig[1], app)
-    with contextlib.ExitStack() as stack:
-        env = stack.enter_context(shim_alone(alone)) if alone else None
+    with shim_alone(alone) if alone else contextlib.nullcontext() as env:
         proc = start_server(command, folder, f"http{os.getpid()}{tag}", keys, cpus, env)
-        return _measure(proc, command, exe, port, conns, seconds, mig is None)
-
-
-def _measure(proc: subprocess.Popen[bytes], command: list[str], exe: Path, port: int,
-             conns: int, seconds: float, native: bool) -> tuple[float, float, float]:
-    try:
-        wait_port("127.0.0.1", port, 60)
-        comm = Path(command[0]).name
-        roots = {"server": proc.pid}
-        before = sleeps_by_process(roots)
-        rate, p50, requests = load(exe, port, conns, seconds)
-        after = sleeps_by_process(roots)
-        slept = sum(v - before.get(k, 0.0) for k, v in after.items() if k.endswith(comm))
-        return rate, p50, slept / max(requests, 1)
-    finally:
-        stop_server(proc, native)
+        try:
+            wait_port("127.0.0.1", port, 60)
+            comm = Path(command[0]).name
+            roots = {"server": proc.pid}
+            before = sleeps_by_process(roots)
+            rate, p50, requests = load(exe, port, conns, seconds)
+            after = sleeps_by_process(roots)
+            slept = sum(v - before.get(k, 0.0) for k, v in after.items() if k.endswith(comm))
+            return rate, p50, slept / max(requests, 1)
+        finally:
+            stop_server(proc, mig is None)
 
 
 def warm_up(tmp: Path, exe: Path, conns: int, bootstrap: str, env: dict[str, str],

@@ -64,7 +64,7 @@ from benchlib import (  # noqa: E402 - a sibling
     toml_value,
     warm_rounds,
 )
-from capture_bench import IO_THREADS, need, redis_bench, run_mig, run_native  # noqa: E402
+from capture_bench import IO_THREADS, need, run_mig, run_native  # noqa: E402
 
 from mig.broker.node import free_ports  # noqa: E402
 from tests.apps.client import dump, run_ops, wait_port  # noqa: E402
@@ -302,16 +302,8 @@ class Bench:
     def redis_alone(self, server: str, bench: str, n: int, extra: tuple[str, ...],
                     threads: str) -> float:
         """Redis under the shim alone (no agent, no broker), threads serialized or parallel."""
-        port = free_ports(1)[0]
         with shim_alone(threads) as env:
-            proc = subprocess.Popen([server, "--port", str(port), *extra],
-                                    cwd=env["MIG_RUN_DIR"], stdout=subprocess.DEVNULL, env=env)
-            try:
-                wait_port("127.0.0.1", port, 30)
-                return redis_bench(bench, port, n, 8)
-            finally:
-                proc.kill()
-                proc.wait()
+            return run_native(server, bench, n, self.tmp, extra, 8, env=env)
 
     def loadgen(self, port: int, seconds: float) -> dict[str, float]:
         out = subprocess.run([str(self.bin / "loadgen"), "127.0.0.1", str(port), "4",

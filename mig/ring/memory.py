@@ -233,8 +233,8 @@ class Ring:
         while tail < head:
             at = tail % self.capacity
             length, kind, flags = struct.unpack_from("<IHH", self.data, at)
-            if not flags & F_PAD:
-                _, _, _, tid, _, seq = struct.unpack_from("<IHHIiQ", self.data, at)
+            if not flags & F_PAD:  # (a record, unlike a pad, is whole before the end)
+                _, _, _, tid, _, seq, *_ = REC.unpack_from(self.data, at)
                 return seq, tid, kind
             if length <= 0:
                 return None

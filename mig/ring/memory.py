@@ -18,10 +18,12 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from mig.errors import MigError
+from mig.paths import encoder_library
 
 __all__ = ["RawCall", "Ring", "RingError", "RingForeign", "REC", "HDR_SIZE", "new_rings", "SCAN_S",
            "futex_wake", "rearm_after_restore", "set_stdin_pipe", "stdin_pipe_of"]
@@ -56,6 +58,20 @@ def futex_wake(address: int) -> None:
     """Wake every thread waiting on the futex word at ``address`` (a ring's, or the agent's
     own doorbell: mig/ring/doorbell.py), in any process that maps it."""
     _libc.syscall(_SYS_FUTEX, ctypes.c_void_p(address), _FUTEX_WAKE, 0x7FFFFFFF, None, None, 0)
+
+
+_bell: Any = None
+
+
+def _ring_bell() -> Any:
+    """shim/src/mig_bells.c mig_bells_ring: bump a ring's futex word atomically (the app's
+    threads bump it too) and wake its waiters."""
+    global _bell
+    if _bell is None:
+        fn = ctypes.CDLL(str(encoder_library())).mig_bells_ring
+        fn.argtypes, fn.restype = [ctypes.c_void_p], None
+        _bell = fn
+    return _bell
 
 
 class RingError(MigError):
@@ -275,10 +291,7 @@ class Ring:
         self._bump_and_wake("data_futex")
 
     def _bump_and_wake(self, name: str) -> None:
-        off = _OFF[name]
-        value = (struct.unpack_from("<I", self.mm, off)[0] + 1) & 0xFFFFFFFF
-        struct.pack_into("<I", self.mm, off, value)
-        futex_wake(self._futex_addr[name])
+        _ring_bell()(self._futex_addr[name])
 
     def close(self) -> None:
         self.data.release()

@@ -362,6 +362,9 @@ int mig_replay_look(uint32_t *gen);
 const struct mig_rec *mig_replay_own_next(void);
 int mig_replay_wait_more(uint32_t gen);
 void mig_replay_nudge(void);
+uint32_t mig_replay_word(void);
+int mig_replay_ahead(void);
+void mig_replay_doze(uint32_t gen, const struct timespec *timeout);
 /* For mig_sched.c: the record at the ring's tail, whoever's (NULL: gone live); the same as
  * it is now, only looking (NULL: none yet); take this thread's SWITCH. */
 const struct mig_rec *mig_peek_tail(void);
@@ -500,6 +503,7 @@ int mig_serial_alone(void);
 uintptr_t mig_sched_recorded_stop(void);  /* replay: A of this thread's next stop, or 0 */
 void mig_sched_preempted(uintptr_t at);   /* the holder stopped in the recurring state */
 void mig_sched_poke(void);                /* wake the threads waiting for the token */
+void mig_sched_tail_moved(void);          /* replay: wake them if the new tail concerns them */
 void mig_preempt_ask(uint32_t ktid, const char *sel, uint64_t now_ns);
 void mig_preempt_quiet(void);
 void mig_preempt_moot(void);

@@ -19,6 +19,17 @@
 
 #define MIG_EXPORT __attribute__((visibility("default")))
 
+/* Bump the futex word at `word` by one, atomically, and wake every thread waiting on it
+ * (a replica's agent, after it put records into a ring: mig/ring/memory.py wake_reader).
+ * The app's threads bump the same word (mig_replay.c, mig_replay_nudge): a read and a
+ * write from Python could lose their bump, and a thread that had read the word between
+ * them would then sleep through both. */
+MIG_EXPORT void mig_bells_ring(uint32_t *word)
+{
+    __atomic_fetch_add(word, 1, __ATOMIC_SEQ_CST);
+    syscall(SYS_futex, word, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+}
+
 /* Read the `n` words at words[i] into seen[i]. */
 MIG_EXPORT void mig_bells_snapshot(uint32_t *const *words, uint32_t *seen, int n)
 {

@@ -23,9 +23,80 @@ static MIG_TLS uint64_t own_scan; /* replay: ring position up to which this thre
                                    * its next record without finding it */
 static MIG_TLS uint32_t arm_seen; /* the ring's arm_gen when this thread last armed */
 
+/* Replay: threads waiting for their turn while the record at the tail is another
+ * thread's. Each sleeps on a word of its own in a slot here, and a move of the tail wakes
+ * only the thread whose record is now at it (or every one, when the ring ran empty or a
+ * filler is there: they look again). A move woke every waiting thread before, each about
+ * once per call taken (Redis's three background threads waiting so made its replica spend
+ * half its time on the wakes), and made a system call on a shared page even with none
+ * asleep. A sleeper takes a slot and counts itself before it looks at the tail a last
+ * time; the mover moves the tail before it looks at the count (sequentially consistent):
+ * either the mover sees the sleeper, or the sleeper sees the tail moved. A thread that
+ * finds no free slot waits on the ring's turn_futex, which every move bumps. */
+#define TURN_SLOTS 64
+static struct turn_slot {
+    uint32_t tid1; /* mig_tid + 1 of the thread asleep in it; 0: free */
+    uint32_t word; /* its futex word, bumped to wake it */
+} turn_slot[TURN_SLOTS];
+static uint32_t turn_sleepers; /* threads in a slot or on turn_futex */
+static uint32_t turn_shared;   /* ... of them on turn_futex */
+
+static void turn_sleep(uint64_t tail, uint32_t turn, const struct timespec *slice)
+{
+    struct turn_slot *slot = NULL;
+    for (int i = 0; i < TURN_SLOTS && !slot; i++) {
+        uint32_t free_ = 0;
+        if (__atomic_load_n(&turn_slot[i].tid1, __ATOMIC_RELAXED) == 0 &&
+            __atomic_compare_exchange_n(&turn_slot[i].tid1, &free_, mig_tid + 1, 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+            slot = &turn_slot[i];
+    }
+    __atomic_fetch_add(&mig_ring->waiters, 1, __ATOMIC_RELAXED);
+    if (!slot)
+        __atomic_fetch_add(&turn_shared, 1, __ATOMIC_SEQ_CST);
+    uint32_t word = slot ? __atomic_load_n(&slot->word, __ATOMIC_SEQ_CST) : 0;
+    __atomic_fetch_add(&turn_sleepers, 1, __ATOMIC_SEQ_CST);
+    if (!slot)
+        mig_futex(&mig_ring->turn_futex, FUTEX_WAIT, turn, slice);
+    else if (__atomic_load_n(&mig_ring->tail, __ATOMIC_SEQ_CST) == tail)
+        mig_futex(&slot->word, FUTEX_WAIT_PRIVATE, word, slice);
+    __atomic_fetch_sub(&turn_sleepers, 1, __ATOMIC_SEQ_CST);
+    if (slot)
+        __atomic_store_n(&slot->tid1, 0, __ATOMIC_RELEASE);
+    else
+        __atomic_fetch_sub(&turn_shared, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_sub(&mig_ring->waiters, 1, __ATOMIC_RELAXED);
+}
+
+/* The tail moved: wake the sleeper whose record is at it, or every one. The record read
+ * is only a hint: if its thread took it meanwhile (and its space was written again), that
+ * thread moves the tail again and wakes the next. */
+static void turn_wake(void)
+{
+    uint64_t tail = __atomic_load_n(&mig_ring->tail, __ATOMIC_ACQUIRE);
+    uint64_t head = __atomic_load_n(&mig_ring->head, __ATOMIC_ACQUIRE);
+    uint32_t want = 0; /* every one */
+    if (head > tail && !mig_rec_problem(mig_ring_data, mig_ring_cap, tail, head)) {
+        const struct mig_rec *rec = mig_rec_at(tail);
+        if (!(rec->flags & MIG_F_PAD))
+            want = rec->tid + 1;
+    }
+    for (int i = 0; i < TURN_SLOTS; i++) {
+        uint32_t t = __atomic_load_n(&turn_slot[i].tid1, __ATOMIC_ACQUIRE);
+        if (t && (!want || t == want)) {
+            __atomic_fetch_add(&turn_slot[i].word, 1, __ATOMIC_SEQ_CST);
+            mig_futex(&turn_slot[i].word, FUTEX_WAKE_PRIVATE, 1, NULL);
+        }
+    }
+    if (__atomic_load_n(&turn_shared, __ATOMIC_SEQ_CST))
+        mig_futex(&mig_ring->turn_futex, FUTEX_WAKE, 0x7fffffff, NULL);
+}
+
 void mig_replay_after_fork(void)
 {
     replay_pending = 0;
+    memset(turn_slot, 0, sizeof turn_slot); /* the child has one thread */
+    turn_sleepers = turn_shared = 0;
     own_scan = 0;
 }
 
@@ -52,6 +123,7 @@ static void go_live(void)
         mig_sched_went_live();
         mig_mode = MIG_RECORD;
         __atomic_store_n(&mig_ring->mode, (uint32_t)MIG_RECORD, __ATOMIC_RELEASE);
+        mig_replay_nudge(); /* serialized threads waiting for the token: wait as the live */
     }
     mig_spin_unlock(&golive_lock);
 }
@@ -60,8 +132,10 @@ static void go_live(void)
 static void turn_moved(void)
 {
     if (mig_threads) {
-        __atomic_fetch_add(&mig_ring->turn_futex, 1, __ATOMIC_RELEASE);
-        mig_futex(&mig_ring->turn_futex, FUTEX_WAKE, 0x7fffffff, NULL);
+        __atomic_fetch_add(&mig_ring->turn_futex, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&turn_sleepers, __ATOMIC_SEQ_CST))
+            turn_wake();
+        mig_sched_tail_moved();
     }
 }
 
@@ -72,7 +146,7 @@ static void advance_tail(uint64_t tail, uint64_t len)
     const struct mig_rec *rec = mig_rec_at(tail);
     if (!(rec->flags & MIG_F_PAD))
         __atomic_store_n(&mig_ring->taken_seq, rec->seq + 1, __ATOMIC_RELEASE);
-    __atomic_store_n(&mig_ring->tail, tail + len, __ATOMIC_RELEASE);
+    __atomic_store_n(&mig_ring->tail, tail + len, __ATOMIC_SEQ_CST);
     turn_moved();
 }
 
@@ -131,7 +205,7 @@ static struct mig_rec *tail_record(int any)
                 /* whoever wins moves the tail; storing it again afterwards could move it
                  * back over a record another thread has taken meanwhile */
                 if (__atomic_compare_exchange_n(&mig_ring->tail, &want, tail + rec->len, 0,
-                                                __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                                                __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
                     turn_moved();
                 continue;
             }
@@ -148,9 +222,7 @@ static struct mig_rec *tail_record(int any)
             } else if (now - stuck_since > MIG_TURN_TIMEOUT_NS) {
                 mig_out_of_step(rec);
             }
-            __atomic_fetch_add(&mig_ring->waiters, 1, __ATOMIC_RELAXED);
-            mig_futex(&mig_ring->turn_futex, FUTEX_WAIT, turn, &slice);
-            __atomic_fetch_sub(&mig_ring->waiters, 1, __ATOMIC_RELAXED);
+            turn_sleep(tail, turn, &slice);
             continue;
         }
         if (live) { /* set after the worker's last record: the ring is empty for good */
@@ -281,6 +353,24 @@ int mig_replay_wait_more(uint32_t gen)
     mig_futex(&mig_ring->data_futex, FUTEX_WAIT, gen, &slice);
     __atomic_fetch_sub(&mig_ring->waiters, 1, __ATOMIC_RELAXED);
     return 1;
+}
+
+/* Serialized threads waiting for the token (mig_sched.c, rep_wait) sleep on the ring's
+ * data word: its value, whether a record (or a filler) is at the tail, and the sleep. */
+uint32_t mig_replay_word(void)
+{
+    return __atomic_load_n(&mig_ring->data_futex, __ATOMIC_SEQ_CST);
+}
+
+int mig_replay_ahead(void)
+{
+    return __atomic_load_n(&mig_ring->head, __ATOMIC_ACQUIRE) !=
+           __atomic_load_n(&mig_ring->tail, __ATOMIC_ACQUIRE);
+}
+
+void mig_replay_doze(uint32_t gen, const struct timespec *timeout)
+{
+    mig_futex(&mig_ring->data_futex, FUTEX_WAIT, gen, timeout);
 }
 
 void mig_replay_nudge(void)

@@ -68,6 +68,7 @@ static struct {
     uint32_t broken;  /* the primary gave up serializing this process */
     uint32_t *exited; /* the thread id word of a thread that let go at its exit */
     uint64_t since;   /* record: when the holder took it */
+    uint32_t sleepers; /* replay: waiters asleep on the ring's data word (rep_wait) */
 } tok;
 
 /* The word the kernel clears when this thread is gone (CLONE_CHILD_CLEARTID), if any. */
@@ -557,12 +558,35 @@ static void stop_forced(const struct mig_rec *rec)
                         "again once it is restarted (docs/threads.md)");
 }
 
+/* Replay: the token's waiters sleep on the ring's data word, which new records bump, and
+ * look again only when something they act on may have come: the token handed over, the
+ * holder's recorded stop at the tail (by a move of the tail, mig_sched_tail_moved, or a new
+ * record), the process gone live. They looked every MIG_PREEMPT_NS instead, each of
+ * Redis's three background threads 10,000 times a second: a third of its replica's CPU.
+ * A waiter counts itself before it looks at the token a last time; a holder hands it over,
+ * then bumps the word if it sees a sleeper (both sequentially consistent). */
+static void rep_nudge(void)
+{
+    if (__atomic_load_n(&tok.sleepers, __ATOMIC_SEQ_CST))
+        mig_replay_nudge();
+}
+
+void mig_sched_tail_moved(void)
+{
+    if (mig_mode != MIG_REPLAY || !__atomic_load_n(&tok.sleepers, __ATOMIC_SEQ_CST))
+        return;
+    const struct mig_rec *rec = mig_tail_now();
+    if (rec && rec->kind == MIG_K_SWITCH && (rec->args[2] == PREEMPTED || rec->args[2] == FORCED))
+        mig_replay_nudge();
+}
+
 static void rep_wait(void)
 {
-    struct timespec slice = {0, MIG_PREEMPT_NS}, asked = {0, 5000000};
+    struct timespec slice = {0, MIG_PREEMPT_NS}, asked = {0, 5000000}, rest = {0, 20000000};
     uint64_t stop_seq = UINT64_MAX, stop_since = 0; /* the recorded stop waited for */
     for (;;) {
-        uint32_t owner = __atomic_load_n(&tok.owner, __ATOMIC_ACQUIRE);
+        uint32_t gen = mig_replay_word();
+        uint32_t owner = __atomic_load_n(&tok.owner, __ATOMIC_SEQ_CST);
         if (owner == mig_tid + 1)
             break;
         if (mig_mode != MIG_REPLAY) { /* live now: wait like the primary's threads */
@@ -572,6 +596,7 @@ static void rep_wait(void)
         /* the holder may never come to a switch point again: it spins, as it did on the
          * primary until the primary gave up serializing (a forced SWITCH) */
         const struct mig_rec *rec = mig_tail_now();
+        const struct timespec *wait = &rest; /* nothing to act on until woken */
         if (rec && rec->kind == MIG_K_SWITCH && rec->args[2] == FORCED)
             stop_forced(rec);
         if (rec && rec->kind == MIG_K_SWITCH && rec->args[2] == PREEMPTED &&
@@ -587,8 +612,16 @@ static void rep_wait(void)
             mig_preempt_rearm(t);
             mig_preempt_ask(__atomic_load_n(&tok.owner_ktid, __ATOMIC_ACQUIRE),
                             __atomic_load_n(&tok.owner_sel, __ATOMIC_ACQUIRE), t);
+            wait = &slice;
+        } else if (!rec && mig_replay_ahead()) {
+            wait = &slice; /* a filler, or a record being taken: look again soon */
         }
-        mig_futex(&tok.owner, FUTEX_WAIT_PRIVATE, owner, mig_preempt_busy() ? &asked : &slice);
+        if (mig_preempt_busy())
+            wait = &asked;
+        __atomic_fetch_add(&tok.sleepers, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&tok.owner, __ATOMIC_SEQ_CST) == owner)
+            mig_replay_doze(gen, wait);
+        __atomic_fetch_sub(&tok.sleepers, 1, __ATOMIC_SEQ_CST);
     }
     mig_token_out = 0;
     took_token();
@@ -618,15 +651,17 @@ static int rep_hand_over(void)
     if ((uint64_t)rec->args[1] < points)
         mig_sched_diverged(rec, "threads out of step", rec->args[1], (int64_t)points);
     mig_token_out = 1;
-    __atomic_store_n(&tok.owner, rec->tid + 1, __ATOMIC_RELEASE);
-    mig_futex(&tok.owner, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL);
+    __atomic_store_n(&tok.owner, rec->tid + 1, __ATOMIC_SEQ_CST);
+    rep_nudge();
     return 1;
 }
 
 void mig_sched_poke(void)
 {
-    mig_futex(mig_mode == MIG_REPLAY ? &tok.owner : &tok.serving, FUTEX_WAKE_PRIVATE,
-              0x7fffffff, NULL);
+    if (mig_mode == MIG_REPLAY)
+        rep_nudge();
+    else
+        mig_futex(&tok.serving, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL);
 }
 
 /* Replay: the address of this thread's next stop, when the log's next record is one

@@ -10,6 +10,8 @@ holds a small window of the log; runcount, made to take a mutex another number o
 in replay, is stopped. racy, a deliberate data race, is reported as a divergence (exit 3),
 not replayed into a silently different state. ownalloc, a program with its own malloc,
 replays in output mode: the shim's own release thread is started on every host.
+idlewaiters, three threads waiting while a fourth makes calls, replays without waking them
+at each call.
 py_late_import, CPython importing late from a folder another program wrote to on the
 primary only, replays: a directory's listing and stat are the primary's.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -446,6 +449,71 @@ def test_a_serialized_process_runs_on_one_cpu_and_sees_its_own_mask(
                                 f" spawn_allowed={every} after_exec={every}"), recorded
     assert result.returncode == 0, (recorded, result.stderr[-3000:])
     assert recorded.splitlines()[-1] in replayed, (recorded, replayed)
+
+
+def _switches_of(exe: Path, under: Path, name: str, seen: dict[int, int],
+                 stop: threading.Event) -> None:
+    """Until ``stop``: the context switches of each thread called ``name`` in a process of
+    ``exe`` running in a folder under ``under`` (a replica sees the app's folder at the
+    primary's path), the latest count of each in ``seen``: looked at every 2 ms once the
+    process is found."""
+    def found(pid: str) -> bool:
+        try:
+            return (os.readlink(f"/proc/{pid}/exe") == str(exe)
+                    and os.readlink(f"/proc/{pid}/cwd").startswith(str(under)))
+        except OSError:  # a kernel thread, or gone meanwhile
+            return False
+
+    pid = ""
+    while not stop.is_set():
+        try:
+            if not pid:
+                pid = next((p for p in os.listdir("/proc") if p.isdigit() and found(p)), "")
+            for tid in os.listdir(f"/proc/{pid}/task") if pid else ():
+                task = Path(f"/proc/{pid}/task/{tid}")
+                if task.joinpath("comm").read_text().strip() == name:
+                    status = task.joinpath("status").read_text()
+                    seen[int(tid)] = sum(int(line.split()[1]) for line in status.splitlines()
+                                         if "ctxt_switches:" in line)
+        except OSError:  # gone meanwhile
+            pass
+        time.sleep(0.002 if pid else 0.02)
+
+
+@MODES
+def test_threads_waiting_their_turn_are_not_woken_by_every_record_taken(
+        net_broker, tmp_path, app_name, threads):
+    """idlewaiters: three threads wait on a condition variable while the main thread
+    makes a million clock calls. In replay a thread waiting for its next record is woken
+    only when a record of its own may be at the ring's tail (or when the ring ran empty,
+    or the token it waits for, serialized, may concern it), not each time another thread
+    takes one: in parallel each woke about once per record taken, serialized every 100 us,
+    and a replica of Redis, whose three background threads wait so, spent half its CPU on
+    those wake-ups. The replica counts the primary's readings."""
+    _, broker = net_broker
+    calls = 1_000_000
+    app = write_app(tmp_path / "primary", app_name, [str(BUILD / "idlewaiters"), str(calls)],
+                    broker.settings.bootstrap_servers, barrier_mode="async", threads=threads)
+    record(app, tmp_path / "home-p")
+    recorded = (tmp_path / "primary" / "state" / "mig-app.log").read_text()
+    assert f"idlewaiters calls={calls}" in recorded, recorded
+    seen: dict[int, int] = {}
+    stop = threading.Event()
+    watch = threading.Thread(target=_switches_of, args=(
+        (BUILD / "idlewaiters").resolve(), tmp_path, "idlewaiter", seen, stop))
+    watch.start()
+    try:
+        run = replay(app, tmp_path / "backup", tmp_path / "home-r", idle_exit=5)
+    finally:
+        stop.set()
+        watch.join()
+    assert run.returncode == 0, (recorded, run.stderr[-2000:])
+    replayed = (tmp_path / "backup" / "state" / "mig-app.log").read_text()
+    assert recorded.splitlines()[-1] in replayed, (recorded, replayed)
+    assert len(seen) == 3, f"the replica's waiting threads were not found: {seen}"
+    print(f"\nidlewaiters {threads}: the waiting threads switched {sorted(seen.values())} times")
+    assert max(seen.values()) < 400, (
+        f"the waiting threads switched {sorted(seen.values())} times in {calls:,} calls")
 
 
 def test_the_release_thread_of_held_outputs_is_started_on_every_host(net_broker, tmp_path,

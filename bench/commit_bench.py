@@ -225,7 +225,8 @@ class Bench:
         command = json.dumps([self.server, "--port", str(port), *REDIS_ARGS])
         fetch = [int(p[5:]) for p in mode.split("-")[1:] if p.startswith("fetch")]
         self.write_toml(toml, app, command, mode.split("-")[0], self.threads,
-                        signed="-signed" in mode, fetch_ms=fetch[0] if fetch else 0)
+                        signed="-signed" in mode, fetch_ms=fetch[0] if fetch else 0,
+                        env={"MIG_SCHED_BATCH": "0"} if "-other" in mode else None)
         env = {**self.env, "MIG_NATIVE_PUMP": "0"} if mode.endswith("-py") else self.env
         primary = subprocess.Popen([*MIG, "primary", "start", "--run-dir",
                                     str(folder / "run-p"), str(toml)], env=env,
@@ -282,11 +283,14 @@ class Bench:
         return out
 
     def write_toml(self, toml: Path, app: str, command: str, mode: str, threads: str = "",
-                   signed: bool = False, fetch_ms: int = 0) -> None:
+                   signed: bool = False, fetch_ms: int = 0,
+                   env: dict[str, str] | None = None) -> None:
         """The app.toml of Redis under mig (``command``: its JSON list); ``signed``: with
         a keys file, every record signed ([security]); ``fetch_ms``: the replica's
-        ``[replica] fetch_coalesce_ms``."""
+        ``[replica] fetch_coalesce_ms``; ``env``: ``[app] env``."""
         threads = f'threads = "{threads}"\n' if threads else ""
+        if env:
+            threads += "env = { " + ", ".join(f'{k} = "{v}"' for k, v in env.items()) + " }\n"
         security = ""
         if signed:
             keys = toml.with_name("keys.txt")
@@ -416,7 +420,8 @@ def main() -> int:
                          " primary's Python path instead of its native pump; a -signed"
                          " before either suffix (output-signed, output-signed-py): every"
                          " record signed ([security] keys); -fetchN: the replica's"
-                         " [replica] fetch_coalesce_ms = N (output-fetch2)")
+                         " [replica] fetch_coalesce_ms = N (output-fetch2); -other: a"
+                         " serialized Redis left under SCHED_OTHER (MIG_SCHED_BATCH=0)")
     ap.add_argument("--no-load", action="store_true", help="only the -c 1 latency")
     ap.add_argument("--cluster", action="store_true",
                     help="three brokers on this machine (RF 3, min.insync 2), not the embedded one")

@@ -33,26 +33,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mig.paths import encoder_library
-from mig.ring.memory import Ring, futex_wake
+from mig.ring.memory import Ring, bells_library, futex_wake
 
 __all__ = ["Doorbells"]
 
 _MAX_WAITERS = 128  # the kernel's limit for one futex_waitv
-_lib: Any = None
-
-
-def _library() -> Any:
-    global _lib
-    if _lib is None:
-        lib = ctypes.CDLL(str(encoder_library()))
-        vp, n = ctypes.c_void_p, ctypes.c_int
-        lib.mig_bells_snapshot.argtypes = [vp, vp, n]
-        lib.mig_bells_snapshot.restype = None
-        lib.mig_bells_wait.argtypes = [vp, vp, n, vp, n, ctypes.c_int64, n]
-        lib.mig_bells_wait.restype = ctypes.c_int
-        _lib = lib
-    return _lib
 
 
 BELL_FILE = "agent.bell"
@@ -69,7 +54,7 @@ class Doorbells:
         self._bell_map: mmap.mmap | None = None
         self._bell_taken = 0  # the bell's value when new processes were last looked for
         self._waitv = True  # until the kernel says it has no futex_waitv
-        self._lib = _library()
+        self._lib = bells_library()
         self._rings: list[Ring] = []  # the rings the arrays below are of
         self._n = 0
         self._words: Any = None

@@ -26,7 +26,8 @@ from mig.errors import MigError
 from mig.paths import encoder_library
 
 __all__ = ["RawCall", "Ring", "RingError", "RingForeign", "REC", "HDR_SIZE", "new_rings", "SCAN_S",
-           "futex_wake", "rearm_after_restore", "set_stdin_pipe", "stdin_pipe_of"]
+           "bells_library", "futex_wake", "rearm_after_restore", "set_stdin_pipe",
+           "stdin_pipe_of"]
 
 MAGIC = 0x31474E4952474D4D
 VERSION = 1
@@ -60,18 +61,24 @@ def futex_wake(address: int) -> None:
     _libc.syscall(_SYS_FUTEX, ctypes.c_void_p(address), _FUTEX_WAKE, 0x7FFFFFFF, None, None, 0)
 
 
-_bell: Any = None
+_bells: Any = None
 
 
-def _ring_bell() -> Any:
-    """shim/src/mig_bells.c mig_bells_ring: bump a ring's futex word atomically (the app's
-    threads bump it too) and wake its waiters."""
-    global _bell
-    if _bell is None:
-        fn = ctypes.CDLL(str(encoder_library())).mig_bells_ring
-        fn.argtypes, fn.restype = [ctypes.c_void_p], None
-        _bell = fn
-    return _bell
+def bells_library() -> Any:
+    """The native doorbells of shim/src/mig_bells.c (in libmigenc): the agent's wait on
+    its words (mig/ring/doorbell.py), and mig_bells_ring, which bumps a ring's futex word
+    atomically (the app's threads bump it too) and wakes its waiters."""
+    global _bells
+    if _bells is None:
+        lib = ctypes.CDLL(str(encoder_library()))
+        vp, n = ctypes.c_void_p, ctypes.c_int
+        lib.mig_bells_snapshot.argtypes = [vp, vp, n]
+        lib.mig_bells_snapshot.restype = None
+        lib.mig_bells_wait.argtypes = [vp, vp, n, vp, n, ctypes.c_int64, n]
+        lib.mig_bells_wait.restype = ctypes.c_int
+        lib.mig_bells_ring.argtypes, lib.mig_bells_ring.restype = [vp], None
+        _bells = lib
+    return _bells
 
 
 class RingError(MigError):
@@ -291,7 +298,7 @@ class Ring:
         self._bump_and_wake("data_futex")
 
     def _bump_and_wake(self, name: str) -> None:
-        _ring_bell()(self._futex_addr[name])
+        bells_library().mig_bells_ring(self._futex_addr[name])
 
     def close(self) -> None:
         self.data.release()

@@ -76,6 +76,7 @@ from benchlib import (  # noqa: E402 - a sibling
     cpu_spent,
     jit_cpu_s,
     machine,
+    toml_value,
     warm_rounds,
 )
 
@@ -288,9 +289,9 @@ class Bench:
         """The app.toml of Redis under mig (``command``: its JSON list); ``signed``: with
         a keys file, every record signed ([security]); ``fetch_ms``: the replica's
         ``[replica] fetch_coalesce_ms``; ``env``: ``[app] env``."""
-        threads = f'threads = "{threads}"\n' if threads else ""
+        app_keys = f'threads = "{threads}"\n' if threads else ""
         if env:
-            threads += "env = { " + ", ".join(f'{k} = "{v}"' for k, v in env.items()) + " }\n"
+            app_keys += f"env = {toml_value(env)}\n"
         security = ""
         if signed:
             keys = toml.with_name("keys.txt")
@@ -298,7 +299,7 @@ class Bench:
             keys.chmod(0o600)
             security = '[security]\nhmac_keys_file = "keys.txt"\n'
         toml.write_text(
-            f'[app]\nname = "{app}"\ncommand = {command}\n{threads}'
+            f'[app]\nname = "{app}"\ncommand = {command}\n{app_keys}'
             f'barrier_mode = "{mode}"\n[checkpoints]\nenabled = false\n'
             f'[failover]\nmigrate_on_stop = false\n'
             f'[replica]\nfetch_coalesce_ms = {fetch_ms}\n'

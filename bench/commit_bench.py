@@ -227,7 +227,8 @@ class Bench:
         fetch = [int(p[5:]) for p in mode.split("-")[1:] if p.startswith("fetch")]
         self.write_toml(toml, app, command, mode.split("-")[0], self.threads,
                         signed="-signed" in mode, fetch_ms=fetch[0] if fetch else 0,
-                        env={"MIG_SCHED_BATCH": "0"} if "-other" in mode else None)
+                        env=({"MIG_SCHED_BATCH": "0"} if "-other" in mode else {})
+                        | ({"MIG_PIN": "0"} if "-spread" in mode else {}) or None)
         env = {**self.env, "MIG_NATIVE_PUMP": "0"} if mode.endswith("-py") else self.env
         primary = subprocess.Popen([*MIG, "primary", "start", "--run-dir",
                                     str(folder / "run-p"), str(toml)], env=env,
@@ -422,7 +423,8 @@ def main() -> int:
                          " before either suffix (output-signed, output-signed-py): every"
                          " record signed ([security] keys); -fetchN: the replica's"
                          " [replica] fetch_coalesce_ms = N (output-fetch2); -other: a"
-                         " serialized Redis left under SCHED_OTHER (MIG_SCHED_BATCH=0)")
+                         " serialized Redis left under SCHED_OTHER (MIG_SCHED_BATCH=0);"
+                         " -spread: not pinned to one CPU (MIG_PIN=0)")
     ap.add_argument("--no-load", action="store_true", help="only the -c 1 latency")
     ap.add_argument("--cluster", action="store_true",
                     help="three brokers on this machine (RF 3, min.insync 2), not the embedded one")

@@ -66,16 +66,31 @@ static void unlock(void)
     __atomic_store_n(&q_lock, 0, __ATOMIC_RELEASE);
 }
 
+/* q_futex changes with every change of the queue; a thread that waits for one (the release
+ * thread for an item, an app thread for room, a flush for the end) counts itself in
+ * q_sleepers first, and a change makes the wake system call only when one does. Each
+ * change made it before: the release thread woke nobody after nearly every item it wrote
+ * (Redis in output mode: about a tenth of the primary's CPU in futex calls, most of them
+ * these). The word is the process's own memory, so its futex is private: the kernel keys
+ * it without walking the page tables. Both sides are sequentially consistent: a sleeper
+ * counts itself, then looks at the word; a waker changes the word, then looks at the count;
+ * one of the two sees the other's write. */
+static uint32_t q_sleepers;
+
 static void wake(void)
 {
-    __atomic_fetch_add(&q_futex, 1, __ATOMIC_RELEASE);
-    syscall(SYS_futex, &q_futex, FUTEX_WAKE, 0x7fffffff, NULL, NULL, 0);
+    __atomic_fetch_add(&q_futex, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&q_sleepers, __ATOMIC_SEQ_CST))
+        syscall(SYS_futex, &q_futex, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
 }
 
 static void wait_change(uint32_t seen)
 {
     struct timespec slice = {0, 20000000};
-    syscall(SYS_futex, &q_futex, FUTEX_WAIT, seen, &slice, NULL, 0);
+    __atomic_fetch_add(&q_sleepers, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&q_futex, __ATOMIC_SEQ_CST) == seen)
+        syscall(SYS_futex, &q_futex, FUTEX_WAIT_PRIVATE, seen, &slice, NULL, 0);
+    __atomic_fetch_sub(&q_sleepers, 1, __ATOMIC_SEQ_CST);
 }
 
 /* -------------------------------------------------------------- the release thread */
@@ -376,6 +391,7 @@ void mig_hold_after_fork(void)
             syscall(SYS_close, items[i % HOLD_ITEMS].fd);
     q_head = q_tail = b_head = b_tail = 0;
     q_lock = 0;
+    q_sleepers = 0; /* the parent's threads that waited are not here */
     mig_hold_ktid = 0;
     started = 0;
     init_lock = 0;

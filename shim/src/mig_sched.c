@@ -106,6 +106,9 @@ static uint64_t slice_ns = 50000ull;
 /* MIG_SCHED_BATCH = "0" in [app] env: no SCHED_BATCH (pin_to_one_cpu), a diagnostic the
  * benchmark varies (bench/httpserver_bench.py --unbatched). */
 static int no_batch;
+/* MIG_PIN = "0" in [app] env: no pinning to one CPU (pin_to_one_cpu), a diagnostic the
+ * benchmark varies (bench/commit_bench.py -spread). */
+static int no_pin;
 
 /* The decimal number at the start of environment variable `name` (its digits read while
  * the number is below `limit`); *whole is -1 when it is unset or empty, 1 when the number
@@ -201,6 +204,8 @@ void mig_sched_init(void)
         stall_ns = ms * 1000000ull;
     const char *batch = getenv("MIG_SCHED_BATCH");
     no_batch = batch && strcmp(batch, "0") == 0;
+    const char *pin = getenv("MIG_PIN");
+    no_pin = pin && strcmp(pin, "0") == 0;
     uint64_t us = env_number("MIG_SLICE_US", 1000000000ull, &whole);
     if (whole == 1)
         slice_ns = us * 1000ull;
@@ -245,13 +250,13 @@ static void pin_to_one_cpu(void)
 {
     unsigned cpu = 0;
     unsigned long one[16] = {0};
-    long n = mig_sys(SYS_sched_getaffinity, 0, sizeof spread_mask, spread_mask);
-    if (n <= 0 || mig_sys(SYS_getcpu, &cpu, NULL, NULL) != 0 || cpu >= sizeof one * 8)
-        return;
-    one[cpu / 64] = 1ul << (cpu % 64);
-    if (mig_sys(SYS_sched_setaffinity, 0, sizeof one, one) == 0) {
-        memcpy(pinned_mask, one, sizeof one);
-        spread_len = n;
+    long n = no_pin ? 0 : mig_sys(SYS_sched_getaffinity, 0, sizeof spread_mask, spread_mask);
+    if (n > 0 && mig_sys(SYS_getcpu, &cpu, NULL, NULL) == 0 && cpu < sizeof one * 8) {
+        one[cpu / 64] = 1ul << (cpu % 64);
+        if (mig_sys(SYS_sched_setaffinity, 0, sizeof one, one) == 0) {
+            memcpy(pinned_mask, one, sizeof one);
+            spread_len = n;
+        }
     }
     if (!no_batch && mig_sys(SYS_sched_getscheduler, 0) == SCHED_OTHER &&
         set_policy(SCHED_BATCH) == 0)

@@ -187,16 +187,16 @@ def test_the_release_thread_of_held_outputs_wakes_only_threads_that_wait(built, 
     """evpingpong fork through pipes: 1,000 held outputs (500 rounds, each process's writes
     released by its own release thread). Each change of the hold queue made a futex wake
     whether a thread waited for one or not: the release thread after every item it wrote,
-    woke nobody (376 and 469 such wakes here; about a tenth of a Redis primary's CPU in
-    output mode). Now a change wakes only when a thread sleeps on the queue. Counted by
-    strace over the app's threads (their comm is the program's): the wakes that woke
-    nobody."""
-    wakes, _ = _app_futex_wakes(tmp_path, app_name,
+    woke nobody (376 and 469 such wakes here; futex calls were about a tenth of a Redis
+    primary's CPU in output mode). Now a change wakes only when a thread sleeps on the
+    queue. Counted by strace over the app's threads (their comm is the program's): the
+    wakes that woke nobody."""
+    calls, _ = _app_futex_calls(tmp_path, app_name,
                                 [str(built / "evpingpong"), "fork", "pipe", "out.txt"],
                                 settings.bootstrap_servers, ("evpingpong",))
     assert re.fullmatch(r"count 1001 in_order 1 ms \d+\n",
                         (tmp_path / "primary" / "out.txt").read_text())
-    wakes = [ln for ln in wakes if "FUTEX_WAKE" in ln]
+    wakes = [ln for ln in calls if "FUTEX_WAKE" in ln]
     for_nobody = [ln for ln in wakes if ln.endswith("= 0")]
     assert len(wakes) >= 1000, len(wakes)  # the app's wakes of its release threads are seen
     assert len(for_nobody) < 50, (len(for_nobody), for_nobody[:5])
@@ -206,23 +206,23 @@ def test_outputs_a_commit_already_covers_do_not_ring_the_agent(tmp_path, setting
     """A shell loop echoes 1,000 lines into a pipe to cat: 1,000 held outputs in a burst.
     The release thread comes to each in turn, and one commit covers many; each still rang
     the agent's doorbell (a futex wake of the agent's sleep, a turn of it that sent the
-    few records since: 20 to 159 rings by the app's threads against 9 to 15 waits for a
+    few records since: 20 to 159 rings by the app's threads against 9 to 23 waits for a
     commit, and 307 to 484 batches, here). Now a barrier already covered, or already asked
     for by another thread, rings nothing: 9 rings, 11 or 12 waits, 44 to 133 batches."""
     need("sh", "dash")
-    wakes, said = _app_futex_wakes(
+    calls, said = _app_futex_calls(
         tmp_path, app_name,
         ["/bin/sh", "-c", "for i in $(seq 1 1000); do echo line $i; done | cat > out.txt"],
         settings.bootstrap_servers, ("sh", "cat"))
     assert (tmp_path / "primary" / "out.txt").read_text().count("\n") == 1000
     # the rings' words (a shared futex), not libc's: a ring is followed by a wait for the
     # commit it asked for, so rings beyond the waits are the agent woken for nothing
-    rings = [ln for ln in wakes if "FUTEX_WAKE," in ln]
-    waits = [ln for ln in wakes if "FUTEX_WAIT," in ln]
+    rings = [ln for ln in calls if "FUTEX_WAKE," in ln]
+    waits = [ln for ln in calls if "FUTEX_WAIT," in ln]
     assert len(rings) <= len(waits) + 5, (len(rings), len(waits), said)
 
 
-def _app_futex_wakes(tmp_path: Path, name: str, command: list[str], bootstrap: str,
+def _app_futex_calls(tmp_path: Path, name: str, command: list[str], bootstrap: str,
                      comms: tuple[str, ...]) -> tuple[list[str], str]:
     """Record ``command`` under strace: the futex wakes and waits made by the app's
     threads (those whose comm is one of ``comms``), and the primary's output."""

@@ -227,8 +227,9 @@ class Bench:
         fetch = [int(p[5:]) for p in mode.split("-")[1:] if p.startswith("fetch")]
         self.write_toml(toml, app, command, mode.split("-")[0], self.threads,
                         signed="-signed" in mode, fetch_ms=fetch[0] if fetch else 0,
-                        env=({"MIG_SCHED_BATCH": "0"} if "-other" in mode else {})
-                        | ({"MIG_PIN": "0"} if "-spread" in mode else {}) or None)
+                        env={var: "0" for suffix, var in (("-other", "MIG_SCHED_BATCH"),
+                                                          ("-spread", "MIG_PIN"))
+                             if suffix in mode} or None)
         env = {**self.env, "MIG_NATIVE_PUMP": "0"} if mode.endswith("-py") else self.env
         primary = subprocess.Popen([*MIG, "primary", "start", "--run-dir",
                                     str(folder / "run-p"), str(toml)], env=env,

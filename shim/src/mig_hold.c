@@ -71,10 +71,10 @@ static void unlock(void)
  * q_sleepers first, and a change makes the wake system call only when one does. Each
  * change made it before: the release thread woke nobody after nearly every item it wrote
  * (Redis in output mode: futex calls took about a tenth of the primary's CPU, and this wake
- * was the one made most often). The word is the process's own memory, so its futex is private: the kernel keys
- * it without walking the page tables. Both sides are sequentially consistent: a sleeper
- * counts itself, then looks at the word; a waker changes the word, then looks at the count;
- * one of the two sees the other's write. */
+ * was the one made most often). The word is the process's own memory, so its futex is
+ * private: the kernel keys it without walking the page tables. Both sides are sequentially
+ * consistent: a sleeper counts itself, then looks at the word; a waker changes the word,
+ * then looks at the count; one of the two sees the other's write. */
 static uint32_t q_sleepers;
 
 static void wake(void)

@@ -123,6 +123,13 @@ static uint64_t env_number(const char *name, uint64_t limit, int *whole)
     return v;
 }
 
+/* Whether environment variable `name` is "0" (a diagnostic turned off). */
+static int env_off(const char *name)
+{
+    const char *s = getenv(name);
+    return s && strcmp(s, "0") == 0;
+}
+
 /* ------------------------------------------------------------------ the trace */
 
 /* MIG_TRACE_POINTS=DIR in [app] env: a diagnostic, a line for each switch point of every
@@ -202,10 +209,8 @@ void mig_sched_init(void)
     uint64_t ms = env_number("MIG_STALL_MS", UINT64_MAX / 10, &whole);
     if (ms)
         stall_ns = ms * 1000000ull;
-    const char *batch = getenv("MIG_SCHED_BATCH");
-    no_batch = batch && strcmp(batch, "0") == 0;
-    const char *pin = getenv("MIG_PIN");
-    no_pin = pin && strcmp(pin, "0") == 0;
+    no_batch = env_off("MIG_SCHED_BATCH");
+    no_pin = env_off("MIG_PIN");
     uint64_t us = env_number("MIG_SLICE_US", 1000000000ull, &whole);
     if (whole == 1)
         slice_ns = us * 1000ull;

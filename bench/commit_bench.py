@@ -33,7 +33,8 @@ docs/programs.md) and no snapshots, on one embedded broker:
 native pump (``MIG_NATIVE_PUMP=0``), side by side with ``output`` and ``async``;
 ``output-signed`` (and ``output-signed-py``) with every record signed (``[security]``);
 ``output-fetch2`` (any mode, ``-fetchN``) with the replica's ``[replica]
-fetch_coalesce_ms = N``.
+fetch_coalesce_ms = N``; ``-inflightN`` with ``max.in.flight.requests.per.connection = N``
+in ``[kafka]`` (the primary's producer sends one request at a time with 1).
 ``--threads serialized|parallel`` sets the app's ``[app] threads`` (default: mig's);
 ``--cluster`` runs it all on three brokers on this machine (RF 3, min.insync 2) instead of
 the embedded broker: what a production user gets, less the machines. ``--profile DIR``
@@ -225,8 +226,10 @@ class Bench:
         toml = folder / "app.toml"
         command = json.dumps([self.server, "--port", str(port), *REDIS_ARGS])
         fetch = [int(p[5:]) for p in mode.split("-")[1:] if p.startswith("fetch")]
+        flight = [int(p[8:]) for p in mode.split("-")[1:] if p.startswith("inflight")]
         self.write_toml(toml, app, command, mode.split("-")[0], self.threads,
                         signed="-signed" in mode, fetch_ms=fetch[0] if fetch else 0,
+                        in_flight=flight[0] if flight else 0,
                         env={var: "0" for suffix, var in (("-other", "MIG_SCHED_BATCH"),
                                                           ("-spread", "MIG_PIN"))
                              if suffix in mode} or None)
@@ -287,10 +290,11 @@ class Bench:
 
     def write_toml(self, toml: Path, app: str, command: str, mode: str, threads: str = "",
                    signed: bool = False, fetch_ms: int = 0,
-                   env: dict[str, str] | None = None) -> None:
+                   env: dict[str, str] | None = None, in_flight: int = 0) -> None:
         """The app.toml of Redis under mig (``command``: its JSON list); ``signed``: with
         a keys file, every record signed ([security]); ``fetch_ms``: the replica's
-        ``[replica] fetch_coalesce_ms``; ``env``: ``[app] env``."""
+        ``[replica] fetch_coalesce_ms``; ``env``: ``[app] env``; ``in_flight``: the
+        clients' ``max.in.flight.requests.per.connection`` ([kafka])."""
         app_keys = f'threads = "{threads}"\n' if threads else ""
         if env:
             app_keys += f"env = {toml_value(env)}\n"
@@ -305,7 +309,9 @@ class Bench:
             f'barrier_mode = "{mode}"\n[checkpoints]\nenabled = false\n'
             f'[failover]\nmigrate_on_stop = false\n'
             f'[replica]\nfetch_coalesce_ms = {fetch_ms}\n'
-            f'[kafka]\nbootstrap_servers = "{self.bootstrap}"\n{security}')
+            f'[kafka]\nbootstrap_servers = "{self.bootstrap}"\n'
+            + (f'"max.in.flight.requests.per.connection" = {in_flight}\n' if in_flight else "")
+            + security)
 
     def loaded(self, what: str, roots: dict[str, int], port: int) -> float:
         """The -c 50 load: requests/s, and (the first time for ``what``) where the CPU went."""
@@ -423,7 +429,8 @@ def main() -> int:
                          " primary's Python path instead of its native pump; a -signed"
                          " before either suffix (output-signed, output-signed-py): every"
                          " record signed ([security] keys); -fetchN: the replica's"
-                         " [replica] fetch_coalesce_ms = N (output-fetch2); -other: a"
+                         " [replica] fetch_coalesce_ms = N (output-fetch2); -inflightN:"
+                         " [kafka] max.in.flight.requests.per.connection = N; -other: a"
                          " serialized Redis left under SCHED_OTHER (MIG_SCHED_BATCH=0);"
                          " -spread: not pinned to one CPU (MIG_PIN=0)")
     ap.add_argument("--no-load", action="store_true", help="only the -c 1 latency")

@@ -135,7 +135,6 @@ class PumpRings:
 
     def __init__(self, pairs: list[tuple[str, Ring]]) -> None:
         self.pairs = pairs
-        self.rings = [ring for _, ring in pairs]
         self._lpids = [lpid.encode() for lpid, _ in pairs]  # (kept alive for C)
         self.array = (_RunRing * max(1, len(pairs)))()
         for item, (_, ring), lpid in zip(self.array, pairs, self._lpids, strict=False):

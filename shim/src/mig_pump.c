@@ -566,12 +566,11 @@ MIG_EXPORT int mig_pump_run(struct mig_pump *p, struct mig_pump_ring *rings, int
         mig_bells_snapshot(words, now_seen, nwords);
         if (now_seen[0] != seen[0] || now_seen[1] != seen[1])
             return RUN_WOKEN;
-        int64_t paced = *last_sent_ns + pace_ns - now_ns();
-        if (pass == 0 && pace_ns && paced > 0) {
+        int64_t start = now_ns(), paced = *last_sent_ns + pace_ns - start;
+        if (pass == 0 && pace_ns && paced > 0 && until_ns > start) {
             /* the pace of the last run's last pass that sent, a doorbell ending it */
             int rc = mig_bells_wait(words, now_seen, nwords, hdrs, nrings,
-                                    paced < until_ns - now_ns() ? paced : until_ns - now_ns(),
-                                    0);
+                                    paced < until_ns - start ? paced : until_ns - start, 0);
             if (rc == -EINTR)
                 return RUN_WOKEN;
             if (rc)

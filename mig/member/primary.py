@@ -254,6 +254,19 @@ class Recorder(Handing, Committing, Following):
         last_beat = 0.0
         last_control = 0.0
         last_sent = time.monotonic()  # the agent is idle once nothing was sent for QUIET_S
+
+        def due(control_s: float) -> float:
+            """The agent's nearest timer: the control topic's (every ``control_s``), the
+            heartbeat, the run folder's scan, the open transaction's commit, the stop's
+            timeout."""
+            at = min(last_control + control_s, last_beat + self.cfg.replica.heartbeat_ms / 1000,
+                     last_scan + RING_SCAN_S)
+            if writer.open_transaction:
+                at = min(at, last_commit + self.flush_ms / 1000)
+            if stop_sent is not None:
+                at = min(at, stop_sent + self.stop_timeout_s)
+            return at
+
         while True:
             now = time.monotonic()
             self.stats.turns += 1
@@ -339,23 +352,12 @@ class Recorder(Handing, Committing, Following):
                     self.bells.wait(seen, rings, 0.001)
             elif native and writer.pump is not None:
                 # the turns until the nearest timer, natively (mig/member/commit.py)
-                due = min(last_control + (CONTROL_IDLE_S if idle else CONTROL_S),
-                          last_beat + self.cfg.replica.heartbeat_ms / 1000,
-                          last_scan + RING_SCAN_S)
-                if writer.open_transaction:
-                    due = min(due, last_commit + self.flush_ms / 1000)
-                if stop_sent is not None:
-                    due = min(due, stop_sent + self.stop_timeout_s)
-                last_sent = self._pump_run(writer, writer.pump, seen, pairs, due, last_sent)
+                last_sent = self._pump_run(writer, writer.pump, seen, pairs,
+                                           due(CONTROL_IDLE_S if idle else CONTROL_S),
+                                           last_sent)
             elif not sent and idle and not self._stop:  # until a record or the next timer
-                due = min(last_control + CONTROL_IDLE_S,
-                          last_beat + self.cfg.replica.heartbeat_ms / 1000,
-                          last_scan + RING_SCAN_S)
-                if writer.open_transaction:
-                    due = min(due, last_commit + self.flush_ms / 1000)
-                if stop_sent is not None:
-                    due = min(due, stop_sent + self.stop_timeout_s)
-                self.bells.wait(seen, rings, max(0.0, due - time.monotonic()), deep=True)
+                self.bells.wait(seen, rings, max(0.0, due(CONTROL_IDLE_S) - time.monotonic()),
+                                deep=True)
             elif not sent:  # until a barrier, a full ring, an acknowledgement or the next timer
                 self.bells.wait(seen, rings, TURN_S)
             elif self.cfg.barrier_mode == "async":  # let records gather (commit.py)

@@ -171,7 +171,8 @@ class Committing(RecorderState):
         this turn's snapshot of the doorbells of ``pairs``' rings. Python's turn comes
         back for its timers, the control topic, commits and heartbeats, about every
         CONTROL_S while busy: under a Redis load it had taken a turn per batch, and its
-        Python there was half of the agent's CPU (docs/benchmarks.md, "Native turns").
+        main thread, Python mostly, took more than half of the agent's CPU
+        (docs/benchmarks.md, "Native turns").
         Returns when a pass last sent (``last_sent`` before)."""
         if self._run_rings is None or not self._run_rings.same(pairs):
             self._run_rings = PumpRings(pairs)

@@ -2,8 +2,9 @@
 pump sends a ring's records as the bytes the Python encoder makes, each acknowledgement
 raises the ring's committed_seq by itself (no Python takes the delivery report), batches are
 cut under the limit and numbered in turn, a fenced producer's refusal is raised as
-Fenced, its batch never released, and an app with keys has its batches signed as Python
-signs them."""
+Fenced, its batch never released, an app with keys has its batches signed as Python
+signs them, and the native turns (``Pump.run``) drain until the agent's timer, come back
+for a transaction, a doorbell of the agent's own or a record they cannot send."""
 
 from __future__ import annotations
 

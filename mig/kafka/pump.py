@@ -27,8 +27,8 @@ from mig.wire.auth import HEADER as AUTH_HEADER
 from mig.wire.auth import Auth
 from mig.wire.codec import Codec
 
-__all__ = ["RUN_BEGIN", "RUN_DUE", "RUN_WOKEN", "Drained", "Pump", "PumpRings",
-           "PumpUnavailable", "bind", "hmac_hex", "librdkafka_path", "pumped"]
+__all__ = ["Drained", "Pump", "PumpUnavailable", "bind", "hmac_hex", "librdkafka_path",
+           "pumped"]
 
 # mig_pump_drain's results
 BAD_RECORD, REFUSED, QUEUE_FULL = -1, -2, -3
@@ -101,49 +101,11 @@ def _library() -> Any:
         lib.mig_pump_sign.argtypes = [vp, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
                                       ctypes.c_char_p, ctypes.c_size_t]
         lib.mig_pump_sign.restype = ctypes.c_int
-        lib.mig_pump_run.restype = ctypes.c_int
-        lib.mig_pump_run.argtypes = [vp, vp, ctypes.c_int, vp, vp, ctypes.c_int, vp,
-                                     ctypes.c_int64, u64, ctypes.c_int64, ctypes.c_int,
-                                     ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                                     ctypes.POINTER(ctypes.c_int64),
-                                     ctypes.POINTER(ctypes.c_int)]
         lib.mig_hmac_hex.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
                                      ctypes.c_size_t, ctypes.c_char_p]
         lib.mig_hmac_hex.restype = None
         _lib = lib
     return _lib
-
-
-class _RunRing(ctypes.Structure):
-    """struct mig_pump_ring (shim/src/mig_pump.c)."""
-
-    _fields_ = [("hdr", ctypes.c_void_p), ("data", ctypes.c_void_p),
-                ("capacity", ctypes.c_uint64), ("lpid", ctypes.c_char_p),
-                ("batch_seq", ctypes.c_uint64), ("calls", ctypes.c_uint64),
-                ("batches", ctypes.c_uint64), ("bytes", ctypes.c_uint64),
-                ("last_seq", ctypes.c_uint64)]
-
-
-# mig_pump_run's results besides Drained's
-RUN_DUE, RUN_WOKEN, RUN_BEGIN = 0, 1, 2
-
-
-class PumpRings:
-    """The rings of ``Pump.run``, in the order of the doorbells' snapshot (their words
-    follow the agent's own two there: mig/ring/doorbell.py); made again when they
-    change."""
-
-    def __init__(self, pairs: list[tuple[str, Ring]]) -> None:
-        self.pairs = pairs
-        self._lpids = [lpid.encode() for lpid, _ in pairs]  # (kept alive for C)
-        self.array = (_RunRing * max(1, len(pairs)))()
-        for item, (_, ring), lpid in zip(self.array, pairs, self._lpids, strict=False):
-            item.hdr, item.data = ring.header_addr, ring.data_addr
-            item.capacity, item.lpid = ring.capacity, lpid
-
-    def same(self, pairs: list[tuple[str, Ring]]) -> bool:
-        return len(pairs) == len(self.pairs) and all(
-            a[1] is b[1] for a, b in zip(pairs, self.pairs, strict=True))
 
 
 @dataclass(slots=True)
@@ -212,22 +174,6 @@ class Pump:
                                       ctypes.byref(last))
         return Drained(rc, nxt.value, calls.value, batches.value, size.value, last.value,
                        seq.value)
-
-    def run(self, rings: PumpRings, words: Any, seen: Any, headers: Any, until: float,
-            budget: int, epoch: int, txn_open: bool, pace_s: float, turn_s: float,
-            quiet_s: float, last_sent: float) -> tuple[int, int, float]:
-        """The agent's busy turns natively (shim/src/mig_pump.c, mig_pump_run) until the
-        monotonic time ``until`` or an event: (result, the ring it concerns or -1, when a
-        pass last sent). ``rings.array``'s batch_seq must be the processes' next ones;
-        after the call it and each ring's calls, batches, bytes and last_seq say what was
-        sent."""
-        last = ctypes.c_int64(int(last_sent * 1e9))
-        which = ctypes.c_int(-1)
-        rc = self._lib.mig_pump_run(
-            self._p, rings.array, len(rings.pairs), words, seen, len(rings.pairs) + 2,
-            headers, int(until * 1e9), budget, epoch, int(txn_open), int(pace_s * 1e9),
-            int(turn_s * 1e9), int(quiet_s * 1e9), ctypes.byref(last), ctypes.byref(which))
-        return rc, which.value, last.value / 1e9
 
     @property
     def failed(self) -> bool:

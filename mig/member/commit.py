@@ -25,10 +25,10 @@ from typing import Any
 import structlog
 
 from mig.config import AppConfig
-from mig.kafka.pump import BAD_RECORD, QUEUE_FULL, REFUSED, RUN_BEGIN, Pump, PumpRings
+from mig.kafka.pump import BAD_RECORD, QUEUE_FULL, REFUSED, Pump
 from mig.kafka.writer import LogWriter
 from mig.member.record_state import RecorderState
-from mig.ring.memory import MODE_RECORD, Ring, new_rings
+from mig.ring.memory import MODE_RECORD, new_rings
 
 log = structlog.get_logger("mig.recorder")
 
@@ -162,44 +162,6 @@ class Committing(RecorderState):
             writer.serve(0.01)
             return max(sent, 1)
         return sent
-
-    def _pump_run(self, writer: LogWriter, pump: Pump, seen: Any,
-                  pairs: list[tuple[str, Ring]], until: float, last_sent: float) -> float:
-        """The agent's busy turns natively until the monotonic time ``until`` (its nearest
-        timer) or an event (mig/kafka/pump.py ``Pump.run``): draining the rings and waiting
-        on their doorbells with no Python between a doorbell and the produce; ``seen`` is
-        this turn's snapshot of the doorbells of ``pairs``' rings. Python's turn comes
-        back for its timers, the control topic, commits and heartbeats, about every
-        CONTROL_S while busy: under a Redis load it had taken a turn per batch, and its
-        main thread, Python mostly, took more than half of the agent's CPU
-        (docs/benchmarks.md, "Native turns").
-        Returns when a pass last sent (``last_sent`` before)."""
-        if self._run_rings is None or not self._run_rings.same(pairs):
-            self._run_rings = PumpRings(pairs)
-        run = self._run_rings
-        for item, (lpid, _) in zip(run.array, pairs, strict=False):
-            item.batch_seq = self.batch_seq[lpid]
-        words, headers = self.bells.arrays
-        rc, which, last_sent = pump.run(
-            run, words, seen, headers, until, self.drain_bytes, self.epoch,
-            writer.open_transaction, ASYNC_PACE_S if self.cfg.barrier_mode == "async" else 0,
-            TURN_S, QUIET_S, last_sent)
-        for item, (lpid, _) in zip(run.array, pairs, strict=False):
-            self.batch_seq[lpid] = item.batch_seq
-            if item.batches:
-                self._sent(lpid, item.batches, item.calls, item.bytes, item.last_seq)
-        if rc == RUN_BEGIN:  # records, and no transaction open
-            writer.begin()
-        if rc == BAD_RECORD:
-            ring = pairs[which][1]
-            raise self.encoder.problem(ring, ring.tail, ring.head)
-        if rc == REFUSED:
-            writer.raise_pump_refusal()
-        if rc == QUEUE_FULL:
-            writer.serve(0.01)
-        elif rc < 0:  # the doorbells cannot be waited on natively: Python waits from now on
-            self._native_turns = False
-        return last_sent
 
     def _loop(self, writer: LogWriter, proc: Any, control: Any) -> None:
         """The agent's turns (mig/member/primary.py), with its acknowledgement thread. With

@@ -4,13 +4,10 @@ mode, drains its rings into ``mig.NAME.calls`` and answers barriers.
 One loop: find new rings, drain every ring and send the calls as CallBatch records (one
 Kafka transaction every ``flush_ms``, 100 ms, for fencing). A thread or a held output that
 waits at a barrier rings its ring's doorbell; the agent sleeps on the doorbells between
-turns (mig/ring/doorbell.py), not blindly. With the native pump those turns, draining and
-waiting, run in native code until the agent's nearest timer (``Committing._pump_run``), and
-this loop's Python comes back for its timers. Kafka's acknowledgements (acks=all) are
-taken as they come (by librdkafka's broker thread through the native pump, or by an
-acknowledgement thread on the Python path), and each releases, in send order, every waiter
-it covers: the rings' ``committed_seq`` rises and the waiters wake (group commit,
-mig/member/commit.py).
+turns (mig/ring/doorbell.py), not blindly. Kafka's acknowledgements (acks=all) are taken as
+they come (by librdkafka's broker thread through the native pump, or by an acknowledgement
+thread on the Python path), and each releases, in send order, every waiter it covers: the
+rings' ``committed_seq`` rises and the waiters wake (group commit, mig/member/commit.py).
 docs/interceptor.md ("When is a record committed") says why an acknowledged record is
 enough. Heartbeats go to ``mig.NAME.control`` every ``heartbeat_ms``.
 
@@ -133,8 +130,6 @@ class Recorder(Handing, Committing, Following):
         self.stdin_pipe = None
         self.feeder = None
         self._feed_when = None  # adopt(): true once every byte the log read is counted
-        self._run_rings = None
-        self._native_turns = True  # until the doorbells cannot be waited on natively
 
     def run(self) -> RecordStats:
         """Record until the app exits (or SIGTERM/SIGINT stops it). Returns the figures."""
@@ -254,27 +249,13 @@ class Recorder(Handing, Committing, Following):
         last_beat = 0.0
         last_control = 0.0
         last_sent = time.monotonic()  # the agent is idle once nothing was sent for QUIET_S
-
-        def due(control_s: float) -> float:
-            """The agent's nearest timer: the control topic's (every ``control_s``), the
-            heartbeat, the run folder's scan, the open transaction's commit, the stop's
-            timeout."""
-            at = min(last_control + control_s, last_beat + self.cfg.replica.heartbeat_ms / 1000,
-                     last_scan + RING_SCAN_S)
-            if writer.open_transaction:
-                at = min(at, last_commit + self.flush_ms / 1000)
-            if stop_sent is not None:
-                at = min(at, stop_sent + self.stop_timeout_s)
-            return at
-
         while True:
             now = time.monotonic()
             self.stats.turns += 1
             idle = now - last_sent > QUIET_S
             # the doorbells as they are before this turn looks at the rings: a bump during
             # the turn ends the wait at its end at once (mig/ring/doorbell.py)
-            pairs = list(self.rings.items())
-            rings = [ring for _, ring in pairs]
+            rings = list(self.rings.values())
             seen = self.bells.snapshot(rings)
             if self.bells.new_process(seen) or now - last_scan > RING_SCAN_S:
                 self._discover()
@@ -299,11 +280,7 @@ class Recorder(Handing, Committing, Following):
                 if self._migrate_asked is not None and stop_sent is None:
                     if self._handoff(writer, proc, control):
                         return
-            # the native turns drain the rings themselves (below), this turn only when
-            # they cannot (mig/member/commit.py _pump_run)
-            native = (writer.pump is not None and self._native_turns and self.bells.native
-                      and not self._settling())
-            sent = 0 if native else self._drain(writer)
+            sent = self._drain(writer)
             if sent:
                 last_sent = now
             self._settle_acks(writer)
@@ -350,14 +327,15 @@ class Recorder(Handing, Committing, Following):
             if self._settling():  # processes still replay after a promotion:
                 if not sent:  # on_turn feeds them at the old 1 ms pace, not a 5 ms turn
                     self.bells.wait(seen, rings, 0.001)
-            elif native and writer.pump is not None:
-                # the turns until the nearest timer, natively (mig/member/commit.py)
-                last_sent = self._pump_run(writer, writer.pump, seen, pairs,
-                                           due(CONTROL_IDLE_S if idle else CONTROL_S),
-                                           last_sent)
             elif not sent and idle and not self._stop:  # until a record or the next timer
-                self.bells.wait(seen, rings, max(0.0, due(CONTROL_IDLE_S) - time.monotonic()),
-                                deep=True)
+                due = min(last_control + CONTROL_IDLE_S,
+                          last_beat + self.cfg.replica.heartbeat_ms / 1000,
+                          last_scan + RING_SCAN_S)
+                if writer.open_transaction:
+                    due = min(due, last_commit + self.flush_ms / 1000)
+                if stop_sent is not None:
+                    due = min(due, stop_sent + self.stop_timeout_s)
+                self.bells.wait(seen, rings, max(0.0, due - time.monotonic()), deep=True)
             elif not sent:  # until a barrier, a full ring, an acknowledgement or the next timer
                 self.bells.wait(seen, rings, TURN_S)
             elif self.cfg.barrier_mode == "async":  # let records gather (commit.py)

@@ -19,8 +19,7 @@ turns; a ``deep`` one (an idle agent, until its next timer) by any record append
 (shim/src/mig_bells.c says why none is missed). Past 126 rings, or on a kernel without
 ``futex_waitv``, the wait is a 1 ms sleep (the agent's old polling). The snapshot and the
 wait are native (shim/src/mig_bells.c): in Python they were a third of the agent's Python
-time under load. With the native pump a busy agent's turns wait on the same words from
-native code (shim/src/mig_pump.c ``mig_pump_run``, given ``arrays``).
+time under load.
 """
 
 from __future__ import annotations
@@ -96,17 +95,6 @@ class Doorbells:
             self._seen = (ctypes.c_uint32 * self._n)()
         self._lib.mig_bells_snapshot(self._words, self._seen, self._n)
         return self._seen
-
-    @property
-    def arrays(self) -> tuple[Any, Any]:
-        """The last snapshot's words (the agent's own two, then its rings') and its rings'
-        headers, for shim/src/mig_pump.c's mig_pump_run, which waits on them itself."""
-        return self._words, self._headers
-
-    @property
-    def native(self) -> bool:
-        """Whether the doorbells can be waited on natively (futex_waitv, few enough)."""
-        return self._waitv and self._n <= _MAX_WAITERS
 
     def new_process(self, seen: Any) -> bool:
         """Whether a process made its ring since the last time this said so (``seen``:

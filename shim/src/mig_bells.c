@@ -46,8 +46,7 @@ MIG_EXPORT void mig_bells_snapshot(uint32_t *const *words, uint32_t *seen, int n
  * the flag, then reads each ring's head and tail; each side's store comes before its load
  * (a locked instruction on x86, sequentially consistent in C), so one of them sees the
  * other and no record waits for the agent's next timer. 0, or -ENOSYS (no futex_waitv: the
- * caller sleeps instead), -E2BIG (more words than one wait takes), -EINTR (a signal came:
- * mig_pump_run goes back to Python, whose handler has it to run). */
+ * caller sleeps instead), -E2BIG (more words than one wait takes). */
 MIG_EXPORT int mig_bells_wait(uint32_t *const *words, const uint32_t *seen, int n,
                               struct mig_ring_hdr *const *rings, int nrings,
                               int64_t timeout_ns, int deep)
@@ -79,5 +78,5 @@ MIG_EXPORT int mig_bells_wait(uint32_t *const *words, const uint32_t *seen, int 
     int err = rc < 0 ? errno : 0;
     for (int i = 0; i < nrings; i++)
         __atomic_store_n(&rings[i]->agent_sleeping, 0, __ATOMIC_RELEASE);
-    return err == ENOSYS || err == EINTR ? -err : 0;
+    return err == ENOSYS ? -ENOSYS : 0;
 }

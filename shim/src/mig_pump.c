@@ -21,7 +21,6 @@
  * (rdkafka.h). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
-#include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -508,131 +507,6 @@ MIG_EXPORT int mig_pump_drain(struct mig_pump *p, struct mig_ring_hdr *hdr,
     }
     *next = pos;
     return rc;
-}
-
-/* -- the agent's busy turns in native code (mig_bells.c: the doorbells) */
-void mig_bells_snapshot(uint32_t *const *words, uint32_t *seen, int n);
-int mig_bells_wait(uint32_t *const *words, const uint32_t *seen, int n,
-                   struct mig_ring_hdr *const *rings, int nrings, int64_t timeout_ns,
-                   int deep);
-
-/* One ring of mig_pump_run, as the agent set it up (mig/kafka/pump.py, PumpRings). */
-struct mig_pump_ring {
-    struct mig_ring_hdr *hdr;
-    const unsigned char *data;
-    uint64_t capacity;
-    const char *lpid;
-    uint64_t batch_seq;               /* in and out: the process's next batch number */
-    uint64_t calls, batches, bytes;   /* out: what this run sent */
-    uint64_t last_seq;                /* out: its last call, when batches */
-};
-
-#define RUN_DUE 0   /* until_ns came */
-#define RUN_WOKEN 1 /* the agent's own word or the new-process bell rang, or a signal came */
-#define RUN_BEGIN 2 /* a ring has records and no transaction is open: the agent opens one */
-#define RUN_MAX_WORDS 128
-
-/* The agent's turns while it is busy, without Python between a doorbell and the produce
- * (mig/member/commit.py, _pump_run): drain every ring in record mode (mig_pump_drain, at
- * most `budget` bytes of each a pass) and wait on the doorbells as the Python turn did
- * (mig/member/primary.py): after a pass that sent, at once again, or after `pace_ns`
- * (async mode lets records gather); after one that sent nothing, a light wait of at most
- * `turn_ns`, or, once nothing was sent for `quiet_ns`, a deep one; never past `until_ns`
- * (CLOCK_MONOTONIC), the agent's nearest timer. words[0] and words[1] are the agent's own
- * word and the new-process bell, whose values the agent read into seen[0] and seen[1]
- * before it looked at the run folder; the rest are the doorbells of `rings` (`hdrs`
- * their headers), in the same order. `*last_sent_ns` is when a pass last sent (in and
- * out). Returns RUN_DUE, RUN_WOKEN, RUN_BEGIN, or mig_pump_drain's -1, -2, -3 with
- * `*which` the ring, its tail at the record that could not be sent; -ENOSYS or -E2BIG
- * when the doorbells cannot be waited on (the agent waits in Python). */
-MIG_EXPORT int mig_pump_run(struct mig_pump *p, struct mig_pump_ring *rings, int nrings,
-                            uint32_t *const *words, const uint32_t *seen, int nwords,
-                            struct mig_ring_hdr *const *hdrs, int64_t until_ns,
-                            uint64_t budget, int64_t epoch, int txn_open, int64_t pace_ns,
-                            int64_t turn_ns, int64_t quiet_ns, int64_t *last_sent_ns,
-                            int *which)
-{
-    uint32_t now_seen[RUN_MAX_WORDS];
-    if (nwords > RUN_MAX_WORDS || nwords != nrings + 2)
-        return -E2BIG;
-    for (int i = 0; i < nrings; i++)
-        rings[i].calls = rings[i].batches = rings[i].bytes = 0;
-    *which = -1;
-    for (int pass = 0;; pass++) {
-        if (__atomic_load_n(&p->err, __ATOMIC_ACQUIRE))
-            return -2;
-        /* the doorbells before the rings are looked at: a bump during the pass ends the
-         * wait after it at once (mig/ring/doorbell.py) */
-        mig_bells_snapshot(words, now_seen, nwords);
-        if (now_seen[0] != seen[0] || now_seen[1] != seen[1])
-            return RUN_WOKEN;
-        int64_t start = now_ns(), paced = *last_sent_ns + pace_ns - start;
-        if (pass == 0 && pace_ns && paced > 0 && until_ns > start) {
-            /* the pace of the last run's last pass that sent, a doorbell ending it */
-            int rc = mig_bells_wait(words, now_seen, nwords, hdrs, nrings,
-                                    paced < until_ns - start ? paced : until_ns - start, 0);
-            if (rc == -EINTR)
-                return RUN_WOKEN;
-            if (rc)
-                return rc;
-            continue;
-        }
-        uint64_t sent = 0;
-        for (int i = 0; i < nrings; i++) {
-            struct mig_pump_ring *r = &rings[i];
-            if (__atomic_load_n(&r->hdr->mode, __ATOMIC_ACQUIRE) != 1)
-                continue; /* a promoted replica's process still replaying */
-            uint64_t from = __atomic_load_n(&r->hdr->tail, __ATOMIC_ACQUIRE);
-            uint64_t to = __atomic_load_n(&r->hdr->head, __ATOMIC_ACQUIRE);
-            if (from >= to)
-                continue;
-            if (!txn_open) {
-                *which = i;
-                return RUN_BEGIN;
-            }
-            struct timespec wall;
-            clock_gettime(CLOCK_REALTIME, &wall);
-            uint64_t next, calls, batches, bytes, last = 0;
-            int rc = mig_pump_drain(p, r->hdr, r->data, r->capacity, from, to, budget, epoch,
-                                    r->lpid, &r->batch_seq,
-                                    (int64_t)wall.tv_sec * 1000000000 + wall.tv_nsec, &next,
-                                    &calls, &batches, &bytes, &last);
-            if (next != from)
-                __atomic_store_n(&r->hdr->tail, next, __ATOMIC_RELEASE);
-            if (batches) {
-                r->calls += calls;
-                r->batches += batches;
-                r->bytes += bytes;
-                r->last_seq = last;
-                sent += calls;
-                *last_sent_ns = now_ns();
-            }
-            if (rc) {
-                *which = i;
-                return rc;
-            }
-        }
-        int64_t now = now_ns();
-        if (now >= until_ns)
-            return RUN_DUE;
-        int64_t wait = turn_ns;
-        int deep = 0;
-        if (sent && !pace_ns)
-            continue;
-        if (sent)
-            wait = pace_ns;
-        else if (now - *last_sent_ns > quiet_ns) {
-            wait = until_ns - now; /* idle: until a record comes or the agent's timer */
-            deep = 1;
-        }
-        if (wait > until_ns - now)
-            wait = until_ns - now;
-        int rc = mig_bells_wait(words, now_seen, nwords, hdrs, nrings, wait, deep);
-        if (rc == -EINTR)
-            return RUN_WOKEN;
-        if (rc)
-            return rc;
-    }
 }
 
 /* The first refusal (0 while none) and its text. */

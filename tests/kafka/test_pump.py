@@ -2,9 +2,8 @@
 pump sends a ring's records as the bytes the Python encoder makes, each acknowledgement
 raises the ring's committed_seq by itself (no Python takes the delivery report), batches are
 cut under the limit and numbered in turn, a fenced producer's refusal is raised as
-Fenced, its batch never released, an app with keys has its batches signed as Python
-signs them, and the native turns (``Pump.run``) drain until the agent's timer, come back
-for a transaction, a doorbell of the agent's own or a record they cannot send."""
+Fenced, its batch never released, and an app with keys has its batches signed as Python
+signs them."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ import dataclasses
 import hashlib
 import hmac
 import os
-import threading
 import time
 
 import pytest
@@ -20,21 +18,11 @@ from confluent_kafka import TopicPartition
 
 from mig.errors import Fenced
 from mig.kafka.clients import consumer
-from mig.kafka.pump import (
-    BAD_RECORD,
-    QUEUE_FULL,
-    REFUSED,
-    RUN_BEGIN,
-    RUN_DUE,
-    RUN_WOKEN,
-    PumpRings,
-    hmac_hex,
-)
+from mig.kafka.pump import QUEUE_FULL, REFUSED, hmac_hex
 from mig.kafka.topics import ensure_topics, topic_names
 from mig.kafka.writer import LogWriter
 from mig.ring.batch import BatchEncoder
 from mig.ring.decode import BatchDecoder
-from mig.ring.doorbell import Doorbells
 from mig.ring.memory import RawCall, Ring
 from mig.wire.auth import HEADER as AUTH_HEADER
 from mig.wire.auth import load_keys
@@ -219,63 +207,4 @@ def test_a_signed_apps_batches_carry_the_signature_its_replicas_check(
     value, headers = got[0]
     forged = value[:-2] + bytes([value[-2] ^ 1]) + value[-1:]
     assert "does not match" in (auth.check("calls", "1.2", forged, headers) or "")
-    ring.close()
-
-
-def _run(writer: LogWriter, ring: Ring, bells: Doorbells, seconds: float, txn: bool = True):
-    """The native turns (Pump.run) over ``ring`` alone for at most ``seconds``: their
-    result, the ring's PumpRings entry and the seconds they took."""
-    assert writer.pump is not None
-    seen = bells.snapshot([ring])
-    words, headers = bells.arrays
-    rings = PumpRings([("1.2", ring)])
-    rings.array[0].batch_seq = 4
-    started = time.monotonic()
-    rc, which, _ = writer.pump.run(rings, words, seen, headers, started + seconds, 1 << 30, 3,
-                                   txn, 0.0, 0.005, 0.02, started)
-    return rc, which, rings.array[0], time.monotonic() - started
-
-
-def test_the_native_turns_drain_until_the_agents_timer_and_ask_for_a_transaction(
-        tmp_path, settings, app_name):
-    ensure_topics(settings, app_name)
-    writer = _writer(settings, app_name)
-    ring = new_ring(tmp_path / "r.ring", capacity=1 << 16)
-    for call in _calls(30):
-        assert put(ring, call)
-    bells = Doorbells()
-    # records and no transaction open: back at once, nothing sent (Python opens one)
-    rc, which, item, _ = _run(writer, ring, bells, 5.0, txn=False)
-    assert (rc, which, item.batches, ring.tail) == (RUN_BEGIN, 0, 0, 0)
-    writer.begin()
-    rc, which, item, took = _run(writer, ring, bells, 0.3)
-    assert (rc, which) == (RUN_DUE, -1) and took >= 0.3
-    assert (item.calls, item.batches, item.last_seq, item.batch_seq) == (30, 1, 29, 5)
-    assert ring.tail == ring.head
-    _wait(lambda: ring.committed_seq == 30, f"committed_seq stayed {ring.committed_seq}")
-    # records appended while the turns wait are sent before they return
-    threading.Timer(0.1, lambda: [put(ring, c) for c in _calls(3, first=30)]).start()
-    rc, _, item, _ = _run(writer, ring, bells, 1.0)
-    assert (rc, item.calls, item.batch_seq) == (RUN_DUE, 3, 5)
-    _wait(lambda: ring.committed_seq == 33, f"committed_seq stayed {ring.committed_seq}")
-    # the agent's own word brings Python back before its timer
-    threading.Timer(0.1, bells.ring).start()
-    rc, _, _, took = _run(writer, ring, bells, 30.0)
-    assert rc == RUN_WOKEN and took < 20
-    writer.commit()
-    ring.close()
-
-
-def test_the_native_turns_stop_at_a_record_they_cannot_send(tmp_path, settings, app_name):
-    ensure_topics(settings, app_name)
-    writer = _writer(settings, app_name)
-    ring = new_ring(tmp_path / "r.ring", capacity=1 << 16)
-    for call in _calls(2):
-        assert put(ring, call)
-    good = ring.head
-    ring.publish_head(good + 64)  # 64 bytes of zeros: a record of length 0
-    writer.begin()
-    rc, which, item, _ = _run(writer, ring, Doorbells(), 5.0)
-    assert (rc, which, item.calls, ring.tail) == (BAD_RECORD, 0, 2, good)
-    writer.commit()
     ring.close()

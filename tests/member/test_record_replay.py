@@ -497,19 +497,3 @@ def test_a_replica_whose_app_stops_taking_calls_does_not_end_as_done(
     assert "has not made its next recorded call: seq" in run.stderr, run.stderr[-2000:]
     assert not (backup / "out.txt").exists()
 
-
-def test_the_agent_takes_no_python_turn_per_batch(built, tmp_path, settings, app_name):
-    """evpingpong fork through pipes: 1,000 held outputs, each waiting for a commit of its
-    own, so about a batch each. The agent's Python took a turn for every batch (its
-    doorbells, the drain's call, the acknowledgements: its main thread, Python mostly, took
-    more than half of the agent's CPU under a Redis load). Now, while busy, the turns run
-    natively (mig_pump_run) and Python's comes back for its timers, about every 10 ms."""
-    rec, _, primary, backup = _record_replay(
-        tmp_path, app_name, [str(built / "evpingpong"), "fork", "pipe"],
-        settings.bootstrap_servers)
-    said = re.search(r"recorded (\d+) calls in (\d+) batches", rec.stdout)
-    turns = re.search(r'"turns": (\d+)', rec.stderr)  # (mig.recorder.stopped)
-    assert said is not None and turns is not None, rec.stdout + rec.stderr
-    assert re.fullmatch(r"count 1001 in_order 1 ms \d+\n", primary), primary
-    assert backup == primary
-    assert int(said[2]) >= 500 and int(turns[1]) * 2 < int(said[2]), (said[0], turns[0])

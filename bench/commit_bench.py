@@ -143,6 +143,12 @@ def statuses(bootstrap: str, app: str, member: str) -> list[dict[str, Any]]:
     return out
 
 
+def mode_number(mode: str, name: str) -> int:
+    """N of a mode's ``-nameN`` suffix (``output-fetch2``: 2 for "fetch"), 0 without one."""
+    found = [int(p[len(name):]) for p in mode.split("-")[1:] if p.startswith(name)]
+    return found[0] if found else 0
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -225,11 +231,9 @@ class Bench:
         app = f"cb{os.getpid()}{tag.replace('-', '')}"
         toml = folder / "app.toml"
         command = json.dumps([self.server, "--port", str(port), *REDIS_ARGS])
-        fetch = [int(p[5:]) for p in mode.split("-")[1:] if p.startswith("fetch")]
-        flight = [int(p[8:]) for p in mode.split("-")[1:] if p.startswith("inflight")]
         self.write_toml(toml, app, command, mode.split("-")[0], self.threads,
-                        signed="-signed" in mode, fetch_ms=fetch[0] if fetch else 0,
-                        in_flight=flight[0] if flight else 0,
+                        signed="-signed" in mode, fetch_ms=mode_number(mode, "fetch"),
+                        in_flight=mode_number(mode, "inflight"),
                         env={var: "0" for suffix, var in (("-other", "MIG_SCHED_BATCH"),
                                                           ("-spread", "MIG_PIN"))
                              if suffix in mode} or None)

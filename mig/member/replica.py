@@ -209,6 +209,7 @@ class Replayer(Feeding, Failover, Checkpointing):
                     return self.stats
                 self._checkpoint_step()
                 if self.proc is not None and self.proc.poll() is not None and not self._backlog():
+                    self._left_at_exit()
                     return self.stats
                 if (self.idle_exit_s is not None and not self._backlog()
                         and time.monotonic() - last_input > self.idle_exit_s):
@@ -224,6 +225,24 @@ class Replayer(Feeding, Failover, Checkpointing):
                     log.warning("mig.replayer.final_status_failed", error=repr(exc))
                 if self.proc is not None and self.proc.poll() is None:
                     kill_group(self.proc)
+
+    def _left_at_exit(self) -> None:
+        """The app has exited: a process that had not taken every call fed to it ended
+        before the primary's did (killed with its namespace when the app's first process
+        exited, or gone another way where the replay compares no call). The final status
+        counts those calls as not replayed; this says whose they are and where each
+        process stopped, so that a lag left at the end is explained in the log."""
+        for lpid in sorted(set(self.rings) | set(self.pending)):
+            ring = self.rings.get(lpid)
+            nxt = ring.next_record() if ring is not None else None
+            queued = sum(batch.left for batch in self.pending.get(lpid, ()))
+            if nxt is None and not queued:
+                continue
+            seq, tid, kind = nxt if nxt is not None else (None, None, None)
+            log.warning("mig.replayer.calls_left_at_exit", lpid=lpid, queued=queued,
+                        fed=ring is not None and ring.head > ring.tail, next_seq=seq,
+                        thread=tid, kind=KIND_NAMES.get(kind, kind) if nxt else None,
+                        ring="found" if ring is not None else "never made here")
 
     def _all_taken(self) -> None:
         """--idle-exit: the log has been idle that long. A process whose app has not taken

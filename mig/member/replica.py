@@ -238,10 +238,10 @@ class Replayer(Feeding, Failover, Checkpointing):
             queued = sum(batch.left for batch in self.pending.get(lpid, ()))
             if nxt is None and not queued:
                 continue
-            seq, tid, kind = nxt if nxt is not None else (None, None, None)
             log.warning("mig.replayer.calls_left_at_exit", lpid=lpid, queued=queued,
-                        fed=ring is not None and ring.head > ring.tail, next_seq=seq,
-                        thread=tid, kind=KIND_NAMES.get(kind, kind) if nxt else None,
+                        fed=ring is not None and ring.head > ring.tail,
+                        next_seq=nxt[0] if nxt else None, thread=nxt[1] if nxt else None,
+                        kind=KIND_NAMES.get(nxt[2], nxt[2]) if nxt else None,
                         ring="found" if ring is not None else "never made here")
 
     def _all_taken(self) -> None:

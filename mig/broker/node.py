@@ -60,6 +60,19 @@ def new_cluster_id() -> str:
             return cid
 
 
+def _running_threads(pid: int) -> int:
+    """Threads of process ``pid`` not stopped (state T, t) nor gone (Z, X, or no longer
+    listed)."""
+    running = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            state = stat.read_text().rsplit(") ", 1)[1][:1]
+        except (OSError, IndexError):
+            continue  # the thread ended meanwhile
+        running += state not in ("T", "t", "Z", "X")
+    return running
+
+
 @dataclass
 class KafkaNode:
     """A combined broker+controller. ``voters`` empty means a standalone dynamic quorum."""
@@ -213,10 +226,24 @@ class KafkaNode:
         self.pid_file.unlink(missing_ok=True)
         return True
 
-    def pause(self) -> None:
+    def pause(self, timeout: float = 5.0) -> None:
+        """SIGSTOP this node's Kafka process and return once every thread of it has
+        stopped. kill() returns before they have (each stops as it next leaves the
+        kernel), and a test that pauses the broker to show that nothing is acknowledged
+        meanwhile must not go on while one still answers; nor may a pause of a node that
+        is not running pass as done."""
         pid = self.pid()
-        if pid is not None:
-            os.kill(pid, signal.SIGSTOP)
+        if pid is None:
+            raise BrokerError(f"cannot pause the Kafka node in {self.directory}: it is not"
+                              " running")
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while (running := _running_threads(pid)):
+            if time.monotonic() > deadline:
+                raise BrokerError(f"the Kafka node in {self.directory} (pid {pid}) was sent"
+                                  f" SIGSTOP, but {running} of its threads still run after"
+                                  f" {timeout:g} s")
+            time.sleep(0.0005)
 
     def resume(self) -> None:
         pid = self.pid()

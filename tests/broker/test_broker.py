@@ -90,3 +90,31 @@ def test_cluster_ids_never_look_like_an_option():
     ids = [new_cluster_id() for _ in range(5000)]
     assert not [i for i in ids if i.startswith("-")]
     assert all(len(i) == 22 for i in ids) and len(set(ids)) == len(ids)
+
+
+def test_pause_returns_once_every_thread_of_the_broker_is_stopped(broker):
+    # kill(SIGSTOP) returns before the JVM's threads have stopped: a test that pauses the
+    # broker to show that nothing is acknowledged meanwhile relies on this wait
+    pid = broker.node.pid()
+    broker.node.pause()
+    try:
+        states = [stat.read_text().rsplit(") ", 1)[1][:1]
+                  for stat in Path(f"/proc/{pid}/task").glob("*/stat")]
+    finally:
+        broker.node.resume()
+    assert len(states) > 10 and set(states) <= {"T", "t"}, states
+    assert broker.node.pid() == pid
+
+
+def test_pausing_a_node_that_is_not_running_is_an_error(tmp_path):
+    from mig.broker.node import KafkaNode
+    from mig.errors import BrokerError
+
+    port, cport = free_ports(2)
+    node = KafkaNode(node_id=1, directory=tmp_path, port=port, controller_port=cport)
+    try:
+        node.pause()
+    except BrokerError as exc:
+        assert str(exc) == f"cannot pause the Kafka node in {tmp_path}: it is not running"
+    else:
+        raise AssertionError("a pause of a node that is not running passed as done")

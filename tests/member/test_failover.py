@@ -439,12 +439,11 @@ def test_a_replica_far_behind_claims_only_once_it_has_caught_up(hosts, tmp_path)
 
 def _stall(broker, seconds: float) -> None:  # noqa: ANN001 - the fixture's broker
     """The broker stops answering (SIGSTOP) for ``seconds``, then goes on."""
-    pid = broker.node.pid()
-    os.kill(pid, signal.SIGSTOP)
+    broker.node.pause()
     try:
         time.sleep(seconds)
     finally:
-        os.kill(pid, signal.SIGCONT)
+        broker.node.resume()
 
 
 def test_a_broker_that_stalls_20_s_is_waited_for(hosts, tmp_path):

@@ -3,8 +3,10 @@ if the guarantee is broken: output commit, identity checks and divergence detect
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -74,6 +76,56 @@ def test_output_mode_holds_replies_while_the_broker_is_paused(broker, tmp_path, 
     while_paused, total = _reply_while_broker_paused(broker, tmp_path, app_name, "output")
     assert while_paused is None, "a reply left the primary before its input was committed"
     assert total < 30
+
+
+def _pauses_answered(broker, tmp_path, app_name, mode, pauses) -> list[tuple[int, int, int]]:
+    """``pauses`` times: send 0 to 3 requests, wait 0 to 120 ms (a random phase of the
+    agent's turns and of its transaction commits, every 100 ms), pause the broker, send one
+    more request and read replies for 50 ms. Returns (pause, requests before it, replies
+    read while paused) for each pause during which the last request was answered too."""
+    (port,) = free_ports(1)
+    app = write_app(tmp_path, app_name, [str(KVSERVER), str(port)],
+                    broker.settings.bootstrap_servers, barrier_mode=mode)
+    primary = _start_primary(tmp_path, app)
+    answered = []
+    try:
+        wait_port("127.0.0.1", port, 30)
+        conn = Connection("127.0.0.1", port, timeout=30)
+        assert conn.request("SET warm up").startswith("OK ")
+        rnd = random.Random(7)
+        for i in range(pauses):
+            before = rnd.randrange(4)
+            for j in range(before):  # in flight when the pause comes, or answered before
+                conn.send(f"SET k{i}.{j} v")
+            time.sleep(rnd.choice([0.0, 0.0, rnd.random() * 0.003, rnd.random() * 0.12]))
+            broker.node.pause()
+            try:
+                conn.send(f"SET p{i} v")
+                conn._sock.settimeout(0.05)  # noqa: SLF001 - the test bounds its own wait
+                got = 0
+                with contextlib.suppress(TimeoutError):
+                    while got <= before:
+                        conn.recv_line()
+                        got += 1
+            finally:
+                broker.node.resume()
+            if got > before:
+                answered.append((i, before, got))
+            conn._sock.settimeout(30.0)  # noqa: SLF001
+            for _ in range(got, before + 1):
+                assert conn.recv_line().startswith("OK ")
+        return answered
+    finally:
+        primary.send_signal(signal.SIGTERM)
+        primary.wait(30)
+
+
+def test_output_mode_holds_replies_at_any_phase_of_the_agents_turns(broker, tmp_path,
+                                                                   app_name):
+    # 100 pauses: one at a single moment after start-up (the test above) cannot tell a
+    # release that depends on where the agent is in its turns or its commit cycle
+    answered = _pauses_answered(broker, tmp_path, app_name, "output", 100)
+    assert not answered, f"replies left the primary while the broker was paused: {answered}"
 
 
 def test_async_mode_does_not_wait_for_the_broker(broker, tmp_path, app_name):

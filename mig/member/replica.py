@@ -236,10 +236,13 @@ class Replayer(Feeding, Failover, Checkpointing):
             ring = self.rings.get(lpid)
             nxt = ring.next_record() if ring is not None else None
             queued = sum(batch.left for batch in self.pending.get(lpid, ()))
+            tail = ring.tail if ring is not None else 0
+            fed = sum(run[2] for run in self.in_ring.get(lpid, ()) if run[0] > tail)
             if nxt is None and not queued:
                 continue
-            log.warning("mig.replayer.calls_left_at_exit", lpid=lpid, queued=queued,
-                        fed=ring is not None and ring.head > ring.tail,
+            # (counted as lag() counts them: a run of calls fed at once, whole until taken)
+            log.warning("mig.replayer.calls_left_at_exit", lpid=lpid, calls=fed + queued,
+                        queued=queued,
                         next_seq=nxt[0] if nxt else None, thread=nxt[1] if nxt else None,
                         kind=KIND_NAMES.get(nxt[2], nxt[2]) if nxt else None,
                         ring="found" if ring is not None else "never made here")

@@ -87,6 +87,50 @@ def test_python_program_replays_identically(tmp_path, settings, app_name):
     assert backup == primary
 
 
+# the first process answers at once in replay (its reads and sleep are the log's), exits,
+# and its namespace takes the child, still in its loop, with it
+_CHILD_LEFT_BEHIND = """
+import os, sys
+r, w = os.pipe()
+if os.fork() == 0:
+    os.write(w, b"go")
+    n = 0
+    for i in range(20_000_000):  # no call: as long on a replica as here
+        n += i
+    for _ in range(10):
+        os.getpid()
+    os.write(w, b"done")
+    os.read(r, 1)  # until killed with the app
+    sys.exit(0)
+os.read(r, 2)
+os.read(r, 4)
+open(sys.argv[1], "w").write("the child made its calls\\n")
+"""
+
+
+def test_a_child_left_behind_at_the_apps_exit_is_named_by_the_replica(tmp_path, settings,
+                                                                      app_name):
+    """When the app's first process exits on a replica, a process of it that had not yet
+    taken the calls fed to it ends with it, and the final status counts those calls as not
+    replayed: the replica's log says whose they are and where that process stopped."""
+    (tmp_path / "left.py").write_text(_CHILD_LEFT_BEHIND)
+    app = write_app(tmp_path / "primary", app_name,
+                    [sys.executable, str(tmp_path / "left.py"), "out.txt"],
+                    settings.bootstrap_servers)
+    record(app, tmp_path / "home-p")
+    out = replay(app, tmp_path / "backup", tmp_path / "home-r")
+    assert out.returncode == 0, out.stderr
+    left = [json.loads(line) for line in out.stderr.splitlines()
+            if '"mig.replayer.calls_left_at_exit"' in line]
+    assert [e["lpid"] for e in left] == ["1.1"], out.stderr[-3000:]  # the child, only
+    assert left[0]["ring"] == "found" and left[0]["kind"] is not None
+    status = [json.loads(line)["record"] for line in run_mig(
+        "log", "tail", app_name, "-t", "control", "--json", "-b", settings.bootstrap_servers,
+        check=True).stdout.splitlines() if '"mig.log.MemberStatus"' in line]
+    assert status[-1]["health"] == "stopped"
+    assert status[-1]["lag_records"] == left[0]["calls"] >= 11  # 10 getpids and a write
+
+
 def test_shared_file_mapping_is_warned_about_by_name(built, tmp_path, settings, app_name):
     _record_replay(tmp_path, app_name, [str(built / "procfs")], settings.bootstrap_servers)
     log = (tmp_path / "primary" / "state" / "mig-app.log").read_text()

@@ -28,6 +28,10 @@ docs/programs.md) and no snapshots, on one embedded broker:
 6. **Where the CPU went** during the ``-c 50`` load of the first run: seconds of CPU of
    each process (the app, mig's agents, the broker, the replica's app, the load generator)
    against the wall time times the cores: what is left for the app on this machine.
+7. **What a batch waits for its acknowledgement** during each ``-c 50`` load under mig: the
+   primary's ``mig_commit_seconds`` histogram (served with ``--metrics``) before and
+   after it, p50, p90 and p99 interpolated within its buckets: the part of a held reply's
+   wait that is the broker's round trip.
 
 ``--modes output-py,async-py`` run the same with the primary's Python path instead of its
 native pump (``MIG_NATIVE_PUMP=0``), side by side with ``output`` and ``async``;
@@ -156,6 +160,41 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def commit_buckets(port: int) -> dict[float, float]:
+    """The primary's ``mig_commit_seconds`` histogram (its /metrics): upper bound ->
+    cumulative count. Empty when it cannot be read."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for m in re.finditer(r'^mig_commit_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\S+)$',
+                         text, re.M):
+        out[float(m[1])] = float(m[2])
+    return out
+
+
+def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The q-quantile, in seconds, of what ``after - before`` of a cumulative histogram
+    counted, interpolated within its bucket (as Prometheus's histogram_quantile); NaN
+    without counts."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return float("nan")
+    want, lower, below = q * counts[-1], 0.0, 0.0
+    for bound, cum in zip(bounds, counts, strict=True):
+        if cum >= want:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (want - below) / max(cum - below, 1e-9)
+        lower, below = bound, cum
+    return lower
+
+
 def py_spy() -> str:
     """py-spy (PyPI), for --profile: on PATH or beside this Python."""
     found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -198,6 +237,9 @@ class Bench:
         self.threads = threads
         self.profile = profile
         self.cpu: dict[str, list[tuple[float, dict[str, float]]]] = {}
+        # mode -> (batches, p50, p90, p99 s) of the acknowledgements in each -c 50 load
+        self.acks: dict[str, list[tuple[float, float, float, float]]] = {}
+        self.metrics_port = 0  # the primary's /metrics in the pair running now
         self.tmp, self.requests = tmp, requests
         self.server = need("redis-server", "redis-server")
         self.bench = need("redis-benchmark", "redis-tools")
@@ -238,8 +280,10 @@ class Bench:
                                                           ("-spread", "MIG_PIN"))
                              if suffix in mode} or None)
         env = {**self.env, "MIG_NATIVE_PUMP": "0"} if mode.endswith("-py") else self.env
+        self.metrics_port = free_ports(1)[0]
         primary = subprocess.Popen([*MIG, "primary", "start", "--run-dir",
-                                    str(folder / "run-p"), str(toml)], env=env,
+                                    str(folder / "run-p"), "--metrics",
+                                    f"127.0.0.1:{self.metrics_port}", str(toml)], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    stdin=subprocess.DEVNULL)
         replica = None
@@ -335,9 +379,15 @@ class Bench:
             time.sleep(1.0)  # attached
         before, load_before = cpu_by_process(roots), resource.getrusage(resource.RUSAGE_CHILDREN)
         jit_before = sum(jit_cpu_s(pid) for pid in brokers)
+        acks_before = commit_buckets(self.metrics_port) if "primary" in roots else {}
         started = time.monotonic()
         rps = benchmark(self.bench, port, self.requests, 50, TESTS)[0]
         elapsed = time.monotonic() - started
+        if acks_before:  # what each batch waited for its acknowledgement (and commits)
+            after = commit_buckets(self.metrics_port)
+            n = after.get(float("inf"), 0.0) - acks_before.get(float("inf"), 0.0)
+            self.acks.setdefault(what, []).append(
+                (n, *(quantile(acks_before, after, q) for q in (0.5, 0.9, 0.99))))
         for role, out, spy in spies:  # SIGINT: py-spy writes what it sampled, and ends
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
@@ -519,6 +569,11 @@ def main() -> int:
         print(f"  CPU s in the {what} load ({elapsed:.2f} s x {cores} cores ="
               f" {elapsed * cores:.2f}): {parts}; total"
               f" {sum(v for k, v in spent.items() if not k.startswith('(')):.2f}")
+    for what, acks in bench.acks.items():
+        print(f"  acknowledgements in the {what} load (the primary's mig_commit_seconds, a"
+              f" batch's from its produce, and the transactions' commits): "
+              + "; ".join(f"{n:,.0f}, p50 {p50 * 1000:.2f} p90 {p90 * 1000:.2f} p99"
+                          f" {p99 * 1000:.2f} ms" for n, p50, p90, p99 in acks))
     print(f"\nan idle primary's agent (its app: sleep 60): {idle:.1f}% of a core")
     print(f"\nfresh replica replaying the output-mode log ({spread(calls)} calls):"
           f" {spread(speeds)} calls/s")

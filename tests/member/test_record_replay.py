@@ -87,7 +87,7 @@ def test_python_program_replays_identically(tmp_path, settings, app_name):
     assert backup == primary
 
 
-# the first process answers at once in replay (its reads and sleep are the log's), exits,
+# the first process goes on at once in replay (its reads are the log's), exits,
 # and its namespace takes the child, still in its loop, with it
 _CHILD_LEFT_BEHIND = """
 import os, sys

@@ -158,6 +158,13 @@ def sleeps_by_process(roots: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def cpu_ticks(stat: str) -> int:
+    """User and system clock ticks of a /proc stat file's text (a thread's, or a process's
+    with every thread it had)."""
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def jit_cpu_s(pid: int) -> float:
     """CPU seconds a JVM's JIT compiler threads (``C1 CompilerThre``, ``C2 CompilerThre``
     in /proc) have taken so far: while they work, the JVM runs code not yet compiled.
@@ -169,11 +176,6 @@ def jit_cpu_s(pid: int) -> float:
     process's time less that of its live threads that are not compilers; another thread
     that ended counts as a compiler's, so a warm-up waits longer for it, never less."""
     tick = os.sysconf("SC_CLK_TCK")
-
-    def ticks(stat: str) -> int:
-        fields = stat[stat.rindex(")") + 2:].split()
-        return int(fields[11]) + int(fields[12])  # utime, stime
-
     others = 0  # (read before the process's total: what they add meanwhile counts as JIT)
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
@@ -181,9 +183,9 @@ def jit_cpu_s(pid: int) -> float:
         except OSError:
             continue
         if "CompilerThre" not in text[text.index("(") + 1:text.rindex(")")]:
-            others += ticks(text)
+            others += cpu_ticks(text)
     try:
-        total = ticks(Path(f"/proc/{pid}/stat").read_text())  # every thread's, ended too
+        total = cpu_ticks(Path(f"/proc/{pid}/stat").read_text())  # every thread's, ended too
     except OSError:
         return 0.0
     return max(0, total - others) / tick

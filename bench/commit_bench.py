@@ -79,6 +79,7 @@ from benchlib import (  # noqa: E402 - a sibling
     broker_up,
     cpu_by_process,
     cpu_spent,
+    cpu_ticks,
     jit_cpu_s,
     machine,
     toml_value,
@@ -165,16 +166,17 @@ def commit_buckets(port: int) -> dict[float, float]:
     cumulative count. Empty when it cannot be read."""
     import urllib.request
 
+    from prometheus_client.parser import text_string_to_metric_families
+
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
     except OSError:
         return {}
-    out = {}
-    for m in re.finditer(r'^mig_commit_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\S+)$',
-                         text, re.M):
-        out[float(m[1])] = float(m[2])
-    return out
+    return {float(sample.labels["le"]): sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "mig_commit_seconds"
+            for sample in family.samples if sample.name == "mig_commit_seconds_bucket"}
 
 
 def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
@@ -435,8 +437,8 @@ class Bench:
             time.sleep(8)  # started, and the control topic read
 
             def cpu_s() -> float:
-                stat = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+                return (cpu_ticks(Path(f"/proc/{proc.pid}/stat").read_text())
+                        / os.sysconf("SC_CLK_TCK"))
 
             before = cpu_s()
             time.sleep(10)

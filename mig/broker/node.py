@@ -60,13 +60,18 @@ def new_cluster_id() -> str:
             return cid
 
 
+def _state(stat: Path) -> str:
+    """The state letter of a /proc stat file (R, S, T, Z...: after the name's ``)``)."""
+    return stat.read_text().rsplit(") ", 1)[1][:1]
+
+
 def _running_threads(pid: int) -> int:
     """Threads of process ``pid`` not stopped (state T, t) nor gone (Z, X, or no longer
     listed)."""
     running = 0
     for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
         try:
-            state = stat.read_text().rsplit(") ", 1)[1][:1]
+            state = _state(stat)
         except (OSError, IndexError):
             continue  # the thread ended meanwhile
         running += state not in ("T", "t", "Z", "X")
@@ -205,7 +210,7 @@ class KafkaNode:
             return None
         if b"kafka.Kafka" not in cmdline or str(self.directory).encode() not in cmdline:
             return None  # pid reused by an unrelated process
-        if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z"):
+        if _state(Path(f"/proc/{pid}/stat")) == "Z":
             return None
         return pid
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -236,11 +237,9 @@ class Replayer(Feeding, Failover, Checkpointing):
             ring = self.rings.get(lpid)
             nxt = ring.next_record() if ring is not None else None
             queued = sum(batch.left for batch in self.pending.get(lpid, ()))
-            tail = ring.tail if ring is not None else 0
-            fed = sum(run[2] for run in self.in_ring.get(lpid, ()) if run[0] > tail)
             if nxt is None and not queued:
                 continue
-            # (counted as lag() counts them: a run of calls fed at once, whole until taken)
+            fed = sum(run[2] for run in self._untaken_runs(lpid))  # (as lag() counts them)
             log.warning("mig.replayer.calls_left_at_exit", lpid=lpid, calls=fed + queued,
                         queued=queued,
                         next_seq=nxt[0] if nxt else None, thread=nxt[1] if nxt else None,
@@ -269,11 +268,8 @@ class Replayer(Feeding, Failover, Checkpointing):
         """(calls received but not yet replayed, ms since the oldest of them was recorded):
         those still queued here and those in a ring the app has not taken yet."""
         calls, oldest = 0, None
-        for lpid, flight in self.in_ring.items():
-            ring = self.rings.get(lpid)
-            tail = ring.tail if ring is not None else 0
-            while flight and flight[0][0] <= tail:
-                flight.popleft()
+        for lpid in self.in_ring:
+            flight = self._untaken_runs(lpid)
             calls += sum(run[2] for run in flight)
             if flight:
                 oldest = flight[0][1] if oldest is None else min(oldest, flight[0][1])
@@ -286,6 +282,16 @@ class Replayer(Feeding, Failover, Checkpointing):
         if not calls or oldest is None:
             return calls, 0
         return calls, max(0, (time.time_ns() - oldest) // 1_000_000)
+
+    def _untaken_runs(self, lpid: str) -> deque[tuple[int, int, int]]:
+        """The runs of calls fed to process ``lpid``'s ring that its app has not taken all
+        of (those it has are dropped): a run counts whole until the ring's tail passes it."""
+        flight = self.in_ring.get(lpid, deque())
+        ring = self.rings.get(lpid)
+        tail = ring.tail if ring is not None else 0
+        while flight and flight[0][0] <= tail:
+            flight.popleft()
+        return flight
 
     def unfetched(self) -> int:
         """Batches of the calls topic not yet fetched from Kafka (each holds one call or

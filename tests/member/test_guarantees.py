@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,9 +40,10 @@ def _start_primary(tmp_path: Path, app: Path) -> subprocess.Popen:
                              "start", str(app)], env=env, stdout=log, stderr=log)
 
 
-def _reply_while_broker_paused(broker, tmp_path, app_name, mode) -> tuple[float | None, float]:
-    """Send a request while the broker is stopped (SIGSTOP) for 3 s. Returns the seconds
-    until the reply arrived while paused (None: it did not) and after the resume."""
+@contextlib.contextmanager
+def _kvserver(broker, tmp_path, app_name, mode) -> Iterator[Connection]:
+    """kvserver under ``mig primary start`` in ``mode``: a connection to it, after one
+    request answered; the primary is stopped (SIGTERM) after."""
     (port,) = free_ports(1)
     app = write_app(tmp_path, app_name, [str(KVSERVER), str(port)],
                     broker.settings.bootstrap_servers, barrier_mode=mode)
@@ -50,6 +52,16 @@ def _reply_while_broker_paused(broker, tmp_path, app_name, mode) -> tuple[float 
         wait_port("127.0.0.1", port, 30)
         conn = Connection("127.0.0.1", port, timeout=30)
         assert conn.request("SET warm up").startswith("OK ")
+        yield conn
+    finally:
+        primary.send_signal(signal.SIGTERM)
+        primary.wait(30)
+
+
+def _reply_while_broker_paused(broker, tmp_path, app_name, mode) -> tuple[float | None, float]:
+    """Send a request while the broker is stopped (SIGSTOP) for 3 s. Returns the seconds
+    until the reply arrived while paused (None: it did not) and after the resume."""
+    with _kvserver(broker, tmp_path, app_name, mode) as conn:
         broker.node.pause()
         try:
             started = time.monotonic()
@@ -67,9 +79,6 @@ def _reply_while_broker_paused(broker, tmp_path, app_name, mode) -> tuple[float 
             reply = conn.recv_line()
         assert reply.startswith("OK "), reply
         return while_paused, time.monotonic() - started
-    finally:
-        primary.send_signal(signal.SIGTERM)
-        primary.wait(30)
 
 
 def test_output_mode_holds_replies_while_the_broker_is_paused(broker, tmp_path, app_name):
@@ -83,15 +92,8 @@ def _pauses_answered(broker, tmp_path, app_name, mode, pauses) -> list[tuple[int
     agent's turns and of its transaction commits, every 100 ms), pause the broker, send one
     more request and read replies for 50 ms. Returns (pause, requests before it, replies
     read while paused) for each pause during which the last request was answered too."""
-    (port,) = free_ports(1)
-    app = write_app(tmp_path, app_name, [str(KVSERVER), str(port)],
-                    broker.settings.bootstrap_servers, barrier_mode=mode)
-    primary = _start_primary(tmp_path, app)
     answered = []
-    try:
-        wait_port("127.0.0.1", port, 30)
-        conn = Connection("127.0.0.1", port, timeout=30)
-        assert conn.request("SET warm up").startswith("OK ")
+    with _kvserver(broker, tmp_path, app_name, mode) as conn:
         rnd = random.Random(7)
         for i in range(pauses):
             before = rnd.randrange(4)
@@ -114,10 +116,7 @@ def _pauses_answered(broker, tmp_path, app_name, mode, pauses) -> list[tuple[int
             conn._sock.settimeout(30.0)  # noqa: SLF001
             for _ in range(got, before + 1):
                 assert conn.recv_line().startswith("OK ")
-        return answered
-    finally:
-        primary.send_signal(signal.SIGTERM)
-        primary.wait(30)
+    return answered
 
 
 def test_output_mode_holds_replies_at_any_phase_of_the_agents_turns(broker, tmp_path,

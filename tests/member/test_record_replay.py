@@ -37,6 +37,13 @@ def _native(command: list[str], folder: Path) -> str:
     return (folder / "out.txt").read_text()
 
 
+def _statuses(name: str, bootstrap: str) -> list[dict]:
+    """Every MemberStatus record of app ``name``'s control topic, oldest first."""
+    return [json.loads(line)["record"] for line in run_mig(
+        "log", "tail", name, "-t", "control", "--json", "-b", bootstrap, check=True
+    ).stdout.splitlines() if '"mig.log.MemberStatus"' in line]
+
+
 def _record_replay(tmp_path: Path, name: str, command: list[str], bootstrap: str,
                    capture: str | None = None, barrier_mode: str = "output"):
     prim, rep = tmp_path / "primary", tmp_path / "backup"
@@ -45,9 +52,7 @@ def _record_replay(tmp_path: Path, name: str, command: list[str], bootstrap: str
     rec = record(app, tmp_path / "home-p")
     out = replay(app, rep, tmp_path / "home-r")
     assert out.returncode == 0, out.stdout + out.stderr
-    status = [json.loads(line)["record"] for line in run_mig(
-        "log", "tail", name, "-t", "control", "--json", "-b", bootstrap, check=True
-    ).stdout.splitlines() if '"mig.log.MemberStatus"' in line]
+    status = _statuses(name, bootstrap)
     assert status and status[-1]["role"] == "REPLICA" and status[-1]["health"] == "stopped"
     # (a lag left at the end: the replica's log says whose calls, mig.replayer.calls_left_at_exit)
     assert status[-1]["lag_records"] == 0 and status[-1]["epoch"] == 1, out.stderr[-3000:]
@@ -124,9 +129,7 @@ def test_a_child_left_behind_at_the_apps_exit_is_named_by_the_replica(tmp_path, 
             if '"mig.replayer.calls_left_at_exit"' in line]
     assert [e["lpid"] for e in left] == ["1.1"], out.stderr[-3000:]  # the child, only
     assert left[0]["ring"] == "found" and left[0]["kind"] is not None
-    status = [json.loads(line)["record"] for line in run_mig(
-        "log", "tail", app_name, "-t", "control", "--json", "-b", settings.bootstrap_servers,
-        check=True).stdout.splitlines() if '"mig.log.MemberStatus"' in line]
+    status = _statuses(app_name, settings.bootstrap_servers)
     assert status[-1]["health"] == "stopped"
     assert status[-1]["lag_records"] == left[0]["calls"] >= 11  # 10 getpids and a write
 

@@ -38,7 +38,7 @@ def read_trace(path: Path) -> dict[int, list[Point]]:
     threads: dict[int, list[Point]] = {}
     for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         fields = line.split()
-        if not fields or fields[0] == "T":
+        if not fields or fields[0] in ("T", "S"):  # took the token; stopped in a spin
             continue
         if fields[0] != "P" or len(fields) != 5:
             sys.exit(f"points_diff: {path}:{number}: not a trace line: {line[:80]!r}")

@@ -501,10 +501,17 @@ int mig_sched_holding(void);              /* this thread holds the token */
  * one that has made no thread yet (not in parallel mode, where it cannot tell)? */
 int mig_serial_alone(void);
 uintptr_t mig_sched_recorded_stop(void);  /* replay: A of this thread's next stop, or 0 */
-void mig_sched_preempted(uintptr_t at);   /* the holder stopped in the recurring state */
+/* The holder stopped in the recurring state; by_timer: what asked it (0 a waiting thread,
+ * 1 the timer, 2 itself: replay), for MIG_TRACE_POINTS */
+void mig_sched_preempted(uintptr_t at, int by_timer);
 void mig_sched_poke(void);                /* wake the threads waiting for the token */
 void mig_sched_tail_moved(void);          /* replay: wake them if the new tail concerns them */
 void mig_preempt_ask(uint32_t ktid, const char *sel, uint64_t now_ns);
+void mig_preempt_ask_at(uint32_t ktid, const char *sel, uint64_t when_ns);
+void mig_preempt_ask_self(uint64_t when_ns);
+void mig_preempt_arm_here(uintptr_t at);  /* replay: the holder's own stop is next */
+int mig_preempt_lately(uint64_t now_ns);  /* a holder was asked to stop lately */
+int mig_sched_others_wait(void);          /* record: a thread waits for the token */
 void mig_preempt_quiet(void);
 void mig_preempt_moot(void);
 /* Record: the holder armed at A, as mig_tid + 1 (0: none). Its next call (a switch point

@@ -19,11 +19,13 @@
  * not preempted: after serial_stall_ms the primary stops serializing, as before.
  *
  * Record: a thread that waited PREEMPT_NS for a holder that passed no switch point asks
- * it (MIG_PREEMPT_SIG from tgkill, which the shim's handler owns) for the address it is at, arms
- * the breakpoint there, and at the checked stop the holder records SWITCH {itself, its
- * switch point, PREEMPTED, A} and lets the token go. Replay: a thread waiting for the
- * token that finds that record at the tail asks the holder to arm A; the holder stops at
- * the checked state and hands the token on as the log says.
+ * it (MIG_PREEMPT_SIG from tgkill, which the shim's handler owns, or from a timer set
+ * ahead: mig_preempt_ask_at) for the address it is at, arms the breakpoint there, and at
+ * the checked stop the holder records SWITCH {itself, its switch point, PREEMPTED, A} and
+ * lets the token go. Replay: the holder arms A once it has
+ * taken its last record before that one (mig_preempt_arm_here), or a thread waiting for
+ * the token that finds that record at the tail asks it to; the holder stops at the
+ * checked state and hands the token on as the log says.
  *
  * Rules: the handlers run in a signal handler (mig_trap.c's on_preempt): system calls
  * through mig_sys, nothing allocated. */
@@ -40,6 +42,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <ucontext.h>
 
 #include "mig_poison.h"
@@ -64,6 +67,7 @@ static struct {
     uint32_t stops, outside, regs_differ, memory_differs; /* since the last preemption */
     uint32_t asks, not_in_app, given_up;                  /* record, the same */
     int last_reg;          /* the register (gregs index; NGREG: an xmm) that last differed */
+    int by_timer;          /* what asked: 0 a waiter's signal, 1 the timer, 2 the holder */
     uintptr_t last_at;     /* the address last armed */
     int have_prev, have_hash;
     uint64_t hash;
@@ -72,6 +76,17 @@ static struct {
 } pre = {.fd = -1};
 
 uint32_t mig_preempt_armed;
+
+/* Record: a request sent ahead, as a timer whose signal goes to the holder itself
+ * (mig_preempt_ask_at). A serialized process runs on one CPU, and a thread that waits for
+ * the token there does not run while the holder spins until the scheduler's tick (4 ms at
+ * HZ 250; neither SCHED_BATCH's nor SCHED_OTHER's wake-ups preempt a thread inside its
+ * slice), so a request it sent when it woke came at the tick: Redis with I/O threads
+ * handed the token over by ticks, five a turn of its event loop (20 ms). The timer's
+ * signal interrupts the holder where it runs. The kernel's id of the pending timer, or
+ * -1; its signal carries ASK_TIMER. */
+#define ASK_TIMER 0x6d696770
+static int ask_timer = -1;
 
 /* Where each waiting thread's stack stops being the app's (mig_preempt_park). */
 #define PARKED 64
@@ -109,8 +124,18 @@ static int set_up(void)
     return fd_floor > 0;
 }
 
+/* The pending request's timer, deleted. A signal it had sent already is taken on the
+ * way out of the call, as a late one (dropped). */
+static void drop_timer(void)
+{
+    int id = __atomic_exchange_n(&ask_timer, -1, __ATOMIC_ACQ_REL);
+    if (id >= 0)
+        mig_sys(SYS_timer_delete, id);
+}
+
 static void disarm(void)
 {
+    drop_timer();
     if (pre.fd >= 0)
         mig_sys(SYS_close, pre.fd);
     pre.fd = -1;
@@ -367,6 +392,116 @@ void mig_preempt_ask(uint32_t ktid, const char *sel, uint64_t now_ns)
                                 __ATOMIC_ACQUIRE);
 }
 
+/* The request as a timer that signals ktid at when_ns (CLOCK_MONOTONIC), the state
+ * already ASKING: 1 when set. */
+static int set_timer(uint32_t ktid, uint64_t when_ns)
+{
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = MIG_PREEMPT_SIG;
+    sev.sigev_value.sival_int = ASK_TIMER;
+    sev._sigev_un._tid = (pid_t)ktid;
+    int id = -1;
+    if (mig_sys(SYS_timer_create, CLOCK_MONOTONIC, &sev, &id) != 0)
+        return 0;
+    drop_timer();
+    __atomic_store_n(&ask_timer, id, __ATOMIC_RELEASE); /* before it can fire */
+    struct itimerspec at = {{0, 0}, {(time_t)(when_ns / 1000000000ull),
+                                     (long)(when_ns % 1000000000ull)}};
+    if (mig_sys(SYS_timer_settime, id, TIMER_ABSTIME, &at, NULL) != 0) {
+        drop_timer();
+        return 0;
+    }
+    return 1;
+}
+
+/* Record: the request of mig_preempt_ask, sent ahead by a thread that begins to wait for
+ * the token while the holder (kernel id ktid, its selector at sel) runs the app's code,
+ * to arrive at when_ns, when the waiter would ask. The holder takes it in its handler
+ * as a request; one that lets the token go before deletes it (mig_preempt_quiet and
+ * mig_preempt_moot, on the way to a call that may block: the signal never finds it in
+ * one). */
+void mig_preempt_ask_at(uint32_t ktid, const char *sel, uint64_t when_ns)
+{
+    if (!ktid || !sel || mig_mode != MIG_RECORD)
+        return;
+    uint64_t retry = __atomic_load_n(&pre.retry_ns, __ATOMIC_ACQUIRE);
+    if (when_ns < retry)
+        when_ns = retry;
+    uint32_t state = IDLE;
+    if (!__atomic_compare_exchange_n(&pre.state, &state, ASKING, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        return;
+    __atomic_store_n(&pre.ktid, ktid, __ATOMIC_RELEASE);
+    pre.asked_ns = when_ns;
+    if (ktid == (uint32_t)mig_sys(SYS_gettid) ||
+        __atomic_load_n(sel, __ATOMIC_ACQUIRE) != MIG_SEL_BLOCK || !set_timer(ktid, when_ns)) {
+        state = ASKING;
+        __atomic_compare_exchange_n(&pre.state, &state, IDLE, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE);
+        return;
+    }
+    __atomic_fetch_add(&pre.asks, 1, __ATOMIC_RELAXED);
+    state = ASKING;
+    __atomic_compare_exchange_n(&pre.state, &state, ASKED, 0, __ATOMIC_ACQ_REL,
+                                __ATOMIC_ACQUIRE);
+}
+
+/* Record: the holder asks itself, by the timer, to arrive at when_ns: a thread that took
+ * the token while others wait for it, in a process whose holders were asked to stop
+ * lately (mig_preempt_lately). The waiters would ask only when they next run, at the
+ * tick. */
+void mig_preempt_ask_self(uint64_t when_ns)
+{
+    if (mig_mode != MIG_RECORD)
+        return;
+    uint64_t retry = __atomic_load_n(&pre.retry_ns, __ATOMIC_ACQUIRE);
+    if (when_ns < retry)
+        when_ns = retry;
+    uint32_t state = IDLE;
+    if (!__atomic_compare_exchange_n(&pre.state, &state, ASKING, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        return;
+    uint32_t me = (uint32_t)mig_sys(SYS_gettid);
+    __atomic_store_n(&pre.ktid, me, __ATOMIC_RELEASE);
+    pre.asked_ns = when_ns;
+    __atomic_store_n(&pre.state, set_timer(me, when_ns) ? ASKED : IDLE, __ATOMIC_RELEASE);
+}
+
+/* Replay: the holder has taken its last record before a stop the log has for it at A (the
+ * tail is now that SWITCH PREEMPTED): it arms A itself, at once. A waiting thread that
+ * would ask it may not run before the tick while the holder spins, as on the primary. */
+void mig_preempt_arm_here(uintptr_t at)
+{
+    uint32_t state = IDLE;
+    if (mig_mode != MIG_REPLAY || !at || !set_up() ||
+        !__atomic_compare_exchange_n(&pre.state, &state, ASKING, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        return;
+    __atomic_store_n(&pre.ktid, (uint32_t)mig_sys(SYS_gettid), __ATOMIC_RELEASE);
+    uint64_t now = mig_monotonic_ns();
+    if (!mig_serial_on || mig_token_out || !mig_sched_holding() || !arm(at)) {
+        __atomic_store_n(&pre.state, IDLE, __ATOMIC_RELEASE);
+        return;
+    }
+    pre.asked_ns = now;
+    pre.by_timer = 2;
+    __atomic_store_n(&pre.state, ARMED, __ATOMIC_RELEASE);
+}
+
+/* Was a holder of this process asked to stop in the last LATELY_NS (a request that reached
+ * it)? Its threads spin: the requests go ahead (mig_sched.c). Else nothing is sent ahead:
+ * a timer costs three system calls, and most hand-overs are at switch points. */
+static uint64_t last_asked_ns;
+#define LATELY_NS 100000000ull
+
+int mig_preempt_lately(uint64_t now_ns)
+{
+    uint64_t last = __atomic_load_n(&last_asked_ns, __ATOMIC_ACQUIRE);
+    return last && now_ns - last < LATELY_NS;
+}
+
 /* The holder is about to let the token go for a call that may block: a request sent to
  * it is taken now, by a system call that cannot be interrupted, not by the call. */
 void mig_preempt_quiet(void)
@@ -377,6 +512,7 @@ void mig_preempt_quiet(void)
         return;
     while ((state = __atomic_load_n(&pre.state, __ATOMIC_ACQUIRE)) == ASKING)
         __builtin_ia32_pause();
+    drop_timer(); /* a request sent ahead: no later signal */
     if (state == ASKED)
         mig_sys(SYS_getpid); /* the pending signal is handled on its way out */
 }
@@ -420,6 +556,15 @@ void mig_preempt_rearm(uint64_t now_ns)
         now_ns - pre.asked_ns > after)
         __atomic_compare_exchange_n(&pre.state, &state, IDLE, 0, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE);
+    /* a request sent ahead that never reached its holder (asked_ns: when it was due) */
+    state = ASKED;
+    if (__atomic_load_n(&pre.state, __ATOMIC_ACQUIRE) == ASKED &&
+        (int64_t)(now_ns - pre.asked_ns) > (int64_t)after &&
+        __atomic_load_n(&ask_timer, __ATOMIC_ACQUIRE) >= 0) {
+        drop_timer();
+        __atomic_compare_exchange_n(&pre.state, &state, IDLE, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE);
+    }
 }
 
 /* No stop this time. failed: the holder was checked at an address and did not recur
@@ -444,12 +589,16 @@ static void not_now(int failed)
 int mig_preempt_signal(const siginfo_t *si, ucontext_t *uc, int in_app)
 {
     uint32_t state = __atomic_load_n(&pre.state, __ATOMIC_ACQUIRE);
-    int ours_ask = si->si_code == SI_TKILL && si->si_pid == (pid_t)mig_sys(SYS_getpid) &&
+    int timed = si->si_code == SI_TIMER && si->si_value.sival_int == ASK_TIMER;
+    int ours_ask = ((si->si_code == SI_TKILL && si->si_pid == (pid_t)mig_sys(SYS_getpid)) ||
+                    timed) &&
                    (state == ASKING || state == ASKED) &&
                    pre.ktid == (uint32_t)mig_sys(SYS_gettid);
-    int ours_stop = pre.fd >= 0 && si->si_code != SI_TKILL && si->si_fd == pre.fd;
+    int ours_stop = pre.fd >= 0 && si->si_code != SI_TKILL && !timed && si->si_fd == pre.fd;
     if (!ours_ask && !ours_stop)
-        return 0;
+        return timed; /* a request's timer that came late: the shim's, dropped */
+    if (timed)
+        drop_timer(); /* (it fired: one shot) */
     int holder = mig_serial_on && !mig_token_out && mig_sched_holding();
     if (ours_ask) {
         uintptr_t at = 0;
@@ -458,6 +607,7 @@ int mig_preempt_signal(const siginfo_t *si, ucontext_t *uc, int in_app)
         else if (in_app && !mig_busy)
             at = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
         uint64_t now = mig_monotonic_ns(); /* (libc: before the breakpoint is on) */
+        __atomic_store_n(&last_asked_ns, now, __ATOMIC_RELEASE);
         if (!holder || !at || !set_up() || !arm(at)) {
             if (mig_mode == MIG_REPLAY)
                 __atomic_store_n(&pre.state, IDLE, __ATOMIC_RELEASE); /* ask again */
@@ -466,6 +616,7 @@ int mig_preempt_signal(const siginfo_t *si, ucontext_t *uc, int in_app)
             return 1;
         }
         pre.asked_ns = now;
+        pre.by_timer = timed;
         if (mig_mode == MIG_RECORD) /* until its next call (mig_preempt_called) */
             __atomic_store_n(&mig_preempt_armed, mig_tid + 1, __ATOMIC_RELEASE);
         __atomic_store_n(&pre.state, ARMED, __ATOMIC_RELEASE);
@@ -492,7 +643,7 @@ int mig_preempt_signal(const siginfo_t *si, ucontext_t *uc, int in_app)
     pre.stops = pre.outside = pre.regs_differ = pre.memory_differs = 0;
     pre.asks = pre.not_in_app = pre.given_up = 0;
     __atomic_store_n(&pre.state, IDLE, __ATOMIC_RELEASE);
-    mig_sched_preempted(at);
+    mig_sched_preempted(at, pre.by_timer);
     return 1;
 }
 
@@ -562,6 +713,7 @@ void mig_preempt_exclude(const void *at, size_t len)
 /* A forked child has one thread and none of its parent's breakpoints. */
 void mig_preempt_after_fork(void)
 {
+    ask_timer = -1; /* a child has none of its parent's timers */
     if (pre.fd >= 0)
         mig_sys(SYS_close, pre.fd);
     pre.fd = -1;

@@ -91,6 +91,13 @@ int mig_sched_holding(void)
     return __atomic_load_n(&tok.owner, __ATOMIC_ACQUIRE) == mig_tid + 1;
 }
 
+/* Does a thread wait for the token (record)? */
+int mig_sched_others_wait(void)
+{
+    return __atomic_load_n(&tok.next, __ATOMIC_ACQUIRE) -
+           __atomic_load_n(&tok.serving, __ATOMIC_ACQUIRE) > 1;
+}
+
 int mig_serial_alone(void)
 {
     if (!mig_serial || tok.broken)
@@ -137,7 +144,11 @@ static int env_off(const char *name)
  *   P THREAD POINT CALL NR   the thread passed its switch point POINT at CALL (the shim's
  *                            function: a wrapper, on_futex, fd_call...), NR the trapped
  *                            system call's number (0: a call through libc's symbol);
- *   T THREAD POINT           it took the token there.
+ *   T THREAD POINT           it took the token there;
+ *   S THREAD POINT HOW       it was stopped in a spin there (docs/threads.md, "Preempting
+ *                            a spin"), asked by HOW: "waiter", a waiting thread's signal,
+ *                            "timer", a request sent ahead (mig_preempt_ask_at), or
+ *                            "holder", armed by itself (replay: mig_preempt_arm_here).
  * The lines are written holding the token, so a file's order is the order the threads ran.
  * scripts/points_diff.py compares two such files thread by thread and shows where they
  * part: the call one host made and the other did not (docs/threads.md, "Where threads went
@@ -185,8 +196,10 @@ static void trace(char what, const char *call)
     if (call) {
         *p++ = ' ';
         p = mig_put_str(p, end - 24, call);
-        *p++ = ' ';
-        p = mig_put_uint(p, (uint64_t)mig_trap_nr);
+        if (what == 'P') {
+            *p++ = ' ';
+            p = mig_put_uint(p, (uint64_t)mig_trap_nr);
+        }
     }
     *p++ = '\n';
     mig_sys(SYS_write, trace_fd, line, p - line);
@@ -540,6 +553,12 @@ static void rec_wait(void)
             mig_preempt_ask(__atomic_load_n(&tok.owner_ktid, __ATOMIC_ACQUIRE),
                             __atomic_load_n(&tok.owner_sel, __ATOMIC_ACQUIRE), t);
         }
+        if (__atomic_load_n(&tok.owner, __ATOMIC_ACQUIRE) && mig_preempt_lately(t))
+            /* holders spin in this process, and this thread may not run again before the
+             * tick: the request goes ahead, to arrive when it would ask */
+            mig_preempt_ask_at(__atomic_load_n(&tok.owner_ktid, __ATOMIC_ACQUIRE),
+                               __atomic_load_n(&tok.owner_sel, __ATOMIC_ACQUIRE),
+                               since + MIG_PREEMPT_NS);
         __atomic_fetch_add(&tok.waiting, 1, __ATOMIC_ACQ_REL);
         /* while the holder is checked for a stop, sleep: the check hashes this stack */
         mig_futex(&tok.serving, FUTEX_WAIT_PRIVATE, now, mig_preempt_busy() ? &asked : &slice);
@@ -547,6 +566,11 @@ static void rec_wait(void)
     }
     mig_token_out = 0;
     __atomic_store_n(&tok.owner, mig_tid + 1, __ATOMIC_RELAXED);
+    if (mig_sched_others_wait()) { /* they may not run again before the tick */
+        uint64_t t = mig_monotonic_ns();
+        if (mig_preempt_lately(t))
+            mig_preempt_ask_self(t + MIG_PREEMPT_NS);
+    }
     took_token();
     after_exit();
     trace('T', NULL);
@@ -583,9 +607,15 @@ static void rep_nudge(void)
 
 void mig_sched_tail_moved(void)
 {
-    if (mig_mode != MIG_REPLAY || !__atomic_load_n(&tok.sleepers, __ATOMIC_SEQ_CST))
+    if (mig_mode != MIG_REPLAY)
         return;
     const struct mig_rec *rec = mig_tail_now();
+    if (rec && rec->kind == MIG_K_SWITCH && rec->args[2] == PREEMPTED &&
+        rec->tid == mig_tid && (uint64_t)rec->args[1] == points && mig_serial_on &&
+        !mig_token_out)
+        mig_preempt_arm_here((uintptr_t)rec->args[3]); /* this holder's own stop is next */
+    if (!__atomic_load_n(&tok.sleepers, __ATOMIC_SEQ_CST))
+        return;
     if (rec && rec->kind == MIG_K_SWITCH && (rec->args[2] == PREEMPTED || rec->args[2] == FORCED))
         mig_replay_nudge();
 }
@@ -689,9 +719,10 @@ uintptr_t mig_sched_recorded_stop(void)
  * signal handler (mig_trap.c, on_preempt): let the token go as at a switch point, and
  * take it back. Record: the stop is a SWITCH PREEMPTED; replay: the log has it, then the
  * SWITCH of the thread it passed to. */
-void mig_sched_preempted(uintptr_t at)
+void mig_sched_preempted(uintptr_t at, int by_timer)
 {
     mig_busy++;
+    trace('S', by_timer == 2 ? "holder" : by_timer ? "timer" : "waiter");
     if (mig_mode == MIG_RECORD) {
         struct mig_call c = {.kind = MIG_K_SWITCH,
                              .args = {mig_tid, (int64_t)points, PREEMPTED, (int64_t)at}};

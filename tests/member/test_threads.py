@@ -343,6 +343,33 @@ def test_threads_handing_work_over_through_pure_spins(net_broker, tmp_path, app_
     assert threads == "serialized", f"parallel mode reproduced the race {runs} times"
 
 
+def test_a_spinning_holder_is_asked_by_a_timer_not_at_the_waiters_next_tick(
+        net_broker, tmp_path, app_name):
+    """spinhandoff, serialized (one CPU): the thread waiting for the token does not run
+    while the holder spins until the scheduler's tick (4 ms), so the request it sent when
+    it woke stopped the spinner a tick late at every hand-over (Redis with I/O threads:
+    five ticks a turn of its event loop, 400 requests a second). The request now goes
+    ahead as a timer whose signal reaches the holder where it runs (mig_preempt_ask_at,
+    mig_preempt_ask_self); a replica's holder arms itself once it has taken the last record
+    before its stop (mig_preempt_arm_here). MIG_TRACE_POINTS names what asked at each stop:
+    most of the record's stops were asked by the timer and most of the replay's by the
+    holder (none were before), and the replica ends as the primary did."""
+    _, broker = net_broker
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    app = write_app(tmp_path / "primary", app_name, [str(BUILD / "spinhandoff"), "100"],
+                    broker.settings.bootstrap_servers, threads="serialized",
+                    env={"MIG_TRACE_POINTS": str(traces)})
+    recorded, result, replayed = _record_replay(app, tmp_path, "spinhandoff rounds=100")
+    _followed_serialized(recorded, result, replayed)
+    for host, by in (("record", "timer"), ("replay", "holder")):
+        asked = [line.split()[3] for line in (traces / f"{host}-1").read_text().splitlines()
+                 if line.startswith("S ")]
+        assert len(asked) >= 100, (host, asked)  # one stop per hand-over at least
+        assert asked.count(by) * 2 > len(asked), \
+            f"{host}: {asked.count(by)} of {len(asked)} stops asked by the {by}"
+
+
 def test_a_spin_making_trapped_system_calls_is_preempted(net_broker, tmp_path, app_name):
     """spinhandoff with a raw getuid in every turn of its waits: system calls trapped by
     mig that are no switch points, so the spinner is preempted as a pure spin is, and the

@@ -507,8 +507,10 @@ void mig_sched_preempted(uintptr_t at, int by_timer);
 void mig_sched_poke(void);                /* wake the threads waiting for the token */
 void mig_sched_tail_moved(void);          /* replay: wake them if the new tail concerns them */
 void mig_preempt_ask(uint32_t ktid, const char *sel, uint64_t now_ns);
-void mig_preempt_ask_at(uint32_t ktid, const char *sel, uint64_t when_ns);
-void mig_preempt_ask_self(uint64_t when_ns);
+void mig_preempt_ask_at(uint32_t ktid, const char *sel, int timer, uint64_t when_ns);
+void mig_preempt_ask_self(int timer, uint64_t when_ns);
+int mig_preempt_new_timer(uint32_t ktid);   /* a thread's timer for requests to it */
+void mig_preempt_delete_timer(int id);
 void mig_preempt_arm_here(uintptr_t at);  /* replay: the holder's own stop is next */
 int mig_preempt_lately(uint64_t now_ns);  /* a holder was asked to stop lately */
 int mig_sched_others_wait(void);          /* record: a thread waits for the token */

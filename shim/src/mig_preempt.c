@@ -83,8 +83,14 @@ uint32_t mig_preempt_armed;
  * HZ 250; neither SCHED_BATCH's nor SCHED_OTHER's wake-ups preempt a thread inside its
  * slice), so a request it sent when it woke came at the tick: Redis with I/O threads
  * handed the token over by ticks, five a turn of its event loop (20 ms). The timer's
- * signal interrupts the holder where it runs. The kernel's id of the pending timer, or
- * -1; its signal carries ASK_TIMER. */
+ * signal interrupts the holder where it runs.
+ *
+ * Each thread has its timer, made when it first takes the token and deleted at its exit
+ * (mig_sched.c), on the primary and on a replica alike: the kernel numbers a process's
+ * timers in the order they are made, and the app's own timer_create, which both hosts
+ * perform, must get the same number on each; a timer made per request on the primary
+ * only would have moved the app's. The id of the timer armed, or -1; its signal carries
+ * ASK_TIMER. */
 #define ASK_TIMER 0x6d696770
 static int ask_timer = -1;
 
@@ -124,13 +130,37 @@ static int set_up(void)
     return fd_floor > 0;
 }
 
-/* The pending request's timer, deleted. A signal it had sent already is taken on the
+/* The pending request's timer, disarmed. A signal it had sent already is taken on the
  * way out of the call, as a late one (dropped). */
 static void drop_timer(void)
 {
+    static const struct itimerspec off;
     int id = __atomic_exchange_n(&ask_timer, -1, __ATOMIC_ACQ_REL);
     if (id >= 0)
-        mig_sys(SYS_timer_delete, id);
+        mig_sys(SYS_timer_settime, id, 0, &off, NULL);
+}
+
+/* A timer whose signal goes to thread ktid, for requests to it: its id, or -1. */
+int mig_preempt_new_timer(uint32_t ktid)
+{
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = MIG_PREEMPT_SIG;
+    sev.sigev_value.sival_int = ASK_TIMER;
+    sev._sigev_un._tid = (pid_t)ktid;
+    int id = -1;
+    return mig_sys(SYS_timer_create, CLOCK_MONOTONIC, &sev, &id) == 0 ? id : -1;
+}
+
+/* This thread's timer, at its exit: no request armed on it remains. */
+void mig_preempt_delete_timer(int id)
+{
+    if (id < 0)
+        return;
+    int armed = id; /* (it is no longer the one armed) */
+    __atomic_compare_exchange_n(&ask_timer, &armed, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    mig_sys(SYS_timer_delete, id);
 }
 
 static void disarm(void)
@@ -392,18 +422,11 @@ void mig_preempt_ask(uint32_t ktid, const char *sel, uint64_t now_ns)
                                 __ATOMIC_ACQUIRE);
 }
 
-/* The request as a timer that signals ktid at when_ns (CLOCK_MONOTONIC), the state
- * already ASKING: 1 when set. */
-static int set_timer(uint32_t ktid, uint64_t when_ns)
+/* The request on timer id (the target's), to come at when_ns (CLOCK_MONOTONIC), the
+ * state already ASKING: 1 when set. */
+static int set_timer(int id, uint64_t when_ns)
 {
-    struct sigevent sev;
-    memset(&sev, 0, sizeof sev);
-    sev.sigev_notify = SIGEV_THREAD_ID;
-    sev.sigev_signo = MIG_PREEMPT_SIG;
-    sev.sigev_value.sival_int = ASK_TIMER;
-    sev._sigev_un._tid = (pid_t)ktid;
-    int id = -1;
-    if (mig_sys(SYS_timer_create, CLOCK_MONOTONIC, &sev, &id) != 0)
+    if (id < 0)
         return 0;
     drop_timer();
     __atomic_store_n(&ask_timer, id, __ATOMIC_RELEASE); /* before it can fire */
@@ -422,9 +445,9 @@ static int set_timer(uint32_t ktid, uint64_t when_ns)
  * as a request; one that lets the token go before deletes it (mig_preempt_quiet and
  * mig_preempt_moot, on the way to a call that may block: the signal never finds it in
  * one). */
-void mig_preempt_ask_at(uint32_t ktid, const char *sel, uint64_t when_ns)
+void mig_preempt_ask_at(uint32_t ktid, const char *sel, int timer, uint64_t when_ns)
 {
-    if (!ktid || !sel || mig_mode != MIG_RECORD)
+    if (!ktid || !sel || timer < 0 || mig_mode != MIG_RECORD)
         return;
     uint64_t retry = __atomic_load_n(&pre.retry_ns, __ATOMIC_ACQUIRE);
     if (when_ns < retry)
@@ -436,7 +459,7 @@ void mig_preempt_ask_at(uint32_t ktid, const char *sel, uint64_t when_ns)
     __atomic_store_n(&pre.ktid, ktid, __ATOMIC_RELEASE);
     pre.asked_ns = when_ns;
     if (ktid == (uint32_t)mig_sys(SYS_gettid) ||
-        __atomic_load_n(sel, __ATOMIC_ACQUIRE) != MIG_SEL_BLOCK || !set_timer(ktid, when_ns)) {
+        __atomic_load_n(sel, __ATOMIC_ACQUIRE) != MIG_SEL_BLOCK || !set_timer(timer, when_ns)) {
         state = ASKING;
         __atomic_compare_exchange_n(&pre.state, &state, IDLE, 0, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE);
@@ -452,9 +475,9 @@ void mig_preempt_ask_at(uint32_t ktid, const char *sel, uint64_t when_ns)
  * the token while others wait for it, in a process whose holders were asked to stop
  * lately (mig_preempt_lately). The waiters would ask only when they next run, at the
  * tick. */
-void mig_preempt_ask_self(uint64_t when_ns)
+void mig_preempt_ask_self(int timer, uint64_t when_ns)
 {
-    if (mig_mode != MIG_RECORD)
+    if (mig_mode != MIG_RECORD || timer < 0)
         return;
     uint64_t retry = __atomic_load_n(&pre.retry_ns, __ATOMIC_ACQUIRE);
     if (when_ns < retry)
@@ -466,7 +489,7 @@ void mig_preempt_ask_self(uint64_t when_ns)
     uint32_t me = (uint32_t)mig_sys(SYS_gettid);
     __atomic_store_n(&pre.ktid, me, __ATOMIC_RELEASE);
     pre.asked_ns = when_ns;
-    __atomic_store_n(&pre.state, set_timer(me, when_ns) ? ASKED : IDLE, __ATOMIC_RELEASE);
+    __atomic_store_n(&pre.state, set_timer(timer, when_ns) ? ASKED : IDLE, __ATOMIC_RELEASE);
 }
 
 /* Replay: the holder has taken its last record before a stop the log has for it at A (the
@@ -598,7 +621,7 @@ int mig_preempt_signal(const siginfo_t *si, ucontext_t *uc, int in_app)
     if (!ours_ask && !ours_stop)
         return timed; /* a request's timer that came late: the shim's, dropped */
     if (timed)
-        drop_timer(); /* (it fired: one shot) */
+        __atomic_store_n(&ask_timer, -1, __ATOMIC_RELEASE); /* (it fired: one shot) */
     int holder = mig_serial_on && !mig_token_out && mig_sched_holding();
     if (ours_ask) {
         uintptr_t at = 0;

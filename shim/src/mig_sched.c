@@ -61,6 +61,8 @@ static struct {
     uint64_t last_sp; /* ... and the switch point at which it let go */
     uint32_t waiting; /* threads waiting for it (record) */
     uint32_t owner_ktid; /* the kernel's id of the holder (to ask it to stop, mig_preempt.c) */
+    uint64_t owner_id;   /* ... with its timer for requests sent ahead, one word: timer << 32
+                          * | kernel id (0 while free) */
     char *owner_sel;     /* ... and its selector (MIG_SEL_BLOCK: it runs the app's code) */
     uint32_t passes;     /* switch points passed by holders (a waiter sees progress) */
     uint32_t spinners;   /* record: preempted spinners among the waiters */
@@ -74,11 +76,22 @@ static struct {
 /* The word the kernel clears when this thread is gone (CLONE_CHILD_CLEARTID), if any. */
 static MIG_TLS uint32_t *exit_word;
 static MIG_TLS uint32_t my_ktid;
+/* This thread's timer for requests to stop (mig_preempt.c), made when it first takes the
+ * token: at the same point of the log on both hosts, so that the app's own timers are
+ * numbered alike on each. */
+static MIG_TLS int my_timer = -1;
+static MIG_TLS int timer_made;
 
 static void took_token(void)
 {
     if (!my_ktid)
         my_ktid = (uint32_t)syscall(SYS_gettid);
+    if (!timer_made) {
+        timer_made = 1;
+        my_timer = mig_preempt_new_timer(my_ktid);
+    }
+    __atomic_store_n(&tok.owner_id, (uint64_t)(uint32_t)my_timer << 32 | my_ktid,
+                     __ATOMIC_RELEASE);
     if (!mig_errno_at)
         mig_errno_at = &errno; /* for the preemption's handler (mig_trap.c) */
     __atomic_store_n(&tok.owner_sel, &mig_sel, __ATOMIC_RELEASE);
@@ -425,6 +438,8 @@ void mig_sched_after_fork(void)
     mig_token_out = 0;
     points = 0;
     my_ktid = 0;
+    my_timer = -1; /* a child has none of its parent's timers: its own, at its next start */
+    timer_made = 0;
     memset(&tok, 0, sizeof tok);
     mig_preempt_after_fork();
     if (spread_len) /* a process of one thread: all its CPUs back */
@@ -464,6 +479,7 @@ static void rec_release(void)
     mig_preempt_quiet();
     mig_preempt_moot();
     __atomic_store_n(&tok.owner_ktid, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&tok.owner_id, 0, __ATOMIC_RELEASE);
     tok.last = mig_tid + 1;
     tok.last_sp = points;
     __atomic_store_n(&tok.owner, 0, __ATOMIC_RELAXED);
@@ -553,12 +569,12 @@ static void rec_wait(void)
             mig_preempt_ask(__atomic_load_n(&tok.owner_ktid, __ATOMIC_ACQUIRE),
                             __atomic_load_n(&tok.owner_sel, __ATOMIC_ACQUIRE), t);
         }
-        if (__atomic_load_n(&tok.owner, __ATOMIC_ACQUIRE) && mig_preempt_lately(t))
+        uint64_t id = __atomic_load_n(&tok.owner_id, __ATOMIC_ACQUIRE);
+        if ((uint32_t)id && mig_preempt_lately(t))
             /* holders spin in this process, and this thread may not run again before the
              * tick: the request goes ahead, to arrive when it would ask */
-            mig_preempt_ask_at(__atomic_load_n(&tok.owner_ktid, __ATOMIC_ACQUIRE),
-                               __atomic_load_n(&tok.owner_sel, __ATOMIC_ACQUIRE),
-                               since + MIG_PREEMPT_NS);
+            mig_preempt_ask_at((uint32_t)id, __atomic_load_n(&tok.owner_sel, __ATOMIC_ACQUIRE),
+                               (int)(id >> 32), since + MIG_PREEMPT_NS);
         __atomic_fetch_add(&tok.waiting, 1, __ATOMIC_ACQ_REL);
         /* while the holder is checked for a stop, sleep: the check hashes this stack */
         mig_futex(&tok.serving, FUTEX_WAIT_PRIVATE, now, mig_preempt_busy() ? &asked : &slice);
@@ -569,7 +585,7 @@ static void rec_wait(void)
     if (mig_sched_others_wait()) { /* they may not run again before the tick */
         uint64_t t = mig_monotonic_ns();
         if (mig_preempt_lately(t))
-            mig_preempt_ask_self(t + MIG_PREEMPT_NS);
+            mig_preempt_ask_self(my_timer, t + MIG_PREEMPT_NS);
     }
     took_token();
     after_exit();
@@ -873,6 +889,8 @@ void mig_sched_exit(void)
         if (handed)
             return;
     }
+    mig_preempt_delete_timer(my_timer); /* (a request armed on it is moot) */
+    my_timer = -1;
     if (mig_mode == MIG_RECORD) /* (or the log ended here: let go as the live do) */
         rec_release();
 }

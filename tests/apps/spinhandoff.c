@@ -8,16 +8,21 @@
  *
  * With "syscall", each turn of a wait makes a raw getuid system call (trapped by mig, no
  * switch point): a request to preempt the spinner then often finds it entering the shim's
- * SIGSYS handler.
+ * SIGSYS handler. With "timer", the program makes a POSIX timer at its end and prints the
+ * number the kernel gave it (a process's timers are numbered in the order made).
  *
- * usage: spinhandoff [ROUNDS [syscall]]   prints "spinhandoff rounds=R result=X seen=Y"
+ * usage: spinhandoff [ROUNDS [syscall|timer]]
+ *        prints "spinhandoff rounds=R result=X seen=Y" (and " timer=N")
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 static int pending;                 /* 1: work for the worker; 0: done */
@@ -65,6 +70,14 @@ int main(int argc, char **argv)
         seen += tail;
     }
     pthread_join(t, NULL);
-    printf("spinhandoff rounds=%d result=%lu seen=%lu\n", rounds, result, seen);
+    printf("spinhandoff rounds=%d result=%lu seen=%lu", rounds, result, seen);
+    if (argc > 2 && strcmp(argv[2], "timer") == 0) {
+        struct sigevent none = {.sigev_notify = SIGEV_NONE};
+        timer_t id;
+        if (timer_create(CLOCK_MONOTONIC, &none, &id) != 0)
+            return 1;
+        printf(" timer=%ld", (long)(intptr_t)id);
+    }
+    printf("\n");
     return 0;
 }

@@ -353,15 +353,20 @@ def test_a_spinning_holder_is_asked_by_a_timer_not_at_the_waiters_next_tick(
     mig_preempt_ask_self); a replica's holder arms itself once it has taken the last record
     before its stop (mig_preempt_arm_here). MIG_TRACE_POINTS names what asked at each stop:
     most of the record's stops were asked by the timer and most of the replay's by the
-    holder (none were before), and the replica ends as the primary did."""
+    holder (none were before), and the replica ends as the primary did. Each thread's timer
+    is made when it first takes the token, on both hosts: the program's own POSIX timer,
+    made at its end, has the same number on each (with a timer made per request on the
+    primary alone, it was 0 on the replica and 198 on the primary)."""
     _, broker = net_broker
     traces = tmp_path / "traces"
     traces.mkdir()
-    app = write_app(tmp_path / "primary", app_name, [str(BUILD / "spinhandoff"), "100"],
+    app = write_app(tmp_path / "primary", app_name,
+                    [str(BUILD / "spinhandoff"), "100", "timer"],
                     broker.settings.bootstrap_servers, threads="serialized",
                     env={"MIG_TRACE_POINTS": str(traces)})
     recorded, result, replayed = _record_replay(app, tmp_path, "spinhandoff rounds=100")
     _followed_serialized(recorded, result, replayed)
+    assert " timer=" in recorded.splitlines()[-1], recorded
     for host, by in (("record", "timer"), ("replay", "holder")):
         asked = [line.split()[3] for line in (traces / f"{host}-1").read_text().splitlines()
                  if line.startswith("S ")]

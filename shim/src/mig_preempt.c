@@ -22,10 +22,10 @@
  * it (MIG_PREEMPT_SIG from tgkill, which the shim's handler owns, or from a timer set
  * ahead: mig_preempt_ask_at) for the address it is at, arms the breakpoint there, and at
  * the checked stop the holder records SWITCH {itself, its switch point, PREEMPTED, A} and
- * lets the token go. Replay: the holder arms A once it has
- * taken its last record before that one (mig_preempt_arm_here), or a thread waiting for
- * the token that finds that record at the tail asks it to; the holder stops at the
- * checked state and hands the token on as the log says.
+ * lets the token go. Replay: the holder arms A once it has taken its last record before
+ * that one (mig_preempt_arm_here), or a thread waiting for the token that finds that
+ * record at the tail asks it to; the holder stops at the checked state and hands the
+ * token on as the log says.
  *
  * Rules: the handlers run in a signal handler (mig_trap.c's on_preempt): system calls
  * through mig_sys, nothing allocated. */
@@ -440,11 +440,11 @@ static int set_timer(int id, uint64_t when_ns)
 }
 
 /* Record: the request of mig_preempt_ask, sent ahead by a thread that begins to wait for
- * the token while the holder (kernel id ktid, its selector at sel) runs the app's code,
- * to arrive at when_ns, when the waiter would ask. The holder takes it in its handler
- * as a request; one that lets the token go before deletes it (mig_preempt_quiet and
- * mig_preempt_moot, on the way to a call that may block: the signal never finds it in
- * one). */
+ * the token while the holder (kernel id ktid, its selector at sel, its timer) runs the
+ * app's code, to arrive at when_ns, when the waiter would ask. The holder takes it in its
+ * handler as a request; one that lets the token go before disarms it (mig_preempt_quiet
+ * and mig_preempt_moot, on the way to a call that may block: the signal never finds it
+ * in one). */
 void mig_preempt_ask_at(uint32_t ktid, const char *sel, int timer, uint64_t when_ns)
 {
     if (!ktid || !sel || timer < 0 || mig_mode != MIG_RECORD)

@@ -882,6 +882,8 @@ void mig_sched_exit(void)
         return;
     points++;
     tok.exited = exit_word;
+    mig_preempt_delete_timer(my_timer); /* (a request armed on it is moot) */
+    my_timer = -1;
     if (mig_mode == MIG_REPLAY) {
         mig_busy++;
         int handed = rep_hand_over();
@@ -889,8 +891,6 @@ void mig_sched_exit(void)
         if (handed)
             return;
     }
-    mig_preempt_delete_timer(my_timer); /* (a request armed on it is moot) */
-    my_timer = -1;
     if (mig_mode == MIG_RECORD) /* (or the log ended here: let go as the live do) */
         rec_release();
 }

@@ -439,6 +439,23 @@ static int set_timer(int id, uint64_t when_ns)
     return 1;
 }
 
+/* Record: a request sent ahead to ktid begins (IDLE to ASKING), due at *when_ns, which
+ * comes no earlier than a retry may: 0 when another is under way. */
+static int begin_ask(uint32_t ktid, uint64_t *when_ns)
+{
+    uint64_t retry = __atomic_load_n(&pre.retry_ns, __ATOMIC_ACQUIRE);
+    uint32_t state = IDLE;
+    if (mig_mode != MIG_RECORD ||
+        !__atomic_compare_exchange_n(&pre.state, &state, ASKING, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        return 0;
+    if (*when_ns < retry)
+        *when_ns = retry;
+    __atomic_store_n(&pre.ktid, ktid, __ATOMIC_RELEASE);
+    pre.asked_ns = *when_ns;
+    return 1;
+}
+
 /* Record: the request of mig_preempt_ask, sent ahead by a thread that begins to wait for
  * the token while the holder (kernel id ktid, its selector at sel, its timer) runs the
  * app's code, to arrive at when_ns, when the waiter would ask. The holder takes it in its
@@ -447,17 +464,9 @@ static int set_timer(int id, uint64_t when_ns)
  * in one). */
 void mig_preempt_ask_at(uint32_t ktid, const char *sel, int timer, uint64_t when_ns)
 {
-    if (!ktid || !sel || timer < 0 || mig_mode != MIG_RECORD)
+    if (!ktid || !sel || timer < 0 || !begin_ask(ktid, &when_ns))
         return;
-    uint64_t retry = __atomic_load_n(&pre.retry_ns, __ATOMIC_ACQUIRE);
-    if (when_ns < retry)
-        when_ns = retry;
-    uint32_t state = IDLE;
-    if (!__atomic_compare_exchange_n(&pre.state, &state, ASKING, 0, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE))
-        return;
-    __atomic_store_n(&pre.ktid, ktid, __ATOMIC_RELEASE);
-    pre.asked_ns = when_ns;
+    uint32_t state;
     if (ktid == (uint32_t)mig_sys(SYS_gettid) ||
         __atomic_load_n(sel, __ATOMIC_ACQUIRE) != MIG_SEL_BLOCK || !set_timer(timer, when_ns)) {
         state = ASKING;
@@ -477,18 +486,8 @@ void mig_preempt_ask_at(uint32_t ktid, const char *sel, int timer, uint64_t when
  * tick. */
 void mig_preempt_ask_self(int timer, uint64_t when_ns)
 {
-    if (mig_mode != MIG_RECORD || timer < 0)
+    if (timer < 0 || !begin_ask((uint32_t)mig_sys(SYS_gettid), &when_ns))
         return;
-    uint64_t retry = __atomic_load_n(&pre.retry_ns, __ATOMIC_ACQUIRE);
-    if (when_ns < retry)
-        when_ns = retry;
-    uint32_t state = IDLE;
-    if (!__atomic_compare_exchange_n(&pre.state, &state, ASKING, 0, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE))
-        return;
-    uint32_t me = (uint32_t)mig_sys(SYS_gettid);
-    __atomic_store_n(&pre.ktid, me, __ATOMIC_RELEASE);
-    pre.asked_ns = when_ns;
     __atomic_store_n(&pre.state, set_timer(timer, when_ns) ? ASKED : IDLE, __ATOMIC_RELEASE);
 }
 

@@ -514,7 +514,7 @@ void mig_preempt_arm_here(uintptr_t at)
 
 /* Was a holder of this process asked to stop in the last LATELY_NS (a request that reached
  * it)? Its threads spin: the requests go ahead (mig_sched.c). Else nothing is sent ahead:
- * a timer costs three system calls, and most hand-overs are at switch points. */
+ * a request so costs two system calls, and most hand-overs are at switch points. */
 static uint64_t last_asked_ns;
 #define LATELY_NS 100000000ull
 

@@ -488,7 +488,12 @@ void mig_preempt_ask_self(int timer, uint64_t when_ns)
 {
     if (timer < 0 || !begin_ask((uint32_t)mig_sys(SYS_gettid), &when_ns))
         return;
-    __atomic_store_n(&pre.state, set_timer(timer, when_ns) ? ASKED : IDLE, __ATOMIC_RELEASE);
+    /* (a CAS: a timer due already may have fired in this thread's handler, which took
+     * the request; a store of ASKED after it left a request no signal would ever answer,
+     * and no thread asked again: the primary gave up serializing Redis with I/O threads) */
+    uint32_t state = ASKING;
+    __atomic_compare_exchange_n(&pre.state, &state, set_timer(timer, when_ns) ? ASKED : IDLE,
+                                0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
 /* Replay: the holder has taken its last record before a stop the log has for it at A (the
@@ -578,11 +583,13 @@ void mig_preempt_rearm(uint64_t now_ns)
         now_ns - pre.asked_ns > after)
         __atomic_compare_exchange_n(&pre.state, &state, IDLE, 0, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE);
-    /* a request sent ahead that never reached its holder (asked_ns: when it was due) */
+    /* a request that never reached its holder (asked_ns: when it was due). A signal of the
+     * same number pending in the holder (a stop's that came late, a timer's) makes the
+     * kernel drop another: the request stood, no thread asked again, and after
+     * serial_stall_ms the primary gave up serializing (Redis with I/O threads, once) */
     state = ASKED;
     if (__atomic_load_n(&pre.state, __ATOMIC_ACQUIRE) == ASKED &&
-        (int64_t)(now_ns - pre.asked_ns) > (int64_t)after &&
-        __atomic_load_n(&ask_timer, __ATOMIC_ACQUIRE) >= 0) {
+        (int64_t)(now_ns - pre.asked_ns) > (int64_t)after) {
         drop_timer();
         __atomic_compare_exchange_n(&pre.state, &state, IDLE, 0, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE);

@@ -394,34 +394,6 @@ static int recurring(const ucontext_t *uc)
 
 /* ------------------------------------------------------------------ both */
 
-/* A thread waiting for the token asks the holder (kernel id ktid, its selector at sel) to
- * stop where it is, if it runs the app's code: a signal that found it in a system call
- * could end the call with EINTR. The holder, before a call that may block, waits out a
- * request in flight (mig_preempt_quiet). */
-void mig_preempt_ask(uint32_t ktid, const char *sel, uint64_t now_ns)
-{
-    if (!ktid || !sel || now_ns < __atomic_load_n(&pre.retry_ns, __ATOMIC_ACQUIRE))
-        return;
-    uint32_t state = IDLE;
-    if (!__atomic_compare_exchange_n(&pre.state, &state, ASKING, 0, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE))
-        return;
-    __atomic_store_n(&pre.ktid, ktid, __ATOMIC_RELEASE);
-    pre.asked_ns = now_ns;
-    if (ktid == (uint32_t)mig_sys(SYS_gettid) ||
-        __atomic_load_n(sel, __ATOMIC_ACQUIRE) != MIG_SEL_BLOCK ||
-        mig_sys(SYS_tgkill, mig_sys(SYS_getpid), ktid, MIG_PREEMPT_SIG) != 0) {
-        state = ASKING; /* stale, in the shim's code, or gone */
-        __atomic_compare_exchange_n(&pre.state, &state, IDLE, 0, __ATOMIC_ACQ_REL,
-                                    __ATOMIC_ACQUIRE);
-        return;
-    }
-    __atomic_fetch_add(&pre.asks, 1, __ATOMIC_RELAXED);
-    state = ASKING; /* (the holder may have taken the request already) */
-    __atomic_compare_exchange_n(&pre.state, &state, ASKED, 0, __ATOMIC_ACQ_REL,
-                                __ATOMIC_ACQUIRE);
-}
-
 /* The request on timer id (the target's), to come at when_ns (CLOCK_MONOTONIC), the
  * state already ASKING: 1 when set. */
 static int set_timer(int id, uint64_t when_ns)
@@ -437,6 +409,45 @@ static int set_timer(int id, uint64_t when_ns)
         return 0;
     }
     return 1;
+}
+
+/* A request begun (ASKING, to the holder ktid) goes: a signal from tgkill now (timer < 0),
+ * or the holder's timer at when_ns. Not to this thread, nor to a holder in the shim's code
+ * (its selector at sel): its request would be stale there, or find it on its way to a
+ * call that may block. */
+static void send_request(uint32_t ktid, const char *sel, int timer, uint64_t when_ns)
+{
+    uint32_t state = ASKING;
+    if (ktid == (uint32_t)mig_sys(SYS_gettid) ||
+        __atomic_load_n(sel, __ATOMIC_ACQUIRE) != MIG_SEL_BLOCK ||
+        (timer < 0 ? mig_sys(SYS_tgkill, mig_sys(SYS_getpid), ktid, MIG_PREEMPT_SIG) != 0
+                   : !set_timer(timer, when_ns))) {
+        /* stale, in the shim's code, or gone */
+        __atomic_compare_exchange_n(&pre.state, &state, IDLE, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE);
+        return;
+    }
+    __atomic_fetch_add(&pre.asks, 1, __ATOMIC_RELAXED);
+    state = ASKING; /* (the holder may have taken the request already) */
+    __atomic_compare_exchange_n(&pre.state, &state, ASKED, 0, __ATOMIC_ACQ_REL,
+                                __ATOMIC_ACQUIRE);
+}
+
+/* A thread waiting for the token asks the holder (kernel id ktid, its selector at sel) to
+ * stop where it is, if it runs the app's code: a signal that found it in a system call
+ * could end the call with EINTR. The holder, before a call that may block, waits out a
+ * request in flight (mig_preempt_quiet). */
+void mig_preempt_ask(uint32_t ktid, const char *sel, uint64_t now_ns)
+{
+    if (!ktid || !sel || now_ns < __atomic_load_n(&pre.retry_ns, __ATOMIC_ACQUIRE))
+        return;
+    uint32_t state = IDLE;
+    if (!__atomic_compare_exchange_n(&pre.state, &state, ASKING, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        return;
+    __atomic_store_n(&pre.ktid, ktid, __ATOMIC_RELEASE);
+    pre.asked_ns = now_ns;
+    send_request(ktid, sel, -1, now_ns);
 }
 
 /* Record: a request sent ahead to ktid begins (IDLE to ASKING), due at *when_ns, which
@@ -466,18 +477,7 @@ void mig_preempt_ask_at(uint32_t ktid, const char *sel, int timer, uint64_t when
 {
     if (!ktid || !sel || timer < 0 || !begin_ask(ktid, &when_ns))
         return;
-    uint32_t state;
-    if (ktid == (uint32_t)mig_sys(SYS_gettid) ||
-        __atomic_load_n(sel, __ATOMIC_ACQUIRE) != MIG_SEL_BLOCK || !set_timer(timer, when_ns)) {
-        state = ASKING;
-        __atomic_compare_exchange_n(&pre.state, &state, IDLE, 0, __ATOMIC_ACQ_REL,
-                                    __ATOMIC_ACQUIRE);
-        return;
-    }
-    __atomic_fetch_add(&pre.asks, 1, __ATOMIC_RELAXED);
-    state = ASKING;
-    __atomic_compare_exchange_n(&pre.state, &state, ASKED, 0, __ATOMIC_ACQ_REL,
-                                __ATOMIC_ACQUIRE);
+    send_request(ktid, sel, timer, when_ns);
 }
 
 /* Record: the holder asks itself, by the timer, to arrive at when_ns: a thread that took

@@ -60,9 +60,9 @@ static struct {
     uint32_t last;    /* logical tid + 1 of the thread that held it last */
     uint64_t last_sp; /* ... and the switch point at which it let go */
     uint32_t waiting; /* threads waiting for it (record) */
-    uint32_t owner_ktid; /* the kernel's id of the holder (to ask it to stop, mig_preempt.c) */
-    uint64_t owner_id;   /* ... with its timer for requests sent ahead, one word: timer << 32
-                          * | kernel id (0 while free) */
+    uint64_t owner_id;   /* the kernel's id of the holder (to ask it to stop, mig_preempt.c)
+                          * and its timer for requests sent ahead, one word: timer << 32 |
+                          * kernel id (0 while free): owner_ktid() */
     char *owner_sel;     /* ... and its selector (MIG_SEL_BLOCK: it runs the app's code) */
     uint32_t passes;     /* switch points passed by holders (a waiter sees progress) */
     uint32_t spinners;   /* record: preempted spinners among the waiters */
@@ -90,13 +90,18 @@ static void took_token(void)
         timer_made = 1;
         my_timer = mig_preempt_new_timer(my_ktid);
     }
-    __atomic_store_n(&tok.owner_id, (uint64_t)(uint32_t)my_timer << 32 | my_ktid,
-                     __ATOMIC_RELEASE);
     if (!mig_errno_at)
         mig_errno_at = &errno; /* for the preemption's handler (mig_trap.c) */
     __atomic_store_n(&tok.owner_sel, &mig_sel, __ATOMIC_RELEASE);
-    __atomic_store_n(&tok.owner_ktid, my_ktid, __ATOMIC_RELEASE);
+    __atomic_store_n(&tok.owner_id, (uint64_t)(uint32_t)my_timer << 32 | my_ktid,
+                     __ATOMIC_RELEASE); /* (after the selector: a waiter reads them so) */
     tok.since = mig_monotonic_ns();
+}
+
+/* The kernel's id of the holder, 0 while the token is free. */
+static uint32_t owner_ktid(void)
+{
+    return (uint32_t)__atomic_load_n(&tok.owner_id, __ATOMIC_ACQUIRE);
 }
 
 int mig_sched_holding(void)
@@ -478,7 +483,6 @@ static void rec_release(void)
 {
     mig_preempt_quiet();
     mig_preempt_moot();
-    __atomic_store_n(&tok.owner_ktid, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&tok.owner_id, 0, __ATOMIC_RELEASE);
     tok.last = mig_tid + 1;
     tok.last_sp = points;
@@ -566,7 +570,7 @@ static void rec_wait(void)
         } else if (t - since >= MIG_PREEMPT_NS && __atomic_load_n(&tok.owner, __ATOMIC_ACQUIRE)) {
             hurry(t);
             mig_preempt_rearm(t);
-            mig_preempt_ask(__atomic_load_n(&tok.owner_ktid, __ATOMIC_ACQUIRE),
+            mig_preempt_ask(owner_ktid(),
                             __atomic_load_n(&tok.owner_sel, __ATOMIC_ACQUIRE), t);
         }
         uint64_t id = __atomic_load_n(&tok.owner_id, __ATOMIC_ACQUIRE);
@@ -621,15 +625,24 @@ static void rep_nudge(void)
         mig_replay_nudge();
 }
 
+/* Replay: A, when rec (the log's next record) is this thread's stop at A at this switch
+ * point (a SWITCH PREEMPTED); else 0. */
+static uintptr_t stop_in(const struct mig_rec *rec)
+{
+    if (rec && rec->kind == MIG_K_SWITCH && rec->args[2] == PREEMPTED &&
+        rec->tid == mig_tid && (uint64_t)rec->args[1] == points)
+        return (uintptr_t)rec->args[3];
+    return 0;
+}
+
 void mig_sched_tail_moved(void)
 {
     if (mig_mode != MIG_REPLAY)
         return;
     const struct mig_rec *rec = mig_tail_now();
-    if (rec && rec->kind == MIG_K_SWITCH && rec->args[2] == PREEMPTED &&
-        rec->tid == mig_tid && (uint64_t)rec->args[1] == points && mig_serial_on &&
-        !mig_token_out)
-        mig_preempt_arm_here((uintptr_t)rec->args[3]); /* this holder's own stop is next */
+    uintptr_t at = stop_in(rec);
+    if (at && mig_serial_on && !mig_token_out)
+        mig_preempt_arm_here(at); /* this holder's own stop is next */
     if (!__atomic_load_n(&tok.sleepers, __ATOMIC_SEQ_CST))
         return;
     if (rec && rec->kind == MIG_K_SWITCH && (rec->args[2] == PREEMPTED || rec->args[2] == FORCED))
@@ -666,7 +679,7 @@ static void rep_wait(void)
             }
             hurry(t);
             mig_preempt_rearm(t);
-            mig_preempt_ask(__atomic_load_n(&tok.owner_ktid, __ATOMIC_ACQUIRE),
+            mig_preempt_ask(owner_ktid(),
                             __atomic_load_n(&tok.owner_sel, __ATOMIC_ACQUIRE), t);
             wait = &slice;
         } else if (!rec && mig_replay_ahead()) {
@@ -724,11 +737,7 @@ void mig_sched_poke(void)
  * (a SWITCH PREEMPTED of this thread at this switch point); else 0. */
 uintptr_t mig_sched_recorded_stop(void)
 {
-    const struct mig_rec *rec = mig_tail_now();
-    if (rec && rec->kind == MIG_K_SWITCH && rec->args[2] == PREEMPTED &&
-        rec->tid == mig_tid && (uint64_t)rec->args[1] == points)
-        return (uintptr_t)rec->args[3];
-    return 0;
+    return stop_in(mig_tail_now());
 }
 
 /* The holder, stopped in its spin's recurring state (mig_preempt.c), in the preemption's
